@@ -7,6 +7,7 @@ pub mod labels;
 pub mod names;
 pub mod policy;
 pub mod pyliteral;
+pub mod service;
 pub mod time;
 
 pub use identity::Identity;

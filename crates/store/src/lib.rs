@@ -1,1 +1,195 @@
+//! All SQL of magnum-rs. One store, three engines: SQLite (the embedded default), PostgreSQL
+//! and MariaDB/MySQL, chosen by the URL scheme. Queries are written once with `?`
+//! placeholders and portable SQL; [`Backend`] adapts the few places where engines differ.
 
+mod cluster_templates;
+mod error;
+mod migrations;
+mod services;
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use cluster_templates::{Page, SortDirection, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
+pub use error::StoreError;
+pub use migrations::{AppliedMigration, MIGRATIONS};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            "mysql" | "mariadb" => Ok(Backend::MySql),
+            _ => Err(StoreError::UnsupportedUrl(redact_url(url))),
+        }
+    }
+}
+
+/// The database handle every component shares.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH`, `postgres://…` or `mysql://…` (MariaDB). A SQLite file
+    /// is created when missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite => sqlite_url_with_create_mode(url),
+            Backend::MySql => url.replacen("mariadb://", "mysql://", 1),
+            Backend::Postgres => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|source| StoreError::connect(&url, source))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    match backend {
+                        // WAL lets readers proceed while a writer commits; the busy timeout
+                        // makes concurrent writers wait instead of failing.
+                        Backend::Sqlite => {
+                            connection
+                                .execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                                )
+                                .await?;
+                        }
+                        Backend::MySql => {
+                            connection
+                                .execute("SET SESSION sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES'")
+                                .await?;
+                        }
+                        Backend::Postgres => {}
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::connect(&url, source))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Rewrites `?` placeholders into the engine's form.
+    fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
+        match self.backend {
+            Backend::Postgres => {
+                let mut out = String::with_capacity(query.len() + 16);
+                let mut index = 0;
+                for c in query.chars() {
+                    if c == '?' {
+                        index += 1;
+                        out.push('$');
+                        out.push_str(&index.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                Cow::Owned(out)
+            }
+            Backend::Sqlite | Backend::MySql => Cow::Borrowed(query),
+        }
+    }
+}
+
+fn sqlite_url_with_create_mode(url: &str) -> String {
+    if url.contains("mode=") || url.contains(":memory:") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn bool_to_sql(value: bool) -> i64 {
+    i64::from(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://magnum:secret@db/magnum"),
+            "postgres://magnum:***@db/magnum"
+        );
+        assert_eq!(redact_url("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
+    }
+
+    #[test]
+    fn backend_follows_the_scheme() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::from_url("postgresql://h/d").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::from_url("mariadb://h/d").unwrap(), Backend::MySql);
+        assert!(Backend::from_url("oracle://h/d").is_err());
+    }
+}
+
+/// Reads a TEXT column. MariaDB reports TEXT as a BLOB through the `Any` driver, so the bytes
+/// are taken and checked as UTF-8 there.
+pub(crate) fn text_column(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>, StoreError> {
+    use sqlx::Row;
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(text) => Ok(text),
+        Err(sqlx::Error::ColumnDecode { .. }) => {
+            let bytes: Option<Vec<u8>> = row.try_get(column)?;
+            bytes
+                .map(|bytes| {
+                    String::from_utf8(bytes)
+                        .map_err(|_| StoreError::Corrupt(format!("column {column} is not UTF-8")))
+                })
+                .transpose()
+        }
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,1 +1,144 @@
+//! Throw-away databases on every backend, for tests that must run against real engines.
+//!
+//! PostgreSQL and MariaDB are reached through `MAGNUM_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and `MAGNUM_TEST_MYSQL_URL` (default
+//! `mysql://root@127.0.0.1:3306/mysql`); each test database gets a unique name starting with
+//! `magnum_test_` and is dropped by [`TestDatabase::drop_database`]. `MAGNUM_TEST_BACKENDS`
+//! (comma list of `sqlite,postgres,mysql`) narrows the engines; the default is all three.
 
+use sqlx::{Connection, Executor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "sqlite",
+            Engine::Postgres => "postgres",
+            Engine::MySql => "mysql",
+        }
+    }
+}
+
+/// Engines the tests run against.
+pub fn engines() -> Vec<Engine> {
+    let selected = std::env::var("MAGNUM_TEST_BACKENDS")
+        .unwrap_or_else(|_| "sqlite,postgres,mysql".to_owned());
+    selected
+        .split(',')
+        .filter_map(|name| match name.trim() {
+            "sqlite" => Some(Engine::Sqlite),
+            "postgres" => Some(Engine::Postgres),
+            "mysql" | "mariadb" => Some(Engine::MySql),
+            _ => None,
+        })
+        .collect()
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("MAGNUM_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn mysql_admin_url() -> String {
+    std::env::var("MAGNUM_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/mysql".to_owned())
+}
+
+fn with_database(admin_url: &str, database: &str) -> String {
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("database URLs end in /<database>");
+    format!("{base}/{database}")
+}
+
+/// A fresh, empty database.
+pub struct TestDatabase {
+    pub engine: Engine,
+    pub url: String,
+    name: String,
+    _directory: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(engine: Engine) -> Self {
+        let name = format!("magnum_test_{}", uuid::Uuid::new_v4().simple());
+        match engine {
+            Engine::Sqlite => {
+                let directory = tempfile::tempdir().expect("temporary directory");
+                let url = format!(
+                    "sqlite://{}",
+                    directory.path().join("magnum.sqlite").display()
+                );
+                Self {
+                    engine,
+                    url,
+                    name,
+                    _directory: Some(directory),
+                }
+            }
+            Engine::Postgres => {
+                let admin = postgres_admin_url();
+                let mut connection = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|error| panic!("PostgreSQL at {admin}: {error}"));
+                connection
+                    .execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .expect("create PostgreSQL test database");
+                Self {
+                    engine,
+                    url: with_database(&admin, &name),
+                    name,
+                    _directory: None,
+                }
+            }
+            Engine::MySql => {
+                let admin = mysql_admin_url();
+                let mut connection = sqlx::MySqlConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|error| panic!("MariaDB at {admin}: {error}"));
+                connection
+                    .execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str())
+                    .await
+                    .expect("create MariaDB test database");
+                Self {
+                    engine,
+                    url: with_database(&admin, &name),
+                    name,
+                    _directory: None,
+                }
+            }
+        }
+    }
+
+    /// Drops the database; call once every connection to it is closed.
+    pub async fn drop_database(self) {
+        match self.engine {
+            Engine::Sqlite => {}
+            Engine::Postgres => {
+                let mut connection = sqlx::PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .expect("PostgreSQL admin connection");
+                connection
+                    .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                    .await
+                    .expect("drop PostgreSQL test database");
+            }
+            Engine::MySql => {
+                let mut connection = sqlx::MySqlConnection::connect(&mysql_admin_url())
+                    .await
+                    .expect("MariaDB admin connection");
+                connection
+                    .execute(format!("DROP DATABASE IF EXISTS {}", self.name).as_str())
+                    .await
+                    .expect("drop MariaDB test database");
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Forward-only, versioned schema migrations. Each migration is written once in portable
+//! SQL with a few placeholders that [`render`] fills in per engine; applied versions are
+//! recorded in `magnum_schema_migrations`.
+
+use sqlx::Row;
+
+use crate::{Backend, Store, StoreError};
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    statements: &'static [&'static str],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub name: String,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "cluster templates, clusters and services",
+    statements: &[
+        "CREATE TABLE cluster_template (
+            id {pk},
+            uuid VARCHAR(36) NOT NULL,
+            version BIGINT NOT NULL,
+            name VARCHAR(255),
+            coe VARCHAR(255) NOT NULL,
+            image_id VARCHAR(255) NOT NULL,
+            flavor_id VARCHAR(255),
+            master_flavor_id VARCHAR(255),
+            dns_nameserver VARCHAR(255),
+            keypair_id VARCHAR(255),
+            external_network_id VARCHAR(255),
+            fixed_network VARCHAR(255),
+            fixed_subnet VARCHAR(255),
+            network_driver VARCHAR(255),
+            volume_driver VARCHAR(255),
+            apiserver_port BIGINT,
+            docker_volume_size BIGINT,
+            docker_storage_driver VARCHAR(255),
+            cluster_distro VARCHAR(255),
+            http_proxy VARCHAR(255),
+            https_proxy VARCHAR(255),
+            no_proxy VARCHAR(255),
+            registry_enabled BIGINT NOT NULL,
+            insecure_registry VARCHAR(255),
+            labels {text} NOT NULL,
+            tls_disabled BIGINT NOT NULL,
+            public BIGINT NOT NULL,
+            hidden BIGINT NOT NULL,
+            server_type VARCHAR(255) NOT NULL,
+            master_lb_enabled BIGINT NOT NULL,
+            floating_ip_enabled BIGINT NOT NULL,
+            tags VARCHAR(255),
+            driver VARCHAR(255),
+            project_id VARCHAR(255) NOT NULL,
+            user_id VARCHAR(255) NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT,
+            CONSTRAINT uniq_cluster_template_uuid UNIQUE (uuid)
+        ){table_options}",
+        "CREATE INDEX ix_cluster_template_project_id ON cluster_template (project_id)",
+        "CREATE INDEX ix_cluster_template_name ON cluster_template (name)",
+        "CREATE TABLE cluster (
+            id {pk},
+            uuid VARCHAR(36) NOT NULL,
+            version BIGINT NOT NULL,
+            name VARCHAR(255),
+            project_id VARCHAR(255) NOT NULL,
+            user_id VARCHAR(255) NOT NULL,
+            cluster_template_id VARCHAR(36) NOT NULL,
+            keypair VARCHAR(255),
+            docker_volume_size BIGINT,
+            labels {text} NOT NULL,
+            master_flavor_id VARCHAR(255),
+            flavor_id VARCHAR(255),
+            create_timeout BIGINT,
+            discovery_url VARCHAR(255),
+            fixed_network VARCHAR(255),
+            fixed_subnet VARCHAR(255),
+            floating_ip_enabled BIGINT NOT NULL,
+            master_lb_enabled BIGINT NOT NULL,
+            status VARCHAR(32) NOT NULL,
+            status_reason {text},
+            health_status VARCHAR(32),
+            health_status_reason {text},
+            stack_id VARCHAR(255),
+            api_address VARCHAR(255),
+            coe_version VARCHAR(255),
+            container_version VARCHAR(255),
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT,
+            CONSTRAINT uniq_cluster_uuid UNIQUE (uuid),
+            CONSTRAINT fk_cluster_cluster_template FOREIGN KEY (cluster_template_id)
+                REFERENCES cluster_template (uuid)
+        ){table_options}",
+        "CREATE INDEX ix_cluster_project_id ON cluster (project_id)",
+        "CREATE INDEX ix_cluster_cluster_template_id ON cluster (cluster_template_id)",
+        "CREATE TABLE magnum_service (
+            id {pk},
+            host VARCHAR(255) NOT NULL,
+            \"binary\" VARCHAR(255) NOT NULL,
+            disabled BIGINT NOT NULL,
+            disabled_reason VARCHAR(255),
+            forced_down BIGINT NOT NULL,
+            report_count BIGINT NOT NULL,
+            last_seen_up BIGINT,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT,
+            CONSTRAINT uniq_magnum_service_host_binary UNIQUE (host, \"binary\")
+        ){table_options}",
+    ],
+}];
+
+fn render(statement: &str, backend: Backend) -> String {
+    let (primary_key, text, table_options) = match backend {
+        Backend::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", ""),
+        Backend::Postgres => ("BIGSERIAL PRIMARY KEY", "TEXT", ""),
+        Backend::MySql => (
+            "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
+            // A binary collation would make MariaDB report TEXT as BLOB; these columns are
+            // never compared, so a case-insensitive one is harmless.
+            "TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            // Binary collation: names and ids compare exactly, as on the other engines.
+            " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        ),
+    };
+    statement
+        .replace("{pk}", primary_key)
+        .replace("{text}", text)
+        .replace("{table_options}", table_options)
+}
+
+const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS magnum_schema_migrations (
+    version BIGINT NOT NULL PRIMARY KEY,
+    name VARCHAR(255) NOT NULL,
+    applied_at BIGINT NOT NULL
+){table_options}";
+
+impl Store {
+    /// Versions already applied, oldest first.
+    pub async fn applied_migrations(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        sqlx::query(&render(CREATE_MIGRATIONS_TABLE, self.backend))
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query("SELECT version, name FROM magnum_schema_migrations ORDER BY version")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AppliedMigration {
+                    version: row.try_get("version")?,
+                    name: row.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies every migration not yet applied, in order; returns the ones it applied.
+    /// Refuses to touch a schema newer than this binary.
+    pub async fn migrate(&self) -> Result<Vec<AppliedMigration>, StoreError> {
+        let applied = self.applied_migrations().await?;
+        let known = MIGRATIONS.last().map_or(0, |migration| migration.version);
+        if let Some(newest) = applied.last() {
+            if newest.version > known {
+                return Err(StoreError::SchemaTooNew {
+                    found: newest.version,
+                    known,
+                });
+            }
+        }
+        let mut newly_applied = Vec::new();
+        for migration in MIGRATIONS {
+            if applied.iter().any(|done| done.version == migration.version) {
+                continue;
+            }
+            let mut transaction = self.pool.begin().await?;
+            for statement in migration.statements {
+                sqlx::query(&render(statement, self.backend))
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            let recorded = sqlx::query(&self.sql(
+                "INSERT INTO magnum_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            ))
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(magnum_domain::time::Timestamp::now().unix_seconds())
+            .execute(&mut *transaction)
+            .await;
+            match recorded {
+                Ok(_) => transaction.commit().await?,
+                // Another process applied the same migration first.
+                Err(error) if StoreError::is_unique_violation(&error) => {
+                    transaction.rollback().await?;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            }
+            tracing::info!(
+                migration.version = migration.version,
+                migration.name = migration.name,
+                "applied database migration"
+            );
+            newly_applied.push(AppliedMigration {
+                version: migration.version,
+                name: migration.name.to_owned(),
+            });
+        }
+        Ok(newly_applied)
+    }
+
+    /// Whether every known migration has been applied.
+    pub async fn schema_is_current(&self) -> Result<bool, StoreError> {
+        let applied = self.applied_migrations().await?;
+        Ok(MIGRATIONS
+            .iter()
+            .all(|migration| applied.iter().any(|done| done.version == migration.version)))
+    }
+}

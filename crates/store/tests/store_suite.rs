@@ -1,0 +1,334 @@
+//! The store test suite, run against every engine (SQLite, PostgreSQL, MariaDB).
+
+use magnum_domain::cluster_template::{ClusterTemplate, Coe, ServerType};
+use magnum_domain::labels::Labels;
+use magnum_domain::time::Timestamp;
+use magnum_store::{Page, SortDirection, Store, StoreError, TemplateScope};
+use magnum_test_support::{engines, Engine, TestDatabase};
+use sqlx::Connection;
+use uuid::Uuid;
+
+async fn fresh_store(engine: Engine) -> (Store, TestDatabase) {
+    let database = TestDatabase::create(engine).await;
+    let store = Store::connect(&database.url, 4).await.expect("connect");
+    let applied = store.migrate().await.expect("migrate");
+    assert!(!applied.is_empty(), "{}: a fresh database gets every migration", engine.name());
+    (store, database)
+}
+
+async fn finish(store: Store, database: TestDatabase) {
+    store.close().await;
+    database.drop_database().await;
+}
+
+fn template(name: &str, project_id: &str) -> ClusterTemplate {
+    ClusterTemplate {
+        id: 0,
+        uuid: Uuid::new_v4(),
+        name: Some(name.to_owned()),
+        coe: Coe::SwarmMode,
+        image_id: "local-node".to_owned(),
+        flavor_id: Some("local.small".to_owned()),
+        master_flavor_id: None,
+        dns_nameserver: None,
+        keypair_id: None,
+        external_network_id: Some("local".to_owned()),
+        fixed_network: None,
+        fixed_subnet: None,
+        network_driver: Some("docker".to_owned()),
+        volume_driver: None,
+        apiserver_port: None,
+        docker_volume_size: None,
+        docker_storage_driver: None,
+        cluster_distro: Some("local".to_owned()),
+        http_proxy: None,
+        https_proxy: None,
+        no_proxy: None,
+        registry_enabled: false,
+        insecure_registry: None,
+        labels: Labels::from_patch_string("{'b': '1', 'a': 'x'}").unwrap(),
+        tls_disabled: false,
+        public: false,
+        hidden: false,
+        server_type: ServerType::Vm,
+        master_lb_enabled: false,
+        floating_ip_enabled: true,
+        tags: None,
+        driver: Some("local".to_owned()),
+        project_id: project_id.to_owned(),
+        user_id: "u-1".to_owned(),
+        created_at: Timestamp::from_unix_seconds(1_795_425_533),
+        updated_at: None,
+        version: 0,
+    }
+}
+
+fn page(sort_key: &'static str, direction: SortDirection, limit: u32, marker: Option<Uuid>) -> Page {
+    Page {
+        sort_key,
+        direction,
+        limit,
+        marker,
+    }
+}
+
+/// Inserts a cluster row referencing the template, as the clusters API will.
+async fn insert_cluster_using(database: &TestDatabase, template_uuid: Uuid) {
+    let sql = "INSERT INTO cluster (uuid, version, name, project_id, user_id, cluster_template_id, \
+               labels, floating_ip_enabled, master_lb_enabled, status, created_at) \
+               VALUES ('{cluster}', 1, 'c1', 'p-1', 'u-1', '{template}', '{}', 1, 0, \
+               'CREATE_IN_PROGRESS', 0)"
+        .replace("{cluster}", &Uuid::new_v4().to_string())
+        .replace("{template}", &template_uuid.to_string());
+    let mut connection = sqlx::AnyConnection::connect(&database.url).await.unwrap();
+    sqlx::query(&sql).execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_idempotent() {
+    sqlx::any::install_default_drivers();
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        assert!(store.schema_is_current().await.unwrap());
+        assert!(store.migrate().await.unwrap().is_empty(), "{}", engine.name());
+        let applied = store.applied_migrations().await.unwrap();
+        assert_eq!(applied.len(), magnum_store::MIGRATIONS.len());
+        finish(store, database).await;
+    }
+}
+
+#[tokio::test]
+async fn templates_round_trip_every_field() {
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        let mut original = template("t1", "p-1");
+        original.apiserver_port = Some(6443);
+        original.docker_volume_size = Some(5);
+        original.tags = Some("a,b".to_owned());
+        original.dns_nameserver = Some("8.8.8.8".to_owned());
+        original.public = true;
+        original.hidden = true;
+        original.tls_disabled = true;
+        original.name = Some("ünïcode ☃".to_owned());
+        let stored = store.insert_cluster_template(&original).await.unwrap();
+        assert!(stored.id > 0);
+        let loaded = store
+            .cluster_template_by_uuid(original.uuid, TemplateScope::All)
+            .await
+            .unwrap()
+            .expect("stored template");
+        assert_eq!(loaded, stored, "{}", engine.name());
+        assert_eq!(
+            loaded.labels.as_map().keys().collect::<Vec<_>>(),
+            vec!["b", "a"],
+            "{}: label order is kept",
+            engine.name()
+        );
+        let duplicate = store.insert_cluster_template(&original).await.unwrap_err();
+        assert!(matches!(duplicate, StoreError::DuplicateUuid(uuid) if uuid == original.uuid));
+        finish(store, database).await;
+    }
+}
+
+#[tokio::test]
+async fn visibility_scopes_and_name_lookup() {
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        let own = store.insert_cluster_template(&template("same", "p-1")).await.unwrap();
+        let mut public = template("same", "p-2");
+        public.public = true;
+        let public = store.insert_cluster_template(&public).await.unwrap();
+        let mut hidden = template("hidden", "p-2");
+        hidden.public = true;
+        hidden.hidden = true;
+        let hidden = store.insert_cluster_template(&hidden).await.unwrap();
+        let private_other = store.insert_cluster_template(&template("other", "p-2")).await.unwrap();
+
+        let visible = store
+            .list_cluster_templates(
+                TemplateScope::VisibleTo("p-1"),
+                &page("id", SortDirection::Ascending, 1000, None),
+            )
+            .await
+            .unwrap();
+        let uuids: Vec<Uuid> = visible.iter().map(|t| t.uuid).collect();
+        assert_eq!(uuids, vec![own.uuid, public.uuid], "{}", engine.name());
+
+        let all = store
+            .list_cluster_templates(TemplateScope::All, &page("id", SortDirection::Ascending, 1000, None))
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 4);
+
+        for (uuid, visible_to_p1) in [
+            (own.uuid, true),
+            (public.uuid, true),
+            (hidden.uuid, false),
+            (private_other.uuid, false),
+        ] {
+            let found = store
+                .cluster_template_by_uuid(uuid, TemplateScope::VisibleTo("p-1"))
+                .await
+                .unwrap();
+            assert_eq!(found.is_some(), visible_to_p1, "{}", engine.name());
+        }
+        assert!(store
+            .cluster_template_by_uuid(public.uuid, TemplateScope::OwnedBy("p-1"))
+            .await
+            .unwrap()
+            .is_none());
+
+        let by_name = store
+            .cluster_templates_by_name("same", TemplateScope::VisibleTo("p-1"), 2)
+            .await
+            .unwrap();
+        assert_eq!(by_name.len(), 2, "ambiguous names are visible as such");
+        let by_name = store
+            .cluster_templates_by_name("same", TemplateScope::OwnedBy("p-1"), 2)
+            .await
+            .unwrap();
+        assert_eq!(by_name.len(), 1);
+        let exact = store
+            .cluster_templates_by_name("SAME", TemplateScope::All, 2)
+            .await
+            .unwrap();
+        assert!(exact.is_empty(), "{}: names compare exactly", engine.name());
+        finish(store, database).await;
+    }
+}
+
+#[tokio::test]
+async fn pagination_with_markers_in_both_directions_and_nulls() {
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        let mut inserted = Vec::new();
+        for (name, size) in [("c", Some(3)), ("a", None), ("b", Some(1)), ("a", Some(2)), ("d", None)] {
+            let mut t = template(name, "p-1");
+            t.docker_volume_size = size;
+            inserted.push(store.insert_cluster_template(&t).await.unwrap());
+        }
+        for (key, direction) in [
+            ("id", SortDirection::Ascending),
+            ("name", SortDirection::Ascending),
+            ("name", SortDirection::Descending),
+            ("docker_volume_size", SortDirection::Ascending),
+            ("docker_volume_size", SortDirection::Descending),
+        ] {
+            let whole = store
+                .list_cluster_templates(TemplateScope::All, &page(key, direction, 100, None))
+                .await
+                .unwrap();
+            assert_eq!(whole.len(), 5);
+            let mut walked = Vec::new();
+            let mut marker = None;
+            loop {
+                let chunk = store
+                    .list_cluster_templates(TemplateScope::All, &page(key, direction, 2, marker))
+                    .await
+                    .unwrap();
+                walked.extend(chunk.iter().map(|t| t.uuid));
+                if chunk.len() < 2 {
+                    break;
+                }
+                marker = chunk.last().map(|t| t.uuid);
+            }
+            let expected: Vec<Uuid> = whole.iter().map(|t| t.uuid).collect();
+            assert_eq!(walked, expected, "{} {key} {direction:?}", engine.name());
+        }
+        let by_size_ascending = store
+            .list_cluster_templates(
+                TemplateScope::All,
+                &page("docker_volume_size", SortDirection::Ascending, 100, None),
+            )
+            .await
+            .unwrap();
+        let sizes: Vec<Option<i64>> = by_size_ascending.iter().map(|t| t.docker_volume_size).collect();
+        assert_eq!(sizes, vec![None, None, Some(1), Some(2), Some(3)], "{}", engine.name());
+        let by_name_descending = store
+            .list_cluster_templates(TemplateScope::All, &page("name", SortDirection::Descending, 100, None))
+            .await
+            .unwrap();
+        let names: Vec<&str> = by_name_descending.iter().map(|t| t.name.as_deref().unwrap()).collect();
+        assert_eq!(names, vec!["d", "c", "b", "a", "a"]);
+        assert_eq!(by_name_descending[3].id, inserted[3].id, "ties break on id in the same direction");
+
+        let missing = Uuid::new_v4();
+        let error = store
+            .list_cluster_templates(TemplateScope::All, &page("id", SortDirection::Ascending, 2, Some(missing)))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::MarkerNotFound(uuid) if uuid == missing));
+        finish(store, database).await;
+    }
+}
+
+#[tokio::test]
+async fn updates_are_compare_and_set_and_respect_clusters() {
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        let stored = store.insert_cluster_template(&template("t", "p-1")).await.unwrap();
+        let mut renamed = stored.clone();
+        renamed.name = Some("renamed".to_owned());
+        renamed.updated_at = Some(Timestamp::from_unix_seconds(1_795_425_600));
+        let updated = store.update_cluster_template(&renamed, true).await.unwrap();
+        assert_eq!(updated.version, stored.version + 1);
+        let reloaded = store
+            .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reloaded, updated, "{}", engine.name());
+
+        let stale = store.update_cluster_template(&renamed, false).await.unwrap_err();
+        assert!(matches!(stale, StoreError::Conflict), "{}: {stale}", engine.name());
+
+        insert_cluster_using(&database, stored.uuid).await;
+        assert!(store.cluster_template_in_use(stored.uuid).await.unwrap());
+        let mut flavor = updated.clone();
+        flavor.flavor_id = Some("local.medium".to_owned());
+        let in_use = store.update_cluster_template(&flavor, true).await.unwrap_err();
+        assert!(matches!(in_use, StoreError::InUse), "{}: {in_use}", engine.name());
+        let untouched = store
+            .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(untouched, updated, "a refused update changes nothing");
+        let mut published = updated.clone();
+        published.public = true;
+        store.update_cluster_template(&published, false).await.unwrap();
+
+        let refused = store.delete_cluster_template(stored.uuid).await.unwrap_err();
+        assert!(matches!(refused, StoreError::InUse), "{}: {refused}", engine.name());
+        let unused = store.insert_cluster_template(&template("unused", "p-1")).await.unwrap();
+        assert!(!store.cluster_template_in_use(unused.uuid).await.unwrap());
+        store.delete_cluster_template(unused.uuid).await.unwrap();
+        let gone = store.delete_cluster_template(unused.uuid).await.unwrap_err();
+        assert!(matches!(gone, StoreError::NotFound));
+        let missing = store.update_cluster_template(&unused, false).await.unwrap_err();
+        assert!(matches!(missing, StoreError::NotFound));
+        finish(store, database).await;
+    }
+}
+
+#[tokio::test]
+async fn service_heartbeats_count_up() {
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        let start = Timestamp::from_unix_seconds(1_795_425_533);
+        store.record_service_heartbeat("host-a", "magnum-conductor", start).await.unwrap();
+        store.record_service_heartbeat("host-b", "magnum-conductor", start).await.unwrap();
+        let later = Timestamp::from_unix_seconds(1_795_425_543);
+        store.record_service_heartbeat("host-a", "magnum-conductor", later).await.unwrap();
+        let services = store.list_services().await.unwrap();
+        assert_eq!(services.len(), 2, "{}", engine.name());
+        assert_eq!(services[0].host, "host-a");
+        assert_eq!(services[0].report_count, 2);
+        assert_eq!(services[0].last_seen_up, Some(later));
+        assert_eq!(services[0].created_at, start);
+        assert_eq!(services[1].report_count, 1);
+        assert!(services[0].id < services[1].id);
+        finish(store, database).await;
+    }
+}
