@@ -1,1 +1,329 @@
+//! The `local` driver: swarm-mode clusters whose nodes are network namespaces on this host,
+//! each running its own dockerd. This part holds its catalog — the node images, flavors and
+//! networks templates may refer to — loaded from configuration.
 
+use magnum_domain::cluster_template::{Coe, ServerType};
+use magnum_driver::{ClusterType, Driver, Image, ReferenceError, References};
+use serde::Deserialize;
+
+pub const DRIVER_NAME: &str = "local";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogImage {
+    pub name: String,
+    /// Defaults to the name.
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub os_distro: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogFlavor {
+    pub name: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    pub vcpus: u32,
+    pub ram_mib: u64,
+    #[serde(default = "default_disk_gib")]
+    pub disk_gib: u64,
+}
+
+fn default_disk_gib() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogNetwork {
+    pub name: String,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// What templates using the local driver may refer to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Catalog {
+    pub images: Vec<CatalogImage>,
+    pub flavors: Vec<CatalogFlavor>,
+    pub external_networks: Vec<CatalogNetwork>,
+    pub fixed_networks: Vec<CatalogNetwork>,
+    pub fixed_subnets: Vec<CatalogNetwork>,
+    pub keypairs: Vec<String>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self {
+            images: vec![CatalogImage {
+                name: "local-node".to_owned(),
+                id: None,
+                os_distro: Some("local".to_owned()),
+            }],
+            flavors: vec![
+                CatalogFlavor {
+                    name: "local.small".to_owned(),
+                    id: None,
+                    vcpus: 1,
+                    ram_mib: 1024,
+                    disk_gib: default_disk_gib(),
+                },
+                CatalogFlavor {
+                    name: "local.medium".to_owned(),
+                    id: None,
+                    vcpus: 2,
+                    ram_mib: 2048,
+                    disk_gib: default_disk_gib(),
+                },
+            ],
+            external_networks: vec![CatalogNetwork {
+                name: "local".to_owned(),
+                id: None,
+            }],
+            fixed_networks: Vec::new(),
+            fixed_subnets: Vec::new(),
+            keypairs: Vec::new(),
+        }
+    }
+}
+
+fn matches(name: &str, id: Option<&String>, reference: &str) -> bool {
+    name == reference || id.is_some_and(|id| id == reference)
+}
+
+pub struct LocalDriver {
+    catalog: Catalog,
+}
+
+impl LocalDriver {
+    pub fn new(catalog: Catalog) -> Self {
+        Self { catalog }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn flavor(&self, reference: &str) -> Option<&CatalogFlavor> {
+        self.catalog
+            .flavors
+            .iter()
+            .find(|flavor| matches(&flavor.name, flavor.id.as_ref(), reference))
+    }
+
+    fn check_network(
+        networks: &[CatalogNetwork],
+        reference: Option<&str>,
+        missing: fn(String) -> ReferenceError,
+        ambiguous: Option<fn(String) -> ReferenceError>,
+    ) -> Result<(), ReferenceError> {
+        let Some(reference) = reference else {
+            return Ok(());
+        };
+        let count = networks
+            .iter()
+            .filter(|network| matches(&network.name, network.id.as_ref(), reference))
+            .count();
+        match (count, ambiguous) {
+            (0, _) => Err(missing(reference.to_owned())),
+            (1, _) | (_, None) => Ok(()),
+            (_, Some(ambiguous)) => Err(ambiguous(reference.to_owned())),
+        }
+    }
+}
+
+impl Driver for LocalDriver {
+    fn name(&self) -> &str {
+        DRIVER_NAME
+    }
+
+    fn provides(&self) -> Vec<ClusterType> {
+        let mut distros: Vec<&str> = self
+            .catalog
+            .images
+            .iter()
+            .filter_map(|image| image.os_distro.as_deref())
+            .collect();
+        distros.sort_unstable();
+        distros.dedup();
+        distros
+            .into_iter()
+            .map(|os_distro| ClusterType {
+                server_type: ServerType::Vm,
+                os_distro: os_distro.to_owned(),
+                coe: Coe::SwarmMode,
+            })
+            .collect()
+    }
+
+    fn find_image(&self, reference: &str) -> Result<Option<Image>, ReferenceError> {
+        let found: Vec<&CatalogImage> = self
+            .catalog
+            .images
+            .iter()
+            .filter(|image| matches(&image.name, image.id.as_ref(), reference))
+            .collect();
+        match found.as_slice() {
+            [] => Ok(None),
+            [image] => Ok(Some(Image {
+                id: image.id.clone().unwrap_or_else(|| image.name.clone()),
+                name: image.name.clone(),
+                os_distro: image.os_distro.clone(),
+            })),
+            _ => Err(ReferenceError::ImageAmbiguous(reference.to_owned())),
+        }
+    }
+
+    fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
+        let boot_volume_size = match references.boot_volume_size {
+            Some(text) => text
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| ReferenceError::InvalidBootVolumeSize(text.to_owned()))?,
+            None => 0,
+        };
+        for flavor_reference in [references.flavor_id, references.master_flavor_id]
+            .into_iter()
+            .flatten()
+        {
+            let flavor = self
+                .flavor(flavor_reference)
+                .ok_or_else(|| ReferenceError::FlavorNotFound(flavor_reference.to_owned()))?;
+            if boot_volume_size <= 0 && flavor.disk_gib == 0 {
+                return Err(ReferenceError::FlavorWithoutRootDisk);
+            }
+        }
+        Self::check_network(
+            &self.catalog.external_networks,
+            references.external_network_id,
+            ReferenceError::ExternalNetworkNotFound,
+            Some(ReferenceError::ExternalNetworkAmbiguous),
+        )?;
+        Self::check_network(
+            &self.catalog.fixed_networks,
+            references.fixed_network,
+            ReferenceError::FixedNetworkNotFound,
+            None,
+        )?;
+        Self::check_network(
+            &self.catalog.fixed_subnets,
+            references.fixed_subnet,
+            ReferenceError::FixedSubnetNotFound,
+            None,
+        )?;
+        if let Some(keypair) = references.keypair {
+            if !self.catalog.keypairs.iter().any(|known| known == keypair) {
+                return Err(ReferenceError::KeypairNotFound(keypair.to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use magnum_driver::{DriverRegistry, ResolutionError};
+
+    use super::*;
+
+    fn registry() -> DriverRegistry {
+        DriverRegistry::new(vec![Arc::new(LocalDriver::new(Catalog::default()))])
+    }
+
+    #[test]
+    fn default_catalog_serves_swarm_mode_templates() {
+        let resolved = registry()
+            .resolve(None, "local-node", ServerType::Vm, Coe::SwarmMode)
+            .unwrap();
+        assert_eq!(resolved.driver.name(), "local");
+        assert_eq!(resolved.os_distro, "local");
+        resolved
+            .driver
+            .validate_references(&References {
+                flavor_id: Some("local.small"),
+                master_flavor_id: Some("local.medium"),
+                external_network_id: Some("local"),
+                ..References::default()
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn kubernetes_is_refused_with_what_is_missing() {
+        let error = registry()
+            .resolve(None, "local-node", ServerType::Vm, Coe::Kubernetes)
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "Cluster type (vm, local, kubernetes) is not supported by any loaded cluster driver. \
+             Loaded drivers support: local (vm, local, swarm-mode)."
+        );
+    }
+
+    #[test]
+    fn unknown_references_get_upstream_messages() {
+        let registry = registry();
+        let unknown_image = registry
+            .resolve(None, "nope", ServerType::Vm, Coe::SwarmMode)
+            .err()
+            .unwrap();
+        assert_eq!(unknown_image.to_string(), "Image nope could not be found.");
+        let unknown_driver = registry
+            .resolve(Some("heat"), "local-node", ServerType::Vm, Coe::SwarmMode)
+            .err()
+            .unwrap();
+        assert!(matches!(unknown_driver, ResolutionError::UnknownDriver(_)));
+        let driver = LocalDriver::new(Catalog::default());
+        let cases = [
+            (
+                References { flavor_id: Some("m1.huge"), ..References::default() },
+                "Unable to find flavor m1.huge.",
+            ),
+            (
+                References { external_network_id: Some("public"), ..References::default() },
+                "Unable to find external network public.",
+            ),
+            (
+                References { fixed_network: Some("private"), ..References::default() },
+                "Unable to find fixed network private.",
+            ),
+            (
+                References { fixed_subnet: Some("sub"), ..References::default() },
+                "Unable to find fixed subnet sub.",
+            ),
+            (
+                References { keypair: Some("mykey"), ..References::default() },
+                "Unable to find keypair mykey.",
+            ),
+        ];
+        for (references, message) in cases {
+            assert_eq!(driver.validate_references(&references).unwrap_err().to_string(), message);
+        }
+    }
+
+    #[test]
+    fn root_disk_rule_uses_boot_volume_size() {
+        let mut catalog = Catalog::default();
+        catalog.flavors.push(CatalogFlavor {
+            name: "diskless".to_owned(),
+            id: None,
+            vcpus: 1,
+            ram_mib: 512,
+            disk_gib: 0,
+        });
+        let driver = LocalDriver::new(catalog);
+        let diskless = References { flavor_id: Some("diskless"), ..References::default() };
+        assert_eq!(
+            driver.validate_references(&diskless).unwrap_err(),
+            ReferenceError::FlavorWithoutRootDisk
+        );
+        let with_volume = References { boot_volume_size: Some("10"), ..diskless };
+        driver.validate_references(&with_volume).unwrap();
+    }
+}
