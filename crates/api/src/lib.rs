@@ -1,1 +1,63 @@
+//! The Magnum v1 HTTP API. This is the only crate that speaks HTTP.
+//!
+//! One fallback handler ([`routing::dispatch`]) does upstream's routing by hand, because the
+//! contract has quirks a declarative router cannot express: unversioned aliases, trailing
+//! slashes, a fixed `Allow` header, and errors whose shape depends on whether they come
+//! from routing or from a controller. Handlers validate, consult policy, read or write the
+//! store and answer; they never call a driver for anything that changes the world.
 
+mod auth;
+mod context;
+mod error;
+mod handlers;
+mod input;
+mod microversion;
+mod pagination;
+mod patch;
+mod routing;
+
+use std::sync::Arc;
+
+use magnum_domain::cluster_template::TemplateRules;
+use magnum_domain::policy::Policy;
+use magnum_driver::DriverRegistry;
+use magnum_store::Store;
+
+pub use auth::{AuthFailure, Authenticator, NoAuth};
+pub use microversion::{MAX_VERSION, MIN_VERSION};
+
+/// Settings the API takes from configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Upper bound of `limit` on paginated lists.
+    pub max_limit: u32,
+    /// A service whose last heartbeat is older than this is reported `down`.
+    pub service_down_time_seconds: i64,
+    pub template_rules: TemplateRules,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            max_limit: 1000,
+            service_down_time_seconds: 180,
+            template_rules: TemplateRules::default(),
+        }
+    }
+}
+
+/// Everything a request handler can use.
+pub struct AppState {
+    pub store: Store,
+    pub drivers: DriverRegistry,
+    pub policy: Policy,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub settings: ApiSettings,
+}
+
+/// The API as an axum router.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .fallback(routing::dispatch)
+        .with_state(Arc::new(state))
+}

@@ -20,6 +20,7 @@ pub fn literal_eval(source: &str) -> Result<Value, LiteralError> {
     let mut parser = Parser {
         chars: source.chars().collect(),
         position: 0,
+        saw_name: false,
     };
     parser.skip_whitespace();
     let value = parser.value()?;
@@ -27,12 +28,20 @@ pub fn literal_eval(source: &str) -> Result<Value, LiteralError> {
     if parser.position != parser.chars.len() {
         return Err(LiteralError::syntax());
     }
+    // Python parses first and evaluates second: a bare name is only reported once the
+    // whole text is known to be valid syntax.
+    if parser.saw_name {
+        return Err(LiteralError(
+            "malformed node or string on line 1: <ast.Name object>".to_owned(),
+        ));
+    }
     Ok(value)
 }
 
 struct Parser {
     chars: Vec<char>,
     position: usize,
+    saw_name: bool,
 }
 
 impl Parser {
@@ -207,13 +216,8 @@ impl Parser {
             "False" => Ok(Value::Bool(false)),
             "None" => Ok(Value::Null),
             _ => {
-                self.skip_whitespace();
-                if self.position < self.chars.len()
-                    && !matches!(self.peek(), Some(',') | Some('}') | Some(']') | Some(')') | Some(':'))
-                {
-                    return Err(LiteralError::syntax());
-                }
-                Err(LiteralError("malformed node or string on line 1: <ast.Name object>".to_owned()))
+                self.saw_name = true;
+                Ok(Value::Null)
             }
         }
     }

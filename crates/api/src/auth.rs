@@ -1,0 +1,90 @@
+//! Who is calling. Handlers only ever see an [`Identity`]; how it was established is the
+//! business of the configured [`Authenticator`] (noauth headers today, Keystone tokens next).
+
+use async_trait::async_trait;
+use axum::http::HeaderMap;
+use magnum_domain::Identity;
+
+/// Why a request has no identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No or an invalid credential: 401, with the `WWW-Authenticate` value to send.
+    Unauthenticated { www_authenticate: String },
+    /// The identity service cannot be asked right now: 503.
+    Unavailable,
+}
+
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure>;
+}
+
+/// `noauth`: the identity comes from `X-Project-Id`, `X-User-Id` and `X-Roles` when they are
+/// sent, and from a configured default otherwise. Only for trusted networks.
+pub struct NoAuth {
+    default: Identity,
+}
+
+impl NoAuth {
+    pub fn new(default: Identity) -> Self {
+        Self { default }
+    }
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+}
+
+#[async_trait]
+impl Authenticator for NoAuth {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
+        let project_id = header_text(headers, "x-project-id")
+            .or_else(|| header_text(headers, "x-tenant-id"))
+            .map_or_else(|| self.default.project_id.clone(), str::to_owned);
+        let user_id = header_text(headers, "x-user-id")
+            .map_or_else(|| self.default.user_id.clone(), str::to_owned);
+        let roles = match headers.get("x-roles").and_then(|value| value.to_str().ok()) {
+            Some(roles) => roles
+                .split(',')
+                .map(|role| role.trim().to_ascii_lowercase())
+                .filter(|role| !role.is_empty())
+                .collect(),
+            None => self.default.roles.clone(),
+        };
+        Ok(Identity {
+            project_id,
+            user_id,
+            domain_id: header_text(headers, "x-domain-id")
+                .map(str::to_owned)
+                .or_else(|| self.default.domain_id.clone()),
+            roles,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn headers_override_the_default_one_by_one() {
+        let auth = NoAuth::new(Identity::new("default", "admin", &["admin", "member", "reader"]));
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            auth.authenticate(&headers).await.unwrap(),
+            Identity::new("default", "admin", &["admin", "member", "reader"])
+        );
+        headers.insert("x-project-id", "p-1".parse().unwrap());
+        headers.insert("x-roles", "Member, reader".parse().unwrap());
+        let identity = auth.authenticate(&headers).await.unwrap();
+        assert_eq!(identity.project_id, "p-1");
+        assert_eq!(identity.user_id, "admin");
+        assert_eq!(identity.roles, vec!["member", "reader"]);
+        headers.insert("x-roles", "".parse().unwrap());
+        assert!(auth.authenticate(&headers).await.unwrap().roles.is_empty());
+    }
+}

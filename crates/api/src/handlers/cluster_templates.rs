@@ -1,0 +1,532 @@
+//! `/v1/clustertemplates`: list, detail, get, create, update, delete.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Method, Response, StatusCode};
+use magnum_domain::cluster_template::{ClusterTemplate, Coe, ServerType, TemplateRuleError, TemplateRules};
+use magnum_domain::labels::Labels;
+use magnum_domain::names::generate_name;
+use magnum_domain::policy::Target;
+use magnum_domain::time::Timestamp;
+use magnum_domain::Identity;
+use magnum_driver::References;
+use magnum_store::{StoreError, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
+use magnum_types::{ClusterTemplateCollection, ClusterTemplateView, Link};
+use serde_json::{Map, Value};
+
+use super::{respond, respond_empty};
+use crate::error::ApiError;
+use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
+use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
+use crate::patch::{apply_patch, parse_patch, PatchRules};
+use crate::routing::{ResourceRequest, Routed};
+use crate::AppState;
+
+const TEXT: Kind = Kind::Text { min: 1, max: 255 };
+const COE_CHOICES: &[&str] = &["kubernetes", "swarm-mode"];
+
+/// The writable attributes of a template, and those upstream knows but sets itself.
+const CREATE_SCHEMA: &[Attribute] = &[
+    attribute("uuid", Kind::Uuid),
+    attribute("name", TEXT),
+    attribute("coe", Kind::Choice(COE_CHOICES)),
+    mandatory("image_id", TEXT),
+    attribute("flavor_id", TEXT),
+    attribute("master_flavor_id", TEXT),
+    attribute("dns_nameserver", TEXT),
+    attribute("keypair_id", TEXT),
+    attribute("external_network_id", TEXT),
+    attribute("fixed_network", TEXT),
+    attribute("fixed_subnet", TEXT),
+    attribute("network_driver", TEXT),
+    attribute("volume_driver", TEXT),
+    attribute("apiserver_port", Kind::Integer { min: Some(1024), max: Some(65535) }),
+    attribute("docker_volume_size", Kind::Integer { min: Some(1), max: None }),
+    attribute("docker_storage_driver", TEXT),
+    attribute("cluster_distro", TEXT),
+    attribute("http_proxy", TEXT),
+    attribute("https_proxy", TEXT),
+    attribute("no_proxy", TEXT),
+    attribute("registry_enabled", Kind::Boolean),
+    attribute("insecure_registry", TEXT),
+    attribute("labels", Kind::Labels),
+    attribute("tls_disabled", Kind::Boolean),
+    attribute("public", Kind::Boolean),
+    attribute("hidden", Kind::Boolean),
+    attribute("server_type", Kind::Choice(&["vm", "bm"])),
+    attribute("master_lb_enabled", Kind::Boolean),
+    attribute("floating_ip_enabled", Kind::Boolean),
+    attribute("tags", Kind::Text { min: 0, max: 255 }),
+    attribute("driver", TEXT),
+    attribute("project_id", Kind::ReadOnly),
+    attribute("user_id", Kind::ReadOnly),
+    attribute("links", Kind::ReadOnly),
+    attribute("created_at", Kind::Ignored),
+    attribute("updated_at", Kind::Ignored),
+];
+
+/// The same attributes when re-reading a patched template: the server-set ones come back
+/// unchanged from the stored template (patching them is refused earlier).
+const PATCHED_SCHEMA: &[Attribute] = &{
+    let mut schema = [attribute("", Kind::Ignored); CREATE_SCHEMA.len()];
+    let mut index = 0;
+    while index < CREATE_SCHEMA.len() {
+        let spec = CREATE_SCHEMA[index];
+        schema[index] = match spec.kind {
+            Kind::ReadOnly | Kind::Uuid => attribute(spec.name, Kind::Ignored),
+            _ => spec,
+        };
+        index += 1;
+    }
+    schema
+};
+
+const PATCH_RULES: PatchRules = PatchRules {
+    internal: &[
+        "/created_at", "/id", "/links", "/updated_at", "/uuid", "/project_id", "/user_id",
+    ],
+    non_removable: &[
+        "/image_id", "/coe", "/network_driver", "/external_network_id", "/tls_disabled",
+        "/public", "/server_type", "/registry_enabled", "/cluster_distro", "/hidden",
+    ],
+    dictionaries: &["/labels"],
+};
+
+pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
+    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), request.method) {
+        ([], &Method::GET) => Ok(list(&request, "clustertemplates").await?),
+        ([], &Method::POST) => Ok(create(request).await?),
+        ([], _) => Err(Routed::MethodNotAllowed),
+        (["detail"], &Method::GET) => Ok(list(&request, "clustertemplates/detail").await?),
+        ([ident], &Method::GET) => Ok(get(&request, ident).await?),
+        ([ident], &Method::PATCH) => Ok(update(request, ident).await?),
+        ([ident], &Method::DELETE) => Ok(delete(&request, ident).await?),
+        ([_], _) => Err(Routed::MethodNotAllowed),
+        _ => Err(Routed::NotFound),
+    }
+}
+
+fn view(template: &ClusterTemplate, base_url: &str) -> ClusterTemplateView {
+    ClusterTemplateView {
+        uuid: template.uuid.to_string(),
+        name: template.name.clone(),
+        coe: template.coe.as_str().to_owned(),
+        image_id: template.image_id.clone(),
+        flavor_id: template.flavor_id.clone(),
+        master_flavor_id: template.master_flavor_id.clone(),
+        dns_nameserver: template.dns_nameserver.clone(),
+        keypair_id: template.keypair_id.clone(),
+        external_network_id: template.external_network_id.clone(),
+        fixed_network: template.fixed_network.clone(),
+        fixed_subnet: template.fixed_subnet.clone(),
+        network_driver: template.network_driver.clone(),
+        apiserver_port: template.apiserver_port,
+        docker_volume_size: template.docker_volume_size,
+        cluster_distro: template.cluster_distro.clone(),
+        links: Link::self_and_bookmark(base_url, &format!("clustertemplates/{}", template.uuid)),
+        http_proxy: template.http_proxy.clone(),
+        https_proxy: template.https_proxy.clone(),
+        no_proxy: template.no_proxy.clone(),
+        volume_driver: template.volume_driver.clone(),
+        registry_enabled: template.registry_enabled,
+        labels: template.labels.as_map().clone(),
+        tls_disabled: template.tls_disabled,
+        public: template.public,
+        server_type: template.server_type.as_str().to_owned(),
+        insecure_registry: template.insecure_registry.clone(),
+        docker_storage_driver: template.docker_storage_driver.clone(),
+        master_lb_enabled: template.master_lb_enabled,
+        floating_ip_enabled: template.floating_ip_enabled,
+        project_id: template.project_id.clone(),
+        user_id: template.user_id.clone(),
+        hidden: template.hidden,
+        tags: template.tags.clone(),
+        driver: template.driver.clone(),
+        created_at: Some(template.created_at.to_wire()),
+        updated_at: template.updated_at.map(Timestamp::to_wire),
+    }
+}
+
+/// Which templates the caller may address; admins reach every project's when `rule` allows.
+fn scope<'a>(state: &AppState, identity: &'a Identity, all_projects_rule: &str) -> TemplateScope<'a> {
+    if state.policy.is_admin(identity)
+        && state
+            .policy
+            .allows(all_projects_rule, identity, &Target::caller(identity))
+    {
+        TemplateScope::All
+    } else {
+        TemplateScope::VisibleTo(&identity.project_id)
+    }
+}
+
+fn target(template: &ClusterTemplate) -> Target {
+    Target::owned_by(&template.project_id, &template.user_id)
+}
+
+fn not_found(ident: &str) -> ApiError {
+    ApiError::not_found(format!("ClusterTemplate {ident} could not be found."))
+}
+
+/// A template by uuid (when the identifier looks like one) or by exact name.
+async fn resolve(state: &AppState, ident: &str, scope: TemplateScope<'_>) -> Result<ClusterTemplate, ApiError> {
+    if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
+        return state
+            .store
+            .cluster_template_by_uuid(uuid, scope)
+            .await?
+            .ok_or_else(|| not_found(ident));
+    }
+    let mut found = state.store.cluster_templates_by_name(ident, scope, 2).await?;
+    match found.len() {
+        0 => Err(not_found(ident)),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApiError::conflict(
+            "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead.",
+        )),
+    }
+}
+
+async fn list(request: &ResourceRequest<'_>, collection_path: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest { state, context, query, .. } = request;
+    query.allow_only(&PAGINATION_ARGUMENTS)?;
+    let identity = &context.identity;
+    let (rule, all_projects_rule) = if collection_path.ends_with("detail") {
+        ("clustertemplate:detail", "clustertemplate:detail_all_projects")
+    } else {
+        ("clustertemplate:get_all", "clustertemplate:get_all_all_projects")
+    };
+    state.policy.enforce(rule, identity, &Target::caller(identity))?;
+    let page = page_from_query(query, CLUSTER_TEMPLATE_SORT_KEYS, state.settings.max_limit)?;
+    let scope = scope(state, identity, all_projects_rule);
+    let templates = match state.store.list_cluster_templates(scope, &page).await {
+        Ok(templates) => templates,
+        Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
+        Err(error) => return Err(error.into()),
+    };
+    let next = next_link(
+        &context.base_url,
+        collection_path,
+        &page,
+        templates.len(),
+        templates.last().map(|template| template.uuid.to_string()),
+    );
+    let document = ClusterTemplateCollection {
+        clustertemplates: templates
+            .iter()
+            .map(|template| view(template, &context.base_url))
+            .collect(),
+        next,
+    };
+    Ok(respond(context, StatusCode::OK, &document))
+}
+
+async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest { state, context, query, .. } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let scope = scope(state, identity, "clustertemplate:get_one_all_projects");
+    let template = resolve(state, ident, scope).await?;
+    // Public templates are readable by everyone, as upstream.
+    if !template.public {
+        state
+            .policy
+            .enforce("clustertemplate:get", identity, &target(&template))?;
+    }
+    Ok(respond(context, StatusCode::OK, &view(&template, &context.base_url)))
+}
+
+/// Builds a template from checked attributes; what is absent takes upstream's default.
+fn from_attributes(attributes: &Attributes, coe: Coe, owner: &ClusterTemplate) -> ClusterTemplate {
+    let server_type = match attributes.text("server_type").as_deref() {
+        Some("bm") => ServerType::Bm,
+        _ => ServerType::Vm,
+    };
+    ClusterTemplate {
+        id: owner.id,
+        uuid: owner.uuid,
+        name: attributes.text("name"),
+        coe,
+        image_id: attributes.text("image_id").unwrap_or_default(),
+        flavor_id: attributes.text("flavor_id"),
+        master_flavor_id: attributes.text("master_flavor_id"),
+        dns_nameserver: attributes.text("dns_nameserver"),
+        keypair_id: attributes.text("keypair_id"),
+        external_network_id: attributes.text("external_network_id"),
+        fixed_network: attributes.text("fixed_network"),
+        fixed_subnet: attributes.text("fixed_subnet"),
+        network_driver: attributes.text("network_driver"),
+        volume_driver: attributes.text("volume_driver"),
+        apiserver_port: attributes.integer("apiserver_port"),
+        docker_volume_size: attributes.integer("docker_volume_size"),
+        docker_storage_driver: attributes.text("docker_storage_driver"),
+        cluster_distro: attributes.text("cluster_distro"),
+        http_proxy: attributes.text("http_proxy"),
+        https_proxy: attributes.text("https_proxy"),
+        no_proxy: attributes.text("no_proxy"),
+        registry_enabled: attributes.boolean("registry_enabled").unwrap_or(false),
+        insecure_registry: attributes.text("insecure_registry"),
+        labels: attributes.labels("labels").unwrap_or_else(Labels::new),
+        tls_disabled: attributes.boolean("tls_disabled").unwrap_or(false),
+        public: attributes.boolean("public").unwrap_or(false),
+        hidden: attributes.boolean("hidden").unwrap_or(false),
+        server_type,
+        master_lb_enabled: attributes.boolean("master_lb_enabled").unwrap_or(false),
+        floating_ip_enabled: attributes.boolean("floating_ip_enabled").unwrap_or(true),
+        tags: attributes.text("tags"),
+        driver: attributes.text("driver"),
+        project_id: owner.project_id.clone(),
+        user_id: owner.user_id.clone(),
+        created_at: owner.created_at,
+        updated_at: owner.updated_at,
+        version: owner.version,
+    }
+}
+
+fn parse_coe(attributes: &Attributes) -> Result<Coe, ApiError> {
+    match attributes.text("coe") {
+        Some(coe) => coe
+            .parse()
+            .map_err(|()| ApiError::bad_request(TemplateRuleError::CoeUnset.to_string())),
+        None => Err(TemplateRuleError::CoeUnset.into()),
+    }
+}
+
+/// The rules every stored template obeys, then its driver's view of its references. Sets
+/// the network driver default, `cluster_distro` and `driver`.
+fn check_rules(rules: &TemplateRules, template: &mut ClusterTemplate) -> Result<(), ApiError> {
+    template.network_driver = Some(rules.validate(template)?);
+    Ok(())
+}
+
+fn references(template: &ClusterTemplate) -> References<'_> {
+    References {
+        flavor_id: template.flavor_id.as_deref(),
+        master_flavor_id: template.master_flavor_id.as_deref(),
+        external_network_id: template.external_network_id.as_deref(),
+        fixed_network: template.fixed_network.as_deref(),
+        fixed_subnet: template.fixed_subnet.as_deref(),
+        keypair: None,
+        boot_volume_size: template.labels.get("boot_volume_size"),
+    }
+}
+
+fn publish_denied() -> ApiError {
+    ApiError::forbidden("Not authorized to set public or hidden flag for cluster template.")
+}
+
+fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Some(Value::Object(object)) => Ok(object),
+        None => Err(ApiError::invalid_input(argument, "None", "Mandatory field missing.")),
+        Some(other) => Err(ApiError::invalid_input(
+            argument,
+            &magnum_domain::pyliteral::py_str(&other),
+            &format!(
+                "Wrong type. Expected '<class 'dict'>', got '{}'",
+                crate::input::python_type(&other)
+            ),
+        )),
+    }
+}
+
+async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest { state, context, query, body, .. } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let object = body_object(body, "cluster_template")?;
+    let attributes = parse_object("cluster_template", &object, CREATE_SCHEMA)?;
+    let coe = parse_coe(&attributes)?;
+    let now = Timestamp::now();
+    let owner = ClusterTemplate {
+        id: 0,
+        uuid: attributes.uuid("uuid").unwrap_or_else(uuid::Uuid::new_v4),
+        project_id: identity.project_id.clone(),
+        user_id: identity.user_id.clone(),
+        created_at: now,
+        updated_at: None,
+        version: 0,
+        ..placeholder(coe)
+    };
+    let mut template = from_attributes(&attributes, coe, &owner);
+    check_rules(&state.settings.template_rules, &mut template)?;
+    let resolved = state.drivers.resolve(
+        template.driver.as_deref(),
+        &template.image_id,
+        template.server_type,
+        template.coe,
+    )?;
+    state
+        .policy
+        .enforce("clustertemplate:create", identity, &Target::caller(identity))?;
+    resolved.driver.validate_references(&references(&template))?;
+    template.cluster_distro = Some(resolved.os_distro.clone());
+    template.driver = Some(resolved.driver.name().to_owned());
+    if (template.public || template.hidden)
+        && !state
+            .policy
+            .allows("clustertemplate:publish", identity, &Target::caller(identity))
+    {
+        return Err(publish_denied());
+    }
+    if template.name.is_none() {
+        template.name = Some(generate_name("template"));
+    }
+    let stored = match state.store.insert_cluster_template(&template).await {
+        Ok(stored) => stored,
+        Err(StoreError::DuplicateUuid(uuid)) => {
+            return Err(ApiError::conflict(format!(
+                "A ClusterTemplate with UUID {uuid} already exists."
+            )))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    tracing::info!(cluster_template.id = %stored.uuid, project.id = %stored.project_id, "cluster template created");
+    let mut response = respond(context, StatusCode::CREATED, &view(&stored, &context.base_url));
+    if let Ok(location) = HeaderValue::from_str(&format!(
+        "{}/v1/clustertemplates/{}",
+        context.base_url, stored.uuid
+    )) {
+        response.headers_mut().insert("location", location);
+    }
+    Ok(response)
+}
+
+/// A template with every optional attribute unset, to be overwritten.
+fn placeholder(coe: Coe) -> ClusterTemplate {
+    ClusterTemplate {
+        id: 0,
+        uuid: uuid::Uuid::nil(),
+        name: None,
+        coe,
+        image_id: String::new(),
+        flavor_id: None,
+        master_flavor_id: None,
+        dns_nameserver: None,
+        keypair_id: None,
+        external_network_id: None,
+        fixed_network: None,
+        fixed_subnet: None,
+        network_driver: None,
+        volume_driver: None,
+        apiserver_port: None,
+        docker_volume_size: None,
+        docker_storage_driver: None,
+        cluster_distro: None,
+        http_proxy: None,
+        https_proxy: None,
+        no_proxy: None,
+        registry_enabled: false,
+        insecure_registry: None,
+        labels: Labels::new(),
+        tls_disabled: false,
+        public: false,
+        hidden: false,
+        server_type: ServerType::Vm,
+        master_lb_enabled: false,
+        floating_ip_enabled: true,
+        tags: None,
+        driver: None,
+        project_id: String::new(),
+        user_id: String::new(),
+        created_at: Timestamp::from_unix_seconds(0),
+        updated_at: None,
+        version: 0,
+    }
+}
+
+fn in_use(template: &ClusterTemplate) -> ApiError {
+    ApiError::bad_request(format!(
+        "ClusterTemplate {} is referenced by one or multiple clusters.",
+        template.uuid
+    ))
+}
+
+async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest { state, context, query, body, .. } = request;
+    query.allow_only(&[])?;
+    // The body is checked before the template is looked up, as upstream.
+    let operations = parse_patch(body, &PATCH_RULES)?;
+    let identity = &context.identity;
+    let scope = scope(state, identity, "clustertemplate:update_all_projects");
+    let mut current = resolve(state, ident, scope).await?;
+    // A concurrent update makes the compare-and-set fail: re-apply on the fresh template.
+    for _ in 0..5 {
+        state
+            .policy
+            .enforce("clustertemplate:update", identity, &target(&current))?;
+        let mut document = match serde_json::to_value(view(&current, &context.base_url)) {
+            Ok(Value::Object(document)) => document,
+            _ => return Err(ApiError::internal("a template view is a JSON object")),
+        };
+        apply_patch(&mut document, &operations, &PATCH_RULES)?;
+        let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
+        let coe = parse_coe(&attributes)?;
+        let mut updated = from_attributes(&attributes, coe, &current);
+        check_rules(&state.settings.template_rules, &mut updated)?;
+        if (updated.public != current.public || updated.hidden != current.hidden)
+            && !state
+                .policy
+                .allows("clustertemplate:publish", identity, &Target::caller(identity))
+        {
+            return Err(publish_denied());
+        }
+        let resolved = state.drivers.resolve(
+            updated.driver.as_deref(),
+            &updated.image_id,
+            updated.server_type,
+            updated.coe,
+        )?;
+        resolved.driver.validate_references(&references(&updated))?;
+        updated.cluster_distro = Some(resolved.os_distro.clone());
+        updated.driver = Some(resolved.driver.name().to_owned());
+        if updated.changed_attributes(&current).is_empty() {
+            return Ok(respond(context, StatusCode::OK, &view(&current, &context.base_url)));
+        }
+        updated.updated_at = Some(Timestamp::now());
+        let allowed_while_in_use = current.update_allowed_while_in_use(&updated);
+        match state
+            .store
+            .update_cluster_template(&updated, !allowed_while_in_use)
+            .await
+        {
+            Ok(stored) => {
+                tracing::info!(cluster_template.id = %stored.uuid, "cluster template updated");
+                return Ok(respond(context, StatusCode::OK, &view(&stored, &context.base_url)));
+            }
+            Err(StoreError::InUse) => return Err(in_use(&current)),
+            Err(StoreError::NotFound) => return Err(not_found(ident)),
+            Err(StoreError::Conflict) => {
+                current = state
+                    .store
+                    .cluster_template_by_uuid(current.uuid, TemplateScope::All)
+                    .await?
+                    .ok_or_else(|| not_found(ident))?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "ClusterTemplate was changed concurrently too often; retry the update.",
+    ))
+}
+
+async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest { state, context, query, .. } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let scope = scope(state, identity, "clustertemplate:delete_all_projects");
+    let template = resolve(state, ident, scope).await?;
+    state
+        .policy
+        .enforce("clustertemplate:delete", identity, &target(&template))?;
+    match state.store.delete_cluster_template(template.uuid).await {
+        Ok(()) => {
+            tracing::info!(cluster_template.id = %template.uuid, "cluster template deleted");
+            Ok(respond_empty(context, StatusCode::NO_CONTENT))
+        }
+        Err(StoreError::InUse) => Err(in_use(&template)),
+        Err(StoreError::NotFound) => Err(not_found(ident)),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,23 @@
+pub mod cluster_templates;
+pub mod root;
+pub mod services;
+
+use axum::body::Body;
+use axum::http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::context::{add_version_headers, json_response, RequestContext};
+
+/// A successful JSON answer under `/v1`.
+pub fn respond<T: Serialize>(context: &RequestContext, status: StatusCode, document: &T) -> Response<Body> {
+    let mut response = json_response(status, magnum_types::encode(document), &context.request_id);
+    add_version_headers(response.headers_mut(), context.version);
+    response
+}
+
+/// A successful answer without a body.
+pub fn respond_empty(context: &RequestContext, status: StatusCode) -> Response<Body> {
+    let mut response = crate::context::empty_response(status, &context.request_id);
+    add_version_headers(response.headers_mut(), context.version);
+    response
+}

@@ -1,0 +1,226 @@
+//! Upstream's routing, by hand.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, Request, Response, StatusCode};
+
+use crate::auth::AuthFailure;
+use crate::context::{
+    accepts_json_at_all, accepts_json_explicitly, base_url, json_response, new_request_id,
+    RequestContext,
+};
+use crate::error::{routing_error, unsupported_version, ApiError};
+use crate::handlers::{cluster_templates, root, services};
+use crate::input::{json_body, QueryArguments};
+use crate::microversion::{negotiate, VersionError};
+use crate::AppState;
+
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Collections of the v1 API that this build serves.
+const SERVED_COLLECTIONS: [&str; 2] = ["clustertemplates", "mservices"];
+
+pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = route(&state, &request_id, request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(request.id = %request_id, %method, %path, status = status.as_u16(),
+            duration_ms = started.elapsed().as_millis() as u64, "request failed");
+    } else {
+        tracing::debug!(request.id = %request_id, %method, %path, status = status.as_u16(),
+            duration_ms = started.elapsed().as_millis() as u64, "request");
+    }
+    response
+}
+
+/// Informs the operator-facing health check (oslo healthcheck: plain text).
+fn healthcheck(request_id: &str) -> Response<Body> {
+    let mut response = Response::new(Body::from("OK"));
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("text/plain; charset=UTF-8"));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(crate::context::REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn route(state: &AppState, request_id: &str, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let accepts_json = accepts_json_explicitly(headers);
+    let raw_path = parts.uri.path();
+    if raw_path == "/healthcheck" {
+        return healthcheck(request_id);
+    }
+    let mut segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
+    let base = base_url(headers);
+
+    if segments.is_empty() || segments == [".json"] {
+        return match parts.method {
+            Method::GET => root::root_document(&base, request_id),
+            _ => routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id),
+        };
+    }
+    if segments[0] == "v1.json" {
+        segments[0] = "v1";
+    }
+    // Paths without the version prefix are served as if they had it.
+    if segments[0] != "v1" {
+        segments.insert(0, "v1");
+    }
+    let is_version_document = segments.len() == 1;
+
+    let identity = if is_version_document {
+        None
+    } else {
+        match state.authenticator.authenticate(headers).await {
+            Ok(identity) => Some(identity),
+            Err(AuthFailure::Unauthenticated { www_authenticate }) => {
+                return unauthorized(&www_authenticate, request_id)
+            }
+            Err(AuthFailure::Unavailable) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The identity service is unavailable. Retry later.",
+                )
+                .into_response(request_id, crate::microversion::MIN_VERSION)
+            }
+        }
+    };
+
+    let version_header = headers
+        .get("openstack-api-version")
+        .and_then(|value| value.to_str().ok());
+    let version = match negotiate(version_header) {
+        Ok(version) => version,
+        Err(VersionError::InvalidServiceType) => {
+            return routing_error(
+                StatusCode::NOT_ACCEPTABLE,
+                "Invalid service type for OpenStack-API-Version header",
+                accepts_json,
+                request_id,
+            )
+        }
+        Err(VersionError::InvalidValue) => {
+            return routing_error(
+                StatusCode::NOT_ACCEPTABLE,
+                "Invalid value for OpenStack-API-Version header",
+                accepts_json,
+                request_id,
+            )
+        }
+        Err(VersionError::Unsupported(requested)) => {
+            return unsupported_version(requested, accepts_json, request_id)
+        }
+    };
+    if !accepts_json_at_all(headers) {
+        return routing_error(StatusCode::NOT_ACCEPTABLE, "", accepts_json, request_id);
+    }
+
+    let Some(identity) = identity else {
+        return match parts.method {
+            Method::GET => root::v1_document(&base, request_id, version),
+            _ => routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id),
+        };
+    };
+
+    let collection = segments[1];
+    if !SERVED_COLLECTIONS.contains(&collection) {
+        return routing_error(StatusCode::NOT_FOUND, "", accepts_json, request_id);
+    }
+    let rest: Vec<String> = segments[2..].iter().map(|s| (*s).to_owned()).collect();
+    let method = parts.method.clone();
+    if !matches!(
+        method,
+        Method::GET | Method::POST | Method::PATCH | Method::DELETE
+    ) {
+        return routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id);
+    }
+
+    let context = RequestContext {
+        request_id: request_id.to_owned(),
+        base_url: base,
+        version,
+        identity,
+    };
+    let query = QueryArguments::parse(parts.uri.query());
+    let body = if matches!(method, Method::POST | Method::PATCH) {
+        match to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => match json_body(headers, &bytes) {
+                Ok(body) => body,
+                Err(error) => return error.into_response(request_id, version),
+            },
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request body is larger than 1 MiB.",
+                )
+                .into_response(request_id, version)
+            }
+        }
+    } else {
+        None
+    };
+
+    let request = ResourceRequest {
+        state,
+        context: &context,
+        method: &method,
+        rest: &rest,
+        query: &query,
+        body,
+    };
+    let outcome = match collection {
+        "clustertemplates" => cluster_templates::handle(request).await,
+        "mservices" => services::handle(request).await,
+        _ => Err(Routed::NotFound),
+    };
+    match outcome {
+        Ok(response) => response,
+        Err(Routed::Error(error)) => error.into_response(request_id, version),
+        Err(Routed::NotFound) => routing_error(StatusCode::NOT_FOUND, "", accepts_json, request_id),
+        Err(Routed::MethodNotAllowed) => {
+            routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id)
+        }
+    }
+}
+
+fn unauthorized(www_authenticate: &str, request_id: &str) -> Response<Body> {
+    let body = br#"{"error": {"code": 401, "title": "Unauthorized", "message": "The request you have made requires authentication."}}"#;
+    let mut response = json_response(StatusCode::UNAUTHORIZED, body.to_vec(), request_id);
+    if let Ok(value) = HeaderValue::from_str(www_authenticate) {
+        response.headers_mut().insert("www-authenticate", value);
+    }
+    response
+}
+
+/// A request for one resource collection, past routing and authentication.
+pub struct ResourceRequest<'a> {
+    pub state: &'a AppState,
+    pub context: &'a RequestContext,
+    pub method: &'a Method,
+    /// Path segments after the collection name.
+    pub rest: &'a [String],
+    pub query: &'a QueryArguments,
+    pub body: Option<serde_json::Value>,
+}
+
+/// How a collection handler declines or fails a request.
+pub enum Routed {
+    NotFound,
+    MethodNotAllowed,
+    Error(ApiError),
+}
+
+impl From<ApiError> for Routed {
+    fn from(error: ApiError) -> Self {
+        Routed::Error(error)
+    }
+}
