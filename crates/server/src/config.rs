@@ -1,0 +1,462 @@
+//! Configuration: built-in defaults, then a TOML file, then `MAGNUM_<SECTION>__<KEY>`
+//! environment variables, then command-line flags. Unknown keys and bad values stop start-up
+//! with a message naming them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use magnum_driver_local::Catalog;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub api: ApiConfig,
+    pub cluster_template: ClusterTemplateConfig,
+    pub conductor: ConductorConfig,
+    pub drivers: DriversConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the API listens on.
+    pub listen: String,
+    /// Where magnumd keeps its state (the SQLite database by default).
+    pub state_dir: Option<PathBuf>,
+    /// Serve `noauth` on a non-loopback address anyway.
+    pub allow_insecure_noauth: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`, `postgres://…` or `mysql://…`; default: SQLite in the state directory.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `noauth` (identity from request headers or the defaults below).
+    pub strategy: String,
+    pub noauth: NoAuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoAuthConfig {
+    pub project_id: String,
+    pub user_id: String,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub max_limit: u32,
+    /// Seconds without a heartbeat after which a conductor is reported `down`.
+    pub service_down_time: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterTemplateConfig {
+    pub kubernetes_allowed_network_drivers: Vec<String>,
+    pub kubernetes_default_network_driver: String,
+    pub swarm_mode_allowed_network_drivers: Vec<String>,
+    pub swarm_mode_default_network_driver: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConductorConfig {
+    /// The name this conductor reports in `mservices`; default: the host name.
+    pub host: Option<String>,
+    pub heartbeat_interval: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriversConfig {
+    pub enabled: Vec<String>,
+    pub local: Catalog,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `magnum_api=debug,info`, …
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            api: ApiConfig::default(),
+            cluster_template: ClusterTemplateConfig::default(),
+            conductor: ConductorConfig::default(),
+            drivers: DriversConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9511".to_owned(),
+            state_dir: None,
+            allow_insecure_noauth: false,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            strategy: "noauth".to_owned(),
+            noauth: NoAuthConfig::default(),
+        }
+    }
+}
+
+impl Default for NoAuthConfig {
+    fn default() -> Self {
+        Self {
+            project_id: "default".to_owned(),
+            user_id: "admin".to_owned(),
+            roles: vec!["admin".to_owned(), "member".to_owned(), "reader".to_owned()],
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_limit: 1000,
+            service_down_time: 180,
+        }
+    }
+}
+
+impl Default for ClusterTemplateConfig {
+    fn default() -> Self {
+        Self {
+            kubernetes_allowed_network_drivers: vec!["flannel".to_owned(), "calico".to_owned()],
+            kubernetes_default_network_driver: "flannel".to_owned(),
+            swarm_mode_allowed_network_drivers: vec!["all".to_owned()],
+            swarm_mode_default_network_driver: "docker".to_owned(),
+        }
+    }
+}
+
+impl Default for ConductorConfig {
+    fn default() -> Self {
+        Self {
+            host: None,
+            heartbeat_interval: 10,
+        }
+    }
+}
+
+impl Default for DriversConfig {
+    fn default() -> Self {
+        Self {
+            enabled: vec!["local".to_owned()],
+            local: Catalog::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "MAGNUM_";
+
+/// Overrides given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub allow_insecure_noauth: bool,
+}
+
+impl Config {
+    /// Loads the layers in order: defaults, `file`, environment, `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("configuration file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut from_environment: Vec<(String, String)> = environment
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name.contains("__"))
+            .collect();
+        from_environment.sort();
+        for (name, value) in from_environment {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if path.iter().any(String::is_empty) {
+                bail!("environment variable {name}: expected MAGNUM_<SECTION>__<KEY>");
+            }
+            insert_path(&mut table, &path, environment_value(&value))
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let merged = toml::to_string(&table).context("configuration")?;
+        let mut config: Config = toml::from_str(&merged).map_err(|error| {
+            anyhow::anyhow!("invalid configuration (file and MAGNUM_* environment): {error}")
+        })?;
+        if let Some(listen) = &overrides.listen {
+            config.server.listen = listen.clone();
+        }
+        if let Some(state_dir) = &overrides.state_dir {
+            config.server.state_dir = Some(state_dir.clone());
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database.url = Some(url.clone());
+        }
+        if overrides.allow_insecure_noauth {
+            config.server.allow_insecure_noauth = true;
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values the types alone cannot.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.listen_address()?;
+        if self.auth.strategy != "noauth" {
+            bail!(
+                "auth.strategy = {:?} is not supported by this build: expected \"noauth\"",
+                self.auth.strategy
+            );
+        }
+        if self.api.max_limit == 0 {
+            bail!("api.max_limit must be at least 1");
+        }
+        if self.api.service_down_time <= 0 {
+            bail!("api.service_down_time must be a positive number of seconds");
+        }
+        if self.conductor.heartbeat_interval == 0 {
+            bail!("conductor.heartbeat_interval must be at least 1 second");
+        }
+        if self.database.max_connections == 0 {
+            bail!("database.max_connections must be at least 1");
+        }
+        if let Some(url) = &self.database.url {
+            magnum_store::Backend::from_url(url)
+                .map_err(|error| anyhow::anyhow!("database.url: {error}"))?;
+        }
+        for driver in &self.drivers.enabled {
+            if driver != magnum_driver_local::DRIVER_NAME {
+                bail!("drivers.enabled: unknown driver {driver:?}; available: \"local\"");
+            }
+        }
+        let rules = self.template_rules();
+        for (coe, settings) in [
+            (magnum_domain::cluster_template::Coe::Kubernetes, &rules.kubernetes),
+            (magnum_domain::cluster_template::Coe::SwarmMode, &rules.swarm_mode),
+        ] {
+            rules
+                .resolve_network_driver(coe, Some(&settings.default))
+                .map_err(|error| anyhow::anyhow!("cluster_template default network driver for {coe}: {error}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn listen_address(&self) -> anyhow::Result<SocketAddr> {
+        self.server.listen.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "server.listen = {:?} is not HOST:PORT with an IP address host",
+                self.server.listen
+            )
+        })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(directory) = &self.server.state_dir {
+            return directory.clone();
+        }
+        let is_root = std::env::var("USER").map(|user| user == "root").unwrap_or(false)
+            || std::env::var("HOME").map(|home| home == "/root").unwrap_or(false);
+        if is_root {
+            PathBuf::from("/var/lib/magnum-rs")
+        } else {
+            let home = std::env::var("HOME").unwrap_or_else(|_| ".".to_owned());
+            PathBuf::from(home).join(".local/state/magnum-rs")
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.state_dir().join("magnum.sqlite").display()),
+        }
+    }
+
+    pub fn template_rules(&self) -> magnum_domain::cluster_template::TemplateRules {
+        use magnum_domain::cluster_template::{NetworkDriverSettings, TemplateRules};
+        TemplateRules {
+            kubernetes: NetworkDriverSettings {
+                allowed: self.cluster_template.kubernetes_allowed_network_drivers.clone(),
+                default: self.cluster_template.kubernetes_default_network_driver.clone(),
+            },
+            swarm_mode: NetworkDriverSettings {
+                allowed: self.cluster_template.swarm_mode_allowed_network_drivers.clone(),
+                default: self.cluster_template.swarm_mode_default_network_driver.clone(),
+            },
+        }
+    }
+
+    pub fn conductor_host(&self) -> String {
+        self.conductor.host.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|name| name.trim().to_owned())
+                .ok()
+                .filter(|name| !name.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned())
+        })
+    }
+}
+
+/// An environment value as TOML when it reads as a number, boolean or array; text otherwise.
+fn environment_value(raw: &str) -> toml::Value {
+    let trimmed = raw.trim();
+    if trimmed.starts_with('[') || trimmed == "true" || trimmed == "false" || trimmed.parse::<i64>().is_ok() {
+        if let Ok(table) = format!("value = {trimmed}").parse::<toml::Table>() {
+            if let Some(value) = table.get("value") {
+                return value.clone();
+            }
+        }
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    let (last, parents) = path.split_last().expect("paths are not empty");
+    let mut current = table;
+    for segment in parents {
+        let entry = current
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => bail!("{segment} is not a section"),
+        };
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, environment: &[(&str, &str)], overrides: &Overrides) -> anyhow::Result<Config> {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("magnum.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        Config::load(
+            file.map(|_| path.as_path()),
+            environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            overrides,
+        )
+    }
+
+    #[test]
+    fn defaults_serve_loopback_with_embedded_sqlite() {
+        let config = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:9511");
+        assert_eq!(config.auth.strategy, "noauth");
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert!(config.database_url().ends_with("/magnum.sqlite"));
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let file = "[server]\nlisten = \"127.0.0.1:1000\"\nstate_dir = \"/tmp/from-file\"\n[api]\nmax_limit = 50\n";
+        let environment = [
+            ("MAGNUM_SERVER__LISTEN", "127.0.0.1:2000"),
+            ("MAGNUM_API__SERVICE_DOWN_TIME", "30"),
+            ("MAGNUM_CLUSTER_TEMPLATE__KUBERNETES_ALLOWED_NETWORK_DRIVERS", "[\"all\"]"),
+            ("MAGNUM_URL", "http://client-side-variable-is-ignored"),
+        ];
+        let config = load(Some(file), &environment, &Overrides::default()).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:2000");
+        assert_eq!(config.api.max_limit, 50);
+        assert_eq!(config.api.service_down_time, 30);
+        assert_eq!(config.cluster_template.kubernetes_allowed_network_drivers, vec!["all"]);
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:3000".to_owned()),
+            database_url: Some("postgres://db/magnum".to_owned()),
+            ..Overrides::default()
+        };
+        let config = load(Some(file), &environment, &overrides).unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:3000");
+        assert_eq!(config.database_url(), "postgres://db/magnum");
+        assert_eq!(config.state_dir(), PathBuf::from("/tmp/from-file"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let error = load(Some("[server]\nlisen = \"x\"\n"), &[], &Overrides::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("lisen"), "{error:#}");
+        let error = load(None, &[("MAGNUM_DATABASE__URLL", "x")], &Overrides::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("urll"), "{error:#}");
+        let error = load(None, &[("MAGNUM_API__MAX_LIMIT", "many")], &Overrides::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("max_limit"), "{error:#}");
+        let error = load(None, &[("MAGNUM_SERVER__LISTEN", "nowhere")], &Overrides::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("server.listen"), "{error:#}");
+        let error = load(None, &[("MAGNUM_DATABASE__URL", "oracle://x")], &Overrides::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("database.url"), "{error:#}");
+        let error = load(Some("[drivers]\nenabled = [\"heat\"]\n"), &[], &Overrides::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("heat"), "{error:#}");
+    }
+
+    #[test]
+    fn the_local_catalog_is_configurable() {
+        let file = "[[drivers.local.images]]\nname = \"node-v2\"\nos_distro = \"local\"\n";
+        let config = load(Some(file), &[], &Overrides::default()).unwrap();
+        assert_eq!(config.drivers.local.images.len(), 1);
+        assert_eq!(config.drivers.local.images[0].name, "node-v2");
+        assert_eq!(config.drivers.local.flavors.len(), 2, "unset parts keep their defaults");
+    }
+}

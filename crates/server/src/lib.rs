@@ -1,0 +1,162 @@
+//! magnumd: configuration and wiring of the API, the conductor and the store.
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use magnum_api::{ApiSettings, AppState, NoAuth};
+use magnum_conductor::Conductor;
+use magnum_domain::policy::Policy;
+use magnum_domain::Identity;
+use magnum_driver::{Driver, DriverRegistry};
+use magnum_driver_local::LocalDriver;
+use magnum_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, Overrides};
+
+/// What a magnumd process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// API and conductor in one process; applies migrations at start.
+    All,
+    Api,
+    Conductor,
+}
+
+/// A started magnumd; [`Running::stop`] shuts it down gracefully.
+pub struct Running {
+    /// Where the API listens, when this role serves it.
+    pub address: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store: Store,
+}
+
+impl Running {
+    /// Stops accepting requests, lets those in flight finish, stops the conductor.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// Opens the database, creating the state directory for the embedded default.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database_url();
+    if config.database.url.is_none() {
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        restrict_to_owner(&state_dir)?;
+    }
+    Store::connect(&url, config.database.max_connections)
+        .await
+        .map_err(anyhow::Error::from)
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(directory: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(directory, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict permissions of {}", directory.display()))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_directory: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+fn drivers(config: &Config) -> DriverRegistry {
+    let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
+    for name in &config.drivers.enabled {
+        if name == magnum_driver_local::DRIVER_NAME {
+            drivers.push(Arc::new(LocalDriver::new(config.drivers.local.clone())));
+        }
+    }
+    DriverRegistry::new(drivers)
+}
+
+fn api_state(config: &Config, store: Store) -> anyhow::Result<AppState> {
+    let noauth = &config.auth.noauth;
+    let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
+    let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
+    Ok(AppState {
+        store,
+        drivers: drivers(config),
+        policy: Policy::default(),
+        authenticator: Arc::new(NoAuth::new(default_identity)),
+        settings: ApiSettings {
+            max_limit: config.api.max_limit,
+            service_down_time_seconds: config.api.service_down_time,
+            template_rules: config.template_rules(),
+        },
+    })
+}
+
+/// Starts `role` and returns once it is serving.
+pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
+    let listen = config.listen_address()?;
+    if role != Role::Conductor
+        && config.auth.strategy == "noauth"
+        && !listen.ip().is_loopback()
+        && !config.server.allow_insecure_noauth
+    {
+        bail!(
+            "refusing to serve auth.strategy = \"noauth\" on {listen}: anyone who can reach it acts as \
+             any project, including admin. Listen on a loopback address, or force it with \
+             --allow-insecure-noauth (server.allow_insecure_noauth = true)"
+        );
+    }
+    let store = open_store(config).await?;
+    if role == Role::All {
+        store.migrate().await.context("applying database migrations")?;
+    } else if !store.schema_is_current().await? {
+        bail!("the database schema is not current: run `magnumd db upgrade` first");
+    }
+
+    let (shutdown, shutdown_receiver) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut address = None;
+    if role != Role::Api {
+        let conductor = Conductor::new(
+            store.clone(),
+            config.conductor_host(),
+            Duration::from_secs(config.conductor.heartbeat_interval),
+        );
+        tasks.push(tokio::spawn(conductor.run(shutdown_receiver.clone())));
+    }
+    if role != Role::Conductor {
+        let router = magnum_api::router(api_state(config, store.clone())?);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let bound = listener.local_addr()?;
+        address = Some(bound);
+        let mut stop = shutdown_receiver.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopping| *stopping).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "API server failed");
+            }
+        }));
+        tracing::info!(address = %bound, "API listening");
+    }
+    Ok(Running {
+        address,
+        shutdown,
+        tasks,
+        store,
+    })
+}
