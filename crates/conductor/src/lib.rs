@@ -25,11 +25,21 @@ impl Conductor {
         }
     }
 
+    /// Records the first heartbeat, so that the conductor is listed as soon as it starts.
+    pub async fn register(&self) -> Result<(), magnum_store::StoreError> {
+        self.store
+            .record_service_heartbeat(&self.host, CONDUCTOR_BINARY, Timestamp::now())
+            .await
+    }
+
     /// Runs until `shutdown` turns true. A failed heartbeat is logged and retried at the next
     /// tick: a database outage makes the service look down, it does not stop it.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(conductor.host = %self.host, "conductor started");
-        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.heartbeat_interval,
+            self.heartbeat_interval,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -131,6 +131,10 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
             config.conductor_host(),
             Duration::from_secs(config.conductor.heartbeat_interval),
         );
+        conductor
+            .register()
+            .await
+            .context("registering the conductor")?;
         tasks.push(tokio::spawn(conductor.run(shutdown_receiver.clone())));
     }
     if role != Role::Conductor {

@@ -1,0 +1,8 @@
+//! Black-box tests: the real magnumd on port 0 with a fresh database of each engine, driven
+//! over HTTP, by the real `openstack` client, and as a process.
+
+mod binary;
+mod compat;
+mod openstack_cli;
+mod support;
+mod templates;

@@ -1,0 +1,208 @@
+//! `TestApp`: the real magnumd (API + conductor) on port 0 with a fresh database.
+
+use magnum_test_support::{Engine, TestDatabase};
+use magnumd::{Config, Role, Running};
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+use sqlx::Connection;
+
+pub use magnum_test_support::engines;
+
+pub struct TestApp {
+    pub base_url: String,
+    pub database_url: String,
+    client: reqwest::Client,
+    running: Running,
+    database: TestDatabase,
+}
+
+/// A caller: sent as noauth headers.
+#[derive(Clone, Copy)]
+pub struct Caller {
+    pub project_id: &'static str,
+    pub user_id: &'static str,
+    pub roles: &'static str,
+}
+
+pub const ADMIN: Caller = Caller {
+    project_id: "p-admin",
+    user_id: "u-admin",
+    roles: "admin,member,reader",
+};
+pub const ALICE: Caller = Caller {
+    project_id: "p-0001",
+    user_id: "u-alice",
+    roles: "member,reader",
+};
+pub const BOB: Caller = Caller {
+    project_id: "p-0002",
+    user_id: "u-bob",
+    roles: "member,reader",
+};
+pub const READER: Caller = Caller {
+    project_id: "p-0001",
+    user_id: "u-reader",
+    roles: "reader",
+};
+pub const NOBODY: Caller = Caller {
+    project_id: "p-0001",
+    user_id: "u-none",
+    roles: "",
+};
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub raw: Vec<u8>,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// `errors[0].detail` of an error envelope.
+    pub fn detail(&self) -> &str {
+        self.body["errors"][0]["detail"].as_str().unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(engine: Engine) -> Self {
+        Self::spawn_with(engine, Role::All, |_| {}).await
+    }
+
+    pub async fn spawn_with(engine: Engine, role: Role, adjust: impl FnOnce(&mut Config)) -> Self {
+        let database = TestDatabase::create(engine).await;
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".to_owned();
+        config.database.url = Some(database.url.clone());
+        config.database.max_connections = 4;
+        config.conductor.host = Some(format!("conductor-{}", engine.name()));
+        config.conductor.heartbeat_interval = 1;
+        adjust(&mut config);
+        if role != Role::All {
+            let store = magnumd::open_store(&config).await.unwrap();
+            store.migrate().await.unwrap();
+            store.close().await;
+        }
+        let running = magnumd::start(&config, role).await.expect("magnumd starts");
+        let address = running.address.expect("the API is served");
+        Self {
+            base_url: format!("http://{address}"),
+            database_url: database.url.clone(),
+            client: reqwest::Client::new(),
+            running,
+            database,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+        self.database.drop_database().await;
+    }
+
+    /// Sends a request; `body` is JSON unless it is a string, which is sent as it is.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        caller: Option<Caller>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.client.request(method, format!("{}{}", self.base_url, path));
+        if let Some(caller) = caller {
+            request = request
+                .header("X-Project-Id", caller.project_id)
+                .header("X-User-Id", caller.user_id)
+                .header("X-Roles", caller.roles);
+        }
+        let mut has_content_type = false;
+        for (name, value) in headers {
+            has_content_type |= name.eq_ignore_ascii_case("content-type");
+            request = request.header(*name, *value);
+        }
+        match body {
+            Some(Value::String(raw)) => {
+                if !has_content_type {
+                    request = request.header("Content-Type", "application/json");
+                }
+                request = request.body(raw);
+            }
+            Some(json) => {
+                if !has_content_type {
+                    request = request.header("Content-Type", "application/json");
+                }
+                request = request.body(serde_json::to_vec(&json).unwrap());
+            }
+            None => {}
+        }
+        let response = request.send().await.expect("request reaches magnumd");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let raw = response.bytes().await.unwrap().to_vec();
+        let body = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&raw).unwrap_or(Value::Null)
+        };
+        Reply {
+            status,
+            headers,
+            raw,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, caller: Caller) -> Reply {
+        self.send("GET", path, Some(caller), &[], None).await
+    }
+
+    pub async fn post(&self, path: &str, caller: Caller, body: Value) -> Reply {
+        self.send("POST", path, Some(caller), &[], Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, caller: Caller, body: Value) -> Reply {
+        self.send("PATCH", path, Some(caller), &[], Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, caller: Caller) -> Reply {
+        self.send("DELETE", path, Some(caller), &[], None).await
+    }
+
+    /// Creates a swarm-mode template from the default local catalog; returns its body.
+    pub async fn create_template(&self, caller: Caller, extra: Value) -> Value {
+        let mut body = serde_json::json!({
+            "coe": "swarm-mode",
+            "image_id": "local-node",
+            "flavor_id": "local.small",
+            "master_flavor_id": "local.small",
+            "external_network_id": "local",
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let reply = self.post("/v1/clustertemplates", caller, body).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.raw));
+        reply.body
+    }
+
+    /// Records a cluster built from the template, as the clusters API will.
+    pub async fn insert_cluster_using(&self, template_uuid: &str, project_id: &str) {
+        let sql = format!(
+            "INSERT INTO cluster (uuid, version, name, project_id, user_id, cluster_template_id, \
+             labels, floating_ip_enabled, master_lb_enabled, status, created_at) \
+             VALUES ('{}', 1, 'c1', '{project_id}', 'u', '{template_uuid}', '{{}}', 1, 0, \
+             'CREATE_IN_PROGRESS', 0)",
+            uuid::Uuid::new_v4()
+        );
+        sqlx::any::install_default_drivers();
+        let mut connection = sqlx::AnyConnection::connect(&self.database_url).await.unwrap();
+        sqlx::query(&sql).execute(&mut connection).await.unwrap();
+        connection.close().await.unwrap();
+    }
+}
