@@ -1,0 +1,203 @@
+//! The real `openstack coe` client (python-openstackclient + python-magnumclient) against
+//! magnumd, unchanged: `--os-auth-type none --os-endpoint http://…/v1`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{engines, TestApp};
+
+/// The client installed by `scripts/test` into the repository's ignored `.venv`, or the one
+/// `MAGNUM_OPENSTACK_CLI` names.
+fn openstack_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("MAGNUM_OPENSTACK_CLI") {
+        return PathBuf::from(path);
+    }
+    let repository = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = repository.join(".venv/bin/openstack");
+    assert!(
+        path.exists(),
+        "the openstack client is not installed at {}: run scripts/test, which installs it",
+        path.display()
+    );
+    path
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+async fn openstack(app: &TestApp, arguments: &[&str]) -> Outcome {
+    let binary = openstack_binary();
+    let endpoint = format!("{}/v1", app.base_url);
+    let arguments: Vec<String> = arguments.iter().map(|argument| (*argument).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(binary)
+            .args(["--os-auth-type", "none", "--os-endpoint", &endpoint])
+            .args(&arguments)
+            .env_remove("OS_CLOUD")
+            .output()
+            .expect("the openstack client runs");
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn table_value<'a>(table: &'a str, field: &str) -> Option<&'a str> {
+    table.lines().find_map(|line| {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        (cells.len() >= 3 && cells[1] == field).then(|| cells[2])
+    })
+}
+
+async fn template_lifecycle(app: TestApp) {
+    let services = openstack(&app, &["coe", "service", "list", "-f", "json"]).await;
+    assert_eq!(services.code, 0, "{}", services.stderr);
+    let services = services.json();
+    assert_eq!(services.as_array().unwrap().len(), 1);
+    assert_eq!(services[0]["binary"], "magnum-conductor");
+    assert_eq!(services[0]["state"], "up");
+    assert_eq!(services[0]["id"], 1);
+    let table = openstack(&app, &["coe", "service", "list"]).await;
+    assert!(table.stdout.contains("| magnum-conductor | up    |"), "{}", table.stdout);
+
+    let created = openstack(
+        &app,
+        &["coe", "cluster", "template", "create", "t1", "--coe", "swarm-mode", "--image", "local-node",
+          "--flavor", "local.small", "--master-flavor", "local.small", "--external-network", "local"],
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(created.stdout.starts_with("Request to create cluster template t1 accepted\n"), "{}", created.stdout);
+    assert_eq!(table_value(&created.stdout, "coe"), Some("swarm-mode"));
+    assert_eq!(table_value(&created.stdout, "network_driver"), Some("docker"));
+    assert_eq!(table_value(&created.stdout, "cluster_distro"), Some("local"));
+    assert_eq!(table_value(&created.stdout, "driver"), Some("local"));
+    assert_eq!(table_value(&created.stdout, "labels"), Some("{}"));
+    assert_eq!(table_value(&created.stdout, "keypair_id"), Some("-"));
+    let uuid = table_value(&created.stdout, "uuid").unwrap().to_owned();
+
+    let listed = openstack(&app, &["coe", "cluster", "template", "list", "-f", "json"]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(listed.json(), serde_json::json!([{"uuid": uuid, "name": "t1", "tags": null}]));
+    let listed_table = openstack(&app, &["coe", "cluster", "template", "list"]).await;
+    assert!(listed_table.stdout.contains(&format!("| {uuid} | t1   | None |")), "{}", listed_table.stdout);
+
+    let shown = openstack(&app, &["coe", "cluster", "template", "show", "t1", "-f", "json"]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let shown = shown.json();
+    assert_eq!(shown["uuid"], uuid.as_str());
+    assert_eq!(shown["image_id"], "local-node");
+    assert_eq!(shown["flavor_id"], "local.small");
+    assert_eq!(shown["external_network_id"], "local");
+    assert_eq!(shown["public"], false);
+    assert_eq!(shown["project_id"], "default", "noauth's default identity");
+    assert_eq!(shown.as_object().unwrap().len(), 34, "every key the client shows (it drops links and user_id)");
+
+    let updated = openstack(
+        &app,
+        &["coe", "cluster", "template", "update", "t1", "--label", "foo=bar", "--dns-nameserver", "1.1.1.1",
+          "--flavor", "local.medium", "-f", "json"],
+    )
+    .await;
+    assert_eq!(updated.code, 0, "{}", updated.stderr);
+    let updated = updated.json();
+    assert_eq!(updated["labels"], serde_json::json!({"foo": "bar"}));
+    assert_eq!(updated["dns_nameserver"], "1.1.1.1");
+    assert_eq!(updated["flavor_id"], "local.medium");
+    assert_ne!(updated["updated_at"], "-");
+    let columns = openstack(&app, &["coe", "cluster", "template", "show", &uuid, "-c", "labels", "-c", "dns_nameserver", "-f", "value"]).await;
+    assert_eq!(columns.stdout, "{'foo': 'bar'}\n1.1.1.1\n");
+
+    let unknown_image = openstack(
+        &app,
+        &["coe", "cluster", "template", "create", "bad", "--coe", "swarm-mode", "--image", "nope", "--external-network", "local"],
+    )
+    .await;
+    assert_eq!(unknown_image.code, 1);
+    assert!(unknown_image.stderr.starts_with("Image nope could not be found (HTTP 400) (Request-ID: req-"), "{}", unknown_image.stderr);
+    // The client sends `--flavor m1.small` unless told otherwise.
+    let client_default_flavor = openstack(
+        &app,
+        &["coe", "cluster", "template", "create", "bad", "--coe", "swarm-mode", "--image", "local-node", "--external-network", "local"],
+    )
+    .await;
+    assert!(client_default_flavor.stderr.starts_with("Unable to find flavor m1 (HTTP 400)"), "{}", client_default_flavor.stderr);
+    let kubernetes = openstack(
+        &app,
+        &["coe", "cluster", "template", "create", "k8s", "--coe", "kubernetes", "--image", "local-node", "--external-network", "local"],
+    )
+    .await;
+    assert_eq!(kubernetes.code, 1);
+    assert!(kubernetes.stderr.starts_with("Network driver type docker is not supported") || kubernetes.stderr.starts_with("Cluster type (vm, local, kubernetes) is not supported by any loaded cluster driver (HTTP 400)"), "{}", kubernetes.stderr);
+    let kubernetes_flannel = openstack(
+        &app,
+        &["coe", "cluster", "template", "create", "k8s", "--coe", "kubernetes", "--image", "local-node", "--external-network", "local", "--network-driver", "flannel"],
+    )
+    .await;
+    assert_eq!(kubernetes_flannel.code, 1);
+    assert!(kubernetes_flannel.stderr.starts_with("Cluster type (vm, local, kubernetes) is not supported by any loaded cluster driver (HTTP 400)"), "{}", kubernetes_flannel.stderr);
+    let bad_label_patch = openstack(&app, &["coe", "cluster", "template", "update", &uuid, "--no-label", "missing"]).await;
+    assert_eq!(bad_label_patch.code, 1);
+    assert!(
+        bad_label_patch.stderr.starts_with("Couldn't apply patch '[{'path': '/labels/missing', 'op': 'remove'}]' (HTTP 400)"),
+        "{}",
+        bad_label_patch.stderr
+    );
+    let publish = openstack(&app, &["coe", "cluster", "template", "update", "t1", "--public", "-f", "value", "-c", "public"]).await;
+    assert_eq!((publish.code, publish.stdout.as_str()), (0, "True\n"), "{}", publish.stderr);
+
+    let duplicate = openstack(
+        &app,
+        &["coe", "cluster", "template", "create", "t1", "--coe", "swarm-mode", "--image", "local-node",
+          "--flavor", "local.small", "--external-network", "local", "-f", "value", "-c", "uuid"],
+    )
+    .await;
+    assert_eq!(duplicate.code, 0, "duplicate names are allowed: {}", duplicate.stderr);
+    let second_uuid = duplicate.stdout.lines().last().unwrap().trim().to_owned();
+    let ambiguous = openstack(&app, &["coe", "cluster", "template", "show", "t1"]).await;
+    assert_eq!(ambiguous.code, 1);
+    assert!(
+        ambiguous.stderr.starts_with("Multiple ClusterTemplates exist with same name (HTTP 409) (Request-ID: req-"),
+        "{}",
+        ambiguous.stderr
+    );
+
+    for id in [&uuid, &second_uuid] {
+        let deleted = openstack(&app, &["coe", "cluster", "template", "delete", id]).await;
+        assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+        assert_eq!(deleted.stdout, format!("Request to delete cluster template {id} has been accepted.\n"));
+    }
+    let missing = openstack(&app, &["coe", "cluster", "template", "delete", "t1"]).await;
+    assert!(missing.stdout.starts_with("Delete for cluster template t1 failed: ClusterTemplate t1 could not be found (HTTP 404)"), "{}", missing.stdout);
+    let empty = openstack(&app, &["coe", "cluster", "template", "list", "-f", "json"]).await;
+    assert_eq!(empty.json(), serde_json::json!([]));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_coe_cluster_template_lifecycle_on_every_engine() {
+    let mut runs = Vec::new();
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        runs.push(tokio::spawn(template_lifecycle(app)));
+    }
+    for run in runs {
+        run.await.unwrap();
+    }
+}
