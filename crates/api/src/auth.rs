@@ -72,7 +72,11 @@ mod tests {
 
     #[tokio::test]
     async fn headers_override_the_default_one_by_one() {
-        let auth = NoAuth::new(Identity::new("default", "admin", &["admin", "member", "reader"]));
+        let auth = NoAuth::new(Identity::new(
+            "default",
+            "admin",
+            &["admin", "member", "reader"],
+        ));
         let mut headers = HeaderMap::new();
         assert_eq!(
             auth.authenticate(&headers).await.unwrap(),

@@ -54,11 +54,14 @@ pub fn accepts_json_at_all(headers: &HeaderMap) -> bool {
     if values.iter().all(|value| value.trim().is_empty()) {
         return true;
     }
-    values.iter().flat_map(|value| value.split(',')).any(|range| {
-        let media = range.split(';').next().unwrap_or_default().trim();
-        matches!(media, "*/*" | "application/*" | "application/json" | "")
-            || media.ends_with("+json")
-    })
+    values
+        .iter()
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            let media = range.split(';').next().unwrap_or_default().trim();
+            matches!(media, "*/*" | "application/*" | "application/json" | "")
+                || media.ends_with("+json")
+        })
 }
 
 pub fn new_request_id() -> String {
@@ -77,8 +80,7 @@ pub fn add_version_headers(headers: &mut HeaderMap, version: Version) {
     );
     headers.insert(
         "openstack-api-version",
-        HeaderValue::from_str(&format!("{SERVICE_TYPE} {version}"))
-            .expect("versions are ASCII"),
+        HeaderValue::from_str(&format!("{SERVICE_TYPE} {version}")).expect("versions are ASCII"),
     );
     headers.insert(VARY, HeaderValue::from_static("OpenStack-API-Version"));
 }
@@ -116,8 +118,14 @@ mod tests {
     #[test]
     fn static_version_headers_match_the_range() {
         use crate::microversion::{MAX_VERSION, MIN_VERSION};
-        assert_eq!(MINIMUM_VERSION_HEADER, format!("{SERVICE_TYPE} {MIN_VERSION}"));
-        assert_eq!(MAXIMUM_VERSION_HEADER, format!("{SERVICE_TYPE} {MAX_VERSION}"));
+        assert_eq!(
+            MINIMUM_VERSION_HEADER,
+            format!("{SERVICE_TYPE} {MIN_VERSION}")
+        );
+        assert_eq!(
+            MAXIMUM_VERSION_HEADER,
+            format!("{SERVICE_TYPE} {MAX_VERSION}")
+        );
     }
 
     #[test]

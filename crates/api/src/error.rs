@@ -65,13 +65,13 @@ impl ApiError {
             "client"
         };
         // Upstream's title is the message cut at its first period.
-        let title = self
-            .detail
-            .split('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let body = encode(&ErrorEnvelope::new(code, self.status.as_u16(), title, self.detail));
+        let title = self.detail.split('.').next().unwrap_or_default().to_owned();
+        let body = encode(&ErrorEnvelope::new(
+            code,
+            self.status.as_u16(),
+            title,
+            self.detail,
+        ));
         let mut response = json_response(self.status, body, request_id);
         add_version_headers(response.headers_mut(), version);
         response
@@ -137,9 +137,10 @@ pub fn routing_error(
     let body = encode(&ErrorEnvelope::new("", status.as_u16(), title, detail));
     let mut response = json_response(status, body, request_id);
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        response
-            .headers_mut()
-            .insert("allow", HeaderValue::from_static("DELETE, GET, PATCH, POST"));
+        response.headers_mut().insert(
+            "allow",
+            HeaderValue::from_static("DELETE, GET, PATCH, POST"),
+        );
     }
     response
 }

@@ -139,7 +139,10 @@ fn wrong_type(field: &str, value: &Value, expected: &str) -> ApiError {
     ApiError::invalid_input(
         field,
         &py_str(value),
-        &format!("Wrong type. Expected '{expected}', got '{}'", python_type(value)),
+        &format!(
+            "Wrong type. Expected '{expected}', got '{}'",
+            python_type(value)
+        ),
     )
 }
 
@@ -161,8 +164,14 @@ pub fn parse_bool(field: &str, value: &Value) -> Result<bool, ApiError> {
 /// How an attribute is typed and constrained.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
-    Text { min: usize, max: usize },
-    Integer { min: Option<i64>, max: Option<i64> },
+    Text {
+        min: usize,
+        max: usize,
+    },
+    Integer {
+        min: Option<i64>,
+        max: Option<i64>,
+    },
     Boolean,
     Choice(&'static [&'static str]),
     Labels,
@@ -263,7 +272,11 @@ pub fn parse_object(
         let value = object.get(spec.name).filter(|value| !value.is_null());
         let Some(value) = value else {
             if spec.mandatory {
-                return Err(ApiError::invalid_input(spec.name, "None", "Mandatory field missing."));
+                return Err(ApiError::invalid_input(
+                    spec.name,
+                    "None",
+                    "Mandatory field missing.",
+                ));
             }
             continue;
         };
@@ -390,7 +403,13 @@ mod tests {
 
     const SCHEMA: &[Attribute] = &[
         mandatory("image_id", Kind::Text { min: 1, max: 255 }),
-        attribute("apiserver_port", Kind::Integer { min: Some(1024), max: Some(65535) }),
+        attribute(
+            "apiserver_port",
+            Kind::Integer {
+                min: Some(1024),
+                max: Some(65535),
+            },
+        ),
         attribute("tls_disabled", Kind::Boolean),
         attribute("server_type", Kind::Choice(&["vm", "bm"])),
         attribute("project_id", Kind::ReadOnly),

@@ -71,9 +71,7 @@ pub fn negotiate(header: Option<&str>) -> Result<Version, VersionError> {
 
 /// The `description` upstream adds to the unsupported-version body for JSON clients.
 pub fn unsupported_description(requested: Version) -> String {
-    let range = format!(
-        "[{SERVICE_TYPE} {MIN_VERSION}, {SERVICE_TYPE} {MAX_VERSION}]"
-    );
+    let range = format!("[{SERVICE_TYPE} {MIN_VERSION}, {SERVICE_TYPE} {MAX_VERSION}]");
     if requested.major != MAX_VERSION.major {
         format!(
             "Mutually exclusive versions requested. Version {requested} requested but not supported by this service.The supported version range is: {range}."
@@ -98,7 +96,10 @@ mod tests {
             negotiate(Some("Container-Infrastructure-Management 1.5")),
             Ok(Version::new(1, 5))
         );
-        assert_eq!(negotiate(Some("container-infrastructure 1.10")), Ok(Version::new(1, 10)));
+        assert_eq!(
+            negotiate(Some("container-infrastructure 1.10")),
+            Ok(Version::new(1, 10))
+        );
         assert_eq!(
             negotiate(Some("container-infra 1.99")),
             Err(VersionError::Unsupported(Version::new(1, 99)))
@@ -111,14 +112,23 @@ mod tests {
             negotiate(Some("container-infra 2.0")),
             Err(VersionError::Unsupported(Version::new(2, 0)))
         );
-        assert_eq!(negotiate(Some("compute 2.1")), Err(VersionError::InvalidServiceType));
-        assert_eq!(negotiate(Some("container-infra abc")), Err(VersionError::InvalidValue));
+        assert_eq!(
+            negotiate(Some("compute 2.1")),
+            Err(VersionError::InvalidServiceType)
+        );
+        assert_eq!(
+            negotiate(Some("container-infra abc")),
+            Err(VersionError::InvalidValue)
+        );
         assert_eq!(negotiate(Some("1.5")), Err(VersionError::InvalidValue));
         assert_eq!(
             negotiate(Some("compute 2.1, container-infra 1.5")),
             Err(VersionError::InvalidValue)
         );
-        assert_eq!(negotiate(Some("container-infra 1.-1")), Err(VersionError::InvalidValue));
+        assert_eq!(
+            negotiate(Some("container-infra 1.-1")),
+            Err(VersionError::InvalidValue)
+        );
     }
 
     #[test]

@@ -129,11 +129,26 @@ mod tests {
 
     #[test]
     fn next_link_only_for_full_pages() {
-        let page = page_from_query(&QueryArguments::parse(Some("limit=1&sort_key=name&sort_dir=desc")), KEYS, 1000).unwrap();
+        let page = page_from_query(
+            &QueryArguments::parse(Some("limit=1&sort_key=name&sort_dir=desc")),
+            KEYS,
+            1000,
+        )
+        .unwrap();
         assert_eq!(
-            next_link("http://h", "clustertemplates", &page, 1, Some("u".to_owned())).unwrap(),
+            next_link(
+                "http://h",
+                "clustertemplates",
+                &page,
+                1,
+                Some("u".to_owned())
+            )
+            .unwrap(),
             "http://h/v1/clustertemplates?sort_key=name&sort_dir=desc&limit=1&marker=u"
         );
-        assert_eq!(next_link("http://h", "clustertemplates", &page, 0, None), None);
+        assert_eq!(
+            next_link("http://h", "clustertemplates", &page, 0, None),
+            None
+        );
     }
 }

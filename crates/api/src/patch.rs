@@ -54,9 +54,16 @@ fn path_is_valid(path: &str) -> bool {
 }
 
 /// Checks the body of a PATCH; this precedes looking up the resource.
-pub fn parse_patch(body: Option<Value>, rules: &PatchRules) -> Result<Vec<PatchOperation>, ApiError> {
+pub fn parse_patch(
+    body: Option<Value>,
+    rules: &PatchRules,
+) -> Result<Vec<PatchOperation>, ApiError> {
     let Some(body) = body else {
-        return Err(ApiError::invalid_input("patch", "None", "Mandatory field missing."));
+        return Err(ApiError::invalid_input(
+            "patch",
+            "None",
+            "Mandatory field missing.",
+        ));
     };
     let Value::Array(items) = body else {
         let text = py_str(&body);
@@ -77,12 +84,19 @@ fn parse_operation(item: Value, rules: &PatchRules) -> Result<PatchOperation, Ap
         return Err(ApiError::invalid_input(
             "patch",
             &py_str(&item),
-            &format!("Wrong type. Expected '<class 'dict'>', got '{}'", python_type(&item)),
+            &format!(
+                "Wrong type. Expected '<class 'dict'>', got '{}'",
+                python_type(&item)
+            ),
         ));
     };
     let op = match object.get("op") {
         None | Some(Value::Null) => {
-            return Err(ApiError::invalid_input("op", "None", "Mandatory field missing."))
+            return Err(ApiError::invalid_input(
+                "op",
+                "None",
+                "Mandatory field missing.",
+            ))
         }
         Some(Value::String(op)) if op == "add" => Operation::Add,
         Some(Value::String(op)) if op == "replace" => Operation::Replace,
@@ -97,7 +111,11 @@ fn parse_operation(item: Value, rules: &PatchRules) -> Result<PatchOperation, Ap
     };
     let path = match object.get("path") {
         None | Some(Value::Null) => {
-            return Err(ApiError::invalid_input("path", "None", "Mandatory field missing."))
+            return Err(ApiError::invalid_input(
+                "path",
+                "None",
+                "Mandatory field missing.",
+            ))
         }
         Some(Value::String(path)) if path_is_valid(path) => path.clone(),
         Some(other) => {
@@ -202,7 +220,9 @@ pub fn apply_patch(
             }
         }
         let mut value = operation.value.clone();
-        if operation.op == Operation::Replace && rules.dictionaries.contains(&operation.path.as_str()) {
+        if operation.op == Operation::Replace
+            && rules.dictionaries.contains(&operation.path.as_str())
+        {
             if let Some(Value::String(text)) = &value {
                 let labels = Labels::from_patch_string(text)
                     .map_err(|error| patch_error(operations, error))?;
@@ -310,25 +330,46 @@ mod tests {
 
     #[test]
     fn application_follows_upstream() {
-        let document = json!({"name": "a", "flavor_id": null, "labels": {"k": "v"}, "http_proxy": "p"});
+        let document =
+            json!({"name": "a", "flavor_id": null, "labels": {"k": "v"}, "http_proxy": "p"});
         assert_eq!(
-            apply(document.clone(), json!([{"op": "add", "path": "/flavor_id", "value": "f"}])).unwrap()["flavor_id"],
+            apply(
+                document.clone(),
+                json!([{"op": "add", "path": "/flavor_id", "value": "f"}])
+            )
+            .unwrap()["flavor_id"],
             json!("f")
         );
         assert_eq!(
-            apply(document.clone(), json!([{"op": "add", "path": "/name", "value": "x"}])).unwrap_err(),
+            apply(
+                document.clone(),
+                json!([{"op": "add", "path": "/name", "value": "x"}])
+            )
+            .unwrap_err(),
             "The attribute /name has existed, please use 'replace' operation instead."
         );
         assert_eq!(
-            apply(document.clone(), json!([{"op": "add", "path": "/bogus", "value": "x"}])).unwrap_err(),
+            apply(
+                document.clone(),
+                json!([{"op": "add", "path": "/bogus", "value": "x"}])
+            )
+            .unwrap_err(),
             "Adding a new attribute /bogus to the root of the resource is not allowed."
         );
         assert_eq!(
-            apply(document.clone(), json!([{"op": "add", "path": "/labels/n", "value": "1"}])).unwrap()["labels"],
+            apply(
+                document.clone(),
+                json!([{"op": "add", "path": "/labels/n", "value": "1"}])
+            )
+            .unwrap()["labels"],
             json!({"k": "v", "n": "1"})
         );
         assert_eq!(
-            apply(document.clone(), json!([{"op": "remove", "path": "/labels/k"}])).unwrap()["labels"],
+            apply(
+                document.clone(),
+                json!([{"op": "remove", "path": "/labels/k"}])
+            )
+            .unwrap()["labels"],
             json!({})
         );
         assert_eq!(
@@ -343,6 +384,12 @@ mod tests {
             apply(document.clone(), json!([{"op": "replace", "path": "/labels", "value": "{oops"}])).unwrap_err(),
             "Couldn't apply patch '[{'path': '/labels', 'op': 'replace', 'value': '{oops'}]'. Reason: invalid syntax (<unknown>, line 1)"
         );
-        assert!(apply(document.clone(), json!([{"op": "remove", "path": "/http_proxy"}])).unwrap().get("http_proxy").is_none());
+        assert!(apply(
+            document.clone(),
+            json!([{"op": "remove", "path": "/http_proxy"}])
+        )
+        .unwrap()
+        .get("http_proxy")
+        .is_none());
     }
 }

@@ -23,7 +23,10 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Collections of the v1 API that this build serves.
 const SERVED_COLLECTIONS: [&str; 2] = ["clustertemplates", "mservices"];
 
-pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>) -> Response<Body> {
+pub async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    request: Request<Body>,
+) -> Response<Body> {
     let started = Instant::now();
     let request_id = new_request_id();
     let method = request.method().clone();
@@ -44,7 +47,10 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request<Body>
 fn healthcheck(request_id: &str) -> Response<Body> {
     let mut response = Response::new(Body::from("OK"));
     let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("text/plain; charset=UTF-8"));
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(crate::context::REQUEST_ID_HEADER, value);
     }

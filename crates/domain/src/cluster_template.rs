@@ -132,11 +132,36 @@ impl ClusterTemplate {
             };
         }
         compare!(
-            name, coe, image_id, flavor_id, master_flavor_id, dns_nameserver, keypair_id,
-            external_network_id, fixed_network, fixed_subnet, network_driver, volume_driver,
-            apiserver_port, docker_volume_size, docker_storage_driver, cluster_distro, http_proxy,
-            https_proxy, no_proxy, registry_enabled, insecure_registry, labels, tls_disabled,
-            public, hidden, server_type, master_lb_enabled, floating_ip_enabled, tags, driver,
+            name,
+            coe,
+            image_id,
+            flavor_id,
+            master_flavor_id,
+            dns_nameserver,
+            keypair_id,
+            external_network_id,
+            fixed_network,
+            fixed_subnet,
+            network_driver,
+            volume_driver,
+            apiserver_port,
+            docker_volume_size,
+            docker_storage_driver,
+            cluster_distro,
+            http_proxy,
+            https_proxy,
+            no_proxy,
+            registry_enabled,
+            insecure_registry,
+            labels,
+            tls_disabled,
+            public,
+            hidden,
+            server_type,
+            master_lb_enabled,
+            floating_ip_enabled,
+            tags,
+            driver,
         );
         changed
     }
@@ -345,7 +370,9 @@ mod tests {
             "Network driver type cilium is not allowed, expecting a flannel/calico/unspecified network driver. "
         );
         assert_eq!(
-            rules.resolve_network_driver(Coe::SwarmMode, Some("")).unwrap(),
+            rules
+                .resolve_network_driver(Coe::SwarmMode, Some(""))
+                .unwrap(),
             "docker"
         );
         assert!(rules
@@ -428,7 +455,10 @@ mod tests {
         let mut published = before.clone();
         published.public = true;
         assert!(before.update_allowed_while_in_use(&published));
-        assert!(!published.update_allowed_while_in_use(&before), "unpublishing is refused");
+        assert!(
+            !published.update_allowed_while_in_use(&before),
+            "unpublishing is refused"
+        );
 
         let mut hidden = before.clone();
         hidden.hidden = true;

@@ -19,6 +19,8 @@ impl Identity {
     }
 
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|held| held.eq_ignore_ascii_case(role))
+        self.roles
+            .iter()
+            .any(|held| held.eq_ignore_ascii_case(role))
     }
 }

@@ -119,11 +119,19 @@ mod tests {
             json!({"a": "b", "n": "1", "t": "True"})
         );
         let json_form = Labels::from_patch_string(r#"{"a": "b", "t": true}"#).unwrap();
-        assert_eq!(Value::Object(json_form.as_map().clone()), json!({"a": "b", "t": "True"}));
-        let terraform = Labels::from_patch_string("a=b,c=d").unwrap();
-        assert_eq!(Value::Object(terraform.as_map().clone()), json!({"a": "b", "c": "d"}));
         assert_eq!(
-            Labels::from_patch_string("not a dict").unwrap_err().to_string(),
+            Value::Object(json_form.as_map().clone()),
+            json!({"a": "b", "t": "True"})
+        );
+        let terraform = Labels::from_patch_string("a=b,c=d").unwrap();
+        assert_eq!(
+            Value::Object(terraform.as_map().clone()),
+            json!({"a": "b", "c": "d"})
+        );
+        assert_eq!(
+            Labels::from_patch_string("not a dict")
+                .unwrap_err()
+                .to_string(),
             "invalid syntax (<unknown>, line 1)"
         );
         assert!(Labels::from_json_object(json!({"a": {"b": 1}}).as_object().unwrap()).is_err());

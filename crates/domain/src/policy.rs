@@ -38,7 +38,10 @@ enum Check {
     Rule(String),
     Role(String),
     /// `<credential attribute>:<value>`; `%(attr)s` in the value is taken from the target.
-    Generic { attribute: String, value: String },
+    Generic {
+        attribute: String,
+        value: String,
+    },
     Not(Box<Check>),
     And(Vec<Check>),
     Or(Vec<Check>),
@@ -73,11 +76,23 @@ impl fmt::Display for PolicyDenied {
 pub const DEFAULT_RULES: &[(&str, &str)] = &[
     ("context_is_admin", "role:admin"),
     ("admin_api", "rule:context_is_admin"),
-    ("project_member", "role:member and project_id:%(project_id)s"),
-    ("project_reader", "role:reader and project_id:%(project_id)s"),
+    (
+        "project_member",
+        "role:member and project_id:%(project_id)s",
+    ),
+    (
+        "project_reader",
+        "role:reader and project_id:%(project_id)s",
+    ),
     ("is_user", "user_id:%(user_id)s"),
-    ("admin_or_project_reader", "rule:context_is_admin or rule:project_reader"),
-    ("admin_or_project_member", "rule:context_is_admin or rule:project_member"),
+    (
+        "admin_or_project_reader",
+        "rule:context_is_admin or rule:project_reader",
+    ),
+    (
+        "admin_or_project_member",
+        "rule:context_is_admin or rule:project_member",
+    ),
     (
         "admin_or_project_member_user",
         "rule:context_is_admin or (rule:project_member and rule:is_user)",
@@ -86,8 +101,14 @@ pub const DEFAULT_RULES: &[(&str, &str)] = &[
         "admin_or_project_reader_user",
         "rule:context_is_admin or (rule:project_reader and rule:is_user)",
     ),
-    ("admin_or_project_member_deny_cluster_user", "rule:admin_or_project_member"),
-    ("admin_or_project_reader_deny_cluster_user", "rule:admin_or_project_reader"),
+    (
+        "admin_or_project_member_deny_cluster_user",
+        "rule:admin_or_project_member",
+    ),
+    (
+        "admin_or_project_reader_deny_cluster_user",
+        "rule:admin_or_project_reader",
+    ),
     ("project_member_deny_cluster_user", "rule:project_member"),
     ("cluster:create", "rule:admin_or_project_member"),
     ("cluster:delete", "rule:admin_or_project_member"),
@@ -99,22 +120,40 @@ pub const DEFAULT_RULES: &[(&str, &str)] = &[
     ("cluster:get_all", "rule:admin_or_project_reader"),
     ("cluster:get_all_all_projects", "rule:context_is_admin"),
     ("cluster:update", "rule:admin_or_project_member"),
-    ("cluster:update_health_status", "rule:admin_or_project_member_user"),
+    (
+        "cluster:update_health_status",
+        "rule:admin_or_project_member_user",
+    ),
     ("cluster:update_all_projects", "rule:context_is_admin"),
     ("cluster:resize", "rule:admin_or_project_member"),
     ("cluster:upgrade", "rule:admin_or_project_member"),
     ("cluster:upgrade_all_projects", "rule:context_is_admin"),
     ("clustertemplate:create", "rule:admin_or_project_member"),
     ("clustertemplate:delete", "rule:admin_or_project_member"),
-    ("clustertemplate:delete_all_projects", "rule:context_is_admin"),
-    ("clustertemplate:detail_all_projects", "rule:context_is_admin"),
+    (
+        "clustertemplate:delete_all_projects",
+        "rule:context_is_admin",
+    ),
+    (
+        "clustertemplate:detail_all_projects",
+        "rule:context_is_admin",
+    ),
     ("clustertemplate:detail", "rule:admin_or_project_reader"),
     ("clustertemplate:get", "rule:admin_or_project_reader"),
-    ("clustertemplate:get_one_all_projects", "rule:context_is_admin"),
+    (
+        "clustertemplate:get_one_all_projects",
+        "rule:context_is_admin",
+    ),
     ("clustertemplate:get_all", "rule:admin_or_project_reader"),
-    ("clustertemplate:get_all_all_projects", "rule:context_is_admin"),
+    (
+        "clustertemplate:get_all_all_projects",
+        "rule:context_is_admin",
+    ),
     ("clustertemplate:update", "rule:admin_or_project_member"),
-    ("clustertemplate:update_all_projects", "rule:context_is_admin"),
+    (
+        "clustertemplate:update_all_projects",
+        "rule:context_is_admin",
+    ),
     ("clustertemplate:publish", "rule:context_is_admin"),
     ("nodegroup:get", "rule:admin_or_project_reader"),
     ("nodegroup:get_all", "rule:admin_or_project_reader"),
@@ -226,7 +265,10 @@ impl Policy {
 }
 
 fn substitute(value: &str, target: &Target) -> Option<String> {
-    if let Some(name) = value.strip_prefix("%(").and_then(|rest| rest.strip_suffix(")s")) {
+    if let Some(name) = value
+        .strip_prefix("%(")
+        .and_then(|rest| rest.strip_suffix(")s"))
+    {
         return match name {
             "project_id" => Some(target.project_id.clone()),
             "user_id" => Some(target.user_id.clone()),
@@ -393,7 +435,11 @@ mod tests {
         assert!(!policy.allows("magnum-service:get_all", &alice, &Target::caller(&alice)));
         assert!(policy.allows("magnum-service:get_all", &admin, &Target::caller(&admin)));
         let admin_only = Identity::new("p1", "u", &["admin"]);
-        assert!(!policy.allows("credential:rotate", &admin_only, &Target::caller(&admin_only)));
+        assert!(!policy.allows(
+            "credential:rotate",
+            &admin_only,
+            &Target::caller(&admin_only)
+        ));
         let nobody = Identity::new("p1", "u", &[]);
         assert!(!policy.allows("clustertemplate:get_all", &nobody, &Target::caller(&nobody)));
         assert!(!policy.allows("no:such:rule", &admin, &Target::caller(&admin)));

@@ -195,7 +195,10 @@ impl Parser {
         if let Ok(integer) = text.parse::<i64>() {
             return Ok(Value::Number(integer.into()));
         }
-        if text.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) {
+        if text
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+        {
             if let Ok(float) = text.parse::<f64>() {
                 if let Some(number) = Number::from_f64(float) {
                     return Ok(Value::Number(number));
@@ -272,7 +275,12 @@ pub fn py_float(value: f64) -> String {
         return if value > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
     if value == 0.0 {
-        return if value.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
+        return if value.is_sign_negative() {
+            "-0.0"
+        } else {
+            "0.0"
+        }
+        .to_owned();
     }
     let scientific = format!("{value:e}");
     let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
@@ -287,7 +295,11 @@ pub fn py_float(value: f64) -> String {
         } else if point as usize >= digits.len() {
             format!("{}{}.0", digits, "0".repeat(point as usize - digits.len()))
         } else {
-            format!("{}.{}", &digits[..point as usize], &digits[point as usize..])
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
         };
         format!("{sign}{body}")
     } else {
@@ -319,7 +331,9 @@ fn py_repr_str(text: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -339,8 +353,14 @@ mod tests {
             json!({"a": "b", "n": 1, "t": true, "f": 1.5, "z": null})
         );
         assert_eq!(literal_eval("{}").unwrap(), json!({}));
-        assert_eq!(literal_eval("[1, (2, 3), -4]").unwrap(), json!([1, [2, 3], -4]));
-        assert_eq!(literal_eval(r#"{"k": 'it\'s'}"#).unwrap(), json!({"k": "it's"}));
+        assert_eq!(
+            literal_eval("[1, (2, 3), -4]").unwrap(),
+            json!([1, [2, 3], -4])
+        );
+        assert_eq!(
+            literal_eval(r#"{"k": 'it\'s'}"#).unwrap(),
+            json!({"k": "it's"})
+        );
     }
 
     #[test]

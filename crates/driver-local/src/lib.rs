@@ -282,28 +282,49 @@ mod tests {
         let driver = LocalDriver::new(Catalog::default());
         let cases = [
             (
-                References { flavor_id: Some("m1.huge"), ..References::default() },
+                References {
+                    flavor_id: Some("m1.huge"),
+                    ..References::default()
+                },
                 "Unable to find flavor m1.huge.",
             ),
             (
-                References { external_network_id: Some("public"), ..References::default() },
+                References {
+                    external_network_id: Some("public"),
+                    ..References::default()
+                },
                 "Unable to find external network public.",
             ),
             (
-                References { fixed_network: Some("private"), ..References::default() },
+                References {
+                    fixed_network: Some("private"),
+                    ..References::default()
+                },
                 "Unable to find fixed network private.",
             ),
             (
-                References { fixed_subnet: Some("sub"), ..References::default() },
+                References {
+                    fixed_subnet: Some("sub"),
+                    ..References::default()
+                },
                 "Unable to find fixed subnet sub.",
             ),
             (
-                References { keypair: Some("mykey"), ..References::default() },
+                References {
+                    keypair: Some("mykey"),
+                    ..References::default()
+                },
                 "Unable to find keypair mykey.",
             ),
         ];
         for (references, message) in cases {
-            assert_eq!(driver.validate_references(&references).unwrap_err().to_string(), message);
+            assert_eq!(
+                driver
+                    .validate_references(&references)
+                    .unwrap_err()
+                    .to_string(),
+                message
+            );
         }
     }
 
@@ -318,12 +339,18 @@ mod tests {
             disk_gib: 0,
         });
         let driver = LocalDriver::new(catalog);
-        let diskless = References { flavor_id: Some("diskless"), ..References::default() };
+        let diskless = References {
+            flavor_id: Some("diskless"),
+            ..References::default()
+        };
         assert_eq!(
             driver.validate_references(&diskless).unwrap_err(),
             ReferenceError::FlavorWithoutRootDisk
         );
-        let with_volume = References { boot_volume_size: Some("10"), ..diskless };
+        let with_volume = References {
+            boot_volume_size: Some("10"),
+            ..diskless
+        };
         driver.validate_references(&with_volume).unwrap();
     }
 }

@@ -21,7 +21,11 @@ pub struct ClusterType {
 
 impl fmt::Display for ClusterType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "({}, {}, {})", self.server_type, self.os_distro, self.coe)
+        write!(
+            f,
+            "({}, {}, {})",
+            self.server_type, self.os_distro, self.coe
+        )
     }
 }
 
@@ -80,7 +84,10 @@ pub enum ResolutionError {
     #[error("Cluster driver ({0}) not supported.")]
     UnknownDriver(String),
     #[error("Cluster type {requested} is not supported by any loaded cluster driver. Loaded drivers support: {supported}.")]
-    ClusterTypeNotSupported { requested: ClusterType, supported: String },
+    ClusterTypeNotSupported {
+        requested: ClusterType,
+        supported: String,
+    },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
 }

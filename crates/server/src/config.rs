@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use magnum_driver_local::Catalog;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -94,21 +94,6 @@ pub struct DriversConfig {
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `magnum_api=debug,info`, …
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            auth: AuthConfig::default(),
-            api: ApiConfig::default(),
-            cluster_template: ClusterTemplateConfig::default(),
-            conductor: ConductorConfig::default(),
-            drivers: DriversConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -215,10 +200,12 @@ impl Config {
     ) -> anyhow::Result<Self> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read configuration file {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("configuration file {} is not valid TOML", path.display()))?
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read configuration file {}", path.display())
+                })?;
+                text.parse::<toml::Table>().with_context(|| {
+                    format!("configuration file {} is not valid TOML", path.display())
+                })?
             }
             None => toml::Table::new(),
         };
@@ -290,12 +277,20 @@ impl Config {
         }
         let rules = self.template_rules();
         for (coe, settings) in [
-            (magnum_domain::cluster_template::Coe::Kubernetes, &rules.kubernetes),
-            (magnum_domain::cluster_template::Coe::SwarmMode, &rules.swarm_mode),
+            (
+                magnum_domain::cluster_template::Coe::Kubernetes,
+                &rules.kubernetes,
+            ),
+            (
+                magnum_domain::cluster_template::Coe::SwarmMode,
+                &rules.swarm_mode,
+            ),
         ] {
             rules
                 .resolve_network_driver(coe, Some(&settings.default))
-                .map_err(|error| anyhow::anyhow!("cluster_template default network driver for {coe}: {error}"))?;
+                .map_err(|error| {
+                    anyhow::anyhow!("cluster_template default network driver for {coe}: {error}")
+                })?;
         }
         Ok(())
     }
@@ -313,8 +308,12 @@ impl Config {
         if let Some(directory) = &self.server.state_dir {
             return directory.clone();
         }
-        let is_root = std::env::var("USER").map(|user| user == "root").unwrap_or(false)
-            || std::env::var("HOME").map(|home| home == "/root").unwrap_or(false);
+        let is_root = std::env::var("USER")
+            .map(|user| user == "root")
+            .unwrap_or(false)
+            || std::env::var("HOME")
+                .map(|home| home == "/root")
+                .unwrap_or(false);
         if is_root {
             PathBuf::from("/var/lib/magnum-rs")
         } else {
@@ -326,7 +325,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database.url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}", self.state_dir().join("magnum.sqlite").display()),
+            None => format!(
+                "sqlite://{}",
+                self.state_dir().join("magnum.sqlite").display()
+            ),
         }
     }
 
@@ -334,12 +336,24 @@ impl Config {
         use magnum_domain::cluster_template::{NetworkDriverSettings, TemplateRules};
         TemplateRules {
             kubernetes: NetworkDriverSettings {
-                allowed: self.cluster_template.kubernetes_allowed_network_drivers.clone(),
-                default: self.cluster_template.kubernetes_default_network_driver.clone(),
+                allowed: self
+                    .cluster_template
+                    .kubernetes_allowed_network_drivers
+                    .clone(),
+                default: self
+                    .cluster_template
+                    .kubernetes_default_network_driver
+                    .clone(),
             },
             swarm_mode: NetworkDriverSettings {
-                allowed: self.cluster_template.swarm_mode_allowed_network_drivers.clone(),
-                default: self.cluster_template.swarm_mode_default_network_driver.clone(),
+                allowed: self
+                    .cluster_template
+                    .swarm_mode_allowed_network_drivers
+                    .clone(),
+                default: self
+                    .cluster_template
+                    .swarm_mode_default_network_driver
+                    .clone(),
             },
         }
     }
@@ -358,7 +372,11 @@ impl Config {
 /// An environment value as TOML when it reads as a number, boolean or array; text otherwise.
 fn environment_value(raw: &str) -> toml::Value {
     let trimmed = raw.trim();
-    if trimmed.starts_with('[') || trimmed == "true" || trimmed == "false" || trimmed.parse::<i64>().is_ok() {
+    if trimmed.starts_with('[')
+        || trimmed == "true"
+        || trimmed == "false"
+        || trimmed.parse::<i64>().is_ok()
+    {
         if let Ok(table) = format!("value = {trimmed}").parse::<toml::Table>() {
             if let Some(value) = table.get("value") {
                 return value.clone();
@@ -388,7 +406,11 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
 mod tests {
     use super::*;
 
-    fn load(file: Option<&str>, environment: &[(&str, &str)], overrides: &Overrides) -> anyhow::Result<Config> {
+    fn load(
+        file: Option<&str>,
+        environment: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> anyhow::Result<Config> {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("magnum.toml");
         if let Some(text) = file {
@@ -396,7 +418,9 @@ mod tests {
         }
         Config::load(
             file.map(|_| path.as_path()),
-            environment.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            environment
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             overrides,
         )
     }
@@ -416,14 +440,20 @@ mod tests {
         let environment = [
             ("MAGNUM_SERVER__LISTEN", "127.0.0.1:2000"),
             ("MAGNUM_API__SERVICE_DOWN_TIME", "30"),
-            ("MAGNUM_CLUSTER_TEMPLATE__KUBERNETES_ALLOWED_NETWORK_DRIVERS", "[\"all\"]"),
+            (
+                "MAGNUM_CLUSTER_TEMPLATE__KUBERNETES_ALLOWED_NETWORK_DRIVERS",
+                "[\"all\"]",
+            ),
             ("MAGNUM_URL", "http://client-side-variable-is-ignored"),
         ];
         let config = load(Some(file), &environment, &Overrides::default()).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:2000");
         assert_eq!(config.api.max_limit, 50);
         assert_eq!(config.api.service_down_time, 30);
-        assert_eq!(config.cluster_template.kubernetes_allowed_network_drivers, vec!["all"]);
+        assert_eq!(
+            config.cluster_template.kubernetes_allowed_network_drivers,
+            vec!["all"]
+        );
         let overrides = Overrides {
             listen: Some("127.0.0.1:3000".to_owned()),
             database_url: Some("postgres://db/magnum".to_owned()),
@@ -437,17 +467,47 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let error = load(Some("[server]\nlisen = \"x\"\n"), &[], &Overrides::default()).unwrap_err();
+        let error = load(
+            Some("[server]\nlisen = \"x\"\n"),
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("lisen"), "{error:#}");
-        let error = load(None, &[("MAGNUM_DATABASE__URLL", "x")], &Overrides::default()).unwrap_err();
+        let error = load(
+            None,
+            &[("MAGNUM_DATABASE__URLL", "x")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("urll"), "{error:#}");
-        let error = load(None, &[("MAGNUM_API__MAX_LIMIT", "many")], &Overrides::default()).unwrap_err();
+        let error = load(
+            None,
+            &[("MAGNUM_API__MAX_LIMIT", "many")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("max_limit"), "{error:#}");
-        let error = load(None, &[("MAGNUM_SERVER__LISTEN", "nowhere")], &Overrides::default()).unwrap_err();
+        let error = load(
+            None,
+            &[("MAGNUM_SERVER__LISTEN", "nowhere")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("server.listen"), "{error:#}");
-        let error = load(None, &[("MAGNUM_DATABASE__URL", "oracle://x")], &Overrides::default()).unwrap_err();
+        let error = load(
+            None,
+            &[("MAGNUM_DATABASE__URL", "oracle://x")],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("database.url"), "{error:#}");
-        let error = load(Some("[drivers]\nenabled = [\"heat\"]\n"), &[], &Overrides::default()).unwrap_err();
+        let error = load(
+            Some("[drivers]\nenabled = [\"heat\"]\n"),
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("heat"), "{error:#}");
     }
 
@@ -457,6 +517,10 @@ mod tests {
         let config = load(Some(file), &[], &Overrides::default()).unwrap();
         assert_eq!(config.drivers.local.images.len(), 1);
         assert_eq!(config.drivers.local.images[0].name, "node-v2");
-        assert_eq!(config.drivers.local.flavors.len(), 2, "unset parts keep their defaults");
+        assert_eq!(
+            config.drivers.local.flavors.len(),
+            2,
+            "unset parts keep their defaults"
+        );
     }
 }

@@ -117,7 +117,10 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     }
     let store = open_store(config).await?;
     if role == Role::All {
-        store.migrate().await.context("applying database migrations")?;
+        store
+            .migrate()
+            .await
+            .context("applying database migrations")?;
     } else if !store.schema_is_current().await? {
         bail!("the database schema is not current: run `magnumd db upgrade` first");
     }

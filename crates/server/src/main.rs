@@ -77,7 +77,10 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 async fn wait_for_shutdown_signal() {
@@ -120,13 +123,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("database schema is current");
                     }
                     for migration in applied {
-                        println!("applied migration {}: {}", migration.version, migration.name);
+                        println!(
+                            "applied migration {}: {}",
+                            migration.version, migration.name
+                        );
                     }
                 }
                 DbCommand::Version => {
                     let applied = store.applied_migrations().await?;
                     for migration in magnum_store::MIGRATIONS {
-                        let state = if applied.iter().any(|done| done.version == migration.version) {
+                        let state = if applied.iter().any(|done| done.version == migration.version)
+                        {
                             "applied"
                         } else {
                             "pending"

@@ -159,7 +159,8 @@ impl Store {
     ) -> Result<Option<ClusterTemplate>, StoreError> {
         let mut binds = vec![Bound::Text(uuid.to_string())];
         let condition = scope.condition(&mut binds);
-        let query = format!("SELECT {COLUMNS} FROM cluster_template WHERE uuid = ? AND {condition}");
+        let query =
+            format!("SELECT {COLUMNS} FROM cluster_template WHERE uuid = ? AND {condition}");
         let sql = self.sql(&query);
         let row = bind_all(sqlx::query(&sql), binds)
             .fetch_optional(&self.pool)
@@ -207,7 +208,14 @@ impl Store {
                 .await?
                 .ok_or(StoreError::MarkerNotFound(marker_uuid))?;
             let marker_value = sort_value(&marker, key);
-            conditions.push(after_marker(key, is_integer, marker_value, marker.id, page.direction, &mut binds));
+            conditions.push(after_marker(
+                key,
+                is_integer,
+                marker_value,
+                marker.id,
+                page.direction,
+                &mut binds,
+            ));
         }
         let order = match page.direction {
             // NULLs sort first ascending and last descending on every engine.
@@ -473,10 +481,13 @@ fn template_from_row(row: &AnyRow) -> Result<ClusterTemplate, StoreError> {
         .map_err(|()| StoreError::Corrupt(format!("cluster template {uuid} coe {coe_text:?}")))?;
     let server_type_text: String = row.try_get("server_type")?;
     let server_type: ServerType = server_type_text.parse().map_err(|()| {
-        StoreError::Corrupt(format!("cluster template {uuid} server_type {server_type_text:?}"))
+        StoreError::Corrupt(format!(
+            "cluster template {uuid} server_type {server_type_text:?}"
+        ))
     })?;
     let labels = text_column(row, "labels")?.unwrap_or_default();
-    let flag = |column: &str| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(column)? != 0) };
+    let flag =
+        |column: &str| -> Result<bool, StoreError> { Ok(row.try_get::<i64, _>(column)? != 0) };
     Ok(ClusterTemplate {
         id: row.try_get("id")?,
         uuid,

@@ -35,9 +35,11 @@ impl StoreError {
     pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
         match error {
             sqlx::Error::Database(database_error) => {
-                matches!(database_error.kind(), sqlx::error::ErrorKind::UniqueViolation)
-                    || database_error.code().as_deref() == Some("23000")
-                        && database_error.message().contains("Duplicate")
+                matches!(
+                    database_error.kind(),
+                    sqlx::error::ErrorKind::UniqueViolation
+                ) || database_error.code().as_deref() == Some("23000")
+                    && database_error.message().contains("Duplicate")
             }
             _ => false,
         }
@@ -46,8 +48,10 @@ impl StoreError {
     pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
         match error {
             sqlx::Error::Database(database_error) => {
-                matches!(database_error.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
-                    || database_error.message().contains("FOREIGN KEY")
+                matches!(
+                    database_error.kind(),
+                    sqlx::error::ErrorKind::ForeignKeyViolation
+                ) || database_error.message().contains("FOREIGN KEY")
                     || database_error.message().contains("foreign key")
             }
             _ => false,

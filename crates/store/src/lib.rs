@@ -46,7 +46,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend).finish()
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -153,31 +155,12 @@ pub(crate) fn bool_to_sql(value: bool) -> i64 {
     i64::from(value)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact_url("postgres://magnum:secret@db/magnum"),
-            "postgres://magnum:***@db/magnum"
-        );
-        assert_eq!(redact_url("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
-    }
-
-    #[test]
-    fn backend_follows_the_scheme() {
-        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("postgresql://h/d").unwrap(), Backend::Postgres);
-        assert_eq!(Backend::from_url("mariadb://h/d").unwrap(), Backend::MySql);
-        assert!(Backend::from_url("oracle://h/d").is_err());
-    }
-}
-
 /// Reads a TEXT column. MariaDB reports TEXT as a BLOB through the `Any` driver, so the bytes
 /// are taken and checked as UTF-8 there.
-pub(crate) fn text_column(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn text_column(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<String>, StoreError> {
     use sqlx::Row;
     match row.try_get::<Option<String>, _>(column) {
         Ok(text) => Ok(text),
@@ -191,5 +174,33 @@ pub(crate) fn text_column(row: &sqlx::any::AnyRow, column: &str) -> Result<Optio
                 .transpose()
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://magnum:secret@db/magnum"),
+            "postgres://magnum:***@db/magnum"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/x.db"),
+            "sqlite:///var/lib/x.db"
+        );
+    }
+
+    #[test]
+    fn backend_follows_the_scheme() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("postgresql://h/d").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(Backend::from_url("mariadb://h/d").unwrap(), Backend::MySql);
+        assert!(Backend::from_url("oracle://h/d").is_err());
     }
 }

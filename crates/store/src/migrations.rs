@@ -146,9 +146,10 @@ impl Store {
         sqlx::query(&render(CREATE_MIGRATIONS_TABLE, self.backend))
             .execute(&self.pool)
             .await?;
-        let rows = sqlx::query("SELECT version, name FROM magnum_schema_migrations ORDER BY version")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT version, name FROM magnum_schema_migrations ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|row| {
                 Ok(AppliedMigration {

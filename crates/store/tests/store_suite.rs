@@ -12,7 +12,11 @@ async fn fresh_store(engine: Engine) -> (Store, TestDatabase) {
     let database = TestDatabase::create(engine).await;
     let store = Store::connect(&database.url, 4).await.expect("connect");
     let applied = store.migrate().await.expect("migrate");
-    assert!(!applied.is_empty(), "{}: a fresh database gets every migration", engine.name());
+    assert!(
+        !applied.is_empty(),
+        "{}: a fresh database gets every migration",
+        engine.name()
+    );
     (store, database)
 }
 
@@ -63,7 +67,12 @@ fn template(name: &str, project_id: &str) -> ClusterTemplate {
     }
 }
 
-fn page(sort_key: &'static str, direction: SortDirection, limit: u32, marker: Option<Uuid>) -> Page {
+fn page(
+    sort_key: &'static str,
+    direction: SortDirection,
+    limit: u32,
+    marker: Option<Uuid>,
+) -> Page {
     Page {
         sort_key,
         direction,
@@ -74,12 +83,13 @@ fn page(sort_key: &'static str, direction: SortDirection, limit: u32, marker: Op
 
 /// Inserts a cluster row referencing the template, as the clusters API will.
 async fn insert_cluster_using(database: &TestDatabase, template_uuid: Uuid) {
-    let sql = "INSERT INTO cluster (uuid, version, name, project_id, user_id, cluster_template_id, \
+    let sql =
+        "INSERT INTO cluster (uuid, version, name, project_id, user_id, cluster_template_id, \
                labels, floating_ip_enabled, master_lb_enabled, status, created_at) \
                VALUES ('{cluster}', 1, 'c1', 'p-1', 'u-1', '{template}', '{}', 1, 0, \
                'CREATE_IN_PROGRESS', 0)"
-        .replace("{cluster}", &Uuid::new_v4().to_string())
-        .replace("{template}", &template_uuid.to_string());
+            .replace("{cluster}", &Uuid::new_v4().to_string())
+            .replace("{template}", &template_uuid.to_string());
     let mut connection = sqlx::AnyConnection::connect(&database.url).await.unwrap();
     sqlx::query(&sql).execute(&mut connection).await.unwrap();
     connection.close().await.unwrap();
@@ -91,7 +101,11 @@ async fn migrations_are_recorded_and_idempotent() {
     for engine in engines() {
         let (store, database) = fresh_store(engine).await;
         assert!(store.schema_is_current().await.unwrap());
-        assert!(store.migrate().await.unwrap().is_empty(), "{}", engine.name());
+        assert!(
+            store.migrate().await.unwrap().is_empty(),
+            "{}",
+            engine.name()
+        );
         let applied = store.applied_migrations().await.unwrap();
         assert_eq!(applied.len(), magnum_store::MIGRATIONS.len());
         finish(store, database).await;
@@ -135,7 +149,10 @@ async fn templates_round_trip_every_field() {
 async fn visibility_scopes_and_name_lookup() {
     for engine in engines() {
         let (store, database) = fresh_store(engine).await;
-        let own = store.insert_cluster_template(&template("same", "p-1")).await.unwrap();
+        let own = store
+            .insert_cluster_template(&template("same", "p-1"))
+            .await
+            .unwrap();
         let mut public = template("same", "p-2");
         public.public = true;
         let public = store.insert_cluster_template(&public).await.unwrap();
@@ -143,7 +160,10 @@ async fn visibility_scopes_and_name_lookup() {
         hidden.public = true;
         hidden.hidden = true;
         let hidden = store.insert_cluster_template(&hidden).await.unwrap();
-        let private_other = store.insert_cluster_template(&template("other", "p-2")).await.unwrap();
+        let private_other = store
+            .insert_cluster_template(&template("other", "p-2"))
+            .await
+            .unwrap();
 
         let visible = store
             .list_cluster_templates(
@@ -156,7 +176,10 @@ async fn visibility_scopes_and_name_lookup() {
         assert_eq!(uuids, vec![own.uuid, public.uuid], "{}", engine.name());
 
         let all = store
-            .list_cluster_templates(TemplateScope::All, &page("id", SortDirection::Ascending, 1000, None))
+            .list_cluster_templates(
+                TemplateScope::All,
+                &page("id", SortDirection::Ascending, 1000, None),
+            )
             .await
             .unwrap();
         assert_eq!(all.len(), 4);
@@ -203,7 +226,13 @@ async fn pagination_with_markers_in_both_directions_and_nulls() {
     for engine in engines() {
         let (store, database) = fresh_store(engine).await;
         let mut inserted = Vec::new();
-        for (name, size) in [("c", Some(3)), ("a", None), ("b", Some(1)), ("a", Some(2)), ("d", None)] {
+        for (name, size) in [
+            ("c", Some(3)),
+            ("a", None),
+            ("b", Some(1)),
+            ("a", Some(2)),
+            ("d", None),
+        ] {
             let mut t = template(name, "p-1");
             t.docker_volume_size = size;
             inserted.push(store.insert_cluster_template(&t).await.unwrap());
@@ -243,19 +272,39 @@ async fn pagination_with_markers_in_both_directions_and_nulls() {
             )
             .await
             .unwrap();
-        let sizes: Vec<Option<i64>> = by_size_ascending.iter().map(|t| t.docker_volume_size).collect();
-        assert_eq!(sizes, vec![None, None, Some(1), Some(2), Some(3)], "{}", engine.name());
+        let sizes: Vec<Option<i64>> = by_size_ascending
+            .iter()
+            .map(|t| t.docker_volume_size)
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![None, None, Some(1), Some(2), Some(3)],
+            "{}",
+            engine.name()
+        );
         let by_name_descending = store
-            .list_cluster_templates(TemplateScope::All, &page("name", SortDirection::Descending, 100, None))
+            .list_cluster_templates(
+                TemplateScope::All,
+                &page("name", SortDirection::Descending, 100, None),
+            )
             .await
             .unwrap();
-        let names: Vec<&str> = by_name_descending.iter().map(|t| t.name.as_deref().unwrap()).collect();
+        let names: Vec<&str> = by_name_descending
+            .iter()
+            .map(|t| t.name.as_deref().unwrap())
+            .collect();
         assert_eq!(names, vec!["d", "c", "b", "a", "a"]);
-        assert_eq!(by_name_descending[3].id, inserted[3].id, "ties break on id in the same direction");
+        assert_eq!(
+            by_name_descending[3].id, inserted[3].id,
+            "ties break on id in the same direction"
+        );
 
         let missing = Uuid::new_v4();
         let error = store
-            .list_cluster_templates(TemplateScope::All, &page("id", SortDirection::Ascending, 2, Some(missing)))
+            .list_cluster_templates(
+                TemplateScope::All,
+                &page("id", SortDirection::Ascending, 2, Some(missing)),
+            )
             .await
             .unwrap_err();
         assert!(matches!(error, StoreError::MarkerNotFound(uuid) if uuid == missing));
@@ -267,7 +316,10 @@ async fn pagination_with_markers_in_both_directions_and_nulls() {
 async fn updates_are_compare_and_set_and_respect_clusters() {
     for engine in engines() {
         let (store, database) = fresh_store(engine).await;
-        let stored = store.insert_cluster_template(&template("t", "p-1")).await.unwrap();
+        let stored = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
         let mut renamed = stored.clone();
         renamed.name = Some("renamed".to_owned());
         renamed.updated_at = Some(Timestamp::from_unix_seconds(1_795_425_600));
@@ -280,15 +332,29 @@ async fn updates_are_compare_and_set_and_respect_clusters() {
             .unwrap();
         assert_eq!(reloaded, updated, "{}", engine.name());
 
-        let stale = store.update_cluster_template(&renamed, false).await.unwrap_err();
-        assert!(matches!(stale, StoreError::Conflict), "{}: {stale}", engine.name());
+        let stale = store
+            .update_cluster_template(&renamed, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(stale, StoreError::Conflict),
+            "{}: {stale}",
+            engine.name()
+        );
 
         insert_cluster_using(&database, stored.uuid).await;
         assert!(store.cluster_template_in_use(stored.uuid).await.unwrap());
         let mut flavor = updated.clone();
         flavor.flavor_id = Some("local.medium".to_owned());
-        let in_use = store.update_cluster_template(&flavor, true).await.unwrap_err();
-        assert!(matches!(in_use, StoreError::InUse), "{}: {in_use}", engine.name());
+        let in_use = store
+            .update_cluster_template(&flavor, true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(in_use, StoreError::InUse),
+            "{}: {in_use}",
+            engine.name()
+        );
         let untouched = store
             .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
             .await
@@ -297,16 +363,35 @@ async fn updates_are_compare_and_set_and_respect_clusters() {
         assert_eq!(untouched, updated, "a refused update changes nothing");
         let mut published = updated.clone();
         published.public = true;
-        store.update_cluster_template(&published, false).await.unwrap();
+        store
+            .update_cluster_template(&published, false)
+            .await
+            .unwrap();
 
-        let refused = store.delete_cluster_template(stored.uuid).await.unwrap_err();
-        assert!(matches!(refused, StoreError::InUse), "{}: {refused}", engine.name());
-        let unused = store.insert_cluster_template(&template("unused", "p-1")).await.unwrap();
+        let refused = store
+            .delete_cluster_template(stored.uuid)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::InUse),
+            "{}: {refused}",
+            engine.name()
+        );
+        let unused = store
+            .insert_cluster_template(&template("unused", "p-1"))
+            .await
+            .unwrap();
         assert!(!store.cluster_template_in_use(unused.uuid).await.unwrap());
         store.delete_cluster_template(unused.uuid).await.unwrap();
-        let gone = store.delete_cluster_template(unused.uuid).await.unwrap_err();
+        let gone = store
+            .delete_cluster_template(unused.uuid)
+            .await
+            .unwrap_err();
         assert!(matches!(gone, StoreError::NotFound));
-        let missing = store.update_cluster_template(&unused, false).await.unwrap_err();
+        let missing = store
+            .update_cluster_template(&unused, false)
+            .await
+            .unwrap_err();
         assert!(matches!(missing, StoreError::NotFound));
         finish(store, database).await;
     }
@@ -317,10 +402,19 @@ async fn service_heartbeats_count_up() {
     for engine in engines() {
         let (store, database) = fresh_store(engine).await;
         let start = Timestamp::from_unix_seconds(1_795_425_533);
-        store.record_service_heartbeat("host-a", "magnum-conductor", start).await.unwrap();
-        store.record_service_heartbeat("host-b", "magnum-conductor", start).await.unwrap();
+        store
+            .record_service_heartbeat("host-a", "magnum-conductor", start)
+            .await
+            .unwrap();
+        store
+            .record_service_heartbeat("host-b", "magnum-conductor", start)
+            .await
+            .unwrap();
         let later = Timestamp::from_unix_seconds(1_795_425_543);
-        store.record_service_heartbeat("host-a", "magnum-conductor", later).await.unwrap();
+        store
+            .record_service_heartbeat("host-a", "magnum-conductor", later)
+            .await
+            .unwrap();
         let services = store.list_services().await.unwrap();
         assert_eq!(services.len(), 2, "{}", engine.name());
         assert_eq!(services[0].host, "host-a");

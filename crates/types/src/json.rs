@@ -110,6 +110,9 @@ mod tests {
 
     #[test]
     fn empty_containers_have_no_separators() {
-        assert_eq!(encode(&json!({"errors": [], "m": {}})), br#"{"errors": [], "m": {}}"#);
+        assert_eq!(
+            encode(&json!({"errors": [], "m": {}})),
+            br#"{"errors": [], "m": {}}"#
+        );
     }
 }

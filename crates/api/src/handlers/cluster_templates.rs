@@ -2,7 +2,9 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Method, Response, StatusCode};
-use magnum_domain::cluster_template::{ClusterTemplate, Coe, ServerType, TemplateRuleError, TemplateRules};
+use magnum_domain::cluster_template::{
+    ClusterTemplate, Coe, ServerType, TemplateRuleError, TemplateRules,
+};
 use magnum_domain::labels::Labels;
 use magnum_domain::names::generate_name;
 use magnum_domain::policy::Target;
@@ -39,8 +41,20 @@ const CREATE_SCHEMA: &[Attribute] = &[
     attribute("fixed_subnet", TEXT),
     attribute("network_driver", TEXT),
     attribute("volume_driver", TEXT),
-    attribute("apiserver_port", Kind::Integer { min: Some(1024), max: Some(65535) }),
-    attribute("docker_volume_size", Kind::Integer { min: Some(1), max: None }),
+    attribute(
+        "apiserver_port",
+        Kind::Integer {
+            min: Some(1024),
+            max: Some(65535),
+        },
+    ),
+    attribute(
+        "docker_volume_size",
+        Kind::Integer {
+            min: Some(1),
+            max: None,
+        },
+    ),
     attribute("docker_storage_driver", TEXT),
     attribute("cluster_distro", TEXT),
     attribute("http_proxy", TEXT),
@@ -82,11 +96,25 @@ const PATCHED_SCHEMA: &[Attribute] = &{
 
 const PATCH_RULES: PatchRules = PatchRules {
     internal: &[
-        "/created_at", "/id", "/links", "/updated_at", "/uuid", "/project_id", "/user_id",
+        "/created_at",
+        "/id",
+        "/links",
+        "/updated_at",
+        "/uuid",
+        "/project_id",
+        "/user_id",
     ],
     non_removable: &[
-        "/image_id", "/coe", "/network_driver", "/external_network_id", "/tls_disabled",
-        "/public", "/server_type", "/registry_enabled", "/cluster_distro", "/hidden",
+        "/image_id",
+        "/coe",
+        "/network_driver",
+        "/external_network_id",
+        "/tls_disabled",
+        "/public",
+        "/server_type",
+        "/registry_enabled",
+        "/cluster_distro",
+        "/hidden",
     ],
     dictionaries: &["/labels"],
 };
@@ -148,7 +176,11 @@ fn view(template: &ClusterTemplate, base_url: &str) -> ClusterTemplateView {
 }
 
 /// Which templates the caller may address; admins reach every project's when `rule` allows.
-fn scope<'a>(state: &AppState, identity: &'a Identity, all_projects_rule: &str) -> TemplateScope<'a> {
+fn scope<'a>(
+    state: &AppState,
+    identity: &'a Identity,
+    all_projects_rule: &str,
+) -> TemplateScope<'a> {
     if state.policy.is_admin(identity)
         && state
             .policy
@@ -169,7 +201,11 @@ fn not_found(ident: &str) -> ApiError {
 }
 
 /// A template by uuid (when the identifier looks like one) or by exact name.
-async fn resolve(state: &AppState, ident: &str, scope: TemplateScope<'_>) -> Result<ClusterTemplate, ApiError> {
+async fn resolve(
+    state: &AppState,
+    ident: &str,
+    scope: TemplateScope<'_>,
+) -> Result<ClusterTemplate, ApiError> {
     if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
         return state
             .store
@@ -177,7 +213,10 @@ async fn resolve(state: &AppState, ident: &str, scope: TemplateScope<'_>) -> Res
             .await?
             .ok_or_else(|| not_found(ident));
     }
-    let mut found = state.store.cluster_templates_by_name(ident, scope, 2).await?;
+    let mut found = state
+        .store
+        .cluster_templates_by_name(ident, scope, 2)
+        .await?;
     match found.len() {
         0 => Err(not_found(ident)),
         1 => Ok(found.remove(0)),
@@ -187,16 +226,32 @@ async fn resolve(state: &AppState, ident: &str, scope: TemplateScope<'_>) -> Res
     }
 }
 
-async fn list(request: &ResourceRequest<'_>, collection_path: &str) -> Result<Response<Body>, ApiError> {
-    let ResourceRequest { state, context, query, .. } = request;
+async fn list(
+    request: &ResourceRequest<'_>,
+    collection_path: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
     query.allow_only(&PAGINATION_ARGUMENTS)?;
     let identity = &context.identity;
     let (rule, all_projects_rule) = if collection_path.ends_with("detail") {
-        ("clustertemplate:detail", "clustertemplate:detail_all_projects")
+        (
+            "clustertemplate:detail",
+            "clustertemplate:detail_all_projects",
+        )
     } else {
-        ("clustertemplate:get_all", "clustertemplate:get_all_all_projects")
+        (
+            "clustertemplate:get_all",
+            "clustertemplate:get_all_all_projects",
+        )
     };
-    state.policy.enforce(rule, identity, &Target::caller(identity))?;
+    state
+        .policy
+        .enforce(rule, identity, &Target::caller(identity))?;
     let page = page_from_query(query, CLUSTER_TEMPLATE_SORT_KEYS, state.settings.max_limit)?;
     let scope = scope(state, identity, all_projects_rule);
     let templates = match state.store.list_cluster_templates(scope, &page).await {
@@ -222,7 +277,12 @@ async fn list(request: &ResourceRequest<'_>, collection_path: &str) -> Result<Re
 }
 
 async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
-    let ResourceRequest { state, context, query, .. } = request;
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
     query.allow_only(&[])?;
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:get_one_all_projects");
@@ -233,7 +293,11 @@ async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body
             .policy
             .enforce("clustertemplate:get", identity, &target(&template))?;
     }
-    Ok(respond(context, StatusCode::OK, &view(&template, &context.base_url)))
+    Ok(respond(
+        context,
+        StatusCode::OK,
+        &view(&template, &context.base_url),
+    ))
 }
 
 /// Builds a template from checked attributes; what is absent takes upstream's default.
@@ -266,7 +330,7 @@ fn from_attributes(attributes: &Attributes, coe: Coe, owner: &ClusterTemplate) -
         no_proxy: attributes.text("no_proxy"),
         registry_enabled: attributes.boolean("registry_enabled").unwrap_or(false),
         insecure_registry: attributes.text("insecure_registry"),
-        labels: attributes.labels("labels").unwrap_or_else(Labels::new),
+        labels: attributes.labels("labels").unwrap_or_default(),
         tls_disabled: attributes.boolean("tls_disabled").unwrap_or(false),
         public: attributes.boolean("public").unwrap_or(false),
         hidden: attributes.boolean("hidden").unwrap_or(false),
@@ -318,7 +382,11 @@ fn publish_denied() -> ApiError {
 fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>, ApiError> {
     match body {
         Some(Value::Object(object)) => Ok(object),
-        None => Err(ApiError::invalid_input(argument, "None", "Mandatory field missing.")),
+        None => Err(ApiError::invalid_input(
+            argument,
+            "None",
+            "Mandatory field missing.",
+        )),
         Some(other) => Err(ApiError::invalid_input(
             argument,
             &magnum_domain::pyliteral::py_str(&other),
@@ -331,7 +399,13 @@ fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>
 }
 
 async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
-    let ResourceRequest { state, context, query, body, .. } = request;
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
     query.allow_only(&[])?;
     let identity = &context.identity;
     let object = body_object(body, "cluster_template")?;
@@ -356,16 +430,22 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
         template.server_type,
         template.coe,
     )?;
-    state
-        .policy
-        .enforce("clustertemplate:create", identity, &Target::caller(identity))?;
-    resolved.driver.validate_references(&references(&template))?;
+    state.policy.enforce(
+        "clustertemplate:create",
+        identity,
+        &Target::caller(identity),
+    )?;
+    resolved
+        .driver
+        .validate_references(&references(&template))?;
     template.cluster_distro = Some(resolved.os_distro.clone());
     template.driver = Some(resolved.driver.name().to_owned());
     if (template.public || template.hidden)
-        && !state
-            .policy
-            .allows("clustertemplate:publish", identity, &Target::caller(identity))
+        && !state.policy.allows(
+            "clustertemplate:publish",
+            identity,
+            &Target::caller(identity),
+        )
     {
         return Err(publish_denied());
     }
@@ -382,7 +462,11 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
         Err(error) => return Err(error.into()),
     };
     tracing::info!(cluster_template.id = %stored.uuid, project.id = %stored.project_id, "cluster template created");
-    let mut response = respond(context, StatusCode::CREATED, &view(&stored, &context.base_url));
+    let mut response = respond(
+        context,
+        StatusCode::CREATED,
+        &view(&stored, &context.base_url),
+    );
     if let Ok(location) = HeaderValue::from_str(&format!(
         "{}/v1/clustertemplates/{}",
         context.base_url, stored.uuid
@@ -443,7 +527,13 @@ fn in_use(template: &ClusterTemplate) -> ApiError {
 }
 
 async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
-    let ResourceRequest { state, context, query, body, .. } = request;
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
     query.allow_only(&[])?;
     // The body is checked before the template is looked up, as upstream.
     let operations = parse_patch(body, &PATCH_RULES)?;
@@ -465,9 +555,11 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         let mut updated = from_attributes(&attributes, coe, &current);
         check_rules(&state.settings.template_rules, &mut updated)?;
         if (updated.public != current.public || updated.hidden != current.hidden)
-            && !state
-                .policy
-                .allows("clustertemplate:publish", identity, &Target::caller(identity))
+            && !state.policy.allows(
+                "clustertemplate:publish",
+                identity,
+                &Target::caller(identity),
+            )
         {
             return Err(publish_denied());
         }
@@ -481,7 +573,11 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         updated.cluster_distro = Some(resolved.os_distro.clone());
         updated.driver = Some(resolved.driver.name().to_owned());
         if updated.changed_attributes(&current).is_empty() {
-            return Ok(respond(context, StatusCode::OK, &view(&current, &context.base_url)));
+            return Ok(respond(
+                context,
+                StatusCode::OK,
+                &view(&current, &context.base_url),
+            ));
         }
         updated.updated_at = Some(Timestamp::now());
         let allowed_while_in_use = current.update_allowed_while_in_use(&updated);
@@ -492,7 +588,11 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         {
             Ok(stored) => {
                 tracing::info!(cluster_template.id = %stored.uuid, "cluster template updated");
-                return Ok(respond(context, StatusCode::OK, &view(&stored, &context.base_url)));
+                return Ok(respond(
+                    context,
+                    StatusCode::OK,
+                    &view(&stored, &context.base_url),
+                ));
             }
             Err(StoreError::InUse) => return Err(in_use(&current)),
             Err(StoreError::NotFound) => return Err(not_found(ident)),
@@ -512,7 +612,12 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
 }
 
 async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
-    let ResourceRequest { state, context, query, .. } = request;
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
     query.allow_only(&[])?;
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:delete_all_projects");

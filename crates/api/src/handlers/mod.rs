@@ -9,7 +9,11 @@ use serde::Serialize;
 use crate::context::{add_version_headers, json_response, RequestContext};
 
 /// A successful JSON answer under `/v1`.
-pub fn respond<T: Serialize>(context: &RequestContext, status: StatusCode, document: &T) -> Response<Body> {
+pub fn respond<T: Serialize>(
+    context: &RequestContext,
+    status: StatusCode,
+    document: &T,
+) -> Response<Body> {
     let mut response = json_response(status, magnum_types::encode(document), &context.request_id);
     add_version_headers(response.headers_mut(), context.version);
     response

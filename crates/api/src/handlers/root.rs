@@ -10,7 +10,8 @@ use crate::microversion::{Version, MAX_VERSION, MIN_VERSION};
 pub fn root_document(base_url: &str, request_id: &str) -> Response<Body> {
     let document = RootDocument {
         name: "OpenStack Magnum API",
-        description: "Magnum is an OpenStack project which aims to provide container cluster management.",
+        description:
+            "Magnum is an OpenStack project which aims to provide container cluster management.",
         versions: vec![VersionEntry {
             id: "v1",
             links: vec![Link::new(format!("{base_url}/v1/"), "self")],
@@ -52,8 +53,14 @@ pub fn v1_document(base_url: &str, request_id: &str, version: Version) -> Respon
         stats: collection_links(base_url, "stats"),
         federations: collection_links(base_url, "federations"),
         nodegroups: vec![
-            Link::new(format!("{base_url}/v1/clusters/{{cluster_id}}/nodegroups"), "self"),
-            Link::new(format!("{base_url}/clusters/{{cluster_id}}/nodegroups"), "bookmark"),
+            Link::new(
+                format!("{base_url}/v1/clusters/{{cluster_id}}/nodegroups"),
+                "self",
+            ),
+            Link::new(
+                format!("{base_url}/clusters/{{cluster_id}}/nodegroups"),
+                "bookmark",
+            ),
         ],
         credentials: collection_links(base_url, "credentials"),
     };

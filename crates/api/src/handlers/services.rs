@@ -16,12 +16,21 @@ pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Rout
     if request.method != Method::GET {
         return Err(Routed::MethodNotAllowed);
     }
-    let ResourceRequest { state, context, query, .. } = request;
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
     query.allow_only(&[])?;
     let identity = &context.identity;
     state
         .policy
-        .enforce("magnum-service:get_all", identity, &Target::caller(identity))
+        .enforce(
+            "magnum-service:get_all",
+            identity,
+            &Target::caller(identity),
+        )
         .map_err(crate::error::ApiError::from)?;
     let services = state
         .store
@@ -47,5 +56,9 @@ pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Rout
             updated_at: service.updated_at.map(Timestamp::to_wire),
         })
         .collect();
-    Ok(respond(context, StatusCode::OK, &MagnumServiceCollection { mservices: views }))
+    Ok(respond(
+        context,
+        StatusCode::OK,
+        &MagnumServiceCollection { mservices: views },
+    ))
 }

@@ -40,7 +40,10 @@ impl Outcome {
 async fn openstack(app: &TestApp, arguments: &[&str]) -> Outcome {
     let binary = openstack_binary();
     let endpoint = format!("{}/v1", app.base_url);
-    let arguments: Vec<String> = arguments.iter().map(|argument| (*argument).to_owned()).collect();
+    let arguments: Vec<String> = arguments
+        .iter()
+        .map(|argument| (*argument).to_owned())
+        .collect();
     tokio::task::spawn_blocking(move || {
         let output = Command::new(binary)
             .args(["--os-auth-type", "none", "--os-endpoint", &endpoint])
@@ -74,19 +77,50 @@ async fn template_lifecycle(app: TestApp) {
     assert_eq!(services[0]["state"], "up");
     assert_eq!(services[0]["id"], 1);
     let table = openstack(&app, &["coe", "service", "list"]).await;
-    assert!(table.stdout.contains("| magnum-conductor | up    |"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("| magnum-conductor | up    |"),
+        "{}",
+        table.stdout
+    );
 
     let created = openstack(
         &app,
-        &["coe", "cluster", "template", "create", "t1", "--coe", "swarm-mode", "--image", "local-node",
-          "--flavor", "local.small", "--master-flavor", "local.small", "--external-network", "local"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "t1",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "local-node",
+            "--flavor",
+            "local.small",
+            "--master-flavor",
+            "local.small",
+            "--external-network",
+            "local",
+        ],
     )
     .await;
     assert_eq!(created.code, 0, "{}", created.stderr);
-    assert!(created.stdout.starts_with("Request to create cluster template t1 accepted\n"), "{}", created.stdout);
+    assert!(
+        created
+            .stdout
+            .starts_with("Request to create cluster template t1 accepted\n"),
+        "{}",
+        created.stdout
+    );
     assert_eq!(table_value(&created.stdout, "coe"), Some("swarm-mode"));
-    assert_eq!(table_value(&created.stdout, "network_driver"), Some("docker"));
-    assert_eq!(table_value(&created.stdout, "cluster_distro"), Some("local"));
+    assert_eq!(
+        table_value(&created.stdout, "network_driver"),
+        Some("docker")
+    );
+    assert_eq!(
+        table_value(&created.stdout, "cluster_distro"),
+        Some("local")
+    );
     assert_eq!(table_value(&created.stdout, "driver"), Some("local"));
     assert_eq!(table_value(&created.stdout, "labels"), Some("{}"));
     assert_eq!(table_value(&created.stdout, "keypair_id"), Some("-"));
@@ -94,11 +128,24 @@ async fn template_lifecycle(app: TestApp) {
 
     let listed = openstack(&app, &["coe", "cluster", "template", "list", "-f", "json"]).await;
     assert_eq!(listed.code, 0, "{}", listed.stderr);
-    assert_eq!(listed.json(), serde_json::json!([{"uuid": uuid, "name": "t1", "tags": null}]));
+    assert_eq!(
+        listed.json(),
+        serde_json::json!([{"uuid": uuid, "name": "t1", "tags": null}])
+    );
     let listed_table = openstack(&app, &["coe", "cluster", "template", "list"]).await;
-    assert!(listed_table.stdout.contains(&format!("| {uuid} | t1   | None |")), "{}", listed_table.stdout);
+    assert!(
+        listed_table
+            .stdout
+            .contains(&format!("| {uuid} | t1   | None |")),
+        "{}",
+        listed_table.stdout
+    );
 
-    let shown = openstack(&app, &["coe", "cluster", "template", "show", "t1", "-f", "json"]).await;
+    let shown = openstack(
+        &app,
+        &["coe", "cluster", "template", "show", "t1", "-f", "json"],
+    )
+    .await;
     assert_eq!(shown.code, 0, "{}", shown.stderr);
     let shown = shown.json();
     assert_eq!(shown["uuid"], uuid.as_str());
@@ -107,12 +154,29 @@ async fn template_lifecycle(app: TestApp) {
     assert_eq!(shown["external_network_id"], "local");
     assert_eq!(shown["public"], false);
     assert_eq!(shown["project_id"], "default", "noauth's default identity");
-    assert_eq!(shown.as_object().unwrap().len(), 34, "every key the client shows (it drops links and user_id)");
+    assert_eq!(
+        shown.as_object().unwrap().len(),
+        34,
+        "every key the client shows (it drops links and user_id)"
+    );
 
     let updated = openstack(
         &app,
-        &["coe", "cluster", "template", "update", "t1", "--label", "foo=bar", "--dns-nameserver", "1.1.1.1",
-          "--flavor", "local.medium", "-f", "json"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "update",
+            "t1",
+            "--label",
+            "foo=bar",
+            "--dns-nameserver",
+            "1.1.1.1",
+            "--flavor",
+            "local.medium",
+            "-f",
+            "json",
+        ],
     )
     .await;
     assert_eq!(updated.code, 0, "{}", updated.stderr);
@@ -121,59 +185,185 @@ async fn template_lifecycle(app: TestApp) {
     assert_eq!(updated["dns_nameserver"], "1.1.1.1");
     assert_eq!(updated["flavor_id"], "local.medium");
     assert_ne!(updated["updated_at"], "-");
-    let columns = openstack(&app, &["coe", "cluster", "template", "show", &uuid, "-c", "labels", "-c", "dns_nameserver", "-f", "value"]).await;
+    let columns = openstack(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "show",
+            &uuid,
+            "-c",
+            "labels",
+            "-c",
+            "dns_nameserver",
+            "-f",
+            "value",
+        ],
+    )
+    .await;
     assert_eq!(columns.stdout, "{'foo': 'bar'}\n1.1.1.1\n");
 
     let unknown_image = openstack(
         &app,
-        &["coe", "cluster", "template", "create", "bad", "--coe", "swarm-mode", "--image", "nope", "--external-network", "local"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "bad",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "nope",
+            "--external-network",
+            "local",
+        ],
     )
     .await;
     assert_eq!(unknown_image.code, 1);
-    assert!(unknown_image.stderr.starts_with("Image nope could not be found (HTTP 400) (Request-ID: req-"), "{}", unknown_image.stderr);
+    assert!(
+        unknown_image
+            .stderr
+            .starts_with("Image nope could not be found (HTTP 400) (Request-ID: req-"),
+        "{}",
+        unknown_image.stderr
+    );
     // The client sends `--flavor m1.small` unless told otherwise.
     let client_default_flavor = openstack(
         &app,
-        &["coe", "cluster", "template", "create", "bad", "--coe", "swarm-mode", "--image", "local-node", "--external-network", "local"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "bad",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "local-node",
+            "--external-network",
+            "local",
+        ],
     )
     .await;
-    assert!(client_default_flavor.stderr.starts_with("Unable to find flavor m1 (HTTP 400)"), "{}", client_default_flavor.stderr);
+    assert!(
+        client_default_flavor
+            .stderr
+            .starts_with("Unable to find flavor m1 (HTTP 400)"),
+        "{}",
+        client_default_flavor.stderr
+    );
     let kubernetes = openstack(
         &app,
-        &["coe", "cluster", "template", "create", "k8s", "--coe", "kubernetes", "--image", "local-node", "--external-network", "local"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "k8s",
+            "--coe",
+            "kubernetes",
+            "--image",
+            "local-node",
+            "--external-network",
+            "local",
+        ],
     )
     .await;
     assert_eq!(kubernetes.code, 1);
     assert!(kubernetes.stderr.starts_with("Network driver type docker is not supported") || kubernetes.stderr.starts_with("Cluster type (vm, local, kubernetes) is not supported by any loaded cluster driver (HTTP 400)"), "{}", kubernetes.stderr);
     let kubernetes_flannel = openstack(
         &app,
-        &["coe", "cluster", "template", "create", "k8s", "--coe", "kubernetes", "--image", "local-node", "--external-network", "local", "--network-driver", "flannel"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "k8s",
+            "--coe",
+            "kubernetes",
+            "--image",
+            "local-node",
+            "--external-network",
+            "local",
+            "--network-driver",
+            "flannel",
+        ],
     )
     .await;
     assert_eq!(kubernetes_flannel.code, 1);
     assert!(kubernetes_flannel.stderr.starts_with("Cluster type (vm, local, kubernetes) is not supported by any loaded cluster driver (HTTP 400)"), "{}", kubernetes_flannel.stderr);
-    let bad_label_patch = openstack(&app, &["coe", "cluster", "template", "update", &uuid, "--no-label", "missing"]).await;
+    let bad_label_patch = openstack(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "update",
+            &uuid,
+            "--no-label",
+            "missing",
+        ],
+    )
+    .await;
     assert_eq!(bad_label_patch.code, 1);
     assert!(
-        bad_label_patch.stderr.starts_with("Couldn't apply patch '[{'path': '/labels/missing', 'op': 'remove'}]' (HTTP 400)"),
+        bad_label_patch.stderr.starts_with(
+            "Couldn't apply patch '[{'path': '/labels/missing', 'op': 'remove'}]' (HTTP 400)"
+        ),
         "{}",
         bad_label_patch.stderr
     );
-    let publish = openstack(&app, &["coe", "cluster", "template", "update", "t1", "--public", "-f", "value", "-c", "public"]).await;
-    assert_eq!((publish.code, publish.stdout.as_str()), (0, "True\n"), "{}", publish.stderr);
+    let publish = openstack(
+        &app,
+        &[
+            "coe", "cluster", "template", "update", "t1", "--public", "-f", "value", "-c", "public",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (publish.code, publish.stdout.as_str()),
+        (0, "True\n"),
+        "{}",
+        publish.stderr
+    );
 
     let duplicate = openstack(
         &app,
-        &["coe", "cluster", "template", "create", "t1", "--coe", "swarm-mode", "--image", "local-node",
-          "--flavor", "local.small", "--external-network", "local", "-f", "value", "-c", "uuid"],
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "t1",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "local-node",
+            "--flavor",
+            "local.small",
+            "--external-network",
+            "local",
+            "-f",
+            "value",
+            "-c",
+            "uuid",
+        ],
     )
     .await;
-    assert_eq!(duplicate.code, 0, "duplicate names are allowed: {}", duplicate.stderr);
+    assert_eq!(
+        duplicate.code, 0,
+        "duplicate names are allowed: {}",
+        duplicate.stderr
+    );
     let second_uuid = duplicate.stdout.lines().last().unwrap().trim().to_owned();
     let ambiguous = openstack(&app, &["coe", "cluster", "template", "show", "t1"]).await;
     assert_eq!(ambiguous.code, 1);
     assert!(
-        ambiguous.stderr.starts_with("Multiple ClusterTemplates exist with same name (HTTP 409) (Request-ID: req-"),
+        ambiguous.stderr.starts_with(
+            "Multiple ClusterTemplates exist with same name (HTTP 409) (Request-ID: req-"
+        ),
         "{}",
         ambiguous.stderr
     );
@@ -181,7 +371,10 @@ async fn template_lifecycle(app: TestApp) {
     for id in [&uuid, &second_uuid] {
         let deleted = openstack(&app, &["coe", "cluster", "template", "delete", id]).await;
         assert_eq!(deleted.code, 0, "{}", deleted.stderr);
-        assert_eq!(deleted.stdout, format!("Request to delete cluster template {id} has been accepted.\n"));
+        assert_eq!(
+            deleted.stdout,
+            format!("Request to delete cluster template {id} has been accepted.\n")
+        );
     }
     let missing = openstack(&app, &["coe", "cluster", "template", "delete", "t1"]).await;
     assert!(missing.stdout.starts_with("Delete for cluster template t1 failed: ClusterTemplate t1 could not be found (HTTP 404)"), "{}", missing.stdout);

@@ -65,7 +65,9 @@ impl Reply {
 
     /// `errors[0].detail` of an error envelope.
     pub fn detail(&self) -> &str {
-        self.body["errors"][0]["detail"].as_str().unwrap_or_default()
+        self.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap_or_default()
     }
 }
 
@@ -114,7 +116,9 @@ impl TestApp {
         body: Option<Value>,
     ) -> Reply {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let mut request = self.client.request(method, format!("{}{}", self.base_url, path));
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base_url, path));
         if let Some(caller) = caller {
             request = request
                 .header("X-Project-Id", caller.project_id)
@@ -167,7 +171,8 @@ impl TestApp {
     }
 
     pub async fn patch(&self, path: &str, caller: Caller, body: Value) -> Reply {
-        self.send("PATCH", path, Some(caller), &[], Some(body)).await
+        self.send("PATCH", path, Some(caller), &[], Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, caller: Caller) -> Reply {
@@ -201,7 +206,9 @@ impl TestApp {
             uuid::Uuid::new_v4()
         );
         sqlx::any::install_default_drivers();
-        let mut connection = sqlx::AnyConnection::connect(&self.database_url).await.unwrap();
+        let mut connection = sqlx::AnyConnection::connect(&self.database_url)
+            .await
+            .unwrap();
         sqlx::query(&sql).execute(&mut connection).await.unwrap();
         connection.close().await.unwrap();
     }

@@ -5,17 +5,51 @@ use serde_json::{json, Value};
 use crate::support::{engines, TestApp, ADMIN, ALICE, BOB, NOBODY, READER};
 
 const TEMPLATE_KEYS: [&str; 36] = [
-    "uuid", "name", "coe", "image_id", "flavor_id", "master_flavor_id", "dns_nameserver",
-    "keypair_id", "external_network_id", "fixed_network", "fixed_subnet", "network_driver",
-    "apiserver_port", "docker_volume_size", "cluster_distro", "links", "http_proxy",
-    "https_proxy", "no_proxy", "volume_driver", "registry_enabled", "labels", "tls_disabled",
-    "public", "server_type", "insecure_registry", "docker_storage_driver", "master_lb_enabled",
-    "floating_ip_enabled", "project_id", "user_id", "hidden", "tags", "driver", "created_at",
+    "uuid",
+    "name",
+    "coe",
+    "image_id",
+    "flavor_id",
+    "master_flavor_id",
+    "dns_nameserver",
+    "keypair_id",
+    "external_network_id",
+    "fixed_network",
+    "fixed_subnet",
+    "network_driver",
+    "apiserver_port",
+    "docker_volume_size",
+    "cluster_distro",
+    "links",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "volume_driver",
+    "registry_enabled",
+    "labels",
+    "tls_disabled",
+    "public",
+    "server_type",
+    "insecure_registry",
+    "docker_storage_driver",
+    "master_lb_enabled",
+    "floating_ip_enabled",
+    "project_id",
+    "user_id",
+    "hidden",
+    "tags",
+    "driver",
+    "created_at",
     "updated_at",
 ];
 
 fn keys(value: &Value) -> Vec<&str> {
-    value.as_object().unwrap().keys().map(String::as_str).collect()
+    value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect()
 }
 
 #[tokio::test]
@@ -25,10 +59,13 @@ async fn discovery_documents_and_microversions() {
         let root = app.send("GET", "/", None, &[], None).await;
         assert_eq!(root.status, 200);
         assert!(root.header("openstack-api-version").is_none());
-        assert!(root.header("x-openstack-request-id").unwrap().starts_with("req-"));
+        assert!(root
+            .header("x-openstack-request-id")
+            .unwrap()
+            .starts_with("req-"));
         let expected_root = format!(
             r#"{{"name": "OpenStack Magnum API", "description": "Magnum is an OpenStack project which aims to provide container cluster management.", "versions": [{{"id": "v1", "links": [{{"href": "{}/v1/", "rel": "self"}}], "status": "CURRENT", "max_version": "1.14", "min_version": "1.1"}}]}}"#,
-            app.base_url.replace("127.0.0.1", "127.0.0.1")
+            app.base_url
         );
         assert_eq!(String::from_utf8(root.raw.clone()).unwrap(), expected_root);
 
@@ -37,44 +74,151 @@ async fn discovery_documents_and_microversions() {
             assert_eq!(v1.status, 200, "{path}");
             assert_eq!(
                 keys(&v1.body),
-                vec!["id", "media_types", "links", "clustertemplates", "clusters", "quotas",
-                     "certificates", "mservices", "stats", "federations", "nodegroups", "credentials"]
+                vec![
+                    "id",
+                    "media_types",
+                    "links",
+                    "clustertemplates",
+                    "clusters",
+                    "quotas",
+                    "certificates",
+                    "mservices",
+                    "stats",
+                    "federations",
+                    "nodegroups",
+                    "credentials"
+                ]
             );
-            assert_eq!(v1.header("openstack-api-version"), Some("container-infrastructure-management 1.1"));
-            assert_eq!(v1.header("openstack-api-minimum-version"), Some("container-infrastructure-management 1.1"));
-            assert_eq!(v1.header("openstack-api-maximum-version"), Some("container-infrastructure-management 1.14"));
+            assert_eq!(
+                v1.header("openstack-api-version"),
+                Some("container-infrastructure-management 1.1")
+            );
+            assert_eq!(
+                v1.header("openstack-api-minimum-version"),
+                Some("container-infrastructure-management 1.1")
+            );
+            assert_eq!(
+                v1.header("openstack-api-maximum-version"),
+                Some("container-infrastructure-management 1.14")
+            );
             assert_eq!(v1.header("vary"), Some("OpenStack-API-Version"));
         }
-        let latest = app.send("GET", "/v1", None, &[("OpenStack-API-Version", "container-infra latest")], None).await;
-        assert_eq!(latest.header("openstack-api-version"), Some("container-infrastructure-management 1.14"));
+        let latest = app
+            .send(
+                "GET",
+                "/v1",
+                None,
+                &[("OpenStack-API-Version", "container-infra latest")],
+                None,
+            )
+            .await;
+        assert_eq!(
+            latest.header("openstack-api-version"),
+            Some("container-infrastructure-management 1.14")
+        );
 
-        let too_new = app.send("GET", "/v1/clustertemplates", Some(ALICE), &[("OpenStack-API-Version", "container-infra 1.99")], None).await;
+        let too_new = app
+            .send(
+                "GET",
+                "/v1/clustertemplates",
+                Some(ALICE),
+                &[("OpenStack-API-Version", "container-infra 1.99")],
+                None,
+            )
+            .await;
         assert_eq!(too_new.status, 406);
         assert_eq!(
             String::from_utf8(too_new.raw.clone()).unwrap(),
             r#"{"errors": [{"max_version": "1.14", "min_version": "1.1", "code": "magnum.microversion-unsupported", "links": [{"rel": "help", "href": "http://docs.openstack.org/api-guide/compute/microversions.html"}], "title": "Requested microversion is unsupported"}]}"#
         );
-        assert_eq!(too_new.header("openstack-api-version"), Some("container-infrastructure-management 1.99"));
-        let described = app.send("GET", "/v1", None, &[("OpenStack-API-Version", "container-infra 2.0"), ("Accept", "application/json")], None).await;
-        assert!(described.body["errors"][0]["description"].as_str().unwrap().starts_with("Mutually exclusive versions requested."));
+        assert_eq!(
+            too_new.header("openstack-api-version"),
+            Some("container-infrastructure-management 1.99")
+        );
+        let described = app
+            .send(
+                "GET",
+                "/v1",
+                None,
+                &[
+                    ("OpenStack-API-Version", "container-infra 2.0"),
+                    ("Accept", "application/json"),
+                ],
+                None,
+            )
+            .await;
+        assert!(described.body["errors"][0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mutually exclusive versions requested."));
 
-        let bad_service = app.send("GET", "/v1", None, &[("OpenStack-API-Version", "compute 2.1")], None).await;
+        let bad_service = app
+            .send(
+                "GET",
+                "/v1",
+                None,
+                &[("OpenStack-API-Version", "compute 2.1")],
+                None,
+            )
+            .await;
         assert_eq!(bad_service.status, 406);
         assert_eq!(
             String::from_utf8(bad_service.raw.clone()).unwrap(),
             r#"{"errors": [{"request_id": "", "code": "", "status": 406, "title": "", "detail": "", "links": []}]}"#
         );
         assert!(bad_service.header("openstack-api-version").is_none());
-        let bad_service_json = app.send("GET", "/v1", None, &[("OpenStack-API-Version", "compute 2.1"), ("Accept", "application/json")], None).await;
-        assert_eq!(bad_service_json.body["errors"][0]["title"], "Not Acceptable");
-        assert_eq!(bad_service_json.detail(), "Invalid service type for OpenStack-API-Version header");
-        let garbage = app.send("GET", "/v1", None, &[("OpenStack-API-Version", "container-infra abc"), ("Accept", "application/json")], None).await;
-        assert_eq!(garbage.detail(), "Invalid value for OpenStack-API-Version header");
-        let xml = app.send("GET", "/v1/clustertemplates", Some(ALICE), &[("Accept", "application/xml")], None).await;
+        let bad_service_json = app
+            .send(
+                "GET",
+                "/v1",
+                None,
+                &[
+                    ("OpenStack-API-Version", "compute 2.1"),
+                    ("Accept", "application/json"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            bad_service_json.body["errors"][0]["title"],
+            "Not Acceptable"
+        );
+        assert_eq!(
+            bad_service_json.detail(),
+            "Invalid service type for OpenStack-API-Version header"
+        );
+        let garbage = app
+            .send(
+                "GET",
+                "/v1",
+                None,
+                &[
+                    ("OpenStack-API-Version", "container-infra abc"),
+                    ("Accept", "application/json"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            garbage.detail(),
+            "Invalid value for OpenStack-API-Version header"
+        );
+        let xml = app
+            .send(
+                "GET",
+                "/v1/clustertemplates",
+                Some(ALICE),
+                &[("Accept", "application/xml")],
+                None,
+            )
+            .await;
         assert_eq!(xml.status, 406);
 
         let health = app.send("GET", "/healthcheck", None, &[], None).await;
-        assert_eq!((health.status, health.raw.as_slice()), (200, b"OK".as_slice()));
+        assert_eq!(
+            (health.status, health.raw.as_slice()),
+            (200, b"OK".as_slice())
+        );
         app.stop().await;
     }
 }
@@ -86,41 +230,88 @@ async fn routing_quirks() {
         let created = app.create_template(ALICE, json!({"name": "t1"})).await;
         let uuid = created["uuid"].as_str().unwrap();
 
-        for path in ["/clustertemplates", "/v1/clustertemplates/", "/clustertemplates/detail/"] {
+        for path in [
+            "/clustertemplates",
+            "/v1/clustertemplates/",
+            "/clustertemplates/detail/",
+        ] {
             let reply = app.get(path, ALICE).await;
             assert_eq!(reply.status, 200, "{path}");
-            assert_eq!(reply.body["clustertemplates"].as_array().unwrap().len(), 1, "{path}");
+            assert_eq!(
+                reply.body["clustertemplates"].as_array().unwrap().len(),
+                1,
+                "{path}"
+            );
         }
-        assert_eq!(app.get(&format!("/v1/clustertemplates/{uuid}/"), ALICE).await.status, 200);
+        assert_eq!(
+            app.get(&format!("/v1/clustertemplates/{uuid}/"), ALICE)
+                .await
+                .status,
+            200
+        );
 
         let unknown = app.get("/v1/foobars", ALICE).await;
         assert_eq!(unknown.status, 404);
         assert_eq!(unknown.body["errors"][0]["code"], "");
         assert!(unknown.header("openstack-api-version").is_none());
-        let unknown_json = app.send("GET", "/v1/foobars", Some(ALICE), &[("Accept", "application/json")], None).await;
+        let unknown_json = app
+            .send(
+                "GET",
+                "/v1/foobars",
+                Some(ALICE),
+                &[("Accept", "application/json")],
+                None,
+            )
+            .await;
         assert_eq!(unknown_json.body["errors"][0]["title"], "Not Found");
         for removed in ["/v1/bays", "/v1/baymodels"] {
             assert_eq!(app.get(removed, ALICE).await.status, 404);
         }
 
-        let put = app.send("PUT", &format!("/v1/clustertemplates/{uuid}"), Some(ALICE), &[], Some(json!({}))).await;
+        let put = app
+            .send(
+                "PUT",
+                &format!("/v1/clustertemplates/{uuid}"),
+                Some(ALICE),
+                &[],
+                Some(json!({})),
+            )
+            .await;
         assert_eq!(put.status, 405);
         assert_eq!(put.header("allow"), Some("DELETE, GET, PATCH, POST"));
         assert_eq!(
             String::from_utf8(put.raw.clone()).unwrap(),
             r#"{"errors": [{"request_id": "", "code": "", "status": 405, "title": "", "detail": "", "links": []}]}"#
         );
-        assert_eq!(app.send("HEAD", "/v1/clustertemplates", Some(ALICE), &[], None).await.status, 405);
-        assert_eq!(app.send("DELETE", "/v1/clustertemplates", Some(ALICE), &[], None).await.status, 405);
+        assert_eq!(
+            app.send("HEAD", "/v1/clustertemplates", Some(ALICE), &[], None)
+                .await
+                .status,
+            405
+        );
+        assert_eq!(
+            app.send("DELETE", "/v1/clustertemplates", Some(ALICE), &[], None)
+                .await
+                .status,
+            405
+        );
 
         let filter = app.get("/v1/clustertemplates?name=t1", ALICE).await;
         assert_eq!(filter.status, 400);
         assert_eq!(filter.detail(), "Unknown argument: \"name\"");
-        assert_eq!(filter.header("openstack-api-version"), Some("container-infrastructure-management 1.1"));
+        assert_eq!(
+            filter.header("openstack-api-version"),
+            Some("container-infrastructure-management 1.1")
+        );
 
-        let suffix = app.get(&format!("/v1/clustertemplates/{uuid}.json"), ALICE).await;
+        let suffix = app
+            .get(&format!("/v1/clustertemplates/{uuid}.json"), ALICE)
+            .await;
         assert_eq!(suffix.status, 404);
-        assert_eq!(suffix.body["errors"][0]["title"], format!("ClusterTemplate {uuid}"));
+        assert_eq!(
+            suffix.body["errors"][0]["title"],
+            format!("ClusterTemplate {uuid}")
+        );
         app.stop().await;
     }
 }
@@ -130,11 +321,19 @@ async fn create_fills_every_key_with_per_coe_defaults() {
     for engine in engines() {
         let app = TestApp::spawn(engine).await;
         let reply = app
-            .post("/v1/clustertemplates", ALICE, json!({"coe": "swarm-mode", "image_id": "local-node"}))
+            .post(
+                "/v1/clustertemplates",
+                ALICE,
+                json!({"coe": "swarm-mode", "image_id": "local-node"}),
+            )
             .await;
         assert_eq!(reply.status, 201, "{}", engine.name());
         let body = &reply.body;
-        assert_eq!(keys(body), TEMPLATE_KEYS.to_vec(), "upstream's keys in upstream's order");
+        assert_eq!(
+            keys(body),
+            TEMPLATE_KEYS.to_vec(),
+            "upstream's keys in upstream's order"
+        );
         let uuid = body["uuid"].as_str().unwrap();
         assert_eq!(
             reply.header("location").unwrap(),
@@ -151,9 +350,15 @@ async fn create_fills_every_key_with_per_coe_defaults() {
         assert_eq!(body["user_id"], "u-alice");
         assert_eq!(body["updated_at"], Value::Null);
         let name = body["name"].as_str().unwrap();
-        assert!(name.ends_with("-template") && name.split('-').count() == 3, "{name}");
+        assert!(
+            name.ends_with("-template") && name.split('-').count() == 3,
+            "{name}"
+        );
         let created_at = body["created_at"].as_str().unwrap();
-        assert!(created_at.ends_with("+00:00") && created_at.len() == 25, "{created_at}");
+        assert!(
+            created_at.ends_with("+00:00") && created_at.len() == 25,
+            "{created_at}"
+        );
         assert_eq!(
             body["links"],
             json!([
@@ -181,17 +386,29 @@ async fn create_fills_every_key_with_per_coe_defaults() {
         assert_eq!(full.status, 201, "{}", String::from_utf8_lossy(&full.raw));
         let body = &full.body;
         assert_eq!(body["uuid"], "0b4e6b8c-1111-2222-3333-444455556666");
-        assert_eq!(body["labels"], json!({"a": "1", "b": "True", "c": "1.5", "d": "x"}));
+        assert_eq!(
+            body["labels"],
+            json!({"a": "1", "b": "True", "c": "1.5", "d": "x"})
+        );
         assert_eq!(body["tls_disabled"], true);
         assert_eq!(body["master_lb_enabled"], true);
         assert_eq!(body["floating_ip_enabled"], false);
-        assert_eq!(body["cluster_distro"], "local", "cluster_distro comes from the image");
-        assert_eq!(body["keypair_id"], "anything", "template keypairs are not validated");
+        assert_eq!(
+            body["cluster_distro"], "local",
+            "cluster_distro comes from the image"
+        );
+        assert_eq!(
+            body["keypair_id"], "anything",
+            "template keypairs are not validated"
+        );
         let duplicate = app
             .post("/v1/clustertemplates", ALICE, json!({"coe": "swarm-mode", "image_id": "local-node", "uuid": "0b4e6b8c-1111-2222-3333-444455556666"}))
             .await;
         assert_eq!(duplicate.status, 409);
-        assert_eq!(duplicate.detail(), "A ClusterTemplate with UUID 0b4e6b8c-1111-2222-3333-444455556666 already exists.");
+        assert_eq!(
+            duplicate.detail(),
+            "A ClusterTemplate with UUID 0b4e6b8c-1111-2222-3333-444455556666 already exists."
+        );
 
         let fetched = app.get("/v1/clustertemplates/full", ALICE).await;
         assert_eq!(fetched.status, 200);
@@ -250,24 +467,69 @@ async fn create_refuses_bad_input_with_upstream_messages() {
         ];
         for (body, status, detail) in cases {
             let reply = app.post("/v1/clustertemplates", ALICE, body.clone()).await;
-            assert_eq!((reply.status, reply.detail()), (status, detail), "{}: {body}", engine.name());
+            assert_eq!(
+                (reply.status, reply.detail()),
+                (status, detail),
+                "{}: {body}",
+                engine.name()
+            );
             assert_eq!(reply.body["errors"][0]["code"], "client");
-            assert_eq!(reply.body["errors"][0]["title"], detail.split('.').next().unwrap());
-            assert_eq!(reply.header("openstack-api-version"), Some("container-infrastructure-management 1.1"));
+            assert_eq!(
+                reply.body["errors"][0]["title"],
+                detail.split('.').next().unwrap()
+            );
+            assert_eq!(
+                reply.header("openstack-api-version"),
+                Some("container-infrastructure-management 1.1")
+            );
         }
         let form = app
-            .send("POST", "/v1/clustertemplates", Some(ALICE), &[("Content-Type", "application/x-www-form-urlencoded")], Some(Value::String("coe=kubernetes".to_owned())))
+            .send(
+                "POST",
+                "/v1/clustertemplates",
+                Some(ALICE),
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                Some(Value::String("coe=kubernetes".to_owned())),
+            )
             .await;
-        assert_eq!((form.status, form.detail()), (400, "Unknown argument: \"coe\""));
+        assert_eq!(
+            (form.status, form.detail()),
+            (400, "Unknown argument: \"coe\"")
+        );
         let text = app
-            .send("POST", "/v1/clustertemplates", Some(ALICE), &[("Content-Type", "text/plain")], Some(base.to_string().into()))
+            .send(
+                "POST",
+                "/v1/clustertemplates",
+                Some(ALICE),
+                &[("Content-Type", "text/plain")],
+                Some(base.to_string().into()),
+            )
             .await;
-        assert_eq!((text.status, text.detail()), (415, "Unknown mimetype: text/plain"));
+        assert_eq!(
+            (text.status, text.detail()),
+            (415, "Unknown mimetype: text/plain")
+        );
         let reader = app.post("/v1/clustertemplates", READER, base.clone()).await;
-        assert_eq!((reader.status, reader.detail()), (403, "Policy doesn't allow clustertemplate:create to be performed."));
+        assert_eq!(
+            (reader.status, reader.detail()),
+            (
+                403,
+                "Policy doesn't allow clustertemplate:create to be performed."
+            )
+        );
         let listed = app.get("/v1/clustertemplates", ADMIN).await;
-        assert_eq!(listed.body["clustertemplates"], json!([]), "nothing refused was stored");
-        let admin_public = app.post("/v1/clustertemplates", ADMIN, with(json!({"public": true, "hidden": true}))).await;
+        assert_eq!(
+            listed.body["clustertemplates"],
+            json!([]),
+            "nothing refused was stored"
+        );
+        let admin_public = app
+            .post(
+                "/v1/clustertemplates",
+                ADMIN,
+                with(json!({"public": true, "hidden": true})),
+            )
+            .await;
         assert_eq!(admin_public.status, 201);
         app.stop().await;
     }
@@ -278,49 +540,173 @@ async fn visibility_policy_and_identifiers() {
     for engine in engines() {
         let app = TestApp::spawn(engine).await;
         let private = app.create_template(ALICE, json!({"name": "mine"})).await;
-        let public = app.create_template(ADMIN, json!({"name": "shared", "public": true})).await;
-        let hidden = app.create_template(ADMIN, json!({"name": "secret", "public": true, "hidden": true})).await;
+        let public = app
+            .create_template(ADMIN, json!({"name": "shared", "public": true}))
+            .await;
+        let hidden = app
+            .create_template(
+                ADMIN,
+                json!({"name": "secret", "public": true, "hidden": true}),
+            )
+            .await;
         let bobs = app.create_template(BOB, json!({"name": "mine"})).await;
 
         let names = |reply: &crate::support::Reply| -> Vec<String> {
-            reply.body["clustertemplates"].as_array().unwrap().iter()
-                .map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+            reply.body["clustertemplates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
         };
-        assert_eq!(names(&app.get("/v1/clustertemplates", ALICE).await), vec!["mine", "shared"]);
-        assert_eq!(names(&app.get("/v1/clustertemplates/detail", BOB).await), vec!["shared", "mine"]);
-        assert_eq!(names(&app.get("/v1/clustertemplates", ADMIN).await), vec!["mine", "shared", "secret", "mine"]);
-        assert_eq!(names(&app.get("/v1/clustertemplates", READER).await), vec!["mine", "shared"]);
+        assert_eq!(
+            names(&app.get("/v1/clustertemplates", ALICE).await),
+            vec!["mine", "shared"]
+        );
+        assert_eq!(
+            names(&app.get("/v1/clustertemplates/detail", BOB).await),
+            vec!["shared", "mine"]
+        );
+        assert_eq!(
+            names(&app.get("/v1/clustertemplates", ADMIN).await),
+            vec!["mine", "shared", "secret", "mine"]
+        );
+        assert_eq!(
+            names(&app.get("/v1/clustertemplates", READER).await),
+            vec!["mine", "shared"]
+        );
         let nobody = app.get("/v1/clustertemplates", NOBODY).await;
-        assert_eq!((nobody.status, nobody.detail()), (403, "Policy doesn't allow clustertemplate:get_all to be performed."));
+        assert_eq!(
+            (nobody.status, nobody.detail()),
+            (
+                403,
+                "Policy doesn't allow clustertemplate:get_all to be performed."
+            )
+        );
 
         let private_uuid = private["uuid"].as_str().unwrap();
-        assert_eq!(app.get(&format!("/v1/clustertemplates/{private_uuid}"), ALICE).await.status, 200);
-        assert_eq!(app.get("/v1/clustertemplates/mine", ALICE).await.body["uuid"], private["uuid"]);
-        let others = app.get(&format!("/v1/clustertemplates/{private_uuid}"), BOB).await;
-        assert_eq!((others.status, others.detail()), (404, format!("ClusterTemplate {private_uuid} could not be found.").as_str()));
-        assert_eq!(app.get(&format!("/v1/clustertemplates/{}", public["uuid"].as_str().unwrap()), BOB).await.status, 200);
-        assert_eq!(app.get("/v1/clustertemplates/shared", NOBODY).await.status, 200, "public templates are readable by all");
-        assert_eq!(app.get(&format!("/v1/clustertemplates/{}", hidden["uuid"].as_str().unwrap()), ALICE).await.status, 404);
-        assert_eq!(app.get(&format!("/v1/clustertemplates/{}", hidden["uuid"].as_str().unwrap()), ADMIN).await.status, 200);
+        assert_eq!(
+            app.get(&format!("/v1/clustertemplates/{private_uuid}"), ALICE)
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            app.get("/v1/clustertemplates/mine", ALICE).await.body["uuid"],
+            private["uuid"]
+        );
+        let others = app
+            .get(&format!("/v1/clustertemplates/{private_uuid}"), BOB)
+            .await;
+        assert_eq!(
+            (others.status, others.detail()),
+            (
+                404,
+                format!("ClusterTemplate {private_uuid} could not be found.").as_str()
+            )
+        );
+        assert_eq!(
+            app.get(
+                &format!("/v1/clustertemplates/{}", public["uuid"].as_str().unwrap()),
+                BOB
+            )
+            .await
+            .status,
+            200
+        );
+        assert_eq!(
+            app.get("/v1/clustertemplates/shared", NOBODY).await.status,
+            200,
+            "public templates are readable by all"
+        );
+        assert_eq!(
+            app.get(
+                &format!("/v1/clustertemplates/{}", hidden["uuid"].as_str().unwrap()),
+                ALICE
+            )
+            .await
+            .status,
+            404
+        );
+        assert_eq!(
+            app.get(
+                &format!("/v1/clustertemplates/{}", hidden["uuid"].as_str().unwrap()),
+                ADMIN
+            )
+            .await
+            .status,
+            200
+        );
         let upper = private_uuid.to_uppercase().replace('-', "");
-        assert_eq!(app.get(&format!("/v1/clustertemplates/{upper}"), ALICE).await.status, 200, "uuid-like forms resolve");
+        assert_eq!(
+            app.get(&format!("/v1/clustertemplates/{upper}"), ALICE)
+                .await
+                .status,
+            200,
+            "uuid-like forms resolve"
+        );
 
         let ambiguous = app.get("/v1/clustertemplates/mine", ADMIN).await;
         assert_eq!((ambiguous.status, ambiguous.detail()), (409, "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead."));
-        assert_eq!(ambiguous.body["errors"][0]["title"], "Multiple ClusterTemplates exist with same name");
+        assert_eq!(
+            ambiguous.body["errors"][0]["title"],
+            "Multiple ClusterTemplates exist with same name"
+        );
         let missing = app.get("/v1/clustertemplates/nope", ALICE).await;
-        assert_eq!((missing.status, missing.detail()), (404, "ClusterTemplate nope could not be found."));
+        assert_eq!(
+            (missing.status, missing.detail()),
+            (404, "ClusterTemplate nope could not be found.")
+        );
 
-        let foreign_public = app.patch(&format!("/v1/clustertemplates/{}", public["uuid"].as_str().unwrap()), BOB, json!([{"op": "replace", "path": "/name", "value": "x"}])).await;
-        assert_eq!((foreign_public.status, foreign_public.detail()), (403, "Policy doesn't allow clustertemplate:update to be performed."));
-        let foreign_delete = app.delete(&format!("/v1/clustertemplates/{private_uuid}"), BOB).await;
+        let foreign_public = app
+            .patch(
+                &format!("/v1/clustertemplates/{}", public["uuid"].as_str().unwrap()),
+                BOB,
+                json!([{"op": "replace", "path": "/name", "value": "x"}]),
+            )
+            .await;
+        assert_eq!(
+            (foreign_public.status, foreign_public.detail()),
+            (
+                403,
+                "Policy doesn't allow clustertemplate:update to be performed."
+            )
+        );
+        let foreign_delete = app
+            .delete(&format!("/v1/clustertemplates/{private_uuid}"), BOB)
+            .await;
         assert_eq!(foreign_delete.status, 404);
-        let reader_delete = app.delete(&format!("/v1/clustertemplates/{private_uuid}"), READER).await;
-        assert_eq!((reader_delete.status, reader_delete.detail()), (403, "Policy doesn't allow clustertemplate:delete to be performed."));
-        let admin_patch = app.patch(&format!("/v1/clustertemplates/{}", bobs["uuid"].as_str().unwrap()), ADMIN, json!([{"op": "replace", "path": "/name", "value": "bobs"}])).await;
+        let reader_delete = app
+            .delete(&format!("/v1/clustertemplates/{private_uuid}"), READER)
+            .await;
+        assert_eq!(
+            (reader_delete.status, reader_delete.detail()),
+            (
+                403,
+                "Policy doesn't allow clustertemplate:delete to be performed."
+            )
+        );
+        let admin_patch = app
+            .patch(
+                &format!("/v1/clustertemplates/{}", bobs["uuid"].as_str().unwrap()),
+                ADMIN,
+                json!([{"op": "replace", "path": "/name", "value": "bobs"}]),
+            )
+            .await;
         assert_eq!(admin_patch.status, 200);
-        assert_eq!(admin_patch.body["project_id"], "p-0002", "an admin edit keeps the owner");
-        assert_eq!(app.delete(&format!("/v1/clustertemplates/{}", bobs["uuid"].as_str().unwrap()), ADMIN).await.status, 204);
+        assert_eq!(
+            admin_patch.body["project_id"], "p-0002",
+            "an admin edit keeps the owner"
+        );
+        assert_eq!(
+            app.delete(
+                &format!("/v1/clustertemplates/{}", bobs["uuid"].as_str().unwrap()),
+                ADMIN
+            )
+            .await
+            .status,
+            204
+        );
         app.stop().await;
     }
 }
@@ -329,8 +715,13 @@ async fn visibility_policy_and_identifiers() {
 async fn patch_follows_upstream_semantics() {
     for engine in engines() {
         let app = TestApp::spawn(engine).await;
-        let template = app.create_template(ALICE, json!({"name": "p", "labels": {"kube_tag": "v1"}})).await;
-        let path = format!("/v1/clustertemplates/{}", template["uuid"].as_str().unwrap());
+        let template = app
+            .create_template(ALICE, json!({"name": "p", "labels": {"kube_tag": "v1"}}))
+            .await;
+        let path = format!(
+            "/v1/clustertemplates/{}",
+            template["uuid"].as_str().unwrap()
+        );
         let patch = |body: Value| {
             let app = &app;
             let path = path.clone();
@@ -338,28 +729,60 @@ async fn patch_follows_upstream_semantics() {
         };
 
         let renamed = patch(json!([{"op": "replace", "path": "/name", "value": "renamed"}, {"op": "add", "path": "/labels/foo", "value": "bar"}])).await;
-        assert_eq!(renamed.status, 200, "{}", String::from_utf8_lossy(&renamed.raw));
+        assert_eq!(
+            renamed.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&renamed.raw)
+        );
         assert_eq!(renamed.body["name"], "renamed");
-        assert_eq!(renamed.body["labels"], json!({"kube_tag": "v1", "foo": "bar"}));
+        assert_eq!(
+            renamed.body["labels"],
+            json!({"kube_tag": "v1", "foo": "bar"})
+        );
         assert!(renamed.body["updated_at"].is_string());
 
-        let python_labels = patch(json!([{"op": "replace", "path": "/labels", "value": "{'a': 'b', 'n': 1, 't': True}"}])).await;
-        assert_eq!(python_labels.body["labels"], json!({"a": "b", "n": "1", "t": "True"}));
-        let json_labels = patch(json!([{"op": "replace", "path": "/labels", "value": "{\"a\": \"c\", \"t\": true}"}])).await;
+        let python_labels = patch(
+            json!([{"op": "replace", "path": "/labels", "value": "{'a': 'b', 'n': 1, 't': True}"}]),
+        )
+        .await;
+        assert_eq!(
+            python_labels.body["labels"],
+            json!({"a": "b", "n": "1", "t": "True"})
+        );
+        let json_labels = patch(
+            json!([{"op": "replace", "path": "/labels", "value": "{\"a\": \"c\", \"t\": true}"}]),
+        )
+        .await;
         assert_eq!(json_labels.body["labels"], json!({"a": "c", "t": "True"}));
-        let terraform_labels = patch(json!([{"op": "replace", "path": "/labels", "value": "a=b,c=d"}])).await;
+        let terraform_labels =
+            patch(json!([{"op": "replace", "path": "/labels", "value": "a=b,c=d"}])).await;
         assert_eq!(terraform_labels.body["labels"], json!({"a": "b", "c": "d"}));
         let removed_label = patch(json!([{"op": "remove", "path": "/labels/c"}])).await;
         assert_eq!(removed_label.body["labels"], json!({"a": "b"}));
 
         let booleans = patch(json!([{"op": "replace", "path": "/master_lb_enabled", "value": "true"}, {"op": "replace", "path": "/floating_ip_enabled", "value": "false"}, {"op": "replace", "path": "/tls_disabled", "value": true}])).await;
-        assert_eq!((booleans.body["master_lb_enabled"].clone(), booleans.body["floating_ip_enabled"].clone(), booleans.body["tls_disabled"].clone()), (json!(true), json!(false), json!(true)));
+        assert_eq!(
+            (
+                booleans.body["master_lb_enabled"].clone(),
+                booleans.body["floating_ip_enabled"].clone(),
+                booleans.body["tls_disabled"].clone()
+            ),
+            (json!(true), json!(false), json!(true))
+        );
         let added = patch(json!([{"op": "add", "path": "/dns_nameserver", "value": "8.8.8.8"}, {"op": "replace", "path": "/docker_volume_size", "value": 20}, {"op": "replace", "path": "/tags", "value": "a,b"}])).await;
-        assert_eq!((added.body["dns_nameserver"].clone(), added.body["docker_volume_size"].clone()), (json!("8.8.8.8"), json!(20)));
+        assert_eq!(
+            (
+                added.body["dns_nameserver"].clone(),
+                added.body["docker_volume_size"].clone()
+            ),
+            (json!("8.8.8.8"), json!(20))
+        );
         let optional_removed = patch(json!([{"op": "remove", "path": "/dns_nameserver"}, {"op": "remove", "path": "/master_lb_enabled"}])).await;
         assert_eq!(optional_removed.body["dns_nameserver"], Value::Null);
         assert_eq!(optional_removed.body["master_lb_enabled"], false);
-        let flavor = patch(json!([{"op": "replace", "path": "/flavor_id", "value": "local.medium"}])).await;
+        let flavor =
+            patch(json!([{"op": "replace", "path": "/flavor_id", "value": "local.medium"}])).await;
         assert_eq!(flavor.body["flavor_id"], "local.medium");
 
         let before = app.get(&path, ALICE).await.body;
@@ -388,16 +811,43 @@ async fn patch_follows_upstream_semantics() {
         ];
         for (body, status, detail) in errors {
             let reply = patch(body.clone()).await;
-            assert_eq!((reply.status, reply.detail()), (status, detail.as_str()), "{}: {body}", engine.name());
+            assert_eq!(
+                (reply.status, reply.detail()),
+                (status, detail.as_str()),
+                "{}: {body}",
+                engine.name()
+            );
         }
-        assert_eq!(app.get(&path, ALICE).await.body, before, "refused patches change nothing");
-        let bad_body_missing = app.patch("/v1/clustertemplates/0b4e6b8c-1111-2222-3333-444455556666", ALICE, json!({"not": "a list"})).await;
-        assert_eq!(bad_body_missing.status, 400, "the body is checked before the lookup");
+        assert_eq!(
+            app.get(&path, ALICE).await.body,
+            before,
+            "refused patches change nothing"
+        );
+        let bad_body_missing = app
+            .patch(
+                "/v1/clustertemplates/0b4e6b8c-1111-2222-3333-444455556666",
+                ALICE,
+                json!({"not": "a list"}),
+            )
+            .await;
+        assert_eq!(
+            bad_body_missing.status, 400,
+            "the body is checked before the lookup"
+        );
         let empty = patch(json!([])).await;
         assert_eq!((empty.status, empty.body.clone()), (200, before.clone()));
 
-        let admin_publish = app.patch(&path, ADMIN, json!([{"op": "replace", "path": "/public", "value": true}])).await;
-        assert_eq!((admin_publish.status, admin_publish.body["public"].clone()), (200, json!(true)));
+        let admin_publish = app
+            .patch(
+                &path,
+                ADMIN,
+                json!([{"op": "replace", "path": "/public", "value": true}]),
+            )
+            .await;
+        assert_eq!(
+            (admin_publish.status, admin_publish.body["public"].clone()),
+            (200, json!(true))
+        );
         app.stop().await;
     }
 }
@@ -410,19 +860,64 @@ async fn templates_in_use_cannot_change_or_go() {
         let uuid = template["uuid"].as_str().unwrap();
         let path = format!("/v1/clustertemplates/{uuid}");
         app.insert_cluster_using(uuid, "p-0001").await;
-        let referenced = format!("ClusterTemplate {uuid} is referenced by one or multiple clusters.");
+        let referenced =
+            format!("ClusterTemplate {uuid} is referenced by one or multiple clusters.");
 
-        let flavor = app.patch(&path, ALICE, json!([{"op": "replace", "path": "/flavor_id", "value": "local.medium"}])).await;
-        assert_eq!((flavor.status, flavor.detail()), (400, referenced.as_str()), "{}", engine.name());
-        let rename = app.patch(&path, ALICE, json!([{"op": "replace", "path": "/name", "value": "again"}])).await;
+        let flavor = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/flavor_id", "value": "local.medium"}]),
+            )
+            .await;
+        assert_eq!(
+            (flavor.status, flavor.detail()),
+            (400, referenced.as_str()),
+            "{}",
+            engine.name()
+        );
+        let rename = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/name", "value": "again"}]),
+            )
+            .await;
         assert_eq!(rename.status, 200);
-        let tags = app.patch(&path, ALICE, json!([{"op": "replace", "path": "/tags", "value": "x"}])).await;
+        let tags = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/tags", "value": "x"}]),
+            )
+            .await;
         assert_eq!(tags.status, 200);
-        let publish = app.patch(&path, ADMIN, json!([{"op": "replace", "path": "/public", "value": true}])).await;
+        let publish = app
+            .patch(
+                &path,
+                ADMIN,
+                json!([{"op": "replace", "path": "/public", "value": true}]),
+            )
+            .await;
         assert_eq!(publish.status, 200);
-        let unpublish = app.patch(&path, ADMIN, json!([{"op": "replace", "path": "/public", "value": false}])).await;
-        assert_eq!((unpublish.status, unpublish.detail()), (400, referenced.as_str()));
-        let hide = app.patch(&path, ADMIN, json!([{"op": "replace", "path": "/hidden", "value": true}])).await;
+        let unpublish = app
+            .patch(
+                &path,
+                ADMIN,
+                json!([{"op": "replace", "path": "/public", "value": false}]),
+            )
+            .await;
+        assert_eq!(
+            (unpublish.status, unpublish.detail()),
+            (400, referenced.as_str())
+        );
+        let hide = app
+            .patch(
+                &path,
+                ADMIN,
+                json!([{"op": "replace", "path": "/hidden", "value": true}]),
+            )
+            .await;
         assert_eq!(hide.status, 200);
         let two = app.patch(&path, ADMIN, json!([{"op": "replace", "path": "/name", "value": "x"}, {"op": "replace", "path": "/tags", "value": "y"}])).await;
         assert_eq!(two.status, 400);
@@ -437,7 +932,10 @@ async fn templates_in_use_cannot_change_or_go() {
         assert_eq!(deleted.status, 204);
         assert!(deleted.raw.is_empty());
         assert!(deleted.header("content-type").is_none());
-        assert_eq!(deleted.header("openstack-api-version"), Some("container-infrastructure-management 1.1"));
+        assert_eq!(
+            deleted.header("openstack-api-version"),
+            Some("container-infrastructure-management 1.1")
+        );
         let again = app.delete(&unused_path, ALICE).await;
         assert_eq!(again.status, 404);
         app.stop().await;
@@ -447,36 +945,96 @@ async fn templates_in_use_cannot_change_or_go() {
 #[tokio::test]
 async fn pagination_links_and_limits() {
     for engine in engines() {
-        let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| config.api.max_limit = 3).await;
+        let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+            config.api.max_limit = 3
+        })
+        .await;
         let mut uuids = Vec::new();
         for name in ["e", "b", "d", "a", "c"] {
-            uuids.push(app.create_template(ALICE, json!({"name": name})).await["uuid"].as_str().unwrap().to_owned());
+            uuids.push(
+                app.create_template(ALICE, json!({"name": name})).await["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
         }
         let first = app.get("/v1/clustertemplates?limit=2", ALICE).await;
         assert_eq!(first.body["clustertemplates"].as_array().unwrap().len(), 2);
         assert_eq!(
             first.body["next"],
-            format!("{}/v1/clustertemplates?sort_key=id&sort_dir=asc&limit=2&marker={}", app.base_url, uuids[1])
+            format!(
+                "{}/v1/clustertemplates?sort_key=id&sort_dir=asc&limit=2&marker={}",
+                app.base_url, uuids[1]
+            )
         );
-        let next = first.body["next"].as_str().unwrap().replace(&app.base_url, "");
+        let next = first.body["next"]
+            .as_str()
+            .unwrap()
+            .replace(&app.base_url, "");
         let second = app.get(&next, ALICE).await;
-        let names: Vec<&str> = second.body["clustertemplates"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = second.body["clustertemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, vec!["d", "a"]);
 
-        let capped = app.get("/v1/clustertemplates/detail?limit=5000", ALICE).await;
-        assert_eq!(capped.body["clustertemplates"].as_array().unwrap().len(), 3, "limit is capped at max_limit");
-        assert!(capped.body["next"].as_str().unwrap().contains("/v1/clustertemplates/detail?sort_key=id&sort_dir=asc&limit=3&marker="));
+        let capped = app
+            .get("/v1/clustertemplates/detail?limit=5000", ALICE)
+            .await;
+        assert_eq!(
+            capped.body["clustertemplates"].as_array().unwrap().len(),
+            3,
+            "limit is capped at max_limit"
+        );
+        assert!(capped.body["next"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/clustertemplates/detail?sort_key=id&sort_dir=asc&limit=3&marker="));
         let implicit = app.get("/v1/clustertemplates", ALICE).await;
-        assert_eq!(implicit.body["clustertemplates"].as_array().unwrap().len(), 3);
-        assert!(implicit.body.get("next").is_some(), "a full default page has a next link");
+        assert_eq!(
+            implicit.body["clustertemplates"].as_array().unwrap().len(),
+            3
+        );
+        assert!(
+            implicit.body.get("next").is_some(),
+            "a full default page has a next link"
+        );
 
-        let sorted = app.get("/v1/clustertemplates?sort_key=name&sort_dir=desc&limit=3", ALICE).await;
-        let names: Vec<&str> = sorted.body["clustertemplates"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let sorted = app
+            .get(
+                "/v1/clustertemplates?sort_key=name&sort_dir=desc&limit=3",
+                ALICE,
+            )
+            .await;
+        let names: Vec<&str> = sorted.body["clustertemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, vec!["e", "d", "c"]);
-        let last_page = app.get(&format!("/v1/clustertemplates?sort_key=name&sort_dir=desc&limit=3&marker={}", uuids[4]), ALICE).await;
-        let names: Vec<&str> = last_page.body["clustertemplates"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let last_page = app
+            .get(
+                &format!(
+                    "/v1/clustertemplates?sort_key=name&sort_dir=desc&limit=3&marker={}",
+                    uuids[4]
+                ),
+                ALICE,
+            )
+            .await;
+        let names: Vec<&str> = last_page.body["clustertemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, vec!["b", "a"]);
-        assert!(last_page.body.get("next").is_none(), "no next link on a partial page");
+        assert!(
+            last_page.body.get("next").is_none(),
+            "no next link on a partial page"
+        );
 
         for (query, detail) in [
             ("limit=0", "Limit must be positive"),
@@ -488,8 +1046,19 @@ async fn pagination_links_and_limits() {
             let reply = app.get(&format!("/v1/clustertemplates?{query}"), ALICE).await;
             assert_eq!((reply.status, reply.detail()), (400, detail), "{query}");
         }
-        let unknown_marker = app.get("/v1/clustertemplates?marker=0b4e6b8c-1111-2222-3333-444455556666", ALICE).await;
-        assert_eq!((unknown_marker.status, unknown_marker.detail()), (404, "ClusterTemplate 0b4e6b8c-1111-2222-3333-444455556666 could not be found."));
+        let unknown_marker = app
+            .get(
+                "/v1/clustertemplates?marker=0b4e6b8c-1111-2222-3333-444455556666",
+                ALICE,
+            )
+            .await;
+        assert_eq!(
+            (unknown_marker.status, unknown_marker.detail()),
+            (
+                404,
+                "ClusterTemplate 0b4e6b8c-1111-2222-3333-444455556666 could not be found."
+            )
+        );
         app.stop().await;
     }
 }
@@ -499,7 +1068,13 @@ async fn mservices_report_conductor_heartbeats() {
     for engine in engines() {
         let app = TestApp::spawn(engine).await;
         let member = app.get("/v1/mservices", ALICE).await;
-        assert_eq!((member.status, member.detail()), (403, "Policy doesn't allow magnum-service:get_all to be performed."));
+        assert_eq!(
+            (member.status, member.detail()),
+            (
+                403,
+                "Policy doesn't allow magnum-service:get_all to be performed."
+            )
+        );
         let mut report_count = 0;
         for _ in 0..50 {
             let reply = app.get("/v1/mservices", ADMIN).await;
@@ -507,7 +1082,20 @@ async fn mservices_report_conductor_heartbeats() {
             let services = reply.body["mservices"].as_array().unwrap();
             assert_eq!(services.len(), 1);
             let service = &services[0];
-            assert_eq!(keys(service), vec!["host", "binary", "state", "id", "report_count", "disabled", "disabled_reason", "created_at", "updated_at"]);
+            assert_eq!(
+                keys(service),
+                vec![
+                    "host",
+                    "binary",
+                    "state",
+                    "id",
+                    "report_count",
+                    "disabled",
+                    "disabled_reason",
+                    "created_at",
+                    "updated_at"
+                ]
+            );
             assert_eq!(service["binary"], "magnum-conductor");
             assert_eq!(service["host"], format!("conductor-{}", engine.name()));
             assert_eq!(service["state"], "up");
@@ -523,10 +1111,20 @@ async fn mservices_report_conductor_heartbeats() {
         app.stop().await;
 
         // An API without a live conductor reports the last one down once it is silent.
-        let api_only = TestApp::spawn_with(engine, magnumd::Role::Api, |config| config.api.service_down_time = 1).await;
-        let store = magnum_store::Store::connect(&api_only.database_url, 1).await.unwrap();
-        let long_ago = magnum_domain::time::Timestamp::from_unix_seconds(magnum_domain::time::Timestamp::now().unix_seconds() - 600);
-        store.record_service_heartbeat("gone", "magnum-conductor", long_ago).await.unwrap();
+        let api_only = TestApp::spawn_with(engine, magnumd::Role::Api, |config| {
+            config.api.service_down_time = 1
+        })
+        .await;
+        let store = magnum_store::Store::connect(&api_only.database_url, 1)
+            .await
+            .unwrap();
+        let long_ago = magnum_domain::time::Timestamp::from_unix_seconds(
+            magnum_domain::time::Timestamp::now().unix_seconds() - 600,
+        );
+        store
+            .record_service_heartbeat("gone", "magnum-conductor", long_ago)
+            .await
+            .unwrap();
         store.close().await;
         let reply = api_only.get("/v1/mservices", ADMIN).await;
         assert_eq!(reply.body["mservices"][0]["state"], "down");
