@@ -90,8 +90,12 @@ const MINIMUM_VERSION_HEADER: &str = "container-infrastructure-management 1.1";
 const MAXIMUM_VERSION_HEADER: &str = "container-infrastructure-management 1.14";
 
 /// A JSON response with the request id.
-pub fn json_response(status: StatusCode, body: Vec<u8>, request_id: &str) -> Response<Body> {
-    let mut response = Response::new(Body::from(body));
+pub fn json_response(
+    status: StatusCode,
+    body: impl Into<Body>,
+    request_id: &str,
+) -> Response<Body> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -7,6 +7,7 @@
 //! store and answer; they never call a driver for anything that changes the world.
 
 mod auth;
+mod cache;
 mod context;
 mod error;
 mod handlers;
@@ -34,6 +35,8 @@ pub struct ApiSettings {
     /// A service whose last heartbeat is older than this is reported `down`.
     pub service_down_time_seconds: i64,
     pub template_rules: TemplateRules,
+    /// Bytes of encoded read responses to keep; 0 disables the cache.
+    pub response_cache_bytes: usize,
 }
 
 impl Default for ApiSettings {
@@ -42,6 +45,7 @@ impl Default for ApiSettings {
             max_limit: 1000,
             service_down_time_seconds: 180,
             template_rules: TemplateRules::default(),
+            response_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -57,7 +61,14 @@ pub struct AppState {
 
 /// The API as an axum router.
 pub fn router(state: AppState) -> axum::Router {
+    let cache = cache::ResponseCache::new(state.settings.response_cache_bytes);
     axum::Router::new()
         .fallback(routing::dispatch)
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(Shared { state, cache }))
+}
+
+/// What the router holds: the application state and process-local caches.
+pub(crate) struct Shared {
+    pub state: AppState,
+    pub cache: cache::ResponseCache,
 }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::auth::AuthFailure;
+use crate::cache::ResponseCache;
 use crate::context::{
     accepts_json_at_all, accepts_json_explicitly, base_url, json_response, new_request_id,
     RequestContext,
@@ -16,22 +17,19 @@ use crate::error::{routing_error, unsupported_version, ApiError};
 use crate::handlers::{cluster_templates, root, services};
 use crate::input::{json_body, QueryArguments};
 use crate::microversion::{negotiate, VersionError};
-use crate::AppState;
+use crate::{AppState, Shared};
 
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Collections of the v1 API that this build serves.
 const SERVED_COLLECTIONS: [&str; 2] = ["clustertemplates", "mservices"];
 
-pub async fn dispatch(
-    State(state): State<Arc<AppState>>,
-    request: Request<Body>,
-) -> Response<Body> {
+pub async fn dispatch(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response<Body> {
     let started = Instant::now();
     let request_id = new_request_id();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = route(&state, &request_id, request).await;
+    let response = route(&shared.state, &shared.cache, &request_id, request).await;
     let status = response.status();
     if status.is_server_error() {
         tracing::warn!(request.id = %request_id, %method, %path, status = status.as_u16(),
@@ -57,7 +55,12 @@ fn healthcheck(request_id: &str) -> Response<Body> {
     response
 }
 
-async fn route(state: &AppState, request_id: &str, request: Request<Body>) -> Response<Body> {
+async fn route(
+    state: &AppState,
+    cache: &ResponseCache,
+    request_id: &str,
+    request: Request<Body>,
+) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let accepts_json = accepts_json_explicitly(headers);
@@ -177,6 +180,7 @@ async fn route(state: &AppState, request_id: &str, request: Request<Body>) -> Re
 
     let request = ResourceRequest {
         state,
+        cache,
         context: &context,
         method: &method,
         rest: &rest,
@@ -210,6 +214,7 @@ fn unauthorized(www_authenticate: &str, request_id: &str) -> Response<Body> {
 /// A request for one resource collection, past routing and authentication.
 pub struct ResourceRequest<'a> {
     pub state: &'a AppState,
+    pub cache: &'a ResponseCache,
     pub context: &'a RequestContext,
     pub method: &'a Method,
     /// Path segments after the collection name.

@@ -63,6 +63,8 @@ pub struct ApiConfig {
     pub max_limit: u32,
     /// Seconds without a heartbeat after which a conductor is reported `down`.
     pub service_down_time: i64,
+    /// MiB of encoded read responses each API process keeps (0: no cache).
+    pub response_cache_mib: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -139,6 +141,7 @@ impl Default for ApiConfig {
         Self {
             max_limit: 1000,
             service_down_time: 180,
+            response_cache_mib: 64,
         }
     }
 }

@@ -97,6 +97,7 @@ fn api_state(config: &Config, store: Store) -> anyhow::Result<AppState> {
             max_limit: config.api.max_limit,
             service_down_time_seconds: config.api.service_down_time,
             template_rules: config.template_rules(),
+            response_cache_bytes: config.api.response_cache_mib * 1024 * 1024,
         },
     })
 }

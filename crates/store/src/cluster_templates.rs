@@ -115,7 +115,16 @@ fn bind_all<'q>(
     query
 }
 
+/// The generation counter every template write increments.
+const TEMPLATE_GENERATION: &str = "cluster_template";
+
 impl Store {
+    /// A number that changes whenever any cluster template changes, in any process. Read it
+    /// before reading templates: data read after it is at least as new as the number says.
+    pub async fn cluster_templates_generation(&self) -> Result<i64, StoreError> {
+        self.generation(TEMPLATE_GENERATION).await
+    }
+
     pub async fn insert_cluster_template(
         &self,
         template: &ClusterTemplate,
@@ -130,16 +139,20 @@ impl Store {
             version: 1,
             ..template.clone()
         };
+        let mut transaction = self.pool.begin().await?;
         let result = bind_template_columns(sqlx::query(&sql), &stored)
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await;
         match result {
             Ok(_) => {
                 let sql = self.sql("SELECT id FROM cluster_template WHERE uuid = ?");
                 let row = sqlx::query(&sql)
                     .bind(stored.uuid.to_string())
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *transaction)
                     .await?;
+                self.bump_generation(&mut transaction, TEMPLATE_GENERATION)
+                    .await?;
+                transaction.commit().await?;
                 Ok(ClusterTemplate {
                     id: row.try_get("id")?,
                     ..stored
@@ -277,10 +290,15 @@ impl Store {
         if only_if_unused {
             query = query.bind(updated.uuid.to_string());
         }
-        let result = query.execute(&self.pool).await?;
+        let mut transaction = self.pool.begin().await?;
+        let result = query.execute(&mut *transaction).await?;
         if result.rows_affected() == 1 {
+            self.bump_generation(&mut transaction, TEMPLATE_GENERATION)
+                .await?;
+            transaction.commit().await?;
             return Ok(stored);
         }
+        transaction.rollback().await?;
         match self
             .cluster_template_by_uuid(updated.uuid, TemplateScope::All)
             .await?
@@ -297,14 +315,21 @@ impl Store {
             "DELETE FROM cluster_template WHERE uuid = ? AND NOT EXISTS \
              (SELECT 1 FROM cluster WHERE cluster.cluster_template_id = ?)",
         );
+        let mut transaction = self.pool.begin().await?;
         let result = sqlx::query(&sql)
             .bind(uuid.to_string())
             .bind(uuid.to_string())
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await;
         match result {
-            Ok(done) if done.rows_affected() == 1 => Ok(()),
+            Ok(done) if done.rows_affected() == 1 => {
+                self.bump_generation(&mut transaction, TEMPLATE_GENERATION)
+                    .await?;
+                transaction.commit().await?;
+                Ok(())
+            }
             Ok(_) => {
+                transaction.rollback().await?;
                 if self
                     .cluster_template_by_uuid(uuid, TemplateScope::All)
                     .await?

@@ -105,6 +105,25 @@ impl Store {
         self.pool.close().await;
     }
 
+    async fn generation(&self, name: &str) -> Result<i64, StoreError> {
+        let sql = self.sql("SELECT value FROM magnum_generation WHERE name = ?");
+        let row = sqlx::query(&sql).bind(name).fetch_one(&self.pool).await?;
+        Ok(sqlx::Row::try_get(&row, "value")?)
+    }
+
+    async fn bump_generation(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql("UPDATE magnum_generation SET value = value + 1 WHERE name = ?");
+        sqlx::query(&sql)
+            .bind(name)
+            .execute(&mut **transaction)
+            .await?;
+        Ok(())
+    }
+
     /// Rewrites `?` placeholders into the engine's form.
     fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
         match self.backend {

@@ -18,11 +18,12 @@ pub struct AppliedMigration {
     pub name: String,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "cluster templates, clusters and services",
-    statements: &[
-        "CREATE TABLE cluster_template (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "cluster templates, clusters and services",
+        statements: &[
+            "CREATE TABLE cluster_template (
             id {pk},
             uuid VARCHAR(36) NOT NULL,
             version BIGINT NOT NULL,
@@ -62,9 +63,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT,
             CONSTRAINT uniq_cluster_template_uuid UNIQUE (uuid)
         ){table_options}",
-        "CREATE INDEX ix_cluster_template_project_id ON cluster_template (project_id)",
-        "CREATE INDEX ix_cluster_template_name ON cluster_template (name)",
-        "CREATE TABLE cluster (
+            "CREATE INDEX ix_cluster_template_project_id ON cluster_template (project_id)",
+            "CREATE INDEX ix_cluster_template_name ON cluster_template (name)",
+            "CREATE TABLE cluster (
             id {pk},
             uuid VARCHAR(36) NOT NULL,
             version BIGINT NOT NULL,
@@ -97,9 +98,9 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             CONSTRAINT fk_cluster_cluster_template FOREIGN KEY (cluster_template_id)
                 REFERENCES cluster_template (uuid)
         ){table_options}",
-        "CREATE INDEX ix_cluster_project_id ON cluster (project_id)",
-        "CREATE INDEX ix_cluster_cluster_template_id ON cluster (cluster_template_id)",
-        "CREATE TABLE magnum_service (
+            "CREATE INDEX ix_cluster_project_id ON cluster (project_id)",
+            "CREATE INDEX ix_cluster_cluster_template_id ON cluster (cluster_template_id)",
+            "CREATE TABLE magnum_service (
             id {pk},
             host VARCHAR(255) NOT NULL,
             \"binary\" VARCHAR(255) NOT NULL,
@@ -112,8 +113,20 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             updated_at BIGINT,
             CONSTRAINT uniq_magnum_service_host_binary UNIQUE (host, \"binary\")
         ){table_options}",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "change generations for read caches",
+        statements: &[
+            "CREATE TABLE magnum_generation (
+            name VARCHAR(64) NOT NULL PRIMARY KEY,
+            value BIGINT NOT NULL
+        ){table_options}",
+            "INSERT INTO magnum_generation (name, value) VALUES ('cluster_template', 0)",
+        ],
+    },
+];
 
 fn render(statement: &str, backend: Backend) -> String {
     let (primary_key, text, table_options) = match backend {

@@ -426,3 +426,51 @@ async fn service_heartbeats_count_up() {
         finish(store, database).await;
     }
 }
+
+#[tokio::test]
+async fn every_template_write_and_only_writes_advance_the_generation() {
+    for engine in engines() {
+        let (store, database) = fresh_store(engine).await;
+        let start = store.cluster_templates_generation().await.unwrap();
+        let stored = store
+            .insert_cluster_template(&template("g", "p-1"))
+            .await
+            .unwrap();
+        let after_insert = store.cluster_templates_generation().await.unwrap();
+        assert!(after_insert > start, "{}", engine.name());
+        assert!(store.insert_cluster_template(&stored).await.is_err());
+        assert_eq!(
+            store.cluster_templates_generation().await.unwrap(),
+            after_insert,
+            "a refused insert changes nothing"
+        );
+        let mut renamed = stored.clone();
+        renamed.name = Some("h".to_owned());
+        let updated = store
+            .update_cluster_template(&renamed, false)
+            .await
+            .unwrap();
+        let after_update = store.cluster_templates_generation().await.unwrap();
+        assert!(after_update > after_insert);
+        assert!(
+            store
+                .update_cluster_template(&renamed, false)
+                .await
+                .is_err(),
+            "stale version"
+        );
+        assert_eq!(
+            store.cluster_templates_generation().await.unwrap(),
+            after_update
+        );
+        store.delete_cluster_template(updated.uuid).await.unwrap();
+        let after_delete = store.cluster_templates_generation().await.unwrap();
+        assert!(after_delete > after_update);
+        assert!(store.delete_cluster_template(updated.uuid).await.is_err());
+        assert_eq!(
+            store.cluster_templates_generation().await.unwrap(),
+            after_delete
+        );
+        finish(store, database).await;
+    }
+}

@@ -1,6 +1,6 @@
 //! `/v1/clustertemplates`: list, detail, get, create, update, delete.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, Response, StatusCode};
 use magnum_domain::cluster_template::{
     ClusterTemplate, Coe, ServerType, TemplateRuleError, TemplateRules,
@@ -15,7 +15,8 @@ use magnum_store::{StoreError, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 use magnum_types::{ClusterTemplateCollection, ClusterTemplateView, Link};
 use serde_json::{Map, Value};
 
-use super::{respond, respond_empty};
+use super::{respond, respond_empty, respond_encoded};
+use crate::cache::CachedResponse;
 use crate::error::ApiError;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
@@ -232,6 +233,7 @@ async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
+        cache,
         context,
         query,
         ..
@@ -254,6 +256,14 @@ async fn list(
         .enforce(rule, identity, &Target::caller(identity))?;
     let page = page_from_query(query, CLUSTER_TEMPLATE_SORT_KEYS, state.settings.max_limit)?;
     let scope = scope(state, identity, all_projects_rule);
+    let generation = state.store.cluster_templates_generation().await?;
+    let cache_key = format!(
+        "{collection_path}|{scope:?}|{}|{:?}|{}|{:?}|{}",
+        page.sort_key, page.direction, page.limit, page.marker, context.base_url
+    );
+    if let Some(hit) = cache.get(&cache_key, generation) {
+        return Ok(respond_encoded(context, StatusCode::OK, hit.body));
+    }
     let templates = match state.store.list_cluster_templates(scope, &page).await {
         Ok(templates) => templates,
         Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
@@ -273,12 +283,22 @@ async fn list(
             .collect(),
         next,
     };
-    Ok(respond(context, StatusCode::OK, &document))
+    let body = Bytes::from(magnum_types::encode(&document));
+    cache.put(
+        cache_key,
+        CachedResponse {
+            generation,
+            body: body.clone(),
+            owner: None,
+        },
+    );
+    Ok(respond_encoded(context, StatusCode::OK, body))
 }
 
 async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
+        cache,
         context,
         query,
         ..
@@ -286,6 +306,21 @@ async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body
     query.allow_only(&[])?;
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:get_one_all_projects");
+    let generation = state.store.cluster_templates_generation().await?;
+    let cache_key = format!("{ident}|{scope:?}|{}", context.base_url);
+    if let Some(CachedResponse {
+        body,
+        owner: Some((owner, public)),
+        ..
+    }) = cache.get(&cache_key, generation)
+    {
+        if !public {
+            state
+                .policy
+                .enforce("clustertemplate:get", identity, &owner)?;
+        }
+        return Ok(respond_encoded(context, StatusCode::OK, body));
+    }
     let template = resolve(state, ident, scope).await?;
     // Public templates are readable by everyone, as upstream.
     if !template.public {
@@ -293,11 +328,16 @@ async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body
             .policy
             .enforce("clustertemplate:get", identity, &target(&template))?;
     }
-    Ok(respond(
-        context,
-        StatusCode::OK,
-        &view(&template, &context.base_url),
-    ))
+    let body = Bytes::from(magnum_types::encode(&view(&template, &context.base_url)));
+    cache.put(
+        cache_key,
+        CachedResponse {
+            generation,
+            body: body.clone(),
+            owner: Some((target(&template), template.public)),
+        },
+    );
+    Ok(respond_encoded(context, StatusCode::OK, body))
 }
 
 /// Builds a template from checked attributes; what is absent takes upstream's default.

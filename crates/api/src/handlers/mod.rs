@@ -19,6 +19,17 @@ pub fn respond<T: Serialize>(
     response
 }
 
+/// A successful JSON answer whose body is already encoded.
+pub fn respond_encoded(
+    context: &RequestContext,
+    status: StatusCode,
+    body: axum::body::Bytes,
+) -> Response<Body> {
+    let mut response = json_response(status, body, &context.request_id);
+    add_version_headers(response.headers_mut(), context.version);
+    response
+}
+
 /// A successful answer without a body.
 pub fn respond_empty(context: &RequestContext, status: StatusCode) -> Response<Body> {
     let mut response = crate::context::empty_response(status, &context.request_id);

@@ -101,6 +101,25 @@ impl TestApp {
         }
     }
 
+    /// Another API process on the same database, as in a scaled-out deployment.
+    pub async fn start_peer_api(&self) -> (Running, TestApp2) {
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".to_owned();
+        config.database.url = Some(self.database_url.clone());
+        config.database.max_connections = 4;
+        let running = magnumd::start(&config, Role::Api)
+            .await
+            .expect("peer API starts");
+        let base_url = format!("http://{}", running.address.unwrap());
+        (
+            running,
+            TestApp2 {
+                base_url,
+                client: reqwest::Client::new(),
+            },
+        )
+    }
+
     pub async fn stop(self) {
         self.running.stop().await;
         self.database.drop_database().await;
@@ -211,5 +230,27 @@ impl TestApp {
             .unwrap();
         sqlx::query(&sql).execute(&mut connection).await.unwrap();
         connection.close().await.unwrap();
+    }
+}
+
+/// A second API process: only its address.
+pub struct TestApp2 {
+    pub base_url: String,
+    client: reqwest::Client,
+}
+
+impl TestApp2 {
+    pub async fn get(&self, path: &str, caller: Caller) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{}", self.base_url, path))
+            .header("X-Project-Id", caller.project_id)
+            .header("X-User-Id", caller.user_id)
+            .header("X-Roles", caller.roles)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 }

@@ -1131,3 +1131,55 @@ async fn mservices_report_conductor_heartbeats() {
         api_only.stop().await;
     }
 }
+
+#[tokio::test]
+async fn cached_reads_see_every_write_from_every_process_and_keep_policy() {
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let (peer, peer_api) = app.start_peer_api().await;
+        let template = app.create_template(ALICE, json!({"name": "cached"})).await;
+        let uuid = template["uuid"].as_str().unwrap();
+        let path = format!("/v1/clustertemplates/{uuid}");
+        for _ in 0..2 {
+            let (status, body) = peer_api.get(&path, ALICE).await;
+            assert_eq!((status, body["name"].clone()), (200, json!("cached")));
+            let (_, list) = peer_api.get("/v1/clustertemplates", ALICE).await;
+            assert_eq!(list["clustertemplates"].as_array().unwrap().len(), 1);
+        }
+        let renamed = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/name", "value": "renamed"}]),
+            )
+            .await;
+        assert_eq!(renamed.status, 200);
+        let (_, body) = peer_api.get(&path, ALICE).await;
+        assert_eq!(
+            body["name"],
+            "renamed",
+            "{}: the peer sees the write at once",
+            engine.name()
+        );
+        let (_, list) = peer_api.get("/v1/clustertemplates", ALICE).await;
+        assert_eq!(list["clustertemplates"][0]["name"], "renamed");
+
+        let (reader_status, _) = peer_api.get(&path, READER).await;
+        assert_eq!(reader_status, 200);
+        let (nobody_status, body) = peer_api.get(&path, NOBODY).await;
+        assert_eq!(
+            nobody_status, 403,
+            "a cached body is still guarded by policy: {body}"
+        );
+        let (other_status, _) = peer_api.get(&path, BOB).await;
+        assert_eq!(other_status, 404);
+
+        assert_eq!(app.delete(&path, ALICE).await.status, 204);
+        let (status, _) = peer_api.get(&path, ALICE).await;
+        assert_eq!(status, 404);
+        let (_, list) = peer_api.get("/v1/clustertemplates", ALICE).await;
+        assert_eq!(list["clustertemplates"], json!([]));
+        peer.stop().await;
+        app.stop().await;
+    }
+}
