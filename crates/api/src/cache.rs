@@ -39,6 +39,10 @@ impl ResponseCache {
         }
     }
 
+    pub fn is_enabled(&self) -> bool {
+        self.budget_bytes > 0
+    }
+
     pub fn get(&self, key: &str, generation: i64) -> Option<CachedResponse> {
         if self.budget_bytes == 0 {
             return None;

@@ -16,7 +16,7 @@ use magnum_types::{ClusterTemplateCollection, ClusterTemplateView, Link};
 use serde_json::{Map, Value};
 
 use super::{respond, respond_empty, respond_encoded};
-use crate::cache::CachedResponse;
+use crate::cache::{CachedResponse, ResponseCache};
 use crate::error::ApiError;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
@@ -227,6 +227,15 @@ async fn resolve(
     }
 }
 
+/// The template generation, when the cache is in use (reading it costs a query).
+async fn current_generation(state: &AppState, cache: &ResponseCache) -> Result<i64, ApiError> {
+    if cache.is_enabled() {
+        Ok(state.store.cluster_templates_generation().await?)
+    } else {
+        Ok(0)
+    }
+}
+
 async fn list(
     request: &ResourceRequest<'_>,
     collection_path: &str,
@@ -256,7 +265,7 @@ async fn list(
         .enforce(rule, identity, &Target::caller(identity))?;
     let page = page_from_query(query, CLUSTER_TEMPLATE_SORT_KEYS, state.settings.max_limit)?;
     let scope = scope(state, identity, all_projects_rule);
-    let generation = state.store.cluster_templates_generation().await?;
+    let generation = current_generation(state, cache).await?;
     let cache_key = format!(
         "{collection_path}|{scope:?}|{}|{:?}|{}|{:?}|{}",
         page.sort_key, page.direction, page.limit, page.marker, context.base_url
@@ -306,7 +315,7 @@ async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body
     query.allow_only(&[])?;
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:get_one_all_projects");
-    let generation = state.store.cluster_templates_generation().await?;
+    let generation = current_generation(state, cache).await?;
     let cache_key = format!("{ident}|{scope:?}|{}", context.base_url);
     if let Some(CachedResponse {
         body,
