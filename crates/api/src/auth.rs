@@ -31,11 +31,12 @@ impl NoAuth {
     }
 }
 
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// A header's text; bytes that are not UTF-8 are replaced rather than the header ignored,
+/// so that a malformed identity never silently becomes the default one.
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_owned())
         .filter(|value| !value.is_empty())
 }
 
@@ -44,11 +45,11 @@ impl Authenticator for NoAuth {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
         let project_id = header_text(headers, "x-project-id")
             .or_else(|| header_text(headers, "x-tenant-id"))
-            .map_or_else(|| self.default.project_id.clone(), str::to_owned);
-        let user_id = header_text(headers, "x-user-id")
-            .map_or_else(|| self.default.user_id.clone(), str::to_owned);
-        let roles = match headers.get("x-roles").and_then(|value| value.to_str().ok()) {
-            Some(roles) => roles
+            .unwrap_or_else(|| self.default.project_id.clone());
+        let user_id =
+            header_text(headers, "x-user-id").unwrap_or_else(|| self.default.user_id.clone());
+        let roles = match headers.get("x-roles") {
+            Some(roles) => String::from_utf8_lossy(roles.as_bytes())
                 .split(',')
                 .map(|role| role.trim().to_ascii_lowercase())
                 .filter(|role| !role.is_empty())
@@ -59,7 +60,6 @@ impl Authenticator for NoAuth {
             project_id,
             user_id,
             domain_id: header_text(headers, "x-domain-id")
-                .map(str::to_owned)
                 .or_else(|| self.default.domain_id.clone()),
             roles,
         })

@@ -57,6 +57,15 @@ fn parse_form(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Decodes `%XX` escapes of one path segment (`+` stays `+` in paths).
+pub fn decode_path_segment(segment: &str) -> String {
+    if segment.contains('%') {
+        percent_decode(&segment.replace('+', "%2B"))
+    } else {
+        segment.to_owned()
+    }
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -483,5 +492,7 @@ mod tests {
         );
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(decode_path_segment("my%20template+1"), "my template+1");
+        assert_eq!(decode_path_segment("plain+name"), "plain+name");
     }
 }

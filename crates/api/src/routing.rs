@@ -15,7 +15,7 @@ use crate::context::{
 };
 use crate::error::{routing_error, unsupported_version, ApiError};
 use crate::handlers::{cluster_templates, root, services};
-use crate::input::{json_body, QueryArguments};
+use crate::input::{decode_path_segment, json_body, QueryArguments};
 use crate::microversion::{negotiate, VersionError};
 use crate::{AppState, Shared};
 
@@ -144,7 +144,10 @@ async fn route(
     if !SERVED_COLLECTIONS.contains(&collection) {
         return routing_error(StatusCode::NOT_FOUND, "", accepts_json, request_id);
     }
-    let rest: Vec<String> = segments[2..].iter().map(|s| (*s).to_owned()).collect();
+    let rest: Vec<String> = segments[2..]
+        .iter()
+        .map(|segment| decode_path_segment(segment))
+        .collect();
     let method = parts.method.clone();
     if !matches!(
         method,
