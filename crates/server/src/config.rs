@@ -311,12 +311,11 @@ impl Config {
         if let Some(directory) = &self.server.state_dir {
             return directory.clone();
         }
-        let is_root = std::env::var("USER")
-            .map(|user| user == "root")
-            .unwrap_or(false)
-            || std::env::var("HOME")
-                .map(|home| home == "/root")
-                .unwrap_or(false);
+        // /proc/self belongs to the process's effective user.
+        let is_root = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0)
+        };
         if is_root {
             PathBuf::from("/var/lib/magnum-rs")
         } else {
