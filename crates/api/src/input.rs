@@ -34,6 +34,12 @@ impl QueryArguments {
         }
     }
 
+    pub fn contains_nul(&self) -> bool {
+        self.arguments
+            .iter()
+            .any(|(name, value)| name.contains('\0') || value.contains('\0'))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.arguments
             .iter()
@@ -187,8 +193,10 @@ pub enum Kind {
     Uuid,
     /// Known to upstream but set by the server: refused when sent.
     ReadOnly,
-    /// Known to upstream and accepted, but without effect (timestamps).
+    /// Known to upstream and accepted, but without effect.
     Ignored,
+    /// A timestamp the server sets: checked as one, then without effect.
+    Timestamp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -402,6 +410,20 @@ fn parse_value(spec: &Attribute, value: &Value) -> Result<Option<Parsed>, ApiErr
             ))
         }
         Kind::Ignored => return Ok(None),
+        Kind::Timestamp => {
+            let valid = value.as_str().is_some_and(|text| {
+                chrono::DateTime::parse_from_rfc3339(text).is_ok()
+                    || chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+            });
+            if !valid {
+                return Err(ApiError::invalid_input(
+                    field,
+                    &py_str(value),
+                    "Wrong type. Expected '<class 'datetime.datetime'>'",
+                ));
+            }
+            return Ok(None);
+        }
     }))
 }
 

@@ -37,6 +37,8 @@ pub struct ApiSettings {
     pub template_rules: TemplateRules,
     /// Bytes of encoded read responses to keep; 0 disables the cache.
     pub response_cache_bytes: usize,
+    /// A path the API is served under, such as `/container-infra` (empty: none).
+    pub path_prefix: String,
 }
 
 impl Default for ApiSettings {
@@ -46,6 +48,7 @@ impl Default for ApiSettings {
             service_down_time_seconds: 180,
             template_rules: TemplateRules::default(),
             response_cache_bytes: 64 * 1024 * 1024,
+            path_prefix: String::new(),
         }
     }
 }

@@ -11,12 +11,12 @@ const ACCEPTED_SERVICE_TYPES: [&str; 3] = [
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version {
-    pub major: u32,
-    pub minor: u32,
+    pub major: u64,
+    pub minor: u64,
 }
 
 impl Version {
-    pub const fn new(major: u32, minor: u32) -> Self {
+    pub const fn new(major: u64, minor: u64) -> Self {
         Self { major, minor }
     }
 }
@@ -58,7 +58,8 @@ pub fn negotiate(header: Option<&str>) -> Result<Version, VersionError> {
             if part.is_empty() || !part.chars().all(|c| c.is_ascii_digit()) {
                 Err(VersionError::InvalidValue)
             } else {
-                part.parse::<u32>().map_err(|_| VersionError::InvalidValue)
+                // Python's int() has no bound; beyond u64 the version is unsupported anyway.
+                Ok(part.parse::<u64>().unwrap_or(u64::MAX))
             }
         };
         Version::new(parse(major)?, parse(minor)?)

@@ -16,7 +16,18 @@ pub fn page_from_query(
     let limit = match query.get("limit") {
         None => max_limit,
         Some(text) => {
-            let parsed: i64 = text.trim().parse().map_err(|_| {
+            let trimmed = text.trim();
+            let digits = trimmed.strip_prefix(['-', '+']).unwrap_or(trimmed);
+            // Python's int() has no upper bound; such a limit is simply capped.
+            let huge = digits.len() > 18 && digits.chars().all(|c| c.is_ascii_digit());
+            let parsed: i64 = if huge {
+                if trimmed.starts_with('-') {
+                    -1
+                } else {
+                    i64::MAX
+                }
+            } else {
+                trimmed.parse().map_err(|_| {
                 ApiError::invalid_input(
                     "limit",
                     text,
@@ -24,7 +35,8 @@ pub fn page_from_query(
                         "unable to convert to int. Error: invalid literal for int() with base 10: '{text}'"
                     ),
                 )
-            })?;
+            })?
+            };
             if parsed <= 0 {
                 return Err(ApiError::bad_request("Limit must be positive"));
             }
@@ -125,6 +137,17 @@ mod tests {
         );
         let page = page_from_query(&QueryArguments::parse(Some("limit=5000")), KEYS, 1000).unwrap();
         assert_eq!(page.limit, 1000);
+        let page = page_from_query(
+            &QueryArguments::parse(Some("limit=99999999999999999999")),
+            KEYS,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(page.limit, 1000);
+        assert_eq!(
+            error("limit=-99999999999999999999"),
+            "Limit must be positive"
+        );
     }
 
     #[test]

@@ -64,12 +64,24 @@ async fn route(
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let accepts_json = accepts_json_explicitly(headers);
-    let raw_path = parts.uri.path();
+    // A deployment under a path prefix (`/container-infra/v1`) serves the same API; links
+    // carry the prefix, whether the proxy strips it (X-Forwarded-Prefix) or passes it on.
+    let configured_prefix = state.settings.path_prefix.as_str();
+    let mut raw_path = parts.uri.path();
+    let mut prefix = forwarded_prefix(headers).unwrap_or_default();
+    if !configured_prefix.is_empty() {
+        if let Some(rest) = raw_path.strip_prefix(configured_prefix) {
+            if rest.is_empty() || rest.starts_with('/') {
+                raw_path = rest;
+                prefix = configured_prefix.to_owned();
+            }
+        }
+    }
     if raw_path == "/healthcheck" {
         return healthcheck(request_id);
     }
     let mut segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
-    let base = base_url(headers);
+    let base = format!("{}{prefix}", base_url(headers));
 
     if segments.is_empty() || segments == [".json"] {
         return match parts.method {
@@ -104,10 +116,14 @@ async fn route(
         }
     };
 
-    let version_header = headers
-        .get("openstack-api-version")
-        .and_then(|value| value.to_str().ok());
-    let version = match negotiate(version_header) {
+    // Several headers are joined as WSGI does, which the strict parser then refuses.
+    let version_values: Vec<String> = headers
+        .get_all("openstack-api-version")
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    let version_header = (!version_values.is_empty()).then(|| version_values.join(", "));
+    let version = match negotiate(version_header.as_deref()) {
         Ok(version) => version,
         Err(VersionError::InvalidServiceType) => {
             return routing_error(
@@ -163,9 +179,15 @@ async fn route(
         identity,
     };
     let query = QueryArguments::parse(parts.uri.query());
+    if rest.iter().any(|segment| segment.contains('\0')) || query.contains_nul() {
+        return ApiError::bad_request(NUL_REFUSED).into_response(request_id, version);
+    }
     let body = if matches!(method, Method::POST | Method::PATCH) {
         match to_bytes(body, MAX_BODY_BYTES).await {
             Ok(bytes) => match json_body(headers, &bytes) {
+                Ok(body) if body.as_ref().is_some_and(contains_nul) => {
+                    return ApiError::bad_request(NUL_REFUSED).into_response(request_id, version)
+                }
                 Ok(body) => body,
                 Err(error) => return error.into_response(request_id, version),
             },
@@ -203,6 +225,28 @@ async fn route(
             routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id)
         }
     }
+}
+
+/// PostgreSQL cannot store NUL in text, and no attribute has a use for it.
+const NUL_REFUSED: &str =
+    "Invalid input: the request contains a NUL character, which no attribute may hold.";
+
+fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(object) => object
+            .iter()
+            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        _ => false,
+    }
+}
+
+/// `X-Forwarded-Prefix` as oslo's http_proxy_to_wsgi honours it: `/container-infra`.
+fn forwarded_prefix(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("x-forwarded-prefix")?.to_str().ok()?.trim();
+    let trimmed = value.trim_end_matches('/');
+    (trimmed.starts_with('/') && !trimmed.contains(['?', '#', ' '])).then(|| trimmed.to_owned())
 }
 
 fn unauthorized(www_authenticate: &str, request_id: &str) -> Response<Body> {

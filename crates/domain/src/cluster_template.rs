@@ -196,7 +196,7 @@ pub enum TemplateRuleError {
     #[error("Expected a single dns address or comma separated dns list, but received {0}.")]
     InvalidDns(String),
     #[error("docker volume size {0} GB is not valid, expecting minimum value 3GB for devicemapper storage driver.")]
-    DevicemapperVolumeTooSmall(i64),
+    DevicemapperVolumeTooSmall(String),
 }
 
 /// Per-COE network-driver settings (`[cluster_template]` in upstream's configuration).
@@ -321,9 +321,12 @@ impl TemplateRules {
         if storage_driver == Some("devicemapper") {
             match volume_size {
                 Some(size) if size >= 3 => Ok(()),
-                Some(size) => Err(TemplateRuleError::DevicemapperVolumeTooSmall(size)),
-                // Upstream formats a missing size as "None"; no size means the driver default.
-                None => Ok(()),
+                Some(size) => Err(TemplateRuleError::DevicemapperVolumeTooSmall(
+                    size.to_string(),
+                )),
+                None => Err(TemplateRuleError::DevicemapperVolumeTooSmall(
+                    "None".to_owned(),
+                )),
             }
         } else {
             Ok(())
@@ -401,6 +404,12 @@ mod tests {
         assert!(TemplateRules::check_devicemapper(Some("devicemapper"), Some(1)).is_err());
         assert!(TemplateRules::check_devicemapper(Some("devicemapper"), Some(3)).is_ok());
         assert!(TemplateRules::check_devicemapper(Some("overlay2"), Some(1)).is_ok());
+        assert_eq!(
+            TemplateRules::check_devicemapper(Some("devicemapper"), None)
+                .unwrap_err()
+                .to_string(),
+            "docker volume size None GB is not valid, expecting minimum value 3GB for devicemapper storage driver."
+        );
     }
 
     fn template() -> ClusterTemplate {

@@ -83,7 +83,12 @@ impl Labels {
     }
 }
 
+/// Terraform's `k1=v1,k2=v2`; anything that looks like a literal, or has quotes or brackets,
+/// is not such a list.
 fn parse_key_value_list(text: &str) -> Option<Map<String, Value>> {
+    if text.contains(['{', '}', '[', ']', '(', ')', '\'', '"']) {
+        return None;
+    }
     let mut object = Map::new();
     for pair in text.split(',') {
         let (key, value) = pair.split_once('=')?;

@@ -21,6 +21,7 @@ pub fn literal_eval(source: &str) -> Result<Value, LiteralError> {
         chars: source.chars().collect(),
         position: 0,
         saw_name: false,
+        depth: 0,
     };
     parser.skip_whitespace();
     let value = parser.value()?;
@@ -38,10 +39,14 @@ pub fn literal_eval(source: &str) -> Result<Value, LiteralError> {
     Ok(value)
 }
 
+/// Containers nested deeper than this are refused; labels are flat, and the parser recurses.
+const MAX_DEPTH: usize = 32;
+
 struct Parser {
     chars: Vec<char>,
     position: usize,
     saw_name: bool,
+    depth: usize,
 }
 
 impl Parser {
@@ -68,9 +73,19 @@ impl Parser {
     fn value(&mut self) -> Result<Value, LiteralError> {
         self.skip_whitespace();
         match self.peek() {
-            Some('{') => self.dict(),
-            Some('[') => self.sequence('[', ']'),
-            Some('(') => self.sequence('(', ')'),
+            Some('{') | Some('[') | Some('(') => {
+                if self.depth >= MAX_DEPTH {
+                    return Err(LiteralError("too many nested parentheses".to_owned()));
+                }
+                self.depth += 1;
+                let container = match self.peek() {
+                    Some('{') => self.dict(),
+                    Some('[') => self.sequence(']'),
+                    _ => self.sequence(')'),
+                };
+                self.depth -= 1;
+                container
+            }
             Some('\'') | Some('"') => self.string().map(Value::String),
             Some(c) if c.is_ascii_digit() || c == '-' || c == '+' || c == '.' => self.number(),
             Some(c) if c.is_alphabetic() || c == '_' => self.name(),
@@ -103,7 +118,7 @@ impl Parser {
         }
     }
 
-    fn sequence(&mut self, _open: char, close: char) -> Result<Value, LiteralError> {
+    fn sequence(&mut self, close: char) -> Result<Value, LiteralError> {
         self.position += 1;
         let mut items = Vec::new();
         loop {
@@ -122,7 +137,22 @@ impl Parser {
         }
     }
 
+    /// One string literal, joined with the literals right after it as Python does.
     fn string(&mut self) -> Result<String, LiteralError> {
+        let mut out = self.single_string()?;
+        loop {
+            let resume = self.position;
+            self.skip_whitespace();
+            if matches!(self.peek(), Some('\'') | Some('"')) {
+                out.push_str(&self.single_string()?);
+            } else {
+                self.position = resume;
+                return Ok(out);
+            }
+        }
+    }
+
+    fn single_string(&mut self) -> Result<String, LiteralError> {
         let quote = self.chars[self.position];
         self.position += 1;
         let mut out = String::new();
@@ -153,11 +183,6 @@ impl Parser {
                 }
                 other => out.push(other),
             }
-        }
-        // Python concatenates adjacent string literals.
-        self.skip_whitespace();
-        if matches!(self.peek(), Some('\'') | Some('"')) {
-            out.push_str(&self.string()?);
         }
         Ok(out)
     }
@@ -376,6 +401,19 @@ mod tests {
         assert!(literal_eval("{'a': 'b'").is_err());
         assert!(literal_eval("{'a' 'b'}").is_err());
         assert!(literal_eval("").is_err());
+    }
+
+    #[test]
+    fn deep_or_long_input_is_refused_without_exhausting_the_stack() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(literal_eval(&deep).is_err());
+        let long = format!("{{'k': {}}}", "'a'".repeat(100_000));
+        assert_eq!(
+            literal_eval(&long).unwrap()["k"].as_str().unwrap().len(),
+            100_000
+        );
+        let nested_ok = format!("{}1{}", "[".repeat(32), "]".repeat(32));
+        assert!(literal_eval(&nested_ok).is_ok());
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct ApiConfig {
     pub service_down_time: i64,
     /// MiB of encoded read responses each API process keeps (0: no cache).
     pub response_cache_mib: usize,
+    /// Path the API is served under behind a proxy that passes it on, e.g. "/container-infra".
+    pub path_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -142,6 +144,7 @@ impl Default for ApiConfig {
             max_limit: 1000,
             service_down_time: 180,
             response_cache_mib: 64,
+            path_prefix: String::new(),
         }
     }
 }
@@ -256,6 +259,10 @@ impl Config {
                 "auth.strategy = {:?} is not supported by this build: expected \"noauth\"",
                 self.auth.strategy
             );
+        }
+        let prefix = &self.api.path_prefix;
+        if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
+            bail!("api.path_prefix = {prefix:?} must start with / and not end with one, like \"/container-infra\"");
         }
         if self.api.max_limit == 0 {
             bail!("api.max_limit must be at least 1");

@@ -98,6 +98,7 @@ fn api_state(config: &Config, store: Store) -> anyhow::Result<AppState> {
             service_down_time_seconds: config.api.service_down_time,
             template_rules: config.template_rules(),
             response_cache_bytes: config.api.response_cache_mib * 1024 * 1024,
+            path_prefix: config.api.path_prefix.clone(),
         },
     })
 }

@@ -136,7 +136,7 @@ fn render(statement: &str, backend: Backend) -> String {
             "BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY",
             // A binary collation would make MariaDB report TEXT as BLOB; these columns are
             // never compared, so a case-insensitive one is harmless.
-            "TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            "MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
             // Binary collation: names and ids compare exactly, as on the other engines.
             " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
         ),

@@ -75,8 +75,8 @@ const CREATE_SCHEMA: &[Attribute] = &[
     attribute("project_id", Kind::ReadOnly),
     attribute("user_id", Kind::ReadOnly),
     attribute("links", Kind::ReadOnly),
-    attribute("created_at", Kind::Ignored),
-    attribute("updated_at", Kind::Ignored),
+    attribute("created_at", Kind::Timestamp),
+    attribute("updated_at", Kind::Timestamp),
 ];
 
 /// The same attributes when re-reading a patched template: the server-set ones come back
@@ -575,6 +575,8 @@ fn in_use(template: &ClusterTemplate) -> ApiError {
     ))
 }
 
+const CONCURRENT_UPDATE_ATTEMPTS: u64 = 40;
+
 async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
@@ -589,8 +591,13 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:update_all_projects");
     let mut current = resolve(state, ident, scope).await?;
-    // A concurrent update makes the compare-and-set fail: re-apply on the fresh template.
-    for _ in 0..5 {
+    // A concurrent update makes the compare-and-set fail: re-apply on the fresh template,
+    // after a short random pause so that competing writers spread out.
+    for attempt in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        if attempt > 0 {
+            let jitter = uuid::Uuid::new_v4().as_u128() % 5 + 1;
+            tokio::time::sleep(std::time::Duration::from_millis(jitter as u64 * attempt)).await;
+        }
         state
             .policy
             .enforce("clustertemplate:update", identity, &target(&current))?;
@@ -619,6 +626,14 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             updated.coe,
         )?;
         resolved.driver.validate_references(&references(&updated))?;
+        if updated.cluster_distro != current.cluster_distro
+            && updated.cluster_distro.as_deref() != Some(resolved.os_distro.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "cluster_distro is the os_distro of the template's image: image {} has os_distro {}.",
+                updated.image_id, resolved.os_distro
+            )));
+        }
         updated.cluster_distro = Some(resolved.os_distro.clone());
         updated.driver = Some(resolved.driver.name().to_owned());
         if updated.changed_attributes(&current).is_empty() {

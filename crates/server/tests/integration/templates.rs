@@ -454,6 +454,8 @@ async fn create_refuses_bad_input_with_upstream_messages() {
             (with(json!({"apiserver_port": 70000})), 400, "Invalid input for field/attribute apiserver_port. Value: '70000'. Value should be lower or equal to 65535"),
             (with(json!({"docker_volume_size": 0})), 400, "Invalid input for field/attribute docker_volume_size. Value: '0'. Value should be greater or equal to 1"),
             (with(json!({"docker_storage_driver": "devicemapper", "docker_volume_size": 1})), 400, "docker volume size 1 GB is not valid, expecting minimum value 3GB for devicemapper storage driver."),
+            (with(json!({"docker_storage_driver": "devicemapper"})), 400, "docker volume size None GB is not valid, expecting minimum value 3GB for devicemapper storage driver."),
+            (with(json!({"created_at": "garbage"})), 400, "Invalid input for field/attribute created_at. Value: 'garbage'. Wrong type. Expected '<class 'datetime.datetime'>'"),
             (with(json!({"dns_nameserver": "not-an-ip"})), 400, "Expected a single dns address or comma separated dns list, but received not-an-ip."),
             (with(json!({"bogus": "y"})), 400, "Unknown attribute for argument cluster_template: bogus"),
             (with(json!({"project_id": "p-9"})), 400, "Invalid input for field/attribute project_id. Value: 'p-9'. Cannot set read only field."),
@@ -1180,6 +1182,243 @@ async fn cached_reads_see_every_write_from_every_process_and_keep_policy() {
         let (_, list) = peer_api.get("/v1/clustertemplates", ALICE).await;
         assert_eq!(list["clustertemplates"], json!([]));
         peer.stop().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_a_4xx_and_changes_nothing() {
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let template = app
+            .create_template(ALICE, json!({"name": "h", "labels": {"keep": "me"}}))
+            .await;
+        let path = format!(
+            "/v1/clustertemplates/{}",
+            template["uuid"].as_str().unwrap()
+        );
+        let before = app.get(&path, ALICE).await.body;
+
+        let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+        let long = format!("{{'k': {}}}", "'a'".repeat(50_000));
+        for value in [deep, "{'a': 'x=y'".to_owned()] {
+            let reply = app
+                .patch(
+                    &path,
+                    ALICE,
+                    json!([{"op": "replace", "path": "/labels", "value": value}]),
+                )
+                .await;
+            assert_eq!(reply.status, 400, "{}", engine.name());
+            assert!(
+                reply.detail().starts_with("Couldn't apply patch"),
+                "{}",
+                reply.detail()
+            );
+        }
+        let concatenated = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/labels", "value": long}]),
+            )
+            .await;
+        assert_eq!(
+            concatenated.status, 200,
+            "adjacent literals join, as in Python"
+        );
+        let restored = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/labels", "value": "{'keep': 'me'}"}]),
+            )
+            .await;
+        assert_eq!(restored.status, 200);
+
+        let nul_body = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/name", "value": "a\u{0}b"}]),
+            )
+            .await;
+        assert_eq!(nul_body.status, 400, "{}", engine.name());
+        let nul_label = app
+            .post(
+                "/v1/clustertemplates",
+                ALICE,
+                json!({"coe": "swarm-mode", "image_id": "local-node", "labels": {"k\u{0}": "v"}}),
+            )
+            .await;
+        assert_eq!(nul_label.status, 400);
+        assert_eq!(
+            app.get("/v1/clustertemplates/a%00b", ALICE).await.status,
+            400
+        );
+        assert_eq!(
+            app.get("/v1/clustertemplates?marker=%00", ALICE)
+                .await
+                .status,
+            400
+        );
+
+        let distro = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/cluster_distro", "value": "ubuntu"}]),
+            )
+            .await;
+        assert_eq!((distro.status, distro.detail()), (400, "cluster_distro is the os_distro of the template's image: image local-node has os_distro local."));
+        let two_versions = app
+            .send(
+                "GET",
+                &path,
+                Some(ALICE),
+                &[
+                    ("OpenStack-API-Version", "container-infra 1.5"),
+                    ("OpenStack-API-Version", "container-infra 1.6"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(two_versions.status, 406);
+        let huge_version = app
+            .send(
+                "GET",
+                &path,
+                Some(ALICE),
+                &[("OpenStack-API-Version", "container-infra 1.4294967296")],
+                None,
+            )
+            .await;
+        assert_eq!(huge_version.status, 406);
+        assert_eq!(
+            huge_version.header("openstack-api-version"),
+            Some("container-infrastructure-management 1.4294967296")
+        );
+        assert_eq!(
+            app.get("/v1/clustertemplates?limit=99999999999999999999", ALICE)
+                .await
+                .status,
+            200
+        );
+
+        assert_eq!(app.get(&path, ALICE).await.body["labels"], before["labels"]);
+        assert_eq!(app.get(&path, ALICE).await.body["name"], before["name"]);
+
+        // Concurrent updates of one template all land.
+        let mut updates = Vec::new();
+        for index in 0..16 {
+            let body = json!([{"op": "add", "path": format!("/labels/k{index}"), "value": "v"}]);
+            updates.push(app.patch(&path, ALICE, body));
+        }
+        for reply in futures_join(updates).await {
+            assert_eq!(reply.status, 200, "{}: {}", engine.name(), reply.detail());
+        }
+        let labels = app.get(&path, ALICE).await.body["labels"].clone();
+        assert_eq!(labels.as_object().unwrap().len(), 17, "{labels}");
+        app.stop().await;
+    }
+}
+
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs = Vec::new();
+    let pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut pending: Vec<_> = pinned.into_iter().map(Some).collect();
+    // Poll all of them together so the requests overlap.
+    let results = std::sync::Mutex::new(Vec::new());
+    std::future::poll_fn(|context| {
+        let mut all_done = true;
+        for (index, slot) in pending.iter_mut().enumerate() {
+            if let Some(future) = slot {
+                match future.as_mut().poll(context) {
+                    std::task::Poll::Ready(output) => {
+                        results.lock().unwrap().push((index, output));
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(index, _)| *index);
+    outputs.extend(results.into_iter().map(|(_, output)| output));
+    outputs
+}
+
+#[tokio::test]
+async fn deployments_under_a_path_prefix() {
+    for engine in engines() {
+        let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+            config.api.path_prefix = "/container-infra".to_owned();
+        })
+        .await;
+        let created = app
+            .send(
+                "POST",
+                "/container-infra/v1/clustertemplates",
+                Some(ALICE),
+                &[],
+                Some(json!({"coe": "swarm-mode", "image_id": "local-node"})),
+            )
+            .await;
+        assert_eq!(created.status, 201);
+        let uuid = created.body["uuid"].as_str().unwrap();
+        assert_eq!(
+            created.header("location").unwrap(),
+            format!(
+                "{}/container-infra/v1/clustertemplates/{uuid}",
+                app.base_url
+            )
+        );
+        assert_eq!(
+            created.body["links"][1]["href"],
+            format!("{}/container-infra/clustertemplates/{uuid}", app.base_url)
+        );
+        let listed = app
+            .get("/container-infra/v1/clustertemplates?limit=1", ALICE)
+            .await;
+        assert!(listed.body["next"].as_str().unwrap().starts_with(&format!(
+            "{}/container-infra/v1/clustertemplates?",
+            app.base_url
+        )));
+        let root = app.send("GET", "/container-infra/", None, &[], None).await;
+        assert_eq!(
+            root.body["versions"][0]["links"][0]["href"],
+            format!("{}/container-infra/v1/", app.base_url)
+        );
+        let unprefixed = app.get("/v1/clustertemplates", ALICE).await;
+        assert_eq!(
+            unprefixed.status, 200,
+            "the API stays reachable without the prefix"
+        );
+
+        let forwarded = app
+            .send(
+                "GET",
+                &format!("/v1/clustertemplates/{uuid}"),
+                Some(ALICE),
+                &[
+                    ("X-Forwarded-Prefix", "/magnum"),
+                    ("X-Forwarded-Proto", "https"),
+                    ("X-Forwarded-Host", "cloud.example.org"),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            forwarded.body["links"][0]["href"],
+            format!("https://cloud.example.org/magnum/v1/clustertemplates/{uuid}")
+        );
         app.stop().await;
     }
 }
