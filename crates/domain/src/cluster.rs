@@ -1,0 +1,345 @@
+//! Cluster status: the closed set upstream reports and the one function that moves it.
+//!
+//! Every status change of a cluster goes through [`ClusterStatus::apply`]; callers name what
+//! happened ([`StatusEvent`]) and get the next status or a refusal whose message is the one
+//! upstream's conductor gives.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Cluster (and nodegroup) status, as on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterStatus {
+    CreateInProgress,
+    CreateFailed,
+    CreateComplete,
+    UpdateInProgress,
+    UpdateFailed,
+    UpdateComplete,
+    DeleteInProgress,
+    DeleteFailed,
+    DeleteComplete,
+    ResumeComplete,
+    ResumeFailed,
+    RestoreComplete,
+    RollbackInProgress,
+    RollbackFailed,
+    RollbackComplete,
+    SnapshotComplete,
+    CheckComplete,
+    AdoptComplete,
+}
+
+impl ClusterStatus {
+    pub const ALL: [ClusterStatus; 18] = [
+        ClusterStatus::CreateInProgress,
+        ClusterStatus::CreateFailed,
+        ClusterStatus::CreateComplete,
+        ClusterStatus::UpdateInProgress,
+        ClusterStatus::UpdateFailed,
+        ClusterStatus::UpdateComplete,
+        ClusterStatus::DeleteInProgress,
+        ClusterStatus::DeleteFailed,
+        ClusterStatus::DeleteComplete,
+        ClusterStatus::ResumeComplete,
+        ClusterStatus::ResumeFailed,
+        ClusterStatus::RestoreComplete,
+        ClusterStatus::RollbackInProgress,
+        ClusterStatus::RollbackFailed,
+        ClusterStatus::RollbackComplete,
+        ClusterStatus::SnapshotComplete,
+        ClusterStatus::CheckComplete,
+        ClusterStatus::AdoptComplete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterStatus::CreateInProgress => "CREATE_IN_PROGRESS",
+            ClusterStatus::CreateFailed => "CREATE_FAILED",
+            ClusterStatus::CreateComplete => "CREATE_COMPLETE",
+            ClusterStatus::UpdateInProgress => "UPDATE_IN_PROGRESS",
+            ClusterStatus::UpdateFailed => "UPDATE_FAILED",
+            ClusterStatus::UpdateComplete => "UPDATE_COMPLETE",
+            ClusterStatus::DeleteInProgress => "DELETE_IN_PROGRESS",
+            ClusterStatus::DeleteFailed => "DELETE_FAILED",
+            ClusterStatus::DeleteComplete => "DELETE_COMPLETE",
+            ClusterStatus::ResumeComplete => "RESUME_COMPLETE",
+            ClusterStatus::ResumeFailed => "RESUME_FAILED",
+            ClusterStatus::RestoreComplete => "RESTORE_COMPLETE",
+            ClusterStatus::RollbackInProgress => "ROLLBACK_IN_PROGRESS",
+            ClusterStatus::RollbackFailed => "ROLLBACK_FAILED",
+            ClusterStatus::RollbackComplete => "ROLLBACK_COMPLETE",
+            ClusterStatus::SnapshotComplete => "SNAPSHOT_COMPLETE",
+            ClusterStatus::CheckComplete => "CHECK_COMPLETE",
+            ClusterStatus::AdoptComplete => "ADOPT_COMPLETE",
+        }
+    }
+
+    /// Upstream's "complete" set: a cluster at rest that accepts updates.
+    pub fn is_complete(self) -> bool {
+        matches!(
+            self,
+            ClusterStatus::CreateComplete
+                | ClusterStatus::UpdateComplete
+                | ClusterStatus::ResumeComplete
+                | ClusterStatus::RestoreComplete
+                | ClusterStatus::RollbackComplete
+                | ClusterStatus::SnapshotComplete
+                | ClusterStatus::CheckComplete
+                | ClusterStatus::AdoptComplete
+        )
+    }
+
+    /// The statuses that make a GET carry `faults`.
+    pub fn is_failed(self) -> bool {
+        matches!(
+            self,
+            ClusterStatus::CreateFailed
+                | ClusterStatus::UpdateFailed
+                | ClusterStatus::DeleteFailed
+                | ClusterStatus::RollbackFailed
+                | ClusterStatus::ResumeFailed
+        )
+    }
+
+    pub fn is_in_progress(self) -> bool {
+        matches!(
+            self,
+            ClusterStatus::CreateInProgress
+                | ClusterStatus::UpdateInProgress
+                | ClusterStatus::DeleteInProgress
+                | ClusterStatus::RollbackInProgress
+        )
+    }
+
+    /// The status after `event`, or why the cluster cannot take it now.
+    pub fn apply(self, event: StatusEvent) -> Result<ClusterStatus, TransitionRefused> {
+        use ClusterStatus as S;
+        use StatusEvent as E;
+        let refused = TransitionRefused { from: self, event };
+        let next = match (event, self) {
+            (E::CreateSucceeded, S::CreateInProgress) => S::CreateComplete,
+            (E::CreateFailed, S::CreateInProgress) => S::CreateFailed,
+            // A failed update may be retried; anything else must be at rest.
+            (E::UpdateStarted, status) if status.is_complete() || status == S::UpdateFailed => {
+                S::UpdateInProgress
+            }
+            // Resizes are accepted mid-update too (the autoscaler calls often).
+            (E::ResizeStarted, status)
+                if status.is_complete()
+                    || status == S::UpdateInProgress
+                    || status == S::UpdateFailed =>
+            {
+                S::UpdateInProgress
+            }
+            (E::UpdateSucceeded, S::UpdateInProgress) => S::UpdateComplete,
+            (E::UpdateFailed, S::UpdateInProgress) => S::UpdateFailed,
+            (E::RollbackStarted, S::UpdateInProgress | S::UpdateFailed) => S::RollbackInProgress,
+            (E::RollbackSucceeded, S::RollbackInProgress) => S::RollbackComplete,
+            (E::RollbackFailed, S::RollbackInProgress) => S::RollbackFailed,
+            // A cluster in any status can be deleted, again and again until it is gone.
+            (E::DeleteStarted, S::DeleteComplete) => return Err(refused),
+            (E::DeleteStarted, _) => S::DeleteInProgress,
+            (E::DeleteSucceeded, S::DeleteInProgress) => S::DeleteComplete,
+            (E::DeleteFailed, S::DeleteInProgress) => S::DeleteFailed,
+            _ => return Err(refused),
+        };
+        Ok(next)
+    }
+}
+
+impl fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ClusterStatus {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        ClusterStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+            .ok_or(())
+    }
+}
+
+/// What happened to a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusEvent {
+    CreateSucceeded,
+    CreateFailed,
+    /// A change of node count, health-driven repair, upgrade, CA rotation or nodegroup change.
+    UpdateStarted,
+    ResizeStarted,
+    UpdateSucceeded,
+    UpdateFailed,
+    RollbackStarted,
+    RollbackSucceeded,
+    RollbackFailed,
+    DeleteStarted,
+    DeleteSucceeded,
+    DeleteFailed,
+}
+
+impl StatusEvent {
+    pub const ALL: [StatusEvent; 12] = [
+        StatusEvent::CreateSucceeded,
+        StatusEvent::CreateFailed,
+        StatusEvent::UpdateStarted,
+        StatusEvent::ResizeStarted,
+        StatusEvent::UpdateSucceeded,
+        StatusEvent::UpdateFailed,
+        StatusEvent::RollbackStarted,
+        StatusEvent::RollbackSucceeded,
+        StatusEvent::RollbackFailed,
+        StatusEvent::DeleteStarted,
+        StatusEvent::DeleteSucceeded,
+        StatusEvent::DeleteFailed,
+    ];
+}
+
+/// A refused transition; the message is upstream's conductor refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub struct TransitionRefused {
+    pub from: ClusterStatus,
+    pub event: StatusEvent,
+}
+
+impl fmt::Display for TransitionRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.event {
+            StatusEvent::DeleteStarted => {
+                write!(
+                    f,
+                    "Deleting a cluster when status is \"{}\" is not supported.",
+                    self.from
+                )
+            }
+            _ => write!(
+                f,
+                "Updating a cluster when status is \"{}\" is not supported.",
+                self.from
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ClusterStatus::{
+        CreateComplete, CreateInProgress, DeleteComplete, DeleteInProgress, RollbackComplete,
+        RollbackInProgress, UpdateComplete, UpdateInProgress,
+    };
+    use StatusEvent::{
+        CreateSucceeded, DeleteStarted, DeleteSucceeded, ResizeStarted, RollbackStarted,
+        RollbackSucceeded, UpdateStarted, UpdateSucceeded,
+    };
+
+    /// The whole table: every (status, event) pair, and where it leads.
+    fn expected(status: ClusterStatus, event: StatusEvent) -> Option<ClusterStatus> {
+        let at_rest = status.is_complete();
+        match event {
+            CreateSucceeded => (status == CreateInProgress).then_some(CreateComplete),
+            StatusEvent::CreateFailed => {
+                (status == CreateInProgress).then_some(ClusterStatus::CreateFailed)
+            }
+            UpdateStarted => {
+                (at_rest || status == ClusterStatus::UpdateFailed).then_some(UpdateInProgress)
+            }
+            ResizeStarted => {
+                (at_rest || status == UpdateInProgress || status == ClusterStatus::UpdateFailed)
+                    .then_some(UpdateInProgress)
+            }
+            UpdateSucceeded => (status == UpdateInProgress).then_some(UpdateComplete),
+            StatusEvent::UpdateFailed => {
+                (status == UpdateInProgress).then_some(ClusterStatus::UpdateFailed)
+            }
+            RollbackStarted => matches!(status, UpdateInProgress | ClusterStatus::UpdateFailed)
+                .then_some(RollbackInProgress),
+            RollbackSucceeded => (status == RollbackInProgress).then_some(RollbackComplete),
+            StatusEvent::RollbackFailed => {
+                (status == RollbackInProgress).then_some(ClusterStatus::RollbackFailed)
+            }
+            DeleteStarted => (status != DeleteComplete).then_some(DeleteInProgress),
+            DeleteSucceeded => (status == DeleteInProgress).then_some(DeleteComplete),
+            StatusEvent::DeleteFailed => {
+                (status == DeleteInProgress).then_some(ClusterStatus::DeleteFailed)
+            }
+        }
+    }
+
+    #[test]
+    fn every_pair_of_status_and_event() {
+        let mut allowed = 0;
+        for status in ClusterStatus::ALL {
+            for event in StatusEvent::ALL {
+                let outcome = status.apply(event);
+                assert_eq!(
+                    outcome.ok(),
+                    expected(status, event),
+                    "{status} + {event:?}"
+                );
+                if let Err(refused) = outcome {
+                    assert_eq!(
+                        refused,
+                        TransitionRefused {
+                            from: status,
+                            event
+                        }
+                    );
+                } else {
+                    allowed += 1;
+                }
+            }
+        }
+        assert_eq!(allowed, 1 + 1 + 9 + 10 + 1 + 1 + 2 + 1 + 1 + 17 + 1 + 1);
+    }
+
+    #[test]
+    fn nothing_stays_in_progress_without_a_way_out() {
+        for status in ClusterStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_in_progress())
+        {
+            let exits: Vec<ClusterStatus> = StatusEvent::ALL
+                .into_iter()
+                .filter_map(|event| status.apply(event).ok())
+                .filter(|next| !next.is_in_progress())
+                .collect();
+            assert!(!exits.is_empty(), "{status} can end");
+            assert!(
+                exits.iter().any(|next| next.is_failed()),
+                "{status} can fail"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_and_refusals_read_like_upstream() {
+        for status in ClusterStatus::ALL {
+            assert_eq!(status.as_str().parse::<ClusterStatus>(), Ok(status));
+        }
+        assert!("DONE".parse::<ClusterStatus>().is_err());
+        assert_eq!(
+            CreateInProgress
+                .apply(UpdateStarted)
+                .unwrap_err()
+                .to_string(),
+            "Updating a cluster when status is \"CREATE_IN_PROGRESS\" is not supported."
+        );
+        assert_eq!(
+            ClusterStatus::ALL.iter().filter(|s| s.is_failed()).count(),
+            5
+        );
+        assert_eq!(
+            ClusterStatus::ALL
+                .iter()
+                .filter(|s| s.is_complete())
+                .count(),
+            8
+        );
+    }
+}
