@@ -6,6 +6,7 @@ pub mod cluster_template;
 pub mod identity;
 pub mod labels;
 pub mod names;
+pub mod operation;
 pub mod policy;
 pub mod pyliteral;
 pub mod service;

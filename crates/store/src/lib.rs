@@ -5,6 +5,7 @@
 mod cluster_templates;
 mod error;
 mod migrations;
+mod operations;
 mod services;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Executor};
 pub use cluster_templates::{Page, SortDirection, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 pub use error::StoreError;
 pub use migrations::{AppliedMigration, MIGRATIONS};
+pub use operations::Outcome;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

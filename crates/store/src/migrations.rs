@@ -126,6 +126,29 @@ pub const MIGRATIONS: &[Migration] = &[
             "INSERT INTO magnum_generation (name, value) VALUES ('cluster_template', 0)",
         ],
     },
+    Migration {
+        version: 3,
+        name: "operations queue",
+        statements: &[
+            "CREATE TABLE operation (
+            id {pk},
+            uuid VARCHAR(36) NOT NULL,
+            cluster_uuid VARCHAR(36) NOT NULL,
+            kind VARCHAR(32) NOT NULL,
+            payload {text} NOT NULL,
+            state VARCHAR(16) NOT NULL,
+            attempts BIGINT NOT NULL,
+            lease_owner VARCHAR(255),
+            lease_until BIGINT,
+            error {text},
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT,
+            CONSTRAINT uniq_operation_uuid UNIQUE (uuid)
+        ){table_options}",
+            "CREATE INDEX ix_operation_state ON operation (state, lease_until)",
+            "CREATE INDEX ix_operation_cluster_uuid ON operation (cluster_uuid)",
+        ],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

@@ -8,7 +8,7 @@ use magnum_test_support::{engines, Engine, TestDatabase};
 use sqlx::Connection;
 use uuid::Uuid;
 
-async fn fresh_store(engine: Engine) -> (Store, TestDatabase) {
+pub(crate) async fn fresh_store(engine: Engine) -> (Store, TestDatabase) {
     let database = TestDatabase::create(engine).await;
     let store = Store::connect(&database.url, 4).await.expect("connect");
     let applied = store.migrate().await.expect("migrate");
@@ -20,7 +20,7 @@ async fn fresh_store(engine: Engine) -> (Store, TestDatabase) {
     (store, database)
 }
 
-async fn finish(store: Store, database: TestDatabase) {
+pub(crate) async fn finish(store: Store, database: TestDatabase) {
     store.close().await;
     database.drop_database().await;
 }
@@ -472,5 +472,195 @@ async fn every_template_write_and_only_writes_advance_the_generation() {
             after_delete
         );
         finish(store, database).await;
+    }
+}
+
+mod operations {
+    use std::collections::HashSet;
+
+    use magnum_domain::operation::{Operation, OperationKind, OperationState};
+    use magnum_domain::time::Timestamp;
+    use magnum_store::Outcome;
+    use uuid::Uuid;
+
+    use super::{finish, fresh_store};
+    use magnum_test_support::engines;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(1_795_425_533 + seconds)
+    }
+
+    #[tokio::test]
+    async fn claims_are_exclusive_leased_and_taken_over_after_expiry() {
+        for engine in engines() {
+            let (store, database) = fresh_store(engine).await;
+            assert!(store
+                .claim_operation("c1", at(0), 30)
+                .await
+                .unwrap()
+                .is_none());
+            let cluster = Uuid::new_v4();
+            let first = store
+                .enqueue_operation(&Operation::new(
+                    cluster,
+                    OperationKind::CreateCluster,
+                    "{\"node_count\": 2}".to_owned(),
+                    at(0),
+                ))
+                .await
+                .unwrap();
+            let second = store
+                .enqueue_operation(&Operation::new(
+                    cluster,
+                    OperationKind::DeleteCluster,
+                    "{}".to_owned(),
+                    at(1),
+                ))
+                .await
+                .unwrap();
+            assert_eq!(first.state, OperationState::Pending);
+
+            let claimed = store
+                .claim_operation("c1", at(2), 30)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claimed.uuid, first.uuid, "{}: oldest first", engine.name());
+            assert_eq!(claimed.state, OperationState::Running);
+            assert_eq!(claimed.attempts, 1);
+            assert_eq!(claimed.lease_owner.as_deref(), Some("c1"));
+            assert_eq!(claimed.lease_until, Some(at(32)));
+            assert_eq!(claimed.payload, "{\"node_count\": 2}");
+
+            let next = store
+                .claim_operation("c2", at(3), 30)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(next.uuid, second.uuid, "a held lease is not taken");
+            assert!(store
+                .claim_operation("c2", at(4), 30)
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store
+                .finish_operation(second.uuid, "c2", Outcome::Succeeded, at(5))
+                .await
+                .unwrap());
+
+            assert!(store
+                .renew_operation_lease(first.uuid, "c1", at(60))
+                .await
+                .unwrap());
+            assert!(
+                !store
+                    .renew_operation_lease(first.uuid, "c2", at(90))
+                    .await
+                    .unwrap(),
+                "only the holder renews"
+            );
+            assert!(
+                store
+                    .claim_operation("c2", at(40), 30)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "renewed until 60"
+            );
+
+            // c1 dies: once its lease has run out, c2 takes the operation over.
+            let taken_over = store
+                .claim_operation("c2", at(61), 30)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(taken_over.uuid, first.uuid);
+            assert_eq!(taken_over.attempts, 2);
+            assert!(
+                !store
+                    .finish_operation(first.uuid, "c1", Outcome::Succeeded, at(62))
+                    .await
+                    .unwrap(),
+                "the old holder cannot finish it"
+            );
+            assert!(store
+                .finish_operation(
+                    first.uuid,
+                    "c2",
+                    Outcome::Failed {
+                        reason: "node image missing".to_owned()
+                    },
+                    at(63)
+                )
+                .await
+                .unwrap());
+            let failed = store.operation(first.uuid).await.unwrap().unwrap();
+            assert_eq!(
+                (failed.state, failed.error.as_deref(), failed.lease_owner),
+                (OperationState::Failed, Some("node image missing"), None)
+            );
+            assert_eq!(
+                store.operation(second.uuid).await.unwrap().unwrap().state,
+                OperationState::Succeeded
+            );
+            assert!(store.unfinished_operations().await.unwrap().is_empty());
+            assert!(
+                store
+                    .claim_operation("c3", at(1000), 30)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "finished operations stay finished"
+            );
+            finish(store, database).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_claimers_never_share_an_operation() {
+        for engine in engines() {
+            let (store, database) = fresh_store(engine).await;
+            let total = 40;
+            for index in 0..total {
+                store
+                    .enqueue_operation(&Operation::new(
+                        Uuid::new_v4(),
+                        OperationKind::UpdateCluster,
+                        "{}".to_owned(),
+                        at(index),
+                    ))
+                    .await
+                    .unwrap();
+            }
+            let mut claimers = Vec::new();
+            for claimer in 0..6 {
+                let store = store.clone();
+                claimers.push(tokio::spawn(async move {
+                    let owner = format!("conductor-{claimer}");
+                    let mut mine = Vec::new();
+                    while let Some(operation) =
+                        store.claim_operation(&owner, at(100), 300).await.unwrap()
+                    {
+                        mine.push(operation.uuid);
+                    }
+                    mine
+                }));
+            }
+            let mut seen = HashSet::new();
+            let mut count = 0;
+            for claimer in claimers {
+                for uuid in claimer.await.unwrap() {
+                    count += 1;
+                    assert!(seen.insert(uuid), "{}: {uuid} claimed twice", engine.name());
+                }
+            }
+            assert_eq!(
+                count,
+                total as usize,
+                "{}: every operation claimed once",
+                engine.name()
+            );
+            finish(store, database).await;
+        }
     }
 }

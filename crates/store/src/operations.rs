@@ -1,0 +1,193 @@
+//! The operations queue: claimed with a lease through a portable compare-and-set
+//! (`UPDATE … WHERE state = 'pending' OR lease_until < now`), since SQLite has no
+//! `SELECT … FOR UPDATE SKIP LOCKED`.
+
+use magnum_domain::operation::{Operation, OperationKind, OperationState};
+use magnum_domain::time::Timestamp;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::{text_column, Store, StoreError};
+
+const COLUMNS: &str = "id, uuid, cluster_uuid, kind, payload, state, attempts, lease_owner, \
+    lease_until, error, created_at, updated_at";
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed { reason: String },
+}
+
+impl Store {
+    pub async fn enqueue_operation(&self, operation: &Operation) -> Result<Operation, StoreError> {
+        let sql = self.sql(
+            "INSERT INTO operation (uuid, cluster_uuid, kind, payload, state, attempts, \
+             lease_owner, lease_until, error, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'pending', 0, NULL, NULL, NULL, ?, NULL)",
+        );
+        sqlx::query(&sql)
+            .bind(operation.uuid.to_string())
+            .bind(operation.cluster_uuid.to_string())
+            .bind(operation.kind.as_str())
+            .bind(operation.payload.clone())
+            .bind(operation.created_at.unix_seconds())
+            .execute(&self.pool)
+            .await
+            .map_err(|error| {
+                if StoreError::is_unique_violation(&error) {
+                    StoreError::DuplicateUuid(operation.uuid)
+                } else {
+                    error.into()
+                }
+            })?;
+        self.operation(operation.uuid)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn operation(&self, uuid: Uuid) -> Result<Option<Operation>, StoreError> {
+        let query = format!("SELECT {COLUMNS} FROM operation WHERE uuid = ?");
+        let sql = self.sql(&query);
+        let row = sqlx::query(&sql)
+            .bind(uuid.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(operation_from_row).transpose()
+    }
+
+    /// Claims the oldest operation that is pending or whose holder's lease ran out, for
+    /// `owner` until `now + lease_seconds`. Two claimers never get the same operation.
+    pub async fn claim_operation(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_seconds: i64,
+    ) -> Result<Option<Operation>, StoreError> {
+        let now_seconds = now.unix_seconds();
+        let lease_until = now_seconds + lease_seconds;
+        for _ in 0..16 {
+            let sql = self.sql(
+                "SELECT uuid FROM operation WHERE state = 'pending' \
+                 OR (state = 'running' AND lease_until < ?) ORDER BY id LIMIT 1",
+            );
+            let candidate = sqlx::query(&sql)
+                .bind(now_seconds)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some(candidate) = candidate else {
+                return Ok(None);
+            };
+            let uuid: String = candidate.try_get("uuid")?;
+            let sql = self.sql(
+                "UPDATE operation SET state = 'running', lease_owner = ?, lease_until = ?, \
+                 attempts = attempts + 1, updated_at = ? WHERE uuid = ? AND \
+                 (state = 'pending' OR (state = 'running' AND lease_until < ?))",
+            );
+            let claimed = sqlx::query(&sql)
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now_seconds)
+                .bind(&uuid)
+                .bind(now_seconds)
+                .execute(&self.pool)
+                .await?;
+            if claimed.rows_affected() == 1 {
+                let uuid = Uuid::parse_str(&uuid)
+                    .map_err(|_| StoreError::Corrupt(format!("operation uuid {uuid:?}")))?;
+                return self.operation(uuid).await;
+            }
+            // Another claimer won this one; look again.
+        }
+        Ok(None)
+    }
+
+    /// Extends `owner`'s lease; false when the lease is no longer `owner`'s.
+    pub async fn renew_operation_lease(
+        &self,
+        uuid: Uuid,
+        owner: &str,
+        lease_until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = self.sql(
+            "UPDATE operation SET lease_until = ? WHERE uuid = ? AND state = 'running' \
+             AND lease_owner = ?",
+        );
+        let renewed = sqlx::query(&sql)
+            .bind(lease_until.unix_seconds())
+            .bind(uuid.to_string())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Records the outcome; false when the lease is no longer `owner`'s (someone took over).
+    pub async fn finish_operation(
+        &self,
+        uuid: Uuid,
+        owner: &str,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (state, error) = match outcome {
+            Outcome::Succeeded => (OperationState::Succeeded, None),
+            Outcome::Failed { reason } => (OperationState::Failed, Some(reason)),
+        };
+        let sql = self.sql(
+            "UPDATE operation SET state = ?, error = ?, lease_owner = NULL, lease_until = NULL, \
+             updated_at = ? WHERE uuid = ? AND state = 'running' AND lease_owner = ?",
+        );
+        let finished = sqlx::query(&sql)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(now.unix_seconds())
+            .bind(uuid.to_string())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(finished.rows_affected() == 1)
+    }
+
+    /// Operations not yet finished, oldest first.
+    pub async fn unfinished_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM operation WHERE state IN ('pending', 'running') ORDER BY id"
+        );
+        let rows = sqlx::query(&query).fetch_all(&self.pool).await?;
+        rows.iter().map(operation_from_row).collect()
+    }
+}
+
+fn operation_from_row(row: &AnyRow) -> Result<Operation, StoreError> {
+    let parse_uuid = |column: &str| -> Result<Uuid, StoreError> {
+        let text: String = row.try_get(column)?;
+        Uuid::parse_str(&text)
+            .map_err(|_| StoreError::Corrupt(format!("operation {column} {text:?}")))
+    };
+    let kind: String = row.try_get("kind")?;
+    let state: String = row.try_get("state")?;
+    Ok(Operation {
+        id: row.try_get("id")?,
+        uuid: parse_uuid("uuid")?,
+        cluster_uuid: parse_uuid("cluster_uuid")?,
+        kind: kind
+            .parse::<OperationKind>()
+            .map_err(|()| StoreError::Corrupt(format!("operation kind {kind:?}")))?,
+        payload: text_column(row, "payload")?.unwrap_or_default(),
+        state: state
+            .parse::<OperationState>()
+            .map_err(|()| StoreError::Corrupt(format!("operation state {state:?}")))?,
+        attempts: row.try_get("attempts")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: row
+            .try_get::<Option<i64>, _>("lease_until")?
+            .map(Timestamp::from_unix_seconds),
+        error: text_column(row, "error")?,
+        created_at: Timestamp::from_unix_seconds(row.try_get("created_at")?),
+        updated_at: row
+            .try_get::<Option<i64>, _>("updated_at")?
+            .map(Timestamp::from_unix_seconds),
+    })
+}
