@@ -7,6 +7,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::labels::Labels;
+use crate::time::Timestamp;
+
 /// Cluster (and nodegroup) status, as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClusterStatus {
@@ -162,6 +168,129 @@ impl FromStr for ClusterStatus {
             .into_iter()
             .find(|status| status.as_str() == value)
             .ok_or(())
+    }
+}
+
+/// `health_status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    Unknown,
+}
+
+impl HealthStatus {
+    pub const ALL: [HealthStatus; 3] = [
+        HealthStatus::Healthy,
+        HealthStatus::Unhealthy,
+        HealthStatus::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Healthy => "HEALTHY",
+            HealthStatus::Unhealthy => "UNHEALTHY",
+            HealthStatus::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl FromStr for HealthStatus {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        HealthStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+            .ok_or(())
+    }
+}
+
+/// A cluster as stored. Node counts and addresses live in its nodegroups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    /// Database id; 0 until stored.
+    pub id: i64,
+    pub uuid: Uuid,
+    pub name: Option<String>,
+    pub project_id: String,
+    pub user_id: String,
+    pub cluster_template_id: Uuid,
+    pub keypair: Option<String>,
+    pub docker_volume_size: Option<i64>,
+    pub labels: Labels,
+    pub master_flavor_id: Option<String>,
+    pub flavor_id: Option<String>,
+    /// Minutes.
+    pub create_timeout: Option<i64>,
+    pub discovery_url: Option<String>,
+    pub fixed_network: Option<String>,
+    pub fixed_subnet: Option<String>,
+    pub floating_ip_enabled: bool,
+    pub master_lb_enabled: bool,
+    pub status: ClusterStatus,
+    pub status_reason: Option<String>,
+    pub health_status: Option<HealthStatus>,
+    pub health_status_reason: Map<String, Value>,
+    /// The driver's orchestration id (`stack_id` / `cluster_id` on the wire).
+    pub stack_id: Option<String>,
+    pub api_address: Option<String>,
+    pub coe_version: Option<String>,
+    pub container_version: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Option<Timestamp>,
+    /// Incremented by every stored change; updates are compare-and-set on it.
+    pub version: i64,
+}
+
+/// A node taint (`node_taints` items).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+/// The two nodegroups every cluster has.
+pub const DEFAULT_MASTER_NODEGROUP: &str = "default-master";
+pub const DEFAULT_WORKER_NODEGROUP: &str = "default-worker";
+
+/// A group of nodes of one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeGroup {
+    /// Database id (the integer `id` clients see); 0 until stored.
+    pub id: i64,
+    pub uuid: Uuid,
+    pub cluster_uuid: Uuid,
+    pub project_id: String,
+    pub name: String,
+    pub docker_volume_size: Option<i64>,
+    pub labels: Labels,
+    pub flavor_id: Option<String>,
+    pub image_id: Option<String>,
+    pub node_addresses: Vec<String>,
+    pub node_count: i64,
+    pub role: String,
+    pub min_node_count: i64,
+    pub max_node_count: Option<i64>,
+    pub is_default: bool,
+    pub stack_id: Option<String>,
+    pub status: ClusterStatus,
+    pub status_reason: Option<String>,
+    /// The COE version its nodes run (`version` on the wire).
+    pub coe_version: Option<String>,
+    pub node_labels: Map<String, Value>,
+    pub node_taints: Vec<Taint>,
+    pub created_at: Timestamp,
+    pub updated_at: Option<Timestamp>,
+    /// Row version for compare-and-set updates.
+    pub version: i64,
+}
+
+impl NodeGroup {
+    pub fn is_master(&self) -> bool {
+        self.role == "master"
     }
 }
 

@@ -3,6 +3,7 @@
 //! placeholders and portable SQL; [`Backend`] adapts the few places where engines differ.
 
 mod cluster_templates;
+mod clusters;
 mod error;
 mod migrations;
 mod operations;

@@ -25,7 +25,7 @@ pub(crate) async fn finish(store: Store, database: TestDatabase) {
     database.drop_database().await;
 }
 
-fn template(name: &str, project_id: &str) -> ClusterTemplate {
+pub(crate) fn template(name: &str, project_id: &str) -> ClusterTemplate {
     ClusterTemplate {
         id: 0,
         uuid: Uuid::new_v4(),
@@ -660,6 +660,296 @@ mod operations {
                 "{}: every operation claimed once",
                 engine.name()
             );
+            finish(store, database).await;
+        }
+    }
+}
+
+mod clusters {
+    use magnum_domain::cluster::{
+        Cluster, ClusterStatus, HealthStatus, NodeGroup, Taint, DEFAULT_MASTER_NODEGROUP,
+        DEFAULT_WORKER_NODEGROUP,
+    };
+    use magnum_domain::labels::Labels;
+    use magnum_domain::operation::{Operation, OperationKind};
+    use magnum_domain::time::Timestamp;
+    use magnum_store::StoreError;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::{finish, fresh_store, template};
+    use magnum_test_support::engines;
+
+    fn now() -> Timestamp {
+        Timestamp::from_unix_seconds(1_795_425_533)
+    }
+
+    fn cluster(template_uuid: Uuid, name: &str) -> Cluster {
+        Cluster {
+            id: 0,
+            uuid: Uuid::new_v4(),
+            name: Some(name.to_owned()),
+            project_id: "p-1".to_owned(),
+            user_id: "u-1".to_owned(),
+            cluster_template_id: template_uuid,
+            keypair: None,
+            docker_volume_size: Some(5),
+            labels: Labels::from_patch_string("{'a': 'b'}").unwrap(),
+            master_flavor_id: Some("local.small".to_owned()),
+            flavor_id: Some("local.small".to_owned()),
+            create_timeout: Some(60),
+            discovery_url: None,
+            fixed_network: None,
+            fixed_subnet: None,
+            floating_ip_enabled: true,
+            master_lb_enabled: false,
+            status: ClusterStatus::CreateInProgress,
+            status_reason: None,
+            health_status: Some(HealthStatus::Unknown),
+            health_status_reason: json!({"api": "ok", "node-0.Ready": "True"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            stack_id: None,
+            api_address: None,
+            coe_version: None,
+            container_version: None,
+            created_at: now(),
+            updated_at: None,
+            version: 0,
+        }
+    }
+
+    fn nodegroup(cluster: &Cluster, name: &str, role: &str, count: i64) -> NodeGroup {
+        NodeGroup {
+            id: 0,
+            uuid: Uuid::new_v4(),
+            cluster_uuid: cluster.uuid,
+            project_id: cluster.project_id.clone(),
+            name: name.to_owned(),
+            docker_volume_size: cluster.docker_volume_size,
+            labels: cluster.labels.clone(),
+            flavor_id: cluster.flavor_id.clone(),
+            image_id: Some("local-node".to_owned()),
+            node_addresses: vec!["10.77.0.11".to_owned()],
+            node_count: count,
+            role: role.to_owned(),
+            min_node_count: 0,
+            max_node_count: None,
+            is_default: true,
+            stack_id: None,
+            status: ClusterStatus::CreateInProgress,
+            status_reason: None,
+            coe_version: None,
+            node_labels: json!({"tier": "web"}).as_object().unwrap().clone(),
+            node_taints: vec![Taint {
+                key: "k".to_owned(),
+                value: None,
+                effect: "NoSchedule".to_owned(),
+            }],
+            created_at: now(),
+            updated_at: None,
+            version: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn clusters_are_created_with_their_nodegroups_and_operation_or_not_at_all() {
+        for engine in engines() {
+            let (store, database) = fresh_store(engine).await;
+            let template = store
+                .insert_cluster_template(&template("t", "p-1"))
+                .await
+                .unwrap();
+            let wanted = cluster(template.uuid, "c1");
+            let groups = [
+                nodegroup(&wanted, DEFAULT_MASTER_NODEGROUP, "master", 1),
+                nodegroup(&wanted, DEFAULT_WORKER_NODEGROUP, "worker", 2),
+            ];
+            let build = Operation::new(
+                wanted.uuid,
+                OperationKind::CreateCluster,
+                "{}".to_owned(),
+                now(),
+            );
+            let stored = store
+                .create_cluster(&wanted, &groups, &build)
+                .await
+                .unwrap();
+            assert_eq!(
+                stored,
+                Cluster {
+                    id: stored.id,
+                    version: 1,
+                    ..wanted.clone()
+                },
+                "{}",
+                engine.name()
+            );
+            let loaded = store.nodegroups_of_cluster(wanted.uuid).await.unwrap();
+            assert_eq!(loaded.len(), 2);
+            assert_eq!(loaded[0].name, DEFAULT_MASTER_NODEGROUP);
+            assert_eq!(
+                loaded[1],
+                NodeGroup {
+                    id: loaded[1].id,
+                    version: 1,
+                    ..groups[1].clone()
+                }
+            );
+            assert!(loaded[0].id < loaded[1].id);
+            assert_eq!(
+                store.unfinished_operations().await.unwrap()[0].uuid,
+                build.uuid
+            );
+            assert!(store.cluster_template_in_use(template.uuid).await.unwrap());
+            assert_eq!(store.count_clusters("p-1").await.unwrap(), 1);
+            assert_eq!(
+                store
+                    .clusters_by_name("c1", Some("p-1"), 2)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
+            assert!(store
+                .clusters_by_name("c1", Some("p-2"), 2)
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                store.clusters_by_name("c1", None, 2).await.unwrap().len(),
+                1
+            );
+
+            let duplicate = store
+                .create_cluster(
+                    &wanted,
+                    &[],
+                    &Operation::new(
+                        wanted.uuid,
+                        OperationKind::CreateCluster,
+                        "{}".to_owned(),
+                        now(),
+                    ),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(duplicate, StoreError::DuplicateUuid(_)),
+                "{}: {duplicate}",
+                engine.name()
+            );
+
+            let orphan = cluster(Uuid::new_v4(), "orphan");
+            let orphan_groups = [nodegroup(&orphan, DEFAULT_MASTER_NODEGROUP, "master", 1)];
+            let error = store
+                .create_cluster(
+                    &orphan,
+                    &orphan_groups,
+                    &Operation::new(
+                        orphan.uuid,
+                        OperationKind::CreateCluster,
+                        "{}".to_owned(),
+                        now(),
+                    ),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StoreError::NotFound),
+                "{}: {error}",
+                engine.name()
+            );
+            assert!(store.cluster_by_uuid(orphan.uuid).await.unwrap().is_none());
+            assert!(store
+                .nodegroups_of_cluster(orphan.uuid)
+                .await
+                .unwrap()
+                .is_empty());
+            assert_eq!(
+                store.unfinished_operations().await.unwrap().len(),
+                1,
+                "nothing of a refused create is kept"
+            );
+            finish(store, database).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn status_changes_are_compare_and_set() {
+        for engine in engines() {
+            let (store, database) = fresh_store(engine).await;
+            let template = store
+                .insert_cluster_template(&template("t", "p-1"))
+                .await
+                .unwrap();
+            let wanted = cluster(template.uuid, "c1");
+            let stored = store
+                .create_cluster(
+                    &wanted,
+                    &[],
+                    &Operation::new(
+                        wanted.uuid,
+                        OperationKind::CreateCluster,
+                        "{}".to_owned(),
+                        now(),
+                    ),
+                )
+                .await
+                .unwrap();
+            let next = stored
+                .status
+                .apply(magnum_domain::cluster::StatusEvent::CreateSucceeded)
+                .unwrap();
+            let later = Timestamp::from_unix_seconds(now().unix_seconds() + 5);
+            let updated = store
+                .set_cluster_status(
+                    stored.uuid,
+                    stored.version,
+                    next,
+                    Some("Cluster created: 1 master, 2 workers ready"),
+                    later,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                updated.status,
+                ClusterStatus::CreateComplete,
+                "{}",
+                engine.name()
+            );
+            assert_eq!(
+                updated.status_reason.as_deref(),
+                Some("Cluster created: 1 master, 2 workers ready")
+            );
+            assert_eq!(updated.version, stored.version + 1);
+            assert_eq!(updated.updated_at, Some(later));
+            let stale = store
+                .set_cluster_status(
+                    stored.uuid,
+                    stored.version,
+                    ClusterStatus::CreateFailed,
+                    None,
+                    later,
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(stale, StoreError::Conflict));
+            assert_eq!(
+                store
+                    .cluster_by_uuid(stored.uuid)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .status,
+                ClusterStatus::CreateComplete
+            );
+            let missing = store
+                .set_cluster_status(Uuid::new_v4(), 1, ClusterStatus::CreateFailed, None, later)
+                .await
+                .unwrap_err();
+            assert!(matches!(missing, StoreError::NotFound));
             finish(store, database).await;
         }
     }
