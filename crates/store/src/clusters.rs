@@ -81,19 +81,7 @@ impl Store {
                 .execute(&mut *transaction)
                 .await?;
         }
-        let sql = self.sql(
-            "INSERT INTO operation (uuid, cluster_uuid, kind, payload, state, attempts, \
-             lease_owner, lease_until, error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'pending', 0, NULL, NULL, NULL, ?, NULL)",
-        );
-        sqlx::query(&sql)
-            .bind(operation.uuid.to_string())
-            .bind(operation.cluster_uuid.to_string())
-            .bind(operation.kind.as_str())
-            .bind(operation.payload.clone())
-            .bind(operation.created_at.unix_seconds())
-            .execute(&mut *transaction)
-            .await?;
+        self.insert_operation(&mut transaction, operation).await?;
         transaction.commit().await?;
         self.cluster_by_uuid(cluster.uuid)
             .await?

@@ -22,6 +22,20 @@ pub enum Outcome {
 
 impl Store {
     pub async fn enqueue_operation(&self, operation: &Operation) -> Result<Operation, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        self.insert_operation(&mut connection, operation).await?;
+        drop(connection);
+        self.operation(operation.uuid)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Inserts a pending operation through `connection` (which may be a transaction's).
+    pub(crate) async fn insert_operation(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        operation: &Operation,
+    ) -> Result<(), StoreError> {
         let sql = self.sql(
             "INSERT INTO operation (uuid, cluster_uuid, kind, payload, state, attempts, \
              lease_owner, lease_until, error, created_at, updated_at) \
@@ -33,7 +47,7 @@ impl Store {
             .bind(operation.kind.as_str())
             .bind(operation.payload.clone())
             .bind(operation.created_at.unix_seconds())
-            .execute(&self.pool)
+            .execute(&mut *connection)
             .await
             .map_err(|error| {
                 if StoreError::is_unique_violation(&error) {
@@ -42,9 +56,7 @@ impl Store {
                     error.into()
                 }
             })?;
-        self.operation(operation.uuid)
-            .await?
-            .ok_or(StoreError::NotFound)
+        Ok(())
     }
 
     pub async fn operation(&self, uuid: Uuid) -> Result<Option<Operation>, StoreError> {
