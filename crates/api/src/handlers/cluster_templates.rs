@@ -5,7 +5,6 @@ use axum::http::{HeaderValue, Method, Response, StatusCode};
 use magnum_domain::cluster_template::{
     ClusterTemplate, Coe, ServerType, TemplateRuleError, TemplateRules,
 };
-use magnum_domain::labels::Labels;
 use magnum_domain::names::generate_name;
 use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
@@ -350,7 +349,32 @@ async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body
 }
 
 /// Builds a template from checked attributes; what is absent takes upstream's default.
-fn from_attributes(attributes: &Attributes, coe: Coe, owner: &ClusterTemplate) -> ClusterTemplate {
+/// What the server sets on a template: identity, ownership and bookkeeping.
+struct ServerSet {
+    id: i64,
+    uuid: uuid::Uuid,
+    project_id: String,
+    user_id: String,
+    created_at: Timestamp,
+    updated_at: Option<Timestamp>,
+    version: i64,
+}
+
+impl ServerSet {
+    fn of(template: &ClusterTemplate) -> Self {
+        Self {
+            id: template.id,
+            uuid: template.uuid,
+            project_id: template.project_id.clone(),
+            user_id: template.user_id.clone(),
+            created_at: template.created_at,
+            updated_at: template.updated_at,
+            version: template.version,
+        }
+    }
+}
+
+fn from_attributes(attributes: &Attributes, coe: Coe, owner: ServerSet) -> ClusterTemplate {
     let server_type = match attributes.text("server_type").as_deref() {
         Some("bm") => ServerType::Bm,
         _ => ServerType::Vm,
@@ -388,8 +412,8 @@ fn from_attributes(attributes: &Attributes, coe: Coe, owner: &ClusterTemplate) -
         floating_ip_enabled: attributes.boolean("floating_ip_enabled").unwrap_or(true),
         tags: attributes.text("tags"),
         driver: attributes.text("driver"),
-        project_id: owner.project_id.clone(),
-        user_id: owner.user_id.clone(),
+        project_id: owner.project_id,
+        user_id: owner.user_id,
         created_at: owner.created_at,
         updated_at: owner.updated_at,
         version: owner.version,
@@ -461,7 +485,7 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
     let attributes = parse_object("cluster_template", &object, CREATE_SCHEMA)?;
     let coe = parse_coe(&attributes)?;
     let now = Timestamp::now();
-    let owner = ClusterTemplate {
+    let owner = ServerSet {
         id: 0,
         uuid: attributes.uuid("uuid").unwrap_or_else(uuid::Uuid::new_v4),
         project_id: identity.project_id.clone(),
@@ -469,9 +493,8 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
         created_at: now,
         updated_at: None,
         version: 0,
-        ..placeholder(coe)
     };
-    let mut template = from_attributes(&attributes, coe, &owner);
+    let mut template = from_attributes(&attributes, coe, owner);
     check_rules(&state.settings.template_rules, &mut template)?;
     let resolved = state.drivers.resolve(
         template.driver.as_deref(),
@@ -525,49 +548,6 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
     Ok(response)
 }
 
-/// A template with every optional attribute unset, to be overwritten.
-fn placeholder(coe: Coe) -> ClusterTemplate {
-    ClusterTemplate {
-        id: 0,
-        uuid: uuid::Uuid::nil(),
-        name: None,
-        coe,
-        image_id: String::new(),
-        flavor_id: None,
-        master_flavor_id: None,
-        dns_nameserver: None,
-        keypair_id: None,
-        external_network_id: None,
-        fixed_network: None,
-        fixed_subnet: None,
-        network_driver: None,
-        volume_driver: None,
-        apiserver_port: None,
-        docker_volume_size: None,
-        docker_storage_driver: None,
-        cluster_distro: None,
-        http_proxy: None,
-        https_proxy: None,
-        no_proxy: None,
-        registry_enabled: false,
-        insecure_registry: None,
-        labels: Labels::new(),
-        tls_disabled: false,
-        public: false,
-        hidden: false,
-        server_type: ServerType::Vm,
-        master_lb_enabled: false,
-        floating_ip_enabled: true,
-        tags: None,
-        driver: None,
-        project_id: String::new(),
-        user_id: String::new(),
-        created_at: Timestamp::from_unix_seconds(0),
-        updated_at: None,
-        version: 0,
-    }
-}
-
 fn in_use(template: &ClusterTemplate) -> ApiError {
     ApiError::bad_request(format!(
         "ClusterTemplate {} is referenced by one or multiple clusters.",
@@ -608,7 +588,7 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         apply_patch(&mut document, &operations, &PATCH_RULES)?;
         let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
         let coe = parse_coe(&attributes)?;
-        let mut updated = from_attributes(&attributes, coe, &current);
+        let mut updated = from_attributes(&attributes, coe, ServerSet::of(&current));
         check_rules(&state.settings.template_rules, &mut updated)?;
         if (updated.public != current.public || updated.hidden != current.hidden)
             && !state.policy.allows(
