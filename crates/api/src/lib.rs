@@ -39,6 +39,8 @@ pub struct ApiSettings {
     pub response_cache_bytes: usize,
     /// A path the API is served under, such as `/container-infra` (empty: none).
     pub path_prefix: String,
+    /// Clusters a project may have when no quota row says otherwise.
+    pub max_clusters_per_project: i64,
 }
 
 impl Default for ApiSettings {
@@ -49,6 +51,7 @@ impl Default for ApiSettings {
             template_rules: TemplateRules::default(),
             response_cache_bytes: 64 * 1024 * 1024,
             path_prefix: String::new(),
+            max_clusters_per_project: 20,
         }
     }
 }
@@ -57,6 +60,8 @@ impl Default for ApiSettings {
 pub struct AppState {
     pub store: Store,
     pub drivers: DriverRegistry,
+    /// Notified after operations are stored, to wake a conductor in this process at once.
+    pub operations_enqueued: Arc<tokio::sync::Notify>,
     pub policy: Policy,
     pub authenticator: Arc<dyn Authenticator>,
     pub settings: ApiSettings,

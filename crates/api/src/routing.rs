@@ -14,7 +14,7 @@ use crate::context::{
     RequestContext,
 };
 use crate::error::{routing_error, unsupported_version, ApiError};
-use crate::handlers::{cluster_templates, root, services};
+use crate::handlers::{cluster_templates, clusters, quotas, root, services, stats};
 use crate::input::{decode_path_segment, json_body, QueryArguments};
 use crate::microversion::{negotiate, VersionError};
 use crate::{AppState, Shared};
@@ -22,7 +22,13 @@ use crate::{AppState, Shared};
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Collections of the v1 API that this build serves.
-const SERVED_COLLECTIONS: [&str; 2] = ["clustertemplates", "mservices"];
+const SERVED_COLLECTIONS: [&str; 5] = [
+    "clustertemplates",
+    "clusters",
+    "mservices",
+    "quotas",
+    "stats",
+];
 
 pub async fn dispatch(State(shared): State<Arc<Shared>>, request: Request<Body>) -> Response<Body> {
     let started = Instant::now();
@@ -214,7 +220,10 @@ async fn route(
     };
     let outcome = match collection {
         "clustertemplates" => cluster_templates::handle(request).await,
+        "clusters" => clusters::handle(request).await,
         "mservices" => services::handle(request).await,
+        "quotas" => quotas::handle(request).await,
+        "stats" => stats::handle(request).await,
         _ => Err(Routed::NotFound),
     };
     match outcome {
@@ -224,6 +233,12 @@ async fn route(
         Err(Routed::MethodNotAllowed) => {
             routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id)
         }
+        Err(Routed::NotAcceptable(message)) => routing_error(
+            StatusCode::NOT_ACCEPTABLE,
+            &message,
+            accepts_json,
+            request_id,
+        ),
     }
 }
 
@@ -274,6 +289,8 @@ pub struct ResourceRequest<'a> {
 pub enum Routed {
     NotFound,
     MethodNotAllowed,
+    /// The API exists, but not at the requested microversion.
+    NotAcceptable(String),
     Error(ApiError),
 }
 

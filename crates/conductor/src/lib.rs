@@ -1,64 +1,148 @@
-//! The conductor: the only component that touches the world. Today it reports its liveness
-//! (the `mservices` heartbeat); lifecycle operations run here as they arrive.
+//! The conductor: the only component that touches the world.
+//!
+//! The API stores what a tenant wants together with an operation row, in one transaction.
+//! The conductor claims operations with a lease, runs the cluster's driver (which converges
+//! the world onto the stored desired state and reports progress), and records the outcome,
+//! moving cluster and nodegroup status only through `ClusterStatus::apply`. A conductor that
+//! dies leaves leases that run out; another conductor, or the same one restarted, claims the
+//! operation again and converges once more, which is harmless by the driver contract.
+//!
+//! Nothing here walks over clusters at rest: the loop looks at the operations queue (one
+//! indexed query per tick) and at driver events.
 
+mod notifications;
+mod runner;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use magnum_domain::time::Timestamp;
+use magnum_driver::DriverRegistry;
 use magnum_store::Store;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+
+pub use notifications::{AuditEvent, AuditOutcome, FileNotifier, Notifier, NullNotifier};
 
 /// The binary name upstream reports for conductors.
 pub const CONDUCTOR_BINARY: &str = "magnum-conductor";
 
+/// How the conductor paces itself.
+#[derive(Debug, Clone)]
+pub struct ConductorSettings {
+    /// The name reported in `mservices`.
+    pub host: String,
+    pub heartbeat_interval: Duration,
+    /// How often the queue is looked at when nobody wakes the conductor.
+    pub poll_interval: Duration,
+    /// How long a claim lasts without renewal; a dead conductor's work is taken over after.
+    pub lease: Duration,
+    pub max_concurrent_operations: usize,
+    /// Claims after which an operation that keeps dying with its conductor is failed.
+    pub max_attempts: i64,
+    /// How long an update or delete may take before it is failed.
+    pub operation_timeout: Duration,
+}
+
+impl ConductorSettings {
+    pub fn new(host: String) -> Self {
+        Self {
+            host,
+            heartbeat_interval: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(30),
+            max_concurrent_operations: 16,
+            max_attempts: 5,
+            operation_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
 pub struct Conductor {
     store: Store,
-    host: String,
-    heartbeat_interval: Duration,
+    drivers: DriverRegistry,
+    settings: ConductorSettings,
+    wake: Arc<Notify>,
+    notifier: Arc<dyn Notifier>,
 }
 
 impl Conductor {
-    pub fn new(store: Store, host: String, heartbeat_interval: Duration) -> Self {
+    /// `wake` is notified by whoever enqueues operations in this process.
+    pub fn new(
+        store: Store,
+        drivers: DriverRegistry,
+        settings: ConductorSettings,
+        wake: Arc<Notify>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Self {
         Self {
             store,
-            host,
-            heartbeat_interval,
+            drivers,
+            settings,
+            wake,
+            notifier,
         }
     }
 
     /// Records the first heartbeat, so that the conductor is listed as soon as it starts.
     pub async fn register(&self) -> Result<(), magnum_store::StoreError> {
         self.store
-            .record_service_heartbeat(&self.host, CONDUCTOR_BINARY, Timestamp::now())
+            .record_service_heartbeat(&self.settings.host, CONDUCTOR_BINARY, Timestamp::now())
             .await
     }
 
-    /// Runs until `shutdown` turns true. A failed heartbeat is logged and retried at the next
-    /// tick: a database outage makes the service look down, it does not stop it.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        tracing::info!(conductor.host = %self.host, "conductor started");
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.heartbeat_interval,
-            self.heartbeat_interval,
-        );
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(error) = self
-                        .store
-                        .record_service_heartbeat(&self.host, CONDUCTOR_BINARY, Timestamp::now())
-                        .await
-                    {
-                        tracing::warn!(conductor.host = %self.host, %error, "heartbeat failed");
-                    }
+    /// Runs until `shutdown` turns true. Failures of the database are logged and retried:
+    /// an outage stalls the conductor, it does not stop it.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let host = self.settings.host.clone();
+        tracing::info!(conductor.host = %host, "conductor started");
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.store.clone(),
+            self.settings.clone(),
+            shutdown.clone(),
+        ));
+        let events = runner::spawn_event_listeners(&self.store, &self.drivers, shutdown.clone());
+        runner::Runner::new(
+            self.store,
+            self.drivers,
+            self.settings,
+            self.wake,
+            self.notifier,
+        )
+        .run(shutdown)
+        .await;
+        let _ = heartbeat.await;
+        for listener in events {
+            listener.abort();
+        }
+        tracing::info!(conductor.host = %host, "conductor stopped");
+    }
+}
+
+async fn heartbeat_loop(
+    store: Store,
+    settings: ConductorSettings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.heartbeat_interval,
+        settings.heartbeat_interval,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(error) = store
+                    .record_service_heartbeat(&settings.host, CONDUCTOR_BINARY, Timestamp::now())
+                    .await
+                {
+                    tracing::warn!(conductor.host = %settings.host, %error, "heartbeat failed");
                 }
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        break;
-                    }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
                 }
             }
         }
-        tracing::info!(conductor.host = %self.host, "conductor stopped");
     }
 }

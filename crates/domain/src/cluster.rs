@@ -237,10 +237,51 @@ pub struct Cluster {
     pub api_address: Option<String>,
     pub coe_version: Option<String>,
     pub container_version: Option<String>,
+    /// Workers of every non-master nodegroup (derived from the nodegroups).
+    pub node_count: i64,
+    /// Masters of every master nodegroup (derived from the nodegroups).
+    pub master_count: i64,
+    pub node_addresses: Vec<String>,
+    pub master_addresses: Vec<String>,
     pub created_at: Timestamp,
     pub updated_at: Option<Timestamp>,
     /// Incremented by every stored change; updates are compare-and-set on it.
     pub version: i64,
+}
+
+impl Cluster {
+    /// Recomputes the counts and addresses the cluster reports from its nodegroups.
+    pub fn summarize(&mut self, nodegroups: &[NodeGroup]) {
+        self.node_count = 0;
+        self.master_count = 0;
+        self.node_addresses.clear();
+        self.master_addresses.clear();
+        for nodegroup in nodegroups {
+            if nodegroup.is_master() {
+                self.master_count += nodegroup.node_count;
+                self.master_addresses
+                    .extend(nodegroup.node_addresses.iter().cloned());
+            } else {
+                self.node_count += nodegroup.node_count;
+                self.node_addresses
+                    .extend(nodegroup.node_addresses.iter().cloned());
+            }
+        }
+    }
+
+    /// The create deadline: `create_timeout` minutes after creation (0 means none).
+    pub fn create_deadline(&self) -> Option<Timestamp> {
+        match self.create_timeout {
+            Some(minutes) if minutes > 0 => Some(Timestamp::from_unix_seconds(
+                self.created_at.unix_seconds() + minutes * 60,
+            )),
+            _ => None,
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.uuid.to_string())
+    }
 }
 
 /// A node taint (`node_taints` items).

@@ -81,6 +81,65 @@ impl Labels {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    pub fn insert(&mut self, key: &str, value: &str) {
+        self.0
+            .insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+
+    /// The labels a child (cluster or nodegroup) gets from its parent (template or cluster):
+    /// absent or empty given labels inherit the parent's; with `merge`, the given ones are
+    /// laid over the parent's; otherwise the given ones replace them.
+    pub fn inherit(parent: &Labels, given: Option<Labels>, merge: bool) -> Labels {
+        match given {
+            None => parent.clone(),
+            Some(given) if given.is_empty() => parent.clone(),
+            Some(given) if merge => {
+                let mut merged = parent.clone();
+                for (key, value) in given.0 {
+                    merged.0.insert(key, value);
+                }
+                merged
+            }
+            Some(given) => given,
+        }
+    }
+}
+
+/// How a child's labels differ from its parent's, as upstream reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelDifferences {
+    /// In both with different values: the parent's value.
+    pub overridden: Map<String, Value>,
+    /// Only in the child: the child's value.
+    pub added: Map<String, Value>,
+    /// Only in the parent: the parent's value.
+    pub skipped: Map<String, Value>,
+}
+
+impl LabelDifferences {
+    pub fn between(parent: &Labels, child: &Labels) -> Self {
+        let mut differences = Self::default();
+        for (key, value) in &child.0 {
+            match parent.0.get(key) {
+                Some(parent_value) if parent_value != value => {
+                    differences
+                        .overridden
+                        .insert(key.clone(), parent_value.clone());
+                }
+                Some(_) => {}
+                None => {
+                    differences.added.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        for (key, value) in &parent.0 {
+            if !child.0.contains_key(key) {
+                differences.skipped.insert(key.clone(), value.clone());
+            }
+        }
+        differences
+    }
 }
 
 /// Terraform's `k1=v1,k2=v2`; anything that looks like a literal, or has quotes or brackets,
@@ -140,5 +199,34 @@ mod tests {
             "invalid syntax (<unknown>, line 1)"
         );
         assert!(Labels::from_json_object(json!({"a": {"b": 1}}).as_object().unwrap()).is_err());
+    }
+
+    fn labels(value: Value) -> Labels {
+        Labels::from_json_object(value.as_object().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn children_inherit_merge_or_replace_and_differences_name_the_parent_value() {
+        let parent = labels(json!({"kube_tag": "v1", "foo": "bar"}));
+        assert_eq!(Labels::inherit(&parent, None, false), parent);
+        assert_eq!(Labels::inherit(&parent, Some(Labels::new()), false), parent);
+        let given = labels(json!({"kube_tag": "v2", "extra": "x"}));
+        assert_eq!(
+            Labels::inherit(&parent, Some(given.clone()), false),
+            given.clone()
+        );
+        let merged = Labels::inherit(&parent, Some(given), true);
+        assert_eq!(
+            Value::Object(merged.as_map().clone()),
+            json!({"kube_tag": "v2", "foo": "bar", "extra": "x"})
+        );
+        let child = labels(json!({"kube_tag": "v2", "extra": "x"}));
+        let differences = LabelDifferences::between(&parent, &child);
+        assert_eq!(
+            Value::Object(differences.overridden),
+            json!({"kube_tag": "v1"})
+        );
+        assert_eq!(Value::Object(differences.added), json!({"extra": "x"}));
+        assert_eq!(Value::Object(differences.skipped), json!({"foo": "bar"}));
     }
 }

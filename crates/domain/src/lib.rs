@@ -6,9 +6,11 @@ pub mod cluster_template;
 pub mod identity;
 pub mod labels;
 pub mod names;
+pub mod nodegroup;
 pub mod operation;
 pub mod policy;
 pub mod pyliteral;
+pub mod quota;
 pub mod service;
 pub mod time;
 

@@ -104,6 +104,49 @@ impl Operation {
     }
 }
 
+/// Who asked for an operation (for audit notifications).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Initiator {
+    pub user_id: String,
+    pub project_id: String,
+}
+
+/// What an operation needs beyond its kind and cluster, stored as its JSON payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperationParameters {
+    #[serde(default)]
+    pub initiator: Initiator,
+    /// The nodegroup a resize or nodegroup operation is about.
+    #[serde(default)]
+    pub nodegroup: Option<Uuid>,
+    /// Nodes the tenant wants gone first when shrinking.
+    #[serde(default)]
+    pub nodes_to_remove: Vec<String>,
+    /// Node counts before the change, to restore on rollback.
+    #[serde(default)]
+    pub previous_node_counts: Vec<(Uuid, i64)>,
+    /// The template before an upgrade, to restore on rollback.
+    #[serde(default)]
+    pub previous_template: Option<Uuid>,
+    /// Roll back to the previous counts when the update fails.
+    #[serde(default)]
+    pub rollback: bool,
+    #[serde(default)]
+    pub max_batch_size: Option<i64>,
+}
+
+impl OperationParameters {
+    pub fn to_payload(&self) -> String {
+        serde_json::to_string(self).expect("parameters serialize")
+    }
+
+    /// Unknown or damaged payloads read as defaults: an operation must always be runnable
+    /// to an end.
+    pub fn from_payload(payload: &str) -> Self {
+        serde_json::from_str(payload).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

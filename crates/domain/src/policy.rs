@@ -113,6 +113,8 @@ pub const DEFAULT_RULES: &[(&str, &str)] = &[
     ("cluster:create", "rule:admin_or_project_member"),
     ("cluster:delete", "rule:admin_or_project_member"),
     ("cluster:delete_all_projects", "rule:context_is_admin"),
+    // magnum-rs: removing a cluster's records without its driver.
+    ("cluster:force_delete", "rule:context_is_admin"),
     ("cluster:detail", "rule:admin_or_project_reader"),
     ("cluster:detail_all_projects", "rule:context_is_admin"),
     ("cluster:get", "rule:admin_or_project_reader"),

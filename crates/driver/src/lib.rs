@@ -5,11 +5,19 @@
 //! networks and keypairs. The API resolves a template's driver through [`DriverRegistry`]
 //! and never calls a driver for anything that changes the world; lifecycle actions are the
 //! conductor's.
+//!
+//! Lifecycle is desired-state: the conductor hands the driver the whole cluster as it should
+//! be ([`ClusterSpec`]) and the driver converges the world onto it, step by step, reporting
+//! progress. Converging twice is harmless, so an operation interrupted by a crash is simply
+//! run again.
 
 use std::fmt;
 use std::sync::Arc;
 
-use magnum_domain::cluster_template::{Coe, ServerType};
+use magnum_domain::cluster::{Cluster, HealthStatus, NodeGroup};
+use magnum_domain::cluster_template::{ClusterTemplate, Coe, ServerType};
+use serde_json::{Map, Value};
+use uuid::Uuid;
 
 /// A kind of cluster a driver can build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +100,107 @@ pub enum ResolutionError {
     Reference(#[from] ReferenceError),
 }
 
+/// What a driver can be asked to do; drivers say which they support, and the API refuses
+/// the others with a 400 before anything is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    CreateCluster,
+    /// Change the worker count of a nodegroup (PATCH `node_count`, resize).
+    ScaleWorkers,
+    /// Change the master count.
+    ScaleMasters,
+    UpgradeCluster,
+    DeleteCluster,
+    CreateNodegroup,
+    UpdateNodegroup,
+    DeleteNodegroup,
+    RotateCa,
+    RotateCredentials,
+}
+
+impl Action {
+    /// How a refusal names the action.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::CreateCluster => "Creating clusters",
+            Action::ScaleWorkers => "Changing the number of worker nodes",
+            Action::ScaleMasters => "Resizing the master nodegroup",
+            Action::UpgradeCluster => "Upgrading clusters",
+            Action::DeleteCluster => "Deleting clusters",
+            Action::CreateNodegroup => "Creating nodegroups",
+            Action::UpdateNodegroup => "Updating nodegroups",
+            Action::DeleteNodegroup => "Deleting nodegroups",
+            Action::RotateCa => "Rotating the CA certificate",
+            Action::RotateCredentials => "Credential rotation",
+        }
+    }
+}
+
+/// A cluster as it should be: what the tenant asked for, stored.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub cluster: Cluster,
+    pub template: ClusterTemplate,
+    /// Nodegroups in creation order. Those in `DELETE_IN_PROGRESS` are to be torn down.
+    pub nodegroups: Vec<NodeGroup>,
+}
+
+/// The action being converged and its hints.
+#[derive(Debug, Clone, Copy)]
+pub struct Converge<'a> {
+    pub action: Action,
+    pub spec: &'a ClusterSpec,
+    /// Nodes the tenant wants removed first when a nodegroup shrinks.
+    pub nodes_to_remove: &'a [String],
+    /// How many nodes an upgrade may replace at once.
+    pub max_batch_size: Option<i64>,
+}
+
+/// What a driver observed of a cluster after converging it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// The driver's own id for the cluster (`stack_id` / `cluster_id`).
+    pub stack_id: Option<String>,
+    pub api_address: Option<String>,
+    pub coe_version: Option<String>,
+    pub container_version: Option<String>,
+    pub nodegroups: Vec<ObservedNodeGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedNodeGroup {
+    pub uuid: Uuid,
+    pub node_addresses: Vec<String>,
+    pub coe_version: Option<String>,
+}
+
+/// Why a driver could not do what it was asked; messages are for tenants.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    #[error("{0}")]
+    NotSupported(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Where a driver reports what it is doing, in words a tenant understands.
+#[async_trait::async_trait]
+pub trait Progress: Send + Sync {
+    async fn report(&self, message: String);
+}
+
+/// What a driver tells the conductor without being asked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverEvent {
+    Health {
+        cluster: Uuid,
+        status: HealthStatus,
+        reason: Map<String, Value>,
+    },
+}
+
 /// A cluster driver. Implementations live in their own crates (`magnum-driver-local`, …).
+#[async_trait::async_trait]
 pub trait Driver: Send + Sync + 'static {
     /// The name templates record in their `driver` field.
     fn name(&self) -> &str;
@@ -106,6 +214,52 @@ pub trait Driver: Send + Sync + 'static {
     /// Checks every reference that is set. The default root-disk rule of upstream applies
     /// to flavors: without a positive `boot_volume_size`, a flavor needs a root disk.
     fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError>;
+
+    /// Whether the driver can do `action`.
+    fn supports(&self, action: Action) -> bool {
+        let _ = action;
+        false
+    }
+
+    /// Upstream's default: an odd number of masters, at least one.
+    fn check_master_count(&self, master_count: i64) -> Result<(), String> {
+        if master_count >= 1 && master_count % 2 == 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "master nodegroup size of {master_count} is invalid, size cannot be an even number."
+            ))
+        }
+    }
+
+    /// Makes the world match `request.spec`, idempotently.
+    async fn converge(
+        &self,
+        request: Converge<'_>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        let _ = progress;
+        Err(DriverError::NotSupported(format!(
+            "{} is not supported by the {} driver.",
+            request.action.describe(),
+            self.name()
+        )))
+    }
+
+    /// Removes everything the cluster has in the world, idempotently: deleting what is
+    /// already gone succeeds.
+    async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
+        let _ = (spec, progress);
+        Err(DriverError::NotSupported(format!(
+            "Deleting clusters is not supported by the {} driver.",
+            self.name()
+        )))
+    }
+
+    /// Events the driver pushes (health changes), when it has any.
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<DriverEvent>> {
+        None
+    }
 }
 
 /// The outcome of resolving a template's driver.

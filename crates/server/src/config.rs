@@ -18,8 +18,43 @@ pub struct Config {
     pub api: ApiConfig,
     pub cluster_template: ClusterTemplateConfig,
     pub conductor: ConductorConfig,
+    pub quotas: QuotasConfig,
+    pub notifications: NotificationsConfig,
     pub drivers: DriversConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotasConfig {
+    /// Clusters a project may have when no quota row says otherwise.
+    pub max_clusters_per_project: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// `file` (JSON lines), `none`.
+    pub sink: String,
+    /// Where the `file` sink writes; default: notifications.jsonl in the state directory.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self {
+            max_clusters_per_project: 20,
+        }
+    }
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            sink: "file".to_owned(),
+            path: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -84,6 +119,16 @@ pub struct ConductorConfig {
     /// The name this conductor reports in `mservices`; default: the host name.
     pub host: Option<String>,
     pub heartbeat_interval: u64,
+    /// Seconds a claim on an operation lasts without renewal: how soon the work of a
+    /// conductor that died is taken over.
+    pub lease: u64,
+    /// Milliseconds between looks at the operations queue when nothing wakes the conductor.
+    pub poll_interval_ms: u64,
+    pub max_concurrent_operations: usize,
+    /// Claims after which an operation whose conductor keeps dying is failed.
+    pub max_attempts: i64,
+    /// Seconds an update or delete may take before it is failed.
+    pub operation_timeout: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -165,6 +210,11 @@ impl Default for ConductorConfig {
         Self {
             host: None,
             heartbeat_interval: 10,
+            lease: 30,
+            poll_interval_ms: 500,
+            max_concurrent_operations: 16,
+            max_attempts: 5,
+            operation_timeout: 3600,
         }
     }
 }
@@ -273,6 +323,24 @@ impl Config {
         if self.conductor.heartbeat_interval == 0 {
             bail!("conductor.heartbeat_interval must be at least 1 second");
         }
+        if self.conductor.lease < 2 {
+            bail!("conductor.lease must be at least 2 seconds");
+        }
+        if self.conductor.poll_interval_ms == 0 || self.conductor.max_concurrent_operations == 0 {
+            bail!("conductor.poll_interval_ms and conductor.max_concurrent_operations must be at least 1");
+        }
+        if self.conductor.max_attempts < 1 || self.conductor.operation_timeout == 0 {
+            bail!("conductor.max_attempts and conductor.operation_timeout must be at least 1");
+        }
+        if self.quotas.max_clusters_per_project < 0 {
+            bail!("quotas.max_clusters_per_project cannot be negative");
+        }
+        if !["file", "none"].contains(&self.notifications.sink.as_str()) {
+            bail!(
+                "notifications.sink = {:?}: expected \"file\" or \"none\"",
+                self.notifications.sink
+            );
+        }
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }
@@ -364,6 +432,27 @@ impl Config {
                     .swarm_mode_default_network_driver
                     .clone(),
             },
+        }
+    }
+
+    pub fn notifications_path(&self) -> PathBuf {
+        self.notifications
+            .path
+            .clone()
+            .unwrap_or_else(|| self.state_dir().join("notifications.jsonl"))
+    }
+
+    pub fn conductor_settings(&self) -> magnum_conductor::ConductorSettings {
+        use std::time::Duration;
+        let conductor = &self.conductor;
+        magnum_conductor::ConductorSettings {
+            host: self.conductor_host(),
+            heartbeat_interval: Duration::from_secs(conductor.heartbeat_interval),
+            poll_interval: Duration::from_millis(conductor.poll_interval_ms),
+            lease: Duration::from_secs(conductor.lease),
+            max_concurrent_operations: conductor.max_concurrent_operations,
+            max_attempts: conductor.max_attempts,
+            operation_timeout: Duration::from_secs(conductor.operation_timeout),
         }
     }
 

@@ -4,17 +4,16 @@ pub mod config;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use magnum_api::{ApiSettings, AppState, NoAuth};
-use magnum_conductor::Conductor;
+use magnum_conductor::{Conductor, FileNotifier, Notifier, NullNotifier};
 use magnum_domain::policy::Policy;
 use magnum_domain::Identity;
 use magnum_driver::{Driver, DriverRegistry};
 use magnum_driver_local::LocalDriver;
 use magnum_store::Store;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use config::{Config, Overrides};
@@ -74,8 +73,8 @@ fn restrict_to_owner(_directory: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drivers(config: &Config) -> DriverRegistry {
-    let mut drivers: Vec<Arc<dyn Driver>> = Vec::new();
+fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> DriverRegistry {
+    let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
         if name == magnum_driver_local::DRIVER_NAME {
             drivers.push(Arc::new(LocalDriver::new(config.drivers.local.clone())));
@@ -84,13 +83,19 @@ fn drivers(config: &Config) -> DriverRegistry {
     DriverRegistry::new(drivers)
 }
 
-fn api_state(config: &Config, store: Store) -> anyhow::Result<AppState> {
+fn api_state(
+    config: &Config,
+    store: Store,
+    drivers: DriverRegistry,
+    operations_enqueued: Arc<Notify>,
+) -> anyhow::Result<AppState> {
     let noauth = &config.auth.noauth;
     let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
     let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
     Ok(AppState {
         store,
-        drivers: drivers(config),
+        drivers,
+        operations_enqueued,
         policy: Policy::default(),
         authenticator: Arc::new(NoAuth::new(default_identity)),
         settings: ApiSettings {
@@ -99,12 +104,33 @@ fn api_state(config: &Config, store: Store) -> anyhow::Result<AppState> {
             template_rules: config.template_rules(),
             response_cache_bytes: config.api.response_cache_mib * 1024 * 1024,
             path_prefix: config.api.path_prefix.clone(),
+            max_clusters_per_project: config.quotas.max_clusters_per_project,
         },
     })
 }
 
 /// Starts `role` and returns once it is serving.
 pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
+    start_with_drivers(config, role, &[]).await
+}
+
+fn notifier(config: &Config) -> Arc<dyn Notifier> {
+    match config.notifications.sink.as_str() {
+        "file" => Arc::new(FileNotifier::new(
+            config.notifications_path(),
+            config.conductor_host(),
+        )),
+        _ => Arc::new(NullNotifier),
+    }
+}
+
+/// Starts `role` with drivers of the embedder's besides the configured ones (tests use this
+/// to run the service against drivers whose behaviour they control).
+pub async fn start_with_drivers(
+    config: &Config,
+    role: Role,
+    extra_drivers: &[Arc<dyn Driver>],
+) -> anyhow::Result<Running> {
     let listen = config.listen_address()?;
     if role != Role::Conductor
         && config.auth.strategy == "noauth"
@@ -130,11 +156,15 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut address = None;
+    let registry = drivers(config, extra_drivers);
+    let operations_enqueued = Arc::new(Notify::new());
     if role != Role::Api {
         let conductor = Conductor::new(
             store.clone(),
-            config.conductor_host(),
-            Duration::from_secs(config.conductor.heartbeat_interval),
+            registry.clone(),
+            config.conductor_settings(),
+            operations_enqueued.clone(),
+            notifier(config),
         );
         conductor
             .register()
@@ -143,7 +173,12 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
         tasks.push(tokio::spawn(conductor.run(shutdown_receiver.clone())));
     }
     if role != Role::Conductor {
-        let router = magnum_api::router(api_state(config, store.clone())?);
+        let router = magnum_api::router(api_state(
+            config,
+            store.clone(),
+            registry.clone(),
+            operations_enqueued.clone(),
+        )?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

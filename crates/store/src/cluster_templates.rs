@@ -81,7 +81,7 @@ pub struct Page {
     pub marker: Option<Uuid>,
 }
 
-enum Bound {
+pub(crate) enum Bound {
     Text(String),
     Int(i64),
 }
@@ -102,7 +102,7 @@ impl TemplateScope<'_> {
     }
 }
 
-fn bind_all<'q>(
+pub(crate) fn bind_all<'q>(
     mut query: Query<'q, Any, AnyArguments<'q>>,
     binds: Vec<Bound>,
 ) -> Query<'q, Any, AnyArguments<'q>> {
@@ -347,13 +347,13 @@ impl Store {
     }
 }
 
-enum SortValue {
+pub(crate) enum SortValue {
     Null,
     Int(i64),
     Text(String),
 }
 
-fn after_marker(
+pub(crate) fn after_marker(
     key: &str,
     is_integer: bool,
     marker_value: SortValue,

@@ -12,18 +12,95 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use crate::{bool_to_sql, text_column, Store, StoreError};
+use crate::cluster_templates::{after_marker, bind_all, Bound, SortValue};
+use crate::{bool_to_sql, text_column, Page, SortDirection, Store, StoreError};
 
 const CLUSTER_COLUMNS: &str = "id, uuid, version, name, project_id, user_id, \
     cluster_template_id, keypair, docker_volume_size, labels, master_flavor_id, flavor_id, \
     create_timeout, discovery_url, fixed_network, fixed_subnet, floating_ip_enabled, \
     master_lb_enabled, status, status_reason, health_status, health_status_reason, stack_id, \
-    api_address, coe_version, container_version, created_at, updated_at";
+    api_address, coe_version, container_version, node_count, master_count, node_addresses, \
+    master_addresses, created_at, updated_at";
 
 const NODEGROUP_COLUMNS: &str = "id, uuid, version, cluster_uuid, project_id, name, \
     docker_volume_size, labels, flavor_id, image_id, node_addresses, node_count, role, \
     min_node_count, max_node_count, is_default, stack_id, status, status_reason, coe_version, \
     node_labels, node_taints, created_at, updated_at";
+
+/// Columns a cluster list may be sorted by, with whether they hold integers.
+pub const CLUSTER_SORT_KEYS: &[(&str, bool)] = &[
+    ("id", true),
+    ("uuid", false),
+    ("name", false),
+    ("project_id", false),
+    ("user_id", false),
+    ("cluster_template_id", false),
+    ("keypair", false),
+    ("docker_volume_size", true),
+    ("master_flavor_id", false),
+    ("flavor_id", false),
+    ("create_timeout", true),
+    ("discovery_url", false),
+    ("status", false),
+    ("status_reason", false),
+    ("health_status", false),
+    ("stack_id", false),
+    ("api_address", false),
+    ("coe_version", false),
+    ("container_version", false),
+    ("node_count", true),
+    ("master_count", true),
+    ("created_at", true),
+    ("updated_at", true),
+];
+
+/// Which clusters a caller sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterScope<'a> {
+    All,
+    Project(&'a str),
+}
+
+impl ClusterScope<'_> {
+    fn condition(&self, binds: &mut Vec<Bound>) -> &'static str {
+        match self {
+            ClusterScope::All => "1 = 1",
+            ClusterScope::Project(project_id) => {
+                binds.push(Bound::Text((*project_id).to_owned()));
+                "project_id = ?"
+            }
+        }
+    }
+
+    fn admits(&self, cluster: &Cluster) -> bool {
+        match self {
+            ClusterScope::All => true,
+            ClusterScope::Project(project_id) => cluster.project_id == *project_id,
+        }
+    }
+}
+
+/// A change to one cluster, written atomically: the cluster (compare-and-set on the version
+/// it carries), nodegroups changed (same rule) or new (`id == 0`), nodegroups removed, and
+/// the operation that will carry the change out.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterChange<'a> {
+    pub cluster: &'a Cluster,
+    pub nodegroups: &'a [NodeGroup],
+    pub removed_nodegroups: &'a [Uuid],
+    pub operation: Option<&'a Operation>,
+}
+
+impl<'a> ClusterChange<'a> {
+    pub fn of(cluster: &'a Cluster) -> Self {
+        Self {
+            cluster,
+            nodegroups: &[],
+            removed_nodegroups: &[],
+            operation: None,
+        }
+    }
+}
 
 fn placeholders(columns: &str) -> String {
     vec!["?"; columns.split(',').count() - 1].join(", ")
@@ -33,26 +110,51 @@ fn after_id(columns: &str) -> &str {
     &columns["id, ".len()..]
 }
 
+/// `column = ?` for every column but the identifying and versioning ones.
+fn mutable_assignments(columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(str::trim)
+        .filter(|column| !["id", "uuid", "version"].contains(column))
+        .map(|column| format!("{column} = ?"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
     /// Stores a new cluster, its nodegroups and the operation that will build it, all or
-    /// nothing. `NotFound` when its template no longer exists.
+    /// nothing. `NotFound` when its template no longer exists; `LimitReached` when the
+    /// project already has `cluster_limit` clusters.
     pub async fn create_cluster(
         &self,
         cluster: &Cluster,
         nodegroups: &[NodeGroup],
         operation: &Operation,
+        cluster_limit: Option<i64>,
     ) -> Result<Cluster, StoreError> {
         let mut transaction = self.pool.begin().await?;
+        if let Some(limit) = cluster_limit {
+            let sql = self.sql("SELECT COUNT(*) AS n FROM cluster WHERE project_id = ?");
+            let row = sqlx::query(&sql)
+                .bind(cluster.project_id.clone())
+                .fetch_one(&mut *transaction)
+                .await?;
+            let existing: i64 = row.try_get("n")?;
+            if existing >= limit {
+                return Err(StoreError::LimitReached { limit });
+            }
+        }
         let query = format!(
             "INSERT INTO cluster ({}) VALUES ({})",
             after_id(CLUSTER_COLUMNS),
             placeholders(CLUSTER_COLUMNS)
         );
         let sql = self.sql(&query);
-        let stored = Cluster {
+        let mut stored = Cluster {
             version: 1,
             ..cluster.clone()
         };
+        stored.summarize(nodegroups);
         let inserted = bind_cluster(sqlx::query(&sql), &stored)
             .execute(&mut *transaction)
             .await;
@@ -66,30 +168,145 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         }
-        let query = format!(
-            "INSERT INTO nodegroup ({}) VALUES ({})",
-            after_id(NODEGROUP_COLUMNS),
-            placeholders(NODEGROUP_COLUMNS)
-        );
-        let sql = self.sql(&query);
         for nodegroup in nodegroups {
-            let stored_nodegroup = NodeGroup {
-                version: 1,
-                ..nodegroup.clone()
-            };
-            bind_nodegroup(sqlx::query(&sql), &stored_nodegroup)
-                .execute(&mut *transaction)
-                .await?;
+            self.insert_nodegroup(&mut transaction, nodegroup).await?;
         }
         self.insert_operation(&mut transaction, operation).await?;
         transaction.commit().await?;
         self.cluster_by_uuid(cluster.uuid)
             .await?
             .ok_or(StoreError::NotFound)
-            .map(|found| Cluster {
-                version: stored.version,
-                ..found
-            })
+    }
+
+    async fn insert_nodegroup(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, Any>,
+        nodegroup: &NodeGroup,
+    ) -> Result<(), StoreError> {
+        let query = format!(
+            "INSERT INTO nodegroup ({}) VALUES ({})",
+            after_id(NODEGROUP_COLUMNS),
+            placeholders(NODEGROUP_COLUMNS)
+        );
+        let sql = self.sql(&query);
+        let stored = NodeGroup {
+            version: 1,
+            ..nodegroup.clone()
+        };
+        bind_nodegroup(sqlx::query(&sql), &stored)
+            .execute(&mut **transaction)
+            .await
+            .map_err(|error| {
+                if StoreError::is_unique_violation(&error) {
+                    StoreError::Conflict
+                } else if StoreError::is_foreign_key_violation(&error) {
+                    StoreError::NotFound
+                } else {
+                    error.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Writes `change` if neither the cluster nor any changed nodegroup was modified since
+    /// they were read (`Conflict` otherwise, `NotFound` when the cluster is gone). The
+    /// cluster's counts and addresses are recomputed from its nodegroups in the same
+    /// transaction. Returns the stored cluster.
+    pub async fn commit_cluster_change(
+        &self,
+        change: ClusterChange<'_>,
+    ) -> Result<Cluster, StoreError> {
+        let cluster = change.cluster;
+        let mut transaction = self.pool.begin().await?;
+        let update_nodegroup = format!(
+            "UPDATE nodegroup SET {}, version = version + 1 WHERE uuid = ? AND version = ?",
+            mutable_assignments(NODEGROUP_COLUMNS)
+        );
+        let update_nodegroup = self.sql(&update_nodegroup).into_owned();
+        for nodegroup in change.nodegroups {
+            if nodegroup.id == 0 {
+                self.insert_nodegroup(&mut transaction, nodegroup).await?;
+                continue;
+            }
+            let updated = bind_nodegroup_after_version(sqlx::query(&update_nodegroup), nodegroup)
+                .bind(nodegroup.uuid.to_string())
+                .bind(nodegroup.version)
+                .execute(&mut *transaction)
+                .await?;
+            if updated.rows_affected() != 1 {
+                transaction.rollback().await?;
+                return Err(StoreError::Conflict);
+            }
+        }
+        let delete_nodegroup =
+            self.sql("DELETE FROM nodegroup WHERE uuid = ? AND cluster_uuid = ?");
+        for removed in change.removed_nodegroups {
+            sqlx::query(&delete_nodegroup)
+                .bind(removed.to_string())
+                .bind(cluster.uuid.to_string())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let query =
+            format!("SELECT {NODEGROUP_COLUMNS} FROM nodegroup WHERE cluster_uuid = ? ORDER BY id");
+        let sql = self.sql(&query);
+        let rows = sqlx::query(&sql)
+            .bind(cluster.uuid.to_string())
+            .fetch_all(&mut *transaction)
+            .await?;
+        let nodegroups = rows
+            .iter()
+            .map(nodegroup_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut stored = cluster.clone();
+        stored.summarize(&nodegroups);
+        let query = format!(
+            "UPDATE cluster SET {}, version = version + 1 WHERE uuid = ? AND version = ?",
+            mutable_assignments(CLUSTER_COLUMNS)
+        );
+        let sql = self.sql(&query);
+        let updated = bind_cluster_after_version(sqlx::query(&sql), &stored)
+            .bind(cluster.uuid.to_string())
+            .bind(cluster.version)
+            .execute(&mut *transaction)
+            .await?;
+        if updated.rows_affected() != 1 {
+            transaction.rollback().await?;
+            return match self.cluster_by_uuid(cluster.uuid).await? {
+                Some(_) => Err(StoreError::Conflict),
+                None => Err(StoreError::NotFound),
+            };
+        }
+        if let Some(operation) = change.operation {
+            self.insert_operation(&mut transaction, operation).await?;
+        }
+        transaction.commit().await?;
+        Ok(Cluster {
+            version: cluster.version + 1,
+            ..stored
+        })
+    }
+
+    /// Removes the cluster, its nodegroups and its operations. False when it was gone.
+    pub async fn purge_cluster(&self, uuid: Uuid) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        for statement in [
+            "DELETE FROM nodegroup WHERE cluster_uuid = ?",
+            "DELETE FROM operation WHERE cluster_uuid = ?",
+        ] {
+            let sql = self.sql(statement);
+            sqlx::query(&sql)
+                .bind(uuid.to_string())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        let sql = self.sql("DELETE FROM cluster WHERE uuid = ?");
+        let deleted = sqlx::query(&sql)
+            .bind(uuid.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(deleted.rows_affected() == 1)
     }
 
     pub async fn cluster_by_uuid(&self, uuid: Uuid) -> Result<Option<Cluster>, StoreError> {
@@ -125,6 +342,51 @@ impl Store {
         rows.iter().map(cluster_from_row).collect()
     }
 
+    /// One page of clusters in `scope`, ordered by the page's key then by id.
+    pub async fn list_clusters(
+        &self,
+        scope: ClusterScope<'_>,
+        page: &Page,
+    ) -> Result<Vec<Cluster>, StoreError> {
+        let is_integer = CLUSTER_SORT_KEYS
+            .iter()
+            .find(|(key, _)| *key == page.sort_key)
+            .map(|(_, is_integer)| *is_integer)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown sort key {}", page.sort_key)))?;
+        let key = page.sort_key;
+        let mut binds = Vec::new();
+        let mut conditions = vec![scope.condition(&mut binds).to_owned()];
+        if let Some(marker_uuid) = page.marker {
+            let marker = self
+                .cluster_by_uuid(marker_uuid)
+                .await?
+                .filter(|marker| scope.admits(marker))
+                .ok_or(StoreError::MarkerNotFound(marker_uuid))?;
+            conditions.push(after_marker(
+                key,
+                is_integer,
+                cluster_sort_value(&marker, key),
+                marker.id,
+                page.direction,
+                &mut binds,
+            ));
+        }
+        let order = match page.direction {
+            SortDirection::Ascending => format!("({key} IS NULL) DESC, {key} ASC, id ASC"),
+            SortDirection::Descending => format!("({key} IS NULL) ASC, {key} DESC, id DESC"),
+        };
+        binds.push(Bound::Int(i64::from(page.limit)));
+        let query = format!(
+            "SELECT {CLUSTER_COLUMNS} FROM cluster WHERE {} ORDER BY {order} LIMIT ?",
+            conditions.join(" AND ")
+        );
+        let sql = self.sql(&query);
+        let rows = bind_all(sqlx::query(&sql), binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(cluster_from_row).collect()
+    }
+
     /// How many clusters a project has (the quota counts them).
     pub async fn count_clusters(&self, project_id: &str) -> Result<i64, StoreError> {
         let sql = self.sql("SELECT COUNT(*) AS n FROM cluster WHERE project_id = ?");
@@ -133,6 +395,36 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("n")?)
+    }
+
+    /// `(clusters, nodes)` of a project, or of every project; nodes count masters too.
+    pub async fn cluster_stats(&self, project_id: Option<&str>) -> Result<(i64, i64), StoreError> {
+        let query = match project_id {
+            Some(_) => {
+                "SELECT COUNT(*) AS clusters, COALESCE(SUM(node_count + master_count), 0) AS nodes \
+                 FROM cluster WHERE project_id = ?"
+            }
+            None => {
+                "SELECT COUNT(*) AS clusters, COALESCE(SUM(node_count + master_count), 0) AS nodes \
+                 FROM cluster"
+            }
+        };
+        let sql = self.sql(query);
+        let mut select = sqlx::query(&sql);
+        if let Some(project_id) = project_id {
+            select = select.bind(project_id.to_owned());
+        }
+        let row = select.fetch_one(&self.pool).await?;
+        let clusters: i64 = row.try_get("clusters")?;
+        // SUM is NUMERIC on PostgreSQL and DECIMAL on MariaDB; read it as text there.
+        let nodes = match row.try_get::<i64, _>("nodes") {
+            Ok(nodes) => nodes,
+            Err(_) => text_column(&row, "nodes")?
+                .unwrap_or_default()
+                .parse()
+                .map_err(|_| StoreError::Corrupt("node total".to_owned()))?,
+        };
+        Ok((clusters, nodes))
     }
 
     /// The nodegroups of a cluster, in creation order (`default-master` first).
@@ -148,6 +440,18 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(nodegroup_from_row).collect()
+    }
+
+    /// Clusters whose status says work is under way; the conductor checks each has an
+    /// operation that will end it.
+    pub async fn clusters_in_progress(&self) -> Result<Vec<Cluster>, StoreError> {
+        let query = format!(
+            "SELECT {CLUSTER_COLUMNS} FROM cluster WHERE status IN \
+             ('CREATE_IN_PROGRESS', 'UPDATE_IN_PROGRESS', 'DELETE_IN_PROGRESS', 'ROLLBACK_IN_PROGRESS') \
+             ORDER BY id"
+        );
+        let rows = sqlx::query(&query).fetch_all(&self.pool).await?;
+        rows.iter().map(cluster_from_row).collect()
     }
 
     /// Sets the cluster's status if it still has `expected_version`; `Conflict` otherwise.
@@ -182,15 +486,81 @@ impl Store {
             Err(StoreError::Conflict)
         }
     }
+
+    /// Records progress in words while the status stays what the writer expects; progress
+    /// notes never conflict with status changes.
+    pub async fn note_cluster_progress(
+        &self,
+        uuid: Uuid,
+        while_status: ClusterStatus,
+        status_reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sql = self.sql(
+            "UPDATE cluster SET status_reason = ?, updated_at = ?, version = version + 1 \
+             WHERE uuid = ? AND status = ?",
+        );
+        let updated = sqlx::query(&sql)
+            .bind(status_reason.to_owned())
+            .bind(now.unix_seconds())
+            .bind(uuid.to_string())
+            .bind(while_status.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+}
+
+fn cluster_sort_value(cluster: &Cluster, key: &str) -> SortValue {
+    fn text(value: &Option<String>) -> SortValue {
+        value.clone().map_or(SortValue::Null, SortValue::Text)
+    }
+    fn int(value: Option<i64>) -> SortValue {
+        value.map_or(SortValue::Null, SortValue::Int)
+    }
+    match key {
+        "id" => SortValue::Int(cluster.id),
+        "uuid" => SortValue::Text(cluster.uuid.to_string()),
+        "name" => text(&cluster.name),
+        "project_id" => SortValue::Text(cluster.project_id.clone()),
+        "user_id" => SortValue::Text(cluster.user_id.clone()),
+        "cluster_template_id" => SortValue::Text(cluster.cluster_template_id.to_string()),
+        "keypair" => text(&cluster.keypair),
+        "docker_volume_size" => int(cluster.docker_volume_size),
+        "master_flavor_id" => text(&cluster.master_flavor_id),
+        "flavor_id" => text(&cluster.flavor_id),
+        "create_timeout" => int(cluster.create_timeout),
+        "discovery_url" => text(&cluster.discovery_url),
+        "status" => SortValue::Text(cluster.status.as_str().to_owned()),
+        "status_reason" => text(&cluster.status_reason),
+        "health_status" => cluster.health_status.map_or(SortValue::Null, |health| {
+            SortValue::Text(health.as_str().to_owned())
+        }),
+        "stack_id" => text(&cluster.stack_id),
+        "api_address" => text(&cluster.api_address),
+        "coe_version" => text(&cluster.coe_version),
+        "container_version" => text(&cluster.container_version),
+        "node_count" => SortValue::Int(cluster.node_count),
+        "master_count" => SortValue::Int(cluster.master_count),
+        "created_at" => SortValue::Int(cluster.created_at.unix_seconds()),
+        "updated_at" => int(cluster.updated_at.map(Timestamp::unix_seconds)),
+        _ => SortValue::Null,
+    }
 }
 
 fn bind_cluster<'q>(
     query: Query<'q, Any, AnyArguments<'q>>,
     cluster: &Cluster,
 ) -> Query<'q, Any, AnyArguments<'q>> {
+    let query = query.bind(cluster.uuid.to_string()).bind(cluster.version);
+    bind_cluster_after_version(query, cluster)
+}
+
+fn bind_cluster_after_version<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    cluster: &Cluster,
+) -> Query<'q, Any, AnyArguments<'q>> {
     query
-        .bind(cluster.uuid.to_string())
-        .bind(cluster.version)
         .bind(cluster.name.clone())
         .bind(cluster.project_id.clone())
         .bind(cluster.user_id.clone())
@@ -214,6 +584,10 @@ fn bind_cluster<'q>(
         .bind(cluster.api_address.clone())
         .bind(cluster.coe_version.clone())
         .bind(cluster.container_version.clone())
+        .bind(cluster.node_count)
+        .bind(cluster.master_count)
+        .bind(serde_json::to_string(&cluster.node_addresses).expect("strings serialize"))
+        .bind(serde_json::to_string(&cluster.master_addresses).expect("strings serialize"))
         .bind(cluster.created_at.unix_seconds())
         .bind(cluster.updated_at.map(Timestamp::unix_seconds))
 }
@@ -222,9 +596,17 @@ fn bind_nodegroup<'q>(
     query: Query<'q, Any, AnyArguments<'q>>,
     nodegroup: &NodeGroup,
 ) -> Query<'q, Any, AnyArguments<'q>> {
-    query
+    let query = query
         .bind(nodegroup.uuid.to_string())
-        .bind(nodegroup.version)
+        .bind(nodegroup.version);
+    bind_nodegroup_after_version(query, nodegroup)
+}
+
+fn bind_nodegroup_after_version<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    nodegroup: &NodeGroup,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    query
         .bind(nodegroup.cluster_uuid.to_string())
         .bind(nodegroup.project_id.clone())
         .bind(nodegroup.name.clone())
@@ -271,6 +653,14 @@ fn json_object(row: &AnyRow, column: &str) -> Result<Map<String, Value>, StoreEr
     }
 }
 
+fn string_list(row: &AnyRow, column: &str) -> Result<Vec<String>, StoreError> {
+    match text_column(row, column)? {
+        None => Ok(Vec::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|_| StoreError::Corrupt(format!("{column} is not a list of strings"))),
+    }
+}
+
 fn cluster_from_row(row: &AnyRow) -> Result<Cluster, StoreError> {
     let health_status = match row.try_get::<Option<String>, _>("health_status")? {
         None => None,
@@ -305,6 +695,10 @@ fn cluster_from_row(row: &AnyRow) -> Result<Cluster, StoreError> {
         api_address: row.try_get("api_address")?,
         coe_version: row.try_get("coe_version")?,
         container_version: row.try_get("container_version")?,
+        node_count: row.try_get("node_count")?,
+        master_count: row.try_get("master_count")?,
+        node_addresses: string_list(row, "node_addresses")?,
+        master_addresses: string_list(row, "master_addresses")?,
         created_at: Timestamp::from_unix_seconds(row.try_get("created_at")?),
         updated_at: row
             .try_get::<Option<i64>, _>("updated_at")?

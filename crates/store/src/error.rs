@@ -14,6 +14,8 @@ pub enum StoreError {
     InUse,
     #[error("the record does not exist")]
     NotFound,
+    #[error("the project has reached its limit of {limit} clusters")]
+    LimitReached { limit: i64 },
     #[error("the pagination marker {0} does not exist")]
     MarkerNotFound(uuid::Uuid),
     #[error("the database schema is at version {found}, newer than this binary knows ({known})")]

@@ -7,6 +7,7 @@ mod clusters;
 mod error;
 mod migrations;
 mod operations;
+mod quotas;
 mod services;
 
 use std::borrow::Cow;
@@ -17,9 +18,11 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use cluster_templates::{Page, SortDirection, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
+pub use clusters::{ClusterChange, ClusterScope, CLUSTER_SORT_KEYS};
 pub use error::StoreError;
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use operations::Outcome;
+pub use quotas::{QuotaPage, QUOTA_SORT_KEYS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

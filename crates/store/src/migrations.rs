@@ -182,6 +182,27 @@ pub const MIGRATIONS: &[Migration] = &[
             CONSTRAINT fk_nodegroup_cluster FOREIGN KEY (cluster_uuid) REFERENCES cluster (uuid)
         ){table_options}"],
     },
+    Migration {
+        version: 5,
+        name: "cluster totals and quotas",
+        statements: &[
+            "ALTER TABLE cluster ADD COLUMN node_count BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE cluster ADD COLUMN master_count BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE cluster ADD COLUMN node_addresses {text}",
+            "ALTER TABLE cluster ADD COLUMN master_addresses {text}",
+            "CREATE INDEX ix_cluster_status ON cluster (status)",
+            "CREATE INDEX ix_nodegroup_cluster_uuid ON nodegroup (cluster_uuid)",
+            "CREATE TABLE quota (
+            id {pk},
+            project_id VARCHAR(255) NOT NULL,
+            resource VARCHAR(255) NOT NULL,
+            hard_limit BIGINT NOT NULL,
+            created_at BIGINT NOT NULL,
+            updated_at BIGINT,
+            CONSTRAINT uniq_quota_project_resource UNIQUE (project_id, resource)
+        ){table_options}",
+        ],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

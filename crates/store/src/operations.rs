@@ -80,9 +80,14 @@ impl Store {
         let now_seconds = now.unix_seconds();
         let lease_until = now_seconds + lease_seconds;
         for _ in 0..16 {
+            // One operation per cluster at a time, oldest first, except that a delete
+            // overtakes the work it makes pointless.
             let sql = self.sql(
-                "SELECT uuid FROM operation WHERE state = 'pending' \
-                 OR (state = 'running' AND lease_until < ?) ORDER BY id LIMIT 1",
+                "SELECT uuid FROM operation WHERE (state = 'pending' \
+                 OR (state = 'running' AND lease_until < ?)) AND (kind = 'delete_cluster' \
+                 OR NOT EXISTS (SELECT 1 FROM operation earlier \
+                 WHERE earlier.cluster_uuid = operation.cluster_uuid AND earlier.id < operation.id \
+                 AND earlier.state IN ('pending', 'running'))) ORDER BY id LIMIT 1",
             );
             let candidate = sqlx::query(&sql)
                 .bind(now_seconds)
@@ -160,6 +165,58 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(finished.rows_affected() == 1)
+    }
+
+    /// Ends every unfinished operation of a cluster as failed with `reason`, whoever holds
+    /// it; their runners notice at their next lease renewal.
+    pub async fn cancel_operations(
+        &self,
+        cluster_uuid: Uuid,
+        except: Option<Uuid>,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let sql = self.sql(
+            "UPDATE operation SET state = 'failed', error = ?, lease_owner = NULL, \
+             lease_until = NULL, updated_at = ? WHERE cluster_uuid = ? AND uuid <> ? \
+             AND state IN ('pending', 'running')",
+        );
+        let cancelled = sqlx::query(&sql)
+            .bind(reason.to_owned())
+            .bind(now.unix_seconds())
+            .bind(cluster_uuid.to_string())
+            .bind(except.map(|uuid| uuid.to_string()).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
+        Ok(cancelled.rows_affected())
+    }
+
+    /// Puts the operations `owner` holds back in the queue (a graceful stop), without
+    /// counting the interrupted attempt.
+    pub async fn release_operations(&self, owner: &str) -> Result<u64, StoreError> {
+        let sql = self.sql(
+            "UPDATE operation SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+             attempts = attempts - 1 WHERE state = 'running' AND lease_owner = ?",
+        );
+        let released = sqlx::query(&sql).bind(owner).execute(&self.pool).await?;
+        Ok(released.rows_affected())
+    }
+
+    /// Unfinished operations of one cluster, oldest first.
+    pub async fn unfinished_operations_of(
+        &self,
+        cluster_uuid: Uuid,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM operation WHERE cluster_uuid = ? \
+             AND state IN ('pending', 'running') ORDER BY id"
+        );
+        let sql = self.sql(&query);
+        let rows = sqlx::query(&sql)
+            .bind(cluster_uuid.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(operation_from_row).collect()
     }
 
     /// Operations not yet finished, oldest first.

@@ -714,6 +714,10 @@ mod clusters {
             api_address: None,
             coe_version: None,
             container_version: None,
+            node_count: 0,
+            master_count: 0,
+            node_addresses: Vec::new(),
+            master_addresses: Vec::new(),
             created_at: now(),
             updated_at: None,
             version: 0,
@@ -773,15 +777,17 @@ mod clusters {
                 now(),
             );
             let stored = store
-                .create_cluster(&wanted, &groups, &build)
+                .create_cluster(&wanted, &groups, &build, None)
                 .await
                 .unwrap();
+            let mut summarized = wanted.clone();
+            summarized.summarize(&groups);
             assert_eq!(
                 stored,
                 Cluster {
                     id: stored.id,
                     version: 1,
-                    ..wanted.clone()
+                    ..summarized
                 },
                 "{}",
                 engine.name()
@@ -832,6 +838,7 @@ mod clusters {
                         "{}".to_owned(),
                         now(),
                     ),
+                    None,
                 )
                 .await
                 .unwrap_err();
@@ -853,6 +860,7 @@ mod clusters {
                         "{}".to_owned(),
                         now(),
                     ),
+                    None,
                 )
                 .await
                 .unwrap_err();
@@ -895,6 +903,7 @@ mod clusters {
                         "{}".to_owned(),
                         now(),
                     ),
+                    None,
                 )
                 .await
                 .unwrap();

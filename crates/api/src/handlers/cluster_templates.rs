@@ -201,7 +201,7 @@ fn not_found(ident: &str) -> ApiError {
 }
 
 /// A template by uuid (when the identifier looks like one) or by exact name.
-async fn resolve(
+pub(crate) async fn resolve(
     state: &AppState,
     ident: &str,
     scope: TemplateScope<'_>,

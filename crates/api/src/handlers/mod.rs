@@ -1,6 +1,10 @@
 pub mod cluster_templates;
+pub mod clusters;
+pub mod nodegroups;
+pub mod quotas;
 pub mod root;
 pub mod services;
+pub mod stats;
 
 use axum::body::Body;
 use axum::http::{Response, StatusCode};

@@ -1,0 +1,1380 @@
+//! `/v1/clusters`: list, detail, get, create, update, delete, and the resize and upgrade
+//! actions. Every change is stored together with the operation that carries it out; the
+//! conductor does the rest.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Method, Response, StatusCode};
+use magnum_domain::cluster::{
+    Cluster, ClusterStatus, HealthStatus, NodeGroup, StatusEvent, DEFAULT_MASTER_NODEGROUP,
+    DEFAULT_WORKER_NODEGROUP,
+};
+use magnum_domain::cluster_template::{ClusterTemplate, TemplateRules};
+use magnum_domain::labels::{LabelDifferences, Labels};
+use magnum_domain::names::generate_name;
+use magnum_domain::operation::{Initiator, Operation, OperationKind, OperationParameters};
+use magnum_domain::policy::Target;
+use magnum_domain::quota::CLUSTER_RESOURCE;
+use magnum_domain::time::Timestamp;
+use magnum_domain::Identity;
+use magnum_driver::{Action, Driver, References};
+use magnum_store::{ClusterChange, ClusterScope, StoreError, TemplateScope, CLUSTER_SORT_KEYS};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use super::cluster_templates::resolve as resolve_template;
+use super::respond;
+use super::respond_empty;
+use crate::error::ApiError;
+use crate::input::{attribute, mandatory, parse_object, Attribute, Kind};
+use crate::microversion::Version;
+use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
+use crate::patch::{apply_patch, parse_patch, PatchRules};
+use crate::routing::{ResourceRequest, Routed};
+use crate::AppState;
+
+const TEXT: Kind = Kind::Text { min: 1, max: 255 };
+const NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_.-]*$";
+const DEFAULT_CREATE_TIMEOUT: i64 = 60;
+
+const CREATE_SCHEMA: &[Attribute] = &[
+    attribute("uuid", Kind::Uuid),
+    attribute("name", Kind::Text { min: 1, max: 242 }),
+    mandatory("cluster_template_id", TEXT),
+    attribute("keypair", TEXT),
+    attribute(
+        "node_count",
+        Kind::Integer {
+            min: Some(0),
+            max: None,
+        },
+    ),
+    attribute(
+        "master_count",
+        Kind::Integer {
+            min: Some(1),
+            max: None,
+        },
+    ),
+    attribute(
+        "docker_volume_size",
+        Kind::Integer {
+            min: Some(1),
+            max: None,
+        },
+    ),
+    attribute("labels", Kind::Labels),
+    attribute("merge_labels", Kind::Boolean),
+    attribute("master_flavor_id", TEXT),
+    attribute("flavor_id", TEXT),
+    attribute(
+        "create_timeout",
+        Kind::Integer {
+            min: Some(0),
+            max: None,
+        },
+    ),
+    attribute("discovery_url", Kind::Text { min: 0, max: 255 }),
+    attribute("fixed_network", TEXT),
+    attribute("fixed_subnet", TEXT),
+    attribute("floating_ip_enabled", Kind::Boolean),
+    attribute("master_lb_enabled", Kind::Boolean),
+    attribute("status", Kind::Ignored),
+    attribute("health_status", Kind::Ignored),
+    attribute("health_status_reason", Kind::Ignored),
+    attribute("status_reason", Kind::ReadOnly),
+    attribute("api_address", Kind::ReadOnly),
+    attribute("node_addresses", Kind::ReadOnly),
+    attribute("master_addresses", Kind::ReadOnly),
+    attribute("stack_id", Kind::ReadOnly),
+    attribute("cluster_id", Kind::ReadOnly),
+    attribute("coe_version", Kind::ReadOnly),
+    attribute("container_version", Kind::ReadOnly),
+    attribute("project_id", Kind::ReadOnly),
+    attribute("user_id", Kind::ReadOnly),
+    attribute("links", Kind::ReadOnly),
+    attribute("labels_overridden", Kind::ReadOnly),
+    attribute("labels_added", Kind::ReadOnly),
+    attribute("labels_skipped", Kind::ReadOnly),
+    attribute("faults", Kind::ReadOnly),
+    attribute("created_at", Kind::Timestamp),
+    attribute("updated_at", Kind::Timestamp),
+];
+
+const PATCH_RULES: PatchRules = PatchRules {
+    internal: &[
+        "/created_at",
+        "/id",
+        "/links",
+        "/updated_at",
+        "/uuid",
+        "/project_id",
+        "/user_id",
+        "/api_address",
+        "/node_addresses",
+        "/master_addresses",
+        "/stack_id",
+        "/cluster_id",
+        "/ca_cert_ref",
+        "/magnum_cert_ref",
+        "/etcd_ca_cert_ref",
+        "/front_proxy_ca_cert_ref",
+    ],
+    non_removable: &["/cluster_template_id"],
+    dictionaries: &["/labels", "/health_status_reason"],
+};
+
+/// What PATCH may change on a cluster.
+const PATCHABLE: [&str; 3] = ["node_count", "health_status", "health_status_reason"];
+
+const ZERO_NODES_UNSUPPORTED: &str =
+    "Resizing a nodegroup to zero is not supported in the provided microversion.";
+
+pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
+    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
+    let version = request.context.version;
+    match (rest.as_slice(), request.method) {
+        ([], &Method::GET) => Ok(list(&request, false).await?),
+        ([], &Method::POST) => Ok(create(request).await?),
+        ([], _) => Err(Routed::MethodNotAllowed),
+        (["detail"], &Method::GET) => Ok(list(&request, true).await?),
+        ([ident], &Method::GET) => Ok(get(&request, ident).await?),
+        ([ident], &Method::PATCH) => Ok(update(request, ident).await?),
+        ([ident], &Method::DELETE) => Ok(delete(&request, ident).await?),
+        ([_], _) => Err(Routed::MethodNotAllowed),
+        ([_, "detail"], _) => Err(Routed::Error(ApiError::not_found(
+            "The %(name)s resource %(id)s could not be found.",
+        ))),
+        ([ident, "actions", "resize"], &Method::POST) => {
+            if version < Version::new(1, 7) {
+                return Err(Routed::NotAcceptable(unsupported_api(version, "resize")));
+            }
+            Ok(resize(request, ident).await?)
+        }
+        ([ident, "actions", "upgrade"], &Method::POST) => {
+            if version < Version::new(1, 7) {
+                return Err(Routed::NotAcceptable(unsupported_api(version, "upgrade")));
+            }
+            if version < Version::new(1, 8) {
+                return Err(Routed::Error(ApiError::bad_request(
+                    "Cluster upgrade is not supported in the provided microversion.",
+                )));
+            }
+            Ok(upgrade(request, ident).await?)
+        }
+        ([_, "actions", ..], _) => Err(Routed::MethodNotAllowed),
+        ([_, "nodegroups", ..], _) => {
+            if version < Version::new(1, 9) {
+                let api = match *request.method {
+                    Method::GET if rest.len() == 2 => "get_all",
+                    Method::GET => "get_one",
+                    Method::POST => "post",
+                    Method::PATCH => "patch",
+                    _ => "delete",
+                };
+                return Err(Routed::NotAcceptable(unsupported_api(version, api)));
+            }
+            super::nodegroups::handle(request).await
+        }
+        _ => Err(Routed::NotFound),
+    }
+}
+
+fn unsupported_api(version: Version, api: &str) -> String {
+    format!("Version {version} was requested but the requested API {api} is not supported for this version.")
+}
+
+/// A JSON object whose keys are in sorted order, as upstream's serializer emits them.
+pub(crate) fn sorted_object(entries: BTreeMap<&'static str, Value>) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
+}
+
+fn timestamp(value: Option<Timestamp>) -> Value {
+    value.map_or(Value::Null, |at| Value::String(at.to_wire()))
+}
+
+/// The list (summary) or detail view of a cluster at `version`.
+pub(crate) fn view(
+    cluster: &Cluster,
+    template_labels: Option<&Labels>,
+    detail: bool,
+    version: Version,
+    base_url: &str,
+) -> BTreeMap<&'static str, Value> {
+    let mut view = BTreeMap::new();
+    view.insert("uuid", json!(cluster.uuid.to_string()));
+    view.insert("name", json!(cluster.name));
+    view.insert(
+        "cluster_template_id",
+        json!(cluster.cluster_template_id.to_string()),
+    );
+    view.insert("keypair", json!(cluster.keypair));
+    view.insert("docker_volume_size", json!(cluster.docker_volume_size));
+    view.insert("labels", Value::Object(cluster.labels.as_map().clone()));
+    view.insert("node_count", json!(cluster.node_count));
+    view.insert("master_count", json!(cluster.master_count));
+    view.insert("status", json!(cluster.status.as_str()));
+    view.insert(
+        "health_status",
+        json!(cluster.health_status.map(HealthStatus::as_str)),
+    );
+    view.insert("master_flavor_id", json!(cluster.master_flavor_id));
+    view.insert("flavor_id", json!(cluster.flavor_id));
+    view.insert("create_timeout", json!(cluster.create_timeout));
+    view.insert(
+        "links",
+        serde_json::to_value(magnum_types::Link::self_and_bookmark(
+            base_url,
+            &format!("clusters/{}", cluster.uuid),
+        ))
+        .unwrap_or(Value::Null),
+    );
+    view.insert("merge_labels", json!(false));
+    if version >= Version::new(1, 13) {
+        view.insert("cluster_id", json!(cluster.stack_id));
+    } else {
+        view.insert("stack_id", json!(cluster.stack_id));
+    }
+    if detail {
+        view.insert("status_reason", json!(cluster.status_reason));
+        view.insert(
+            "health_status_reason",
+            Value::Object(cluster.health_status_reason.clone()),
+        );
+        view.insert("discovery_url", json!(cluster.discovery_url));
+        view.insert("api_address", json!(cluster.api_address));
+        view.insert("coe_version", json!(cluster.coe_version));
+        view.insert("container_version", json!(cluster.container_version));
+        view.insert("project_id", json!(cluster.project_id));
+        view.insert("user_id", json!(cluster.user_id));
+        view.insert("node_addresses", json!(cluster.node_addresses));
+        view.insert("master_addresses", json!(cluster.master_addresses));
+        view.insert("fixed_network", json!(cluster.fixed_network));
+        view.insert("fixed_subnet", json!(cluster.fixed_subnet));
+        view.insert("floating_ip_enabled", json!(cluster.floating_ip_enabled));
+        view.insert("master_lb_enabled", json!(cluster.master_lb_enabled));
+        let differences = template_labels
+            .map(|parent| LabelDifferences::between(parent, &cluster.labels))
+            .unwrap_or_default();
+        view.insert("labels_overridden", Value::Object(differences.overridden));
+        view.insert("labels_added", Value::Object(differences.added));
+        view.insert("labels_skipped", Value::Object(differences.skipped));
+        view.insert("created_at", timestamp(Some(cluster.created_at)));
+        view.insert("updated_at", timestamp(cluster.updated_at));
+    }
+    view
+}
+
+fn not_found(ident: &str) -> ApiError {
+    ApiError::not_found(format!("Cluster {ident} could not be found."))
+}
+
+fn target(cluster: &Cluster) -> Target {
+    Target::owned_by(&cluster.project_id, &cluster.user_id)
+}
+
+/// Whether the admin rule lets the caller reach every project's clusters.
+fn scope<'a>(
+    state: &AppState,
+    identity: &'a Identity,
+    all_projects_rule: Option<&str>,
+) -> ClusterScope<'a> {
+    match all_projects_rule {
+        Some(rule)
+            if state.policy.is_admin(identity)
+                && state
+                    .policy
+                    .allows(rule, identity, &Target::caller(identity)) =>
+        {
+            ClusterScope::All
+        }
+        _ => ClusterScope::Project(&identity.project_id),
+    }
+}
+
+/// A cluster by uuid or exact name within `scope`.
+pub(crate) async fn resolve(
+    state: &AppState,
+    ident: &str,
+    scope: ClusterScope<'_>,
+) -> Result<Cluster, ApiError> {
+    if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
+        return match state.store.cluster_by_uuid(uuid).await? {
+            Some(cluster)
+                if matches!(scope, ClusterScope::All)
+                    || matches!(scope, ClusterScope::Project(project) if project == cluster.project_id) =>
+            {
+                Ok(cluster)
+            }
+            _ => Err(not_found(ident)),
+        };
+    }
+    let project = match scope {
+        ClusterScope::All => None,
+        ClusterScope::Project(project) => Some(project),
+    };
+    let mut found = state.store.clusters_by_name(ident, project, 2).await?;
+    match found.len() {
+        0 => Err(not_found(ident)),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApiError::conflict(
+            "Multiple clusters exist with same name. Please use the cluster uuid instead.",
+        )),
+    }
+}
+
+/// A cluster as the given caller may address it, for the nodegroup endpoints.
+pub(crate) async fn resolve_for(
+    state: &AppState,
+    identity: &Identity,
+    ident: &str,
+    all_projects_rule: Option<&str>,
+) -> Result<Cluster, ApiError> {
+    resolve(state, ident, scope(state, identity, all_projects_rule)).await
+}
+
+async fn template_labels(state: &AppState, cluster: &Cluster) -> Result<Option<Labels>, ApiError> {
+    Ok(state
+        .store
+        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+        .await?
+        .map(|template| template.labels))
+}
+
+async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&PAGINATION_ARGUMENTS)?;
+    let identity = &context.identity;
+    let (rule, all_projects_rule) = if detail {
+        ("cluster:detail", "cluster:detail_all_projects")
+    } else {
+        ("cluster:get_all", "cluster:get_all_all_projects")
+    };
+    state
+        .policy
+        .enforce(rule, identity, &Target::caller(identity))?;
+    let page = page_from_query(query, CLUSTER_SORT_KEYS, state.settings.max_limit)?;
+    let scope = scope(state, identity, Some(all_projects_rule));
+    let clusters = match state.store.list_clusters(scope, &page).await {
+        Ok(clusters) => clusters,
+        Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
+        Err(error) => return Err(error.into()),
+    };
+    let mut template_labels_by_uuid: BTreeMap<Uuid, Option<Labels>> = BTreeMap::new();
+    if detail {
+        for cluster in &clusters {
+            if let std::collections::btree_map::Entry::Vacant(entry) =
+                template_labels_by_uuid.entry(cluster.cluster_template_id)
+            {
+                entry.insert(template_labels(state, cluster).await?);
+            }
+        }
+    }
+    let collection_path = if detail {
+        "clusters/detail"
+    } else {
+        "clusters"
+    };
+    let next = next_link(
+        &context.base_url,
+        collection_path,
+        &page,
+        clusters.len(),
+        clusters.last().map(|cluster| cluster.uuid.to_string()),
+    );
+    let items: Vec<Value> = clusters
+        .iter()
+        .map(|cluster| {
+            let labels = template_labels_by_uuid
+                .get(&cluster.cluster_template_id)
+                .and_then(Option::as_ref);
+            sorted_object(view(
+                cluster,
+                labels,
+                detail,
+                context.version,
+                &context.base_url,
+            ))
+        })
+        .collect();
+    let mut document = BTreeMap::new();
+    document.insert("clusters", Value::Array(items));
+    if let Some(next) = next {
+        document.insert("next", Value::String(next));
+    }
+    Ok(respond(context, StatusCode::OK, &sorted_object(document)))
+}
+
+async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let cluster = resolve(
+        state,
+        ident,
+        scope(state, identity, Some("cluster:get_one_all_projects")),
+    )
+    .await?;
+    state
+        .policy
+        .enforce("cluster:get", identity, &target(&cluster))?;
+    let labels = template_labels(state, &cluster).await?;
+    let mut document = view(
+        &cluster,
+        labels.as_ref(),
+        true,
+        context.version,
+        &context.base_url,
+    );
+    if cluster.status.is_failed() {
+        let faults: Map<String, Value> = state
+            .store
+            .nodegroups_of_cluster(cluster.uuid)
+            .await?
+            .into_iter()
+            .filter(|nodegroup| nodegroup.status.as_str().ends_with("FAILED"))
+            .map(|nodegroup| {
+                (
+                    nodegroup.name.clone(),
+                    json!(nodegroup.status_reason.unwrap_or_default()),
+                )
+            })
+            .collect();
+        document.insert("faults", Value::Object(faults));
+    }
+    Ok(respond(context, StatusCode::OK, &sorted_object(document)))
+}
+
+fn uuid_document(uuid: Uuid) -> Value {
+    json!({"uuid": uuid.to_string()})
+}
+
+fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Some(Value::Object(object)) => Ok(object),
+        None => Err(ApiError::invalid_input(
+            argument,
+            "None",
+            "Mandatory field missing.",
+        )),
+        Some(other) => Err(ApiError::invalid_input(
+            argument,
+            &magnum_domain::pyliteral::py_str(&other),
+            &format!(
+                "Wrong type. Expected '<class 'dict'>', got '{}'",
+                crate::input::python_type(&other)
+            ),
+        )),
+    }
+}
+
+/// The driver that serves clusters of `template`, refusing `action` when it cannot do it.
+pub(crate) fn driver_for(
+    state: &AppState,
+    template: &ClusterTemplate,
+    action: Action,
+) -> Result<Arc<dyn Driver>, ApiError> {
+    let name = template.driver.clone().unwrap_or_default();
+    let driver = state
+        .drivers
+        .by_name(&name)
+        .ok_or_else(|| ApiError::bad_request(format!("Cluster driver ({name}) not supported.")))?;
+    if !driver.supports(action) {
+        return Err(refused_action(&*driver, action));
+    }
+    Ok(driver)
+}
+
+pub(crate) fn refused_action(driver: &dyn Driver, action: Action) -> ApiError {
+    let message = match action {
+        Action::ScaleMasters => {
+            "Resizing the master nodegroup is not supported by this driver.".to_owned()
+        }
+        Action::RotateCredentials => "Credential rotation is not supported by driver.".to_owned(),
+        _ => format!(
+            "{} is not supported by the {} driver.",
+            action.describe(),
+            driver.name()
+        ),
+    };
+    ApiError::bad_request(message)
+}
+
+/// The limit of clusters for a project: its quota row, or the configured default.
+async fn cluster_limit(state: &AppState, project_id: &str) -> Result<i64, ApiError> {
+    Ok(state
+        .store
+        .quota(project_id, CLUSTER_RESOURCE)
+        .await?
+        .map_or(state.settings.max_clusters_per_project, |quota| {
+            quota.hard_limit
+        }))
+}
+
+fn limit_reached(limit: i64) -> ApiError {
+    ApiError::forbidden(format!(
+        "Resource limit exceeded: You have reached the maximum clusters per project, {limit}. \
+         You may delete a cluster to make room for a new one."
+    ))
+}
+
+fn initiator(identity: &Identity) -> Initiator {
+    Initiator {
+        user_id: identity.user_id.clone(),
+        project_id: identity.project_id.clone(),
+    }
+}
+
+async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let version = context.version;
+    let object = body_object(body, "cluster")?;
+    let attributes = parse_object("cluster", &object, CREATE_SCHEMA)?;
+    if let Some(name) = attributes.text("name") {
+        check_name(&name)?;
+    }
+    let template_ident = attributes.text("cluster_template_id").unwrap_or_default();
+    let template_scope = if state.policy.is_admin(identity) {
+        TemplateScope::All
+    } else {
+        TemplateScope::VisibleTo(&identity.project_id)
+    };
+    let template = match resolve_template(state, &template_ident, template_scope).await {
+        Ok(template) => template,
+        Err(error) if error.status == StatusCode::NOT_FOUND && version < Version::new(1, 10) => {
+            return Err(ApiError::bad_request(error.detail))
+        }
+        Err(error) => return Err(error),
+    };
+    let driver = driver_for(state, &template, Action::CreateCluster)?;
+    let docker_volume_size = attributes
+        .integer("docker_volume_size")
+        .or(template.docker_volume_size);
+    TemplateRules::check_devicemapper(
+        template.docker_storage_driver.as_deref(),
+        docker_volume_size,
+    )?;
+    let master_count = attributes.integer("master_count").unwrap_or(1);
+    driver
+        .check_master_count(master_count)
+        .map_err(ApiError::bad_request)?;
+    let node_count = attributes.integer("node_count").unwrap_or(1);
+    if node_count == 0 && version < Version::new(1, 10) {
+        return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
+    }
+    state
+        .policy
+        .enforce("cluster:create", identity, &Target::caller(identity))?;
+    let limit = cluster_limit(state, &identity.project_id).await?;
+    if state.store.count_clusters(&identity.project_id).await? >= limit {
+        return Err(limit_reached(limit));
+    }
+    if template.hidden && !state.policy.is_admin(identity) {
+        return Err(ApiError::forbidden("Not authorized."));
+    }
+    let labels = Labels::inherit(
+        &template.labels,
+        attributes.labels("labels"),
+        attributes.boolean("merge_labels").unwrap_or(false),
+    );
+    let keypair = attributes.text("keypair").or(template.keypair_id.clone());
+    let flavor_id = attributes.text("flavor_id").or(template.flavor_id.clone());
+    let master_flavor_id = attributes
+        .text("master_flavor_id")
+        .or(template.master_flavor_id.clone());
+    let fixed_network = attributes
+        .text("fixed_network")
+        .or(template.fixed_network.clone());
+    let fixed_subnet = attributes
+        .text("fixed_subnet")
+        .or(template.fixed_subnet.clone());
+    let master_lb_enabled = attributes
+        .boolean("master_lb_enabled")
+        .unwrap_or(template.master_lb_enabled);
+    let floating_ip_enabled = attributes
+        .boolean("floating_ip_enabled")
+        .unwrap_or(template.floating_ip_enabled);
+    driver.validate_references(&References {
+        flavor_id: flavor_id.as_deref(),
+        master_flavor_id: master_flavor_id.as_deref(),
+        external_network_id: template.external_network_id.as_deref(),
+        fixed_network: fixed_network.as_deref(),
+        fixed_subnet: fixed_subnet.as_deref(),
+        keypair: keypair.as_deref(),
+        boot_volume_size: labels.get("boot_volume_size"),
+    })?;
+    if master_count > 1 && !master_lb_enabled {
+        return Err(ApiError::bad_request(
+            "master_count must be 1 when master_lb_enabled is False",
+        ));
+    }
+    let now = Timestamp::now();
+    let cluster = Cluster {
+        id: 0,
+        uuid: Uuid::new_v4(),
+        name: Some(
+            attributes
+                .text("name")
+                .unwrap_or_else(|| generate_name("cluster")),
+        ),
+        project_id: identity.project_id.clone(),
+        user_id: identity.user_id.clone(),
+        cluster_template_id: template.uuid,
+        keypair,
+        docker_volume_size,
+        labels: labels.clone(),
+        master_flavor_id: master_flavor_id.clone(),
+        flavor_id: flavor_id.clone(),
+        create_timeout: Some(
+            attributes
+                .integer("create_timeout")
+                .unwrap_or(DEFAULT_CREATE_TIMEOUT),
+        ),
+        discovery_url: attributes.text("discovery_url"),
+        fixed_network,
+        fixed_subnet,
+        floating_ip_enabled,
+        master_lb_enabled,
+        status: ClusterStatus::CreateInProgress,
+        status_reason: None,
+        health_status: None,
+        health_status_reason: Map::new(),
+        stack_id: None,
+        api_address: None,
+        coe_version: None,
+        container_version: None,
+        node_count: 0,
+        master_count: 0,
+        node_addresses: Vec::new(),
+        master_addresses: Vec::new(),
+        created_at: now,
+        updated_at: None,
+        version: 0,
+    };
+    let default_nodegroup =
+        |name: &str, role: &str, count: i64, flavor: Option<String>| NodeGroup {
+            id: 0,
+            uuid: Uuid::new_v4(),
+            cluster_uuid: cluster.uuid,
+            project_id: identity.project_id.clone(),
+            name: name.to_owned(),
+            docker_volume_size,
+            labels: labels.clone(),
+            flavor_id: flavor,
+            image_id: Some(template.image_id.clone()),
+            node_addresses: Vec::new(),
+            node_count: count,
+            role: role.to_owned(),
+            min_node_count: 0,
+            max_node_count: None,
+            is_default: true,
+            stack_id: None,
+            status: ClusterStatus::CreateInProgress,
+            status_reason: None,
+            coe_version: None,
+            node_labels: Map::new(),
+            node_taints: Vec::new(),
+            created_at: now,
+            updated_at: None,
+            version: 0,
+        };
+    let mut worker = default_nodegroup(DEFAULT_WORKER_NODEGROUP, "worker", node_count, flavor_id);
+    worker.min_node_count = labels
+        .get("min_node_count")
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    let nodegroups = [
+        default_nodegroup(
+            DEFAULT_MASTER_NODEGROUP,
+            "master",
+            master_count,
+            master_flavor_id,
+        ),
+        worker,
+    ];
+    let parameters = OperationParameters {
+        initiator: initiator(identity),
+        ..OperationParameters::default()
+    };
+    let operation = Operation::new(
+        cluster.uuid,
+        OperationKind::CreateCluster,
+        parameters.to_payload(),
+        now,
+    );
+    let stored = match state
+        .store
+        .create_cluster(&cluster, &nodegroups, &operation, Some(limit))
+        .await
+    {
+        Ok(stored) => stored,
+        Err(StoreError::LimitReached { limit }) => return Err(limit_reached(limit)),
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::not_found(format!(
+                "ClusterTemplate {template_ident} could not be found."
+            )))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    state.operations_enqueued.notify_one();
+    tracing::info!(cluster.id = %stored.uuid, project.id = %stored.project_id, "cluster creation accepted");
+    Ok(respond(
+        context,
+        StatusCode::ACCEPTED,
+        &uuid_document(stored.uuid),
+    ))
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let mut characters = name.chars();
+    let valid = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic())
+        && characters.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_input(
+            "name",
+            name,
+            &format!("Value should match the pattern {NAME_PATTERN}"),
+        ))
+    }
+}
+
+const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
+
+fn default_worker(nodegroups: &[NodeGroup]) -> Option<&NodeGroup> {
+    nodegroups
+        .iter()
+        .find(|nodegroup| nodegroup.is_default && !nodegroup.is_master())
+}
+
+async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    let version = context.version;
+    if version >= Version::new(1, 3) {
+        query.allow_only(&["rollback"])?;
+    } else {
+        query.allow_only(&[])?;
+    }
+    let rollback = match query.get("rollback") {
+        Some(text) => crate::input::parse_bool("rollback", &Value::String(text.to_owned()))?,
+        None => false,
+    };
+    let operations = parse_patch(body, &PATCH_RULES)?;
+    let identity = &context.identity;
+    let scope = scope(state, identity, Some("cluster:update_all_projects"));
+    for attempt in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
+        }
+        let cluster = resolve(state, ident, scope).await?;
+        state
+            .policy
+            .enforce("cluster:update", identity, &target(&cluster))?;
+        state.policy.enforce(
+            "cluster:update_health_status",
+            identity,
+            &Target::caller(identity),
+        )?;
+        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+        let worker = default_worker(&nodegroups).cloned();
+        let worker_count = worker.as_ref().map_or(0, |worker| worker.node_count);
+        let mut original = view(&cluster, None, true, version, &context.base_url);
+        original.insert("node_count", json!(worker_count));
+        let original: Map<String, Value> = original
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect();
+        let mut document = original.clone();
+        apply_patch(&mut document, &operations, &PATCH_RULES)?;
+        let mut changed: Vec<&str> = original
+            .keys()
+            .chain(document.keys())
+            .map(String::as_str)
+            .filter(|key| original.get(*key) != document.get(*key))
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        let forbidden: Vec<&str> = changed
+            .iter()
+            .copied()
+            .filter(|key| !PATCHABLE.contains(key))
+            .collect();
+        if !forbidden.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "cannot change cluster property(ies) {}.",
+                forbidden.join(", ")
+            )));
+        }
+        let node_count = match document.get("node_count") {
+            None | Some(Value::Null) => 1,
+            Some(Value::Number(number)) if number.as_i64().is_some() => {
+                let count = number.as_i64().unwrap_or_default();
+                if count < 0 {
+                    return Err(ApiError::invalid_input(
+                        "node_count",
+                        &count.to_string(),
+                        "Value should be greater or equal to 0",
+                    ));
+                }
+                count
+            }
+            Some(other) => {
+                return Err(ApiError::invalid_input(
+                    "node_count",
+                    &magnum_domain::pyliteral::py_str(other),
+                    &format!(
+                        "'<' not supported between instances of '{}' and 'int'",
+                        crate::input::python_type(other)
+                            .trim_start_matches("<class '")
+                            .trim_end_matches("'>")
+                    ),
+                ))
+            }
+        };
+        if node_count == 0 && version < Version::new(1, 10) {
+            return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
+        }
+        let health_status = match document.get("health_status") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text.parse::<HealthStatus>().map_err(|()| {
+                ApiError::invalid_input(
+                    "health_status",
+                    text,
+                    "Value should be one of: UNHEALTHY, HEALTHY, UNKNOWN",
+                )
+            })?),
+            Some(other) => {
+                return Err(ApiError::invalid_input(
+                    "health_status",
+                    &magnum_domain::pyliteral::py_str(other),
+                    "Value should be one of: UNHEALTHY, HEALTHY, UNKNOWN",
+                ))
+            }
+        };
+        let health_status_reason = match document.get("health_status_reason") {
+            Some(Value::Object(reason)) => reason.clone(),
+            _ => Map::new(),
+        };
+        let count_changed = node_count != worker_count;
+        let health_changed = health_status != cluster.health_status
+            || health_status_reason != cluster.health_status_reason;
+        if !count_changed && !health_changed {
+            return Ok(respond(
+                context,
+                StatusCode::ACCEPTED,
+                &uuid_document(cluster.uuid),
+            ));
+        }
+        let now = Timestamp::now();
+        let mut updated = cluster.clone();
+        updated.health_status = health_status;
+        updated.health_status_reason = health_status_reason;
+        updated.updated_at = Some(now);
+        let mut changed_nodegroups = Vec::new();
+        let mut operation = None;
+        if count_changed {
+            let template = state
+                .store
+                .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+                .await?
+                .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+            driver_for(state, &template, Action::ScaleWorkers)?;
+            let Some(mut worker) = worker.clone() else {
+                return Err(ApiError::bad_request(
+                    "The cluster has no default worker nodegroup to resize.",
+                ));
+            };
+            updated.status = cluster
+                .status
+                .apply(StatusEvent::UpdateStarted)
+                .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
+            updated.status_reason = Some(format!(
+                "Changing the number of worker nodes from {worker_count} to {node_count}."
+            ));
+            let parameters = OperationParameters {
+                initiator: initiator(identity),
+                nodegroup: Some(worker.uuid),
+                previous_node_counts: vec![(worker.uuid, worker.node_count)],
+                rollback,
+                ..OperationParameters::default()
+            };
+            worker.node_count = node_count;
+            worker.status = ClusterStatus::UpdateInProgress;
+            worker.status_reason = None;
+            worker.updated_at = Some(now);
+            changed_nodegroups.push(worker);
+            operation = Some(Operation::new(
+                cluster.uuid,
+                OperationKind::UpdateCluster,
+                parameters.to_payload(),
+                now,
+            ));
+        }
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: &changed_nodegroups,
+            removed_nodegroups: &[],
+            operation: operation.as_ref(),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(stored) => {
+                if operation.is_some() {
+                    state.operations_enqueued.notify_one();
+                }
+                tracing::info!(cluster.id = %stored.uuid, "cluster update accepted");
+                return Ok(respond(
+                    context,
+                    StatusCode::ACCEPTED,
+                    &uuid_document(stored.uuid),
+                ));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => return Err(not_found(ident)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The cluster was changed concurrently too often; retry the update.",
+    ))
+}
+
+async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&["force"])?;
+    let force = match query.get("force") {
+        Some(text) => crate::input::parse_bool("force", &Value::String(text.to_owned()))?,
+        None => false,
+    };
+    let identity = &context.identity;
+    let scope = scope(state, identity, Some("cluster:delete_all_projects"));
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        let cluster = resolve(state, ident, scope).await?;
+        state
+            .policy
+            .enforce("cluster:delete", identity, &target(&cluster))?;
+        if force {
+            // For clusters whose driver resources are gone already (or a driver that is
+            // no longer enabled): the records go without asking the driver.
+            state
+                .policy
+                .enforce("cluster:force_delete", identity, &Target::caller(identity))?;
+            state
+                .store
+                .cancel_operations(
+                    cluster.uuid,
+                    None,
+                    "Stopped: the cluster was force-deleted.",
+                    Timestamp::now(),
+                )
+                .await?;
+            state.store.purge_cluster(cluster.uuid).await?;
+            tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
+            return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+        }
+        if cluster.status == ClusterStatus::DeleteInProgress {
+            let pending = state.store.unfinished_operations_of(cluster.uuid).await?;
+            if pending
+                .iter()
+                .any(|operation| operation.kind == OperationKind::DeleteCluster)
+            {
+                return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+            }
+        }
+        let now = Timestamp::now();
+        let mut updated = cluster.clone();
+        updated.status = cluster
+            .status
+            .apply(StatusEvent::DeleteStarted)
+            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
+        updated.status_reason = None;
+        updated.updated_at = Some(now);
+        let parameters = OperationParameters {
+            initiator: initiator(identity),
+            ..OperationParameters::default()
+        };
+        let operation = Operation::new(
+            cluster.uuid,
+            OperationKind::DeleteCluster,
+            parameters.to_payload(),
+            now,
+        );
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: &[],
+            removed_nodegroups: &[],
+            operation: Some(&operation),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                state.operations_enqueued.notify_one();
+                tracing::info!(cluster.id = %cluster.uuid, "cluster deletion accepted");
+                return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => return Err(not_found(ident)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The cluster was changed concurrently too often; retry the deletion.",
+    ))
+}
+
+/// A nodegroup of the cluster by integer id, uuid or name.
+pub(crate) fn find_nodegroup<'a>(
+    nodegroups: &'a [NodeGroup],
+    ident: &str,
+) -> Option<&'a NodeGroup> {
+    if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
+        return nodegroups.iter().find(|nodegroup| nodegroup.uuid == uuid);
+    }
+    if let Ok(id) = ident.parse::<i64>() {
+        if let Some(found) = nodegroups.iter().find(|nodegroup| nodegroup.id == id) {
+            return Some(found);
+        }
+    }
+    nodegroups.iter().find(|nodegroup| nodegroup.name == ident)
+}
+
+pub(crate) fn nodegroup_not_found(ident: &str) -> ApiError {
+    ApiError::not_found(format!("Nodegroup {ident} could not be found."))
+}
+
+const RESIZE_SCHEMA: &[Attribute] = &[
+    mandatory(
+        "node_count",
+        Kind::Integer {
+            min: Some(0),
+            max: None,
+        },
+    ),
+    attribute("nodes_to_remove", Kind::Ignored),
+    attribute("nodegroup", Kind::Text { min: 0, max: 255 }),
+];
+
+fn nodes_to_remove(object: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
+    match object.get("nodes_to_remove") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(text) => Ok(text.clone()),
+                other => Err(ApiError::invalid_input(
+                    "nodes_to_remove",
+                    &magnum_domain::pyliteral::py_str(other),
+                    "Wrong type. Expected '<class 'str'>'",
+                )),
+            })
+            .collect(),
+        Some(other) => Err(ApiError::invalid_input(
+            "nodes_to_remove",
+            &magnum_domain::pyliteral::py_str(other),
+            "Wrong type. Expected '<class 'list'>'",
+        )),
+    }
+}
+
+async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let version = context.version;
+    let object = match body {
+        None => Map::new(),
+        other => body_object(other, "cluster_resize_req")?,
+    };
+    let attributes = parse_object("cluster_resize_req", &object, RESIZE_SCHEMA)?;
+    let removals = nodes_to_remove(&object)?;
+    let node_count = attributes.integer("node_count").unwrap_or_default();
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        // No all-projects reach for admins here, as upstream.
+        let cluster = resolve(state, ident, ClusterScope::Project(&identity.project_id)).await?;
+        state
+            .policy
+            .enforce("cluster:resize", identity, &target(&cluster))?;
+        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+        let requested = attributes.text("nodegroup").filter(|name| !name.is_empty());
+        let mut nodegroup = match &requested {
+            Some(name) => find_nodegroup(&nodegroups, name)
+                .ok_or_else(|| nodegroup_not_found(name))?
+                .clone(),
+            None => default_worker(&nodegroups)
+                .ok_or_else(|| nodegroup_not_found(DEFAULT_WORKER_NODEGROUP))?
+                .clone(),
+        };
+        let template = state
+            .store
+            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+            .await?
+            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        if nodegroup.is_master() {
+            let driver = driver_for(state, &template, Action::ScaleMasters)?;
+            driver
+                .check_master_count(node_count)
+                .map_err(ApiError::bad_request)?;
+        } else {
+            let out_of_range = node_count < nodegroup.min_node_count
+                || nodegroup.max_node_count.is_some_and(|max| node_count > max);
+            if out_of_range {
+                return Err(ApiError::bad_request(format!(
+                    "Resizing {} outside the allowed range: min_node_count = {}, max_node_count = {}",
+                    nodegroup.name,
+                    nodegroup.min_node_count,
+                    nodegroup
+                        .max_node_count
+                        .map_or("None".to_owned(), |max| max.to_string())
+                )));
+            }
+            if node_count == 0 && version < Version::new(1, 10) {
+                return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
+            }
+            driver_for(state, &template, Action::ScaleWorkers)?;
+        }
+        let now = Timestamp::now();
+        let mut updated = cluster.clone();
+        updated.status = cluster
+            .status
+            .apply(StatusEvent::ResizeStarted)
+            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
+        updated.status_reason = Some(format!(
+            "Resizing nodegroup {} from {} to {} nodes.",
+            nodegroup.name, nodegroup.node_count, node_count
+        ));
+        updated.updated_at = Some(now);
+        let parameters = OperationParameters {
+            initiator: initiator(identity),
+            nodegroup: Some(nodegroup.uuid),
+            nodes_to_remove: removals.clone(),
+            previous_node_counts: vec![(nodegroup.uuid, nodegroup.node_count)],
+            ..OperationParameters::default()
+        };
+        nodegroup.node_count = node_count;
+        nodegroup.status = ClusterStatus::UpdateInProgress;
+        nodegroup.status_reason = None;
+        nodegroup.updated_at = Some(now);
+        let operation = Operation::new(
+            cluster.uuid,
+            OperationKind::ResizeCluster,
+            parameters.to_payload(),
+            now,
+        );
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: std::slice::from_ref(&nodegroup),
+            removed_nodegroups: &[],
+            operation: Some(&operation),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                state.operations_enqueued.notify_one();
+                tracing::info!(cluster.id = %cluster.uuid, nodegroup = %nodegroup.name, node_count, "cluster resize accepted");
+                return Ok(respond(
+                    context,
+                    StatusCode::ACCEPTED,
+                    &uuid_document(cluster.uuid),
+                ));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => return Err(not_found(ident)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The cluster was changed concurrently too often; retry the resize.",
+    ))
+}
+
+const UPGRADE_SCHEMA: &[Attribute] = &[
+    mandatory("cluster_template", TEXT),
+    attribute(
+        "max_batch_size",
+        Kind::Integer {
+            min: Some(1),
+            max: None,
+        },
+    ),
+    attribute("nodegroup", Kind::Text { min: 0, max: 255 }),
+];
+
+async fn upgrade(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let object = match body {
+        None => Map::new(),
+        other => body_object(other, "cluster_upgrade_req")?,
+    };
+    let attributes = parse_object("cluster_upgrade_req", &object, UPGRADE_SCHEMA)?;
+    let template_ident = attributes.text("cluster_template").unwrap_or_default();
+    let scope = scope(state, identity, Some("cluster:upgrade_all_projects"));
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        let cluster = resolve(state, ident, scope).await?;
+        state
+            .policy
+            .enforce("cluster:upgrade", identity, &target(&cluster))?;
+        let template_scope = if state.policy.is_admin(identity) {
+            TemplateScope::All
+        } else {
+            TemplateScope::VisibleTo(&identity.project_id)
+        };
+        let new_template = resolve_template(state, &template_ident, template_scope).await?;
+        let current_template = state
+            .store
+            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+            .await?
+            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+        let named = attributes.text("nodegroup").filter(|name| !name.is_empty());
+        let targets: Vec<NodeGroup> = match &named {
+            Some(name) => {
+                let nodegroup =
+                    find_nodegroup(&nodegroups, name).ok_or_else(|| nodegroup_not_found(name))?;
+                if !nodegroup.is_default && new_template.uuid != cluster.cluster_template_id {
+                    return Err(ApiError::conflict(format!(
+                        "Cluster Template is not valid for upgrade: Nodegroup {} can be upgraded only to match cluster's template ({}).",
+                        nodegroup.name,
+                        current_template.name.clone().unwrap_or_default()
+                    )));
+                }
+                vec![nodegroup.clone()]
+            }
+            None => nodegroups
+                .iter()
+                .filter(|nodegroup| nodegroup.is_default)
+                .cloned()
+                .collect(),
+        };
+        if !cluster.status.is_complete() {
+            return Err(ApiError::bad_request(format!(
+                "Upgrading a cluster when status is \"{}\" is not supported.",
+                cluster.status
+            )));
+        }
+        let driver = driver_for(state, &current_template, Action::UpgradeCluster)?;
+        if new_template.coe != current_template.coe
+            || new_template.driver.as_deref() != Some(driver.name())
+        {
+            return Err(ApiError::bad_request(format!(
+                "Cluster template {} cannot be used to upgrade this cluster: it builds {} clusters with the {} driver, the cluster is a {} cluster of the {} driver.",
+                new_template.name.clone().unwrap_or_else(|| new_template.uuid.to_string()),
+                new_template.coe,
+                new_template.driver.clone().unwrap_or_default(),
+                current_template.coe,
+                driver.name()
+            )));
+        }
+        let now = Timestamp::now();
+        let mut updated = cluster.clone();
+        updated.status = cluster
+            .status
+            .apply(StatusEvent::UpdateStarted)
+            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
+        updated.status_reason = Some(format!(
+            "Upgrading to cluster template {}.",
+            new_template
+                .name
+                .clone()
+                .unwrap_or_else(|| new_template.uuid.to_string())
+        ));
+        updated.updated_at = Some(now);
+        if named.is_none() || targets.iter().any(|nodegroup| nodegroup.is_default) {
+            updated.cluster_template_id = new_template.uuid;
+        }
+        let changed: Vec<NodeGroup> = targets
+            .into_iter()
+            .map(|mut nodegroup| {
+                nodegroup.image_id = Some(new_template.image_id.clone());
+                nodegroup.status = ClusterStatus::UpdateInProgress;
+                nodegroup.status_reason = None;
+                nodegroup.updated_at = Some(now);
+                nodegroup
+            })
+            .collect();
+        let parameters = OperationParameters {
+            initiator: initiator(identity),
+            previous_template: Some(cluster.cluster_template_id),
+            max_batch_size: attributes.integer("max_batch_size"),
+            ..OperationParameters::default()
+        };
+        let operation = Operation::new(
+            cluster.uuid,
+            OperationKind::UpgradeCluster,
+            parameters.to_payload(),
+            now,
+        );
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: &changed,
+            removed_nodegroups: &[],
+            operation: Some(&operation),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                state.operations_enqueued.notify_one();
+                tracing::info!(cluster.id = %cluster.uuid, cluster_template.id = %new_template.uuid, "cluster upgrade accepted");
+                return Ok(respond(
+                    context,
+                    StatusCode::ACCEPTED,
+                    &uuid_document(cluster.uuid),
+                ));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => return Err(not_found(ident)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The cluster was changed concurrently too often; retry the upgrade.",
+    ))
+}

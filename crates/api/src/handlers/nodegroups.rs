@@ -1,0 +1,807 @@
+//! `/v1/clusters/{cluster}/nodegroups` (from 1.9): list, get, create, update, delete.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Method, Response, StatusCode};
+use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup, StatusEvent};
+use magnum_domain::labels::{LabelDifferences, Labels};
+use magnum_domain::nodegroup::{
+    check_counts, check_node_labels, parse_node_taints, NodeGroupInvalid,
+};
+use magnum_domain::operation::{Initiator, Operation, OperationKind, OperationParameters};
+use magnum_domain::policy::Target;
+use magnum_domain::time::Timestamp;
+use magnum_driver::{Action, References};
+use magnum_store::{ClusterChange, SortDirection, StoreError, TemplateScope};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::clusters::{
+    driver_for, find_nodegroup, nodegroup_not_found, resolve_for, sorted_object,
+};
+use super::{respond, respond_empty};
+use crate::error::ApiError;
+use crate::input::{attribute, parse_object, Attribute, Kind};
+use crate::pagination::{next_link, page_from_query};
+use crate::patch::{apply_patch, parse_patch, Operation as PatchOp, PatchRules};
+use crate::routing::{ResourceRequest, Routed};
+
+const TEXT: Kind = Kind::Text { min: 1, max: 255 };
+
+const SORT_KEYS: &[(&str, bool)] = &[
+    ("id", true),
+    ("uuid", false),
+    ("name", false),
+    ("flavor_id", false),
+    ("image_id", false),
+    ("node_count", true),
+    ("role", false),
+    ("min_node_count", true),
+    ("max_node_count", true),
+    ("status", false),
+    ("created_at", true),
+    ("updated_at", true),
+];
+
+const CREATE_SCHEMA: &[Attribute] = &[
+    attribute("uuid", Kind::Uuid),
+    attribute("name", TEXT),
+    attribute(
+        "docker_volume_size",
+        Kind::Integer {
+            min: Some(1),
+            max: None,
+        },
+    ),
+    attribute("labels", Kind::Labels),
+    attribute("merge_labels", Kind::Boolean),
+    attribute("flavor_id", TEXT),
+    attribute("image_id", TEXT),
+    attribute(
+        "node_count",
+        Kind::Integer {
+            min: Some(0),
+            max: None,
+        },
+    ),
+    attribute("role", TEXT),
+    attribute(
+        "min_node_count",
+        Kind::Integer {
+            min: Some(0),
+            max: None,
+        },
+    ),
+    attribute(
+        "max_node_count",
+        Kind::Integer {
+            min: Some(0),
+            max: None,
+        },
+    ),
+    attribute("is_default", Kind::Ignored),
+    attribute("node_labels", Kind::Ignored),
+    attribute("node_taints", Kind::Ignored),
+    attribute("id", Kind::ReadOnly),
+    attribute("cluster_id", Kind::ReadOnly),
+    attribute("project_id", Kind::ReadOnly),
+    attribute("stack_id", Kind::ReadOnly),
+    attribute("status", Kind::ReadOnly),
+    attribute("status_reason", Kind::ReadOnly),
+    attribute("version", Kind::ReadOnly),
+    attribute("node_addresses", Kind::ReadOnly),
+    attribute("links", Kind::ReadOnly),
+    attribute("labels_overridden", Kind::ReadOnly),
+    attribute("labels_added", Kind::ReadOnly),
+    attribute("labels_skipped", Kind::ReadOnly),
+    attribute("created_at", Kind::Timestamp),
+    attribute("updated_at", Kind::Timestamp),
+];
+
+/// The only attributes PATCH may touch; the node count changes through `actions/resize`.
+const PATCHABLE: [&str; 4] = [
+    "min_node_count",
+    "max_node_count",
+    "node_labels",
+    "node_taints",
+];
+
+const PATCH_RULES: PatchRules = PatchRules {
+    internal: &[],
+    non_removable: &[],
+    dictionaries: &["/node_labels"],
+};
+
+pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
+    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), request.method) {
+        ([cluster, "nodegroups"], &Method::GET) => Ok(list(&request, cluster).await?),
+        ([cluster, "nodegroups"], &Method::POST) => Ok(create(request, cluster).await?),
+        ([_, "nodegroups"], _) => Err(Routed::MethodNotAllowed),
+        ([cluster, "nodegroups", ident], &Method::GET) => Ok(get(&request, cluster, ident).await?),
+        ([cluster, "nodegroups", ident], &Method::PATCH) => {
+            Ok(update(request, cluster, ident).await?)
+        }
+        ([cluster, "nodegroups", ident], &Method::DELETE) => {
+            Ok(delete(&request, cluster, ident).await?)
+        }
+        ([_, "nodegroups", _], _) => Err(Routed::MethodNotAllowed),
+        _ => Err(Routed::NotFound),
+    }
+}
+
+fn links(base_url: &str, nodegroup: &NodeGroup) -> Value {
+    serde_json::to_value(magnum_types::Link::self_and_bookmark(
+        base_url,
+        &format!(
+            "clusters/{}/nodegroups/{}",
+            nodegroup.cluster_uuid, nodegroup.uuid
+        ),
+    ))
+    .unwrap_or(Value::Null)
+}
+
+fn summary(nodegroup: &NodeGroup) -> Value {
+    let mut view = BTreeMap::new();
+    view.insert("uuid", json!(nodegroup.uuid.to_string()));
+    view.insert("name", json!(nodegroup.name));
+    view.insert("flavor_id", json!(nodegroup.flavor_id));
+    view.insert("image_id", json!(nodegroup.image_id));
+    view.insert("node_count", json!(nodegroup.node_count));
+    view.insert("role", json!(nodegroup.role));
+    view.insert("is_default", json!(nodegroup.is_default));
+    view.insert("status", json!(nodegroup.status.as_str()));
+    view.insert("stack_id", json!(nodegroup.stack_id));
+    view.insert("min_node_count", json!(nodegroup.min_node_count));
+    view.insert("max_node_count", json!(nodegroup.max_node_count));
+    view.insert("merge_labels", json!(false));
+    sorted_object(view)
+}
+
+fn taints_value(nodegroup: &NodeGroup) -> Value {
+    Value::Array(
+        nodegroup
+            .node_taints
+            .iter()
+            .map(|taint| {
+                let mut object = BTreeMap::new();
+                object.insert("key", json!(taint.key));
+                if let Some(value) = &taint.value {
+                    object.insert("value", json!(value));
+                }
+                object.insert("effect", json!(taint.effect));
+                sorted_object(object)
+            })
+            .collect(),
+    )
+}
+
+fn detail(
+    nodegroup: &NodeGroup,
+    cluster_labels: &Labels,
+    base_url: &str,
+) -> BTreeMap<&'static str, Value> {
+    let differences = LabelDifferences::between(cluster_labels, &nodegroup.labels);
+    let mut view = BTreeMap::new();
+    view.insert("id", json!(nodegroup.id));
+    view.insert("uuid", json!(nodegroup.uuid.to_string()));
+    view.insert("name", json!(nodegroup.name));
+    view.insert("cluster_id", json!(nodegroup.cluster_uuid.to_string()));
+    view.insert("project_id", json!(nodegroup.project_id));
+    view.insert("docker_volume_size", json!(nodegroup.docker_volume_size));
+    view.insert("labels", Value::Object(nodegroup.labels.as_map().clone()));
+    view.insert("labels_added", Value::Object(differences.added));
+    view.insert("labels_overridden", Value::Object(differences.overridden));
+    view.insert("labels_skipped", Value::Object(differences.skipped));
+    view.insert("links", links(base_url, nodegroup));
+    view.insert("flavor_id", json!(nodegroup.flavor_id));
+    view.insert("image_id", json!(nodegroup.image_id));
+    view.insert("node_addresses", json!(nodegroup.node_addresses));
+    view.insert("node_count", json!(nodegroup.node_count));
+    view.insert("role", json!(nodegroup.role));
+    view.insert("min_node_count", json!(nodegroup.min_node_count));
+    view.insert("max_node_count", json!(nodegroup.max_node_count));
+    view.insert("is_default", json!(nodegroup.is_default));
+    view.insert("stack_id", json!(nodegroup.stack_id));
+    view.insert("status", json!(nodegroup.status.as_str()));
+    view.insert("status_reason", json!(nodegroup.status_reason));
+    view.insert("version", json!(nodegroup.coe_version));
+    view.insert("merge_labels", json!(false));
+    view.insert("node_labels", Value::Object(nodegroup.node_labels.clone()));
+    view.insert("node_taints", taints_value(nodegroup));
+    view.insert("created_at", json!(nodegroup.created_at.to_wire()));
+    view.insert(
+        "updated_at",
+        json!(nodegroup.updated_at.map(Timestamp::to_wire)),
+    );
+    view
+}
+
+fn sort_value(nodegroup: &NodeGroup, key: &str) -> Value {
+    match key {
+        "uuid" => json!(nodegroup.uuid.to_string()),
+        "name" => json!(nodegroup.name),
+        "flavor_id" => json!(nodegroup.flavor_id),
+        "image_id" => json!(nodegroup.image_id),
+        "node_count" => json!(nodegroup.node_count),
+        "role" => json!(nodegroup.role),
+        "min_node_count" => json!(nodegroup.min_node_count),
+        "max_node_count" => json!(nodegroup.max_node_count),
+        "status" => json!(nodegroup.status.as_str()),
+        "created_at" => json!(nodegroup.created_at.unix_seconds()),
+        "updated_at" => json!(nodegroup.updated_at.map(Timestamp::unix_seconds)),
+        _ => json!(nodegroup.id),
+    }
+}
+
+fn compare(left: &Value, right: &Value) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (left, right) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Null, _) => Ordering::Less,
+        (_, Value::Null) => Ordering::Greater,
+        (Value::Number(a), Value::Number(b)) => a
+            .as_i64()
+            .unwrap_or_default()
+            .cmp(&b.as_i64().unwrap_or_default()),
+        (Value::String(a), Value::String(b)) => a.cmp(b),
+        _ => Ordering::Equal,
+    }
+}
+
+async fn list(
+    request: &ResourceRequest<'_>,
+    cluster_ident: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&["limit", "marker", "sort_key", "sort_dir", "role"])?;
+    let identity = &context.identity;
+    let page = page_from_query(query, SORT_KEYS, state.settings.max_limit)?;
+    let cluster = resolve_for(
+        state,
+        identity,
+        cluster_ident,
+        Some("nodegroup:get_all_all_projects"),
+    )
+    .await?;
+    state
+        .policy
+        .enforce("nodegroup:get_all", identity, &Target::caller(identity))?;
+    let mut nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+    if let Some(role) = query.get("role") {
+        nodegroups.retain(|nodegroup| nodegroup.role == role);
+    }
+    nodegroups.sort_by(|a, b| {
+        let order = compare(&sort_value(a, page.sort_key), &sort_value(b, page.sort_key))
+            .then(a.id.cmp(&b.id));
+        match page.direction {
+            SortDirection::Ascending => order,
+            SortDirection::Descending => order.reverse(),
+        }
+    });
+    if let Some(marker) = page.marker {
+        let position = nodegroups
+            .iter()
+            .position(|nodegroup| nodegroup.uuid == marker)
+            .ok_or_else(|| nodegroup_not_found(&marker.to_string()))?;
+        nodegroups.drain(..=position);
+    }
+    nodegroups.truncate(page.limit as usize);
+    let next = next_link(
+        &context.base_url,
+        &format!("clusters/{}/nodegroups", cluster.uuid),
+        &page,
+        nodegroups.len(),
+        nodegroups
+            .last()
+            .map(|nodegroup| nodegroup.uuid.to_string()),
+    );
+    let mut document = BTreeMap::new();
+    document.insert(
+        "nodegroups",
+        Value::Array(nodegroups.iter().map(summary).collect()),
+    );
+    if let Some(next) = next {
+        document.insert("next", Value::String(next));
+    }
+    Ok(respond(context, StatusCode::OK, &sorted_object(document)))
+}
+
+async fn get(
+    request: &ResourceRequest<'_>,
+    cluster_ident: &str,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let cluster = resolve_for(
+        state,
+        identity,
+        cluster_ident,
+        Some("nodegroup:get_one_all_projects"),
+    )
+    .await?;
+    state
+        .policy
+        .enforce("nodegroup:get", identity, &Target::caller(identity))?;
+    let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+    let nodegroup = find_nodegroup(&nodegroups, ident).ok_or_else(|| nodegroup_not_found(ident))?;
+    Ok(respond(
+        context,
+        StatusCode::OK,
+        &sorted_object(detail(nodegroup, &cluster.labels, &context.base_url)),
+    ))
+}
+
+fn invalid(error: NodeGroupInvalid) -> ApiError {
+    ApiError::conflict(error.to_string())
+}
+
+fn body_object(body: Option<Value>) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Some(Value::Object(object)) => Ok(object),
+        None => Err(ApiError::invalid_input(
+            "nodegroup",
+            "None",
+            "Mandatory field missing.",
+        )),
+        Some(other) => Err(ApiError::invalid_input(
+            "nodegroup",
+            &magnum_domain::pyliteral::py_str(&other),
+            &format!(
+                "Wrong type. Expected '<class 'dict'>', got '{}'",
+                crate::input::python_type(&other)
+            ),
+        )),
+    }
+}
+
+fn node_labels_of(
+    name: &str,
+    role: &str,
+    value: Option<&Value>,
+) -> Result<Map<String, Value>, ApiError> {
+    let labels = match value {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(object)) => object.clone(),
+        Some(_) => {
+            return Err(invalid(NodeGroupInvalid {
+                attribute: "node_labels",
+                nodegroup: name.to_owned(),
+                explanation: "node_labels must be a dictionary".to_owned(),
+            }))
+        }
+    };
+    check_node_labels(name, role, &labels).map_err(invalid)?;
+    Ok(labels)
+}
+
+const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
+
+/// The cluster's status once a nodegroup change starts, or the refusal.
+fn start_change(cluster: &Cluster) -> Result<ClusterStatus, ApiError> {
+    cluster
+        .status
+        .apply(StatusEvent::ResizeStarted)
+        .map_err(|refused| ApiError::bad_request(refused.to_string()))
+}
+
+fn initiator(identity: &magnum_domain::Identity) -> Initiator {
+    Initiator {
+        user_id: identity.user_id.clone(),
+        project_id: identity.project_id.clone(),
+    }
+}
+
+async fn create(
+    request: ResourceRequest<'_>,
+    cluster_ident: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let object = body_object(body)?;
+    let attributes = parse_object("nodegroup", &object, CREATE_SCHEMA)?;
+    let Some(name) = attributes.text("name") else {
+        return Err(ApiError::invalid_input(
+            "name",
+            "None",
+            "Mandatory field missing.",
+        ));
+    };
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        let cluster = resolve_for(state, identity, cluster_ident, None).await?;
+        state
+            .policy
+            .enforce("nodegroup:create", identity, &Target::caller(identity))?;
+        if cluster
+            .api_address
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Err(ApiError::conflict(
+                "Cluster API address is not available yet",
+            ));
+        }
+        let existing = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+        if existing.iter().any(|nodegroup| nodegroup.name == name) {
+            return Err(ApiError::conflict(format!(
+                "A node group with name {name} already exists in the cluster {}.",
+                cluster.display_name()
+            )));
+        }
+        let role = attributes
+            .text("role")
+            .unwrap_or_else(|| "worker".to_owned());
+        let node_count = attributes.integer("node_count").unwrap_or(1);
+        let min_node_count = attributes.integer("min_node_count").unwrap_or(0);
+        let max_node_count = attributes.integer("max_node_count");
+        check_counts(&name, node_count, min_node_count, max_node_count).map_err(invalid)?;
+        let node_labels = node_labels_of(&name, &role, object.get("node_labels"))?;
+        let node_taints = match object.get("node_taints") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => parse_node_taints(&name, &role, value).map_err(invalid)?,
+        };
+        if role == "master" {
+            return Err(ApiError::bad_request(
+                "Creating master nodegroups is currently not supported.",
+            ));
+        }
+        let template = state
+            .store
+            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+            .await?
+            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        let driver = driver_for(state, &template, Action::CreateNodegroup)?;
+        let labels = Labels::inherit(
+            &cluster.labels,
+            attributes.labels("labels"),
+            attributes.boolean("merge_labels").unwrap_or(false),
+        );
+        let flavor_id = attributes.text("flavor_id").or(cluster.flavor_id.clone());
+        driver.validate_references(&References {
+            flavor_id: flavor_id.as_deref(),
+            boot_volume_size: labels.get("boot_volume_size"),
+            ..References::default()
+        })?;
+        let now = Timestamp::now();
+        let mut updated = cluster.clone();
+        updated.status = start_change(&cluster)?;
+        updated.status_reason = Some(format!("Creating nodegroup {name}."));
+        updated.updated_at = Some(now);
+        let nodegroup = NodeGroup {
+            id: 0,
+            uuid: Uuid::new_v4(),
+            cluster_uuid: cluster.uuid,
+            project_id: identity.project_id.clone(),
+            name: name.clone(),
+            docker_volume_size: attributes.integer("docker_volume_size"),
+            labels,
+            flavor_id,
+            image_id: attributes
+                .text("image_id")
+                .or(Some(template.image_id.clone())),
+            node_addresses: Vec::new(),
+            node_count,
+            role,
+            min_node_count,
+            max_node_count,
+            is_default: false,
+            stack_id: None,
+            status: ClusterStatus::CreateInProgress,
+            status_reason: None,
+            coe_version: None,
+            node_labels,
+            node_taints,
+            created_at: now,
+            updated_at: None,
+            version: 0,
+        };
+        let parameters = OperationParameters {
+            initiator: initiator(identity),
+            nodegroup: Some(nodegroup.uuid),
+            ..OperationParameters::default()
+        };
+        let operation = Operation::new(
+            cluster.uuid,
+            OperationKind::CreateNodegroup,
+            parameters.to_payload(),
+            now,
+        );
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: std::slice::from_ref(&nodegroup),
+            removed_nodegroups: &[],
+            operation: Some(&operation),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                state.operations_enqueued.notify_one();
+                let stored = state
+                    .store
+                    .nodegroups_of_cluster(cluster.uuid)
+                    .await?
+                    .into_iter()
+                    .find(|stored| stored.uuid == nodegroup.uuid)
+                    .unwrap_or(nodegroup);
+                let mut document = detail(&stored, &cluster.labels, &context.base_url);
+                // Upstream answers with the object as given, before a reload.
+                document.insert("node_addresses", Value::Null);
+                if object.get("node_labels").is_none_or(Value::is_null) {
+                    document.insert("node_labels", Value::Null);
+                }
+                if object.get("node_taints").is_none_or(Value::is_null) {
+                    document.insert("node_taints", Value::Null);
+                }
+                tracing::info!(cluster.id = %cluster.uuid, nodegroup.id = %stored.uuid, "nodegroup creation accepted");
+                return Ok(respond(
+                    context,
+                    StatusCode::ACCEPTED,
+                    &sorted_object(document),
+                ));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::not_found(format!(
+                    "Cluster {cluster_ident} could not be found."
+                )))
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The cluster was changed concurrently too often; retry.",
+    ))
+}
+
+/// `replace /node_taints` carries a Python-literal (or JSON) list in a string.
+fn parse_taint_string(text: &str) -> Result<Value, ApiError> {
+    magnum_domain::pyliteral::literal_eval(text)
+        .or_else(|python_error| serde_json::from_str(text).map_err(|_| python_error))
+        .map_err(|error| {
+            ApiError::bad_request(format!(
+                "Couldn't apply patch '/node_taints'. Reason: {error}"
+            ))
+        })
+}
+
+async fn update(
+    request: ResourceRequest<'_>,
+    cluster_ident: &str,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let mut operations = parse_patch(body, &PATCH_RULES)?;
+    for operation in &mut operations {
+        let attribute = operation.path[1..].split('/').next().unwrap_or_default();
+        if !PATCHABLE.contains(&attribute) {
+            return Err(ApiError::bad_request(format!(
+                "'{}' is an internal attribute and can not be updated",
+                operation.path
+            )));
+        }
+        if operation.op == PatchOp::Replace && operation.path == "/node_taints" {
+            if let Some(Value::String(text)) = &operation.value {
+                operation.value = Some(parse_taint_string(text)?);
+            }
+        }
+    }
+    let identity = &context.identity;
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        let cluster = resolve_for(state, identity, cluster_ident, None).await?;
+        state
+            .policy
+            .enforce("nodegroup:update", identity, &Target::caller(identity))?;
+        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+        let current = find_nodegroup(&nodegroups, ident)
+            .ok_or_else(|| nodegroup_not_found(ident))?
+            .clone();
+        let original = detail(&current, &cluster.labels, &context.base_url);
+        let mut document: Map<String, Value> = original
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect();
+        apply_patch(&mut document, &operations, &PATCH_RULES)?;
+        let patched = parse_object(
+            "nodegroup",
+            &document
+                .iter()
+                .filter(|(key, _)| ["min_node_count", "max_node_count"].contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            &CREATE_SCHEMA
+                .iter()
+                .copied()
+                .filter(|spec| ["min_node_count", "max_node_count"].contains(&spec.name))
+                .collect::<Vec<Attribute>>(),
+        )?;
+        let mut updated = current.clone();
+        updated.min_node_count = patched.integer("min_node_count").unwrap_or(0);
+        updated.max_node_count = patched.integer("max_node_count");
+        check_counts(
+            &updated.name,
+            updated.node_count,
+            updated.min_node_count,
+            updated.max_node_count,
+        )
+        .map_err(invalid)?;
+        updated.node_labels =
+            node_labels_of(&updated.name, &updated.role, document.get("node_labels"))?;
+        updated.node_taints = match document.get("node_taints") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(value) => {
+                parse_node_taints(&updated.name, &updated.role, value).map_err(invalid)?
+            }
+        };
+        if updated == current {
+            return Ok(respond(
+                context,
+                StatusCode::ACCEPTED,
+                &sorted_object(original),
+            ));
+        }
+        let now = Timestamp::now();
+        updated.updated_at = Some(now);
+        let reaches_nodes = updated.node_labels != current.node_labels
+            || updated.node_taints != current.node_taints;
+        let mut cluster_after = cluster.clone();
+        let mut operation = None;
+        if reaches_nodes {
+            let template = state
+                .store
+                .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+                .await?
+                .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+            driver_for(state, &template, Action::UpdateNodegroup)?;
+            cluster_after.status = start_change(&cluster)?;
+            cluster_after.status_reason = Some(format!("Updating nodegroup {}.", updated.name));
+            cluster_after.updated_at = Some(now);
+            updated.status = ClusterStatus::UpdateInProgress;
+            updated.status_reason = None;
+            operation = Some(Operation::new(
+                cluster.uuid,
+                OperationKind::UpdateNodegroup,
+                OperationParameters {
+                    initiator: initiator(identity),
+                    nodegroup: Some(updated.uuid),
+                    ..OperationParameters::default()
+                }
+                .to_payload(),
+                now,
+            ));
+        }
+        let change = ClusterChange {
+            cluster: &cluster_after,
+            nodegroups: std::slice::from_ref(&updated),
+            removed_nodegroups: &[],
+            operation: operation.as_ref(),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                if operation.is_some() {
+                    state.operations_enqueued.notify_one();
+                }
+                let stored = state
+                    .store
+                    .nodegroups_of_cluster(cluster.uuid)
+                    .await?
+                    .into_iter()
+                    .find(|stored| stored.uuid == updated.uuid)
+                    .unwrap_or(updated);
+                return Ok(respond(
+                    context,
+                    StatusCode::ACCEPTED,
+                    &sorted_object(detail(&stored, &cluster.labels, &context.base_url)),
+                ));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => return Err(nodegroup_not_found(ident)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The nodegroup was changed concurrently too often; retry.",
+    ))
+}
+
+async fn delete(
+    request: &ResourceRequest<'_>,
+    cluster_ident: &str,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        let cluster = resolve_for(state, identity, cluster_ident, None).await?;
+        state
+            .policy
+            .enforce("nodegroup:delete", identity, &Target::caller(identity))?;
+        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
+        let mut nodegroup = find_nodegroup(&nodegroups, ident)
+            .ok_or_else(|| nodegroup_not_found(ident))?
+            .clone();
+        if nodegroup.is_default {
+            return Err(ApiError::bad_request(
+                "Deleting a default nodegroup is not supported.",
+            ));
+        }
+        if nodegroup.status == ClusterStatus::DeleteInProgress {
+            return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+        }
+        let template = state
+            .store
+            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+            .await?
+            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        driver_for(state, &template, Action::DeleteNodegroup)?;
+        let now = Timestamp::now();
+        let mut updated = cluster.clone();
+        updated.status = start_change(&cluster)?;
+        updated.status_reason = Some(format!("Deleting nodegroup {}.", nodegroup.name));
+        updated.updated_at = Some(now);
+        nodegroup.status = ClusterStatus::DeleteInProgress;
+        nodegroup.status_reason = None;
+        nodegroup.updated_at = Some(now);
+        let operation = Operation::new(
+            cluster.uuid,
+            OperationKind::DeleteNodegroup,
+            OperationParameters {
+                initiator: initiator(identity),
+                nodegroup: Some(nodegroup.uuid),
+                ..OperationParameters::default()
+            }
+            .to_payload(),
+            now,
+        );
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: std::slice::from_ref(&nodegroup),
+            removed_nodegroups: &[],
+            operation: Some(&operation),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                state.operations_enqueued.notify_one();
+                return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(StoreError::NotFound) => return Err(nodegroup_not_found(ident)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The nodegroup was changed concurrently too often; retry.",
+    ))
+}

@@ -1,0 +1,892 @@
+//! Claims operations and carries each one to an end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup, StatusEvent};
+use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
+use magnum_domain::time::Timestamp;
+use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverEvent, DriverRegistry, Progress};
+use magnum_store::{ClusterChange, Outcome, Store, StoreError, TemplateScope};
+use tokio::sync::{watch, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
+
+use crate::notifications::{AuditAction, AuditEvent, AuditOutcome, Notifier};
+use crate::ConductorSettings;
+
+/// Attempts at a compare-and-set write before giving up on a busy cluster.
+const WRITE_ATTEMPTS: usize = 50;
+
+/// How often stranded clusters are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+pub(crate) struct Runner {
+    store: Store,
+    drivers: DriverRegistry,
+    settings: ConductorSettings,
+    wake: Arc<Notify>,
+    notifier: Arc<dyn Notifier>,
+    /// This process's name on the leases it holds.
+    owner: String,
+}
+
+/// What the operation does to cluster status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Create,
+    Update,
+    Rollback,
+}
+
+impl Phase {
+    fn success(self) -> StatusEvent {
+        match self {
+            Phase::Create => StatusEvent::CreateSucceeded,
+            Phase::Update => StatusEvent::UpdateSucceeded,
+            Phase::Rollback => StatusEvent::RollbackSucceeded,
+        }
+    }
+
+    fn failure(self) -> StatusEvent {
+        match self {
+            Phase::Create => StatusEvent::CreateFailed,
+            Phase::Update => StatusEvent::UpdateFailed,
+            Phase::Rollback => StatusEvent::RollbackFailed,
+        }
+    }
+
+    fn audit_action(self) -> AuditAction {
+        match self {
+            Phase::Create => AuditAction::Create,
+            Phase::Update | Phase::Rollback => AuditAction::Update,
+        }
+    }
+}
+
+fn action_of(kind: OperationKind, nodegroups: &[NodeGroup], target: Option<Uuid>) -> Action {
+    match kind {
+        OperationKind::CreateCluster => Action::CreateCluster,
+        OperationKind::UpdateCluster | OperationKind::ResizeCluster => {
+            let masters = target
+                .and_then(|uuid| nodegroups.iter().find(|ng| ng.uuid == uuid))
+                .is_some_and(NodeGroup::is_master);
+            if masters {
+                Action::ScaleMasters
+            } else {
+                Action::ScaleWorkers
+            }
+        }
+        OperationKind::UpgradeCluster => Action::UpgradeCluster,
+        OperationKind::DeleteCluster => Action::DeleteCluster,
+        OperationKind::RotateCa => Action::RotateCa,
+        OperationKind::RotateCredentials => Action::RotateCredentials,
+        OperationKind::CreateNodegroup => Action::CreateNodegroup,
+        OperationKind::UpdateNodegroup => Action::UpdateNodegroup,
+        OperationKind::DeleteNodegroup => Action::DeleteNodegroup,
+    }
+}
+
+/// Writes a driver's progress notes into the cluster's `status_reason`.
+struct StatusReasonProgress {
+    store: Store,
+    cluster: Uuid,
+    status: ClusterStatus,
+}
+
+#[async_trait::async_trait]
+impl Progress for StatusReasonProgress {
+    async fn report(&self, message: String) {
+        if let Err(error) = self
+            .store
+            .note_cluster_progress(self.cluster, self.status, &message, Timestamp::now())
+            .await
+        {
+            tracing::warn!(cluster.id = %self.cluster, %error, "cannot record progress");
+        }
+    }
+}
+
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn minutes_text(total_seconds: i64) -> String {
+    let minutes = total_seconds / 60;
+    if minutes == 1 {
+        "1 minute".to_owned()
+    } else if minutes > 0 {
+        format!("{minutes} minutes")
+    } else {
+        format!("{total_seconds} seconds")
+    }
+}
+
+impl Runner {
+    pub(crate) fn new(
+        store: Store,
+        drivers: DriverRegistry,
+        settings: ConductorSettings,
+        wake: Arc<Notify>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Self {
+        let owner = format!(
+            "{}/{}-{}",
+            settings.host,
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            store,
+            drivers,
+            settings,
+            wake,
+            notifier,
+            owner,
+        }
+    }
+
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut poll = tokio::time::interval(this.settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            while tasks.len() < this.settings.max_concurrent_operations {
+                let lease = seconds(this.settings.lease).max(1);
+                match this
+                    .store
+                    .claim_operation(&this.owner, Timestamp::now(), lease)
+                    .await
+                {
+                    Ok(Some(operation)) => {
+                        tasks.spawn(this.clone().run_operation(operation));
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot claim operations");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = poll.tick() => {}
+                () = this.wake.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = sweep.tick() => this.sweep_stranded().await,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        // Work in hand goes back to the queue at once rather than after the lease.
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        match this.store.release_operations(&this.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "operations handed back to the queue"),
+            Err(error) => tracing::warn!(%error, "cannot hand operations back"),
+        }
+    }
+
+    /// Runs one claimed operation while keeping its lease; stops when the lease is lost or
+    /// a deletion makes the work pointless.
+    async fn run_operation(self: Arc<Self>, operation: Operation) {
+        tracing::info!(operation.id = %operation.uuid, operation.kind = %operation.kind,
+            cluster.id = %operation.cluster_uuid, attempt = operation.attempts, "operation started");
+        let outcome = tokio::select! {
+            outcome = self.clone().execute(operation.clone()) => outcome,
+            () = self.clone().guard(operation.clone()) => return,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // The database failed us; leave the lease to run out so that the operation
+                // is tried again.
+                tracing::warn!(operation.id = %operation.uuid, %error, "operation interrupted");
+                return;
+            }
+        };
+        tracing::info!(operation.id = %operation.uuid, outcome = ?outcome, "operation finished");
+        if let Err(error) = self
+            .store
+            .finish_operation(operation.uuid, &self.owner, outcome, Timestamp::now())
+            .await
+        {
+            tracing::warn!(operation.id = %operation.uuid, %error, "cannot record the outcome");
+        }
+    }
+
+    /// Completes when the operation must stop: its lease is no longer ours, or the cluster is
+    /// being deleted (for anything but the deletion itself).
+    async fn guard(self: Arc<Self>, operation: Operation) {
+        let period = (self.settings.lease / 3).max(Duration::from_millis(200));
+        loop {
+            tokio::time::sleep(period).await;
+            let until = Timestamp::from_unix_seconds(
+                Timestamp::now().unix_seconds() + seconds(self.settings.lease).max(1),
+            );
+            match self
+                .store
+                .renew_operation_lease(operation.uuid, &self.owner, until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(operation.id = %operation.uuid, "operation lease lost; stopping");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(operation.id = %operation.uuid, %error, "cannot renew lease");
+                    continue;
+                }
+            }
+            if operation.kind == OperationKind::DeleteCluster {
+                continue;
+            }
+            let superseded = match self.store.cluster_by_uuid(operation.cluster_uuid).await {
+                Ok(None) => true,
+                Ok(Some(cluster)) => cluster.status == ClusterStatus::DeleteInProgress,
+                Err(_) => false,
+            };
+            if superseded {
+                tracing::info!(operation.id = %operation.uuid, "cluster is being deleted; stopping");
+                let _ = self
+                    .store
+                    .finish_operation(
+                        operation.uuid,
+                        &self.owner,
+                        Outcome::Failed {
+                            reason: "Stopped: the cluster is being deleted.".to_owned(),
+                        },
+                        Timestamp::now(),
+                    )
+                    .await;
+                return;
+            }
+        }
+    }
+
+    async fn execute(self: Arc<Self>, operation: Operation) -> Result<Outcome, StoreError> {
+        let parameters = OperationParameters::from_payload(&operation.payload);
+        let Some(cluster) = self.store.cluster_by_uuid(operation.cluster_uuid).await? else {
+            return Ok(Outcome::Succeeded);
+        };
+        if operation.kind == OperationKind::DeleteCluster {
+            return self.delete_cluster(&operation, cluster, &parameters).await;
+        }
+        let phase = match (operation.kind, cluster.status) {
+            (OperationKind::CreateCluster, ClusterStatus::CreateInProgress) => Phase::Create,
+            (OperationKind::CreateCluster, _) => return Ok(Outcome::Succeeded),
+            (_, ClusterStatus::UpdateInProgress) => Phase::Update,
+            (_, ClusterStatus::RollbackInProgress) => Phase::Rollback,
+            // Nothing left to do: an earlier run finished the change before it could
+            // record so, or another operation ended it.
+            _ => return Ok(Outcome::Succeeded),
+        };
+        if operation.attempts > self.settings.max_attempts {
+            let reason = format!(
+                "Gave up after the conductor running this change stopped {} times.",
+                operation.attempts - 1
+            );
+            return self.fail(&operation, &parameters, phase, reason).await;
+        }
+        if operation.attempts == 1 && phase != Phase::Rollback {
+            self.audit(
+                phase.audit_action(),
+                AuditOutcome::Pending,
+                &cluster,
+                &parameters,
+            )
+            .await;
+        }
+        let deadline = match phase {
+            Phase::Create => cluster.create_deadline(),
+            Phase::Update | Phase::Rollback => Some(Timestamp::from_unix_seconds(
+                operation.created_at.unix_seconds() + seconds(self.settings.operation_timeout),
+            )),
+        };
+        let attempt = self
+            .converge_once(&operation, &parameters, &cluster, phase, deadline)
+            .await?;
+        match attempt {
+            Ok(observed) => {
+                self.complete(&operation, &parameters, phase, observed)
+                    .await
+            }
+            Err(reason) if phase == Phase::Update && parameters.rollback => {
+                self.roll_back(&operation, &parameters, reason, deadline)
+                    .await
+            }
+            Err(reason) => self.fail(&operation, &parameters, phase, reason).await,
+        }
+    }
+
+    /// One converge of the stored desired state, bounded by the deadline. The error is a
+    /// reason for the tenant.
+    async fn converge_once(
+        &self,
+        operation: &Operation,
+        parameters: &OperationParameters,
+        cluster: &Cluster,
+        phase: Phase,
+        deadline: Option<Timestamp>,
+    ) -> Result<Result<magnum_driver::Observed, String>, StoreError> {
+        let (spec, driver) = match self.spec_and_driver(cluster).await? {
+            Ok(found) => found,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let action = action_of(operation.kind, &spec.nodegroups, parameters.nodegroup);
+        let progress = StatusReasonProgress {
+            store: self.store.clone(),
+            cluster: cluster.uuid,
+            status: cluster.status,
+        };
+        let request = Converge {
+            action,
+            spec: &spec,
+            nodes_to_remove: &parameters.nodes_to_remove,
+            max_batch_size: parameters.max_batch_size,
+        };
+        let work = driver.converge(request, &progress);
+        Ok(match remaining(deadline) {
+            None => work.await.map_err(|error| error.to_string()),
+            Some(left) if left.is_zero() => Err(timed_out(phase, operation, cluster)),
+            Some(left) => match tokio::time::timeout(left, work).await {
+                Ok(result) => result.map_err(|error| error.to_string()),
+                Err(_) => Err(timed_out(phase, operation, cluster)),
+            },
+        })
+    }
+
+    async fn spec_and_driver(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<Result<(ClusterSpec, Arc<dyn Driver>), String>, StoreError> {
+        let Some(template) = self
+            .store
+            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+            .await?
+        else {
+            return Ok(Err(format!(
+                "The cluster template {} no longer exists.",
+                cluster.cluster_template_id
+            )));
+        };
+        let driver_name = template.driver.clone().unwrap_or_default();
+        let Some(driver) = self.drivers.by_name(&driver_name) else {
+            return Ok(Err(format!(
+                "The cluster driver {driver_name:?} of this cluster's template is not enabled on this conductor."
+            )));
+        };
+        let nodegroups = self.store.nodegroups_of_cluster(cluster.uuid).await?;
+        Ok(Ok((
+            ClusterSpec {
+                cluster: cluster.clone(),
+                template,
+                nodegroups,
+            },
+            driver,
+        )))
+    }
+
+    /// Re-reads the cluster and its nodegroups, lets `edit` change them, and writes the
+    /// result compare-and-set, again on conflict. `edit` returns the nodegroups to remove,
+    /// or `None` to write nothing.
+    async fn write_cluster<F>(&self, uuid: Uuid, mut edit: F) -> Result<Option<Cluster>, StoreError>
+    where
+        F: FnMut(&mut Cluster, &mut [NodeGroup]) -> Option<Vec<Uuid>>,
+    {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(mut cluster) = self.store.cluster_by_uuid(uuid).await? else {
+                return Ok(None);
+            };
+            let original = self.store.nodegroups_of_cluster(uuid).await?;
+            let mut nodegroups = original.clone();
+            let Some(removed) = edit(&mut cluster, &mut nodegroups) else {
+                return Ok(None);
+            };
+            let now = Timestamp::now();
+            cluster.updated_at = Some(now);
+            let changed: Vec<NodeGroup> = nodegroups
+                .into_iter()
+                .zip(original)
+                .filter(|(new, old)| new != old && !removed.contains(&new.uuid))
+                .map(|(mut new, _)| {
+                    new.updated_at = Some(now);
+                    new
+                })
+                .collect();
+            let change = ClusterChange {
+                cluster: &cluster,
+                nodegroups: &changed,
+                removed_nodegroups: &removed,
+                operation: None,
+            };
+            match self.store.commit_cluster_change(change).await {
+                Ok(stored) => return Ok(Some(stored)),
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::NotFound) => return Ok(None),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Whether a newer operation waits on the cluster; it, not this one, settles the status.
+    async fn superseded_by_newer(&self, operation: &Operation) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .unfinished_operations_of(operation.cluster_uuid)
+            .await?
+            .iter()
+            .any(|other| other.id > operation.id))
+    }
+
+    /// Records success: status through the transition function, what the driver observed,
+    /// nodegroups settled (and those being deleted removed).
+    async fn complete(
+        &self,
+        operation: &Operation,
+        parameters: &OperationParameters,
+        phase: Phase,
+        observed: magnum_driver::Observed,
+    ) -> Result<Outcome, StoreError> {
+        let settle_status = !self.superseded_by_newer(operation).await?;
+        let written = self
+            .write_cluster(operation.cluster_uuid, |cluster, nodegroups| {
+                if settle_status {
+                    cluster.status = cluster.status.apply(phase.success()).ok()?;
+                    cluster.status_reason = Some(
+                        match phase {
+                            Phase::Create => "Cluster created.",
+                            Phase::Update => "Cluster updated.",
+                            Phase::Rollback => "The failed update was rolled back.",
+                        }
+                        .to_owned(),
+                    );
+                }
+                if observed.stack_id.is_some() {
+                    cluster.stack_id.clone_from(&observed.stack_id);
+                }
+                if observed.api_address.is_some() {
+                    cluster.api_address.clone_from(&observed.api_address);
+                }
+                if observed.coe_version.is_some() {
+                    cluster.coe_version.clone_from(&observed.coe_version);
+                }
+                if observed.container_version.is_some() {
+                    cluster
+                        .container_version
+                        .clone_from(&observed.container_version);
+                }
+                let mut removed = Vec::new();
+                for nodegroup in nodegroups.iter_mut() {
+                    if let Some(seen) = observed
+                        .nodegroups
+                        .iter()
+                        .find(|seen| seen.uuid == nodegroup.uuid)
+                    {
+                        nodegroup.node_addresses.clone_from(&seen.node_addresses);
+                        if seen.coe_version.is_some() {
+                            nodegroup.coe_version.clone_from(&seen.coe_version);
+                        }
+                    }
+                    if nodegroup.stack_id.is_none() {
+                        nodegroup.stack_id.clone_from(&cluster.stack_id);
+                    }
+                    let settled = match nodegroup.status {
+                        ClusterStatus::CreateInProgress => Some(ClusterStatus::CreateComplete),
+                        ClusterStatus::UpdateInProgress => Some(ClusterStatus::UpdateComplete),
+                        ClusterStatus::DeleteInProgress => {
+                            removed.push(nodegroup.uuid);
+                            None
+                        }
+                        _ => None,
+                    };
+                    if let Some(settled) = settled {
+                        nodegroup.status = settled;
+                        nodegroup.status_reason = None;
+                    }
+                }
+                Some(removed)
+            })
+            .await?;
+        if settle_status {
+            if let Some(cluster) = written {
+                self.audit(
+                    phase.audit_action(),
+                    AuditOutcome::Success,
+                    &cluster,
+                    parameters,
+                )
+                .await;
+            }
+        }
+        Ok(Outcome::Succeeded)
+    }
+
+    /// Records failure with its reason; what the change asked for is put back to what it
+    /// was, so that the stored cluster describes the last state that worked.
+    async fn fail(
+        &self,
+        operation: &Operation,
+        parameters: &OperationParameters,
+        phase: Phase,
+        reason: String,
+    ) -> Result<Outcome, StoreError> {
+        let settle_status = !self.superseded_by_newer(operation).await?;
+        let restore = phase == Phase::Update;
+        let written = self
+            .write_cluster(operation.cluster_uuid, |cluster, nodegroups| {
+                if settle_status {
+                    cluster.status = cluster.status.apply(phase.failure()).ok()?;
+                    cluster.status_reason = Some(reason.clone());
+                } else {
+                    cluster.status_reason = Some(format!(
+                        "A change failed ({reason}); applying the next one."
+                    ));
+                }
+                if restore {
+                    if let Some(previous) = parameters.previous_template {
+                        cluster.cluster_template_id = previous;
+                    }
+                }
+                for nodegroup in nodegroups.iter_mut() {
+                    if restore {
+                        if let Some((_, count)) = parameters
+                            .previous_node_counts
+                            .iter()
+                            .find(|(uuid, _)| *uuid == nodegroup.uuid)
+                        {
+                            nodegroup.node_count = *count;
+                        }
+                    }
+                    let failed = match nodegroup.status {
+                        ClusterStatus::CreateInProgress => Some(ClusterStatus::CreateFailed),
+                        ClusterStatus::UpdateInProgress => Some(ClusterStatus::UpdateFailed),
+                        ClusterStatus::DeleteInProgress => Some(ClusterStatus::DeleteFailed),
+                        _ => None,
+                    };
+                    if let Some(failed) = failed {
+                        nodegroup.status = failed;
+                        nodegroup.status_reason = Some(reason.clone());
+                    }
+                }
+                Some(Vec::new())
+            })
+            .await?;
+        if settle_status {
+            if let Some(cluster) = written {
+                self.audit(
+                    phase.audit_action(),
+                    AuditOutcome::Failure,
+                    &cluster,
+                    parameters,
+                )
+                .await;
+            }
+        }
+        tracing::warn!(operation.id = %operation.uuid, cluster.id = %operation.cluster_uuid, %reason, "operation failed");
+        Ok(Outcome::Failed { reason })
+    }
+
+    /// After a failed update with `rollback`: back to the previous counts and template,
+    /// converged like any change.
+    async fn roll_back(
+        &self,
+        operation: &Operation,
+        parameters: &OperationParameters,
+        reason: String,
+        deadline: Option<Timestamp>,
+    ) -> Result<Outcome, StoreError> {
+        let started = self
+            .write_cluster(operation.cluster_uuid, |cluster, nodegroups| {
+                cluster.status = cluster.status.apply(StatusEvent::RollbackStarted).ok()?;
+                cluster.status_reason = Some(format!("Rolling back: {reason}"));
+                if let Some(previous) = parameters.previous_template {
+                    cluster.cluster_template_id = previous;
+                }
+                for nodegroup in nodegroups.iter_mut() {
+                    if let Some((_, count)) = parameters
+                        .previous_node_counts
+                        .iter()
+                        .find(|(uuid, _)| *uuid == nodegroup.uuid)
+                    {
+                        nodegroup.node_count = *count;
+                    }
+                }
+                Some(Vec::new())
+            })
+            .await?;
+        let Some(cluster) = started else {
+            return Ok(Outcome::Failed { reason });
+        };
+        match self
+            .converge_once(operation, parameters, &cluster, Phase::Rollback, deadline)
+            .await?
+        {
+            Ok(observed) => {
+                self.complete(operation, parameters, Phase::Rollback, observed)
+                    .await?;
+                Ok(Outcome::Failed {
+                    reason: format!("{reason} (rolled back)"),
+                })
+            }
+            Err(second) => {
+                self.fail(
+                    operation,
+                    parameters,
+                    Phase::Rollback,
+                    format!("{reason}; the rollback failed too: {second}"),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn delete_cluster(
+        &self,
+        operation: &Operation,
+        cluster: Cluster,
+        parameters: &OperationParameters,
+    ) -> Result<Outcome, StoreError> {
+        if cluster.status != ClusterStatus::DeleteInProgress {
+            return Ok(Outcome::Succeeded);
+        }
+        if operation.attempts == 1 {
+            self.audit(
+                AuditAction::Delete,
+                AuditOutcome::Pending,
+                &cluster,
+                parameters,
+            )
+            .await;
+        }
+        // Whatever else was under way for the cluster stops; its runners notice at their
+        // next lease renewal, before the driver starts tearing down.
+        let cancelled = self
+            .store
+            .cancel_operations(
+                cluster.uuid,
+                Some(operation.uuid),
+                "Stopped: the cluster is being deleted.",
+                Timestamp::now(),
+            )
+            .await?;
+        if cancelled > 0 {
+            tokio::time::sleep(self.settings.lease / 3 + Duration::from_millis(300)).await;
+        }
+        let failure = if operation.attempts > self.settings.max_attempts {
+            Some(format!(
+                "Gave up after the conductor deleting this cluster stopped {} times.",
+                operation.attempts - 1
+            ))
+        } else {
+            match self.spec_and_driver(&cluster).await? {
+                Err(reason) => Some(reason),
+                Ok((spec, driver)) => {
+                    let progress = StatusReasonProgress {
+                        store: self.store.clone(),
+                        cluster: cluster.uuid,
+                        status: ClusterStatus::DeleteInProgress,
+                    };
+                    let deadline = Timestamp::from_unix_seconds(
+                        operation.created_at.unix_seconds()
+                            + seconds(self.settings.operation_timeout),
+                    );
+                    let left = remaining(Some(deadline)).unwrap_or_default();
+                    match tokio::time::timeout(left, driver.delete(&spec, &progress)).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(error)) => Some(error.to_string()),
+                        Err(_) => Some(format!(
+                            "Timed out: the deletion did not finish within {}.",
+                            minutes_text(seconds(self.settings.operation_timeout))
+                        )),
+                    }
+                }
+            }
+        };
+        match failure {
+            None => {
+                self.store.purge_cluster(cluster.uuid).await?;
+                let mut gone = cluster;
+                gone.status = ClusterStatus::DeleteComplete;
+                gone.status_reason = None;
+                self.audit(
+                    AuditAction::Delete,
+                    AuditOutcome::Success,
+                    &gone,
+                    parameters,
+                )
+                .await;
+                tracing::info!(cluster.id = %gone.uuid, "cluster deleted");
+                Ok(Outcome::Succeeded)
+            }
+            Some(reason) => {
+                let written = self
+                    .write_cluster(cluster.uuid, |cluster, _| {
+                        cluster.status = cluster.status.apply(StatusEvent::DeleteFailed).ok()?;
+                        cluster.status_reason = Some(reason.clone());
+                        Some(Vec::new())
+                    })
+                    .await?;
+                if let Some(cluster) = written {
+                    self.audit(
+                        AuditAction::Delete,
+                        AuditOutcome::Failure,
+                        &cluster,
+                        parameters,
+                    )
+                    .await;
+                }
+                Ok(Outcome::Failed { reason })
+            }
+        }
+    }
+
+    async fn audit(
+        &self,
+        action: AuditAction,
+        outcome: AuditOutcome,
+        cluster: &Cluster,
+        parameters: &OperationParameters,
+    ) {
+        self.notifier
+            .notify(AuditEvent {
+                action,
+                outcome,
+                cluster: cluster.clone(),
+                initiator: parameters.initiator.clone(),
+            })
+            .await;
+    }
+
+    /// Clusters marked in progress with no operation that will end it (which only a lost
+    /// write can cause) are failed with a reason, so that the tenant can retry or delete.
+    async fn sweep_stranded(&self) {
+        let clusters = match self.store.clusters_in_progress().await {
+            Ok(clusters) => clusters,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for stranded clusters");
+                return;
+            }
+        };
+        for cluster in clusters {
+            match self.store.unfinished_operations_of(cluster.uuid).await {
+                Ok(operations) if operations.is_empty() => {}
+                _ => continue,
+            }
+            let event = match cluster.status {
+                ClusterStatus::CreateInProgress => StatusEvent::CreateFailed,
+                ClusterStatus::UpdateInProgress => StatusEvent::UpdateFailed,
+                ClusterStatus::RollbackInProgress => StatusEvent::RollbackFailed,
+                _ => StatusEvent::DeleteFailed,
+            };
+            let reason =
+                "The change under way was lost before it finished; retry it or delete the cluster.";
+            let written = self
+                .write_cluster(cluster.uuid, |cluster, _| {
+                    cluster.status = cluster.status.apply(event).ok()?;
+                    cluster.status_reason = Some(reason.to_owned());
+                    Some(Vec::new())
+                })
+                .await;
+            if let Ok(Some(_)) = written {
+                tracing::warn!(cluster.id = %cluster.uuid, "stranded cluster failed");
+            }
+        }
+    }
+}
+
+fn remaining(deadline: Option<Timestamp>) -> Option<Duration> {
+    deadline.map(|deadline| {
+        let left = deadline.unix_seconds() - Timestamp::now().unix_seconds();
+        Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    })
+}
+
+fn timed_out(phase: Phase, operation: &Operation, cluster: &Cluster) -> String {
+    match phase {
+        Phase::Create => format!(
+            "Timed out: the cluster was not created within its create_timeout of {}.",
+            minutes_text(cluster.create_timeout.unwrap_or(0) * 60)
+        ),
+        Phase::Update | Phase::Rollback => format!(
+            "Timed out: the {} did not finish in time (started {}).",
+            operation.kind.as_str().replace('_', " "),
+            operation.created_at.to_wire()
+        ),
+    }
+}
+
+/// Health pushed by drivers, written as it arrives.
+pub(crate) fn spawn_event_listeners(
+    store: &Store,
+    drivers: &DriverRegistry,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut listeners = Vec::new();
+    for driver in drivers.drivers() {
+        let Some(mut events) = driver.events() else {
+            continue;
+        };
+        let store = store.clone();
+        let shutdown = shutdown.clone();
+        listeners.push(tokio::spawn(async move {
+            loop {
+                if *shutdown.borrow() {
+                    break;
+                }
+                match events.recv().await {
+                    Ok(DriverEvent::Health {
+                        cluster,
+                        status,
+                        reason,
+                    }) => {
+                        if let Err(error) = record_health(&store, cluster, status, reason).await {
+                            tracing::warn!(cluster.id = %cluster, %error, "cannot record health");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "driver events were missed");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }));
+    }
+    listeners
+}
+
+async fn record_health(
+    store: &Store,
+    uuid: Uuid,
+    status: magnum_domain::cluster::HealthStatus,
+    reason: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), StoreError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let Some(mut cluster) = store.cluster_by_uuid(uuid).await? else {
+            return Ok(());
+        };
+        if cluster.health_status == Some(status) && cluster.health_status_reason == reason {
+            return Ok(());
+        }
+        cluster.health_status = Some(status);
+        cluster.health_status_reason = reason.clone();
+        cluster.updated_at = Some(Timestamp::now());
+        match store
+            .commit_cluster_change(ClusterChange::of(&cluster))
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound) => return Ok(()),
+            Err(StoreError::Conflict) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
