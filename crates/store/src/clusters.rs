@@ -399,32 +399,27 @@ impl Store {
 
     /// `(clusters, nodes)` of a project, or of every project; nodes count masters too.
     pub async fn cluster_stats(&self, project_id: Option<&str>) -> Result<(i64, i64), StoreError> {
-        let query = match project_id {
-            Some(_) => {
-                "SELECT COUNT(*) AS clusters, COALESCE(SUM(node_count + master_count), 0) AS nodes \
-                 FROM cluster WHERE project_id = ?"
+        // SUM is NUMERIC on PostgreSQL and DECIMAL on MariaDB: cast it back to an integer.
+        let total = match self.backend {
+            crate::Backend::Postgres => {
+                "CAST(COALESCE(SUM(node_count + master_count), 0) AS BIGINT)"
             }
-            None => {
-                "SELECT COUNT(*) AS clusters, COALESCE(SUM(node_count + master_count), 0) AS nodes \
-                 FROM cluster"
-            }
+            crate::Backend::MySql => "CAST(COALESCE(SUM(node_count + master_count), 0) AS SIGNED)",
+            crate::Backend::Sqlite => "COALESCE(SUM(node_count + master_count), 0)",
         };
-        let sql = self.sql(query);
+        let filter = if project_id.is_some() {
+            " WHERE project_id = ?"
+        } else {
+            ""
+        };
+        let query = format!("SELECT COUNT(*) AS clusters, {total} AS nodes FROM cluster{filter}");
+        let sql = self.sql(&query);
         let mut select = sqlx::query(&sql);
         if let Some(project_id) = project_id {
             select = select.bind(project_id.to_owned());
         }
         let row = select.fetch_one(&self.pool).await?;
-        let clusters: i64 = row.try_get("clusters")?;
-        // SUM is NUMERIC on PostgreSQL and DECIMAL on MariaDB; read it as text there.
-        let nodes = match row.try_get::<i64, _>("nodes") {
-            Ok(nodes) => nodes,
-            Err(_) => text_column(&row, "nodes")?
-                .unwrap_or_default()
-                .parse()
-                .map_err(|_| StoreError::Corrupt("node total".to_owned()))?,
-        };
-        Ok((clusters, nodes))
+        Ok((row.try_get("clusters")?, row.try_get("nodes")?))
     }
 
     /// The nodegroups of a cluster, in creation order (`default-master` first).

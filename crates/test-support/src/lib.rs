@@ -6,6 +6,8 @@
 //! `magnum_test_` and is dropped by [`TestDatabase::drop_database`]. `MAGNUM_TEST_BACKENDS`
 //! (comma list of `sqlite,postgres,mysql`) narrows the engines; the default is all three.
 
+pub mod scripted;
+
 use sqlx::{Connection, Executor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

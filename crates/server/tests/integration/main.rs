@@ -2,6 +2,7 @@
 //! over HTTP, by the real `openstack` client, and as a process.
 
 mod binary;
+mod clusters;
 mod compat;
 mod openstack_cli;
 mod support;

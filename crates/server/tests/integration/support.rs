@@ -1,6 +1,10 @@
 //! `TestApp`: the real magnumd (API + conductor) on port 0 with a fresh database.
 
 use magnum_test_support::{Engine, TestDatabase};
+use std::sync::Arc;
+
+use magnum_driver::Driver;
+use magnum_test_support::scripted::ScriptedDriver;
 use magnumd::{Config, Role, Running};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -12,9 +16,12 @@ pub use magnum_test_support::engines;
 pub struct TestApp {
     pub base_url: String,
     pub database_url: String,
+    /// Where audit notifications are written.
+    pub notifications: std::path::PathBuf,
     client: reqwest::Client,
     running: Running,
     database: TestDatabase,
+    _scratch: tempfile::TempDir,
 }
 
 /// A caller: sent as noauth headers.
@@ -77,8 +84,52 @@ impl TestApp {
     }
 
     pub async fn spawn_with(engine: Engine, role: Role, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_drivers(engine, role, adjust, &[]).await
+    }
+
+    /// API and conductor with the scripted test double among the drivers.
+    pub async fn spawn_scripted(engine: Engine) -> (Self, Arc<ScriptedDriver>) {
+        Self::spawn_scripted_with(engine, |_| {}).await
+    }
+
+    pub async fn spawn_scripted_with(
+        engine: Engine,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (Self, Arc<ScriptedDriver>) {
+        let driver = ScriptedDriver::shared();
+        let drivers: Vec<Arc<dyn Driver>> = vec![driver.clone()];
+        let app = Self::spawn_with_drivers(engine, Role::All, adjust, &drivers).await;
+        (app, driver)
+    }
+
+    pub async fn spawn_with_drivers(
+        engine: Engine,
+        role: Role,
+        adjust: impl FnOnce(&mut Config),
+        drivers: &[Arc<dyn Driver>],
+    ) -> Self {
         let database = TestDatabase::create(engine).await;
+        Self::spawn_on_database(database, role, adjust, drivers).await
+    }
+
+    /// A fresh process on a database that already holds state (a restart).
+    pub async fn spawn_on(database: TestDatabase, drivers: Vec<Arc<dyn Driver>>) -> Self {
+        Self::spawn_on_database(database, Role::All, |_| {}, &drivers).await
+    }
+
+    async fn spawn_on_database(
+        database: TestDatabase,
+        role: Role,
+        adjust: impl FnOnce(&mut Config),
+        drivers: &[Arc<dyn Driver>],
+    ) -> Self {
+        let engine = database.engine;
+        let scratch = tempfile::tempdir().unwrap();
         let mut config = Config::default();
+        config.server.state_dir = Some(scratch.path().to_owned());
+        config.notifications.path = Some(scratch.path().join("notifications.jsonl"));
+        config.conductor.lease = 3;
+        config.conductor.poll_interval_ms = 100;
         config.server.listen = "127.0.0.1:0".to_owned();
         config.database.url = Some(database.url.clone());
         config.database.max_connections = 4;
@@ -90,15 +141,116 @@ impl TestApp {
             store.migrate().await.unwrap();
             store.close().await;
         }
-        let running = magnumd::start(&config, role).await.expect("magnumd starts");
+        let running = magnumd::start_with_drivers(&config, role, drivers)
+            .await
+            .expect("magnumd starts");
         let address = running.address.expect("the API is served");
         Self {
             base_url: format!("http://{address}"),
             database_url: database.url.clone(),
+            notifications: config.notifications_path(),
             client: reqwest::Client::new(),
             running,
             database,
+            _scratch: scratch,
         }
+    }
+
+    /// A conductor-only process on the same database, with the given drivers.
+    pub async fn start_peer_conductor(&self, host: &str, drivers: &[Arc<dyn Driver>]) -> Running {
+        let mut config = Config::default();
+        config.database.url = Some(self.database_url.clone());
+        config.database.max_connections = 4;
+        config.conductor.host = Some(host.to_owned());
+        config.conductor.heartbeat_interval = 1;
+        config.conductor.lease = 3;
+        config.conductor.poll_interval_ms = 100;
+        config.notifications.sink = "none".to_owned();
+        magnumd::start_with_drivers(&config, Role::Conductor, drivers)
+            .await
+            .expect("peer conductor starts")
+    }
+
+    /// Creates a template served by the scripted driver; returns its body.
+    pub async fn create_scripted_template(&self, caller: Caller, extra: Value) -> Value {
+        let mut body = serde_json::json!({
+            "coe": "swarm-mode",
+            "image_id": "scripted-image",
+            "flavor_id": "s.small",
+            "master_flavor_id": "s.small",
+            "external_network_id": "public",
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let reply = self.post("/v1/clustertemplates", caller, body).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.raw));
+        reply.body
+    }
+
+    /// Sends with `OpenStack-API-Version: container-infra <version>`.
+    pub async fn send_at(
+        &self,
+        version: &str,
+        method: &str,
+        path: &str,
+        caller: Caller,
+        body: Option<Value>,
+    ) -> Reply {
+        let header = format!("container-infra {version}");
+        self.send(
+            method,
+            path,
+            Some(caller),
+            &[("OpenStack-API-Version", header.as_str())],
+            body,
+        )
+        .await
+    }
+
+    /// Polls the cluster until `done` holds for its body, at most `seconds`.
+    pub async fn wait_for_cluster(
+        &self,
+        uuid: &str,
+        caller: Caller,
+        seconds: u64,
+        done: impl Fn(&Reply) -> bool,
+    ) -> Reply {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let reply = self
+                .send_at(
+                    "latest",
+                    "GET",
+                    &format!("/v1/clusters/{uuid}"),
+                    caller,
+                    None,
+                )
+                .await;
+            if done(&reply) {
+                return reply;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cluster {uuid} did not get there in {seconds}s; last: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.raw)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for a status and returns the cluster.
+    pub async fn wait_for_status(&self, uuid: &str, caller: Caller, status: &str) -> Value {
+        self.wait_for_cluster(uuid, caller, 20, |reply| reply.body["status"] == status)
+            .await
+            .body
+    }
+
+    /// Stops the service as a crash would: nothing is handed back.
+    pub async fn crash(self) -> TestDatabase {
+        self.running.abort().await;
+        self.database
     }
 
     /// Another API process on the same database, as in a scaled-out deployment.

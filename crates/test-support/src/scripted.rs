@@ -1,0 +1,332 @@
+//! A test double of the Driver contract whose behaviour each cluster scripts through its
+//! labels, so that black-box tests (in-process or across a killed and restarted process)
+//! can make steps slow, failing or endless:
+//!
+//! * `test_step_ms`: milliseconds each node takes to converge (default 20);
+//! * `test_fail_on`: comma list of `create`, `scale`, `upgrade`, `nodegroup`, `delete`:
+//!   those actions fail with a clear reason;
+//! * `test_fail_times`: fail only that many times per cluster (default: always);
+//! * `test_hang_on`: same list: those actions never finish (timeouts, deletes that overtake).
+//!
+//! It builds nothing: it keeps an in-memory picture of the nodes it "runs".
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use magnum_domain::cluster::{ClusterStatus, HealthStatus};
+use magnum_domain::cluster_template::{Coe, ServerType};
+use magnum_driver::{
+    Action, ClusterSpec, ClusterType, Converge, Driver, DriverError, DriverEvent, Image, Observed,
+    ObservedNodeGroup, Progress, ReferenceError, References,
+};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+pub const SCRIPTED_DRIVER: &str = "scripted";
+pub const SCRIPTED_IMAGE: &str = "scripted-image";
+pub const SCRIPTED_FLAVOR: &str = "s.small";
+pub const SCRIPTED_NETWORK: &str = "public";
+
+/// What the double was asked to do, for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub action: Action,
+    pub cluster: Uuid,
+    pub nodes_to_remove: Vec<String>,
+}
+
+pub struct ScriptedDriver {
+    /// Nodes per nodegroup per cluster: the "world".
+    world: Mutex<BTreeMap<Uuid, BTreeMap<Uuid, Vec<String>>>>,
+    calls: Mutex<Vec<Call>>,
+    events: broadcast::Sender<DriverEvent>,
+    next_address: Mutex<u32>,
+    failures: Mutex<BTreeMap<Uuid, u32>>,
+}
+
+impl Default for ScriptedDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ScriptedDriver {
+    pub fn new() -> Self {
+        Self {
+            world: Mutex::new(BTreeMap::new()),
+            calls: Mutex::new(Vec::new()),
+            events: broadcast::channel(64).0,
+            next_address: Mutex::new(10),
+            failures: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Nodes the double runs for a cluster.
+    pub fn node_count(&self, cluster: Uuid) -> usize {
+        self.world
+            .lock()
+            .unwrap()
+            .get(&cluster)
+            .map_or(0, |groups| groups.values().map(Vec::len).sum())
+    }
+
+    pub fn has_cluster(&self, cluster: Uuid) -> bool {
+        self.world.lock().unwrap().contains_key(&cluster)
+    }
+
+    /// Pushes a health change, as a driver watching its nodes would.
+    pub fn report_health(&self, cluster: Uuid, status: HealthStatus, reason: Map<String, Value>) {
+        let _ = self.events.send(DriverEvent::Health {
+            cluster,
+            status,
+            reason,
+        });
+    }
+
+    fn address(&self) -> String {
+        let mut next = self.next_address.lock().unwrap();
+        *next += 1;
+        format!("10.0.{}.{}", *next / 250, *next % 250)
+    }
+}
+
+fn label_lists(spec: &ClusterSpec, label: &str) -> Vec<String> {
+    spec.cluster
+        .labels
+        .get(label)
+        .unwrap_or_default()
+        .split(',')
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect()
+}
+
+fn script_name(action: Action) -> &'static str {
+    match action {
+        Action::CreateCluster => "create",
+        Action::ScaleWorkers | Action::ScaleMasters => "scale",
+        Action::UpgradeCluster => "upgrade",
+        Action::DeleteCluster => "delete",
+        Action::CreateNodegroup | Action::UpdateNodegroup | Action::DeleteNodegroup => "nodegroup",
+        Action::RotateCa | Action::RotateCredentials => "rotate",
+    }
+}
+
+impl ScriptedDriver {
+    async fn scripted_pause(&self, spec: &ClusterSpec, action: Action) -> Result<(), DriverError> {
+        let name = script_name(action);
+        if label_lists(spec, "test_hang_on")
+            .iter()
+            .any(|item| item == name)
+        {
+            std::future::pending::<()>().await;
+        }
+        if label_lists(spec, "test_fail_on")
+            .iter()
+            .any(|item| item == name)
+        {
+            let limit: Option<u32> = spec
+                .cluster
+                .labels
+                .get("test_fail_times")
+                .and_then(|value| value.parse().ok());
+            let failed_before = {
+                let mut failures = self.failures.lock().unwrap();
+                let count = failures.entry(spec.cluster.uuid).or_default();
+                *count += 1;
+                *count - 1
+            };
+            if limit.is_none_or(|limit| failed_before < limit) {
+                tokio::time::sleep(step(spec)).await;
+                return Err(DriverError::Failed(format!(
+                    "The scripted driver was told to fail on {name}."
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn step(spec: &ClusterSpec) -> Duration {
+    Duration::from_millis(
+        spec.cluster
+            .labels
+            .get("test_step_ms")
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(20),
+    )
+}
+
+#[async_trait::async_trait]
+impl Driver for ScriptedDriver {
+    fn name(&self) -> &str {
+        SCRIPTED_DRIVER
+    }
+
+    fn provides(&self) -> Vec<ClusterType> {
+        [Coe::SwarmMode, Coe::Kubernetes]
+            .into_iter()
+            .map(|coe| ClusterType {
+                server_type: ServerType::Vm,
+                os_distro: "scripted".to_owned(),
+                coe,
+            })
+            .collect()
+    }
+
+    fn find_image(&self, reference: &str) -> Result<Option<Image>, ReferenceError> {
+        Ok((reference == SCRIPTED_IMAGE).then(|| Image {
+            id: SCRIPTED_IMAGE.to_owned(),
+            name: SCRIPTED_IMAGE.to_owned(),
+            os_distro: Some("scripted".to_owned()),
+        }))
+    }
+
+    fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
+        for flavor in [references.flavor_id, references.master_flavor_id]
+            .into_iter()
+            .flatten()
+        {
+            if flavor != SCRIPTED_FLAVOR {
+                return Err(ReferenceError::FlavorNotFound(flavor.to_owned()));
+            }
+        }
+        if let Some(network) = references.external_network_id {
+            if network != SCRIPTED_NETWORK {
+                return Err(ReferenceError::ExternalNetworkNotFound(network.to_owned()));
+            }
+        }
+        if let Some(keypair) = references.keypair {
+            if keypair != "testkey" {
+                return Err(ReferenceError::KeypairNotFound(keypair.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        !matches!(action, Action::ScaleMasters | Action::RotateCredentials)
+    }
+
+    async fn converge(
+        &self,
+        request: Converge<'_>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        let spec = request.spec;
+        let cluster = spec.cluster.uuid;
+        self.calls.lock().unwrap().push(Call {
+            action: request.action,
+            cluster,
+            nodes_to_remove: request.nodes_to_remove.to_vec(),
+        });
+        self.scripted_pause(spec, request.action).await?;
+        let pause = step(spec);
+        for nodegroup in &spec.nodegroups {
+            let wanted = if nodegroup.status == ClusterStatus::DeleteInProgress {
+                0
+            } else {
+                usize::try_from(nodegroup.node_count).unwrap_or(0)
+            };
+            loop {
+                let current = self
+                    .world
+                    .lock()
+                    .unwrap()
+                    .get(&cluster)
+                    .and_then(|groups| groups.get(&nodegroup.uuid))
+                    .map_or(0, Vec::len);
+                if current == wanted {
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                if current < wanted {
+                    progress
+                        .report(format!(
+                            "Starting node {} of {wanted} in nodegroup {}.",
+                            current + 1,
+                            nodegroup.name
+                        ))
+                        .await;
+                    let address = self.address();
+                    self.world
+                        .lock()
+                        .unwrap()
+                        .entry(cluster)
+                        .or_default()
+                        .entry(nodegroup.uuid)
+                        .or_default()
+                        .push(address);
+                } else {
+                    progress
+                        .report(format!(
+                            "Removing a node of nodegroup {} ({current} left).",
+                            nodegroup.name
+                        ))
+                        .await;
+                    let mut world = self.world.lock().unwrap();
+                    let nodes = world
+                        .entry(cluster)
+                        .or_default()
+                        .entry(nodegroup.uuid)
+                        .or_default();
+                    let chosen = nodes
+                        .iter()
+                        .position(|node| request.nodes_to_remove.contains(node))
+                        .unwrap_or(nodes.len() - 1);
+                    nodes.remove(chosen);
+                }
+            }
+        }
+        let world = self.world.lock().unwrap();
+        let groups = world.get(&cluster).cloned().unwrap_or_default();
+        let masters = spec
+            .nodegroups
+            .iter()
+            .find(|nodegroup| nodegroup.is_master())
+            .and_then(|nodegroup| groups.get(&nodegroup.uuid))
+            .and_then(|nodes| nodes.first().cloned());
+        Ok(Observed {
+            stack_id: Some(format!("scripted-{}", &cluster.simple().to_string()[..8])),
+            api_address: masters.map(|address| format!("tcp://{address}:2376")),
+            coe_version: Some("1.0.0".to_owned()),
+            container_version: Some("1.0.0".to_owned()),
+            nodegroups: spec
+                .nodegroups
+                .iter()
+                .map(|nodegroup| ObservedNodeGroup {
+                    uuid: nodegroup.uuid,
+                    node_addresses: groups.get(&nodegroup.uuid).cloned().unwrap_or_default(),
+                    coe_version: Some("1.0.0".to_owned()),
+                })
+                .collect(),
+        })
+    }
+
+    async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
+        self.calls.lock().unwrap().push(Call {
+            action: Action::DeleteCluster,
+            cluster: spec.cluster.uuid,
+            nodes_to_remove: Vec::new(),
+        });
+        self.scripted_pause(spec, Action::DeleteCluster).await?;
+        progress.report("Removing every node.".to_owned()).await;
+        tokio::time::sleep(step(spec)).await;
+        self.world.lock().unwrap().remove(&spec.cluster.uuid);
+        Ok(())
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<DriverEvent>> {
+        Some(self.events.subscribe())
+    }
+}
