@@ -798,7 +798,7 @@ async fn nodegroups_are_created_updated_and_deleted_with_upstream_rules() {
         assert_eq!(minimal.status, 202);
         assert_eq!(minimal.body["node_labels"], Value::Null);
         for (body, status, message) in [
-            (json!({"name": "gpu"}), 409, format!("A node group with name gpu already exists in the cluster k.")),
+            (json!({"name": "gpu"}), 409, "A node group with name gpu already exists in the cluster k.".to_owned()),
             (json!({"name": "m2", "role": "master"}), 400, "Creating master nodegroups is currently not supported.".to_owned()),
             (json!({"name": "bad", "min_node_count": 3, "node_count": 1}), 409,
              "min_node_count for bad is invalid (min_node_count (3) should be less or equal to node_count (1)).".to_owned()),
