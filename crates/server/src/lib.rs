@@ -1,5 +1,6 @@
 //! magnumd: configuration and wiring of the API, the conductor and the store.
 
+pub mod cli;
 pub mod config;
 
 use std::net::SocketAddr;

@@ -394,3 +394,339 @@ async fn openstack_coe_cluster_template_lifecycle_on_every_engine() {
         run.await.unwrap();
     }
 }
+
+/// The identity `--os-auth-type none` gets: the noauth defaults.
+const NOAUTH_DEFAULT: crate::support::Caller = crate::support::Caller {
+    project_id: "default",
+    user_id: "admin",
+    roles: "admin,member,reader",
+};
+
+async fn ok(app: &TestApp, arguments: &[&str]) -> String {
+    let outcome = openstack(app, arguments).await;
+    assert_eq!(
+        outcome.code, 0,
+        "{arguments:?}: {}{}",
+        outcome.stdout, outcome.stderr
+    );
+    outcome.stdout
+}
+
+async fn cluster_uuid(app: &TestApp, name: &str) -> String {
+    let shown = openstack(app, &["coe", "cluster", "show", name, "-f", "json"]).await;
+    shown.json()["uuid"].as_str().unwrap().to_owned()
+}
+
+async fn cluster_lifecycle(app: TestApp) {
+    for name in ["t1", "t2"] {
+        ok(
+            &app,
+            &[
+                "coe",
+                "cluster",
+                "template",
+                "create",
+                name,
+                "--coe",
+                "swarm-mode",
+                "--image",
+                "scripted-image",
+                "--flavor",
+                "s.small",
+                "--master-flavor",
+                "s.small",
+                "--external-network",
+                "public",
+            ],
+        )
+        .await;
+    }
+    let created = ok(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "create",
+            "c1",
+            "--cluster-template",
+            "t1",
+            "--node-count",
+            "2",
+            "--master-count",
+            "1",
+        ],
+    )
+    .await;
+    assert!(
+        created.starts_with("Request to create cluster "),
+        "{created}"
+    );
+    assert!(created.trim_end().ends_with(" accepted"), "{created}");
+    let uuid = cluster_uuid(&app, "c1").await;
+    assert!(created.contains(&uuid));
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "CREATE_COMPLETE")
+        .await;
+
+    let listed = openstack(&app, &["coe", "cluster", "list", "-f", "json"])
+        .await
+        .json();
+    assert_eq!(listed[0]["name"], "c1");
+    assert_eq!(listed[0]["node_count"], 2);
+    assert_eq!(listed[0]["status"], "CREATE_COMPLETE");
+    let table = ok(&app, &["coe", "cluster", "list"]).await;
+    assert!(table.contains("| uuid "), "{table}");
+    let shown = openstack(&app, &["coe", "cluster", "show", "c1", "-f", "json"])
+        .await
+        .json();
+    assert_eq!(shown["master_count"], 1);
+    assert_eq!(shown["node_addresses"].as_array().unwrap().len(), 2);
+    assert!(shown["cluster_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("scripted-"));
+
+    // Scale, and the refusals of fields that cannot change.
+    ok(
+        &app,
+        &["coe", "cluster", "update", "c1", "--node-count", "3"],
+    )
+    .await;
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+    let refused = openstack(&app, &["coe", "cluster", "update", "c1", "--name", "other"]).await;
+    assert!(
+        refused
+            .stderr
+            .contains("cannot change cluster property(ies) name"),
+        "{}",
+        refused.stderr
+    );
+    ok(&app, &["coe", "cluster", "resize", "c1", "1"]).await;
+    let resized = app
+        .wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+    assert_eq!(resized["node_count"], 1);
+    ok(&app, &["coe", "cluster", "upgrade", "c1", "t2"]).await;
+    let upgraded = app
+        .wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+    let second = openstack(
+        &app,
+        &["coe", "cluster", "template", "show", "t2", "-f", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(upgraded["cluster_template_id"], second["uuid"]);
+
+    // Nodegroups.
+    ok(
+        &app,
+        &[
+            "coe",
+            "nodegroup",
+            "create",
+            "c1",
+            "ng1",
+            "--node-count",
+            "1",
+            "--min-nodes",
+            "1",
+            "--max-nodes",
+            "3",
+        ],
+    )
+    .await;
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+    let groups = openstack(&app, &["coe", "nodegroup", "list", "c1", "-f", "json"])
+        .await
+        .json();
+    let names: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default-master", "default-worker", "ng1"]);
+    let group = openstack(
+        &app,
+        &["coe", "nodegroup", "show", "c1", "ng1", "-f", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(group["status"], "CREATE_COMPLETE");
+    assert_eq!(group["max_node_count"], 3);
+    ok(
+        &app,
+        &[
+            "coe",
+            "nodegroup",
+            "update",
+            "c1",
+            "ng1",
+            "--max-nodes",
+            "5",
+        ],
+    )
+    .await;
+    let group = openstack(
+        &app,
+        &["coe", "nodegroup", "show", "c1", "ng1", "-f", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(group["max_node_count"], 5);
+    ok(
+        &app,
+        &[
+            "coe",
+            "nodegroup",
+            "update",
+            "c1",
+            "ng1",
+            "--node-labels",
+            "tier=gpu",
+            "--node-taints",
+            "gpu=yes:NoSchedule",
+        ],
+    )
+    .await;
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+    let group = openstack(
+        &app,
+        &["coe", "nodegroup", "show", "c1", "ng1", "-f", "json"],
+    )
+    .await
+    .json();
+    assert_eq!(group["node_labels"], serde_json::json!({"tier": "gpu"}));
+    assert_eq!(
+        group["node_taints"],
+        serde_json::json!([{"effect": "NoSchedule", "key": "gpu", "value": "yes"}])
+    );
+    let refused = openstack(
+        &app,
+        &["coe", "nodegroup", "delete", "c1", "default-worker"],
+    )
+    .await;
+    assert!(
+        format!("{}{}", refused.stdout, refused.stderr)
+            .contains("Deleting a default nodegroup is not supported"),
+        "{}{}",
+        refused.stdout,
+        refused.stderr
+    );
+    ok(&app, &["coe", "nodegroup", "delete", "c1", "ng1"]).await;
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+
+    // Quotas and stats.
+    ok(
+        &app,
+        &[
+            "coe",
+            "quotas",
+            "create",
+            "--project-id",
+            "p-9",
+            "--resource",
+            "Cluster",
+            "--hard-limit",
+            "5",
+        ],
+    )
+    .await;
+    let own = ok(&app, &["coe", "quotas", "list"]).await;
+    assert!(!own.contains("p-9"), "{own}");
+    let quotas = ok(&app, &["coe", "quotas", "list", "--all-tenants"]).await;
+    assert!(quotas.contains("| p-9 "), "{quotas}");
+    assert!(quotas.contains("| Cluster  | 5 "), "{quotas}");
+    ok(
+        &app,
+        &[
+            "coe",
+            "quotas",
+            "update",
+            "--project-id",
+            "p-9",
+            "--resource",
+            "Cluster",
+            "--hard-limit",
+            "7",
+        ],
+    )
+    .await;
+    let quota = ok(
+        &app,
+        &[
+            "coe",
+            "quotas",
+            "show",
+            "--project-id",
+            "p-9",
+            "--resource",
+            "Cluster",
+        ],
+    )
+    .await;
+    assert_eq!(table_value(&quota, "hard_limit"), Some("7"), "{quota}");
+    ok(
+        &app,
+        &[
+            "coe",
+            "quotas",
+            "delete",
+            "--project-id",
+            "p-9",
+            "--resource",
+            "Cluster",
+        ],
+    )
+    .await;
+    let stats = ok(&app, &["coe", "stats", "list", "default"]).await;
+    assert!(stats.contains("| clusters | 1 "), "{stats}");
+    assert!(stats.contains("| nodes    | 2 "), "{stats}");
+
+    // Refusals reach the user with the server's words.
+    let refused = openstack(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "create",
+            "x",
+            "--cluster-template",
+            "nope",
+        ],
+    )
+    .await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("ClusterTemplate nope could not be found"),
+        "{}",
+        refused.stderr
+    );
+
+    let deleted = ok(&app, &["coe", "cluster", "delete", "c1"]).await;
+    assert_eq!(
+        deleted.trim_end(),
+        "Request to delete cluster c1 has been accepted."
+    );
+    app.wait_for_cluster(&uuid, NOAUTH_DEFAULT, 20, |reply| reply.status == 404)
+        .await;
+    let listed = openstack(&app, &["coe", "cluster", "list", "-f", "json"])
+        .await
+        .json();
+    assert_eq!(listed, serde_json::json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn openstack_coe_cluster_nodegroup_quota_and_stats_lifecycle_on_every_engine() {
+    for engine in engines() {
+        let (app, _driver) = TestApp::spawn_scripted(engine).await;
+        cluster_lifecycle(app).await;
+    }
+}
