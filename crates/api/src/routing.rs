@@ -233,6 +233,14 @@ async fn route(
         Err(Routed::MethodNotAllowed) => {
             routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id)
         }
+        Err(Routed::UnknownAction) => {
+            let mut response =
+                routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id);
+            response
+                .headers_mut()
+                .insert("allow", HeaderValue::from_static(""));
+            response
+        }
         Err(Routed::NotAcceptable(message)) => routing_error(
             StatusCode::NOT_ACCEPTABLE,
             &message,
@@ -291,6 +299,8 @@ pub enum Routed {
     MethodNotAllowed,
     /// The API exists, but not at the requested microversion.
     NotAcceptable(String),
+    /// A cluster action upstream does not have: 405 with an empty `Allow`.
+    UnknownAction,
     Error(ApiError),
 }
 

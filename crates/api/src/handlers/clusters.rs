@@ -164,11 +164,11 @@ pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Rout
             }
             Ok(upgrade(request, ident).await?)
         }
-        ([_, "actions", ..], _) => Err(Routed::MethodNotAllowed),
+        ([_, "actions", ..], _) => Err(Routed::UnknownAction),
         ([_, "nodegroups", ..], _) => {
             if version < Version::new(1, 9) {
                 let api = match *request.method {
-                    Method::GET if rest.len() == 2 => "get_all",
+                    // Upstream's router names every GET this way.
                     Method::GET => "get_one",
                     Method::POST => "post",
                     Method::PATCH => "patch",

@@ -83,11 +83,25 @@ fn json_type(value: &Value) -> &'static str {
 }
 
 /// Differences in shape between our body and upstream's.
-fn shape_differences(ours: &Value, theirs: &Value, at: &str, differences: &mut Vec<String>) {
+pub(crate) fn shape_differences(
+    ours: &Value,
+    theirs: &Value,
+    at: &str,
+    differences: &mut Vec<String>,
+) {
     match (ours, theirs) {
         (Value::Object(ours), Value::Object(theirs)) => {
-            // Labels are data, not shape.
-            if at.ends_with(".labels") {
+            // Labels and reasons are data, not shape.
+            let data_maps = [
+                ".labels",
+                ".labels_added",
+                ".labels_overridden",
+                ".labels_skipped",
+                ".health_status_reason",
+                ".node_labels",
+                ".faults",
+            ];
+            if data_maps.iter().any(|suffix| at.ends_with(suffix)) {
                 return;
             }
             for key in theirs.keys().filter(|key| !ours.contains_key(*key)) {
@@ -117,7 +131,7 @@ fn shape_differences(ours: &Value, theirs: &Value, at: &str, differences: &mut V
     }
 }
 
-const COMPARED_HEADERS: [&str; 6] = [
+pub(crate) const COMPARED_HEADERS: [&str; 6] = [
     "content-type",
     "openstack-api-version",
     "openstack-api-minimum-version",

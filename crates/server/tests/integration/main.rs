@@ -4,6 +4,7 @@
 mod binary;
 mod clusters;
 mod compat;
+mod compat_clusters;
 mod openstack_cli;
 mod support;
 mod templates;
