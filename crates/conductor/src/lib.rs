@@ -10,6 +10,7 @@
 //! Nothing here walks over clusters at rest: the loop looks at the operations queue (one
 //! indexed query per tick) and at driver events.
 
+pub mod amqp;
 mod notifications;
 mod runner;
 
@@ -21,7 +22,9 @@ use magnum_driver::DriverRegistry;
 use magnum_store::Store;
 use tokio::sync::{watch, Notify};
 
-pub use notifications::{AuditEvent, AuditOutcome, FileNotifier, Notifier, NullNotifier};
+pub use notifications::{
+    AuditAction, AuditEvent, AuditOutcome, FileNotifier, Notifier, NullNotifier, RabbitNotifier,
+};
 
 /// The binary name upstream reports for conductors.
 pub const CONDUCTOR_BINARY: &str = "magnum-conductor";

@@ -185,3 +185,76 @@ impl Notifier for FileNotifier {
         }
     }
 }
+
+/// Publishes to RabbitMQ as oslo.messaging's notifier does: `{"oslo.version": "2.0",
+/// "oslo.message": "<envelope>"}` on the topic exchange, routing key
+/// `<topic>.<priority>` (`notifications.info`, `notifications.error`).
+pub struct RabbitNotifier {
+    address: crate::amqp::AmqpAddress,
+    exchange: String,
+    topic: String,
+    host: String,
+    connection: tokio::sync::Mutex<Option<crate::amqp::AmqpConnection>>,
+}
+
+impl RabbitNotifier {
+    pub fn new(
+        transport_url: &str,
+        exchange: String,
+        topic: String,
+        host: String,
+    ) -> Result<Self, crate::amqp::AmqpError> {
+        Ok(Self {
+            address: crate::amqp::AmqpAddress::parse(transport_url)?,
+            exchange,
+            topic,
+            host,
+            connection: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    fn routing_keys(&self) -> [String; 2] {
+        [
+            format!("{}.info", self.topic),
+            format!("{}.error", self.topic),
+        ]
+    }
+
+    async fn publish(&self, routing_key: &str, body: &[u8]) -> Result<(), crate::amqp::AmqpError> {
+        let mut connection = self.connection.lock().await;
+        if connection.is_none() {
+            let mut fresh = crate::amqp::AmqpConnection::connect(&self.address).await?;
+            let keys = self.routing_keys();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            fresh.declare_topic(&self.exchange, &keys).await?;
+            *connection = Some(fresh);
+        }
+        let result = match connection.as_mut() {
+            Some(open) => open.publish(&self.exchange, routing_key, body).await,
+            None => Ok(()),
+        };
+        if result.is_err() {
+            *connection = None;
+        }
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for RabbitNotifier {
+    async fn notify(&self, event: AuditEvent) {
+        let envelope = event.envelope(&self.host).to_string();
+        let body = json!({"oslo.version": "2.0", "oslo.message": envelope}).to_string();
+        let routing_key = format!("{}.{}", self.topic, event.priority().to_ascii_lowercase());
+        // One retry on a fresh connection: a broker restart should not lose the event.
+        for attempt in 0..2 {
+            match self.publish(&routing_key, body.as_bytes()).await {
+                Ok(()) => return,
+                Err(error) if attempt == 1 => {
+                    tracing::warn!(%error, event = %event.event_type(), "cannot publish an audit notification");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}

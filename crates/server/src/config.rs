@@ -34,10 +34,16 @@ pub struct QuotasConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsConfig {
-    /// `file` (JSON lines), `none`.
+    /// `file` (JSON lines), `rabbitmq` (oslo.messaging notifications), `none`.
     pub sink: String,
     /// Where the `file` sink writes; default: notifications.jsonl in the state directory.
     pub path: Option<PathBuf>,
+    /// The `rabbitmq` sink's broker: amqp://USER:PASSWORD@HOST:PORT/VHOST.
+    pub transport_url: String,
+    /// The topic exchange (oslo.messaging's control_exchange; upstream Magnum: "magnum").
+    pub exchange: String,
+    /// Routing keys are `<topic>.info` and `<topic>.error`.
+    pub topic: String,
 }
 
 impl Default for QuotasConfig {
@@ -53,6 +59,9 @@ impl Default for NotificationsConfig {
         Self {
             sink: "file".to_owned(),
             path: None,
+            transport_url: "amqp://guest:guest@127.0.0.1:5672/".to_owned(),
+            exchange: "magnum".to_owned(),
+            topic: "notifications".to_owned(),
         }
     }
 }
@@ -335,11 +344,15 @@ impl Config {
         if self.quotas.max_clusters_per_project < 0 {
             bail!("quotas.max_clusters_per_project cannot be negative");
         }
-        if !["file", "none"].contains(&self.notifications.sink.as_str()) {
+        if !["file", "rabbitmq", "none"].contains(&self.notifications.sink.as_str()) {
             bail!(
-                "notifications.sink = {:?}: expected \"file\" or \"none\"",
+                "notifications.sink = {:?}: expected \"file\", \"rabbitmq\" or \"none\"",
                 self.notifications.sink
             );
+        }
+        if self.notifications.sink == "rabbitmq" {
+            magnum_conductor::amqp::AmqpAddress::parse(&self.notifications.transport_url)
+                .map_err(|error| anyhow::anyhow!("notifications.transport_url: {error}"))?;
         }
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use magnum_api::{ApiSettings, AppState, NoAuth};
-use magnum_conductor::{Conductor, FileNotifier, Notifier, NullNotifier};
+use magnum_conductor::{Conductor, FileNotifier, Notifier, NullNotifier, RabbitNotifier};
 use magnum_domain::policy::Policy;
 use magnum_domain::Identity;
 use magnum_driver::{Driver, DriverRegistry};
@@ -129,14 +129,21 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     start_with_drivers(config, role, &[]).await
 }
 
-fn notifier(config: &Config) -> Arc<dyn Notifier> {
-    match config.notifications.sink.as_str() {
+fn notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
+    let settings = &config.notifications;
+    Ok(match settings.sink.as_str() {
         "file" => Arc::new(FileNotifier::new(
             config.notifications_path(),
             config.conductor_host(),
         )),
+        "rabbitmq" => Arc::new(RabbitNotifier::new(
+            &settings.transport_url,
+            settings.exchange.clone(),
+            settings.topic.clone(),
+            config.conductor_host(),
+        )?),
         _ => Arc::new(NullNotifier),
-    }
+    })
 }
 
 /// Starts `role` with drivers of the embedder's besides the configured ones (tests use this
@@ -179,7 +186,7 @@ pub async fn start_with_drivers(
             registry.clone(),
             config.conductor_settings(),
             operations_enqueued.clone(),
-            notifier(config),
+            notifier(config)?,
         );
         conductor
             .register()

@@ -1160,3 +1160,108 @@ async fn two_conductors_share_the_work_and_take_over_from_each_other() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_rabbitmq_consumer_receives_one_clusters_life_in_order() {
+    use magnum_conductor::amqp::{AmqpAddress, AmqpConnection};
+    let url = std::env::var("MAGNUM_TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let exchange = format!("magnum-test-{suffix}");
+    let topic = format!("notifications-{}", &suffix[..8]);
+    let engine = engines()[0];
+    let (app, _driver) = TestApp::spawn_scripted_with(engine, |config| {
+        config.notifications.sink = "rabbitmq".to_owned();
+        config.notifications.transport_url = url.clone();
+        config.notifications.exchange = exchange.clone();
+        config.notifications.topic = topic.clone();
+    })
+    .await;
+    app.create_scripted_template(ALICE, json!({"name": "t"}))
+        .await;
+    let uuid = create_cluster(
+        &app,
+        ALICE,
+        json!({"cluster_template_id": "t", "name": "n1"}),
+    )
+    .await;
+    app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), ALICE)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, ALICE, 20, |reply| reply.status == 404)
+        .await;
+    let failed = create_cluster(
+        &app,
+        ALICE,
+        json!({"cluster_template_id": "t", "name": "n2", "labels": {"test_fail_on": "create"}}),
+    )
+    .await;
+    app.wait_for_status(&failed, ALICE, "CREATE_FAILED").await;
+
+    let mut consumer = AmqpConnection::connect(&AmqpAddress::parse(&url).unwrap())
+        .await
+        .expect("RabbitMQ is reachable (scripts/test starts it)");
+    let info = drain(&mut consumer, &format!("{topic}.info")).await;
+    let life: Vec<(String, String)> = info
+        .iter()
+        .filter(|event| event["payload"]["target"]["id"] == uuid.as_str())
+        .map(|event| {
+            (
+                event["event_type"].as_str().unwrap().to_owned(),
+                event["payload"]["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        life,
+        [
+            ("magnum.cluster.create".to_owned(), "pending".to_owned()),
+            ("magnum.cluster.create".to_owned(), "success".to_owned()),
+            ("magnum.cluster.delete".to_owned(), "pending".to_owned()),
+            ("magnum.cluster.delete".to_owned(), "success".to_owned()),
+        ]
+    );
+    let first = &info[0];
+    assert_eq!(first["priority"], "INFO");
+    assert!(first["publisher_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("container-infra."));
+    assert_eq!(
+        first["payload"]["typeURI"],
+        "http://schemas.dmtf.org/cloud/audit/1.0/event"
+    );
+    assert_eq!(first["payload"]["initiator"]["project_id"], "p-0001");
+    assert!(first["payload"]["target"]["attachments"][0]["content"]
+        .get("docker_volume_size:")
+        .is_some());
+    let errors = drain(&mut consumer, &format!("{topic}.error")).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["priority"], "ERROR");
+    assert_eq!(errors[0]["event_type"], "magnum.cluster.create");
+    assert_eq!(errors[0]["payload"]["outcome"], "failure");
+    assert_eq!(errors[0]["payload"]["target"]["id"], failed.as_str());
+    consumer
+        .delete_topic(
+            &exchange,
+            &[&format!("{topic}.info"), &format!("{topic}.error")],
+        )
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+/// Every oslo.messaging envelope waiting in `queue`.
+async fn drain(consumer: &mut magnum_conductor::amqp::AmqpConnection, queue: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let Some(body) = consumer.get(queue).await.unwrap() {
+        let message: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(message["oslo.version"], "2.0");
+        events.push(serde_json::from_str(message["oslo.message"].as_str().unwrap()).unwrap());
+    }
+    events
+}
