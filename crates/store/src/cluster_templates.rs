@@ -139,7 +139,7 @@ impl Store {
             version: 1,
             ..template.clone()
         };
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let result = bind_template_columns(sqlx::query(&sql), &stored)
             .execute(&mut *transaction)
             .await;
@@ -290,7 +290,7 @@ impl Store {
         if only_if_unused {
             query = query.bind(updated.uuid.to_string());
         }
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let result = query.execute(&mut *transaction).await?;
         if result.rows_affected() == 1 {
             self.bump_generation(&mut transaction, TEMPLATE_GENERATION)
@@ -315,7 +315,7 @@ impl Store {
             "DELETE FROM cluster_template WHERE uuid = ? AND NOT EXISTS \
              (SELECT 1 FROM cluster WHERE cluster.cluster_template_id = ?)",
         );
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let result = sqlx::query(&sql)
             .bind(uuid.to_string())
             .bind(uuid.to_string())

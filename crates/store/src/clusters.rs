@@ -132,7 +132,7 @@ impl Store {
         operation: &Operation,
         cluster_limit: Option<i64>,
     ) -> Result<Cluster, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         if let Some(limit) = cluster_limit {
             let sql = self.sql("SELECT COUNT(*) AS n FROM cluster WHERE project_id = ?");
             let row = sqlx::query(&sql)
@@ -217,7 +217,7 @@ impl Store {
         change: ClusterChange<'_>,
     ) -> Result<Cluster, StoreError> {
         let cluster = change.cluster;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         let update_nodegroup = format!(
             "UPDATE nodegroup SET {}, version = version + 1 WHERE uuid = ? AND version = ?",
             mutable_assignments(NODEGROUP_COLUMNS)
@@ -289,7 +289,7 @@ impl Store {
 
     /// Removes the cluster, its nodegroups and its operations. False when it was gone.
     pub async fn purge_cluster(&self, uuid: Uuid) -> Result<bool, StoreError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin_write().await?;
         for statement in [
             "DELETE FROM nodegroup WHERE cluster_uuid = ?",
             "DELETE FROM operation WHERE cluster_uuid = ?",

@@ -111,6 +111,23 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock first, with a
+    /// harmless write, so that it waits for other writers (busy_timeout) instead of failing
+    /// when a read in it would have to be upgraded to a write later.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query(
+                "UPDATE magnum_generation SET value = value WHERE name = 'cluster_template'",
+            )
+            .execute(&mut *transaction)
+            .await?;
+        }
+        Ok(transaction)
+    }
+
     async fn generation(&self, name: &str) -> Result<i64, StoreError> {
         let sql = self.sql("SELECT value FROM magnum_generation WHERE name = ?");
         let row = sqlx::query(&sql).bind(name).fetch_one(&self.pool).await?;

@@ -491,6 +491,79 @@ mod operations {
     }
 
     #[tokio::test]
+    async fn one_operation_per_cluster_at_a_time_but_deletes_overtake() {
+        for engine in engines() {
+            let (store, database) = fresh_store(engine).await;
+            let busy = Uuid::new_v4();
+            let other = Uuid::new_v4();
+            let enqueue = |cluster, kind, second| {
+                let store = store.clone();
+                async move {
+                    store
+                        .enqueue_operation(&Operation::new(
+                            cluster,
+                            kind,
+                            "{}".to_owned(),
+                            at(second),
+                        ))
+                        .await
+                        .unwrap()
+                }
+            };
+            let create = enqueue(busy, OperationKind::CreateCluster, 0).await;
+            let scale = enqueue(busy, OperationKind::UpdateCluster, 1).await;
+            let elsewhere = enqueue(other, OperationKind::CreateCluster, 2).await;
+            let claim = |owner: &'static str| {
+                let store = store.clone();
+                async move { store.claim_operation(owner, at(3), 30).await.unwrap() }
+            };
+            assert_eq!(
+                claim("a").await.unwrap().uuid,
+                create.uuid,
+                "{}",
+                engine.name()
+            );
+            // The scale waits for the create; the other cluster's work does not.
+            assert_eq!(claim("b").await.unwrap().uuid, elsewhere.uuid);
+            assert!(claim("b").await.is_none());
+            let delete = enqueue(busy, OperationKind::DeleteCluster, 4).await;
+            assert_eq!(
+                claim("b").await.unwrap().uuid,
+                delete.uuid,
+                "deletes overtake"
+            );
+            // Cancelling ends everything else of the cluster, the running one included.
+            let cancelled = store
+                .cancel_operations(busy, Some(delete.uuid), "stopped", at(5))
+                .await
+                .unwrap();
+            assert_eq!(cancelled, 2);
+            assert!(!store
+                .renew_operation_lease(create.uuid, "a", at(40))
+                .await
+                .unwrap());
+            let left = store.unfinished_operations_of(busy).await.unwrap();
+            assert_eq!(left.len(), 1);
+            assert_eq!(left[0].uuid, delete.uuid);
+            assert_eq!(
+                store
+                    .operation(scale.uuid)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .error
+                    .as_deref(),
+                Some("stopped")
+            );
+            // A graceful stop hands claims back without counting the attempt.
+            assert_eq!(store.release_operations("b").await.unwrap(), 2);
+            let again = claim("c").await.unwrap();
+            assert_eq!(again.attempts, 1);
+            finish(store, database).await;
+        }
+    }
+
+    #[tokio::test]
     async fn claims_are_exclusive_leased_and_taken_over_after_expiry() {
         for engine in engines() {
             let (store, database) = fresh_store(engine).await;

@@ -1265,3 +1265,89 @@ async fn drain(consumer: &mut magnum_conductor::amqp::AmqpConnection, queue: &st
     }
     events
 }
+
+#[tokio::test]
+async fn an_update_that_outlives_its_timeout_fails_with_the_reason() {
+    let engine = engines()[0];
+    let (app, _driver) = TestApp::spawn_scripted_with(engine, |config| {
+        config.conductor.operation_timeout = 2;
+    })
+    .await;
+    app.create_scripted_template(ALICE, json!({"name": "t"}))
+        .await;
+    let uuid = create_cluster(
+        &app,
+        ALICE,
+        json!({"cluster_template_id": "t", "labels": {"test_hang_on": "scale"}}),
+    )
+    .await;
+    app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            &format!("/v1/clusters/{uuid}/actions/resize"),
+            ALICE,
+            Some(json!({"node_count": 3})),
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let cluster = app.wait_for_status(&uuid, ALICE, "UPDATE_FAILED").await;
+    assert!(
+        cluster["status_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Timed out: the resize cluster did not finish in time"),
+        "{cluster}"
+    );
+    assert_eq!(cluster["node_count"], 1, "the count is put back");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_creates_are_all_accepted_and_completed() {
+    for engine in engines() {
+        let (app, _driver) = TestApp::spawn_scripted_with(engine, |config| {
+            config.quotas.max_clusters_per_project = 1000;
+            config.database.max_connections = 8;
+        })
+        .await;
+        app.create_scripted_template(ALICE, json!({"name": "t"}))
+            .await;
+        let app = std::sync::Arc::new(app);
+        let mut creates = tokio::task::JoinSet::new();
+        for _ in 0..60 {
+            let app = app.clone();
+            creates.spawn(async move {
+                app.send_at(
+                    "latest",
+                    "POST",
+                    "/v1/clusters",
+                    ALICE,
+                    Some(json!({"cluster_template_id": "t"})),
+                )
+                .await
+            });
+        }
+        let mut uuids = Vec::new();
+        while let Some(reply) = creates.join_next().await {
+            let reply = reply.unwrap();
+            assert_eq!(
+                reply.status,
+                202,
+                "{}: {}",
+                engine.name(),
+                String::from_utf8_lossy(&reply.raw)
+            );
+            uuids.push(reply.body["uuid"].as_str().unwrap().to_owned());
+        }
+        for uuid in &uuids {
+            app.wait_for_status(uuid, ALICE, "CREATE_COMPLETE").await;
+        }
+        assert_eq!(
+            app.get("/v1/stats", ALICE).await.body,
+            json!({"clusters": 60, "nodes": 120})
+        );
+        std::sync::Arc::try_unwrap(app).ok().unwrap().stop().await;
+    }
+}
