@@ -121,7 +121,16 @@ fn mutable_assignments(columns: &str) -> String {
         .join(", ")
 }
 
+/// The generation counter every cluster or nodegroup write increments.
+const CLUSTER_GENERATION: &str = "cluster";
+
 impl Store {
+    /// A number that changes whenever any cluster or nodegroup changes, in any process; read
+    /// it before the data it validates.
+    pub async fn clusters_generation(&self) -> Result<i64, StoreError> {
+        self.generation(CLUSTER_GENERATION).await
+    }
+
     /// Stores a new cluster, its nodegroups and the operation that will build it, all or
     /// nothing. `NotFound` when its template no longer exists; `LimitReached` when the
     /// project already has `cluster_limit` clusters.
@@ -172,6 +181,8 @@ impl Store {
             self.insert_nodegroup(&mut transaction, nodegroup).await?;
         }
         self.insert_operation(&mut transaction, operation).await?;
+        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
+            .await?;
         transaction.commit().await?;
         self.cluster_by_uuid(cluster.uuid)
             .await?
@@ -280,6 +291,8 @@ impl Store {
         if let Some(operation) = change.operation {
             self.insert_operation(&mut transaction, operation).await?;
         }
+        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
+            .await?;
         transaction.commit().await?;
         Ok(Cluster {
             version: cluster.version + 1,
@@ -304,6 +317,8 @@ impl Store {
         let deleted = sqlx::query(&sql)
             .bind(uuid.to_string())
             .execute(&mut *transaction)
+            .await?;
+        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
             .await?;
         transaction.commit().await?;
         Ok(deleted.rows_affected() == 1)
@@ -463,14 +478,18 @@ impl Store {
             "UPDATE cluster SET status = ?, status_reason = ?, updated_at = ?, version = version + 1 \
              WHERE uuid = ? AND version = ?",
         );
+        let mut transaction = self.begin_write().await?;
         let updated = sqlx::query(&sql)
             .bind(status.as_str())
             .bind(status_reason.map(str::to_owned))
             .bind(now.unix_seconds())
             .bind(uuid.to_string())
             .bind(expected_version)
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?;
+        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
+            .await?;
+        transaction.commit().await?;
         let current = self
             .cluster_by_uuid(uuid)
             .await?
@@ -495,13 +514,17 @@ impl Store {
             "UPDATE cluster SET status_reason = ?, updated_at = ?, version = version + 1 \
              WHERE uuid = ? AND status = ?",
         );
+        let mut transaction = self.begin_write().await?;
         let updated = sqlx::query(&sql)
             .bind(status_reason.to_owned())
             .bind(now.unix_seconds())
             .bind(uuid.to_string())
             .bind(while_status.as_str())
-            .execute(&self.pool)
+            .execute(&mut *transaction)
             .await?;
+        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
+            .await?;
+        transaction.commit().await?;
         Ok(updated.rows_affected() == 1)
     }
 }

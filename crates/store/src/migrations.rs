@@ -203,6 +203,11 @@ pub const MIGRATIONS: &[Migration] = &[
         ){table_options}",
         ],
     },
+    Migration {
+        version: 6,
+        name: "change generation for clusters",
+        statements: &["INSERT INTO magnum_generation (name, value) VALUES ('cluster', 0)"],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::cluster_templates::resolve as resolve_template;
-use super::respond;
-use super::respond_empty;
+use super::{respond, respond_empty, respond_encoded};
+use crate::cache::CachedResponse;
 use crate::error::ApiError;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Kind};
 use crate::microversion::Version;
@@ -351,6 +351,7 @@ async fn template_labels(state: &AppState, cluster: &Cluster) -> Result<Option<L
 async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
+        cache,
         context,
         query,
         ..
@@ -367,6 +368,26 @@ async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Bo
         .enforce(rule, identity, &Target::caller(identity))?;
     let page = page_from_query(query, CLUSTER_SORT_KEYS, state.settings.max_limit)?;
     let scope = scope(state, identity, Some(all_projects_rule));
+    // Lists of clusters at rest are served from the cache: any cluster write anywhere (and,
+    // for details, any template write) changes the generations and so the key.
+    let generation = if cache.is_enabled() {
+        state.store.clusters_generation().await?
+    } else {
+        0
+    };
+    let template_generation = if cache.is_enabled() && detail {
+        state.store.cluster_templates_generation().await?
+    } else {
+        0
+    };
+    // A NUL cannot reach a key through a path, so these keys never meet template ones.
+    let cache_key = format!(
+        "\0clusters|{detail}|{scope:?}|{}|{:?}|{}|{:?}|{}|{}|{template_generation}",
+        page.sort_key, page.direction, page.limit, page.marker, context.version, context.base_url
+    );
+    if let Some(hit) = cache.get(&cache_key, generation) {
+        return Ok(respond_encoded(context, StatusCode::OK, hit.body));
+    }
     let clusters = match state.store.list_clusters(scope, &page).await {
         Ok(clusters) => clusters,
         Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
@@ -414,7 +435,16 @@ async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Bo
     if let Some(next) = next {
         document.insert("next", Value::String(next));
     }
-    Ok(respond(context, StatusCode::OK, &sorted_object(document)))
+    let body = axum::body::Bytes::from(magnum_types::encode(&sorted_object(document)));
+    cache.put(
+        cache_key,
+        CachedResponse {
+            generation,
+            body: body.clone(),
+            owner: None,
+        },
+    );
+    Ok(respond_encoded(context, StatusCode::OK, body))
 }
 
 async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {

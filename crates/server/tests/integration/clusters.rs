@@ -115,7 +115,17 @@ async fn a_cluster_is_created_with_its_nodegroups_and_reported_as_upstream_does(
         assert_eq!(early.status, 200, "{}", engine.name());
         assert!(["CREATE_IN_PROGRESS", "CREATE_COMPLETE"]
             .contains(&early.body["status"].as_str().unwrap()));
+        // Lists served while it is being built must not outlive the build (response cache).
+        let listed_early = app
+            .send_at("latest", "GET", "/v1/clusters", ALICE, None)
+            .await;
+        assert_eq!(listed_early.body["clusters"].as_array().unwrap().len(), 1);
         let cluster = app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
+        let listed = app
+            .send_at("latest", "GET", "/v1/clusters", ALICE, None)
+            .await;
+        assert_eq!(listed.body["clusters"][0]["status"], "CREATE_COMPLETE");
+        assert_eq!(listed.body["clusters"][0]["node_count"], 2);
         assert_eq!(
             keys(&cluster),
             detail_keys("cluster_id"),
