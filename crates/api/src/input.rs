@@ -49,6 +49,26 @@ impl QueryArguments {
     }
 }
 
+/// A request body that must be a JSON object, with WSME's messages when it is not.
+pub fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Some(Value::Object(object)) => Ok(object),
+        None => Err(ApiError::invalid_input(
+            argument,
+            "None",
+            "Mandatory field missing.",
+        )),
+        Some(other) => Err(ApiError::invalid_input(
+            argument,
+            &py_str(&other),
+            &format!(
+                "Wrong type. Expected '<class 'dict'>', got '{}'",
+                python_type(&other)
+            ),
+        )),
+    }
+}
+
 pub fn unknown_argument(name: &str) -> ApiError {
     ApiError::bad_request(format!("Unknown argument: \"{name}\""))
 }

@@ -12,11 +12,12 @@ use magnum_domain::Identity;
 use magnum_driver::References;
 use magnum_store::{StoreError, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 use magnum_types::{ClusterTemplateCollection, ClusterTemplateView, Link};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{respond, respond_empty, respond_encoded};
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::error::ApiError;
+use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
@@ -450,25 +451,6 @@ fn references(template: &ClusterTemplate) -> References<'_> {
 
 fn publish_denied() -> ApiError {
     ApiError::forbidden("Not authorized to set public or hidden flag for cluster template.")
-}
-
-fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>, ApiError> {
-    match body {
-        Some(Value::Object(object)) => Ok(object),
-        None => Err(ApiError::invalid_input(
-            argument,
-            "None",
-            "Mandatory field missing.",
-        )),
-        Some(other) => Err(ApiError::invalid_input(
-            argument,
-            &magnum_domain::pyliteral::py_str(&other),
-            &format!(
-                "Wrong type. Expected '<class 'dict'>', got '{}'",
-                crate::input::python_type(&other)
-            ),
-        )),
-    }
 }
 
 async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {

@@ -28,6 +28,7 @@ use super::cluster_templates::resolve as resolve_template;
 use super::{respond, respond_empty, respond_encoded};
 use crate::cache::CachedResponse;
 use crate::error::ApiError;
+use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Kind};
 use crate::microversion::Version;
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
@@ -496,25 +497,6 @@ fn uuid_document(uuid: Uuid) -> Value {
     json!({"uuid": uuid.to_string()})
 }
 
-fn body_object(body: Option<Value>, argument: &str) -> Result<Map<String, Value>, ApiError> {
-    match body {
-        Some(Value::Object(object)) => Ok(object),
-        None => Err(ApiError::invalid_input(
-            argument,
-            "None",
-            "Mandatory field missing.",
-        )),
-        Some(other) => Err(ApiError::invalid_input(
-            argument,
-            &magnum_domain::pyliteral::py_str(&other),
-            &format!(
-                "Wrong type. Expected '<class 'dict'>', got '{}'",
-                crate::input::python_type(&other)
-            ),
-        )),
-    }
-}
-
 /// The driver that serves clusters of `template`, refusing `action` when it cannot do it.
 pub(crate) fn driver_for(
     state: &AppState,
@@ -565,7 +547,7 @@ fn limit_reached(limit: i64) -> ApiError {
     ))
 }
 
-fn initiator(identity: &Identity) -> Initiator {
+pub(crate) fn initiator(identity: &Identity) -> Initiator {
     Initiator {
         user_id: identity.user_id.clone(),
         project_id: identity.project_id.clone(),

@@ -9,7 +9,7 @@ use magnum_domain::labels::{LabelDifferences, Labels};
 use magnum_domain::nodegroup::{
     check_counts, check_node_labels, parse_node_taints, NodeGroupInvalid,
 };
-use magnum_domain::operation::{Initiator, Operation, OperationKind, OperationParameters};
+use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, References};
@@ -18,14 +18,18 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::clusters::{
-    driver_for, find_nodegroup, nodegroup_not_found, resolve_for, sorted_object,
+    driver_for, find_nodegroup, initiator, nodegroup_not_found, resolve_for, sorted_object,
 };
 use super::{respond, respond_empty};
 use crate::error::ApiError;
+use crate::input::body_object;
 use crate::input::{attribute, parse_object, Attribute, Kind};
 use crate::pagination::{next_link, page_from_query};
 use crate::patch::{apply_patch, parse_patch, Operation as PatchOp, PatchRules};
 use crate::routing::{ResourceRequest, Routed};
+
+/// How upstream names the body in its messages.
+const ARGUMENT: &str = "nodegroup";
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
 
@@ -349,25 +353,6 @@ fn invalid(error: NodeGroupInvalid) -> ApiError {
     ApiError::conflict(error.to_string())
 }
 
-fn body_object(body: Option<Value>) -> Result<Map<String, Value>, ApiError> {
-    match body {
-        Some(Value::Object(object)) => Ok(object),
-        None => Err(ApiError::invalid_input(
-            "nodegroup",
-            "None",
-            "Mandatory field missing.",
-        )),
-        Some(other) => Err(ApiError::invalid_input(
-            "nodegroup",
-            &magnum_domain::pyliteral::py_str(&other),
-            &format!(
-                "Wrong type. Expected '<class 'dict'>', got '{}'",
-                crate::input::python_type(&other)
-            ),
-        )),
-    }
-}
-
 fn node_labels_of(
     name: &str,
     role: &str,
@@ -398,13 +383,6 @@ fn start_change(cluster: &Cluster) -> Result<ClusterStatus, ApiError> {
         .map_err(|refused| ApiError::bad_request(refused.to_string()))
 }
 
-fn initiator(identity: &magnum_domain::Identity) -> Initiator {
-    Initiator {
-        user_id: identity.user_id.clone(),
-        project_id: identity.project_id.clone(),
-    }
-}
-
 async fn create(
     request: ResourceRequest<'_>,
     cluster_ident: &str,
@@ -418,7 +396,7 @@ async fn create(
     } = request;
     query.allow_only(&[])?;
     let identity = &context.identity;
-    let object = body_object(body)?;
+    let object = body_object(body, ARGUMENT)?;
     let attributes = parse_object("nodegroup", &object, CREATE_SCHEMA)?;
     let Some(name) = attributes.text("name") else {
         return Err(ApiError::invalid_input(

@@ -8,13 +8,17 @@ use magnum_domain::policy::Target;
 use magnum_domain::quota::{Quota, CLUSTER_RESOURCE};
 use magnum_domain::time::Timestamp;
 use magnum_store::{QuotaPage, SortDirection, StoreError, QUOTA_SORT_KEYS};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::clusters::sorted_object;
 use super::{respond, respond_empty};
 use crate::error::ApiError;
+use crate::input::body_object;
 use crate::input::{attribute, parse_bool, parse_object, Attribute, Kind};
 use crate::routing::{ResourceRequest, Routed};
+
+/// How upstream names the body in its messages.
+const ARGUMENT: &str = "quota";
 
 const SCHEMA: &[Attribute] = &[
     attribute("project_id", Kind::Text { min: 1, max: 255 }),
@@ -178,25 +182,6 @@ async fn get(
     }
 }
 
-fn body_object(body: Option<Value>) -> Result<Map<String, Value>, ApiError> {
-    match body {
-        Some(Value::Object(object)) => Ok(object),
-        None => Err(ApiError::invalid_input(
-            "quota",
-            "None",
-            "Mandatory field missing.",
-        )),
-        Some(other) => Err(ApiError::invalid_input(
-            "quota",
-            &magnum_domain::pyliteral::py_str(&other),
-            &format!(
-                "Wrong type. Expected '<class 'dict'>', got '{}'",
-                crate::input::python_type(&other)
-            ),
-        )),
-    }
-}
-
 async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     admin_only(&request, "quota:create")?;
     let ResourceRequest {
@@ -207,7 +192,7 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
         ..
     } = request;
     query.allow_only(&[])?;
-    let object = body_object(body)?;
+    let object = body_object(body, ARGUMENT)?;
     let attributes = parse_object("quota", &object, SCHEMA)?;
     let Some(project_id) = attributes.text("project_id") else {
         return Err(ApiError::bad_request("Must provide a valid project ID."));
@@ -247,7 +232,7 @@ async fn update(
         ..
     } = request;
     query.allow_only(&[])?;
-    let mut object = body_object(body)?;
+    let mut object = body_object(body, ARGUMENT)?;
     // The path names the quota; body values for it are overridden, as upstream.
     object.insert("project_id".to_owned(), json!(project_id));
     object.insert("resource".to_owned(), json!(resource));
