@@ -309,7 +309,7 @@ impl KeySealer {
     /// From the text of a key file: 64 hexadecimal digits (surrounding whitespace ignored).
     pub fn from_key_text(text: &str) -> Result<Self, SealError> {
         let text = text.trim();
-        if text.len() % 2 != 0 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        if !text.len().is_multiple_of(2) || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
             return Err(SealError::KeyEncoding);
         }
         let bytes: Vec<u8> = (0..text.len())
@@ -383,7 +383,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
