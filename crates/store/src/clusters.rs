@@ -306,6 +306,7 @@ impl Store {
         for statement in [
             "DELETE FROM nodegroup WHERE cluster_uuid = ?",
             "DELETE FROM operation WHERE cluster_uuid = ?",
+            "DELETE FROM cluster_certificate WHERE cluster_uuid = ?",
         ] {
             let sql = self.sql(statement);
             sqlx::query(&sql)

@@ -2,6 +2,7 @@
 //! and MariaDB/MySQL, chosen by the URL scheme. Queries are written once with `?`
 //! placeholders and portable SQL; [`Backend`] adapts the few places where engines differ.
 
+mod certificates;
 mod cluster_templates;
 mod clusters;
 mod error;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use certificates::StoredCertificate;
 pub use cluster_templates::{Page, SortDirection, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 pub use clusters::{ClusterChange, ClusterScope, CLUSTER_SORT_KEYS};
 pub use error::StoreError;

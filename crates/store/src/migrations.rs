@@ -208,6 +208,19 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "change generation for clusters",
         statements: &["INSERT INTO magnum_generation (name, value) VALUES ('cluster', 0)"],
     },
+    Migration {
+        version: 7,
+        name: "cluster certificate authorities",
+        statements: &["CREATE TABLE cluster_certificate (
+            id {pk},
+            cluster_uuid VARCHAR(36) NOT NULL,
+            kind VARCHAR(32) NOT NULL,
+            cert_pem {text} NOT NULL,
+            sealed_key {text},
+            created_at BIGINT NOT NULL,
+            CONSTRAINT uniq_cluster_certificate_kind UNIQUE (cluster_uuid, kind)
+        ){table_options}"],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {
