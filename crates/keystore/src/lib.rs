@@ -41,7 +41,7 @@ pub enum KeystoreError {
 
 /// Where keys go.
 pub enum KeyStorage {
-    Database(KeySealer),
+    Database(Box<KeySealer>),
     Files(PathBuf),
 }
 
