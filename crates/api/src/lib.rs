@@ -62,6 +62,8 @@ pub struct AppState {
     pub drivers: DriverRegistry,
     /// Notified after operations are stored, to wake a conductor in this process at once.
     pub operations_enqueued: Arc<tokio::sync::Notify>,
+    /// The clusters' certificate authorities.
+    pub certificates: magnum_keystore::ClusterCertificates,
     pub policy: Policy,
     pub authenticator: Arc<dyn Authenticator>,
     pub settings: ApiSettings,

@@ -14,7 +14,7 @@ use crate::context::{
     RequestContext,
 };
 use crate::error::{routing_error, unsupported_version, ApiError};
-use crate::handlers::{cluster_templates, clusters, quotas, root, services, stats};
+use crate::handlers::{certificates, cluster_templates, clusters, quotas, root, services, stats};
 use crate::input::{decode_path_segment, json_body, QueryArguments};
 use crate::microversion::{negotiate, VersionError};
 use crate::{AppState, Shared};
@@ -22,9 +22,11 @@ use crate::{AppState, Shared};
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Collections of the v1 API that this build serves.
-const SERVED_COLLECTIONS: [&str; 5] = [
+const SERVED_COLLECTIONS: [&str; 7] = [
+    "certificates",
     "clustertemplates",
     "clusters",
+    "credentials",
     "mservices",
     "quotas",
     "stats",
@@ -220,7 +222,9 @@ async fn route(
     };
     let outcome = match collection {
         "clustertemplates" => cluster_templates::handle(request).await,
+        "certificates" => certificates::handle(request).await,
         "clusters" => clusters::handle(request).await,
+        "credentials" => certificates::handle_credentials(request).await,
         "mservices" => services::handle(request).await,
         "quotas" => quotas::handle(request).await,
         "stats" => stats::handle(request).await,

@@ -66,6 +66,7 @@ pub struct Conductor {
     settings: ConductorSettings,
     wake: Arc<Notify>,
     notifier: Arc<dyn Notifier>,
+    certificates: magnum_keystore::ClusterCertificates,
 }
 
 impl Conductor {
@@ -76,6 +77,7 @@ impl Conductor {
         settings: ConductorSettings,
         wake: Arc<Notify>,
         notifier: Arc<dyn Notifier>,
+        certificates: magnum_keystore::ClusterCertificates,
     ) -> Self {
         Self {
             store,
@@ -83,6 +85,7 @@ impl Conductor {
             settings,
             wake,
             notifier,
+            certificates,
         }
     }
 
@@ -110,6 +113,7 @@ impl Conductor {
             self.settings,
             self.wake,
             self.notifier,
+            self.certificates,
         )
         .run(shutdown)
         .await;

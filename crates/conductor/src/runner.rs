@@ -27,6 +27,7 @@ pub(crate) struct Runner {
     settings: ConductorSettings,
     wake: Arc<Notify>,
     notifier: Arc<dyn Notifier>,
+    certificates: magnum_keystore::ClusterCertificates,
     /// This process's name on the leases it holds.
     owner: String,
 }
@@ -129,6 +130,7 @@ impl Runner {
         settings: ConductorSettings,
         wake: Arc<Notify>,
         notifier: Arc<dyn Notifier>,
+        certificates: magnum_keystore::ClusterCertificates,
     ) -> Self {
         let owner = format!(
             "{}/{}-{}",
@@ -142,6 +144,7 @@ impl Runner {
             settings,
             wake,
             notifier,
+            certificates,
             owner,
         }
     }
@@ -310,6 +313,18 @@ impl Runner {
                 operation.created_at.unix_seconds() + seconds(self.settings.operation_timeout),
             )),
         };
+        if phase == Phase::Create {
+            // Before any node exists; a resumed create keeps the CAs it made.
+            if let Err(error) = self
+                .certificates
+                .ensure(cluster.uuid, &cluster.display_name())
+                .await
+            {
+                let reason =
+                    format!("Cannot create the cluster's certificate authorities: {error}");
+                return self.fail(&operation, &parameters, phase, reason).await;
+            }
+        }
         let attempt = self
             .converge_once(&operation, &parameters, &cluster, phase, deadline)
             .await?;
@@ -384,11 +399,17 @@ impl Runner {
             )));
         };
         let nodegroups = self.store.nodegroups_of_cluster(cluster.uuid).await?;
+        let authority = self
+            .certificates
+            .authority(cluster.uuid, "kubernetes")
+            .await
+            .ok();
         Ok(Ok((
             ClusterSpec {
                 cluster: cluster.clone(),
                 template,
                 nodegroups,
+                authority,
             },
             driver,
         )))
@@ -714,6 +735,7 @@ impl Runner {
         match failure {
             None => {
                 self.store.purge_cluster(cluster.uuid).await?;
+                self.certificates.forget(cluster.uuid);
                 let mut gone = cluster;
                 gone.status = ClusterStatus::DeleteComplete;
                 gone.status_reason = None;

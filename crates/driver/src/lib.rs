@@ -143,6 +143,10 @@ pub struct ClusterSpec {
     pub template: ClusterTemplate,
     /// Nodegroups in creation order. Those in `DELETE_IN_PROGRESS` are to be torn down.
     pub nodegroups: Vec<NodeGroup>,
+    /// The cluster's CA (certificate and key), to issue node server certificates from; after
+    /// a rotation (`Action::RotateCa`) it is the new one, and certificates signed by the old
+    /// one must stop being accepted.
+    pub authority: Option<magnum_certs::CaMaterial>,
 }
 
 /// The action being converged and its hints.

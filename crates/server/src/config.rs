@@ -19,6 +19,7 @@ pub struct Config {
     pub cluster_template: ClusterTemplateConfig,
     pub conductor: ConductorConfig,
     pub quotas: QuotasConfig,
+    pub certificates: CertificatesConfig,
     pub notifications: NotificationsConfig,
     pub drivers: DriversConfig,
     pub log: LogConfig,
@@ -29,6 +30,29 @@ pub struct Config {
 pub struct QuotasConfig {
     /// Clusters a project may have when no quota row says otherwise.
     pub max_clusters_per_project: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CertificatesConfig {
+    /// `x509keypair` (keys sealed in the database) or `local` (0600 files in the state
+    /// directory).
+    pub cert_manager_type: String,
+    /// The 32-byte key (64 hex digits) that seals CA keys, in a file of mode 0600; default:
+    /// `certificate-key` in the state directory, created at first start.
+    pub key_file: Option<PathBuf>,
+    /// Days a certificate signed through `POST /v1/certificates` is valid.
+    pub term_of_validity: i64,
+}
+
+impl Default for CertificatesConfig {
+    fn default() -> Self {
+        Self {
+            cert_manager_type: "x509keypair".to_owned(),
+            key_file: None,
+            term_of_validity: 1825,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -340,6 +364,15 @@ impl Config {
         }
         if self.conductor.max_attempts < 1 || self.conductor.operation_timeout == 0 {
             bail!("conductor.max_attempts and conductor.operation_timeout must be at least 1");
+        }
+        if !["x509keypair", "local"].contains(&self.certificates.cert_manager_type.as_str()) {
+            bail!(
+                "certificates.cert_manager_type = {:?}: expected \"x509keypair\" or \"local\"",
+                self.certificates.cert_manager_type
+            );
+        }
+        if self.certificates.term_of_validity < 1 {
+            bail!("certificates.term_of_validity must be at least 1 day");
         }
         if self.quotas.max_clusters_per_project < 0 {
             bail!("quotas.max_clusters_per_project cannot be negative");

@@ -13,6 +13,7 @@ use magnum_domain::policy::Policy;
 use magnum_domain::Identity;
 use magnum_driver::{Driver, DriverRegistry};
 use magnum_driver_local::LocalDriver;
+use magnum_keystore::{ClusterCertificates, KeyStorage};
 use magnum_store::Store;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -103,6 +104,7 @@ fn api_state(
     store: Store,
     drivers: DriverRegistry,
     operations_enqueued: Arc<Notify>,
+    certificates: ClusterCertificates,
 ) -> anyhow::Result<AppState> {
     let noauth = &config.auth.noauth;
     let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
@@ -111,6 +113,7 @@ fn api_state(
         store,
         drivers,
         operations_enqueued,
+        certificates,
         policy: Policy::default(),
         authenticator: Arc::new(NoAuth::new(default_identity)),
         settings: ApiSettings {
@@ -127,6 +130,40 @@ fn api_state(
 /// Starts `role` and returns once it is serving.
 pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
     start_with_drivers(config, role, &[]).await
+}
+
+/// The cluster CAs as configured; refuses a key file others can read.
+fn cluster_certificates(config: &Config, store: &Store) -> anyhow::Result<ClusterCertificates> {
+    let settings = &config.certificates;
+    let storage = match settings.cert_manager_type.as_str() {
+        "local" => {
+            let directory = config.state_dir().join("certificates");
+            std::fs::create_dir_all(&directory)
+                .with_context(|| format!("cannot create {}", directory.display()))?;
+            restrict_to_owner(&directory)?;
+            KeyStorage::Files(directory)
+        }
+        _ => {
+            let (path, create) = match &settings.key_file {
+                Some(path) => (path.clone(), false),
+                None => {
+                    let state_dir = config.state_dir();
+                    std::fs::create_dir_all(&state_dir).with_context(|| {
+                        format!("cannot create state directory {}", state_dir.display())
+                    })?;
+                    (state_dir.join("certificate-key"), true)
+                }
+            };
+            let sealer = magnum_keystore::load_key_file(&path, create)
+                .map_err(|error| anyhow::anyhow!("certificates.key_file: {error}"))?;
+            KeyStorage::Database(Box::new(sealer))
+        }
+    };
+    Ok(ClusterCertificates::new(
+        store.clone(),
+        storage,
+        settings.term_of_validity,
+    ))
 }
 
 fn notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
@@ -179,6 +216,7 @@ pub async fn start_with_drivers(
     let mut tasks = Vec::new();
     let mut address = None;
     let registry = drivers(config, extra_drivers);
+    let certificates = cluster_certificates(config, &store)?;
     let operations_enqueued = Arc::new(Notify::new());
     if role != Role::Api {
         let conductor = Conductor::new(
@@ -187,6 +225,7 @@ pub async fn start_with_drivers(
             config.conductor_settings(),
             operations_enqueued.clone(),
             notifier(config)?,
+            certificates.clone(),
         );
         conductor
             .register()
@@ -200,6 +239,7 @@ pub async fn start_with_drivers(
             store.clone(),
             registry.clone(),
             operations_enqueued.clone(),
+            certificates.clone(),
         )?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await

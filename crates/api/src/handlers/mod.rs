@@ -1,3 +1,4 @@
+pub mod certificates;
 pub mod cluster_templates;
 pub mod clusters;
 pub mod nodegroups;

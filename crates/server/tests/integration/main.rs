@@ -2,6 +2,7 @@
 //! over HTTP, by the real `openstack` client, and as a process.
 
 mod binary;
+mod certificates;
 mod clusters;
 mod compat;
 mod compat_clusters;

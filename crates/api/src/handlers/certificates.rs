@@ -1,0 +1,314 @@
+//! `/v1/certificates` (a cluster's CA, signing CSRs, CA rotation) and `/v1/credentials`
+//! (rotating the credentials a cluster's nodes use, from 1.12).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Method, Response, StatusCode};
+use magnum_domain::cluster::{Cluster, ClusterStatus, StatusEvent};
+use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
+use magnum_domain::policy::Target;
+use magnum_domain::time::Timestamp;
+use magnum_driver::Action;
+use magnum_keystore::{ca_kind, KeystoreError};
+use magnum_store::{ClusterChange, ClusterScope, StoreError, TemplateScope};
+use serde_json::{json, Value};
+
+use super::clusters::{driver_for, initiator, resolve, sorted_object};
+use super::respond;
+use crate::error::ApiError;
+use crate::input::{attribute, body_object, mandatory, parse_object, Attribute, Kind};
+use crate::microversion::Version;
+use crate::routing::{ResourceRequest, Routed};
+
+const SIGN_SCHEMA: &[Attribute] = &[
+    mandatory("cluster_uuid", Kind::Text { min: 1, max: 255 }),
+    mandatory("csr", Kind::Text { min: 1, max: 65536 }),
+    attribute("ca_cert_type", Kind::Text { min: 0, max: 255 }),
+    attribute("pem", Kind::ReadOnly),
+    attribute("links", Kind::ReadOnly),
+    attribute("created_at", Kind::Timestamp),
+    attribute("updated_at", Kind::Timestamp),
+];
+
+pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
+    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), request.method) {
+        ([], &Method::POST) => Ok(sign(request).await?),
+        ([], _) => Err(Routed::MethodNotAllowed),
+        ([ident], &Method::GET) => Ok(show(&request, ident).await?),
+        ([ident], &Method::PATCH) => Ok(rotate_ca(request, ident).await?),
+        ([_], _) => Err(Routed::MethodNotAllowed),
+        _ => Err(Routed::NotFound),
+    }
+}
+
+pub async fn handle_credentials(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
+    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
+    match (rest.as_slice(), request.method) {
+        ([ident], &Method::PATCH) => {
+            if request.context.version < Version::new(1, 12) {
+                return Err(Routed::NotAcceptable(format!(
+                    "Version {} was requested but the requested API patch is not supported for this version.",
+                    request.context.version
+                )));
+            }
+            Ok(rotate_credentials(request, ident).await?)
+        }
+        ([_], _) | ([], _) => Err(Routed::MethodNotAllowed),
+        _ => Err(Routed::NotFound),
+    }
+}
+
+fn links(base_url: &str, cluster: &Cluster) -> Value {
+    serde_json::to_value(magnum_types::Link::self_and_bookmark(
+        base_url,
+        &format!("certificates/{}", cluster.uuid),
+    ))
+    .unwrap_or(Value::Null)
+}
+
+fn target(cluster: &Cluster) -> Target {
+    Target::owned_by(&cluster.project_id, &cluster.user_id)
+}
+
+fn keystore_error(cluster: &Cluster, error: KeystoreError) -> ApiError {
+    match error {
+        KeystoreError::NotReady => ApiError::conflict(format!(
+            "The certificate authority of cluster {} is not ready yet; it is made when the cluster starts building.",
+            cluster.display_name()
+        )),
+        KeystoreError::Certificate(error) => ApiError::bad_request(error.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+async fn show(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        ..
+    } = request;
+    query.allow_only(&["ca_cert_type"])?;
+    let identity = &context.identity;
+    // No all-projects reach for admins here, as upstream.
+    let cluster = resolve(state, ident, ClusterScope::Project(&identity.project_id)).await?;
+    state
+        .policy
+        .enforce("certificate:get", identity, &target(&cluster))?;
+    let pem = state
+        .certificates
+        .certificate(cluster.uuid, ca_kind(query.get("ca_cert_type")))
+        .await
+        .map_err(|error| keystore_error(&cluster, error))?;
+    let mut document = BTreeMap::new();
+    document.insert("cluster_uuid", json!(cluster.uuid.to_string()));
+    document.insert("pem", json!(pem));
+    document.insert("links", links(&context.base_url, &cluster));
+    Ok(respond(context, StatusCode::OK, &sorted_object(document)))
+}
+
+async fn sign(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+    let ResourceRequest {
+        state,
+        context,
+        query,
+        body,
+        ..
+    } = request;
+    query.allow_only(&[])?;
+    let identity = &context.identity;
+    let object = body_object(body, "certificate")?;
+    let attributes = parse_object("certificate", &object, SIGN_SCHEMA)?;
+    let ident = attributes.text("cluster_uuid").unwrap_or_default();
+    let cluster = match resolve(state, &ident, ClusterScope::Project(&identity.project_id)).await {
+        Ok(cluster) => cluster,
+        // Upstream answers 400 for an unknown cluster here.
+        Err(error) if error.status == StatusCode::NOT_FOUND => {
+            return Err(ApiError::bad_request(error.detail))
+        }
+        Err(error) => return Err(error),
+    };
+    state
+        .policy
+        .enforce("certificate:create", identity, &target(&cluster))?;
+    let csr = attributes.text("csr").unwrap_or_default();
+    let ca_cert_type = attributes.text("ca_cert_type");
+    let pem = state
+        .certificates
+        .sign(cluster.uuid, ca_kind(ca_cert_type.as_deref()), &csr)
+        .await
+        .map_err(|error| keystore_error(&cluster, error))?;
+    tracing::info!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "certificate signed");
+    let mut document = BTreeMap::new();
+    document.insert("cluster_uuid", json!(cluster.uuid.to_string()));
+    document.insert("csr", json!(csr));
+    document.insert("pem", json!(pem));
+    document.insert("links", links(&context.base_url, &cluster));
+    if let Some(kind) = ca_cert_type {
+        document.insert("ca_cert_type", json!(kind));
+    }
+    Ok(respond(
+        context,
+        StatusCode::CREATED,
+        &sorted_object(document),
+    ))
+}
+
+const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
+
+/// Stores the cluster in UPDATE_IN_PROGRESS with the operation that carries `kind` out.
+async fn start_operation(
+    request: &ResourceRequest<'_>,
+    cluster: &Cluster,
+    kind: OperationKind,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let state = request.state;
+    let identity = &request.context.identity;
+    let mut current = cluster.clone();
+    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
+        let now = Timestamp::now();
+        let mut updated = current.clone();
+        updated.status = current
+            .status
+            .apply(StatusEvent::UpdateStarted)
+            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
+        updated.status_reason = Some(reason.to_owned());
+        updated.updated_at = Some(now);
+        let operation = Operation::new(
+            cluster.uuid,
+            kind,
+            OperationParameters {
+                initiator: initiator(identity),
+                ..OperationParameters::default()
+            }
+            .to_payload(),
+            now,
+        );
+        let change = ClusterChange {
+            cluster: &updated,
+            nodegroups: &[],
+            removed_nodegroups: &[],
+            operation: Some(&operation),
+        };
+        match state.store.commit_cluster_change(change).await {
+            Ok(_) => {
+                state.operations_enqueued.notify_one();
+                return Ok(());
+            }
+            Err(StoreError::Conflict) => {
+                current = state
+                    .store
+                    .cluster_by_uuid(cluster.uuid)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("Cluster {} could not be found.", cluster.uuid))
+                    })?;
+            }
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::not_found(format!(
+                    "Cluster {} could not be found.",
+                    cluster.uuid
+                )))
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "The cluster was changed concurrently too often; retry.",
+    ))
+}
+
+async fn rotate_ca(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+    request.query.allow_only(&[])?;
+    if let Some(body) = &request.body {
+        if !body.is_object() {
+            return Err(ApiError::bad_request("Request must be a JSON dict"));
+        }
+    }
+    let state = request.state;
+    let identity = &request.context.identity;
+    let cluster = resolve(state, ident, ClusterScope::Project(&identity.project_id)).await?;
+    state
+        .policy
+        .enforce("certificate:rotate_ca", identity, &target(&cluster))?;
+    let template = state
+        .store
+        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+        .await?
+        .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+    if template.tls_disabled {
+        return Err(ApiError::bad_request(
+            "Rotating the CA certificate on a non-TLS cluster is not supported",
+        ));
+    }
+    if !cluster.status.is_complete() {
+        return Err(ApiError::bad_request(format!(
+            "Updating a cluster when status is \"{}\" is not supported.",
+            cluster.status
+        )));
+    }
+    driver_for(state, &template, Action::RotateCa)?;
+    state
+        .certificates
+        .rotate(cluster.uuid, &cluster.display_name())
+        .await
+        .map_err(|error| keystore_error(&cluster, error))?;
+    start_operation(
+        &request,
+        &cluster,
+        OperationKind::RotateCa,
+        "Rotating the certificate authority: new node certificates are being issued.",
+    )
+    .await?;
+    tracing::info!(cluster.id = %cluster.uuid, "CA rotation accepted");
+    Ok(respond(
+        request.context,
+        StatusCode::ACCEPTED,
+        &json!({"uuid": cluster.uuid.to_string()}),
+    ))
+}
+
+async fn rotate_credentials(
+    request: ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
+    request.query.allow_only(&[])?;
+    let state = request.state;
+    let identity = &request.context.identity;
+    let cluster = resolve(state, ident, ClusterScope::Project(&identity.project_id)).await?;
+    state
+        .policy
+        .enforce("credential:rotate", identity, &Target::caller(identity))?;
+    let allowed = cluster.status.is_complete()
+        || matches!(
+            cluster.status,
+            ClusterStatus::UpdateInProgress | ClusterStatus::UpdateFailed
+        );
+    if !allowed {
+        return Err(ApiError::bad_request(format!(
+            "Updating a cluster when status is \"{}\" is not supported.",
+            cluster.status
+        )));
+    }
+    let template = state
+        .store
+        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+        .await?
+        .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+    driver_for(state, &template, Action::RotateCredentials)?;
+    start_operation(
+        &request,
+        &cluster,
+        OperationKind::RotateCredentials,
+        "Rotating the credentials of the cluster's nodes.",
+    )
+    .await?;
+    Ok(respond(
+        request.context,
+        StatusCode::ACCEPTED,
+        &json!({"uuid": cluster.uuid.to_string()}),
+    ))
+}
