@@ -133,8 +133,22 @@ pub async fn start(config: &Config, role: Role) -> anyhow::Result<Running> {
 }
 
 /// The cluster CAs as configured; refuses a key file others can read.
-fn cluster_certificates(config: &Config, store: &Store) -> anyhow::Result<ClusterCertificates> {
+fn cluster_certificates(
+    config: &Config,
+    store: &Store,
+    role: Role,
+) -> anyhow::Result<ClusterCertificates> {
     let settings = &config.certificates;
+    if role != Role::All
+        && settings.cert_manager_type == "x509keypair"
+        && settings.key_file.is_none()
+    {
+        bail!(
+            "certificates.key_file must be set for `magnumd api` and `magnumd conductor`: every \
+             process on the shared database needs the same key (a 0600 file of 64 hexadecimal \
+             digits, e.g. `openssl rand -hex 32 > key && chmod 600 key`) to read the CA keys"
+        );
+    }
     let storage = match settings.cert_manager_type.as_str() {
         "local" => {
             let directory = config.state_dir().join("certificates");
@@ -216,7 +230,7 @@ pub async fn start_with_drivers(
     let mut tasks = Vec::new();
     let mut address = None;
     let registry = drivers(config, extra_drivers);
-    let certificates = cluster_certificates(config, &store)?;
+    let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
     if role != Role::Api {
         let conductor = Conductor::new(

@@ -238,3 +238,44 @@ fn db_upgrade_then_api_and_state_survives_restarts() {
     let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the state directory is private");
 }
+
+#[test]
+fn ca_keys_are_guarded_by_a_private_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = tempfile::tempdir().unwrap();
+    let state = directory.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    // First start of the embedded default: the key file is made, owner-only.
+    let (mut child, _) = start_all(&["all", "--listen", "127.0.0.1:0", "--state-dir", state_arg]);
+    assert_eq!(terminate(&mut child), 0);
+    let key = state.join("certificate-key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Readable by others: refused, naming the file and the fix.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = run(&mut magnumd(&[
+        "all",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_arg,
+    ]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("must be mode 0600"), "{stderr}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Scaled-out processes must share one key, so it must be configured.
+    let (code, _, stderr) = run(&mut magnumd(&[
+        "api",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state_arg,
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("certificates.key_file must be set"),
+        "{stderr}"
+    );
+}

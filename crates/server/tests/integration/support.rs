@@ -128,6 +128,13 @@ impl TestApp {
         let mut config = Config::default();
         config.server.state_dir = Some(scratch.path().to_owned());
         config.notifications.path = Some(scratch.path().join("notifications.jsonl"));
+        if role != Role::All {
+            let key = scratch.path().join("certificate-key");
+            std::fs::write(&key, "11".repeat(32)).unwrap();
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            config.certificates.key_file = Some(key);
+        }
         config.conductor.lease = 3;
         config.conductor.poll_interval_ms = 100;
         config.server.listen = "127.0.0.1:0".to_owned();
@@ -159,6 +166,7 @@ impl TestApp {
     /// A conductor-only process on the same database, with the given drivers.
     pub async fn start_peer_conductor(&self, host: &str, drivers: &[Arc<dyn Driver>]) -> Running {
         let mut config = Config::default();
+        config.certificates.key_file = Some(self.key_file());
         config.database.url = Some(self.database_url.clone());
         config.database.max_connections = 4;
         config.conductor.host = Some(host.to_owned());
@@ -169,6 +177,11 @@ impl TestApp {
         magnumd::start_with_drivers(&config, Role::Conductor, drivers)
             .await
             .expect("peer conductor starts")
+    }
+
+    /// The key that seals CA keys, for peers on the same database.
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self._scratch.path().join("certificate-key")
     }
 
     /// Creates a template served by the scripted driver; returns its body.
@@ -256,6 +269,7 @@ impl TestApp {
     /// Another API process on the same database, as in a scaled-out deployment.
     pub async fn start_peer_api(&self) -> (Running, TestApp2) {
         let mut config = Config::default();
+        config.certificates.key_file = Some(self.key_file());
         config.server.listen = "127.0.0.1:0".to_owned();
         config.database.url = Some(self.database_url.clone());
         config.database.max_connections = 4;
