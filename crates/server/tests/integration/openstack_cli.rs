@@ -730,3 +730,94 @@ async fn openstack_coe_cluster_nodegroup_quota_and_stats_lifecycle_on_every_engi
         cluster_lifecycle(app).await;
     }
 }
+
+#[tokio::test]
+async fn openstack_coe_ca_show_sign_and_rotate() {
+    let engine = engines()[0];
+    let (app, _driver) = TestApp::spawn_scripted(engine).await;
+    ok(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "t",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "scripted-image",
+            "--flavor",
+            "s.small",
+            "--master-flavor",
+            "s.small",
+            "--external-network",
+            "public",
+        ],
+    )
+    .await;
+    ok(
+        &app,
+        &["coe", "cluster", "create", "c1", "--cluster-template", "t"],
+    )
+    .await;
+    let uuid = cluster_uuid(&app, "c1").await;
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "CREATE_COMPLETE")
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let openssl = |arguments: &[&str]| {
+        let output = Command::new("openssl")
+            .args(arguments)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        output.status.success()
+    };
+    assert!(openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=admin/O=system:masters",
+    ]));
+    let ca = ok(&app, &["coe", "ca", "show", "c1"]).await;
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    std::fs::write(work.path().join("ca.pem"), &ca).unwrap();
+    let csr_path = work.path().join("client.csr");
+    let signed = ok(
+        &app,
+        &["coe", "ca", "sign", "c1", csr_path.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        signed.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{signed}"
+    );
+    std::fs::write(work.path().join("cert.pem"), &signed).unwrap();
+    assert!(openssl(&["verify", "-CAfile", "ca.pem", "cert.pem"]));
+
+    ok(&app, &["coe", "ca", "rotate", "c1"]).await;
+    app.wait_for_status(&uuid, NOAUTH_DEFAULT, "UPDATE_COMPLETE")
+        .await;
+    let new_ca = ok(&app, &["coe", "ca", "show", "c1"]).await;
+    assert_ne!(new_ca, ca);
+    std::fs::write(work.path().join("ca.pem"), &new_ca).unwrap();
+    assert!(
+        !openssl(&["verify", "-CAfile", "ca.pem", "cert.pem"]),
+        "the old certificate no longer verifies"
+    );
+    let resigned = ok(
+        &app,
+        &["coe", "ca", "sign", "c1", csr_path.to_str().unwrap()],
+    )
+    .await;
+    std::fs::write(work.path().join("cert.pem"), &resigned).unwrap();
+    assert!(openssl(&["verify", "-CAfile", "ca.pem", "cert.pem"]));
+    app.stop().await;
+}
