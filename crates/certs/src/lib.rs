@@ -146,7 +146,12 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 pub fn sign_csr(ca: &CaMaterial, csr_pem: &str, validity_days: i64) -> Result<String, CertError> {
     let der = pem_body(csr_pem, "CERTIFICATE REQUEST")
         .or_else(|_| pem_body(csr_pem, "NEW CERTIFICATE REQUEST"))?;
-    let (_, csr) = X509CertificationRequest::from_der(&der)
+    sign_csr_der(ca, &der, validity_days)
+}
+
+/// [`sign_csr`] for a DER-encoded request.
+pub fn sign_csr_der(ca: &CaMaterial, der: &[u8], validity_days: i64) -> Result<String, CertError> {
+    let (_, csr) = X509CertificationRequest::from_der(der)
         .map_err(|error| CertError::InvalidCsr(error.to_string()))?;
     csr.verify_signature()
         .map_err(|_| CertError::InvalidCsr("the signature does not verify".to_owned()))?;
