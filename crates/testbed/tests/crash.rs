@@ -130,11 +130,22 @@ async fn crash_everything(engine: Engine) {
     let uuid = body["uuid"].as_str().unwrap().to_owned();
     let path = format!("/v1/clusters/{uuid}");
 
-    // Create: killed while nodes start.
+    // Create: killed while nodes start, after the CA was made.
     tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, ca_before) = service
+        .send("GET", &format!("/v1/certificates/{uuid}"), None)
+        .await;
+    assert_eq!(status, 200, "{ca_before}");
     service.kill();
     service = start(&url, state.path());
     let cluster = service.wait_for(&uuid, status_is("CREATE_COMPLETE")).await;
+    let (_, ca_after) = service
+        .send("GET", &format!("/v1/certificates/{uuid}"), None)
+        .await;
+    assert_eq!(
+        ca_before["pem"], ca_after["pem"],
+        "a resumed create keeps its CA"
+    );
     assert_eq!(cluster["node_count"], 3, "{}", engine.name());
     assert_eq!(cluster["node_addresses"].as_array().unwrap().len(), 3);
 

@@ -267,6 +267,33 @@ async fn ca_and_sign_and_rotate(app: &TestApp, engine: &str) {
         (400, "Credential rotation is not supported by driver.")
     );
 
+    // Keys are sealed in the database and appear in no answer or notification.
+    {
+        use sqlx::{Connection, Row};
+        sqlx::any::install_default_drivers();
+        let mut connection = sqlx::AnyConnection::connect(&app.database_url)
+            .await
+            .unwrap();
+        let rows = sqlx::query("SELECT cert_pem, sealed_key FROM cluster_certificate")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        for row in rows {
+            let sealed: Vec<u8> = row
+                .try_get::<String, _>("sealed_key")
+                .map(String::into_bytes)
+                .or_else(|_| row.try_get::<Vec<u8>, _>("sealed_key"))
+                .unwrap();
+            let sealed = String::from_utf8(sealed).unwrap();
+            assert!(sealed.starts_with("aes256gcm:"), "{engine}");
+            assert!(!sealed.contains("PRIVATE"));
+        }
+        connection.close().await.unwrap();
+    }
+    let notifications = std::fs::read_to_string(&app.notifications).unwrap_or_default();
+    assert!(!notifications.contains("PRIVATE KEY"));
+
     // The CAs go with the cluster.
     assert_eq!(
         app.delete(&format!("/v1/clusters/{uuid}"), ALICE)
