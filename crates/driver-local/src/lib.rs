@@ -3,7 +3,12 @@
 //! networks templates may refer to — loaded from configuration.
 
 use magnum_domain::cluster_template::{Coe, ServerType};
-use magnum_driver::{ClusterType, Driver, Image, ReferenceError, References};
+mod runtime;
+
+use magnum_driver::{
+    Action, ClusterSpec, ClusterType, Converge, Driver, DriverError, Image, Observed, Progress,
+    ReferenceError, References,
+};
 use serde::Deserialize;
 
 pub const DRIVER_NAME: &str = "local";
@@ -47,6 +52,10 @@ pub struct CatalogNetwork {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Catalog {
+    /// The private /16 cluster networks are cut from (a /24 each), e.g. "10.77.0.0/16".
+    pub network_pool: String,
+    /// Nodes one cluster may have on this host.
+    pub max_nodes: usize,
     pub images: Vec<CatalogImage>,
     pub flavors: Vec<CatalogFlavor>,
     pub external_networks: Vec<CatalogNetwork>,
@@ -58,6 +67,8 @@ pub struct Catalog {
 impl Default for Catalog {
     fn default() -> Self {
         Self {
+            network_pool: "10.77.0.0/16".to_owned(),
+            max_nodes: 40,
             images: vec![CatalogImage {
                 name: "local-node".to_owned(),
                 id: None,
@@ -96,11 +107,89 @@ fn matches(name: &str, id: Option<&String>, reference: &str) -> bool {
 
 pub struct LocalDriver {
     catalog: Catalog,
+    runtime: Option<runtime::Runtime>,
+    /// Why clusters cannot be built here, when they cannot.
+    unavailable: Option<String>,
+}
+
+/// What the driver needs on the host, as one sentence when something is missing.
+fn host_requirements() -> Option<String> {
+    let mut missing = Vec::new();
+    let is_root = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|metadata| metadata.uid() == 0)
+    };
+    if !is_root {
+        missing.push("root privileges".to_owned());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    for program in ["dockerd", "docker", "ip", "unshare", "setsid", "tar"] {
+        let found = path
+            .split(':')
+            .any(|directory| std::path::Path::new(directory).join(program).exists());
+        if !found {
+            missing.push(program.to_owned());
+        }
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        missing.push("/bin/busybox".to_owned());
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "The local driver cannot build clusters on this host: it needs root and dockerd \
+             (apt-get install docker.io busybox-static iproute2); missing: {}.",
+            missing.join(", ")
+        )
+    })
+}
+
+fn parse_pool(pool: &str) -> Option<[u8; 2]> {
+    let address = pool.split('/').next()?;
+    let octets: Vec<u8> = address
+        .split('.')
+        .filter_map(|part| part.parse().ok())
+        .collect();
+    (octets.len() == 4).then(|| [octets[0], octets[1]])
 }
 
 impl LocalDriver {
+    /// A driver that only validates references (no state directory: it builds nothing).
     pub fn new(catalog: Catalog) -> Self {
-        Self { catalog }
+        Self {
+            catalog,
+            runtime: None,
+            unavailable: None,
+        }
+    }
+
+    /// A driver that builds clusters, keeping its records in `state_dir`.
+    pub fn with_state_dir(catalog: Catalog, state_dir: std::path::PathBuf) -> Self {
+        let pool = parse_pool(&catalog.network_pool).unwrap_or([10, 77]);
+        let runtime = runtime::Runtime {
+            state_dir,
+            pool,
+            max_nodes: catalog.max_nodes,
+        };
+        Self {
+            catalog,
+            runtime: Some(runtime),
+            unavailable: host_requirements(),
+        }
+    }
+
+    /// Why this host cannot run clusters, if it cannot.
+    pub fn unavailable(&self) -> Option<&str> {
+        self.unavailable.as_deref()
+    }
+
+    fn runtime(&self) -> Result<&runtime::Runtime, magnum_driver::DriverError> {
+        match (&self.runtime, &self.unavailable) {
+            (Some(runtime), None) => Ok(runtime),
+            (_, Some(reason)) => Err(magnum_driver::DriverError::Failed(reason.clone())),
+            (None, None) => Err(magnum_driver::DriverError::Failed(
+                "The local driver has no state directory configured.".to_owned(),
+            )),
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -135,6 +224,7 @@ impl LocalDriver {
     }
 }
 
+#[async_trait::async_trait]
 impl Driver for LocalDriver {
     fn name(&self) -> &str {
         DRIVER_NAME
@@ -178,6 +268,9 @@ impl Driver for LocalDriver {
     }
 
     fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
+        if let Some(reason) = &self.unavailable {
+            return Err(ReferenceError::DriverUnavailable(reason.clone()));
+        }
         let boot_volume_size = match references.boot_volume_size {
             Some(text) => text
                 .trim()
@@ -220,6 +313,22 @@ impl Driver for LocalDriver {
             }
         }
         Ok(())
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        self.runtime.is_some() && action != Action::RotateCredentials
+    }
+
+    async fn converge(
+        &self,
+        request: Converge<'_>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        self.runtime()?.converge(request, progress).await
+    }
+
+    async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
+        self.runtime()?.delete(spec.cluster.uuid, progress).await
     }
 }
 

@@ -84,6 +84,9 @@ pub enum ReferenceError {
     KeypairNotFound(String),
     #[error("Invalid boot_volume_size label {0:?}: expected an integer.")]
     InvalidBootVolumeSize(String),
+    /// The driver cannot work on this host (what is missing, and how to get it).
+    #[error("{0}")]
+    DriverUnavailable(String),
 }
 
 /// Why no driver can serve a template.

@@ -93,7 +93,14 @@ fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> DriverRegistry {
     let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
         if name == magnum_driver_local::DRIVER_NAME {
-            drivers.push(Arc::new(LocalDriver::new(config.drivers.local.clone())));
+            let driver = LocalDriver::with_state_dir(
+                config.drivers.local.clone(),
+                config.state_dir().join("local-driver"),
+            );
+            if let Some(reason) = driver.unavailable() {
+                tracing::warn!("{reason}");
+            }
+            drivers.push(Arc::new(driver));
         }
     }
     DriverRegistry::new(drivers)

@@ -1,0 +1,852 @@
+//! Nodes as network namespaces on this host, each with its own dockerd, joined into a
+//! swarm-mode cluster (the recipe of spec/local-infra.md). Every step checks what exists
+//! before acting, so converging again after a crash continues where the last run stopped;
+//! what the driver made is recorded under its state directory, so a restarted magnumd adopts
+//! running nodes instead of duplicating them.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use magnum_driver::{
+    Action, ClusterSpec, Converge, DriverError, Observed, ObservedNodeGroup, Progress,
+};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+use uuid::Uuid;
+
+/// The image every node gets, made from busybox-static.
+pub const NODE_IMAGE: &str = "magnum/local-node:1";
+const SWARM_PORT: u16 = 2377;
+const TLS_PORT: u16 = 2376;
+const PLAIN_PORT: u16 = 2375;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeState {
+    pub name: String,
+    pub nodegroup: Uuid,
+    pub role: String,
+    pub address: String,
+    pub swarm_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterState {
+    /// The third octet of the cluster's /24 in the pool.
+    pub subnet: u8,
+    pub next_node: u32,
+    pub nodes: Vec<NodeState>,
+}
+
+/// Where the driver keeps its records and how it numbers networks.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub state_dir: PathBuf,
+    /// The first two octets of the private pool, e.g. [10, 77]: clusters get x.y.N.0/24.
+    pub pool: [u8; 2],
+    pub max_nodes: usize,
+}
+
+fn failed(message: impl Into<String>) -> DriverError {
+    DriverError::Failed(message.into())
+}
+
+async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
+    let output = Command::new(program)
+        .args(arguments)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|error| failed(format!("cannot run {program}: {error}")))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(failed(format!(
+            "{program} {} failed: {}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// Runs and ignores failure: teardown of what may already be gone.
+async fn run_quietly(program: &str, arguments: &[&str]) {
+    let _ = run(program, arguments).await;
+}
+
+fn short(cluster: Uuid) -> String {
+    cluster.simple().to_string()[..8].to_owned()
+}
+
+impl Runtime {
+    fn cluster_dir(&self, cluster: Uuid) -> PathBuf {
+        self.state_dir.join("clusters").join(cluster.to_string())
+    }
+
+    fn node_dir(&self, cluster: Uuid, node: &str) -> PathBuf {
+        self.cluster_dir(cluster).join(node)
+    }
+
+    fn bridge(cluster: Uuid) -> String {
+        format!("mb{}", short(cluster))
+    }
+
+    fn netns(cluster: Uuid, node: &str) -> String {
+        format!("mc{}-{node}", short(cluster))
+    }
+
+    fn veth(cluster: Uuid, node: &str) -> String {
+        format!("v{}{node}", &short(cluster)[..6])
+    }
+
+    fn cgroup_parent(cluster: Uuid, node: &str) -> String {
+        format!("magnum-{}-{node}", short(cluster))
+    }
+
+    /// Sockets and dockerd's exec root: unix socket paths must stay short (containerd's
+    /// debug socket lives below the exec root and is limited to 104 bytes).
+    fn run_dir(cluster: Uuid, node: &str) -> PathBuf {
+        PathBuf::from("/run/magnum-local").join(format!("{}-{node}", short(cluster)))
+    }
+
+    fn socket(&self, cluster: Uuid, node: &str) -> String {
+        format!(
+            "unix://{}",
+            Self::run_dir(cluster, node).join("docker.sock").display()
+        )
+    }
+
+    fn load(&self, cluster: Uuid) -> Option<ClusterState> {
+        let text = std::fs::read_to_string(self.cluster_dir(cluster).join("cluster.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn save(&self, cluster: Uuid, state: &ClusterState) -> Result<(), DriverError> {
+        let directory = self.cluster_dir(cluster);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
+        let temporary = directory.join("cluster.json.tmp");
+        std::fs::write(
+            &temporary,
+            serde_json::to_vec_pretty(state).unwrap_or_default(),
+        )
+        .and_then(|()| std::fs::rename(&temporary, directory.join("cluster.json")))
+        .map_err(|error| failed(format!("cannot record the cluster's nodes: {error}")))
+    }
+
+    /// Subnets other clusters hold, and those the host already uses.
+    fn free_subnet(&self) -> Result<u8, DriverError> {
+        let mut used = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("clusters")) {
+            for entry in entries.flatten() {
+                let state = std::fs::read_to_string(entry.path().join("cluster.json"))
+                    .ok()
+                    .and_then(|text| serde_json::from_str::<ClusterState>(&text).ok());
+                if let Some(state) = state {
+                    used.push(state.subnet);
+                }
+            }
+        }
+        let host = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
+        let prefix = format!("{}.{}.", self.pool[0], self.pool[1]);
+        (1..=250u8)
+            .find(|candidate| {
+                !used.contains(candidate) && !host.contains(&format!("{prefix}{candidate}."))
+            })
+            .ok_or_else(|| failed("No free subnet is left in the local driver's network pool."))
+    }
+
+    fn address(&self, state: &ClusterState, index: u32) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.pool[0],
+            self.pool[1],
+            state.subnet,
+            10 + index
+        )
+    }
+
+    fn gateway(&self, state: &ClusterState) -> String {
+        format!("{}.{}.{}.1", self.pool[0], self.pool[1], state.subnet)
+    }
+
+    async fn ensure_bridge(&self, cluster: Uuid, state: &ClusterState) -> Result<(), DriverError> {
+        let bridge = Self::bridge(cluster);
+        if run("ip", &["link", "show", &bridge]).await.is_err() {
+            run("ip", &["link", "add", &bridge, "type", "bridge"]).await?;
+            run(
+                "ip",
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/24", self.gateway(state)),
+                    "dev",
+                    &bridge,
+                ],
+            )
+            .await?;
+        }
+        run("ip", &["link", "set", &bridge, "up"]).await?;
+        Ok(())
+    }
+
+    /// busybox-static as a root filesystem tarball, made once.
+    async fn node_rootfs(&self) -> Result<PathBuf, DriverError> {
+        let tarball = self.state_dir.join("images").join("local-node-rootfs.tar");
+        if tarball.exists() {
+            return Ok(tarball);
+        }
+        let root = self.state_dir.join("images").join("rootfs");
+        let _ = std::fs::remove_dir_all(&root);
+        for directory in ["bin", "etc", "www", "tmp"] {
+            std::fs::create_dir_all(root.join(directory))
+                .map_err(|error| failed(format!("cannot build the node image: {error}")))?;
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).map_err(|error| {
+            failed(format!("cannot build the node image from /bin/busybox (apt-get install busybox-static): {error}"))
+        })?;
+        let applets = run("/bin/busybox", &["--list"]).await?;
+        for applet in applets.lines().filter(|applet| *applet != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+        let _ = std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n");
+        let _ = std::fs::write(root.join("www/index.html"), "magnum-rs local node\n");
+        let partial = tarball.with_extension("partial");
+        run(
+            "tar",
+            &[
+                "-C",
+                &root.display().to_string(),
+                "-cf",
+                &partial.display().to_string(),
+                ".",
+            ],
+        )
+        .await?;
+        std::fs::rename(&partial, &tarball)
+            .map_err(|error| failed(format!("cannot build the node image: {error}")))?;
+        let _ = std::fs::remove_dir_all(&root);
+        Ok(tarball)
+    }
+
+    async fn create_network(
+        &self,
+        cluster: Uuid,
+        node: &str,
+        address: &str,
+    ) -> Result<(), DriverError> {
+        let netns = Self::netns(cluster, node);
+        let veth = Self::veth(cluster, node);
+        if run("ip", &["netns", "pids", &netns]).await.is_err() {
+            run("ip", &["netns", "add", &netns]).await?;
+        }
+        if run("ip", &["link", "show", &veth]).await.is_err() {
+            run(
+                "ip",
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+                ],
+            )
+            .await?;
+        }
+        run(
+            "ip",
+            &["link", "set", &veth, "master", &Self::bridge(cluster), "up"],
+        )
+        .await?;
+        run("ip", &["-n", &netns, "link", "set", "lo", "up"]).await?;
+        let current = run("ip", &["-n", &netns, "-4", "addr", "show", "eth0"]).await?;
+        if !current.contains(&format!("{address}/")) {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &netns,
+                    "addr",
+                    "add",
+                    &format!("{address}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )
+            .await?;
+        }
+        // Deliberately no default route: nothing leaves the host.
+        run("ip", &["-n", &netns, "link", "set", "eth0", "up"]).await?;
+        Ok(())
+    }
+
+    fn dockerd_pid(&self, cluster: Uuid, node: &str) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(self.node_dir(cluster, node).join("dockerd.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    async fn docker(
+        &self,
+        cluster: Uuid,
+        node: &str,
+        arguments: &[&str],
+    ) -> Result<String, DriverError> {
+        let socket = self.socket(cluster, node);
+        let mut all = vec!["-H", socket.as_str()];
+        all.extend_from_slice(arguments);
+        run("docker", &all).await
+    }
+
+    async fn start_dockerd(&self, spec: &ClusterSpec, node: &NodeState) -> Result<(), DriverError> {
+        let cluster = spec.cluster.uuid;
+        let directory = self.node_dir(cluster, &node.name);
+        let run_dir = Self::run_dir(cluster, &node.name);
+        for path in [directory.join("data"), run_dir.join("exec")] {
+            std::fs::create_dir_all(&path)
+                .map_err(|error| failed(format!("cannot create {}: {error}", path.display())))?;
+        }
+        let mut arguments: Vec<String> = vec![
+            "--data-root".into(),
+            directory.join("data").display().to_string(),
+            "--exec-root".into(),
+            run_dir.join("exec").display().to_string(),
+            "--pidfile".into(),
+            directory.join("dockerd.pid").display().to_string(),
+            "-H".into(),
+            self.socket(cluster, &node.name),
+            "--storage-driver".into(),
+            "overlay2".into(),
+            "--exec-opt".into(),
+            "native.cgroupdriver=cgroupfs".into(),
+            "--cgroup-parent".into(),
+            format!("/{}", Self::cgroup_parent(cluster, &node.name)),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        if node.role == "master" {
+            if spec.template.tls_disabled {
+                arguments.extend(["-H".into(), format!("tcp://{}:{PLAIN_PORT}", node.address)]);
+            } else {
+                let authority = spec
+                    .authority
+                    .as_ref()
+                    .ok_or_else(|| failed("The cluster's certificate authority is missing."))?;
+                let server = magnum_certs::issue_server_certificate(
+                    authority,
+                    &node.name,
+                    &[node.address.clone(), "127.0.0.1".to_owned()],
+                    3650,
+                )
+                .map_err(|error| failed(error.to_string()))?;
+                write_private(&directory.join("ca.pem"), authority.cert_pem.as_bytes())?;
+                write_private(
+                    &directory.join("server-cert.pem"),
+                    server.cert_pem.as_bytes(),
+                )?;
+                write_private(&directory.join("server-key.pem"), server.key_pem.as_bytes())?;
+                arguments.extend([
+                    "-H".into(),
+                    format!("tcp://{}:{TLS_PORT}", node.address),
+                    "--tlsverify".into(),
+                    "--tlscacert".into(),
+                    directory.join("ca.pem").display().to_string(),
+                    "--tlscert".into(),
+                    directory.join("server-cert.pem").display().to_string(),
+                    "--tlskey".into(),
+                    directory.join("server-key.pem").display().to_string(),
+                ]);
+            }
+        }
+        // `ip netns exec` remounts /sys and loses the cgroup hierarchies: mount them again in
+        // the node's own mount namespace, with its own host name.
+        let script = "hostname \"$NODE_HOSTNAME\"\n\
+            mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup\n\
+            for cg in cpu cpuacct cpuset memory devices freezer blkio pids; do \
+            mkdir -p /sys/fs/cgroup/$cg; mount -t cgroup -o $cg cgroup /sys/fs/cgroup/$cg; done\n\
+            mkdir -p /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd\n\
+            mkdir -p /sys/fs/cgroup/unified; mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified 2>/dev/null\n\
+            exec \"$@\"";
+        let log = std::fs::File::create(directory.join("dockerd.log"))
+            .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
+        let netns = Self::netns(cluster, &node.name);
+        let mut command = std::process::Command::new("setsid");
+        command
+            .args([
+                "ip", "netns", "exec", &netns, "unshare", "--uts", "sh", "-c", script, "sh",
+                "dockerd",
+            ])
+            .args(&arguments)
+            .env(
+                "NODE_HOSTNAME",
+                format!("{}-{}", spec.cluster.display_name(), node.name),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut child = command.spawn().map_err(|error| {
+            failed(format!(
+                "cannot start dockerd for node {}: {error}",
+                node.name
+            ))
+        })?;
+        // The daemon outlives this process; reap the setsid wrapper in the background.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .docker(cluster, &node.name, &["info", "--format", "{{.ID}}"])
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(directory.join("dockerd.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                return Err(failed(format!(
+                    "dockerd of node {} did not start within 30 s: {}",
+                    node.name,
+                    tail.join(" / ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop_dockerd(&self, cluster: Uuid, node: &str) {
+        if let Some(pid) = self.dockerd_pid(cluster, node) {
+            run_quietly("kill", &["-TERM", &pid.to_string()]).await;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        // Whatever survived (shims and containers of a killed dockerd) goes by PID.
+        let netns = Self::netns(cluster, node);
+        if let Ok(pids) = run("ip", &["netns", "pids", &netns]).await {
+            for pid in pids.split_whitespace() {
+                run_quietly("kill", &["-KILL", pid]).await;
+            }
+        }
+    }
+
+    async fn teardown_node(&self, cluster: Uuid, node: &str) {
+        self.stop_dockerd(cluster, node).await;
+        run_quietly("ip", &["link", "del", &Self::veth(cluster, node)]).await;
+        run_quietly("ip", &["netns", "del", &Self::netns(cluster, node)]).await;
+        let parent = Self::cgroup_parent(cluster, node);
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for hierarchy in hierarchies.flatten() {
+                remove_cgroup_tree(&hierarchy.path().join(&parent));
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.node_dir(cluster, node));
+        let _ = std::fs::remove_dir_all(Self::run_dir(cluster, node));
+    }
+
+    fn manager(state: &ClusterState) -> Option<&NodeState> {
+        state
+            .nodes
+            .iter()
+            .find(|node| node.role == "master" && node.swarm_id.is_some())
+    }
+
+    async fn add_node(
+        &self,
+        spec: &ClusterSpec,
+        state: &mut ClusterState,
+        nodegroup: &magnum_domain::cluster::NodeGroup,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let cluster = spec.cluster.uuid;
+        if state.nodes.len() >= self.max_nodes {
+            return Err(failed(format!(
+                "The local driver is limited to {} nodes per cluster on this host.",
+                self.max_nodes
+            )));
+        }
+        let index = state.next_node;
+        state.next_node += 1;
+        let role = if nodegroup.is_master() {
+            "master"
+        } else {
+            "worker"
+        };
+        let node = NodeState {
+            name: format!("n{index}"),
+            nodegroup: nodegroup.uuid,
+            role: role.to_owned(),
+            address: self.address(state, index),
+            swarm_id: None,
+        };
+        progress
+            .report(format!(
+                "Starting node {} ({}) of nodegroup {}.",
+                node.name, node.address, nodegroup.name
+            ))
+            .await;
+        state.nodes.push(node.clone());
+        self.save(cluster, state)?;
+        self.create_network(cluster, &node.name, &node.address)
+            .await?;
+        self.start_dockerd(spec, &node).await?;
+        let rootfs = self.node_rootfs().await?;
+        self.docker(
+            cluster,
+            &node.name,
+            &[
+                "import",
+                "-c",
+                "CMD [\"/bin/sh\"]",
+                &rootfs.display().to_string(),
+                NODE_IMAGE,
+            ],
+        )
+        .await?;
+        let swarm_id = self.join(spec, state, &node).await?;
+        if let Some(stored) = state
+            .nodes
+            .iter_mut()
+            .find(|stored| stored.name == node.name)
+        {
+            stored.swarm_id = Some(swarm_id);
+        }
+        self.save(cluster, state)
+    }
+
+    async fn join(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+        node: &NodeState,
+    ) -> Result<String, DriverError> {
+        let cluster = spec.cluster.uuid;
+        let listen = format!("{}:{SWARM_PORT}", node.address);
+        match Self::manager(state) {
+            None => {
+                self.docker(
+                    cluster,
+                    &node.name,
+                    &[
+                        "swarm",
+                        "init",
+                        "--advertise-addr",
+                        &node.address,
+                        "--listen-addr",
+                        &listen,
+                        "--dispatcher-heartbeat",
+                        "1s",
+                    ],
+                )
+                .await?;
+            }
+            Some(manager) => {
+                let kind = if node.role == "master" {
+                    "manager"
+                } else {
+                    "worker"
+                };
+                let token = self
+                    .docker(cluster, &manager.name, &["swarm", "join-token", "-q", kind])
+                    .await?;
+                self.docker(
+                    cluster,
+                    &node.name,
+                    &[
+                        "swarm",
+                        "join",
+                        "--token",
+                        &token,
+                        "--advertise-addr",
+                        &node.address,
+                        "--listen-addr",
+                        &listen,
+                        &format!("{}:{SWARM_PORT}", manager.address),
+                    ],
+                )
+                .await?;
+            }
+        }
+        let id = self
+            .docker(
+                cluster,
+                &node.name,
+                &["info", "--format", "{{.Swarm.NodeID}}"],
+            )
+            .await?;
+        let manager =
+            Self::manager(state).map_or(node.name.clone(), |manager| manager.name.clone());
+        let nodegroup = spec
+            .nodegroups
+            .iter()
+            .find(|group| group.uuid == node.nodegroup);
+        let mut labels = vec![
+            format!(
+                "magnum.nodegroup={}",
+                nodegroup.map_or("", |group| group.name.as_str())
+            ),
+            format!("magnum.role={}", node.role),
+        ];
+        if let Some(group) = nodegroup {
+            for (key, value) in &group.node_labels {
+                labels.push(format!("{key}={}", value.as_str().unwrap_or_default()));
+            }
+        }
+        let mut arguments = vec!["node".to_owned(), "update".to_owned()];
+        for label in labels {
+            arguments.push("--label-add".to_owned());
+            arguments.push(label);
+        }
+        arguments.push(id.clone());
+        let references: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        self.docker(cluster, &manager, &references).await?;
+        Ok(id)
+    }
+
+    async fn remove_node(
+        &self,
+        cluster: Uuid,
+        state: &mut ClusterState,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        progress.report(format!("Removing node {name}.")).await;
+        let node = state.nodes.iter().find(|node| node.name == name).cloned();
+        let manager = Self::manager(state)
+            .filter(|manager| manager.name != name)
+            .cloned();
+        if let (Some(node), Some(manager)) = (&node, &manager) {
+            if let Some(id) = &node.swarm_id {
+                let _ = self
+                    .docker(
+                        cluster,
+                        &manager.name,
+                        &["node", "update", "--availability", "drain", id],
+                    )
+                    .await;
+                let _ = self
+                    .docker(cluster, name, &["swarm", "leave", "--force"])
+                    .await;
+                if node.role == "master" {
+                    let _ = self
+                        .docker(cluster, &manager.name, &["node", "demote", id])
+                        .await;
+                }
+                let _ = self
+                    .docker(cluster, &manager.name, &["node", "rm", "--force", id])
+                    .await;
+            }
+        }
+        self.teardown_node(cluster, name).await;
+        state.nodes.retain(|node| node.name != name);
+        self.save(cluster, state)
+    }
+
+    pub async fn converge(
+        &self,
+        request: Converge<'_>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        let spec = request.spec;
+        let cluster = spec.cluster.uuid;
+        let mut state = match self.load(cluster) {
+            Some(state) => state,
+            None => {
+                let state = ClusterState {
+                    subnet: self.free_subnet()?,
+                    next_node: 1,
+                    nodes: Vec::new(),
+                };
+                self.save(cluster, &state)?;
+                state
+            }
+        };
+        self.ensure_bridge(cluster, &state).await?;
+        // Nodes whose dockerd died (a host restart, a kill) are started again on their data.
+        for node in state.nodes.clone() {
+            if node.swarm_id.is_some() && self.dockerd_pid(cluster, &node.name).is_none() {
+                progress
+                    .report(format!("Restarting the dockerd of node {}.", node.name))
+                    .await;
+                self.create_network(cluster, &node.name, &node.address)
+                    .await?;
+                self.start_dockerd(spec, &node).await?;
+            } else if node.swarm_id.is_none() {
+                // Interrupted while being added: start it over.
+                self.teardown_node(cluster, &node.name).await;
+                state.nodes.retain(|stored| stored.name != node.name);
+                self.save(cluster, &state)?;
+            }
+        }
+        if request.action == Action::RotateCa {
+            progress
+                .report("Issuing new server certificates from the new CA.".to_owned())
+                .await;
+            for node in state.nodes.iter().filter(|node| node.role == "master") {
+                self.stop_dockerd(cluster, &node.name).await;
+                self.start_dockerd(spec, node).await?;
+            }
+        }
+        // Masters first: workers need a manager to join.
+        let mut groups: Vec<&magnum_domain::cluster::NodeGroup> = spec.nodegroups.iter().collect();
+        groups.sort_by_key(|group| !group.is_master());
+        for group in groups {
+            let wanted = if group.status == magnum_domain::cluster::ClusterStatus::DeleteInProgress
+            {
+                0
+            } else {
+                usize::try_from(group.node_count).unwrap_or(0)
+            };
+            loop {
+                let members: Vec<NodeState> = state
+                    .nodes
+                    .iter()
+                    .filter(|node| node.nodegroup == group.uuid)
+                    .cloned()
+                    .collect();
+                if members.len() == wanted {
+                    break;
+                }
+                if members.len() < wanted {
+                    self.add_node(spec, &mut state, group, progress).await?;
+                } else {
+                    let victim = members
+                        .iter()
+                        .find(|node| {
+                            request.nodes_to_remove.iter().any(|wanted| {
+                                wanted == &node.name
+                                    || wanted == &node.address
+                                    || Some(wanted) == node.swarm_id.as_ref()
+                            })
+                        })
+                        .or_else(|| members.last())
+                        .map(|node| node.name.clone())
+                        .unwrap_or_default();
+                    self.remove_node(cluster, &mut state, &victim, progress)
+                        .await?;
+                }
+            }
+        }
+        // Nodegroups that no longer exist lose their nodes too.
+        let orphans: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|node| {
+                !spec
+                    .nodegroups
+                    .iter()
+                    .any(|group| group.uuid == node.nodegroup)
+            })
+            .map(|node| node.name.clone())
+            .collect();
+        for name in orphans {
+            self.remove_node(cluster, &mut state, &name, progress)
+                .await?;
+        }
+        self.observe(spec, &state).await
+    }
+
+    async fn observe(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+    ) -> Result<Observed, DriverError> {
+        let cluster = spec.cluster.uuid;
+        let manager = Self::manager(state);
+        let version = match manager {
+            Some(manager) => self
+                .docker(
+                    cluster,
+                    &manager.name,
+                    &["version", "--format", "{{.Server.Version}}"],
+                )
+                .await
+                .ok(),
+            None => None,
+        };
+        let port = if spec.template.tls_disabled {
+            PLAIN_PORT
+        } else {
+            TLS_PORT
+        };
+        Ok(Observed {
+            stack_id: Some(format!("local-{}", short(cluster))),
+            api_address: manager.map(|manager| format!("tcp://{}:{port}", manager.address)),
+            coe_version: version.clone(),
+            container_version: version.clone(),
+            nodegroups: spec
+                .nodegroups
+                .iter()
+                .map(|group| ObservedNodeGroup {
+                    uuid: group.uuid,
+                    node_addresses: state
+                        .nodes
+                        .iter()
+                        .filter(|node| node.nodegroup == group.uuid)
+                        .map(|node| node.address.clone())
+                        .collect(),
+                    coe_version: version.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
+        if let Some(state) = self.load(cluster) {
+            progress
+                .report(format!("Stopping {} nodes.", state.nodes.len()))
+                .await;
+            // All daemons stop in parallel; each node is then torn down.
+            let pids: Vec<i32> = state
+                .nodes
+                .iter()
+                .filter_map(|node| self.dockerd_pid(cluster, &node.name))
+                .collect();
+            for pid in &pids {
+                run_quietly("kill", &["-TERM", &pid.to_string()]).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while pids
+                .iter()
+                .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for node in &state.nodes {
+                self.teardown_node(cluster, &node.name).await;
+            }
+        }
+        run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
+        let _ = std::fs::remove_dir_all(self.cluster_dir(cluster));
+        Ok(())
+    }
+}
+
+fn remove_cgroup_tree(path: &Path) {
+    if let Ok(children) = std::fs::read_dir(path) {
+        for child in children.flatten() {
+            if child.path().is_dir() {
+                remove_cgroup_tree(&child.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(path);
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), DriverError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))?;
+    file.write_all(contents)
+        .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))
+}

@@ -1,0 +1,250 @@
+//! The local driver on this host: real swarm-mode clusters of network namespaces, each node
+//! with its own dockerd, reached with TLS from the cluster's CA.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::support::{engines, Caller, TestApp};
+
+const OWNER: Caller = Caller {
+    project_id: "p-local",
+    user_id: "u-local",
+    roles: "member,reader",
+};
+
+fn run(program: &str, arguments: &[&str], directory: &Path) -> (bool, String) {
+    let output = Command::new(program)
+        .args(arguments)
+        .current_dir(directory)
+        .output()
+        .unwrap_or_else(|error| panic!("{program} runs: {error}"));
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// A client certificate signed through the API, written as Docker expects.
+async fn client_config(app: &TestApp, cluster: &str, directory: &Path) {
+    let (ok, output) = run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=admin",
+        ],
+        directory,
+    );
+    assert!(ok, "{output}");
+    let csr = std::fs::read_to_string(directory.join("client.csr")).unwrap();
+    let signed = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/certificates",
+            OWNER,
+            Some(json!({"cluster_uuid": cluster, "csr": csr})),
+        )
+        .await;
+    assert_eq!(
+        signed.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&signed.raw)
+    );
+    std::fs::write(
+        directory.join("cert.pem"),
+        signed.body["pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let ca = app
+        .send_at(
+            "latest",
+            "GET",
+            &format!("/v1/certificates/{cluster}"),
+            OWNER,
+            None,
+        )
+        .await;
+    std::fs::write(directory.join("ca.pem"), ca.body["pem"].as_str().unwrap()).unwrap();
+}
+
+fn docker(directory: &Path, address: &str, arguments: &[&str]) -> (bool, String) {
+    let host = address.to_owned();
+    let mut all = vec![
+        "--tlsverify",
+        "--tlscacert",
+        "ca.pem",
+        "--tlscert",
+        "cert.pem",
+        "--tlskey",
+        "key.pem",
+        "-H",
+        host.as_str(),
+    ];
+    all.extend_from_slice(arguments);
+    run("docker", &all, directory)
+}
+
+fn leftovers(cluster: &str) -> Vec<String> {
+    let short: String = cluster.replace('-', "")[..8].to_owned();
+    let mut found = Vec::new();
+    let links = run("ip", &["-br", "link"], Path::new("/")).1;
+    found.extend(
+        links
+            .lines()
+            .filter(|line| line.contains(&short[..6]))
+            .map(str::to_owned),
+    );
+    let namespaces = run("ip", &["netns", "list"], Path::new("/")).1;
+    found.extend(
+        namespaces
+            .lines()
+            .filter(|line| line.contains(&short))
+            .map(str::to_owned),
+    );
+    let processes = run("pgrep", &["-af", &short], Path::new("/")).1;
+    found.extend(
+        processes
+            .lines()
+            .filter(|line| line.contains("dockerd"))
+            .map(str::to_owned),
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    found.extend(
+        mounts
+            .lines()
+            .filter(|line| line.contains(cluster))
+            .map(str::to_owned),
+    );
+    found
+}
+
+#[tokio::test]
+async fn a_real_swarm_cluster_is_built_reached_with_tls_scaled_and_deleted() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.network_pool = "10.91.0.0/16".to_owned();
+    })
+    .await;
+    app.create_template(OWNER, json!({"name": "swarm"})).await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(json!({"cluster_template_id": "swarm", "name": "real", "node_count": 2})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster: Value = app
+        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+            reply.body["status"] == "CREATE_COMPLETE" || reply.body["status"] == "CREATE_FAILED"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let address = cluster["api_address"].as_str().unwrap().to_owned();
+    assert!(address.starts_with("tcp://10.91."), "{address}");
+    assert!(address.ends_with(":2376"));
+    assert_eq!(cluster["master_addresses"].as_array().unwrap().len(), 1);
+    assert_eq!(cluster["node_addresses"].as_array().unwrap().len(), 2);
+    assert!(cluster["coe_version"].as_str().unwrap().starts_with("20."));
+
+    let work = tempfile::tempdir().unwrap();
+    client_config(&app, &uuid, work.path()).await;
+    let (ok, nodes) = docker(
+        work.path(),
+        &address,
+        &["node", "ls", "--format", "{{.Status}} {{.Hostname}}"],
+    );
+    assert!(ok, "{nodes}");
+    assert_eq!(
+        nodes
+            .lines()
+            .filter(|line| line.starts_with("Ready"))
+            .count(),
+        3,
+        "{nodes}"
+    );
+    // Without a certificate of this CA, the cluster refuses.
+    let (ok, _) = run("docker", &["-H", &address, "node", "ls"], work.path());
+    assert!(!ok);
+
+    // Scale out to 3 workers and back in to 1.
+    let path = format!("/v1/clusters/{uuid}");
+    let reply = app
+        .send_at(
+            "latest",
+            "PATCH",
+            &path,
+            OWNER,
+            Some(json!([{"op": "replace", "path": "/node_count", "value": 3}])),
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+            reply.body["status"] != "UPDATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    let (_, nodes) = docker(
+        work.path(),
+        &address,
+        &["node", "ls", "--format", "{{.Status}}"],
+    );
+    assert_eq!(
+        nodes.lines().filter(|line| *line == "Ready").count(),
+        4,
+        "{nodes}"
+    );
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            &format!("{path}/actions/resize"),
+            OWNER,
+            Some(json!({"node_count": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, 202);
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 120, |reply| {
+            reply.body["status"] != "UPDATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    assert_eq!(cluster["node_addresses"].as_array().unwrap().len(), 1);
+    let (_, nodes) = docker(
+        work.path(),
+        &address,
+        &["node", "ls", "--format", "{{.Status}}"],
+    );
+    assert_eq!(nodes.lines().count(), 2, "{nodes}");
+
+    // Delete: nothing is left on the host.
+    assert_eq!(app.delete(&path, OWNER).await.status, 204);
+    app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
+        .await;
+    assert_eq!(leftovers(&uuid), Vec::<String>::new());
+    app.stop().await;
+}
