@@ -370,10 +370,11 @@ impl Runtime {
             .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
         let netns = Self::netns(cluster, &node.name);
         let mut command = std::process::Command::new("setsid");
+        // --fork: the daemon is re-parented to init at once; magnumd holds no child for it.
         command
             .args([
-                "ip", "netns", "exec", &netns, "unshare", "--uts", "sh", "-c", script, "sh",
-                "dockerd",
+                "--fork", "ip", "netns", "exec", &netns, "unshare", "--uts", "sh", "-c", script,
+                "sh", "dockerd",
             ])
             .args(&arguments)
             .env(
@@ -389,10 +390,7 @@ impl Runtime {
                 node.name
             ))
         })?;
-        // The daemon outlives this process; reap the setsid wrapper in the background.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        let _ = child.wait();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if self
@@ -746,7 +744,57 @@ impl Runtime {
             self.remove_node(cluster, &mut state, &name, progress)
                 .await?;
         }
+        self.wait_until_ready(cluster, &state, progress).await?;
         self.observe(spec, &state).await
+    }
+
+    /// Done means every node is Ready in the managers' view.
+    async fn wait_until_ready(
+        &self,
+        cluster: Uuid,
+        state: &ClusterState,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let Some(manager) = Self::manager(state) else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut reported = false;
+        loop {
+            let listing = self
+                .docker(
+                    cluster,
+                    &manager.name,
+                    &["node", "ls", "--format", "{{.ID}} {{.Status}}"],
+                )
+                .await
+                .unwrap_or_default();
+            let not_ready: Vec<&NodeState> = state
+                .nodes
+                .iter()
+                .filter(|node| {
+                    let id = node.swarm_id.as_deref().unwrap_or("-");
+                    !listing.lines().any(|line| line == format!("{id} Ready"))
+                })
+                .collect();
+            if not_ready.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let names: Vec<&str> = not_ready.iter().map(|node| node.name.as_str()).collect();
+                return Err(failed(format!(
+                    "Nodes {} did not become Ready within 60 s.",
+                    names.join(", ")
+                )));
+            }
+            if !reported {
+                progress
+                    .report("Waiting for every node to be Ready.".to_owned())
+                    .await;
+                reported = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn observe(

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -134,6 +135,39 @@ fn leftovers(cluster: &str) -> Vec<String> {
     found
 }
 
+/// Runs `body`; whatever happens, the clusters it made are deleted before the test ends, so
+/// that a failing test leaves nothing running on the host.
+async fn guarded<F, Fut>(app: TestApp, body: F)
+where
+    F: FnOnce(Arc<TestApp>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let app = Arc::new(app);
+    let outcome = tokio::spawn(body(app.clone())).await;
+    if outcome.is_err() {
+        let listed = app
+            .send_at("latest", "GET", "/v1/clusters", OWNER, None)
+            .await;
+        for cluster in listed.body["clusters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let uuid = cluster["uuid"].as_str().unwrap_or_default().to_owned();
+            app.delete(&format!("/v1/clusters/{uuid}"), OWNER).await;
+            app.wait_for_cluster(&uuid, OWNER, 120, |reply| reply.status == 404)
+                .await;
+        }
+    }
+    let app = Arc::try_unwrap(app)
+        .ok()
+        .expect("the test body is done with the app");
+    app.stop().await;
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
 #[tokio::test]
 async fn a_real_swarm_cluster_is_built_reached_with_tls_scaled_and_deleted() {
     let engine = engines()[0];
@@ -141,6 +175,10 @@ async fn a_real_swarm_cluster_is_built_reached_with_tls_scaled_and_deleted() {
         config.drivers.local.network_pool = "10.91.0.0/16".to_owned();
     })
     .await;
+    guarded(app, |app| async move { tls_cluster_life(&app).await }).await;
+}
+
+async fn tls_cluster_life(app: &TestApp) {
     app.create_template(OWNER, json!({"name": "swarm"})).await;
     let reply = app
         .send_at(
@@ -186,6 +224,81 @@ async fn a_real_swarm_cluster_is_built_reached_with_tls_scaled_and_deleted() {
     // Without a certificate of this CA, the cluster refuses.
     let (ok, _) = run("docker", &["-H", &address, "node", "ls"], work.path());
     assert!(!ok);
+    // A replicated service lands a task on every node.
+    let (ok, output) = docker(
+        work.path(),
+        &address,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--replicas-max-per-node",
+            "1",
+            "--endpoint-mode",
+            "dnsrr",
+            "--no-resolve-image",
+            "--init",
+            "magnum/local-node:1",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
+    assert!(ok, "{output}");
+    let (_, tasks) = docker(
+        work.path(),
+        &address,
+        &[
+            "service",
+            "ps",
+            "web",
+            "--format",
+            "{{.Node}} {{.CurrentState}}",
+        ],
+    );
+    let running: Vec<&str> = tasks
+        .lines()
+        .filter(|line| line.contains("Running"))
+        .collect();
+    let mut hosts: Vec<&str> = running
+        .iter()
+        .map(|line| line.split(' ').next().unwrap())
+        .collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    assert_eq!(hosts.len(), 3, "{tasks}");
+    let (ok, output) = docker(work.path(), &address, &["service", "rm", "web"]);
+    assert!(ok, "{output}");
+
+    // CA rotation: the old client certificate is refused, a new one works.
+    let reply = app
+        .send_at(
+            "latest",
+            "PATCH",
+            &format!("/v1/certificates/{uuid}"),
+            OWNER,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+            reply.body["status"] != "UPDATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    let (ok, _) = docker(work.path(), &address, &["node", "ls"]);
+    assert!(!ok, "a certificate of the old CA must be refused");
+    client_config(&app, &uuid, work.path()).await;
+    let (ok, output) = docker(work.path(), &address, &["node", "ls"]);
+    assert!(ok, "{output}");
 
     // Scale out to 3 workers and back in to 1.
     let path = format!("/v1/clusters/{uuid}");
@@ -246,5 +359,77 @@ async fn a_real_swarm_cluster_is_built_reached_with_tls_scaled_and_deleted() {
     app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
-    app.stop().await;
+}
+
+#[tokio::test]
+async fn three_managers_and_a_worker_without_tls() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.network_pool = "10.92.0.0/16".to_owned();
+    })
+    .await;
+    guarded(app, |app| async move { plain_cluster_life(&app).await }).await;
+}
+
+async fn plain_cluster_life(app: &TestApp) {
+    app.create_template(
+        OWNER,
+        json!({"name": "plain", "tls_disabled": true, "master_lb_enabled": true}),
+    )
+    .await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(json!({"cluster_template_id": "plain", "master_count": 3, "node_count": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 120, |reply| {
+            reply.body["status"] != "CREATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let address = cluster["api_address"].as_str().unwrap().to_owned();
+    assert!(address.ends_with(":2375"), "{address}");
+    let (ok, nodes) = run(
+        "docker",
+        &[
+            "-H",
+            &address,
+            "node",
+            "ls",
+            "--format",
+            "{{.Status}} {{.ManagerStatus}}",
+        ],
+        Path::new("/"),
+    );
+    assert!(ok, "{nodes}");
+    assert_eq!(
+        nodes
+            .lines()
+            .filter(|line| line.starts_with("Ready"))
+            .count(),
+        4,
+        "{nodes}"
+    );
+    let managers = nodes
+        .lines()
+        .filter(|line| line.contains("Leader") || line.contains("Reachable"))
+        .count();
+    assert_eq!(managers, 3, "{nodes}");
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), OWNER)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
+        .await;
+    assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
