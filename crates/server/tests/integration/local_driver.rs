@@ -206,7 +206,7 @@ async fn tls_cluster_life(app: &TestApp) {
     assert!(cluster["coe_version"].as_str().unwrap().starts_with("20."));
 
     let work = tempfile::tempdir().unwrap();
-    client_config(&app, &uuid, work.path()).await;
+    client_config(app, &uuid, work.path()).await;
     let (ok, nodes) = docker(
         work.path(),
         &address,
@@ -296,7 +296,7 @@ async fn tls_cluster_life(app: &TestApp) {
     assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
     let (ok, _) = docker(work.path(), &address, &["node", "ls"]);
     assert!(!ok, "a certificate of the old CA must be refused");
-    client_config(&app, &uuid, work.path()).await;
+    client_config(app, &uuid, work.path()).await;
     let (ok, output) = docker(work.path(), &address, &["node", "ls"]);
     assert!(ok, "{output}");
 
