@@ -108,6 +108,8 @@ fn matches(name: &str, id: Option<&String>, reference: &str) -> bool {
 pub struct LocalDriver {
     catalog: Catalog,
     runtime: Option<runtime::Runtime>,
+    /// Health changes, published by the monitor started on first subscription.
+    events: std::sync::OnceLock<tokio::sync::broadcast::Sender<magnum_driver::DriverEvent>>,
     /// Why clusters cannot be built here, when they cannot.
     unavailable: Option<String>,
 }
@@ -158,6 +160,7 @@ impl LocalDriver {
         Self {
             catalog,
             runtime: None,
+            events: std::sync::OnceLock::new(),
             unavailable: None,
         }
     }
@@ -169,10 +172,12 @@ impl LocalDriver {
             state_dir,
             pool,
             max_nodes: catalog.max_nodes,
+            busy: std::sync::Arc::default(),
         };
         Self {
             catalog,
             runtime: Some(runtime),
+            events: std::sync::OnceLock::new(),
             unavailable: host_requirements(),
         }
     }
@@ -329,6 +334,48 @@ impl Driver for LocalDriver {
 
     async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
         self.runtime()?.delete(spec.cluster.uuid, progress).await
+    }
+
+    fn events(&self) -> Option<tokio::sync::broadcast::Receiver<magnum_driver::DriverEvent>> {
+        let runtime = self.runtime().ok()?.clone();
+        let sender = self.events.get_or_init(|| {
+            let (sender, _) = tokio::sync::broadcast::channel(256);
+            tokio::spawn(monitor_health(runtime, sender.clone()));
+            sender
+        });
+        Some(sender.subscribe())
+    }
+}
+
+/// How often node processes and managers are looked at.
+const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Publishes a cluster's health whenever it changes (and once at start). The cost follows
+/// the nodes this host runs: a /proc lookup per node and one `node ls` per cluster.
+async fn monitor_health(
+    runtime: runtime::Runtime,
+    sender: tokio::sync::broadcast::Sender<magnum_driver::DriverEvent>,
+) {
+    let mut last = std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+        if sender.receiver_count() == 0 {
+            break;
+        }
+        for cluster in runtime.known_clusters() {
+            let Some((status, reason)) = runtime.check_health(cluster).await else {
+                continue;
+            };
+            let current = (status, reason.clone());
+            if last.get(&cluster) != Some(&current) {
+                last.insert(cluster, current);
+                let _ = sender.send(magnum_driver::DriverEvent::Health {
+                    cluster,
+                    status,
+                    reason,
+                });
+            }
+        }
     }
 }
 

@@ -35,6 +35,13 @@ pub struct ClusterState {
     pub subnet: u8,
     pub next_node: u32,
     pub nodes: Vec<NodeState>,
+    /// What the health monitor needs to restart a node on its own.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub auto_healing: bool,
 }
 
 /// Where the driver keeps its records and how it numbers networks.
@@ -44,6 +51,22 @@ pub struct Runtime {
     /// The first two octets of the private pool, e.g. [10, 77]: clusters get x.y.N.0/24.
     pub pool: [u8; 2],
     pub max_nodes: usize,
+    /// Clusters an operation is changing: the health monitor leaves them alone.
+    pub busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+}
+
+/// Marks a cluster busy while it lives.
+struct BusyGuard {
+    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    cluster: Uuid,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.remove(&self.cluster);
+        }
+    }
 }
 
 fn failed(message: impl Into<String>) -> DriverError {
@@ -294,8 +317,56 @@ impl Runtime {
         run("docker", &all).await
     }
 
+    /// Writes the node's server certificate from the cluster CA (managers, TLS clusters).
+    fn write_server_certificates(
+        &self,
+        spec: &ClusterSpec,
+        node: &NodeState,
+    ) -> Result<(), DriverError> {
+        if node.role != "master" || spec.template.tls_disabled {
+            return Ok(());
+        }
+        let directory = self.node_dir(spec.cluster.uuid, &node.name);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
+        let authority = spec
+            .authority
+            .as_ref()
+            .ok_or_else(|| failed("The cluster's certificate authority is missing."))?;
+        let server = magnum_certs::issue_server_certificate(
+            authority,
+            &node.name,
+            &[node.address.clone(), "127.0.0.1".to_owned()],
+            3650,
+        )
+        .map_err(|error| failed(error.to_string()))?;
+        write_private(&directory.join("ca.pem"), authority.cert_pem.as_bytes())?;
+        write_private(
+            &directory.join("server-cert.pem"),
+            server.cert_pem.as_bytes(),
+        )?;
+        write_private(&directory.join("server-key.pem"), server.key_pem.as_bytes())
+    }
+
     async fn start_dockerd(&self, spec: &ClusterSpec, node: &NodeState) -> Result<(), DriverError> {
-        let cluster = spec.cluster.uuid;
+        self.write_server_certificates(spec, node)?;
+        let hostname = format!("{}-{}", spec.cluster.display_name(), node.name);
+        self.launch_dockerd(
+            spec.cluster.uuid,
+            node,
+            !spec.template.tls_disabled,
+            &hostname,
+        )
+        .await
+    }
+
+    async fn launch_dockerd(
+        &self,
+        cluster: Uuid,
+        node: &NodeState,
+        tls: bool,
+        hostname: &str,
+    ) -> Result<(), DriverError> {
         let directory = self.node_dir(cluster, &node.name);
         let run_dir = Self::run_dir(cluster, &node.name);
         for path in [directory.join("data"), run_dir.join("exec")] {
@@ -321,26 +392,7 @@ impl Runtime {
             "warn".into(),
         ];
         if node.role == "master" {
-            if spec.template.tls_disabled {
-                arguments.extend(["-H".into(), format!("tcp://{}:{PLAIN_PORT}", node.address)]);
-            } else {
-                let authority = spec
-                    .authority
-                    .as_ref()
-                    .ok_or_else(|| failed("The cluster's certificate authority is missing."))?;
-                let server = magnum_certs::issue_server_certificate(
-                    authority,
-                    &node.name,
-                    &[node.address.clone(), "127.0.0.1".to_owned()],
-                    3650,
-                )
-                .map_err(|error| failed(error.to_string()))?;
-                write_private(&directory.join("ca.pem"), authority.cert_pem.as_bytes())?;
-                write_private(
-                    &directory.join("server-cert.pem"),
-                    server.cert_pem.as_bytes(),
-                )?;
-                write_private(&directory.join("server-key.pem"), server.key_pem.as_bytes())?;
+            if tls {
                 arguments.extend([
                     "-H".into(),
                     format!("tcp://{}:{TLS_PORT}", node.address),
@@ -352,6 +404,8 @@ impl Runtime {
                     "--tlskey".into(),
                     directory.join("server-key.pem").display().to_string(),
                 ]);
+            } else {
+                arguments.extend(["-H".into(), format!("tcp://{}:{PLAIN_PORT}", node.address)]);
             }
         }
         // `ip netns exec` remounts /sys and loses the cgroup hierarchies: mount them again in
@@ -377,10 +431,7 @@ impl Runtime {
                 "sh", "dockerd",
             ])
             .args(&arguments)
-            .env(
-                "NODE_HOSTNAME",
-                format!("{}-{}", spec.cluster.display_name(), node.name),
-            )
+            .env("NODE_HOSTNAME", hostname)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -643,6 +694,113 @@ impl Runtime {
         self.save(cluster, state)
     }
 
+    fn mark_busy(&self, cluster: Uuid) -> BusyGuard {
+        if let Ok(mut busy) = self.busy.lock() {
+            busy.insert(cluster);
+        }
+        BusyGuard {
+            busy: self.busy.clone(),
+            cluster,
+        }
+    }
+
+    fn is_busy(&self, cluster: Uuid) -> bool {
+        self.busy.lock().is_ok_and(|busy| busy.contains(&cluster))
+    }
+
+    /// Clusters the driver has records of.
+    pub fn known_clusters(&self) -> Vec<Uuid> {
+        std::fs::read_dir(self.state_dir.join("clusters"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The cluster's health from its managers' view and its node processes, restarting
+    /// nodes whose dockerd died when the cluster asked for auto-healing. `None` while an
+    /// operation changes the cluster or it has no nodes yet.
+    pub async fn check_health(
+        &self,
+        cluster: Uuid,
+    ) -> Option<(
+        magnum_domain::cluster::HealthStatus,
+        serde_json::Map<String, serde_json::Value>,
+    )> {
+        use magnum_domain::cluster::HealthStatus;
+        use serde_json::Value;
+        if self.is_busy(cluster) {
+            return None;
+        }
+        let state = self.load(cluster)?;
+        if state.nodes.is_empty() || state.nodes.iter().any(|node| node.swarm_id.is_none()) {
+            return None;
+        }
+        let mut reason = serde_json::Map::new();
+        let manager = state
+            .nodes
+            .iter()
+            .find(|node| node.role == "master" && self.dockerd_pid(cluster, &node.name).is_some());
+        let listing = match manager {
+            Some(manager) => self
+                .docker(
+                    cluster,
+                    &manager.name,
+                    &["node", "ls", "--format", "{{.ID}} {{.Status}}"],
+                )
+                .await
+                .map_err(|error| error.to_string()),
+            None => Err("no manager is running".to_owned()),
+        };
+        let api_ok = listing.is_ok();
+        reason.insert(
+            "api".to_owned(),
+            Value::String(match &listing {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => error.clone(),
+            }),
+        );
+        let listing = listing.unwrap_or_default();
+        let mut all_ready = true;
+        for node in &state.nodes {
+            let id = node.swarm_id.as_deref().unwrap_or("-");
+            let ready = self.dockerd_pid(cluster, &node.name).is_some()
+                && listing.lines().any(|line| line == format!("{id} Ready"));
+            all_ready &= ready;
+            reason.insert(
+                format!("{}-{}.Ready", state.name, node.name),
+                Value::String(if ready { "True" } else { "False" }.to_owned()),
+            );
+        }
+        let status = if api_ok && all_ready {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
+        // Healing comes after the report, so that what was seen is what is published.
+        if state.auto_healing && status == HealthStatus::Unhealthy {
+            for node in &state.nodes {
+                if self.dockerd_pid(cluster, &node.name).is_none() && !self.is_busy(cluster) {
+                    tracing::warn!(cluster.id = %cluster, node = %node.name, "node dockerd is down; restarting it (auto-healing)");
+                    let hostname = format!("{}-{}", state.name, node.name);
+                    let restarted = async {
+                        self.create_network(cluster, &node.name, &node.address)
+                            .await?;
+                        self.launch_dockerd(cluster, node, state.tls, &hostname)
+                            .await
+                    };
+                    if let Err(error) = restarted.await {
+                        tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "auto-healing failed");
+                    }
+                }
+            }
+        }
+        Some((status, reason))
+    }
+
     pub async fn converge(
         &self,
         request: Converge<'_>,
@@ -650,6 +808,7 @@ impl Runtime {
     ) -> Result<Observed, DriverError> {
         let spec = request.spec;
         let cluster = spec.cluster.uuid;
+        let _busy = self.mark_busy(cluster);
         let mut state = match self.load(cluster) {
             Some(state) => state,
             None => {
@@ -657,11 +816,18 @@ impl Runtime {
                     subnet: self.free_subnet()?,
                     next_node: 1,
                     nodes: Vec::new(),
+                    name: spec.cluster.display_name(),
+                    tls: !spec.template.tls_disabled,
+                    auto_healing: false,
                 };
                 self.save(cluster, &state)?;
                 state
             }
         };
+        state.name = spec.cluster.display_name();
+        state.tls = !spec.template.tls_disabled;
+        state.auto_healing = spec.cluster.labels.get("auto_healing_enabled") == Some("true");
+        self.save(cluster, &state)?;
         self.ensure_bridge(cluster, &state).await?;
         // Nodes whose dockerd died (a host restart, a kill) are started again on their data.
         for node in state.nodes.clone() {
@@ -843,6 +1009,7 @@ impl Runtime {
     }
 
     pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
+        let _busy = self.mark_busy(cluster);
         if let Some(state) = self.load(cluster) {
             progress
                 .report(format!("Stopping {} nodes.", state.nodes.len()))

@@ -433,3 +433,83 @@ async fn plain_cluster_life(app: &TestApp) {
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn health_follows_the_nodes_and_auto_healing_brings_a_dead_node_back() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.network_pool = "10.93.0.0/16".to_owned();
+    })
+    .await;
+    guarded(app, |app| async move { healing(&app).await }).await;
+}
+
+async fn healing(app: &TestApp) {
+    app.create_template(OWNER, json!({"name": "heal"})).await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(json!({"cluster_template_id": "heal", "name": "h", "node_count": 1, "labels": {"auto_healing_enabled": "true"}})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+            reply.body["status"] != "CREATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let healthy = app
+        .wait_for_cluster(&uuid, OWNER, 20, |reply| {
+            reply.body["health_status"] == "HEALTHY"
+        })
+        .await
+        .body;
+    assert_eq!(healthy["health_status_reason"]["api"], "ok");
+    assert_eq!(
+        healthy["health_status_reason"]["h-n2.Ready"], "True",
+        "{healthy}"
+    );
+    // The worker's dockerd dies.
+    let state_dir = app
+        .notifications
+        .parent()
+        .unwrap()
+        .join("local-driver/clusters")
+        .join(&uuid);
+    let pid = std::fs::read_to_string(state_dir.join("n2/dockerd.pid")).unwrap();
+    let (ok, output) = run("kill", &["-KILL", pid.trim()], Path::new("/"));
+    assert!(ok, "{output}");
+    let unhealthy = app
+        .wait_for_cluster(&uuid, OWNER, 20, |reply| {
+            reply.body["health_status"] == "UNHEALTHY"
+        })
+        .await
+        .body;
+    assert_eq!(
+        unhealthy["health_status_reason"]["h-n2.Ready"], "False",
+        "{unhealthy}"
+    );
+    // Auto-healing restarts it and the cluster is healthy again.
+    let healed = app
+        .wait_for_cluster(&uuid, OWNER, 60, |reply| {
+            reply.body["health_status"] == "HEALTHY"
+        })
+        .await
+        .body;
+    assert_eq!(healed["health_status_reason"]["h-n2.Ready"], "True");
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), OWNER)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
+        .await;
+    assert_eq!(leftovers(&uuid), Vec::<String>::new());
+}
