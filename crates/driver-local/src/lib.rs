@@ -168,10 +168,18 @@ impl LocalDriver {
     /// A driver that builds clusters, keeping its records in `state_dir`.
     pub fn with_state_dir(catalog: Catalog, state_dir: std::path::PathBuf) -> Self {
         let pool = parse_pool(&catalog.network_pool).unwrap_or([10, 77]);
+        let mut flavors = std::collections::HashMap::new();
+        for flavor in &catalog.flavors {
+            flavors.insert(flavor.name.clone(), (flavor.vcpus, flavor.ram_mib));
+            if let Some(id) = &flavor.id {
+                flavors.insert(id.clone(), (flavor.vcpus, flavor.ram_mib));
+            }
+        }
         let runtime = runtime::Runtime {
             state_dir,
             pool,
             max_nodes: catalog.max_nodes,
+            flavors,
             busy: std::sync::Arc::default(),
         };
         Self {
@@ -322,6 +330,37 @@ impl Driver for LocalDriver {
 
     fn supports(&self, action: Action) -> bool {
         self.runtime.is_some() && action != Action::RotateCredentials
+    }
+
+    fn nodes_available(&self) -> Option<i64> {
+        let runtime = self.runtime.as_ref()?;
+        let used = runtime.nodes_on_host();
+        Some(i64::try_from(runtime.max_nodes.saturating_sub(used)).unwrap_or(0))
+    }
+
+    fn check_upgrade(
+        &self,
+        current: &magnum_domain::cluster_template::ClusterTemplate,
+        new: &magnum_domain::cluster_template::ClusterTemplate,
+    ) -> Result<(), String> {
+        let mut fixed = Vec::new();
+        if current.tls_disabled != new.tls_disabled {
+            fixed.push("tls_disabled");
+        }
+        if current.network_driver != new.network_driver {
+            fixed.push("network_driver");
+        }
+        if current.docker_storage_driver != new.docker_storage_driver {
+            fixed.push("docker_storage_driver");
+        }
+        if fixed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "The local driver cannot change {} of a running cluster.",
+                fixed.join(", ")
+            ))
+        }
     }
 
     async fn converge(

@@ -51,6 +51,8 @@ pub struct Runtime {
     /// The first two octets of the private pool, e.g. [10, 77]: clusters get x.y.N.0/24.
     pub pool: [u8; 2],
     pub max_nodes: usize,
+    /// (vCPUs, MiB) per flavor name or id: the limits of a node's containers.
+    pub flavors: std::collections::HashMap<String, (u32, u64)>,
     /// Clusters an operation is changing: the health monitor leaves them alone.
     pub busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
 }
@@ -511,9 +513,9 @@ impl Runtime {
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
         let cluster = spec.cluster.uuid;
-        if state.nodes.len() >= self.max_nodes {
+        if self.nodes_on_host() >= self.max_nodes {
             return Err(failed(format!(
-                "The local driver is limited to {} nodes per cluster on this host.",
+                "This host already runs the {} nodes the local driver allows (drivers.local.max_nodes).",
                 self.max_nodes
             )));
         }
@@ -541,6 +543,7 @@ impl Runtime {
         self.save(cluster, state)?;
         self.create_network(cluster, &node.name, &node.address)
             .await?;
+        self.apply_flavor(cluster, &node.name, nodegroup.flavor_id.as_deref());
         self.start_dockerd(spec, &node).await?;
         let rootfs = self.node_rootfs().await?;
         self.docker(
@@ -706,6 +709,37 @@ impl Runtime {
 
     fn is_busy(&self, cluster: Uuid) -> bool {
         self.busy.lock().is_ok_and(|busy| busy.contains(&cluster))
+    }
+
+    /// Nodes of every cluster on this host.
+    pub fn nodes_on_host(&self) -> usize {
+        self.known_clusters()
+            .into_iter()
+            .filter_map(|cluster| self.load(cluster))
+            .map(|state| state.nodes.len())
+            .sum()
+    }
+
+    /// Caps the node's containers at its flavor through their cgroup parent.
+    fn apply_flavor(&self, cluster: Uuid, node: &str, flavor: Option<&str>) {
+        let Some((vcpus, ram_mib)) = flavor.and_then(|flavor| self.flavors.get(flavor)) else {
+            return;
+        };
+        let parent = Self::cgroup_parent(cluster, node);
+        let memory = Path::new("/sys/fs/cgroup/memory").join(&parent);
+        let cpu = Path::new("/sys/fs/cgroup/cpu").join(&parent);
+        for directory in [&memory, &cpu] {
+            let _ = std::fs::create_dir_all(directory);
+        }
+        let _ = std::fs::write(
+            memory.join("memory.limit_in_bytes"),
+            (ram_mib * 1024 * 1024).to_string(),
+        );
+        let _ = std::fs::write(cpu.join("cpu.cfs_period_us"), "100000");
+        let _ = std::fs::write(
+            cpu.join("cpu.cfs_quota_us"),
+            (u64::from(*vcpus) * 100_000).to_string(),
+        );
     }
 
     /// Clusters the driver has records of.

@@ -239,6 +239,21 @@ pub trait Driver: Send + Sync + 'static {
         }
     }
 
+    /// How many more nodes this driver can run, when it is bounded (a single host is).
+    fn nodes_available(&self) -> Option<i64> {
+        None
+    }
+
+    /// Whether clusters of `current` can be moved to `new`; the reason when not.
+    fn check_upgrade(
+        &self,
+        current: &ClusterTemplate,
+        new: &ClusterTemplate,
+    ) -> Result<(), String> {
+        let _ = (current, new);
+        Ok(())
+    }
+
     /// Makes the world match `request.spec`, idempotently.
     async fn converge(
         &self,

@@ -514,6 +514,19 @@ pub(crate) fn driver_for(
     Ok(driver)
 }
 
+/// Refuses a change that needs more nodes than a bounded driver has room for.
+pub(crate) fn check_capacity(driver: &dyn Driver, additional_nodes: i64) -> Result<(), ApiError> {
+    match driver.nodes_available() {
+        Some(available) if additional_nodes > available => Err(ApiError::bad_request(format!(
+            "The {} driver has room for {} more nodes on this host; this request needs {}.",
+            driver.name(),
+            available.max(0),
+            additional_nodes
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn refused_action(driver: &dyn Driver, action: Action) -> ApiError {
     let message = match action {
         Action::ScaleMasters => {
@@ -645,6 +658,7 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
             "master_count must be 1 when master_lb_enabled is False",
         ));
     }
+    check_capacity(&*driver, master_count + node_count)?;
     let now = Timestamp::now();
     let cluster = Cluster {
         id: 0,
@@ -924,7 +938,8 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
                 .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
                 .await?
                 .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
-            driver_for(state, &template, Action::ScaleWorkers)?;
+            let driver = driver_for(state, &template, Action::ScaleWorkers)?;
+            check_capacity(&*driver, node_count - worker_count)?;
             let Some(mut worker) = worker.clone() else {
                 return Err(ApiError::bad_request(
                     "The cluster has no default worker nodegroup to resize.",
@@ -1169,6 +1184,7 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             driver
                 .check_master_count(node_count)
                 .map_err(ApiError::bad_request)?;
+            check_capacity(&*driver, node_count - nodegroup.node_count)?;
         } else {
             let out_of_range = node_count < nodegroup.min_node_count
                 || nodegroup.max_node_count.is_some_and(|max| node_count > max);
@@ -1185,7 +1201,8 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             if node_count == 0 && version < Version::new(1, 10) {
                 return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
             }
-            driver_for(state, &template, Action::ScaleWorkers)?;
+            let driver = driver_for(state, &template, Action::ScaleWorkers)?;
+            check_capacity(&*driver, node_count - nodegroup.node_count)?;
         }
         let now = Timestamp::now();
         let mut updated = cluster.clone();
@@ -1314,6 +1331,9 @@ async fn upgrade(request: ResourceRequest<'_>, ident: &str) -> Result<Response<B
             )));
         }
         let driver = driver_for(state, &current_template, Action::UpgradeCluster)?;
+        driver
+            .check_upgrade(&current_template, &new_template)
+            .map_err(ApiError::bad_request)?;
         if new_template.coe != current_template.coe
             || new_template.driver.as_deref() != Some(driver.name())
         {

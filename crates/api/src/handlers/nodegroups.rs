@@ -450,6 +450,7 @@ async fn create(
             .await?
             .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
         let driver = driver_for(state, &template, Action::CreateNodegroup)?;
+        super::clusters::check_capacity(&*driver, node_count)?;
         let labels = Labels::inherit(
             &cluster.labels,
             attributes.labels("labels"),

@@ -279,3 +279,49 @@ fn ca_keys_are_guarded_by_a_private_key_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn without_dockerd_the_local_driver_says_so_at_start_and_on_validation() {
+    let directory = tempfile::tempdir().unwrap();
+    let state = directory.path().join("state");
+    // A PATH without /usr/sbin: no dockerd, no ip.
+    let mut command = magnumd(&[
+        "all",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    command
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("magnumd listening on http://")
+        .and_then(|rest| rest.strip_suffix("/v1"))
+        .unwrap()
+        .to_owned();
+    let (status, body) = http(
+        "POST",
+        &address,
+        "/v1/clustertemplates",
+        Some(
+            r#"{"name": "t", "coe": "swarm-mode", "image_id": "local-node", "external_network_id": "local"}"#,
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("it needs root and dockerd"), "{body}");
+    assert!(body.contains("missing: dockerd"), "{body}");
+    terminate(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("The local driver cannot build clusters on this host"),
+        "{stderr}"
+    );
+}

@@ -513,3 +513,30 @@ async fn healing(app: &TestApp) {
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn requests_past_the_hosts_capacity_are_refused_up_front() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.max_nodes = 2;
+    })
+    .await;
+    app.create_template(OWNER, json!({"name": "small"})).await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(json!({"cluster_template_id": "small", "node_count": 2})),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.detail()),
+        (
+            400,
+            "The local driver has room for 2 more nodes on this host; this request needs 3."
+        )
+    );
+    app.stop().await;
+}
