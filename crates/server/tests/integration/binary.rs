@@ -325,3 +325,95 @@ fn without_dockerd_the_local_driver_says_so_at_start_and_on_validation() {
         "{stderr}"
     );
 }
+
+/// `magnumd all` for the local driver, with a short lease so that a restart takes over fast.
+fn start_local(state: &str) -> (Child, String) {
+    let mut command = magnumd(&["all", "--listen", "127.0.0.1:0", "--state-dir", state]);
+    command
+        .env("MAGNUM_CONDUCTOR__LEASE", "2")
+        .env("MAGNUM_DRIVERS__LOCAL__NETWORK_POOL", "10.94.0.0/16");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
+    let address = line
+        .strip_prefix("magnumd listening on http://")
+        .and_then(|rest| rest.strip_suffix("/v1"))
+        .unwrap()
+        .to_owned();
+    (child, address)
+}
+
+fn cluster_status(address: &str, uuid: &str) -> (u16, String) {
+    http("GET", address, &format!("/v1/clusters/{uuid}"), None)
+}
+
+fn wait_for(address: &str, uuid: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    for _ in 0..600 {
+        let (status, body) = cluster_status(address, uuid);
+        if done(status, &body) {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "cluster {uuid} did not get there: {:?}",
+        cluster_status(address, uuid)
+    );
+}
+
+#[test]
+fn a_local_cluster_survives_magnumd_killed_mid_create_and_deletes_cleanly() {
+    let directory = tempfile::tempdir().unwrap();
+    let state = directory.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let (mut child, address) = start_local(state_arg);
+    let (status, body) = http(
+        "POST",
+        &address,
+        "/v1/clustertemplates",
+        Some(
+            r#"{"name": "t", "coe": "swarm-mode", "image_id": "local-node", "external_network_id": "local"}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(
+        "POST",
+        &address,
+        "/v1/clusters",
+        Some(r#"{"cluster_template_id": "t", "name": "k", "node_count": 2}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let uuid = body.split('"').nth(3).unwrap().to_owned();
+    // Killed while the first nodes start.
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (mut child, address) = start_local(state_arg);
+    let body = wait_for(&address, &uuid, |_, body| {
+        !body.contains("CREATE_IN_PROGRESS")
+    });
+    assert!(body.contains("\"status\": \"CREATE_COMPLETE\""), "{body}");
+    let addresses = body.matches("10.94.").count();
+    assert!(
+        addresses >= 4,
+        "api address, one master and two workers: {body}"
+    );
+    // No node was duplicated: exactly three node namespaces for this cluster.
+    let short: String = uuid.replace('-', "")[..8].to_owned();
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let count = String::from_utf8_lossy(&namespaces.stdout)
+        .lines()
+        .filter(|line| line.contains(&short))
+        .count();
+    assert_eq!(count, 3);
+    let (status, _) = http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
+    assert_eq!(status, 204);
+    wait_for(&address, &uuid, |status, _| status == 404);
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&namespaces.stdout).contains(&short));
+    assert_eq!(terminate(&mut child), 0);
+}
