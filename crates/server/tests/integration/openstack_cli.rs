@@ -821,3 +821,140 @@ async fn openstack_coe_ca_show_sign_and_rotate() {
     assert!(openssl(&["verify", "-CAfile", "ca.pem", "cert.pem"]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn openstack_coe_builds_resizes_and_deletes_a_real_local_cluster() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.network_pool = "10.96.0.0/16".to_owned();
+    })
+    .await;
+    ok(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "plain",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "local-node",
+            "--flavor",
+            "local.small",
+            "--master-flavor",
+            "local.small",
+            "--external-network",
+            "local",
+            "--tls-disabled",
+        ],
+    )
+    .await;
+    ok(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "create",
+            "real",
+            "--cluster-template",
+            "plain",
+            "--node-count",
+            "1",
+        ],
+    )
+    .await;
+    let uuid = cluster_uuid(&app, "real").await;
+    let built = app
+        .wait_for_cluster(&uuid, NOAUTH_DEFAULT, 120, |reply| {
+            reply.body["status"] != "CREATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    if built["status"] != "CREATE_COMPLETE" {
+        app.delete(&format!("/v1/clusters/{uuid}"), NOAUTH_DEFAULT)
+            .await;
+        app.wait_for_cluster(&uuid, NOAUTH_DEFAULT, 120, |reply| reply.status == 404)
+            .await;
+        panic!("{built}");
+    }
+    let address = built["api_address"].as_str().unwrap().to_owned();
+    let docker = |arguments: &[&str]| {
+        let output = Command::new("docker")
+            .arg("-H")
+            .arg(&address)
+            .args(arguments)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The flavor caps the node's containers (local.small: 1 GiB).
+    let short: String = uuid.replace('-', "")[..8].to_owned();
+    let limit = std::fs::read_to_string(format!(
+        "/sys/fs/cgroup/memory/magnum-{short}-n1/memory.limit_in_bytes"
+    ))
+    .unwrap_or_default();
+    assert_eq!(limit.trim(), (1024u64 * 1024 * 1024).to_string());
+
+    // A nodegroup with node labels: its node joins labelled.
+    ok(
+        &app,
+        &[
+            "coe",
+            "nodegroup",
+            "create",
+            "real",
+            "extra",
+            "--node-count",
+            "1",
+            "--node-labels",
+            "tier=batch",
+        ],
+    )
+    .await;
+    app.wait_for_cluster(&uuid, NOAUTH_DEFAULT, 120, |reply| {
+        reply.body["status"] == "UPDATE_COMPLETE"
+    })
+    .await;
+    let labels = docker(&[
+        "node",
+        "ls",
+        "-q",
+        "--filter",
+        "node.label=magnum.nodegroup=extra",
+    ]);
+    assert_eq!(labels.lines().count(), 1, "{labels}");
+    let tiers = docker(&["node", "ls", "-q", "--filter", "node.label=tier=batch"]);
+    assert_eq!(tiers.lines().count(), 1, "{tiers}");
+
+    ok(&app, &["coe", "cluster", "resize", "real", "2"]).await;
+    let resized = app
+        .wait_for_cluster(&uuid, NOAUTH_DEFAULT, 120, |reply| {
+            reply.body["status"] != "UPDATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(resized["status"], "UPDATE_COMPLETE", "{resized}");
+    let ready = docker(&["node", "ls", "--format", "{{.Status}}"]);
+    assert_eq!(
+        ready.lines().filter(|line| *line == "Ready").count(),
+        4,
+        "{ready}"
+    );
+
+    ok(&app, &["coe", "nodegroup", "delete", "real", "extra"]).await;
+    app.wait_for_cluster(&uuid, NOAUTH_DEFAULT, 120, |reply| {
+        reply.body["status"] == "UPDATE_COMPLETE"
+    })
+    .await;
+    let ready = docker(&["node", "ls", "--format", "{{.Status}}"]);
+    assert_eq!(ready.lines().count(), 3, "{ready}");
+
+    ok(&app, &["coe", "cluster", "delete", "real"]).await;
+    app.wait_for_cluster(&uuid, NOAUTH_DEFAULT, 120, |reply| reply.status == 404)
+        .await;
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&namespaces.stdout).contains(&short));
+    app.stop().await;
+}
