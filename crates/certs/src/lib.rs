@@ -247,6 +247,27 @@ fn san_of(name: &x509_parser::extensions::GeneralName<'_>) -> Option<SanType> {
     }
 }
 
+/// A new client key and a CSR for it (what `coe cluster config` sends to be signed): the
+/// subject `CN=<common_name>` plus `O=<organization>` when given.
+pub fn client_key_and_csr(
+    common_name: &str,
+    organization: Option<&str>,
+) -> Result<CaMaterial, CertError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generation)?;
+    let mut params = CertificateParams::default();
+    let mut subject = DistinguishedName::new();
+    subject.push(DnType::CommonName, common_name);
+    if let Some(organization) = organization {
+        subject.push(DnType::OrganizationName, organization);
+    }
+    params.distinguished_name = subject;
+    let request = params.serialize_request(&key).map_err(generation)?;
+    Ok(CaMaterial {
+        cert_pem: request.pem().map_err(generation)?,
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// A certificate for a server of the cluster (a node's dockerd), with its names and
 /// addresses; for drivers.
 pub fn issue_server_certificate(

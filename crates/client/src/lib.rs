@@ -1,0 +1,250 @@
+//! A client of the Magnum v1 API: where it is (`--endpoint`/`MAGNUM_URL` for a noauth
+//! server, or Keystone's catalog from the `OS_*` variables), who calls (noauth headers or a
+//! Keystone token), and one method per request shape `openstack coe` sends.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error; `message` is its `errors[0].detail`.
+    #[error("{message} (HTTP {status})")]
+    Api { status: u16, message: String },
+    #[error("cannot reach {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How requests identify their caller.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// A noauth server: identity headers, when given.
+    NoAuth {
+        project_id: Option<String>,
+        user_id: Option<String>,
+        roles: Option<String>,
+    },
+    /// A Keystone token.
+    Token(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// `http://host:9511/v1`
+    pub endpoint: String,
+    credentials: Credentials,
+    microversion: String,
+}
+
+fn first_error(status: u16, body: &str) -> ClientError {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let message = parsed["errors"][0]["detail"]
+        .as_str()
+        .filter(|detail| !detail.is_empty())
+        .or_else(|| {
+            parsed["errors"][0]["title"]
+                .as_str()
+                .filter(|title| !title.is_empty())
+        })
+        .or_else(|| parsed["error"]["message"].as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            if body.trim().is_empty() {
+                format!("HTTP {status}")
+            } else {
+                body.trim().to_owned()
+            }
+        });
+    ClientError::Api { status, message }
+}
+
+impl Client {
+    pub fn new(endpoint: &str, credentials: Credentials) -> Self {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let endpoint = if endpoint.ends_with("/v1") {
+            endpoint
+        } else {
+            format!("{endpoint}/v1")
+        };
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client can be built"),
+            endpoint,
+            credentials,
+            microversion: "latest".to_owned(),
+        }
+    }
+
+    /// Keystone v3 password login from `OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD`,
+    /// `OS_PROJECT_NAME` (+ domains), and the `container-infra` endpoint of its catalog
+    /// (`OS_INTERFACE`, default public; `OS_REGION_NAME` when set).
+    pub async fn from_keystone_environment() -> Result<Self, ClientError> {
+        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let auth_url = variable("OS_AUTH_URL")
+            .ok_or_else(|| ClientError::Setup("OS_AUTH_URL is not set".to_owned()))?;
+        let user = variable("OS_USERNAME")
+            .ok_or_else(|| ClientError::Setup("OS_USERNAME is not set".to_owned()))?;
+        let password = variable("OS_PASSWORD")
+            .ok_or_else(|| ClientError::Setup("OS_PASSWORD is not set".to_owned()))?;
+        let project = variable("OS_PROJECT_NAME")
+            .ok_or_else(|| ClientError::Setup("OS_PROJECT_NAME is not set".to_owned()))?;
+        let user_domain = variable("OS_USER_DOMAIN_NAME").unwrap_or_else(|| "Default".to_owned());
+        let project_domain =
+            variable("OS_PROJECT_DOMAIN_NAME").unwrap_or_else(|| "Default".to_owned());
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": user, "password": password, "domain": {"name": user_domain}}}},
+            "scope": {"project": {"name": project, "domain": {"name": project_domain}}}}});
+        let url = format!(
+            "{}/auth/tokens",
+            auth_url
+                .trim_end_matches('/')
+                .trim_end_matches("/v3")
+                .to_owned()
+                + "/v3"
+        );
+        let http = reqwest::Client::new();
+        let response = http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|_| ClientError::Unreachable(url.clone()))?;
+        let status = response.status().as_u16();
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.unwrap_or_default();
+        let Some(token) = token else {
+            return Err(first_error(status, &text));
+        };
+        let document: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let interface = variable("OS_INTERFACE").unwrap_or_else(|| "public".to_owned());
+        let region = variable("OS_REGION_NAME");
+        let endpoint = document["token"]["catalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|service| service["type"] == "container-infra")
+            .flat_map(|service| service["endpoints"].as_array().cloned().unwrap_or_default())
+            .find(|endpoint| {
+                endpoint["interface"] == interface.as_str()
+                    && region.as_deref().is_none_or(|region| {
+                        endpoint["region_id"] == region || endpoint["region"] == region
+                    })
+            })
+            .and_then(|endpoint| endpoint["url"].as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                ClientError::Setup("Keystone's catalog has no container-infra endpoint".to_owned())
+            })?;
+        Ok(Self::new(&endpoint, Credentials::Token(token)))
+    }
+
+    pub fn with_microversion(mut self, microversion: &str) -> Self {
+        self.microversion = microversion.to_owned();
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint))
+            .header(
+                "OpenStack-API-Version",
+                format!("container-infra {}", self.microversion),
+            )
+            .header("Accept", "application/json");
+        match &self.credentials {
+            Credentials::Token(token) => request = request.header("X-Auth-Token", token),
+            Credentials::NoAuth {
+                project_id,
+                user_id,
+                roles,
+            } => {
+                for (name, value) in [
+                    ("X-Project-Id", project_id),
+                    ("X-User-Id", user_id),
+                    ("X-Roles", roles),
+                ] {
+                    if let Some(value) = value {
+                        request = request.header(name, value);
+                    }
+                }
+            }
+        }
+        request
+    }
+
+    /// Sends and returns the JSON body (Null when empty); server errors as `ClientError::Api`.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| ClientError::Setup(format!("bad method {method}")))?;
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|_| ClientError::Unreachable(self.endpoint.clone()))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if status >= 400 {
+            return Err(first_error(status, &text));
+        }
+        if text.trim().is_empty() {
+            Ok(Value::Null)
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|_| ClientError::Setup(format!("the server answered non-JSON: {text}")))
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send("GET", path, None).await
+    }
+
+    /// Every item of a paginated collection, following `next`.
+    pub async fn list_all(&self, path: &str, key: &str) -> Result<Vec<Value>, ClientError> {
+        let mut items = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(current) = next.take() {
+            let page = self.get(&current).await?;
+            items.extend(page[key].as_array().cloned().unwrap_or_default());
+            if let Some(link) = page["next"].as_str() {
+                // `next` is absolute; keep the part after /v1.
+                next = link.find("/v1/").map(|index| link[index + 3..].to_owned());
+            }
+        }
+        Ok(items)
+    }
+
+    pub async fn cluster(&self, ident: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/clusters/{ident}")).await
+    }
+
+    pub async fn template(&self, ident: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/clustertemplates/{ident}")).await
+    }
+
+    pub async fn sign(&self, cluster: &str, csr: &str) -> Result<Value, ClientError> {
+        self.send(
+            "POST",
+            "/certificates",
+            Some(json!({"cluster_uuid": cluster, "csr": csr})),
+        )
+        .await
+    }
+}

@@ -1,0 +1,1016 @@
+//! `coe`: the verbs of `openstack coe` in one binary, against magnum-rs or upstream Magnum.
+//! Endpoint and identity: `--endpoint`/`MAGNUM_URL` (noauth) or the `OS_*` variables
+//! (Keystone). Output like the OpenStack client: `-f table|json|yaml|value`, `-c COLUMN`.
+
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use magnum_client::{Client, ClientError, Credentials};
+use serde_json::{json, Map, Value};
+
+use output::{Format, Output};
+
+#[derive(Parser)]
+#[command(
+    name = "coe",
+    version,
+    about = "Manage Magnum clusters (magnum-rs or upstream): the verbs of `openstack coe`",
+    after_help = "Examples:\n  MAGNUM_URL=http://127.0.0.1:9511 coe cluster list\n  coe cluster create c1 --cluster-template swarm --node-count 2 --wait\n  eval $(coe cluster config c1)"
+)]
+struct Cli {
+    /// The Magnum endpoint of a noauth server (http://host:9511); else Keystone from OS_*.
+    #[arg(long, global = true, env = "MAGNUM_URL")]
+    endpoint: Option<String>,
+    /// Project to act as on a noauth server.
+    #[arg(long, global = true, env = "MAGNUM_PROJECT_ID")]
+    project_id: Option<String>,
+    /// User to act as on a noauth server.
+    #[arg(long, global = true, env = "MAGNUM_USER_ID")]
+    user_id: Option<String>,
+    /// Roles to act with on a noauth server (comma list).
+    #[arg(long, global = true, env = "MAGNUM_ROLES")]
+    roles: Option<String>,
+    /// Output format.
+    #[arg(
+        short = 'f',
+        long = "format",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
+    format: Format,
+    /// Only these columns (repeatable).
+    #[arg(short = 'c', long = "column", global = true)]
+    columns: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Clusters and cluster templates.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Nodegroups of a cluster.
+    #[command(subcommand)]
+    Nodegroup(NodegroupCommand),
+    /// A cluster's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Per-project limits (admin).
+    #[command(subcommand)]
+    Quotas(QuotaCommand),
+    /// Cluster and node counts.
+    #[command(subcommand)]
+    Stats(StatsCommand),
+    /// Conductor services (admin).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Node credentials.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+    /// Shell completion: `coe completion bash > /etc/bash_completion.d/coe`.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Cluster templates.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+    /// Create a cluster. Example: coe cluster create c1 --cluster-template swarm --node-count 2 --wait
+    Create(ClusterCreate),
+    /// List clusters.
+    List,
+    /// Show a cluster. Example: coe cluster show c1 -c status -c status_reason
+    Show { cluster: String },
+    /// Change a cluster's worker count. Example: coe cluster update c1 --node-count 3 --wait
+    Update {
+        cluster: String,
+        #[arg(long)]
+        node_count: Option<i64>,
+        /// Roll back to the previous counts if the update fails.
+        #[arg(long)]
+        rollback: bool,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Resize a nodegroup. Example: coe cluster resize c1 4 --nodegroup default-worker --wait
+    Resize {
+        cluster: String,
+        node_count: i64,
+        #[arg(long)]
+        nodegroup: Option<String>,
+        #[arg(long = "nodes-to-remove")]
+        nodes_to_remove: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Upgrade to another template. Example: coe cluster upgrade c1 swarm-v2 --wait
+    Upgrade {
+        cluster: String,
+        cluster_template: String,
+        #[arg(long, default_value_t = 1)]
+        max_batch_size: i64,
+        #[arg(long)]
+        nodegroup: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Delete clusters. Example: coe cluster delete c1 --wait
+    Delete {
+        #[arg(required = true)]
+        clusters: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Write a client configuration and print how to use it. Example: eval $(coe cluster config c1)
+    Config {
+        cluster: String,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Also write ca.pem, cert.pem and key.pem next to a kubeconfig.
+        #[arg(long)]
+        output_certs: bool,
+    },
+}
+
+#[derive(Args)]
+struct ClusterCreate {
+    name: String,
+    #[arg(long)]
+    cluster_template: String,
+    #[arg(long, default_value_t = 1)]
+    node_count: i64,
+    #[arg(long, default_value_t = 1)]
+    master_count: i64,
+    #[arg(long)]
+    keypair: Option<String>,
+    #[arg(long, default_value_t = 60)]
+    timeout: i64,
+    #[arg(long)]
+    flavor: Option<String>,
+    #[arg(long)]
+    master_flavor: Option<String>,
+    /// key=value (repeatable, or comma separated).
+    #[arg(long = "labels")]
+    labels: Vec<String>,
+    #[arg(long)]
+    merge_labels: bool,
+    #[arg(long)]
+    wait: bool,
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Example: coe cluster template create swarm --coe swarm-mode --image local-node --external-network local
+    Create(TemplateCreate),
+    List,
+    Show {
+        template: String,
+    },
+    /// Example: coe cluster template update swarm replace labels='{"a": "b"}'
+    Update {
+        template: String,
+        /// add|replace|remove
+        op: String,
+        /// path=value pairs (remove: path)
+        #[arg(required = true)]
+        attributes: Vec<String>,
+    },
+    Delete {
+        #[arg(required = true)]
+        templates: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct TemplateCreate {
+    name: String,
+    #[arg(long)]
+    coe: String,
+    #[arg(long)]
+    image: String,
+    #[arg(long)]
+    external_network: Option<String>,
+    #[arg(long)]
+    flavor: Option<String>,
+    #[arg(long)]
+    master_flavor: Option<String>,
+    #[arg(long)]
+    keypair: Option<String>,
+    #[arg(long)]
+    network_driver: Option<String>,
+    #[arg(long)]
+    docker_volume_size: Option<i64>,
+    #[arg(long = "labels")]
+    labels: Vec<String>,
+    #[arg(long)]
+    tls_disabled: bool,
+    #[arg(long)]
+    public: bool,
+    #[arg(long)]
+    master_lb_enabled: bool,
+}
+
+#[derive(Subcommand)]
+enum NodegroupCommand {
+    /// Example: coe nodegroup create c1 gpu --node-count 2 --node-labels tier=gpu --wait
+    Create {
+        cluster: String,
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        node_count: i64,
+        #[arg(long)]
+        min_nodes: Option<i64>,
+        #[arg(long)]
+        max_nodes: Option<i64>,
+        #[arg(long)]
+        flavor: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long = "node-labels")]
+        node_labels: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    List {
+        cluster: String,
+    },
+    Show {
+        cluster: String,
+        nodegroup: String,
+    },
+    /// Example: coe nodegroup update c1 gpu --max-nodes 5
+    Update {
+        cluster: String,
+        nodegroup: String,
+        #[arg(long)]
+        min_nodes: Option<i64>,
+        #[arg(long)]
+        max_nodes: Option<i64>,
+    },
+    Delete {
+        cluster: String,
+        nodegroup: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the cluster's CA certificate.
+    Show { cluster: String },
+    /// Sign a CSR file. Example: coe ca sign c1 client.csr > cert.pem
+    Sign { cluster: String, csr: PathBuf },
+    /// Replace the cluster's CA. Example: coe ca rotate c1 --wait
+    Rotate {
+        cluster: String,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuotaCommand {
+    /// Example: coe quotas create --project-id p1 --resource Cluster --hard-limit 5
+    Create {
+        #[arg(long)]
+        project_id: String,
+        #[arg(long, default_value = "Cluster")]
+        resource: String,
+        #[arg(long, default_value_t = 1)]
+        hard_limit: i64,
+    },
+    List {
+        #[arg(long)]
+        all_tenants: bool,
+    },
+    Show {
+        #[arg(long)]
+        project_id: String,
+        #[arg(long, default_value = "Cluster")]
+        resource: String,
+    },
+    Update {
+        #[arg(long)]
+        project_id: String,
+        #[arg(long, default_value = "Cluster")]
+        resource: String,
+        #[arg(long)]
+        hard_limit: i64,
+    },
+    Delete {
+        #[arg(long)]
+        project_id: String,
+        #[arg(long, default_value = "Cluster")]
+        resource: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StatsCommand {
+    /// Example: coe stats list my-project
+    List { project: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    List,
+}
+
+#[derive(Subcommand)]
+enum CredentialCommand {
+    /// Example: coe credential rotate c1
+    Rotate { cluster: String },
+}
+
+/// `k=v` arguments (repeated or comma separated) as a labels object.
+fn labels(pairs: &[String]) -> Result<Map<String, Value>, ClientError> {
+    let mut labels = Map::new();
+    for pair in pairs.iter().flat_map(|pair| pair.split(',')) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| ClientError::Setup(format!("{pair:?} is not key=value")))?;
+        labels.insert(key.trim().to_owned(), json!(value.trim()));
+    }
+    Ok(labels)
+}
+
+async fn client(cli: &Cli) -> Result<Client, ClientError> {
+    match &cli.endpoint {
+        Some(endpoint) => Ok(Client::new(
+            endpoint,
+            Credentials::NoAuth {
+                project_id: cli.project_id.clone(),
+                user_id: cli.user_id.clone(),
+                roles: cli.roles.clone(),
+            },
+        )),
+        None if std::env::var("OS_AUTH_URL").is_ok() => Client::from_keystone_environment().await,
+        None => Err(ClientError::Setup(
+            "no endpoint: set MAGNUM_URL (or --endpoint) for a noauth server, or the OS_* variables for Keystone"
+                .to_owned(),
+        )),
+    }
+}
+
+/// Follows a cluster to a terminal status: progress on a terminal, plain lines otherwise.
+async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), ClientError> {
+    let started = Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let mut last = String::new();
+    loop {
+        match client.cluster(cluster).await {
+            Err(ClientError::Api { status: 404, .. }) if gone => {
+                eprintln!("{cluster}: deleted ({}s)", started.elapsed().as_secs());
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+            Ok(body) => {
+                let status = body["status"].as_str().unwrap_or_default().to_owned();
+                let reason = body["status_reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let line = format!(
+                    "{cluster}: {status} — {reason} ({} masters, {} workers)",
+                    body["master_count"], body["node_count"]
+                );
+                if line != last {
+                    if terminal {
+                        eprint!("\r\x1b[2K{line} [{}s]", started.elapsed().as_secs());
+                    } else {
+                        eprintln!("{line} [{}s]", started.elapsed().as_secs());
+                    }
+                    last = line;
+                }
+                if status.ends_with("_FAILED") {
+                    if terminal {
+                        eprintln!();
+                    }
+                    return Err(ClientError::Api {
+                        status: 0,
+                        message: format!("{cluster} is {status}: {reason}"),
+                    });
+                }
+                if !gone && status.ends_with("_COMPLETE") {
+                    if terminal {
+                        eprintln!();
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn write_file(
+    path: &PathBuf,
+    contents: &str,
+    private: bool,
+    force: bool,
+) -> Result<(), ClientError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() && !force {
+        return Err(ClientError::Setup(format!(
+            "{} already exists; use --force to overwrite it",
+            path.display()
+        )));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .map_err(|error| ClientError::Setup(format!("cannot write {}: {error}", path.display())))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for index in 0..4 {
+            if index <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * index)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn cluster_config(
+    client: &Client,
+    cluster: &str,
+    dir: &PathBuf,
+    force: bool,
+    output_certs: bool,
+) -> Result<String, ClientError> {
+    let body = client.cluster(cluster).await?;
+    let name = body["name"].as_str().unwrap_or(cluster).to_owned();
+    let uuid = body["uuid"].as_str().unwrap_or_default().to_owned();
+    let address = body["api_address"].as_str().map(str::to_owned);
+    if address.is_none() {
+        eprintln!("WARNING: the cluster has no api_address yet");
+    }
+    let address = address.unwrap_or_default();
+    let template = client
+        .template(body["cluster_template_id"].as_str().unwrap_or_default())
+        .await?;
+    let tls = !template["tls_disabled"].as_bool().unwrap_or(false);
+    let swarm = template["coe"] != "kubernetes";
+    std::fs::create_dir_all(dir)
+        .map_err(|error| ClientError::Setup(format!("cannot create {}: {error}", dir.display())))?;
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let (mut ca, mut cert, mut key) = (String::new(), String::new(), String::new());
+    if tls {
+        ca = client.get(&format!("/certificates/{uuid}")).await?["pem"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let request = magnum_certs::client_key_and_csr("admin", Some("system:masters"))
+            .map_err(|error| ClientError::Setup(error.to_string()))?;
+        cert = client.sign(&uuid, &request.cert_pem).await?["pem"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        key = request.key_pem;
+    }
+    if swarm {
+        if tls {
+            write_file(&dir.join("ca.pem"), &ca, false, force)?;
+            write_file(&dir.join("cert.pem"), &cert, false, force)?;
+            write_file(&dir.join("key.pem"), &key, true, force)?;
+            return Ok(format!(
+                "export DOCKER_HOST={address}\nexport DOCKER_CERT_PATH={}\nexport DOCKER_TLS_VERIFY=1\n",
+                dir.display()
+            ));
+        }
+        return Ok(format!("export DOCKER_HOST={address}\n"));
+    }
+    let user = if tls {
+        format!(
+            "- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            base64(cert.as_bytes()),
+            base64(key.as_bytes())
+        )
+    } else {
+        "- name: admin\n  user: {}\n".to_owned()
+    };
+    let authority = if tls {
+        format!(
+            "    certificate-authority-data: {}\n",
+            base64(ca.as_bytes())
+        )
+    } else {
+        String::new()
+    };
+    let kubeconfig = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n{authority}    server: {address}\n  name: {name}\ncontexts:\n- context:\n    cluster: {name}\n    user: admin\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {{}}\nusers:\n{user}"
+    );
+    write_file(&dir.join("config"), &kubeconfig, true, force)?;
+    if output_certs && tls {
+        write_file(&dir.join("ca.pem"), &ca, false, force)?;
+        write_file(&dir.join("cert.pem"), &cert, false, force)?;
+        write_file(&dir.join("key.pem"), &key, true, force)?;
+    }
+    Ok(format!(
+        "export KUBECONFIG={}\n",
+        dir.join("config").display()
+    ))
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let out = Output::new(cli.format, cli.columns.clone());
+    if let Command::Completion { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "coe", &mut std::io::stdout());
+        return Ok(());
+    }
+    let client = client(&cli).await?;
+    match &cli.command {
+        Command::Completion { .. } => {}
+        Command::Cluster(command) => match command {
+            ClusterCommand::Template(command) => match command {
+                TemplateCommand::Create(create) => {
+                    let mut body = json!({"name": create.name, "coe": create.coe, "image_id": create.image,
+                        "tls_disabled": create.tls_disabled, "public": create.public,
+                        "master_lb_enabled": create.master_lb_enabled});
+                    for (key, value) in [
+                        ("external_network_id", &create.external_network),
+                        ("flavor_id", &create.flavor),
+                        ("master_flavor_id", &create.master_flavor),
+                        ("keypair_id", &create.keypair),
+                        ("network_driver", &create.network_driver),
+                    ] {
+                        if let Some(value) = value {
+                            body[key] = json!(value);
+                        }
+                    }
+                    if let Some(size) = create.docker_volume_size {
+                        body["docker_volume_size"] = json!(size);
+                    }
+                    if !create.labels.is_empty() {
+                        body["labels"] = Value::Object(labels(&create.labels)?);
+                    }
+                    let created = client.send("POST", "/clustertemplates", Some(body)).await?;
+                    out.show(&created);
+                }
+                TemplateCommand::List => {
+                    let items = client
+                        .list_all("/clustertemplates", "clustertemplates")
+                        .await?;
+                    out.list(&items, &["uuid", "name", "tags"]);
+                }
+                TemplateCommand::Show { template } => out.show(&client.template(template).await?),
+                TemplateCommand::Update {
+                    template,
+                    op,
+                    attributes,
+                } => {
+                    let patch: Vec<Value> = attributes
+                        .iter()
+                        .map(|attribute| match attribute.split_once('=') {
+                            Some((path, value)) => {
+                                json!({"op": op, "path": format!("/{path}"), "value": value})
+                            }
+                            None => json!({"op": op, "path": format!("/{attribute}")}),
+                        })
+                        .collect();
+                    let updated = client
+                        .send(
+                            "PATCH",
+                            &format!("/clustertemplates/{template}"),
+                            Some(Value::Array(patch)),
+                        )
+                        .await?;
+                    out.show(&updated);
+                }
+                TemplateCommand::Delete { templates } => {
+                    for template in templates {
+                        client
+                            .send("DELETE", &format!("/clustertemplates/{template}"), None)
+                            .await?;
+                        out.message(&format!(
+                            "Request to delete cluster template {template} has been accepted."
+                        ));
+                    }
+                }
+            },
+            ClusterCommand::Create(create) => {
+                let mut body = json!({"name": create.name, "cluster_template_id": create.cluster_template,
+                    "node_count": create.node_count, "master_count": create.master_count,
+                    "create_timeout": create.timeout, "keypair": create.keypair});
+                if let Some(flavor) = &create.flavor {
+                    body["flavor_id"] = json!(flavor);
+                }
+                if let Some(flavor) = &create.master_flavor {
+                    body["master_flavor_id"] = json!(flavor);
+                }
+                if !create.labels.is_empty() {
+                    body["labels"] = Value::Object(labels(&create.labels)?);
+                }
+                if create.merge_labels {
+                    body["merge_labels"] = json!(true);
+                }
+                let created = client.send("POST", "/clusters", Some(body)).await?;
+                let uuid = created["uuid"].as_str().unwrap_or_default().to_owned();
+                out.message(&format!("Request to create cluster {uuid} accepted"));
+                if create.wait {
+                    wait_for(&client, &uuid, false).await?;
+                }
+            }
+            ClusterCommand::List => {
+                let items = client.list_all("/clusters", "clusters").await?;
+                out.list(
+                    &items,
+                    &[
+                        "uuid",
+                        "name",
+                        "keypair",
+                        "node_count",
+                        "master_count",
+                        "status",
+                        "health_status",
+                    ],
+                );
+            }
+            ClusterCommand::Show { cluster } => out.show(&client.cluster(cluster).await?),
+            ClusterCommand::Update {
+                cluster,
+                node_count,
+                rollback,
+                wait,
+            } => {
+                let mut patch = Vec::new();
+                if let Some(count) = node_count {
+                    patch.push(json!({"op": "replace", "path": "/node_count", "value": count}));
+                }
+                let path = if *rollback {
+                    format!("/clusters/{cluster}?rollback=True")
+                } else {
+                    format!("/clusters/{cluster}")
+                };
+                client
+                    .send("PATCH", &path, Some(Value::Array(patch)))
+                    .await?;
+                out.message(&format!(
+                    "Request to update cluster {cluster} has been accepted."
+                ));
+                if *wait {
+                    wait_for(&client, cluster, false).await?;
+                }
+            }
+            ClusterCommand::Resize {
+                cluster,
+                node_count,
+                nodegroup,
+                nodes_to_remove,
+                wait,
+            } => {
+                let mut body = json!({"node_count": node_count});
+                if let Some(nodegroup) = nodegroup {
+                    body["nodegroup"] = json!(nodegroup);
+                }
+                if !nodes_to_remove.is_empty() {
+                    body["nodes_to_remove"] = json!(nodes_to_remove);
+                }
+                client
+                    .send(
+                        "POST",
+                        &format!("/clusters/{cluster}/actions/resize"),
+                        Some(body),
+                    )
+                    .await?;
+                out.message(&format!(
+                    "Request to resize cluster {cluster} has been accepted."
+                ));
+                if *wait {
+                    wait_for(&client, cluster, false).await?;
+                }
+            }
+            ClusterCommand::Upgrade {
+                cluster,
+                cluster_template,
+                max_batch_size,
+                nodegroup,
+                wait,
+            } => {
+                let mut body =
+                    json!({"cluster_template": cluster_template, "max_batch_size": max_batch_size});
+                if let Some(nodegroup) = nodegroup {
+                    body["nodegroup"] = json!(nodegroup);
+                }
+                client
+                    .send(
+                        "POST",
+                        &format!("/clusters/{cluster}/actions/upgrade"),
+                        Some(body),
+                    )
+                    .await?;
+                out.message(&format!(
+                    "Request to upgrade cluster {cluster} has been accepted."
+                ));
+                if *wait {
+                    wait_for(&client, cluster, false).await?;
+                }
+            }
+            ClusterCommand::Delete { clusters, wait } => {
+                for cluster in clusters {
+                    client
+                        .send("DELETE", &format!("/clusters/{cluster}"), None)
+                        .await?;
+                    out.message(&format!(
+                        "Request to delete cluster {cluster} has been accepted."
+                    ));
+                }
+                if *wait {
+                    for cluster in clusters {
+                        wait_for(&client, cluster, true).await?;
+                    }
+                }
+            }
+            ClusterCommand::Config {
+                cluster,
+                dir,
+                force,
+                output_certs,
+            } => {
+                print!(
+                    "{}",
+                    cluster_config(&client, cluster, dir, *force, *output_certs).await?
+                );
+            }
+        },
+        Command::Nodegroup(command) => match command {
+            NodegroupCommand::Create {
+                cluster,
+                name,
+                node_count,
+                min_nodes,
+                max_nodes,
+                flavor,
+                role,
+                node_labels,
+                wait,
+            } => {
+                let mut body = json!({"name": name, "node_count": node_count});
+                for (key, value) in [("min_node_count", min_nodes), ("max_node_count", max_nodes)] {
+                    if let Some(value) = value {
+                        body[key] = json!(value);
+                    }
+                }
+                for (key, value) in [("flavor_id", flavor), ("role", role)] {
+                    if let Some(value) = value {
+                        body[key] = json!(value);
+                    }
+                }
+                if !node_labels.is_empty() {
+                    body["node_labels"] = Value::Object(labels(node_labels)?);
+                }
+                client
+                    .send(
+                        "POST",
+                        &format!("/clusters/{cluster}/nodegroups"),
+                        Some(body),
+                    )
+                    .await?;
+                out.message(&format!("Request to create nodegroup {name} accepted"));
+                if *wait {
+                    wait_for(&client, cluster, false).await?;
+                }
+            }
+            NodegroupCommand::List { cluster } => {
+                let items = client
+                    .list_all(&format!("/clusters/{cluster}/nodegroups"), "nodegroups")
+                    .await?;
+                out.list(
+                    &items,
+                    &[
+                        "uuid",
+                        "name",
+                        "flavor_id",
+                        "image_id",
+                        "node_count",
+                        "status",
+                        "role",
+                    ],
+                );
+            }
+            NodegroupCommand::Show { cluster, nodegroup } => {
+                out.show(
+                    &client
+                        .get(&format!("/clusters/{cluster}/nodegroups/{nodegroup}"))
+                        .await?,
+                );
+            }
+            NodegroupCommand::Update {
+                cluster,
+                nodegroup,
+                min_nodes,
+                max_nodes,
+            } => {
+                let mut patch = Vec::new();
+                for (path, value) in [
+                    ("/min_node_count", min_nodes),
+                    ("/max_node_count", max_nodes),
+                ] {
+                    if let Some(value) = value {
+                        patch.push(json!({"op": "replace", "path": path, "value": value}));
+                    }
+                }
+                let updated = client
+                    .send(
+                        "PATCH",
+                        &format!("/clusters/{cluster}/nodegroups/{nodegroup}"),
+                        Some(Value::Array(patch)),
+                    )
+                    .await?;
+                out.show(&updated);
+            }
+            NodegroupCommand::Delete {
+                cluster,
+                nodegroup,
+                wait,
+            } => {
+                client
+                    .send(
+                        "DELETE",
+                        &format!("/clusters/{cluster}/nodegroups/{nodegroup}"),
+                        None,
+                    )
+                    .await?;
+                out.message(&format!(
+                    "Request to delete nodegroup {nodegroup} has been accepted."
+                ));
+                if *wait {
+                    wait_for(&client, cluster, false).await?;
+                }
+            }
+        },
+        Command::Ca(command) => match command {
+            CaCommand::Show { cluster } => {
+                let uuid = client.cluster(cluster).await?["uuid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                println!(
+                    "{}",
+                    client.get(&format!("/certificates/{uuid}")).await?["pem"]
+                        .as_str()
+                        .unwrap_or_default()
+                );
+            }
+            CaCommand::Sign { cluster, csr } => {
+                let text = std::fs::read_to_string(csr).map_err(|error| {
+                    ClientError::Setup(format!("cannot read {}: {error}", csr.display()))
+                })?;
+                println!(
+                    "{}",
+                    client.sign(cluster, &text).await?["pem"]
+                        .as_str()
+                        .unwrap_or_default()
+                );
+            }
+            CaCommand::Rotate { cluster, wait } => {
+                let uuid = client.cluster(cluster).await?["uuid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                client
+                    .send("PATCH", &format!("/certificates/{uuid}"), None)
+                    .await?;
+                out.message(&format!(
+                    "Request to rotate the CA of cluster {cluster} has been accepted."
+                ));
+                if *wait {
+                    wait_for(&client, &uuid, false).await?;
+                }
+            }
+        },
+        Command::Quotas(command) => match command {
+            QuotaCommand::Create {
+                project_id,
+                resource,
+                hard_limit,
+            } => {
+                let created = client
+                    .send("POST", "/quotas", Some(json!({"project_id": project_id, "resource": resource, "hard_limit": hard_limit})))
+                    .await?;
+                out.show(&created);
+            }
+            QuotaCommand::List { all_tenants } => {
+                let path = if *all_tenants {
+                    "/quotas?all_tenants=True"
+                } else {
+                    "/quotas"
+                };
+                let items = client.list_all(path, "quotas").await?;
+                out.list(&items, &["project_id", "resource", "hard_limit"]);
+            }
+            QuotaCommand::Show {
+                project_id,
+                resource,
+            } => out.show(
+                &client
+                    .get(&format!("/quotas/{project_id}/{resource}"))
+                    .await?,
+            ),
+            QuotaCommand::Update {
+                project_id,
+                resource,
+                hard_limit,
+            } => {
+                let updated = client
+                    .send(
+                        "PATCH",
+                        &format!("/quotas/{project_id}/{resource}"),
+                        Some(json!({"project_id": project_id, "resource": resource, "hard_limit": hard_limit})),
+                    )
+                    .await?;
+                out.show(&updated);
+            }
+            QuotaCommand::Delete {
+                project_id,
+                resource,
+            } => {
+                client
+                    .send("DELETE", &format!("/quotas/{project_id}/{resource}"), None)
+                    .await?;
+                out.message(&format!(
+                    "Request to delete quota of {project_id} for {resource} has been accepted."
+                ));
+            }
+        },
+        Command::Stats(StatsCommand::List { project }) => {
+            let path = match project {
+                Some(project) => format!("/stats?project_id={project}"),
+                None => "/stats".to_owned(),
+            };
+            out.show(&client.get(&path).await?);
+        }
+        Command::Service(ServiceCommand::List) => {
+            let items = client.get("/mservices").await?["mservices"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            out.list(
+                &items,
+                &[
+                    "id",
+                    "host",
+                    "binary",
+                    "state",
+                    "disabled",
+                    "disabled_reason",
+                    "created_at",
+                    "updated_at",
+                ],
+            );
+        }
+        Command::Credential(CredentialCommand::Rotate { cluster }) => {
+            let uuid = client.cluster(cluster).await?["uuid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            client
+                .send("PATCH", &format!("/credentials/{uuid}"), None)
+                .await?;
+            out.message(&format!(
+                "Request to rotate the credentials of cluster {cluster} has been accepted."
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("coe: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
