@@ -1,0 +1,411 @@
+//! `coe` against a real magnumd: every verb, the output formats, --wait, and
+//! `eval $(coe cluster config …)` followed by `docker node ls` on a real local cluster.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use magnum_driver::Driver;
+use magnum_test_support::scripted::ScriptedDriver;
+use serde_json::Value;
+
+struct Server {
+    url: String,
+    running: magnumd::Running,
+    _state: tempfile::TempDir,
+}
+
+async fn start(pool: &str) -> Server {
+    let state = tempfile::tempdir().unwrap();
+    let mut config = magnumd::Config::default();
+    config.server.listen = "127.0.0.1:0".to_owned();
+    config.server.state_dir = Some(state.path().to_owned());
+    config.conductor.poll_interval_ms = 100;
+    config.drivers.local.network_pool = pool.to_owned();
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(ScriptedDriver::new())];
+    let running = magnumd::start_with_drivers(&config, magnumd::Role::All, &drivers)
+        .await
+        .unwrap();
+    Server {
+        url: format!("http://{}", running.address.unwrap()),
+        running,
+        _state: state,
+    }
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn coe(server: &Server, arguments: &[&str]) -> Outcome {
+    let url = server.url.clone();
+    let arguments: Vec<String> = arguments
+        .iter()
+        .map(|argument| (*argument).to_owned())
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_coe"))
+            .args(&arguments)
+            .env("MAGNUM_URL", url)
+            .output()
+            .unwrap();
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn ok(server: &Server, arguments: &[&str]) -> String {
+    let outcome = coe(server, arguments).await;
+    assert_eq!(
+        outcome.code, 0,
+        "{arguments:?}: {}{}",
+        outcome.stdout, outcome.stderr
+    );
+    outcome.stdout
+}
+
+async fn json(server: &Server, arguments: &[&str]) -> Value {
+    let mut all = arguments.to_vec();
+    all.extend(["-f", "json"]);
+    serde_json::from_str(&ok(server, &all).await).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_verb_against_a_real_server() {
+    let server = start("10.97.0.0/16").await;
+    for name in ["t1", "t2"] {
+        ok(
+            &server,
+            &[
+                "cluster",
+                "template",
+                "create",
+                name,
+                "--coe",
+                "swarm-mode",
+                "--image",
+                "scripted-image",
+                "--flavor",
+                "s.small",
+                "--master-flavor",
+                "s.small",
+                "--external-network",
+                "public",
+            ],
+        )
+        .await;
+    }
+    let templates = json(&server, &["cluster", "template", "list"]).await;
+    assert_eq!(templates.as_array().unwrap().len(), 2);
+    assert_eq!(
+        ok(
+            &server,
+            &["cluster", "template", "show", "t1", "-c", "coe", "-f", "value"]
+        )
+        .await,
+        "swarm-mode\n"
+    );
+
+    let created = coe(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "c1",
+            "--cluster-template",
+            "t1",
+            "--node-count",
+            "2",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(
+        created.stdout.starts_with("Request to create cluster "),
+        "{}",
+        created.stdout
+    );
+    assert!(
+        created.stderr.contains("CREATE_COMPLETE"),
+        "progress is shown: {}",
+        created.stderr
+    );
+    let clusters = json(&server, &["cluster", "list"]).await;
+    assert_eq!(clusters[0]["status"], "CREATE_COMPLETE");
+    assert_eq!(clusters[0]["node_count"], 2);
+    let table = ok(&server, &["cluster", "list"]).await;
+    assert!(
+        table.contains("| uuid ") && table.contains("CREATE_COMPLETE"),
+        "{table}"
+    );
+    let yaml = ok(
+        &server,
+        &[
+            "cluster",
+            "show",
+            "c1",
+            "-f",
+            "yaml",
+            "-c",
+            "status",
+            "-c",
+            "node_count",
+        ],
+    )
+    .await;
+    assert_eq!(yaml, "status: \"CREATE_COMPLETE\"\nnode_count: 2\n");
+
+    ok(
+        &server,
+        &["cluster", "update", "c1", "--node-count", "3", "--wait"],
+    )
+    .await;
+    assert_eq!(
+        ok(
+            &server,
+            &["cluster", "show", "c1", "-c", "node_count", "-f", "value"]
+        )
+        .await,
+        "3\n"
+    );
+    ok(&server, &["cluster", "resize", "c1", "1", "--wait"]).await;
+    ok(&server, &["cluster", "upgrade", "c1", "t2", "--wait"]).await;
+
+    ok(
+        &server,
+        &[
+            "nodegroup",
+            "create",
+            "c1",
+            "ng1",
+            "--node-count",
+            "1",
+            "--max-nodes",
+            "3",
+            "--wait",
+        ],
+    )
+    .await;
+    let groups = json(&server, &["nodegroup", "list", "c1"]).await;
+    assert_eq!(groups.as_array().unwrap().len(), 3);
+    ok(
+        &server,
+        &["nodegroup", "update", "c1", "ng1", "--max-nodes", "5"],
+    )
+    .await;
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "nodegroup",
+                "show",
+                "c1",
+                "ng1",
+                "-c",
+                "max_node_count",
+                "-f",
+                "value"
+            ]
+        )
+        .await,
+        "5\n"
+    );
+    ok(&server, &["nodegroup", "delete", "c1", "ng1", "--wait"]).await;
+
+    let ca = ok(&server, &["ca", "show", "c1"]).await;
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+    ok(&server, &["ca", "rotate", "c1", "--wait"]).await;
+
+    ok(
+        &server,
+        &[
+            "quotas",
+            "create",
+            "--project-id",
+            "p9",
+            "--hard-limit",
+            "5",
+        ],
+    )
+    .await;
+    let quotas = json(&server, &["quotas", "list", "--all-tenants"]).await;
+    assert_eq!(quotas[0]["hard_limit"], 5);
+    ok(
+        &server,
+        &[
+            "quotas",
+            "update",
+            "--project-id",
+            "p9",
+            "--hard-limit",
+            "7",
+        ],
+    )
+    .await;
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "quotas",
+                "show",
+                "--project-id",
+                "p9",
+                "-c",
+                "hard_limit",
+                "-f",
+                "value"
+            ]
+        )
+        .await,
+        "7\n"
+    );
+    ok(&server, &["quotas", "delete", "--project-id", "p9"]).await;
+    let stats = json(&server, &["stats", "list", "default"]).await;
+    assert_eq!(stats, serde_json::json!({"clusters": 1, "nodes": 2}));
+    let services = json(&server, &["service", "list"]).await;
+    assert_eq!(services[0]["binary"], "magnum-conductor");
+
+    // Errors: non-zero exit with the server's words.
+    let refused = coe(&server, &["credential", "rotate", "c1"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused
+            .stderr
+            .contains("Credential rotation is not supported by driver."),
+        "{}",
+        refused.stderr
+    );
+    let refused = coe(&server, &["cluster", "show", "nope"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("Cluster nope could not be found."),
+        "{}",
+        refused.stderr
+    );
+
+    // config writes the TLS files (key private) and prints the exports.
+    let directory = tempfile::tempdir().unwrap();
+    let exports = ok(
+        &server,
+        &[
+            "cluster",
+            "config",
+            "c1",
+            "--dir",
+            directory.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(exports.contains("export DOCKER_HOST=tcp://"), "{exports}");
+    assert!(exports.contains("export DOCKER_TLS_VERIFY=1"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(directory.path().join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let again = coe(
+        &server,
+        &[
+            "cluster",
+            "config",
+            "c1",
+            "--dir",
+            directory.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_ne!(again.code, 0, "existing files are kept without --force");
+    ok(
+        &server,
+        &[
+            "cluster",
+            "config",
+            "c1",
+            "--dir",
+            directory.path().to_str().unwrap(),
+            "--force",
+        ],
+    )
+    .await;
+
+    let deleted = ok(&server, &["cluster", "delete", "c1", "--wait"]).await;
+    assert!(deleted.contains("Request to delete cluster c1 has been accepted."));
+    assert_eq!(
+        json(&server, &["cluster", "list"]).await,
+        serde_json::json!([])
+    );
+    let completion = ok(&server, &["completion", "bash"]).await;
+    assert!(completion.contains("_coe"));
+    server.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
+    let server = start("10.98.0.0/16").await;
+    ok(
+        &server,
+        &[
+            "cluster",
+            "template",
+            "create",
+            "swarm",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "local-node",
+            "--external-network",
+            "local",
+        ],
+    )
+    .await;
+    let created = coe(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "real",
+            "--cluster-template",
+            "swarm",
+            "--node-count",
+            "2",
+            "--wait",
+        ],
+    )
+    .await;
+    let directory = tempfile::tempdir().unwrap();
+    let script = format!(
+        "eval \"$({coe} cluster config real --dir {dir})\" && docker node ls --format '{{{{.Status}}}}'",
+        coe = env!("CARGO_BIN_EXE_coe"),
+        dir = directory.path().display()
+    );
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("MAGNUM_URL", &server.url)
+        .output()
+        .unwrap();
+    let nodes = String::from_utf8_lossy(&output.stdout).into_owned();
+    let deleted = coe(&server, &["cluster", "delete", "real", "--wait"]).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    assert!(
+        output.status.success(),
+        "{nodes}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        nodes.lines().filter(|line| *line == "Ready").count(),
+        3,
+        "{nodes}"
+    );
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    server.running.stop().await;
+}
