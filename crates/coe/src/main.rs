@@ -619,7 +619,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             ClusterCommand::Create(create) => {
                 let mut body = json!({"name": create.name, "cluster_template_id": create.cluster_template,
                     "node_count": create.node_count, "master_count": create.master_count,
-                    "create_timeout": create.timeout, "keypair": create.keypair});
+                    "create_timeout": create.timeout, "keypair": create.keypair, "discovery_url": null});
                 if let Some(flavor) = &create.flavor {
                     body["flavor_id"] = json!(flavor);
                 }
@@ -773,16 +773,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 node_labels,
                 wait,
             } => {
-                let mut body = json!({"name": name, "node_count": node_count});
-                for (key, value) in [("min_node_count", min_nodes), ("max_node_count", max_nodes)] {
-                    if let Some(value) = value {
-                        body[key] = json!(value);
-                    }
-                }
-                for (key, value) in [("flavor_id", flavor), ("role", role)] {
-                    if let Some(value) = value {
-                        body[key] = json!(value);
-                    }
+                // The defaults written out, as python-magnumclient sends them.
+                let mut body = json!({"name": name, "node_count": node_count,
+                    "min_node_count": min_nodes.unwrap_or(0), "max_node_count": max_nodes,
+                    "role": role.clone().unwrap_or_else(|| "worker".to_owned())});
+                if let Some(flavor) = flavor {
+                    body["flavor_id"] = json!(flavor);
                 }
                 if !node_labels.is_empty() {
                     body["node_labels"] = Value::Object(labels(node_labels)?);
