@@ -174,10 +174,10 @@ struct ClusterCreate {
 enum TemplateCommand {
     /// Example: coe cluster template create swarm --coe swarm-mode --image local-node --external-network local
     Create(TemplateCreate),
+    /// List templates. Example: coe cluster template list
     List,
-    Show {
-        template: String,
-    },
+    /// Show a template. Example: coe cluster template show swarm -f yaml
+    Show { template: String },
     /// Example: coe cluster template update swarm replace labels='{"a": "b"}'
     Update {
         template: String,
@@ -187,6 +187,7 @@ enum TemplateCommand {
         #[arg(required = true)]
         attributes: Vec<String>,
     },
+    /// Delete templates. Example: coe cluster template delete swarm
     Delete {
         #[arg(required = true)]
         templates: Vec<String>,
@@ -243,13 +244,10 @@ enum NodegroupCommand {
         #[arg(long)]
         wait: bool,
     },
-    List {
-        cluster: String,
-    },
-    Show {
-        cluster: String,
-        nodegroup: String,
-    },
+    /// List a cluster's nodegroups. Example: coe nodegroup list c1
+    List { cluster: String },
+    /// Show a nodegroup. Example: coe nodegroup show c1 default-worker
+    Show { cluster: String, nodegroup: String },
     /// Example: coe nodegroup update c1 gpu --max-nodes 5
     Update {
         cluster: String,
@@ -259,6 +257,7 @@ enum NodegroupCommand {
         #[arg(long)]
         max_nodes: Option<i64>,
     },
+    /// Delete a nodegroup. Example: coe nodegroup delete c1 gpu --wait
     Delete {
         cluster: String,
         nodegroup: String,
@@ -292,16 +291,19 @@ enum QuotaCommand {
         #[arg(long, default_value_t = 1)]
         hard_limit: i64,
     },
+    /// List quotas. Example: coe quotas list --all-tenants
     List {
         #[arg(long)]
         all_tenants: bool,
     },
+    /// Show a project's quota. Example: coe quotas show --project-id p1
     Show {
         #[arg(long)]
         project_id: String,
         #[arg(long, default_value = "Cluster")]
         resource: String,
     },
+    /// Change a quota. Example: coe quotas update --project-id p1 --hard-limit 10
     Update {
         #[arg(long)]
         project_id: String,
@@ -310,6 +312,7 @@ enum QuotaCommand {
         #[arg(long)]
         hard_limit: i64,
     },
+    /// Remove a quota. Example: coe quotas delete --project-id p1
     Delete {
         #[arg(long)]
         project_id: String,
@@ -326,6 +329,7 @@ enum StatsCommand {
 
 #[derive(Subcommand)]
 enum ServiceCommand {
+    /// List conductors. Example: coe service list
     List,
 }
 
