@@ -189,6 +189,65 @@ impl Default for Policy {
     }
 }
 
+/// Reads an oslo.policy override file: YAML (`"rule": "check string"` per line, `#` comments)
+/// or JSON (an object of strings). Returns the (rule, check string) pairs, in file order.
+pub fn parse_override_file(text: &str) -> Result<Vec<(String, String)>, PolicyParseError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(trimmed)
+            .map_err(|error| PolicyParseError {
+                check_string: String::new(),
+                reason: format!("not a JSON object of strings: {error}"),
+            })?;
+        return object
+            .into_iter()
+            .map(|(rule, value)| match value {
+                serde_json::Value::String(check) => Ok((rule, check)),
+                _ => Err(PolicyParseError {
+                    reason: format!("the check string of {rule} must be a string"),
+                    check_string: String::new(),
+                }),
+            })
+            .collect();
+    }
+    let unquote = |text: &str| -> String {
+        let text = text.trim();
+        let quoted = text.len() >= 2
+            && ((text.starts_with('"') && text.ends_with('"'))
+                || (text.starts_with('\'') && text.ends_with('\'')));
+        if quoted {
+            text[1..text.len() - 1].to_owned()
+        } else {
+            text.to_owned()
+        }
+    };
+    let mut pairs = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let content = line.trim();
+        if content.is_empty() || content.starts_with('#') || content == "---" {
+            continue;
+        }
+        // Rule names contain ':', so split after the closing quote of a quoted key.
+        let split = if let Some(rest) = content.strip_prefix('"') {
+            rest.find('"').map(|end| end + 2)
+        } else if let Some(rest) = content.strip_prefix('\'') {
+            rest.find('\'').map(|end| end + 2)
+        } else {
+            content.rfind(": ").or_else(|| content.rfind(':'))
+        };
+        let Some(at) = split.filter(|at| content[*at..].trim_start().starts_with(':')) else {
+            return Err(PolicyParseError {
+                check_string: String::new(),
+                reason: format!("line {}: expected \"rule\": \"check string\"", number + 1),
+            });
+        };
+        let rule = unquote(&content[..at]);
+        let check = unquote(content[at..].trim_start().trim_start_matches(':'));
+        pairs.push((rule, check));
+    }
+    Ok(pairs)
+}
+
 impl Policy {
     /// The defaults with some rules replaced (an operator's override file).
     pub fn with_overrides(overrides: &[(String, String)]) -> Result<Self, PolicyParseError> {
@@ -466,6 +525,27 @@ mod tests {
         assert!(policy.allows("magnum-service:get_all", &creator, &caller));
         let admin = Identity::new("p", "u", &["admin"]);
         assert!(!policy.allows("cluster:delete", &admin, &caller));
+    }
+
+    #[test]
+    fn override_files_in_yaml_and_json() {
+        let yaml = "# operators' rules\n\"cluster:create\": \"role:admin\"\n'cluster:delete': '!'\ncontext_is_admin: role:admin or role:cloud-admin\n";
+        let pairs = parse_override_file(yaml).unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("cluster:create".to_owned(), "role:admin".to_owned()),
+                ("cluster:delete".to_owned(), "!".to_owned()),
+                (
+                    "context_is_admin".to_owned(),
+                    "role:admin or role:cloud-admin".to_owned()
+                ),
+            ]
+        );
+        let json = r#"{"cluster:create": "role:admin"}"#;
+        assert_eq!(parse_override_file(json).unwrap().len(), 1);
+        assert!(parse_override_file("just words\n").is_err());
+        assert!(Policy::with_overrides(&parse_override_file(yaml).unwrap()).is_ok());
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct DatabaseConfig {
 pub struct AuthConfig {
     /// `noauth` (identity from request headers or the defaults below).
     pub strategy: String,
+    /// An oslo.policy override file (YAML or JSON: rule name → check string).
+    pub policy_file: Option<PathBuf>,
     pub noauth: NoAuthConfig,
 }
 
@@ -201,6 +203,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             strategy: "noauth".to_owned(),
+            policy_file: None,
             noauth: NoAuthConfig::default(),
         }
     }
@@ -356,6 +359,9 @@ impl Config {
         if self.conductor.heartbeat_interval == 0 {
             bail!("conductor.heartbeat_interval must be at least 1 second");
         }
+        if self.auth.policy_file.is_some() {
+            self.policy()?;
+        }
         if self.conductor.lease < 2 {
             bail!("conductor.lease must be at least 2 seconds");
         }
@@ -479,6 +485,20 @@ impl Config {
                     .clone(),
             },
         }
+    }
+
+    /// The policy: upstream's defaults with the operator's overrides, if any.
+    pub fn policy(&self) -> anyhow::Result<magnum_domain::policy::Policy> {
+        use magnum_domain::policy::{parse_override_file, Policy};
+        let Some(path) = &self.auth.policy_file else {
+            return Ok(Policy::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))?;
+        let overrides = parse_override_file(&text)
+            .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))?;
+        Policy::with_overrides(&overrides)
+            .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))
     }
 
     pub fn notifications_path(&self) -> PathBuf {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use magnum_api::{ApiSettings, AppState, NoAuth};
 use magnum_conductor::{Conductor, FileNotifier, Notifier, NullNotifier, RabbitNotifier};
-use magnum_domain::policy::Policy;
 use magnum_domain::Identity;
 use magnum_driver::{Driver, DriverRegistry};
 use magnum_driver_local::LocalDriver;
@@ -121,7 +120,7 @@ fn api_state(
         drivers,
         operations_enqueued,
         certificates,
-        policy: Policy::default(),
+        policy: config.policy()?,
         authenticator: Arc::new(NoAuth::new(default_identity)),
         settings: ApiSettings {
             max_limit: config.api.max_limit,

@@ -1422,3 +1422,45 @@ async fn deployments_under_a_path_prefix() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_operator_policy_file_overrides_the_defaults() {
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("policy.yaml");
+    std::fs::write(
+        &file,
+        "# only admins create templates here\n\"clustertemplate:create\": \"rule:context_is_admin\"\n'clustertemplate:get_all': 'role:reader or role:auditor'\n",
+    )
+    .unwrap();
+    let engine = crate::support::engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.auth.policy_file = Some(file.clone());
+    })
+    .await;
+    let body = serde_json::json!({"coe": "swarm-mode", "image_id": "local-node", "external_network_id": "local"});
+    let refused = app.post("/v1/clustertemplates", ALICE, body.clone()).await;
+    assert_eq!(
+        (refused.status, refused.detail()),
+        (
+            403,
+            "Policy doesn't allow clustertemplate:create to be performed."
+        )
+    );
+    assert_eq!(
+        app.post("/v1/clustertemplates", ADMIN, body).await.status,
+        201
+    );
+    let auditor = crate::support::Caller {
+        project_id: "p-0001",
+        user_id: "u-audit",
+        roles: "auditor",
+    };
+    assert_eq!(app.get("/v1/clustertemplates", auditor).await.status, 200);
+    app.stop().await;
+    // A broken file stops start-up with the file named.
+    std::fs::write(&file, "\"cluster:create\": \"role:admin and (\"\n").unwrap();
+    let mut config = magnumd::Config::default();
+    config.auth.policy_file = Some(file.clone());
+    let error = config.check().unwrap_err().to_string();
+    assert!(error.contains("auth.policy_file"), "{error}");
+}
