@@ -1,4 +1,4 @@
-//! The Magnum v1 HTTP API. This is the only crate that speaks HTTP.
+//! The Magnum v1 HTTP API. This is the only crate that serves HTTP.
 //!
 //! One fallback handler ([`routing::dispatch`]) does upstream's routing by hand, because the
 //! contract has quirks a declarative router cannot express: unversioned aliases, trailing

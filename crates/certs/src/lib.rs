@@ -114,6 +114,25 @@ fn pem_body(pem: &str, label: &str) -> Result<Vec<u8>, CertError> {
     decode_base64(&pem[start..stop]).ok_or_else(|| CertError::InvalidCsr("bad base64".to_owned()))
 }
 
+/// Standard base64 with padding (the body of PEM, kubeconfig `*-data` fields).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for index in 0..4 {
+            if index <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * index)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut buffer = 0u32;
@@ -525,7 +544,7 @@ mod tests {
         der[middle] ^= 0x01;
         let tampered = format!(
             "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
-            encode_base64(&der)
+            base64_encode(&der)
         );
         assert!(matches!(
             sign_csr(&ca, &tampered, 10),
@@ -536,25 +555,6 @@ mod tests {
             sign_csr(&ca, &critical, 10).unwrap_err().to_string(),
             "Extension '1.2.3.4' not allowed"
         );
-    }
-
-    fn encode_base64(bytes: &[u8]) -> String {
-        const TABLE: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in bytes.chunks(3) {
-            let n = (u32::from(chunk[0]) << 16)
-                | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*chunk.get(2).unwrap_or(&0));
-            for index in 0..4 {
-                if index <= chunk.len() {
-                    out.push(TABLE[((n >> (18 - 6 * index)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
     }
 
     #[test]

@@ -445,24 +445,6 @@ fn write_file(
         .map_err(|error| ClientError::Setup(format!("cannot write {}: {error}", path.display())))
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for index in 0..4 {
-            if index <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * index)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 async fn cluster_config(
     client: &Client,
     cluster: &str,
@@ -515,8 +497,8 @@ async fn cluster_config(
     let user = if tls {
         format!(
             "- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-            base64(cert.as_bytes()),
-            base64(key.as_bytes())
+            magnum_certs::base64_encode(cert.as_bytes()),
+            magnum_certs::base64_encode(key.as_bytes())
         )
     } else {
         "- name: admin\n  user: {}\n".to_owned()
@@ -524,7 +506,7 @@ async fn cluster_config(
     let authority = if tls {
         format!(
             "    certificate-authority-data: {}\n",
-            base64(ca.as_bytes())
+            magnum_certs::base64_encode(ca.as_bytes())
         )
     } else {
         String::new()

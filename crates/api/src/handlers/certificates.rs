@@ -11,10 +11,10 @@ use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
 use magnum_driver::Action;
 use magnum_keystore::{ca_kind, KeystoreError};
-use magnum_store::{ClusterChange, ClusterScope, StoreError, TemplateScope};
+use magnum_store::{ClusterChange, ClusterScope, StoreError};
 use serde_json::{json, Value};
 
-use super::clusters::{driver_for, initiator, resolve, sorted_object};
+use super::clusters::{driver_for, initiator, resolve, sorted_object, CONCURRENT_UPDATE_ATTEMPTS};
 use super::respond;
 use crate::error::ApiError;
 use crate::input::{attribute, body_object, mandatory, parse_object, Attribute, Kind};
@@ -156,8 +156,6 @@ async fn sign(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> 
     ))
 }
 
-const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
-
 /// Stores the cluster in UPDATE_IN_PROGRESS with the operation that carries `kind` out.
 async fn start_operation(
     request: &ResourceRequest<'_>,
@@ -234,11 +232,7 @@ async fn rotate_ca(request: ResourceRequest<'_>, ident: &str) -> Result<Response
     state
         .policy
         .enforce("certificate:rotate_ca", identity, &target(&cluster))?;
-    let template = state
-        .store
-        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-        .await?
-        .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+    let template = super::clusters::template_of(state, &cluster).await?;
     if template.tls_disabled {
         return Err(ApiError::bad_request(
             "Rotating the CA certificate on a non-TLS cluster is not supported",
@@ -293,11 +287,7 @@ async fn rotate_credentials(
             cluster.status
         )));
     }
-    let template = state
-        .store
-        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-        .await?
-        .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+    let template = super::clusters::template_of(state, &cluster).await?;
     driver_for(state, &template, Action::RotateCredentials)?;
     start_operation(
         &request,

@@ -341,6 +341,18 @@ pub(crate) async fn resolve_for(
     resolve(state, ident, scope(state, identity, all_projects_rule)).await
 }
 
+/// The template a stored cluster was built from (the foreign key keeps it present).
+pub(crate) async fn template_of(
+    state: &AppState,
+    cluster: &Cluster,
+) -> Result<ClusterTemplate, ApiError> {
+    state
+        .store
+        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
+        .await?
+        .ok_or_else(|| ApiError::internal("a cluster's template is missing"))
+}
+
 async fn template_labels(state: &AppState, cluster: &Cluster) -> Result<Option<Labels>, ApiError> {
     Ok(state
         .store
@@ -793,7 +805,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
+/// Compare-and-set attempts before a busy cluster is reported as a conflict.
+pub(crate) const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
 
 fn default_worker(nodegroups: &[NodeGroup]) -> Option<&NodeGroup> {
     nodegroups
@@ -933,11 +946,7 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         let mut changed_nodegroups = Vec::new();
         let mut operation = None;
         if count_changed {
-            let template = state
-                .store
-                .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-                .await?
-                .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+            let template = template_of(state, &cluster).await?;
             let driver = driver_for(state, &template, Action::ScaleWorkers)?;
             check_capacity(&*driver, node_count - worker_count)?;
             let Some(mut worker) = worker.clone() else {
@@ -1174,11 +1183,7 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
                 .ok_or_else(|| nodegroup_not_found(DEFAULT_WORKER_NODEGROUP))?
                 .clone(),
         };
-        let template = state
-            .store
-            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-            .await?
-            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        let template = template_of(state, &cluster).await?;
         if nodegroup.is_master() {
             let driver = driver_for(state, &template, Action::ScaleMasters)?;
             driver
@@ -1298,11 +1303,7 @@ async fn upgrade(request: ResourceRequest<'_>, ident: &str) -> Result<Response<B
             TemplateScope::VisibleTo(&identity.project_id)
         };
         let new_template = resolve_template(state, &template_ident, template_scope).await?;
-        let current_template = state
-            .store
-            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-            .await?
-            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        let current_template = template_of(state, &cluster).await?;
         let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
         let named = attributes.text("nodegroup").filter(|name| !name.is_empty());
         let targets: Vec<NodeGroup> = match &named {

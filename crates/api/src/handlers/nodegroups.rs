@@ -13,12 +13,13 @@ use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, References};
-use magnum_store::{ClusterChange, SortDirection, StoreError, TemplateScope};
+use magnum_store::{ClusterChange, SortDirection, StoreError};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::clusters::{
     driver_for, find_nodegroup, initiator, nodegroup_not_found, resolve_for, sorted_object,
+    CONCURRENT_UPDATE_ATTEMPTS,
 };
 use super::{respond, respond_empty};
 use crate::error::ApiError;
@@ -373,8 +374,6 @@ fn node_labels_of(
     Ok(labels)
 }
 
-const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
-
 /// The cluster's status once a nodegroup change starts, or the refusal.
 fn start_change(cluster: &Cluster) -> Result<ClusterStatus, ApiError> {
     cluster
@@ -444,11 +443,7 @@ async fn create(
                 "Creating master nodegroups is currently not supported.",
             ));
         }
-        let template = state
-            .store
-            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-            .await?
-            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        let template = super::clusters::template_of(state, &cluster).await?;
         let driver = driver_for(state, &template, Action::CreateNodegroup)?;
         super::clusters::check_capacity(&*driver, node_count)?;
         let labels = Labels::inherit(
@@ -652,11 +647,7 @@ async fn update(
         let mut cluster_after = cluster.clone();
         let mut operation = None;
         if reaches_nodes {
-            let template = state
-                .store
-                .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-                .await?
-                .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+            let template = super::clusters::template_of(state, &cluster).await?;
             driver_for(state, &template, Action::UpdateNodegroup)?;
             cluster_after.status = start_change(&cluster)?;
             cluster_after.status_reason = Some(format!("Updating nodegroup {}.", updated.name));
@@ -739,11 +730,7 @@ async fn delete(
         if nodegroup.status == ClusterStatus::DeleteInProgress {
             return Ok(respond_empty(context, StatusCode::NO_CONTENT));
         }
-        let template = state
-            .store
-            .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-            .await?
-            .ok_or_else(|| ApiError::internal("a cluster's template is missing"))?;
+        let template = super::clusters::template_of(state, &cluster).await?;
         driver_for(state, &template, Action::DeleteNodegroup)?;
         let now = Timestamp::now();
         let mut updated = cluster.clone();
