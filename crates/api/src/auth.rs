@@ -1,9 +1,12 @@
 //! Who is calling. Handlers only ever see an [`Identity`]; how it was established is the
-//! business of the configured [`Authenticator`] (noauth headers today, Keystone tokens next).
+//! business of the configured [`Authenticator`]: noauth headers, or Keystone tokens.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use magnum_domain::Identity;
+use magnum_keystone::{Keystone, KeystoneError};
 
 /// Why a request has no identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,67 @@ impl Authenticator for NoAuth {
                 .or_else(|| self.default.domain_id.clone()),
             roles,
         })
+    }
+}
+
+/// `keystone`: `X-Auth-Token` validated by Keystone, as keystonemiddleware's auth_token does.
+pub struct KeystoneAuth {
+    keystone: Arc<Keystone>,
+    www_authenticate: String,
+}
+
+impl KeystoneAuth {
+    /// `www_authenticate_uri`: where clients are told to get a token (keystonemiddleware's
+    /// option of the same name), e.g. `http://keystone:5000`.
+    pub fn new(keystone: Arc<Keystone>, www_authenticate_uri: &str) -> Self {
+        Self {
+            keystone,
+            www_authenticate: format!("Keystone uri=\"{www_authenticate_uri}\""),
+        }
+    }
+
+    fn unauthenticated(&self) -> AuthFailure {
+        AuthFailure::Unauthenticated {
+            www_authenticate: self.www_authenticate.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Authenticator for KeystoneAuth {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure> {
+        let Some(token) = headers
+            .get("x-auth-token")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+        else {
+            return Err(self.unauthenticated());
+        };
+        match self.keystone.validate(token).await {
+            Ok(validated) => {
+                // Everything magnum-rs stores belongs to a project; a token without one
+                // (unscoped, domain or system scope) can own and see nothing.
+                let Some(project_id) = validated.project_id else {
+                    return Err(self.unauthenticated());
+                };
+                Ok(Identity {
+                    project_id,
+                    user_id: validated.user_id,
+                    domain_id: validated.project_domain_id,
+                    roles: validated
+                        .roles
+                        .iter()
+                        .map(|role| role.to_ascii_lowercase())
+                        .collect(),
+                })
+            }
+            Err(KeystoneError::InvalidToken) => Err(self.unauthenticated()),
+            Err(KeystoneError::Unavailable(reason) | KeystoneError::Setup(reason)) => {
+                tracing::warn!(%reason, "cannot validate a token: answering 503");
+                Err(AuthFailure::Unavailable)
+            }
+        }
     }
 }
 

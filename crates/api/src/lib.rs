@@ -24,7 +24,7 @@ use magnum_domain::policy::Policy;
 use magnum_driver::DriverRegistry;
 use magnum_store::Store;
 
-pub use auth::{AuthFailure, Authenticator, NoAuth};
+pub use auth::{AuthFailure, Authenticator, KeystoneAuth, NoAuth};
 pub use microversion::{MAX_VERSION, MIN_VERSION};
 
 /// Settings the API takes from configuration.

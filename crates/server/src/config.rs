@@ -112,11 +112,49 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// `noauth` (identity from request headers or the defaults below).
+    /// `noauth` (identity from request headers or the defaults below) or `keystone`
+    /// (`X-Auth-Token` validated by the Keystone of `[auth.keystone]`).
     pub strategy: String,
     /// An oslo.policy override file (YAML or JSON: rule name → check string).
     pub policy_file: Option<PathBuf>,
     pub noauth: NoAuthConfig,
+    pub keystone: KeystoneAuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeystoneAuthConfig {
+    /// Keystone's identity v3 endpoint, as magnumd reaches it: `http://keystone:5000/v3`.
+    pub auth_url: String,
+    /// What 401 answers tell clients in `WWW-Authenticate: Keystone uri="…"`; default: the
+    /// auth_url without its `/v3`.
+    pub www_authenticate_uri: Option<String>,
+    /// The service's own Keystone credentials, a TOML file of mode 0600: `username`,
+    /// `password`, `project_name` (and `user_domain_name`, `project_domain_name`, default
+    /// "Default"), or `application_credential_id` and `application_credential_secret`.
+    pub credentials_file: Option<PathBuf>,
+    /// Seconds a validated token is trusted before Keystone is asked again (never past
+    /// the token's expiry).
+    pub cache_seconds: u64,
+    pub max_cached_tokens: usize,
+    /// Seconds to wait for Keystone before answering 503.
+    pub timeout_seconds: u64,
+    /// PEM certificates to trust for an https auth_url, besides the system's.
+    pub cafile: Option<PathBuf>,
+}
+
+impl Default for KeystoneAuthConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: String::new(),
+            www_authenticate_uri: None,
+            credentials_file: None,
+            cache_seconds: 300,
+            max_cached_tokens: 10_000,
+            timeout_seconds: 10,
+            cafile: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -205,6 +243,7 @@ impl Default for AuthConfig {
             strategy: "noauth".to_owned(),
             policy_file: None,
             noauth: NoAuthConfig::default(),
+            keystone: KeystoneAuthConfig::default(),
         }
     }
 }
@@ -340,11 +379,12 @@ impl Config {
     /// Checks values the types alone cannot.
     pub fn check(&self) -> anyhow::Result<()> {
         self.listen_address()?;
-        if self.auth.strategy != "noauth" {
-            bail!(
-                "auth.strategy = {:?} is not supported by this build: expected \"noauth\"",
-                self.auth.strategy
-            );
+        match self.auth.strategy.as_str() {
+            "noauth" => {}
+            "keystone" => {
+                self.keystone_settings()?;
+            }
+            other => bail!("auth.strategy = {other:?}: expected \"noauth\" or \"keystone\""),
         }
         let prefix = &self.api.path_prefix;
         if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
@@ -499,6 +539,75 @@ impl Config {
             .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))?;
         Policy::with_overrides(&overrides)
             .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))
+    }
+
+    /// `[auth.keystone]` with its credentials file read; errors name the key or file at fault.
+    pub fn keystone_settings(&self) -> anyhow::Result<magnum_keystone::KeystoneSettings> {
+        use std::os::unix::fs::PermissionsExt;
+        let keystone = &self.auth.keystone;
+        let auth_url = keystone.auth_url.trim_end_matches('/');
+        if !(auth_url.starts_with("http://") || auth_url.starts_with("https://"))
+            || auth_url.contains(['?', '#', ' '])
+        {
+            bail!(
+                "auth.keystone.auth_url = {:?}: expected Keystone's v3 endpoint, like \"http://keystone:5000/v3\"",
+                keystone.auth_url
+            );
+        }
+        let Some(path) = &keystone.credentials_file else {
+            bail!("auth.keystone.credentials_file is required with auth.strategy = \"keystone\"");
+        };
+        let metadata = std::fs::metadata(path).map_err(|error| {
+            anyhow::anyhow!("auth.keystone.credentials_file {}: {error}", path.display())
+        })?;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            bail!(
+                "auth.keystone.credentials_file {} is readable by others (mode {:o}): it must be mode 0600",
+                path.display(),
+                metadata.permissions().mode() & 0o777
+            );
+        }
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            anyhow::anyhow!("auth.keystone.credentials_file {}: {error}", path.display())
+        })?;
+        let credentials: magnum_keystone::ServiceCredentials =
+            toml::from_str(&text).map_err(|_| {
+                anyhow::anyhow!(
+                "auth.keystone.credentials_file {}: expected username, password and project_name \
+                 (optionally user_domain_name, project_domain_name), or application_credential_id \
+                 and application_credential_secret",
+                path.display()
+            )
+            })?;
+        let ca_certificates_pem = match &keystone.cafile {
+            Some(cafile) => Some(std::fs::read(cafile).map_err(|error| {
+                anyhow::anyhow!("auth.keystone.cafile {}: {error}", cafile.display())
+            })?),
+            None => None,
+        };
+        if keystone.timeout_seconds == 0 {
+            bail!("auth.keystone.timeout_seconds must be at least 1");
+        }
+        Ok(magnum_keystone::KeystoneSettings {
+            auth_url: auth_url.to_owned(),
+            credentials,
+            cache_for: std::time::Duration::from_secs(keystone.cache_seconds),
+            max_cached_tokens: keystone.max_cached_tokens,
+            timeout: std::time::Duration::from_secs(keystone.timeout_seconds),
+            ca_certificates_pem,
+        })
+    }
+
+    /// Where 401 answers send clients for a token.
+    pub fn www_authenticate_uri(&self) -> String {
+        let keystone = &self.auth.keystone;
+        match &keystone.www_authenticate_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let auth_url = keystone.auth_url.trim_end_matches('/');
+                auth_url.strip_suffix("/v3").unwrap_or(auth_url).to_owned()
+            }
+        }
     }
 
     pub fn notifications_path(&self) -> PathBuf {

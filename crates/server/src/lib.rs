@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use magnum_api::{ApiSettings, AppState, NoAuth};
+use magnum_api::{ApiSettings, AppState, KeystoneAuth, NoAuth};
 use magnum_conductor::{Conductor, FileNotifier, Notifier, NullNotifier, RabbitNotifier};
 use magnum_domain::Identity;
 use magnum_driver::{Driver, DriverRegistry};
@@ -112,16 +112,33 @@ fn api_state(
     operations_enqueued: Arc<Notify>,
     certificates: ClusterCertificates,
 ) -> anyhow::Result<AppState> {
-    let noauth = &config.auth.noauth;
-    let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
-    let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
+    let authenticator: Arc<dyn magnum_api::Authenticator> = if config.auth.strategy == "keystone" {
+        let keystone = Arc::new(magnum_keystone::Keystone::new(config.keystone_settings()?)?);
+        let first_login = keystone.clone();
+        // Keystone may come up after magnumd; until it does, requests get 503, and wrong
+        // service credentials are reported here rather than only per request.
+        tokio::spawn(async move {
+            match first_login.check_service_login().await {
+                Ok(()) => {
+                    tracing::info!(auth_url = first_login.auth_url(), "logged in to Keystone")
+                }
+                Err(error) => tracing::error!(%error, "cannot log in to Keystone"),
+            }
+        });
+        Arc::new(KeystoneAuth::new(keystone, &config.www_authenticate_uri()))
+    } else {
+        let noauth = &config.auth.noauth;
+        let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
+        let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
+        Arc::new(NoAuth::new(default_identity))
+    };
     Ok(AppState {
         store,
         drivers,
         operations_enqueued,
         certificates,
         policy: config.policy()?,
-        authenticator: Arc::new(NoAuth::new(default_identity)),
+        authenticator,
         settings: ApiSettings {
             max_limit: config.api.max_limit,
             service_down_time_seconds: config.api.service_down_time,

@@ -1,0 +1,450 @@
+//! Keystone v3 as magnum-rs needs it: the service logs in with its own credentials, asks
+//! `GET /v3/auth/tokens` what a caller's token is worth, and remembers the answer for a
+//! bounded time that never outlives the token. Nothing here knows about HTTP requests to
+//! magnum-rs itself; `magnum-api` turns a [`ValidatedToken`] into an identity.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// How magnum-rs proves itself to Keystone.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum ServiceCredentials {
+    ApplicationCredential {
+        application_credential_id: String,
+        application_credential_secret: String,
+    },
+    Password {
+        username: String,
+        password: String,
+        #[serde(default = "default_domain")]
+        user_domain_name: String,
+        project_name: String,
+        #[serde(default = "default_domain")]
+        project_domain_name: String,
+    },
+}
+
+fn default_domain() -> String {
+    "Default".to_owned()
+}
+
+impl std::fmt::Debug for ServiceCredentials {
+    /// Secrets stay out of logs and panics.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ApplicationCredential {
+                application_credential_id,
+                ..
+            } => write!(
+                formatter,
+                "ApplicationCredential({application_credential_id})"
+            ),
+            Self::Password {
+                username,
+                project_name,
+                ..
+            } => write!(formatter, "Password({username} in {project_name})"),
+        }
+    }
+}
+
+impl ServiceCredentials {
+    fn login_body(&self) -> Value {
+        match self {
+            Self::ApplicationCredential {
+                application_credential_id,
+                application_credential_secret,
+            } => json!({"auth": {"identity": {
+                "methods": ["application_credential"],
+                "application_credential": {
+                    "id": application_credential_id,
+                    "secret": application_credential_secret,
+                },
+            }}}),
+            Self::Password {
+                username,
+                password,
+                user_domain_name,
+                project_name,
+                project_domain_name,
+            } => json!({"auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {
+                        "name": username,
+                        "domain": {"name": user_domain_name},
+                        "password": password,
+                    }},
+                },
+                "scope": {"project": {
+                    "name": project_name,
+                    "domain": {"name": project_domain_name},
+                }},
+            }}),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KeystoneSettings {
+    /// The identity v3 endpoint, e.g. `http://keystone:5000/v3`.
+    pub auth_url: String,
+    pub credentials: ServiceCredentials,
+    /// How long a validated token is trusted without asking Keystone again.
+    pub cache_for: Duration,
+    /// Most tokens remembered at once; the ones closest to expiry go first.
+    pub max_cached_tokens: usize,
+    pub timeout: Duration,
+    /// PEM certificates trusted for an `https` Keystone, besides the system's.
+    pub ca_certificates_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedToken {
+    pub user_id: String,
+    /// `None` for unscoped, domain- and system-scoped tokens.
+    pub project_id: Option<String>,
+    pub project_domain_id: Option<String>,
+    /// Role names as Keystone lists them, implied roles included.
+    pub roles: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeystoneError {
+    /// Keystone does not know the token, or it expired, was revoked, or its project, user
+    /// or role assignment is gone.
+    #[error("the token is not valid")]
+    InvalidToken,
+    /// Keystone cannot be asked (unreachable, failing, or refusing the service's own
+    /// credentials); no answer about the token can be given.
+    #[error("Keystone is unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone)]
+struct ServiceToken {
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    validated: ValidatedToken,
+    trusted_until: DateTime<Utc>,
+}
+
+/// A Keystone v3 endpoint seen through the service's own login.
+pub struct Keystone {
+    http: reqwest::Client,
+    auth_url: String,
+    credentials: ServiceCredentials,
+    cache_for: chrono::Duration,
+    max_cached_tokens: usize,
+    /// Held across a login so that concurrent requests share one.
+    service_token: tokio::sync::Mutex<Option<ServiceToken>>,
+    cache: std::sync::Mutex<HashMap<String, CachedToken>>,
+}
+
+/// A service token this close to its expiry is replaced before use.
+const SERVICE_TOKEN_MARGIN_SECONDS: i64 = 60;
+
+impl Keystone {
+    pub fn new(settings: KeystoneSettings) -> Result<Self, KeystoneError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout);
+        if let Some(pem) = &settings.ca_certificates_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+                KeystoneError::Setup(format!("the Keystone CA file is not PEM: {error}"))
+            })?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|error| KeystoneError::Setup(format!("HTTP client: {error}")))?;
+        let cache_for = chrono::Duration::from_std(settings.cache_for)
+            .map_err(|_| KeystoneError::Setup("the token cache time is too long".to_owned()))?;
+        Ok(Self {
+            http,
+            auth_url: settings.auth_url.trim_end_matches('/').to_owned(),
+            credentials: settings.credentials,
+            cache_for,
+            max_cached_tokens: settings.max_cached_tokens,
+            service_token: tokio::sync::Mutex::new(None),
+            cache: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn auth_url(&self) -> &str {
+        &self.auth_url
+    }
+
+    /// What `token` is worth: from the cache while it is trusted there, from Keystone otherwise.
+    pub async fn validate(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
+        let now = Utc::now();
+        if let Some(cached) = self.cached(token, now) {
+            return Ok(cached);
+        }
+        let validated = self.validate_with_keystone(token).await?;
+        if validated.expires_at <= Utc::now() {
+            return Err(KeystoneError::InvalidToken);
+        }
+        self.remember(token, &validated);
+        Ok(validated)
+    }
+
+    /// Whether Keystone knows the project (for quotas, which name projects by id).
+    pub async fn project_exists(&self, project_id: &str) -> Result<bool, KeystoneError> {
+        let path = format!("/projects/{}", percent_encode_segment(project_id));
+        let response = self.as_service(|service_token| {
+            self.http
+                .get(format!("{}{path}", self.auth_url))
+                .header("X-Auth-Token", service_token)
+        });
+        let (status, _) = response.await?;
+        match status {
+            200 => Ok(true),
+            404 => Ok(false),
+            other => Err(KeystoneError::Unavailable(format!(
+                "GET {path} answered HTTP {other}"
+            ))),
+        }
+    }
+
+    /// Logs in now, so that wrong service credentials show at start-up rather than at the
+    /// first request.
+    pub async fn check_service_login(&self) -> Result<(), KeystoneError> {
+        self.service_token(true).await.map(|_| ())
+    }
+
+    /// Tokens remembered right now (for tests and metrics).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.lock().expect("token cache lock").len()
+    }
+
+    fn cached(&self, token: &str, now: DateTime<Utc>) -> Option<ValidatedToken> {
+        let mut cache = self.cache.lock().expect("token cache lock");
+        match cache.get(token) {
+            Some(entry) if entry.trusted_until > now => Some(entry.validated.clone()),
+            Some(_) => {
+                cache.remove(token);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, token: &str, validated: &ValidatedToken) {
+        if self.max_cached_tokens == 0 || self.cache_for <= chrono::Duration::zero() {
+            return;
+        }
+        let now = Utc::now();
+        let trusted_until = (now + self.cache_for).min(validated.expires_at);
+        let mut cache = self.cache.lock().expect("token cache lock");
+        if cache.len() >= self.max_cached_tokens && !cache.contains_key(token) {
+            cache.retain(|_, entry| entry.trusted_until > now);
+            if cache.len() >= self.max_cached_tokens {
+                let soonest = cache
+                    .iter()
+                    .min_by_key(|(_, entry)| entry.trusted_until)
+                    .map(|(key, _)| key.clone());
+                if let Some(key) = soonest {
+                    cache.remove(&key);
+                }
+            }
+        }
+        cache.insert(
+            token.to_owned(),
+            CachedToken {
+                validated: validated.clone(),
+                trusted_until,
+            },
+        );
+    }
+
+    async fn validate_with_keystone(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
+        // Keystone answers a token it cannot parse with 404, but a header value it cannot
+        // even carry would fail the request itself; either way the token is worthless.
+        if reqwest::header::HeaderValue::from_str(token).is_err() || token.len() > 8192 {
+            return Err(KeystoneError::InvalidToken);
+        }
+        let url = format!("{}/auth/tokens?nocatalog", self.auth_url);
+        let (status, body) = self
+            .as_service(|service_token| {
+                self.http
+                    .get(&url)
+                    .header("X-Auth-Token", service_token)
+                    .header("X-Subject-Token", token)
+            })
+            .await?;
+        match status {
+            200 => parse_validation(&body),
+            404 => Err(KeystoneError::InvalidToken),
+            other => Err(KeystoneError::Unavailable(format!(
+                "token validation answered HTTP {other}"
+            ))),
+        }
+    }
+
+    /// Sends a request carrying the service token; when Keystone no longer accepts that
+    /// token (401), logs in again once and repeats.
+    async fn as_service(
+        &self,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<(u16, Value), KeystoneError> {
+        let mut fresh_login = false;
+        loop {
+            let service_token = self.service_token(fresh_login).await?;
+            let response = request(&service_token)
+                .header("Accept", "application/json")
+                .send()
+                .await
+                .map_err(|error| unreachable(&self.auth_url, &error))?;
+            let status = response.status().as_u16();
+            if status == 401 && !fresh_login {
+                fresh_login = true;
+                continue;
+            }
+            if status == 401 || status == 403 {
+                return Err(KeystoneError::Unavailable(format!(
+                    "Keystone refuses magnum-rs's service token (HTTP {status}): the service user needs the admin or service role"
+                )));
+            }
+            let body = if status == 200 {
+                response
+                    .json::<Value>()
+                    .await
+                    .map_err(|error| unreachable(&self.auth_url, &error))?
+            } else {
+                Value::Null
+            };
+            return Ok((status, body));
+        }
+    }
+
+    async fn service_token(&self, force_login: bool) -> Result<String, KeystoneError> {
+        let mut current = self.service_token.lock().await;
+        if let Some(token) = current.as_ref() {
+            let still_good = token.expires_at
+                > Utc::now() + chrono::Duration::seconds(SERVICE_TOKEN_MARGIN_SECONDS);
+            if still_good && !force_login {
+                return Ok(token.token.clone());
+            }
+        }
+        let login = self.login().await?;
+        let token = login.token.clone();
+        *current = Some(login);
+        Ok(token)
+    }
+
+    async fn login(&self) -> Result<ServiceToken, KeystoneError> {
+        let response = self
+            .http
+            .post(format!("{}/auth/tokens?nocatalog", self.auth_url))
+            .json(&self.credentials.login_body())
+            .send()
+            .await
+            .map_err(|error| unreachable(&self.auth_url, &error))?;
+        let status = response.status().as_u16();
+        if status != 201 && status != 200 {
+            return Err(KeystoneError::Unavailable(format!(
+                "Keystone refuses magnum-rs's own login ({:?}, HTTP {status})",
+                self.credentials
+            )));
+        }
+        let token = response
+            .headers()
+            .get("x-subject-token")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                KeystoneError::Unavailable("Keystone's login answer has no X-Subject-Token".into())
+            })?;
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|error| unreachable(&self.auth_url, &error))?;
+        let expires_at = body["token"]["expires_at"]
+            .as_str()
+            .and_then(parse_time)
+            .ok_or_else(|| {
+                KeystoneError::Unavailable("Keystone's login answer has no expires_at".into())
+            })?;
+        Ok(ServiceToken { token, expires_at })
+    }
+}
+
+fn unreachable(auth_url: &str, error: &reqwest::Error) -> KeystoneError {
+    let mut cause = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        cause = format!("{cause}: {inner}");
+        source = inner.source();
+    }
+    KeystoneError::Unavailable(format!("{auth_url}: {cause}"))
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.with_timezone(&Utc))
+}
+
+fn parse_validation(body: &Value) -> Result<ValidatedToken, KeystoneError> {
+    let token = &body["token"];
+    let malformed = |what: &str| {
+        KeystoneError::Unavailable(format!("Keystone's token validation has no {what}"))
+    };
+    let user_id = token["user"]["id"]
+        .as_str()
+        .ok_or_else(|| malformed("user id"))?
+        .to_owned();
+    let expires_at = token["expires_at"]
+        .as_str()
+        .and_then(parse_time)
+        .ok_or_else(|| malformed("expires_at"))?;
+    let roles = token["roles"]
+        .as_array()
+        .map(|roles| {
+            roles
+                .iter()
+                .filter_map(|role| role["name"].as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ValidatedToken {
+        user_id,
+        project_id: token["project"]["id"].as_str().map(str::to_owned),
+        project_domain_id: token["project"]["domain"]["id"].as_str().map(str::to_owned),
+        roles,
+        expires_at,
+    })
+}
+
+/// Project ids are hex in practice; anything else is escaped rather than trusted in a path.
+fn percent_encode_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
