@@ -6,6 +6,7 @@ mod certificates;
 mod clusters;
 mod compat;
 mod compat_clusters;
+mod keystone;
 mod local_driver;
 mod openstack_cli;
 mod support;
