@@ -20,6 +20,12 @@ pub enum AuthFailure {
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, AuthFailure>;
+
+    /// Whether the identity service knows the project (quotas name projects by id). Without
+    /// an identity service every project id is taken as given.
+    async fn project_exists(&self, _project_id: &str) -> Result<bool, AuthFailure> {
+        Ok(true)
+    }
 }
 
 /// `noauth`: the identity comes from `X-Project-Id`, `X-User-Id` and `X-Roles` when they are
@@ -127,6 +133,16 @@ impl Authenticator for KeystoneAuth {
                 Err(AuthFailure::Unavailable)
             }
         }
+    }
+
+    async fn project_exists(&self, project_id: &str) -> Result<bool, AuthFailure> {
+        self.keystone
+            .project_exists(project_id)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, project_id, "cannot look up a project: answering 503");
+                AuthFailure::Unavailable
+            })
     }
 }
 

@@ -200,6 +200,20 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
     let resource = attributes
         .text("resource")
         .unwrap_or_else(|| CLUSTER_RESOURCE.to_owned());
+    match state.authenticator.project_exists(&project_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ApiError::not_found(format!(
+                "The project_id {project_id} could not be found."
+            )))
+        }
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The identity service is unavailable. Retry later.",
+            ))
+        }
+    }
     let quota = Quota {
         id: 0,
         project_id,

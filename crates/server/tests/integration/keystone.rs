@@ -336,6 +336,21 @@ async fn projects_are_isolated_readers_read_and_admins_see_all() {
         200
     );
 
+    // Quotas name projects Keystone must know.
+    let alpha_project = fixture.user("alpha-member")["project_id"].as_str().unwrap();
+    let quota = json!({"project_id": alpha_project, "resource": "Cluster", "hard_limit": 5});
+    let reply = call(&app, "POST", "/v1/quotas", &alpha, Some(quota.clone())).await;
+    assert_eq!(reply.status, 403);
+    let reply = call(&app, "POST", "/v1/quotas", &admin, Some(quota)).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.raw));
+    let unknown = json!({"project_id": "0123456789abcdef0123456789abcdef", "hard_limit": 5});
+    let reply = call(&app, "POST", "/v1/quotas", &admin, Some(unknown)).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(
+        reply.detail(),
+        "The project_id 0123456789abcdef0123456789abcdef could not be found."
+    );
+
     // And the owner still has all of it, unchanged.
     let shown = call(&app, "GET", &cluster_path, &alpha, None).await.body;
     assert_eq!(shown["node_count"], 1);
