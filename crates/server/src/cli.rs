@@ -21,7 +21,11 @@ use tracing_subscriber::EnvFilter;
         Configuration is read from built-in defaults, then the TOML file given with --config, \
         then MAGNUM_<SECTION>__<KEY> environment variables (for example \
         MAGNUM_DATABASE__URL=postgres://magnum@db/magnum), then the flags below. An unknown key \
-        or a bad value stops start-up with a message naming it."
+        or a bad value stops start-up with a message naming it.\n\n\
+        In an OpenStack cloud, set auth.strategy = \"keystone\" with [auth.keystone] auth_url and \
+        credentials_file, and register magnumd in Keystone's catalog as service `magnum`, type \
+        `container-infra`, endpoint `http://HOST:9511/v1` (scripts/keystone-register does it: see \
+        docs/CONFIGURATION.md, section Keystone)."
 )]
 struct Cli {
     /// TOML configuration file.

@@ -739,6 +739,57 @@ mod tests {
     }
 
     #[test]
+    fn keystone_settings_are_checked_at_start_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().unwrap();
+        let credentials = directory.path().join("keystone.toml");
+        std::fs::write(
+            &credentials,
+            "username = \"magnum\"\npassword = \"pw\"\nproject_name = \"service\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = |auth_url: &str, credentials: &std::path::Path| {
+            format!(
+                "[auth]\nstrategy = \"keystone\"\n[auth.keystone]\nauth_url = \"{auth_url}\"\ncredentials_file = \"{}\"\n",
+                credentials.display()
+            )
+        };
+        let config = load(
+            Some(&file("http://keystone:5000/v3/", &credentials)),
+            &[],
+            &Overrides::default(),
+        )
+        .unwrap();
+        let settings = config.keystone_settings().unwrap();
+        assert_eq!(settings.auth_url, "http://keystone:5000/v3");
+        assert_eq!(config.www_authenticate_uri(), "http://keystone:5000");
+
+        let message = |text: String| {
+            format!(
+                "{:#}",
+                load(Some(&text), &[], &Overrides::default()).unwrap_err()
+            )
+        };
+        assert!(message(file("keystone:5000", &credentials)).contains("auth.keystone.auth_url"));
+        assert!(message(file(
+            "http://keystone:5000/v3",
+            &directory.path().join("missing.toml")
+        ))
+        .contains("missing.toml"));
+        std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(message(file("http://keystone:5000/v3", &credentials)).contains("mode 0600"));
+        std::fs::write(&credentials, "user = \"magnum\"\n").unwrap();
+        std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            message(file("http://keystone:5000/v3", &credentials)).contains("expected username")
+        );
+        assert!(message("[auth]\nstrategy = \"keystone\"\n".to_owned())
+            .contains("auth.keystone.auth_url"));
+        assert!(message("[auth]\nstrategy = \"ldap\"\n".to_owned()).contains("\"keystone\""));
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let error = load(
             Some("[server]\nlisen = \"x\"\n"),
