@@ -760,3 +760,67 @@ async fn openstack_coe_with_keystone_auth_runs_the_template_and_cluster_lifecycl
     assert_eq!(serde_json::from_str::<Value>(&listed).unwrap(), json!([]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn magnumd_can_log_in_with_an_application_credential() {
+    let fixture = Fixture::load();
+    // The service user makes its own application credential (Keystone allows no one else to).
+    let credentials =
+        std::fs::read_to_string(fixture.0["credentials_file"].as_str().unwrap()).unwrap();
+    let password = credentials
+        .lines()
+        .find_map(|line| line.strip_prefix("password = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let (service_token, body) = login(
+        fixture.auth_url(),
+        json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": "magnum", "domain": {"id": "default"}, "password": password,
+            }}},
+            "scope": {"project": {"name": "service", "domain": {"id": "default"}}},
+        }}),
+    )
+    .await;
+    let user_id = body["token"]["user"]["id"].as_str().unwrap();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/users/{user_id}/application_credentials",
+            fixture.auth_url()
+        ))
+        .header("X-Auth-Token", &service_token)
+        .json(&json!({"application_credential": {
+            "name": format!("magnumd-{}", uuid::Uuid::new_v4().simple()),
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let created: Value = response.json().await.unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("application-credential.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "application_credential_id = \"{}\"\napplication_credential_secret = \"{}\"\n",
+            created["application_credential"]["id"].as_str().unwrap(),
+            created["application_credential"]["secret"]
+                .as_str()
+                .unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (app, _driver) = TestApp::spawn_scripted_with(engines()[0], |config| {
+        fixture.configure(config, 60);
+        config.auth.keystone.credentials_file = Some(file.clone());
+    })
+    .await;
+    let token = fixture.token("beta-member").await;
+    let reply = call(&app, "GET", "/v1/clusters", &token, None).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.raw));
+    let reply = call(&app, "GET", "/v1/clusters", "made-up", None).await;
+    assert_eq!(reply.status, 401);
+    app.stop().await;
+}
