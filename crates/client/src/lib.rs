@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod login;
+mod yaml;
+
+pub use login::{clouds_yaml_search_path, DomainRef, KeystoneLogin, Method, Scope};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an error; `message` is its `errors[0].detail`.
@@ -80,38 +85,32 @@ impl Client {
         }
     }
 
-    /// Keystone v3 password login from `OS_AUTH_URL`, `OS_USERNAME`, `OS_PASSWORD`,
-    /// `OS_PROJECT_NAME` (+ domains), and the `container-infra` endpoint of its catalog
-    /// (`OS_INTERFACE`, default public; `OS_REGION_NAME` when set).
-    pub async fn from_keystone_environment() -> Result<Self, ClientError> {
-        let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let auth_url = variable("OS_AUTH_URL")
-            .ok_or_else(|| ClientError::Setup("OS_AUTH_URL is not set".to_owned()))?;
-        let user = variable("OS_USERNAME")
-            .ok_or_else(|| ClientError::Setup("OS_USERNAME is not set".to_owned()))?;
-        let password = variable("OS_PASSWORD")
-            .ok_or_else(|| ClientError::Setup("OS_PASSWORD is not set".to_owned()))?;
-        let project = variable("OS_PROJECT_NAME")
-            .ok_or_else(|| ClientError::Setup("OS_PROJECT_NAME is not set".to_owned()))?;
-        let user_domain = variable("OS_USER_DOMAIN_NAME").unwrap_or_else(|| "Default".to_owned());
-        let project_domain =
-            variable("OS_PROJECT_DOMAIN_NAME").unwrap_or_else(|| "Default".to_owned());
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": user, "password": password, "domain": {"name": user_domain}}}},
-            "scope": {"project": {"name": project, "domain": {"name": project_domain}}}}});
+    /// Logs in to Keystone and takes the `container-infra` endpoint of the token's catalog
+    /// (the login's interface, and its region when it names one).
+    pub async fn from_keystone(login: &KeystoneLogin) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if let Some(path) = &login.cacert {
+            let pem = std::fs::read(path).map_err(|error| {
+                ClientError::Setup(format!("cacert {}: {error}", path.display()))
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+                ClientError::Setup(format!("cacert {}: {error}", path.display()))
+            })?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|error| ClientError::Setup(format!("HTTP client: {error}")))?;
+        let base = login.auth_url.trim_end_matches('/');
         let url = format!(
-            "{}/auth/tokens",
-            auth_url
-                .trim_end_matches('/')
-                .trim_end_matches("/v3")
-                .to_owned()
-                + "/v3"
+            "{}/v3/auth/tokens",
+            base.strip_suffix("/v3").unwrap_or(base)
         );
-        let http = reqwest::Client::new();
         let response = http
             .post(&url)
-            .json(&body)
+            .json(&login.request_body())
             .send()
             .await
             .map_err(|_| ClientError::Unreachable(url.clone()))?;
@@ -126,8 +125,6 @@ impl Client {
             return Err(first_error(status, &text));
         };
         let document: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let interface = variable("OS_INTERFACE").unwrap_or_else(|| "public".to_owned());
-        let region = variable("OS_REGION_NAME");
         let endpoint = document["token"]["catalog"]
             .as_array()
             .into_iter()
@@ -135,8 +132,8 @@ impl Client {
             .filter(|service| service["type"] == "container-infra")
             .flat_map(|service| service["endpoints"].as_array().cloned().unwrap_or_default())
             .find(|endpoint| {
-                endpoint["interface"] == interface.as_str()
-                    && region.as_deref().is_none_or(|region| {
+                endpoint["interface"] == login.interface.as_str()
+                    && login.region.as_deref().is_none_or(|region| {
                         endpoint["region_id"] == region || endpoint["region"] == region
                     })
             })
@@ -144,7 +141,9 @@ impl Client {
             .ok_or_else(|| {
                 ClientError::Setup("Keystone's catalog has no container-infra endpoint".to_owned())
             })?;
-        Ok(Self::new(&endpoint, Credentials::Token(token)))
+        let mut client = Self::new(&endpoint, Credentials::Token(token));
+        client.http = http;
+        Ok(client)
     }
 
     pub fn with_microversion(mut self, microversion: &str) -> Self {

@@ -1,6 +1,6 @@
 //! `coe`: the verbs of `openstack coe` in one binary, against magnum-rs or upstream Magnum.
-//! Endpoint and identity: `--endpoint`/`MAGNUM_URL` (noauth) or the `OS_*` variables
-//! (Keystone). Output like the OpenStack client: `-f table|json|yaml|value`, `-c COLUMN`.
+//! Endpoint and identity: `--endpoint`/`MAGNUM_URL` (noauth), or Keystone from a cloud of
+//! clouds.yaml (`--os-cloud`/`OS_CLOUD`) or the `OS_*` variables. Output like the OpenStack client: `-f table|json|yaml|value`, `-c COLUMN`.
 
 mod output;
 
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use magnum_client::{Client, ClientError, Credentials};
+use magnum_client::{clouds_yaml_search_path, Client, ClientError, Credentials, KeystoneLogin};
 use serde_json::{json, Map, Value};
 
 use output::{Format, Output};
@@ -35,6 +35,10 @@ struct Cli {
     /// Roles to act with on a noauth server (comma list).
     #[arg(long, global = true, env = "MAGNUM_ROLES")]
     roles: Option<String>,
+    /// A cloud of clouds.yaml (./, ~/.config/openstack/, /etc/openstack/) to log in to
+    /// Keystone with; else the OS_* variables.
+    #[arg(long, global = true, env = "OS_CLOUD", value_name = "NAME")]
+    os_cloud: Option<String>,
     /// Output format.
     #[arg(
         short = 'f',
@@ -361,11 +365,20 @@ async fn client(cli: &Cli) -> Result<Client, ClientError> {
                 roles: cli.roles.clone(),
             },
         )),
-        None if std::env::var("OS_AUTH_URL").is_ok() => Client::from_keystone_environment().await,
-        None => Err(ClientError::Setup(
-            "no endpoint: set MAGNUM_URL (or --endpoint) for a noauth server, or the OS_* variables for Keystone"
-                .to_owned(),
-        )),
+        None => {
+            let login = match cli.os_cloud.as_deref().filter(|name| !name.is_empty()) {
+                Some(cloud) => KeystoneLogin::from_clouds_yaml(cloud, &clouds_yaml_search_path())?,
+                None => KeystoneLogin::from_variables(|name| std::env::var(name).ok())?
+                    .ok_or_else(|| {
+                        ClientError::Setup(
+                            "no endpoint: set MAGNUM_URL (or --endpoint) for a noauth server, or \
+                             OS_CLOUD (clouds.yaml) or the OS_* variables for Keystone"
+                                .to_owned(),
+                        )
+                    })?,
+            };
+            Client::from_keystone(&login).await
+        }
     }
 }
 
