@@ -382,6 +382,20 @@ async fn client(cli: &Cli) -> Result<Client, ClientError> {
     }
 }
 
+/// Nodes up (their addresses are known) out of the nodes wanted. Drivers that report node
+/// readiness while they work (the local one: "2 of 3 nodes Ready.") say so in the reason.
+fn node_summary(cluster: &Value) -> String {
+    let count = |key: &str| cluster[key].as_array().map_or(0, Vec::len);
+    let wanted = |key: &str| cluster[key].as_u64().unwrap_or(0);
+    format!(
+        "(nodes up {}/{}: {} masters, {} workers wanted)",
+        count("master_addresses") + count("node_addresses"),
+        wanted("master_count") + wanted("node_count"),
+        wanted("master_count"),
+        wanted("node_count")
+    )
+}
+
 /// Follows a cluster to a terminal status: progress on a terminal, plain lines otherwise.
 async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), ClientError> {
     let started = Instant::now();
@@ -400,10 +414,8 @@ async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), Clie
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                let line = format!(
-                    "{cluster}: {status} — {reason} ({} masters, {} workers)",
-                    body["master_count"], body["node_count"]
-                );
+                let name = body["name"].as_str().unwrap_or(cluster);
+                let line = format!("{name}: {status} — {reason} {}", node_summary(&body));
                 if line != last {
                     if terminal {
                         eprint!("\r\x1b[2K{line} [{}s]", started.elapsed().as_secs());

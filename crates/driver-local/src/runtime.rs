@@ -959,7 +959,7 @@ impl Runtime {
             return Ok(());
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut reported = false;
+        let mut reported_ready = None;
         loop {
             let listing = self
                 .docker(
@@ -987,11 +987,13 @@ impl Runtime {
                     names.join(", ")
                 )));
             }
-            if !reported {
+            // Clients following the cluster (coe --wait) show this count.
+            let ready = state.nodes.len() - not_ready.len();
+            if reported_ready != Some(ready) {
                 progress
-                    .report("Waiting for every node to be Ready.".to_owned())
+                    .report(format!("{ready} of {} nodes Ready.", state.nodes.len()))
                     .await;
-                reported = true;
+                reported_ready = Some(ready);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
