@@ -398,7 +398,11 @@ async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
     assert_eq!(created.code, 0, "{}", created.stderr);
     // Not a terminal: one plain line per change, ending with every wanted node up.
     let last = created.stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("real: CREATE_COMPLETE"), "{}", created.stderr);
+    assert!(
+        last.starts_with("real: CREATE_COMPLETE"),
+        "{}",
+        created.stderr
+    );
     assert!(
         last.contains("(nodes up 3/3: 1 masters, 2 workers wanted)"),
         "{}",
