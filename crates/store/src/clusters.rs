@@ -142,6 +142,11 @@ impl Store {
         cluster_limit: Option<i64>,
     ) -> Result<Cluster, StoreError> {
         let mut transaction = self.begin_write().await?;
+        // Bumping the generation first row-locks it until commit, so concurrent creates on
+        // PostgreSQL and MariaDB count one after another and the limit holds; SQLite's write
+        // lock, taken by begin_write, already does that.
+        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
+            .await?;
         if let Some(limit) = cluster_limit {
             let sql = self.sql("SELECT COUNT(*) AS n FROM cluster WHERE project_id = ?");
             let row = sqlx::query(&sql)
@@ -181,8 +186,6 @@ impl Store {
             self.insert_nodegroup(&mut transaction, nodegroup).await?;
         }
         self.insert_operation(&mut transaction, operation).await?;
-        self.bump_generation(&mut transaction, CLUSTER_GENERATION)
-            .await?;
         transaction.commit().await?;
         self.cluster_by_uuid(cluster.uuid)
             .await?

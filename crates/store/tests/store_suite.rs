@@ -830,6 +830,42 @@ mod clusters {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_never_exceed_the_cluster_limit() {
+        for engine in engines() {
+            let (store, database) = fresh_store(engine).await;
+            let template = store
+                .insert_cluster_template(&template("t", "p-1"))
+                .await
+                .unwrap();
+            let mut attempts = Vec::new();
+            for index in 0..12 {
+                let store = store.clone();
+                let wanted = cluster(template.uuid, &format!("c{index}"));
+                attempts.push(tokio::spawn(async move {
+                    let build = Operation::new(
+                        wanted.uuid,
+                        OperationKind::CreateCluster,
+                        "{}".to_owned(),
+                        now(),
+                    );
+                    store.create_cluster(&wanted, &[], &build, Some(3)).await
+                }));
+            }
+            let mut created = 0;
+            for attempt in attempts {
+                match attempt.await.unwrap() {
+                    Ok(_) => created += 1,
+                    Err(StoreError::LimitReached { limit: 3 }) => {}
+                    Err(other) => panic!("{}: {other}", engine.name()),
+                }
+            }
+            assert_eq!(created, 3, "{}", engine.name());
+            store.close().await;
+            database.drop_database().await;
+        }
+    }
+
     #[tokio::test]
     async fn clusters_are_created_with_their_nodegroups_and_operation_or_not_at_all() {
         for engine in engines() {
