@@ -824,3 +824,31 @@ async fn magnumd_can_log_in_with_an_application_credential() {
     assert_eq!(reply.status, 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_service_credentials_mean_503_for_every_token() {
+    let fixture = Fixture::load();
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("wrong.toml");
+    std::fs::write(
+        &file,
+        "username = \"magnum\"\npassword = \"not-the-password\"\nproject_name = \"service\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (app, _driver) = TestApp::spawn_scripted_with(engines()[0], |config| {
+        fixture.configure(config, 60);
+        config.auth.keystone.credentials_file = Some(file.clone());
+    })
+    .await;
+    let valid = fixture.token("alpha-member").await;
+    for token in [valid.as_str(), "made-up"] {
+        let reply = call(&app, "GET", "/v1/clustertemplates", token, None).await;
+        assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.raw));
+        assert_eq!(
+            reply.detail(),
+            "The identity service is unavailable. Retry later."
+        );
+    }
+    app.stop().await;
+}
