@@ -38,3 +38,21 @@ ensure_rust() {
   # rust-toolchain.toml pins the version; rustup installs it on first use.
   (cd "$REPO_ROOT" && cargo --version >/dev/null)
 }
+
+# coe as one statically linked binary (musl): it runs on any x86_64 Linux without Python or
+# shared libraries. Prints its path.
+build_static_coe() {
+  local target=x86_64-unknown-linux-musl
+  apt_install musl-tools
+  rustup target list --installed 2>/dev/null | grep -qx "$target" || {
+    say "adding the Rust target $target"
+    (cd "$REPO_ROOT" && rustup target add "$target" >/dev/null)
+  }
+  say "building coe (release, static: $target)"
+  (cd "$REPO_ROOT" && cargo build --release --quiet --target "$target" -p coe)
+  local coe="$CARGO_TARGET_DIR/$target/release/coe"
+  if ldd "$coe" 2>&1 | grep -q '=>'; then
+    die "$coe links shared libraries: $(ldd "$coe" 2>&1 | tr '\n' ' ')"
+  fi
+  printf '%s\n' "$coe"
+}
