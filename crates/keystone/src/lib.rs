@@ -137,7 +137,8 @@ struct ServiceToken {
 
 #[derive(Debug, Clone)]
 struct CachedToken {
-    validated: ValidatedToken,
+    /// `None`: Keystone said the token is not valid, which it can never become again.
+    validated: Option<ValidatedToken>,
     trusted_until: DateTime<Utc>,
 }
 
@@ -193,13 +194,20 @@ impl Keystone {
     pub async fn validate(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
         let now = Utc::now();
         if let Some(cached) = self.cached(token, now) {
-            return Ok(cached);
+            return cached.ok_or(KeystoneError::InvalidToken);
         }
-        let validated = self.validate_with_keystone(token).await?;
-        if validated.expires_at <= Utc::now() {
-            return Err(KeystoneError::InvalidToken);
-        }
-        self.remember(token, &validated);
+        // Refusals are remembered too, so that a client repeating a bad token does not make
+        // every one of its requests a round trip to Keystone.
+        let validated = match self.validate_with_keystone(token).await {
+            Ok(validated) if validated.expires_at > Utc::now() => validated,
+            Ok(_) | Err(KeystoneError::InvalidToken) => {
+                self.remember(token, None, now + self.cache_for);
+                return Err(KeystoneError::InvalidToken);
+            }
+            Err(other) => return Err(other),
+        };
+        let trusted_until = (Utc::now() + self.cache_for).min(validated.expires_at);
+        self.remember(token, Some(&validated), trusted_until);
         Ok(validated)
     }
 
@@ -232,7 +240,7 @@ impl Keystone {
         self.cache.lock().expect("token cache lock").len()
     }
 
-    fn cached(&self, token: &str, now: DateTime<Utc>) -> Option<ValidatedToken> {
+    fn cached(&self, token: &str, now: DateTime<Utc>) -> Option<Option<ValidatedToken>> {
         let mut cache = self.cache.lock().expect("token cache lock");
         match cache.get(token) {
             Some(entry) if entry.trusted_until > now => Some(entry.validated.clone()),
@@ -244,19 +252,24 @@ impl Keystone {
         }
     }
 
-    fn remember(&self, token: &str, validated: &ValidatedToken) {
+    fn remember(
+        &self,
+        token: &str,
+        validated: Option<&ValidatedToken>,
+        trusted_until: DateTime<Utc>,
+    ) {
         if self.max_cached_tokens == 0 || self.cache_for <= chrono::Duration::zero() {
             return;
         }
         let now = Utc::now();
-        let trusted_until = (now + self.cache_for).min(validated.expires_at);
         let mut cache = self.cache.lock().expect("token cache lock");
         if cache.len() >= self.max_cached_tokens && !cache.contains_key(token) {
             cache.retain(|_, entry| entry.trusted_until > now);
             if cache.len() >= self.max_cached_tokens {
+                // Refusals go first, so a stream of made-up tokens cannot push out good ones.
                 let soonest = cache
                     .iter()
-                    .min_by_key(|(_, entry)| entry.trusted_until)
+                    .min_by_key(|(_, entry)| (entry.validated.is_some(), entry.trusted_until))
                     .map(|(key, _)| key.clone());
                 if let Some(key) = soonest {
                     cache.remove(&key);
@@ -266,7 +279,7 @@ impl Keystone {
         cache.insert(
             token.to_owned(),
             CachedToken {
-                validated: validated.clone(),
+                validated: validated.cloned(),
                 trusted_until,
             },
         );

@@ -137,23 +137,32 @@ async fn the_cache_never_outlives_the_token() {
 }
 
 #[tokio::test]
-async fn unknown_tokens_are_invalid_and_not_cached() {
+async fn unknown_tokens_are_refused_and_the_refusal_remembered() {
     let fake = Arc::new(FakeKeystone::default());
-    let keystone = keystone(serve(fake.clone()).await, Duration::from_secs(60), 10);
-    for _ in 0..2 {
+    let keystone = keystone(serve(fake.clone()).await, Duration::from_secs(60), 2);
+    for _ in 0..3 {
         assert_eq!(
             keystone.validate("nope").await,
             Err(KeystoneError::InvalidToken)
         );
     }
-    assert_eq!(fake.validations.load(Ordering::SeqCst), 2);
-    assert_eq!(keystone.cached_tokens(), 0);
+    assert_eq!(fake.validations.load(Ordering::SeqCst), 1);
+    assert_eq!(keystone.cached_tokens(), 1);
+    // A full cache drops refusals before valid tokens.
+    add_subject(&fake, "good", chrono::Duration::hours(1));
+    keystone.validate("good").await.unwrap();
+    for made_up in ["x-1", "x-2", "x-3"] {
+        assert!(keystone.validate(made_up).await.is_err());
+    }
+    let asked = fake.validations.load(Ordering::SeqCst);
+    keystone.validate("good").await.unwrap();
+    assert_eq!(fake.validations.load(Ordering::SeqCst), asked);
     // A token no HTTP header can carry never reaches Keystone.
     assert_eq!(
         keystone.validate("bad\ntoken").await,
         Err(KeystoneError::InvalidToken)
     );
-    assert_eq!(fake.validations.load(Ordering::SeqCst), 2);
+    assert_eq!(fake.validations.load(Ordering::SeqCst), asked);
 }
 
 #[tokio::test]
