@@ -590,7 +590,14 @@ fn openstack(fixture: &Fixture, user: &str, arguments: &[&str]) -> (i32, String,
     )
 }
 
-async fn openstack_ok(fixture: &Fixture, user: &str, arguments: &[&str]) -> String {
+/// Runs the client off the async runtime; returns stdout when it must succeed, stderr when
+/// it must fail.
+async fn openstack_expecting(
+    success: bool,
+    fixture: &Fixture,
+    user: &str,
+    arguments: &[&str],
+) -> String {
     let fixture = Fixture(fixture.0.clone());
     let user = user.to_owned();
     let arguments: Vec<String> = arguments
@@ -601,33 +608,26 @@ async fn openstack_ok(fixture: &Fixture, user: &str, arguments: &[&str]) -> Stri
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
         let (code, stdout, stderr) = openstack(&fixture, &user, &arguments);
         assert_eq!(
-            code, 0,
-            "openstack {arguments:?} as {user}: {stdout}{stderr}"
+            code == 0,
+            success,
+            "openstack {arguments:?} as {user}: exit {code}: {stdout}{stderr}"
         );
-        stdout
+        if success {
+            stdout
+        } else {
+            stderr
+        }
     })
     .await
     .unwrap()
 }
 
+async fn openstack_ok(fixture: &Fixture, user: &str, arguments: &[&str]) -> String {
+    openstack_expecting(true, fixture, user, arguments).await
+}
+
 async fn openstack_fails(fixture: &Fixture, user: &str, arguments: &[&str]) -> String {
-    let fixture = Fixture(fixture.0.clone());
-    let user = user.to_owned();
-    let arguments: Vec<String> = arguments
-        .iter()
-        .map(|argument| (*argument).to_owned())
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
-        let (code, stdout, stderr) = openstack(&fixture, &user, &arguments);
-        assert_ne!(
-            code, 0,
-            "openstack {arguments:?} as {user} succeeded: {stdout}"
-        );
-        stderr
-    })
-    .await
-    .unwrap()
+    openstack_expecting(false, fixture, user, arguments).await
 }
 
 #[tokio::test]
