@@ -11,18 +11,7 @@ use magnum_test_support::scripted::ScriptedDriver;
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = std::env::var("MAGNUM_TEST_KEYSTONE_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.work/keystone/fixture.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "no test Keystone fixture at {} ({error}): run scripts/keystone start (scripts/test does)",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).unwrap()
+    magnum_test_support::keystone_fixture()
 }
 
 /// How a `coe` run logs in.

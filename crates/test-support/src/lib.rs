@@ -144,3 +144,22 @@ impl TestDatabase {
         }
     }
 }
+
+/// The test Keystone that `scripts/keystone start` runs and describes (auth_url, users,
+/// projects, magnum-rs's registered URL and credentials file): `MAGNUM_TEST_KEYSTONE_FIXTURE`,
+/// else `.work/keystone/fixture.json` in the repository.
+pub fn keystone_fixture() -> serde_json::Value {
+    let path = std::env::var("MAGNUM_TEST_KEYSTONE_FIXTURE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.work/keystone/fixture.json")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+        panic!(
+            "no test Keystone fixture at {} ({error}): run scripts/keystone start (scripts/test does)",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("the fixture is JSON")
+}

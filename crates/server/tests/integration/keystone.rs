@@ -14,18 +14,7 @@ struct Fixture(Value);
 
 impl Fixture {
     fn load() -> Self {
-        let path = std::env::var("MAGNUM_TEST_KEYSTONE_FIXTURE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.work/keystone/fixture.json")
-            });
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-            panic!(
-                "no test Keystone fixture at {} ({error}): run scripts/keystone start (scripts/test does)",
-                path.display()
-            )
-        });
-        Self(serde_json::from_str(&text).unwrap())
+        Self(magnum_test_support::keystone_fixture())
     }
 
     fn auth_url(&self) -> &str {
