@@ -4,6 +4,7 @@
 
 use magnum_domain::cluster_template::{Coe, ServerType};
 mod runtime;
+mod sandbox;
 
 use magnum_driver::{
     Action, ClusterSpec, ClusterType, Converge, Driver, DriverError, Image, Observed, Progress,
@@ -62,6 +63,12 @@ pub struct Catalog {
     pub fixed_networks: Vec<CatalogNetwork>,
     pub fixed_subnets: Vec<CatalogNetwork>,
     pub keypairs: Vec<String>,
+    /// Projects that may build clusters with this driver; empty means every project.
+    pub allowed_projects: Vec<String>,
+    /// The `magnum-node-authz` binary; by default the one beside magnumd's executable.
+    pub authz_binary: Option<std::path::PathBuf>,
+    /// Processes the containers of one node may run together (their cgroup's pids.max).
+    pub max_pids_per_node: u32,
 }
 
 impl Default for Catalog {
@@ -97,6 +104,9 @@ impl Default for Catalog {
             fixed_networks: Vec::new(),
             fixed_subnets: Vec::new(),
             keypairs: Vec::new(),
+            allowed_projects: Vec::new(),
+            authz_binary: None,
+            max_pids_per_node: 4096,
         }
     }
 }
@@ -114,8 +124,24 @@ pub struct LocalDriver {
     unavailable: Option<String>,
 }
 
+/// The authorization plugin every node runs: the configured path, else `magnum-node-authz`
+/// beside magnumd's executable (or one directory up, where cargo puts test executables).
+pub fn authz_binary(configured: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    if let Some(path) = configured {
+        return Some(path.to_owned());
+    }
+    let executable = std::env::current_exe().ok()?;
+    let directory = executable.parent()?;
+    let found = [Some(directory), directory.parent()]
+        .into_iter()
+        .flatten()
+        .map(|directory| directory.join("magnum-node-authz"))
+        .find(|candidate| candidate.is_file());
+    found
+}
+
 /// What the driver needs on the host, as one sentence when something is missing.
-fn host_requirements() -> Option<String> {
+fn host_requirements(authz: Option<&std::path::Path>) -> Option<String> {
     let mut missing = Vec::new();
     let is_root = {
         use std::os::unix::fs::MetadataExt;
@@ -125,7 +151,18 @@ fn host_requirements() -> Option<String> {
         missing.push("root privileges".to_owned());
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    for program in ["dockerd", "docker", "ip", "unshare", "setsid", "tar"] {
+    for program in [
+        "dockerd",
+        "docker",
+        "docker-init",
+        "ip",
+        "nft",
+        "unshare",
+        "setsid",
+        "pivot_root",
+        "hostname",
+        "tar",
+    ] {
         let found = path
             .split(':')
             .any(|directory| std::path::Path::new(directory).join(program).exists());
@@ -133,13 +170,25 @@ fn host_requirements() -> Option<String> {
             missing.push(program.to_owned());
         }
     }
-    if !std::path::Path::new("/bin/busybox").exists() {
-        missing.push("/bin/busybox".to_owned());
+    // Nodes see only the host's /usr: what they run must live there.
+    for program in ["/usr/bin/docker-init", "/usr/sbin/dockerd", "/bin/busybox"] {
+        if !std::path::Path::new(program).exists() {
+            missing.push(program.to_owned());
+        }
+    }
+    match authz {
+        Some(binary) if binary.is_file() => {}
+        Some(binary) => missing.push(format!(
+            "the node authorization plugin {} (drivers.local.authz_binary)",
+            binary.display()
+        )),
+        None => missing
+            .push("magnum-node-authz beside magnumd (or drivers.local.authz_binary)".to_owned()),
     }
     (!missing.is_empty()).then(|| {
         format!(
             "The local driver cannot build clusters on this host: it needs root and dockerd \
-             (apt-get install docker.io busybox-static iproute2); missing: {}.",
+             (apt-get install docker.io busybox-static iproute2 nftables); missing: {}.",
             missing.join(", ")
         )
     })
@@ -175,18 +224,23 @@ impl LocalDriver {
                 flavors.insert(id.clone(), (flavor.vcpus, flavor.ram_mib));
             }
         }
+        let authz = authz_binary(catalog.authz_binary.as_deref());
+        let unavailable = host_requirements(authz.as_deref());
         let runtime = runtime::Runtime {
             state_dir,
             pool,
             max_nodes: catalog.max_nodes,
             flavors,
             busy: std::sync::Arc::default(),
+            authz_binary: authz.unwrap_or_default(),
+            max_pids_per_node: catalog.max_pids_per_node,
+            uid_ranges: std::sync::Arc::default(),
         };
         Self {
             catalog,
             runtime: Some(runtime),
             events: std::sync::OnceLock::new(),
-            unavailable: host_requirements(),
+            unavailable,
         }
     }
 
@@ -330,6 +384,18 @@ impl Driver for LocalDriver {
 
     fn supports(&self, action: Action) -> bool {
         self.runtime.is_some() && action != Action::RotateCredentials
+    }
+
+    fn permits_project(&self, project_id: &str) -> Result<(), String> {
+        let allowed = &self.catalog.allowed_projects;
+        if allowed.is_empty() || allowed.iter().any(|project| project == project_id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "The local driver does not build clusters for project {project_id} \
+                 (drivers.local.allowed_projects)."
+            ))
+        }
     }
 
     fn nodes_available(&self) -> Option<i64> {

@@ -4,7 +4,7 @@
 //! what the driver made is recorded under its state directory, so a restarted magnumd adopts
 //! running nodes instead of duplicating them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use magnum_driver::{
@@ -13,6 +13,8 @@ use magnum_driver::{
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use uuid::Uuid;
+
+use crate::sandbox::{self, write_private, Limits, NodeSandbox, UidRanges};
 
 /// The image every node gets, made from busybox-static.
 pub const NODE_IMAGE: &str = "magnum/local-node:1";
@@ -27,6 +29,12 @@ pub struct NodeState {
     pub role: String,
     pub address: String,
     pub swarm_id: Option<String>,
+    /// The node's slot of host uids (see `sandbox::UidRanges`).
+    #[serde(default)]
+    pub uid_slot: Option<u32>,
+    /// Its nodegroup's flavor when it was added: the limits it restarts with.
+    #[serde(default)]
+    pub flavor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +63,11 @@ pub struct Runtime {
     pub flavors: std::collections::HashMap<String, (u32, u64)>,
     /// Clusters an operation is changing: the health monitor leaves them alone.
     pub busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    /// The `magnum-node-authz` binary every node runs as its Docker authorization plugin.
+    pub authz_binary: PathBuf,
+    /// Processes a node's containers may run together (pids.max of their cgroup).
+    pub max_pids_per_node: u32,
+    pub uid_ranges: std::sync::Arc<UidRanges>,
 }
 
 /// Marks a cluster busy while it lives.
@@ -123,12 +136,25 @@ impl Runtime {
         format!("v{}{node}", &short(cluster)[..6])
     }
 
-    fn cgroup_parent(cluster: Uuid, node: &str) -> String {
+    fn cgroup(cluster: Uuid, node: &str) -> String {
         format!("magnum-{}-{node}", short(cluster))
     }
 
-    /// Sockets and dockerd's exec root: unix socket paths must stay short (containerd's
-    /// debug socket lives below the exec root and is limited to 104 bytes).
+    fn firewall_table(cluster: Uuid) -> String {
+        format!("magnum_{}", short(cluster))
+    }
+
+    fn sandbox(&self, cluster: Uuid, node: &str, hostname: &str) -> NodeSandbox {
+        NodeSandbox {
+            directory: self.node_dir(cluster, node),
+            run_directory: Self::run_dir(cluster, node),
+            netns: Self::netns(cluster, node),
+            cgroup: Self::cgroup(cluster, node),
+            hostname: hostname.to_owned(),
+        }
+    }
+
+    /// The node's docker.sock as the host reaches it: unix socket paths must stay short.
     fn run_dir(cluster: Uuid, node: &str) -> PathBuf {
         PathBuf::from("/run/magnum-local").join(format!("{}-{node}", short(cluster)))
     }
@@ -194,8 +220,11 @@ impl Runtime {
         format!("{}.{}.{}.1", self.pool[0], self.pool[1], state.subnet)
     }
 
+    /// The cluster's bridge, behind its firewall table (installed first, so that no node is
+    /// ever on the bridge without it).
     async fn ensure_bridge(&self, cluster: Uuid, state: &ClusterState) -> Result<(), DriverError> {
         let bridge = Self::bridge(cluster);
+        sandbox::install_firewall(&Self::firewall_table(cluster), &bridge).await?;
         if run("ip", &["link", "show", &bridge]).await.is_err() {
             run("ip", &["link", "add", &bridge, "type", "bridge"]).await?;
             run(
@@ -300,11 +329,9 @@ impl Runtime {
         Ok(())
     }
 
-    fn dockerd_pid(&self, cluster: Uuid, node: &str) -> Option<i32> {
-        let text =
-            std::fs::read_to_string(self.node_dir(cluster, node).join("dockerd.pid")).ok()?;
-        let pid: i32 = text.trim().parse().ok()?;
-        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    /// The host PID of the node's sandbox while it runs.
+    fn node_pid(&self, cluster: Uuid, node: &str) -> Option<i32> {
+        self.sandbox(cluster, node, "").pid()
     }
 
     async fn docker(
@@ -328,7 +355,7 @@ impl Runtime {
         if node.role != "master" || spec.template.tls_disabled {
             return Ok(());
         }
-        let directory = self.node_dir(spec.cluster.uuid, &node.name);
+        let directory = self.node_dir(spec.cluster.uuid, &node.name).join("tls");
         std::fs::create_dir_all(&directory)
             .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
         let authority = spec
@@ -343,11 +370,8 @@ impl Runtime {
         )
         .map_err(|error| failed(error.to_string()))?;
         write_private(&directory.join("ca.pem"), authority.cert_pem.as_bytes())?;
-        write_private(
-            &directory.join("server-cert.pem"),
-            server.cert_pem.as_bytes(),
-        )?;
-        write_private(&directory.join("server-key.pem"), server.key_pem.as_bytes())
+        write_private(&directory.join("cert.pem"), server.cert_pem.as_bytes())?;
+        write_private(&directory.join("key.pem"), server.key_pem.as_bytes())
     }
 
     async fn start_dockerd(&self, spec: &ClusterSpec, node: &NodeState) -> Result<(), DriverError> {
@@ -362,6 +386,7 @@ impl Runtime {
         .await
     }
 
+    /// Starts the node's sandbox and waits until its dockerd answers.
     async fn launch_dockerd(
         &self,
         cluster: Uuid,
@@ -369,27 +394,22 @@ impl Runtime {
         tls: bool,
         hostname: &str,
     ) -> Result<(), DriverError> {
-        let directory = self.node_dir(cluster, &node.name);
-        let run_dir = Self::run_dir(cluster, &node.name);
-        for path in [directory.join("data"), run_dir.join("exec")] {
-            std::fs::create_dir_all(&path)
-                .map_err(|error| failed(format!("cannot create {}: {error}", path.display())))?;
+        let sandbox = self.sandbox(cluster, &node.name, hostname);
+        // Nothing else may run in the node's network namespace: a dockerd that outlived its
+        // record, or one of a version before the sandbox, would hold the node's ports.
+        if let Ok(pids) = run("ip", &["netns", "pids", &Self::netns(cluster, &node.name)]).await {
+            for pid in pids.split_whitespace() {
+                run_quietly("kill", &["-KILL", pid]).await;
+            }
         }
+        // Paths as the node sees them, inside its private root.
         let mut arguments: Vec<String> = vec![
-            "--data-root".into(),
-            directory.join("data").display().to_string(),
-            "--exec-root".into(),
-            run_dir.join("exec").display().to_string(),
-            "--pidfile".into(),
-            directory.join("dockerd.pid").display().to_string(),
             "-H".into(),
-            self.socket(cluster, &node.name),
+            "unix:///run/magnum/docker.sock".into(),
             "--storage-driver".into(),
             "overlay2".into(),
             "--exec-opt".into(),
             "native.cgroupdriver=cgroupfs".into(),
-            "--cgroup-parent".into(),
-            format!("/{}", Self::cgroup_parent(cluster, &node.name)),
             "--log-level".into(),
             "warn".into(),
         ];
@@ -400,51 +420,34 @@ impl Runtime {
                     format!("tcp://{}:{TLS_PORT}", node.address),
                     "--tlsverify".into(),
                     "--tlscacert".into(),
-                    directory.join("ca.pem").display().to_string(),
+                    "/etc/docker/tls/ca.pem".into(),
                     "--tlscert".into(),
-                    directory.join("server-cert.pem").display().to_string(),
+                    "/etc/docker/tls/cert.pem".into(),
                     "--tlskey".into(),
-                    directory.join("server-key.pem").display().to_string(),
+                    "/etc/docker/tls/key.pem".into(),
                 ]);
             } else {
                 arguments.extend(["-H".into(), format!("tcp://{}:{PLAIN_PORT}", node.address)]);
             }
         }
-        // `ip netns exec` remounts /sys and loses the cgroup hierarchies: mount them again in
-        // the node's own mount namespace, with its own host name.
-        let script = "hostname \"$NODE_HOSTNAME\"\n\
-            mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup\n\
-            for cg in cpu cpuacct cpuset memory devices freezer blkio pids; do \
-            mkdir -p /sys/fs/cgroup/$cg; mount -t cgroup -o $cg cgroup /sys/fs/cgroup/$cg; done\n\
-            mkdir -p /sys/fs/cgroup/systemd; mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd\n\
-            mkdir -p /sys/fs/cgroup/unified; mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified 2>/dev/null\n\
-            exec \"$@\"";
-        let log = std::fs::File::create(directory.join("dockerd.log"))
-            .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
-        let netns = Self::netns(cluster, &node.name);
-        let mut command = std::process::Command::new("setsid");
-        // --fork: the daemon is re-parented to init at once; magnumd holds no child for it.
-        command
-            .args([
-                "--fork", "ip", "netns", "exec", &netns, "unshare", "--uts", "sh", "-c", script,
-                "sh", "dockerd",
-            ])
-            .args(&arguments)
-            .env("NODE_HOSTNAME", hostname)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let mut child = command.spawn().map_err(|error| {
-            failed(format!(
-                "cannot start dockerd for node {}: {error}",
-                node.name
-            ))
-        })?;
-        let _ = child.wait();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let uid_slot = self.uid_ranges.claim(&sandbox.directory, node.uid_slot)?;
+        if node.uid_slot != Some(uid_slot) {
+            self.record_uid_slot(cluster, &node.name, uid_slot)?;
+        }
+        let (vcpus, ram_mib) = node
+            .flavor
+            .as_deref()
+            .and_then(|flavor| self.flavors.get(flavor))
+            .map_or((None, None), |(vcpus, ram_mib)| {
+                (Some(*vcpus), Some(*ram_mib))
+            });
+        let limits = Limits {
+            vcpus,
+            ram_mib,
+            pids: self.max_pids_per_node,
+        };
+        sandbox.launch(&self.authz_binary, uid_slot, limits, &arguments)?;
+        let started = Instant::now();
         loop {
             if self
                 .docker(cluster, &node.name, &["info", "--format", "{{.ID}}"])
@@ -453,29 +456,39 @@ impl Runtime {
             {
                 return Ok(());
             }
-            if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(directory.join("dockerd.log")).unwrap_or_default();
+            // A sandbox that could not be built ends at once: say why without waiting.
+            let gone = sandbox.pid().is_none() && started.elapsed() > Duration::from_secs(2);
+            if gone || started.elapsed() > Duration::from_secs(30) {
+                let log = std::fs::read_to_string(sandbox.log_file()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(3).collect();
                 return Err(failed(format!(
-                    "dockerd of node {} did not start within 30 s: {}",
+                    "dockerd of node {} did not start{}: {}",
                     node.name,
+                    if gone { "" } else { " within 30 s" },
                     tail.join(" / ")
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    async fn stop_dockerd(&self, cluster: Uuid, node: &str) {
-        if let Some(pid) = self.dockerd_pid(cluster, node) {
-            run_quietly("kill", &["-TERM", &pid.to_string()]).await;
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    /// Records a node's uid range the moment it is claimed, so that a crash cannot lose it.
+    fn record_uid_slot(&self, cluster: Uuid, node: &str, slot: u32) -> Result<(), DriverError> {
+        let Some(mut state) = self.load(cluster) else {
+            return Ok(());
+        };
+        if let Some(stored) = state.nodes.iter_mut().find(|stored| stored.name == node) {
+            stored.uid_slot = Some(slot);
         }
-        // Whatever survived (shims and containers of a killed dockerd) goes by PID.
+        self.save(cluster, &state)
+    }
+
+    async fn stop_dockerd(&self, cluster: Uuid, node: &str) {
+        self.sandbox(cluster, node, "")
+            .stop(sandbox::STOP_GRACE)
+            .await;
+        // Whatever is left in the node's network namespace (a sandbox from before its record
+        // was written) goes by PID.
         let netns = Self::netns(cluster, node);
         if let Ok(pids) = run("ip", &["netns", "pids", &netns]).await {
             for pid in pids.split_whitespace() {
@@ -488,14 +501,11 @@ impl Runtime {
         self.stop_dockerd(cluster, node).await;
         run_quietly("ip", &["link", "del", &Self::veth(cluster, node)]).await;
         run_quietly("ip", &["netns", "del", &Self::netns(cluster, node)]).await;
-        let parent = Self::cgroup_parent(cluster, node);
-        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
-            for hierarchy in hierarchies.flatten() {
-                remove_cgroup_tree(&hierarchy.path().join(&parent));
-            }
-        }
-        let _ = std::fs::remove_dir_all(self.node_dir(cluster, node));
-        let _ = std::fs::remove_dir_all(Self::run_dir(cluster, node));
+        let sandbox = self.sandbox(cluster, node, "");
+        sandbox.remove_cgroups();
+        self.uid_ranges.release(&sandbox.directory);
+        let _ = std::fs::remove_dir_all(&sandbox.directory);
+        let _ = std::fs::remove_dir_all(&sandbox.run_directory);
     }
 
     fn manager(state: &ClusterState) -> Option<&NodeState> {
@@ -532,6 +542,8 @@ impl Runtime {
             role: role.to_owned(),
             address: self.address(state, index),
             swarm_id: None,
+            uid_slot: None,
+            flavor: nodegroup.flavor_id.clone(),
         };
         progress
             .report(format!(
@@ -539,11 +551,16 @@ impl Runtime {
                 node.name, node.address, nodegroup.name
             ))
             .await;
+        // A claim whose node directory does not exist counts as stale: make it first.
+        let directory = self.node_dir(cluster, &node.name);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
+        let mut node = node;
+        node.uid_slot = Some(self.uid_ranges.claim(&directory, None)?);
         state.nodes.push(node.clone());
         self.save(cluster, state)?;
         self.create_network(cluster, &node.name, &node.address)
             .await?;
-        self.apply_flavor(cluster, &node.name, nodegroup.flavor_id.as_deref());
         self.start_dockerd(spec, &node).await?;
         let rootfs = self.node_rootfs().await?;
         self.docker(
@@ -720,28 +737,6 @@ impl Runtime {
             .sum()
     }
 
-    /// Caps the node's containers at its flavor through their cgroup parent.
-    fn apply_flavor(&self, cluster: Uuid, node: &str, flavor: Option<&str>) {
-        let Some((vcpus, ram_mib)) = flavor.and_then(|flavor| self.flavors.get(flavor)) else {
-            return;
-        };
-        let parent = Self::cgroup_parent(cluster, node);
-        let memory = Path::new("/sys/fs/cgroup/memory").join(&parent);
-        let cpu = Path::new("/sys/fs/cgroup/cpu").join(&parent);
-        for directory in [&memory, &cpu] {
-            let _ = std::fs::create_dir_all(directory);
-        }
-        let _ = std::fs::write(
-            memory.join("memory.limit_in_bytes"),
-            (ram_mib * 1024 * 1024).to_string(),
-        );
-        let _ = std::fs::write(cpu.join("cpu.cfs_period_us"), "100000");
-        let _ = std::fs::write(
-            cpu.join("cpu.cfs_quota_us"),
-            (u64::from(*vcpus) * 100_000).to_string(),
-        );
-    }
-
     /// Clusters the driver has records of.
     pub fn known_clusters(&self) -> Vec<Uuid> {
         std::fs::read_dir(self.state_dir.join("clusters"))
@@ -777,7 +772,7 @@ impl Runtime {
         let manager = state
             .nodes
             .iter()
-            .find(|node| node.role == "master" && self.dockerd_pid(cluster, &node.name).is_some());
+            .find(|node| node.role == "master" && self.node_pid(cluster, &node.name).is_some());
         let listing = match manager {
             Some(manager) => self
                 .docker(
@@ -801,7 +796,7 @@ impl Runtime {
         let mut all_ready = true;
         for node in &state.nodes {
             let id = node.swarm_id.as_deref().unwrap_or("-");
-            let ready = self.dockerd_pid(cluster, &node.name).is_some()
+            let ready = self.node_pid(cluster, &node.name).is_some()
                 && listing.lines().any(|line| line == format!("{id} Ready"));
             all_ready &= ready;
             reason.insert(
@@ -817,7 +812,7 @@ impl Runtime {
         // Healing comes after the report, so that what was seen is what is published.
         if state.auto_healing && status == HealthStatus::Unhealthy {
             for node in &state.nodes {
-                if self.dockerd_pid(cluster, &node.name).is_none() && !self.is_busy(cluster) {
+                if self.node_pid(cluster, &node.name).is_none() && !self.is_busy(cluster) {
                     tracing::warn!(cluster.id = %cluster, node = %node.name, "node dockerd is down; restarting it (auto-healing)");
                     let hostname = format!("{}-{}", state.name, node.name);
                     let restarted = async {
@@ -865,7 +860,7 @@ impl Runtime {
         self.ensure_bridge(cluster, &state).await?;
         // Nodes whose dockerd died (a host restart, a kill) are started again on their data.
         for node in state.nodes.clone() {
-            if node.swarm_id.is_some() && self.dockerd_pid(cluster, &node.name).is_none() {
+            if node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none() {
                 progress
                     .report(format!("Restarting the dockerd of node {}.", node.name))
                     .await;
@@ -1050,54 +1045,20 @@ impl Runtime {
             progress
                 .report(format!("Stopping {} nodes.", state.nodes.len()))
                 .await;
-            // All daemons stop in parallel; each node is then torn down.
-            let pids: Vec<i32> = state
-                .nodes
-                .iter()
-                .filter_map(|node| self.dockerd_pid(cluster, &node.name))
-                .collect();
-            for pid in &pids {
-                run_quietly("kill", &["-TERM", &pid.to_string()]).await;
+            // All nodes stop in parallel; each is then torn down.
+            let mut stops = tokio::task::JoinSet::new();
+            for node in &state.nodes {
+                let sandbox = self.sandbox(cluster, &node.name, "");
+                stops.spawn(async move { sandbox.stop(sandbox::STOP_GRACE).await });
             }
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while pids
-                .iter()
-                .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-                && Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            stops.join_all().await;
             for node in &state.nodes {
                 self.teardown_node(cluster, &node.name).await;
             }
         }
         run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
+        sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
         let _ = std::fs::remove_dir_all(self.cluster_dir(cluster));
         Ok(())
     }
-}
-
-fn remove_cgroup_tree(path: &Path) {
-    if let Ok(children) = std::fs::read_dir(path) {
-        for child in children.flatten() {
-            if child.path().is_dir() {
-                remove_cgroup_tree(&child.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(path);
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), DriverError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))?;
-    file.write_all(contents)
-        .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))
 }

@@ -239,6 +239,12 @@ pub trait Driver: Send + Sync + 'static {
         }
     }
 
+    /// Whether the driver builds nodes for `project_id`; the reason when it does not.
+    fn permits_project(&self, project_id: &str) -> Result<(), String> {
+        let _ = project_id;
+        Ok(())
+    }
+
     /// How many more nodes this driver can run, when it is bounded (a single host is).
     fn nodes_available(&self) -> Option<i64> {
         None

@@ -526,8 +526,18 @@ pub(crate) fn driver_for(
     Ok(driver)
 }
 
-/// Refuses a change that needs more nodes than a bounded driver has room for.
-pub(crate) fn check_capacity(driver: &dyn Driver, additional_nodes: i64) -> Result<(), ApiError> {
+/// Refuses a change that adds nodes for a project the driver does not build for, or that
+/// needs more nodes than a bounded driver has room for.
+pub(crate) fn check_capacity(
+    driver: &dyn Driver,
+    project_id: &str,
+    additional_nodes: i64,
+) -> Result<(), ApiError> {
+    if additional_nodes > 0 {
+        driver
+            .permits_project(project_id)
+            .map_err(ApiError::forbidden)?;
+    }
     match driver.nodes_available() {
         Some(available) if additional_nodes > available => Err(ApiError::bad_request(format!(
             "The {} driver has room for {} more nodes on this host; this request needs {}.",
@@ -670,7 +680,7 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
             "master_count must be 1 when master_lb_enabled is False",
         ));
     }
-    check_capacity(&*driver, master_count + node_count)?;
+    check_capacity(&*driver, &identity.project_id, master_count + node_count)?;
     let now = Timestamp::now();
     let cluster = Cluster {
         id: 0,
@@ -948,7 +958,7 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         if count_changed {
             let template = template_of(state, &cluster).await?;
             let driver = driver_for(state, &template, Action::ScaleWorkers)?;
-            check_capacity(&*driver, node_count - worker_count)?;
+            check_capacity(&*driver, &cluster.project_id, node_count - worker_count)?;
             let Some(mut worker) = worker.clone() else {
                 return Err(ApiError::bad_request(
                     "The cluster has no default worker nodegroup to resize.",
@@ -1189,7 +1199,11 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             driver
                 .check_master_count(node_count)
                 .map_err(ApiError::bad_request)?;
-            check_capacity(&*driver, node_count - nodegroup.node_count)?;
+            check_capacity(
+                &*driver,
+                &cluster.project_id,
+                node_count - nodegroup.node_count,
+            )?;
         } else {
             let out_of_range = node_count < nodegroup.min_node_count
                 || nodegroup.max_node_count.is_some_and(|max| node_count > max);
@@ -1207,7 +1221,11 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
                 return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
             }
             let driver = driver_for(state, &template, Action::ScaleWorkers)?;
-            check_capacity(&*driver, node_count - nodegroup.node_count)?;
+            check_capacity(
+                &*driver,
+                &cluster.project_id,
+                node_count - nodegroup.node_count,
+            )?;
         }
         let now = Timestamp::now();
         let mut updated = cluster.clone();

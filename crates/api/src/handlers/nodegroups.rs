@@ -445,7 +445,7 @@ async fn create(
         }
         let template = super::clusters::template_of(state, &cluster).await?;
         let driver = driver_for(state, &template, Action::CreateNodegroup)?;
-        super::clusters::check_capacity(&*driver, node_count)?;
+        super::clusters::check_capacity(&*driver, &cluster.project_id, node_count)?;
         let labels = Labels::inherit(
             &cluster.labels,
             attributes.labels("labels"),

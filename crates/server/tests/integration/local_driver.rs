@@ -15,7 +15,7 @@ const OWNER: Caller = Caller {
     roles: "member,reader",
 };
 
-fn run(program: &str, arguments: &[&str], directory: &Path) -> (bool, String) {
+pub(crate) fn run(program: &str, arguments: &[&str], directory: &Path) -> (bool, String) {
     let output = Command::new(program)
         .args(arguments)
         .current_dir(directory)
@@ -33,6 +33,16 @@ fn run(program: &str, arguments: &[&str], directory: &Path) -> (bool, String) {
 
 /// A client certificate signed through the API, written as Docker expects.
 async fn client_config(app: &TestApp, cluster: &str, directory: &Path) {
+    client_config_of(app, OWNER, cluster, directory).await;
+}
+
+/// `caller`'s client certificate for `cluster` (ca.pem, cert.pem, key.pem in `directory`).
+pub(crate) async fn client_config_of(
+    app: &TestApp,
+    caller: Caller,
+    cluster: &str,
+    directory: &Path,
+) {
     let (ok, output) = run(
         "openssl",
         &[
@@ -57,7 +67,7 @@ async fn client_config(app: &TestApp, cluster: &str, directory: &Path) {
             "latest",
             "POST",
             "/v1/certificates",
-            OWNER,
+            caller,
             Some(json!({"cluster_uuid": cluster, "csr": csr})),
         )
         .await;
@@ -77,14 +87,14 @@ async fn client_config(app: &TestApp, cluster: &str, directory: &Path) {
             "latest",
             "GET",
             &format!("/v1/certificates/{cluster}"),
-            OWNER,
+            caller,
             None,
         )
         .await;
     std::fs::write(directory.join("ca.pem"), ca.body["pem"].as_str().unwrap()).unwrap();
 }
 
-fn docker(directory: &Path, address: &str, arguments: &[&str]) -> (bool, String) {
+pub(crate) fn docker(directory: &Path, address: &str, arguments: &[&str]) -> (bool, String) {
     let host = address.to_owned();
     let mut all = vec![
         "--tlsverify",
@@ -101,7 +111,7 @@ fn docker(directory: &Path, address: &str, arguments: &[&str]) -> (bool, String)
     run("docker", &all, directory)
 }
 
-fn leftovers(cluster: &str) -> Vec<String> {
+pub(crate) fn leftovers(cluster: &str) -> Vec<String> {
     let short: String = cluster.replace('-', "")[..8].to_owned();
     let mut found = Vec::new();
     let links = run("ip", &["-br", "link"], Path::new("/")).1;
@@ -132,6 +142,44 @@ fn leftovers(cluster: &str) -> Vec<String> {
             .filter(|line| line.contains(cluster))
             .map(str::to_owned),
     );
+    let processes = run("pgrep", &["-af", cluster], Path::new("/")).1;
+    found.extend(
+        processes
+            .lines()
+            .filter(|line| !line.contains("pgrep"))
+            .map(str::to_owned),
+    );
+    // Cgroups, the firewall table and the nodes' uid ranges.
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        for entry in std::fs::read_dir(hierarchy.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("magnum-{short}-")) {
+                found.push(entry.path().display().to_string());
+            }
+        }
+    }
+    let tables = run("nft", &["list", "tables"], Path::new("/")).1;
+    found.extend(
+        tables
+            .lines()
+            .filter(|line| line.contains(&short))
+            .map(str::to_owned),
+    );
+    for claim in std::fs::read_dir("/run/magnum-local/uid-ranges")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(owner) = std::fs::read_link(claim.path()) {
+            if owner.display().to_string().contains(cluster) {
+                found.push(format!("uid range {}", owner.display()));
+            }
+        }
+    }
     found
 }
 
@@ -475,14 +523,14 @@ async fn healing(app: &TestApp) {
         healthy["health_status_reason"]["h-n2.Ready"], "True",
         "{healthy}"
     );
-    // The worker's dockerd dies.
     let state_dir = app
         .notifications
         .parent()
         .unwrap()
         .join("local-driver/clusters")
         .join(&uuid);
-    let pid = std::fs::read_to_string(state_dir.join("n2/dockerd.pid")).unwrap();
+    // The worker dies: its sandbox's first process and with it every process of the node.
+    let pid = std::fs::read_to_string(state_dir.join("n2/node.pid")).unwrap();
     let (ok, output) = run("kill", &["-KILL", pid.trim()], Path::new("/"));
     assert!(ok, "{output}");
     let unhealthy = app
@@ -538,5 +586,37 @@ async fn requests_past_the_hosts_capacity_are_refused_up_front() {
             "The local driver has room for 2 more nodes on this host; this request needs 3."
         )
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn only_allowed_projects_get_local_nodes() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.allowed_projects = vec!["p-trusted".to_owned()];
+    })
+    .await;
+    app.create_template(OWNER, json!({"name": "gated"})).await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(json!({"cluster_template_id": "gated", "node_count": 1})),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.detail()),
+        (
+            403,
+            "The local driver does not build clusters for project p-local (drivers.local.allowed_projects)."
+        )
+    );
+    assert_eq!(reply.body["errors"][0]["code"], "client");
+    let listed = app
+        .send_at("latest", "GET", "/v1/clusters", OWNER, None)
+        .await;
+    assert_eq!(listed.body["clusters"], json!([]), "nothing was stored");
     app.stop().await;
 }

@@ -9,5 +9,6 @@ mod compat_clusters;
 mod keystone;
 mod local_driver;
 mod openstack_cli;
+mod sandbox;
 mod support;
 mod templates;

@@ -135,6 +135,9 @@ impl TestApp {
                 .unwrap();
             config.certificates.key_file = Some(key);
         }
+        config.drivers.local.authz_binary = Some(std::path::PathBuf::from(env!(
+            "CARGO_BIN_EXE_magnum-node-authz"
+        )));
         config.conductor.lease = 3;
         config.conductor.poll_interval_ms = 100;
         config.server.listen = "127.0.0.1:0".to_owned();

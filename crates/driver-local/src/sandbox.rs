@@ -1,0 +1,641 @@
+//! The sandbox every node runs in (../shared/spec/local-sandbox-spike.md): besides its
+//! network namespace, a node has its own mount namespace with a private root filesystem
+//! (host /usr read-only; its own /etc, /run, /tmp, /dev, /var/lib/docker), its own PID, UTS,
+//! IPC and cgroup namespaces, and one cgroup subtree per hierarchy. Its dockerd remaps
+//! container users to a 65536-uid range of its own and asks our authorization plugin
+//! (`magnum-node-authz`, started inside the sandbox) before every API call. One nftables
+//! table per cluster keeps the cluster's bridge away from the host and from other clusters.
+//!
+//! The layers back each other up: the plugin refuses what would reach outside the node, the
+//! private root and PID namespace contain whatever the plugin cannot see (a symlink planted
+//! in a volume), and the user namespace makes a container's root an unprivileged uid on the
+//! host.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use magnum_driver::DriverError;
+
+/// The name dockerd knows the plugin by (`/run/docker/plugins/<name>.sock` in the node).
+pub const AUTHZ_PLUGIN: &str = "magnum-authz";
+/// The user whose subordinate ranges dockerd maps container users to.
+const REMAP_USER: &str = "dockremap";
+const REMAP_ID: u32 = 4999;
+/// Each node owns `[slot × RANGE, (slot + 1) × RANGE)` of host uids and gids; slots below
+/// `FIRST_SLOT` are left to the host's own users and their subordinate ranges.
+const RANGE: u32 = 65_536;
+const FIRST_SLOT: u32 = 16;
+const LAST_SLOT: u32 = 65_534;
+/// How long a node's dockerd gets to stop on SIGTERM before the node is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// The cgroup v1 hierarchies a node gets a subtree in (those mounted on this host).
+const HIERARCHIES: [&str; 10] = [
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd",
+    "unified",
+];
+
+fn failed(message: impl Into<String>) -> DriverError {
+    DriverError::Failed(message.into())
+}
+
+/// Runs as the node's first process (`sh -c`), in its fresh namespaces: builds the private
+/// root under `$NODE_DIR/root`, pivots into it, and hands over to docker-init (tini), which
+/// reaps orphans and forwards SIGTERM to dockerd. When dockerd exits, docker-init exits and
+/// the kernel kills everything left in the node's PID namespace: shims, containers and the
+/// plugin. Nothing mounted here is visible on the host (private propagation).
+const NODE_INIT: &str = r#"set -eu
+R="$NODE_DIR/root"
+hostname "$NODE_HOSTNAME"
+mount -t tmpfs -o mode=755,size=16m,nosuid magnum-node "$R"
+mkdir -p "$R/usr" "$R/etc/docker/tls" "$R/var/lib/docker" "$R/run" "$R/tmp" "$R/proc" "$R/sys" "$R/dev" "$R/root" "$R/opt/magnum"
+mount --rbind /usr "$R/usr"
+mount -o remount,bind,ro "$R/usr"
+for link in bin sbin lib lib32 lib64 libx32; do
+  if [ -e "/usr/$link" ]; then ln -s "usr/$link" "$R/$link"; fi
+done
+ln -s /run "$R/var/run"
+for file in hosts nsswitch.conf ld.so.cache localtime resolv.conf; do
+  if [ -e "/etc/$file" ]; then cp -L "/etc/$file" "$R/etc/"; fi
+done
+cp -a /etc/alternatives "$R/etc/"
+cp -a "$NODE_DIR/etc/." "$R/etc/"
+mount --bind -o ro "$NODE_DIR/tls" "$R/etc/docker/tls"
+mount --bind "$NODE_DIR/data" "$R/var/lib/docker"
+mount -t tmpfs -o mode=755,size=64m,nosuid,nodev magnum-run "$R/run"
+mkdir -p "$R/run/magnum" "$R/run/docker/plugins"
+mount --bind "$NODE_RUN_DIR" "$R/run/magnum"
+touch "$R/opt/magnum/magnum-node-authz"
+mount --bind -o ro "$AUTHZ_BINARY" "$R/opt/magnum/magnum-node-authz"
+cp "$NODE_DIR/start-dockerd" "$R/opt/magnum/start-dockerd"
+mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev magnum-tmp "$R/tmp"
+mount -t tmpfs -o mode=755,size=64k,nosuid magnum-dev "$R/dev"
+mknod -m 666 "$R/dev/null" c 1 3
+mknod -m 666 "$R/dev/zero" c 1 5
+mknod -m 666 "$R/dev/full" c 1 7
+mknod -m 666 "$R/dev/random" c 1 8
+mknod -m 666 "$R/dev/urandom" c 1 9
+mknod -m 666 "$R/dev/tty" c 5 0
+mkdir "$R/dev/pts" "$R/dev/shm" "$R/dev/mqueue"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$R/dev/pts"
+ln -s pts/ptmx "$R/dev/ptmx"
+mount -t tmpfs -o mode=1777,nosuid,nodev,size=64m shm "$R/dev/shm"
+mount -t mqueue mqueue "$R/dev/mqueue"
+ln -s /proc/self/fd "$R/dev/fd"
+ln -s /proc/self/fd/0 "$R/dev/stdin"
+ln -s /proc/self/fd/1 "$R/dev/stdout"
+ln -s /proc/self/fd/2 "$R/dev/stderr"
+mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
+mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$R/sys"
+mount -t tmpfs -o mode=755 cgroup "$R/sys/fs/cgroup"
+for hierarchy in cpu cpuacct cpuset memory devices freezer blkio pids; do
+  mkdir -p "$R/sys/fs/cgroup/$hierarchy"
+  mount -t cgroup -o "$hierarchy" cgroup "$R/sys/fs/cgroup/$hierarchy"
+done
+mkdir -p "$R/sys/fs/cgroup/systemd" "$R/sys/fs/cgroup/unified"
+mount -t cgroup -o none,name=systemd cgroup "$R/sys/fs/cgroup/systemd"
+mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup/unified" 2>/dev/null || true
+cd "$R"
+mkdir .oldroot
+pivot_root . .oldroot
+cd /
+umount -l /.oldroot
+rmdir /.oldroot
+exec /usr/bin/docker-init -- /bin/sh /opt/magnum/start-dockerd "$@"
+"#;
+
+/// docker-init's child: the authorization plugin, restarted if it ever exits (dockerd fails
+/// closed while it is away), then dockerd, once the plugin's socket exists.
+const START_DOCKERD: &str = r#"set -u
+(while true; do /opt/magnum/magnum-node-authz --socket /run/docker/plugins/magnum-authz.sock; sleep 0.2; done) &
+waited=0
+while [ ! -S /run/docker/plugins/magnum-authz.sock ] && [ $waited -lt 250 ]; do
+  sleep 0.02
+  waited=$((waited + 1))
+done
+exec /usr/sbin/dockerd "$@"
+"#;
+
+/// Enters the node's cgroups, records this process as the node, and creates its namespaces.
+/// `$$` stays the node's host PID through the `exec`s (`ip netns exec` does not fork).
+const NODE_LAUNCH: &str = r#"set -eu
+for directory in $NODE_CGROUPS; do echo $$ > "$directory/cgroup.procs"; done
+echo $$ > "$NODE_DIR/node.pid"
+exec ip netns exec "$NODE_NETNS" unshare --mount --pid --fork --uts --ipc --cgroup \
+  --propagation private --kill-child=SIGKILL sh "$NODE_DIR/init" "$@"
+"#;
+
+/// Everything one node's sandbox is made of on the host.
+pub struct NodeSandbox {
+    /// `<state>/clusters/<uuid>/<node>`: data, tls, etc, root, node.pid, dockerd.log.
+    pub directory: PathBuf,
+    /// Holds the node's docker.sock (short: unix socket paths are limited to 108 bytes).
+    pub run_directory: PathBuf,
+    pub netns: String,
+    /// The node's cgroup in every hierarchy, e.g. `magnum-1a2b3c4d-n1`.
+    pub cgroup: String,
+    pub hostname: String,
+}
+
+/// What a node's containers may use: the flavor's limits and a cap on processes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub vcpus: Option<u32>,
+    pub ram_mib: Option<u64>,
+    pub pids: u32,
+}
+
+impl NodeSandbox {
+    pub fn pid_file(&self) -> PathBuf {
+        self.directory.join("node.pid")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.directory.join("dockerd.log")
+    }
+
+    pub fn tls_directory(&self) -> PathBuf {
+        self.directory.join("tls")
+    }
+
+    /// The node's first process on the host (`unshare`), when it runs. A PID is trusted only
+    /// while its command line names this node's init script, so a reused PID is never taken
+    /// for the node.
+    pub fn pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.pid_file()).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        let command_line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let init = self.directory.join("init").display().to_string();
+        let names_node = command_line
+            .split(|byte| *byte == 0)
+            .any(|argument| argument == init.as_bytes());
+        names_node.then_some(pid)
+    }
+
+    /// Prepares the node's private files and cgroups, and starts it detached from magnumd.
+    /// `dockerd_arguments` are paths as the node sees them.
+    pub fn launch(
+        &self,
+        authz_binary: &Path,
+        uid_slot: u32,
+        limits: Limits,
+        dockerd_arguments: &[String],
+    ) -> Result<(), DriverError> {
+        for directory in [
+            self.directory.join("data"),
+            self.directory.join("root"),
+            self.directory.join("etc"),
+            self.tls_directory(),
+            self.run_directory.clone(),
+        ] {
+            std::fs::create_dir_all(&directory).map_err(|error| {
+                failed(format!("cannot create {}: {error}", directory.display()))
+            })?;
+        }
+        self.write_private_etc(uid_slot)?;
+        for (name, script) in [("init", NODE_INIT), ("start-dockerd", START_DOCKERD)] {
+            write_private(&self.directory.join(name), script.as_bytes())?;
+        }
+        let cgroups = self.create_cgroups(limits)?;
+        let log = std::fs::File::create(self.log_file())
+            .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
+        let mut arguments = vec![
+            "--userns-remap".to_owned(),
+            format!("{REMAP_USER}:{REMAP_USER}"),
+            "--authorization-plugin".to_owned(),
+            AUTHZ_PLUGIN.to_owned(),
+            "--cgroup-parent".to_owned(),
+            "/containers".to_owned(),
+        ];
+        arguments.extend_from_slice(dockerd_arguments);
+        let mut command = std::process::Command::new("setsid");
+        // --fork: the node is re-parented to init at once; magnumd holds no child for it.
+        command
+            .args(["--fork", "sh", "-c", NODE_LAUNCH, "sh"])
+            .args(&arguments)
+            .env("NODE_DIR", &self.directory)
+            .env("NODE_RUN_DIR", &self.run_directory)
+            .env("NODE_NETNS", &self.netns)
+            .env("NODE_HOSTNAME", &self.hostname)
+            .env("NODE_CGROUPS", cgroups.join(" "))
+            .env("AUTHZ_BINARY", authz_binary)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut child = command
+            .spawn()
+            .map_err(|error| failed(format!("cannot start node {}: {error}", self.netns)))?;
+        // setsid --fork returns at once; this reaps it.
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// The node's /etc additions: the remapping user and its subordinate id ranges. The
+    /// host's own /etc/subuid and /etc/subgid are never touched.
+    fn write_private_etc(&self, uid_slot: u32) -> Result<(), DriverError> {
+        let etc = self.directory.join("etc");
+        let first = uid_slot * RANGE;
+        let with_user = |host: &str, line: String| {
+            let mut text = std::fs::read_to_string(host).unwrap_or_default();
+            if !text
+                .lines()
+                .any(|entry| entry.starts_with(&format!("{REMAP_USER}:")))
+            {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&line);
+            }
+            text
+        };
+        let files = [
+            (
+                "passwd",
+                with_user(
+                    "/etc/passwd",
+                    format!(
+                        "{REMAP_USER}:x:{REMAP_ID}:{REMAP_ID}::/nonexistent:/usr/sbin/nologin\n"
+                    ),
+                ),
+            ),
+            (
+                "group",
+                with_user("/etc/group", format!("{REMAP_USER}:x:{REMAP_ID}:\n")),
+            ),
+            ("subuid", format!("{REMAP_USER}:{first}:{RANGE}\n")),
+            ("subgid", format!("{REMAP_USER}:{first}:{RANGE}\n")),
+            ("hostname", format!("{}\n", self.hostname)),
+        ];
+        for (name, contents) in files {
+            std::fs::write(etc.join(name), contents)
+                .map_err(|error| failed(format!("cannot write the node's /etc/{name}: {error}")))?;
+        }
+        Ok(())
+    }
+
+    /// One cgroup per hierarchy for the whole node (it becomes the node's cgroup namespace
+    /// root), and below it `containers`, where the flavor's limits apply: a container that
+    /// runs out of memory is killed, not the node's dockerd.
+    fn create_cgroups(&self, limits: Limits) -> Result<Vec<String>, DriverError> {
+        let mut node_cgroups = Vec::new();
+        for hierarchy in HIERARCHIES {
+            let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+            if !root.join("cgroup.procs").exists() {
+                continue;
+            }
+            let node = root.join(&self.cgroup);
+            let containers = node.join("containers");
+            std::fs::create_dir_all(&containers).map_err(|error| {
+                failed(format!(
+                    "cannot create the cgroup {}: {error}",
+                    node.display()
+                ))
+            })?;
+            if hierarchy == "cpuset" {
+                // A new cpuset has no CPUs or memory nodes until given its parent's.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    let inherited = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+                    for directory in [&node, &containers] {
+                        let _ = std::fs::write(directory.join(file), inherited.trim());
+                    }
+                }
+            }
+            node_cgroups.push(node.display().to_string());
+        }
+        let containers = |hierarchy: &str| {
+            Path::new("/sys/fs/cgroup")
+                .join(hierarchy)
+                .join(&self.cgroup)
+                .join("containers")
+        };
+        let mut settings: Vec<(PathBuf, String)> = Vec::new();
+        if let Some(ram_mib) = limits.ram_mib {
+            settings.push((
+                containers("memory").join("memory.limit_in_bytes"),
+                (ram_mib * 1024 * 1024).to_string(),
+            ));
+        }
+        if let Some(vcpus) = limits.vcpus {
+            settings.push((containers("cpu").join("cpu.cfs_period_us"), "100000".into()));
+            settings.push((
+                containers("cpu").join("cpu.cfs_quota_us"),
+                (u64::from(vcpus) * 100_000).to_string(),
+            ));
+        }
+        if limits.pids > 0 {
+            settings.push((containers("pids").join("pids.max"), limits.pids.to_string()));
+        }
+        for (file, value) in settings {
+            if file.parent().is_some_and(Path::exists) {
+                std::fs::write(&file, &value).map_err(|error| {
+                    failed(format!("cannot set {} to {value}: {error}", file.display()))
+                })?;
+            }
+        }
+        Ok(node_cgroups)
+    }
+
+    /// Stops the node: SIGTERM to its docker-init (which passes it to dockerd), then, after
+    /// `grace`, SIGKILL. Killing the first process takes the whole PID namespace with it.
+    pub async fn stop(&self, grace: Duration) {
+        let Some(pid) = self.pid() else {
+            return;
+        };
+        if let Some(init) = child_of(pid) {
+            signal(init, "TERM").await;
+        } else {
+            signal(pid, "TERM").await;
+        }
+        let deadline = Instant::now() + grace;
+        while self.pid().is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if self.pid().is_some() {
+            signal(pid, "KILL").await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.pid().is_some() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Removes the node's cgroups (depth first: the kernel only removes empty ones).
+    pub fn remove_cgroups(&self) {
+        for hierarchy in HIERARCHIES {
+            remove_cgroup_tree(
+                &Path::new("/sys/fs/cgroup")
+                    .join(hierarchy)
+                    .join(&self.cgroup),
+            );
+        }
+    }
+}
+
+async fn signal(pid: i32, name: &str) {
+    let _ = tokio::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .output()
+        .await;
+}
+
+/// The child of `parent` (the node's PID 1 for its `unshare`), found through /proc: this
+/// kernel has no /proc/<pid>/task/<tid>/children.
+fn child_of(parent: i32) -> Option<i32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.get(1).and_then(|ppid| ppid.parse::<i32>().ok()) == Some(parent) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn remove_cgroup_tree(path: &Path) {
+    if let Ok(children) = std::fs::read_dir(path) {
+        for child in children.flatten() {
+            if child.path().is_dir() {
+                remove_cgroup_tree(&child.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(path);
+}
+
+/// Host-wide claims on uid ranges, so that no two nodes on this host — of any cluster, of
+/// any magnumd — share one. A claim is a symlink `<slot>` → the node's directory; a claim
+/// whose node directory is gone is stale and reused. Claims are made under an exclusive lock.
+#[derive(Debug)]
+pub struct UidRanges {
+    directory: PathBuf,
+}
+
+impl Default for UidRanges {
+    fn default() -> Self {
+        Self {
+            directory: PathBuf::from("/run/magnum-local/uid-ranges"),
+        }
+    }
+}
+
+impl UidRanges {
+    /// The slot recorded for `node` if it still holds it (or can take it back), else a new one.
+    pub fn claim(&self, node: &Path, recorded: Option<u32>) -> Result<u32, DriverError> {
+        let _lock = self.lock()?;
+        if let Some(slot) = recorded {
+            match std::fs::read_link(self.directory.join(slot.to_string())) {
+                Ok(owner) if owner == node => return Ok(slot),
+                Ok(owner) if owner.exists() => {
+                    return Err(failed(format!(
+                        "The uid range of node {} is held by {}.",
+                        node.display(),
+                        owner.display()
+                    )))
+                }
+                _ => {
+                    self.take(slot, node)?;
+                    return Ok(slot);
+                }
+            }
+        }
+        for slot in FIRST_SLOT..=LAST_SLOT {
+            match std::fs::read_link(self.directory.join(slot.to_string())) {
+                Ok(owner) if owner == node => return Ok(slot),
+                Ok(owner) if owner.exists() => continue,
+                _ => {
+                    self.take(slot, node)?;
+                    return Ok(slot);
+                }
+            }
+        }
+        Err(failed(
+            "No uid range is left for another node on this host.",
+        ))
+    }
+
+    /// Gives up every range `node` holds.
+    pub fn release(&self, node: &Path) {
+        let Ok(_lock) = self.lock() else {
+            return;
+        };
+        let Ok(claims) = std::fs::read_dir(&self.directory) else {
+            return;
+        };
+        for claim in claims.flatten() {
+            if std::fs::read_link(claim.path()).is_ok_and(|owner| owner == node) {
+                let _ = std::fs::remove_file(claim.path());
+            }
+        }
+    }
+
+    fn take(&self, slot: u32, node: &Path) -> Result<(), DriverError> {
+        let claim = self.directory.join(slot.to_string());
+        let _ = std::fs::remove_file(&claim);
+        std::os::unix::fs::symlink(node, &claim)
+            .map_err(|error| failed(format!("cannot claim uid range {slot}: {error}")))
+    }
+
+    fn lock(&self) -> Result<std::fs::File, DriverError> {
+        std::fs::create_dir_all(&self.directory).map_err(|error| {
+            failed(format!(
+                "cannot create {}: {error}",
+                self.directory.display()
+            ))
+        })?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.directory.join(".lock"))
+            .map_err(|error| failed(format!("cannot lock the uid ranges: {error}")))?;
+        file.lock()
+            .map_err(|error| failed(format!("cannot lock the uid ranges: {error}")))?;
+        Ok(file)
+    }
+}
+
+/// The cluster's nftables table: nothing from its bridge reaches the host (except replies to
+/// connections the host opened) or any other interface; nothing from elsewhere is forwarded
+/// onto it; nodes of the cluster reach each other. `inet` covers IPv6 (link-local addresses
+/// of the bridge included). Matching on the interface, not on addresses, also covers the
+/// host's addresses on other interfaces.
+fn firewall_rules(table: &str, bridge: &str) -> String {
+    format!(
+        "table inet {table}\n\
+         delete table inet {table}\n\
+         table inet {table} {{\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{bridge}\" ct state established,related accept\n\
+         \t\tiifname \"{bridge}\" drop\n\
+         \t}}\n\
+         \tchain forward {{\n\
+         \t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\tiifname \"{bridge}\" oifname \"{bridge}\" accept\n\
+         \t\tiifname \"{bridge}\" drop\n\
+         \t\toifname \"{bridge}\" drop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// Installs (or replaces, atomically) the cluster's table.
+pub async fn install_firewall(table: &str, bridge: &str) -> Result<(), DriverError> {
+    let rules = firewall_rules(table, bridge);
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| {
+            failed(format!(
+                "cannot run nft (apt-get install nftables): {error}"
+            ))
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        stdin
+            .write_all(rules.as_bytes())
+            .await
+            .map_err(|error| failed(format!("cannot give nft the cluster's rules: {error}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|error| failed(format!("nft failed: {error}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "cannot install the cluster's firewall table {table}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+pub async fn remove_firewall(table: &str) {
+    let _ = tokio::process::Command::new("nft")
+        .args(["delete", "table", "inet", table])
+        .output()
+        .await;
+}
+
+/// Writes `contents` to a new 0600 file.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DriverError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))?;
+    file.write_all(contents)
+        .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_ranges_are_distinct_reclaimed_and_released() {
+        let scratch = tempfile::tempdir().unwrap();
+        let ranges = UidRanges {
+            directory: scratch.path().join("ranges"),
+        };
+        let first = scratch.path().join("a");
+        let second = scratch.path().join("b");
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        let a = ranges.claim(&first, None).unwrap();
+        let b = ranges.claim(&second, None).unwrap();
+        assert_eq!(a, FIRST_SLOT);
+        assert_eq!(b, FIRST_SLOT + 1);
+        // A node asking again keeps its range; another node cannot take it.
+        assert_eq!(ranges.claim(&first, Some(a)).unwrap(), a);
+        assert!(ranges.claim(&second, Some(a)).is_err());
+        // A node whose directory is gone leaves a stale claim that is reused.
+        std::fs::remove_dir_all(&first).unwrap();
+        let third = scratch.path().join("c");
+        std::fs::create_dir_all(&third).unwrap();
+        assert_eq!(ranges.claim(&third, None).unwrap(), a);
+        ranges.release(&third);
+        assert!(std::fs::read_link(ranges.directory.join(a.to_string())).is_err());
+        assert!(std::fs::read_link(ranges.directory.join(b.to_string())).is_ok());
+        ranges.release(&second);
+        assert!(std::fs::read_link(ranges.directory.join(b.to_string())).is_err());
+        assert!(LAST_SLOT * RANGE + (RANGE - 1) < u32::MAX);
+    }
+
+    #[test]
+    fn firewall_table_drops_bridge_to_host_and_other_interfaces() {
+        let rules = firewall_rules("magnum_1a2b3c4d", "mb1a2b3c4d");
+        assert!(
+            rules.starts_with("table inet magnum_1a2b3c4d\ndelete table inet magnum_1a2b3c4d\n")
+        );
+        assert!(rules.contains("iifname \"mb1a2b3c4d\" ct state established,related accept\n\t\tiifname \"mb1a2b3c4d\" drop"));
+        assert!(rules.contains("iifname \"mb1a2b3c4d\" oifname \"mb1a2b3c4d\" accept"));
+        assert!(rules.contains("oifname \"mb1a2b3c4d\" drop"));
+    }
+}
