@@ -27,6 +27,10 @@ const REMAP_ID: u32 = 4999;
 const RANGE: u32 = 65_536;
 const FIRST_SLOT: u32 = 16;
 const LAST_SLOT: u32 = 65_534;
+/// What a node's own daemons (dockerd, containerd, shims, the plugin) may use beyond the
+/// limits of its containers.
+const NODE_OVERHEAD_MIB: u64 = 512;
+const NODE_OVERHEAD_PIDS: u32 = 1024;
 /// How long a node's dockerd gets to stop on SIGTERM before the node is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
@@ -306,17 +310,30 @@ impl NodeSandbox {
             }
             node_cgroups.push(node.display().to_string());
         }
-        let containers = |hierarchy: &str| {
+        let node = |hierarchy: &str| {
             Path::new("/sys/fs/cgroup")
                 .join(hierarchy)
                 .join(&self.cgroup)
-                .join("containers")
         };
+        let containers = |hierarchy: &str| node(hierarchy).join("containers");
+        // Limits on the whole node too, above the containers' own, so that nothing the node
+        // starts outside `containers` (a build container given another cgroup parent) goes
+        // past the flavor by more than what dockerd itself needs.
         let mut settings: Vec<(PathBuf, String)> = Vec::new();
         if let Some(ram_mib) = limits.ram_mib {
             settings.push((
+                node("memory").join("memory.limit_in_bytes"),
+                ((ram_mib + NODE_OVERHEAD_MIB) * 1024 * 1024).to_string(),
+            ));
+            settings.push((
                 containers("memory").join("memory.limit_in_bytes"),
                 (ram_mib * 1024 * 1024).to_string(),
+            ));
+        }
+        if limits.pids > 0 {
+            settings.push((
+                node("pids").join("pids.max"),
+                (limits.pids + NODE_OVERHEAD_PIDS).to_string(),
             ));
         }
         if let Some(vcpus) = limits.vcpus {

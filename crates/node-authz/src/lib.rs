@@ -36,8 +36,8 @@
 //!   form-encoded body (Go reads build options from one).
 //! * Bodies are inspected for containers create / update / exec / start, services create /
 //!   update, volumes, networks, secrets and configs create (and update), swarm init / update.
-//!   An inspected body dockerd did not forward (not `application/json`, chunked, or 1 MiB and
-//!   over) is refused; only container start may come without one.
+//!   An inspected body dockerd did not forward (not `application/json`, 1 MiB and over, or
+//!   chunked on upstream 20.10) is refused; only container start may come without one.
 //! * Inspected bodies are parsed strictly: keys compared ignoring ASCII case, non-ASCII keys,
 //!   keys repeated after case folding, invalid JSON and invalid UTF-8 refused.
 //! * Containers (the `HostConfig` object and the HostConfig fields dockerd also reads at the

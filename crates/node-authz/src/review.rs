@@ -13,9 +13,11 @@ use crate::uri::RequestTarget;
 /// * `method`, `request_uri`: `RequestMethod` and `RequestUri` (raw, with `/vX.Y` and query).
 /// * `headers`: `RequestHeaders` (dockerd keeps the last value of a repeated header).
 /// * `body`: the decoded `RequestBody`, or `None` when dockerd did not forward one. dockerd
-///   forwards a body only when its Content-Type is `application/json`, its Content-Length is
-///   known, above 0 and below 1 MiB, and the URI does not end in `/auth`
-///   (pkg/authorization/authz.go); chunked bodies are never forwarded.
+///   forwards a body only when its Content-Type is `application/json` and it is under 1 MiB
+///   (pkg/authorization/authz.go). Upstream v20.10.24 also requires a Content-Length above 0
+///   and skips URIs ending in `/auth`; Debian's 20.10.24+dfsg1 carries the CVE-2024-41110
+///   fix, which forwards chunked bodies too. The rules do not depend on which: a body that
+///   needs inspecting and was not forwarded is refused.
 ///
 /// Pure: no I/O, no logging.
 pub fn review(
@@ -69,7 +71,8 @@ fn check_body(
     let body = body.filter(|bytes| !bytes.is_empty());
     let Some(bytes) = body else {
         // Container start legitimately has no body; everything else must be seen, or a body
-        // sent as text/plain, chunked, or over 1 MiB would reach dockerd unchecked (bypass 4).
+        // sent as text/plain, over 1 MiB (or, on some dockerd builds, chunked or to a URI
+        // ending in /auth) would reach dockerd unchecked (bypass 4).
         if rule == BodyRule::ContainerStart {
             return Ok(());
         }

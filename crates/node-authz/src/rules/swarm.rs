@@ -56,8 +56,9 @@ fn check_container_spec(container: &Object) -> Result<(), Refusal> {
         &format!("{LABEL}.CapabilityAdd"),
     )?;
     check_added_capabilities(&capabilities, &format!("{LABEL}.CapabilityAdd / --cap-add"))?;
-    // API 1.40 named a full capability list `Capabilities`; 20.10 ignores it, a daemon that
-    // read it would replace the default set.
+    // A full capability list named `Capabilities` existed briefly during API 1.41 development
+    // (replaced by CapabilityAdd/CapabilityDrop before 20.10). No released daemon reads it;
+    // one that did would replace the default set, so it is refused too.
     if !fields::is_unset(container, "Capabilities") {
         return Err(not_allowed(
             "a capability list is",

@@ -64,7 +64,8 @@ fn bypass_3_duplicate_keys() {
 
 #[test]
 fn bypass_4_bodies_dockerd_did_not_forward() {
-    // text/plain, chunked, ≥ 1 MiB, or a URI ending in /auth: RequestBody is absent.
+    // text/plain, ≥ 1 MiB, or (upstream 20.10) chunked or a URI ending in /auth: RequestBody
+    // is absent.
     for uri in [
         "/v1.41/services/create",
         "/v1.41/services/web/update?version=3",

@@ -889,13 +889,35 @@ async fn openstack_coe_builds_resizes_and_deletes_a_real_local_cluster() {
             .unwrap();
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    // The flavor caps the node's containers (local.small: 1 GiB).
+    // The flavor caps the node's containers (local.small: 1 GiB), and the whole node at
+    // 512 MiB more for its own daemons; its containers may run 4096 processes.
     let short: String = uuid.replace('-', "")[..8].to_owned();
-    let limit = std::fs::read_to_string(format!(
-        "/sys/fs/cgroup/memory/magnum-{short}-n1/memory.limit_in_bytes"
-    ))
-    .unwrap_or_default();
-    assert_eq!(limit.trim(), (1024u64 * 1024 * 1024).to_string());
+    let cgroup = |path: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{path}"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(
+        cgroup(&format!(
+            "memory/magnum-{short}-n1/containers/memory.limit_in_bytes"
+        )),
+        (1024u64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(
+        cgroup(&format!("memory/magnum-{short}-n1/memory.limit_in_bytes")),
+        (1536u64 * 1024 * 1024).to_string()
+    );
+    assert_eq!(
+        cgroup(&format!("pids/magnum-{short}-n1/containers/pids.max")),
+        "4096"
+    );
+    assert_eq!(
+        cgroup(&format!(
+            "cpu/magnum-{short}-n1/containers/cpu.cfs_quota_us"
+        )),
+        "100000"
+    );
 
     // A nodegroup with node labels: its node joins labelled.
     ok(
