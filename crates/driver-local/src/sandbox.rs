@@ -27,6 +27,8 @@ const REMAP_ID: u32 = 4999;
 const RANGE: u32 = 65_536;
 const FIRST_SLOT: u32 = 16;
 const LAST_SLOT: u32 = 65_534;
+// The last range ends below uid 4294967295, which the kernel reserves.
+const _: () = assert!(LAST_SLOT * RANGE + (RANGE - 1) < u32::MAX);
 /// What a node's own daemons (dockerd, containerd, shims, the plugin) may use beyond the
 /// limits of its containers.
 const NODE_OVERHEAD_MIB: u64 = 512;
@@ -642,7 +644,6 @@ mod tests {
         assert!(std::fs::read_link(ranges.directory.join(b.to_string())).is_ok());
         ranges.release(&second);
         assert!(std::fs::read_link(ranges.directory.join(b.to_string())).is_err());
-        assert!(LAST_SLOT * RANGE + (RANGE - 1) < u32::MAX);
     }
 
     #[test]
