@@ -170,6 +170,11 @@ fn host_requirements(authz: Option<&std::path::Path>) -> Option<String> {
             missing.push(program.to_owned());
         }
     }
+    // Node limits and namespaces use cgroup v1 hierarchies (a v2-only host has none).
+    if !std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        missing
+            .push("cgroup v1 hierarchies under /sys/fs/cgroup (memory, cpu, pids, …)".to_owned());
+    }
     // Nodes see only the host's /usr: what they run must live there.
     for program in ["/usr/bin/docker-init", "/usr/sbin/dockerd", "/bin/busybox"] {
         if !std::path::Path::new(program).exists() {
@@ -216,6 +221,8 @@ impl LocalDriver {
 
     /// A driver that builds clusters, keeping its records in `state_dir`.
     pub fn with_state_dir(catalog: Catalog, state_dir: std::path::PathBuf) -> Self {
+        // Host-wide claims name their owners by path: it must mean the same in every process.
+        let state_dir = std::path::absolute(&state_dir).unwrap_or(state_dir);
         let pool = parse_pool(&catalog.network_pool).unwrap_or([10, 77]);
         let mut flavors = std::collections::HashMap::new();
         for flavor in &catalog.flavors {
@@ -231,10 +238,10 @@ impl LocalDriver {
             pool,
             max_nodes: catalog.max_nodes,
             flavors,
-            busy: std::sync::Arc::default(),
+            locks: std::sync::Arc::default(),
             authz_binary: authz.unwrap_or_default(),
             max_pids_per_node: catalog.max_pids_per_node,
-            uid_ranges: std::sync::Arc::default(),
+            claims: std::sync::Arc::default(),
         };
         Self {
             catalog,
@@ -467,6 +474,7 @@ async fn monitor_health(
         if sender.receiver_count() == 0 {
             break;
         }
+        runtime.restore_firewalls().await;
         for cluster in runtime.known_clusters() {
             let Some((status, reason)) = runtime.check_health(cluster).await else {
                 continue;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::sandbox::{self, write_private, Limits, NodeSandbox, UidRanges};
+use crate::sandbox::{self, write_private, HostClaims, Limits, NodeSandbox};
 
 /// The image every node gets, made from busybox-static.
 pub const NODE_IMAGE: &str = "magnum/local-node:1";
@@ -61,39 +61,41 @@ pub struct Runtime {
     pub max_nodes: usize,
     /// (vCPUs, MiB) per flavor name or id: the limits of a node's containers.
     pub flavors: std::collections::HashMap<String, (u32, u64)>,
-    /// Clusters an operation is changing: the health monitor leaves them alone.
-    pub busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
+    /// One lock per cluster, held while an operation (converge, delete) or the health
+    /// monitor's healing changes its nodes, so that they never act on one node together.
+    pub locks: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, ClusterLock>>>,
     /// The `magnum-node-authz` binary every node runs as its Docker authorization plugin.
     pub authz_binary: PathBuf,
     /// Processes a node's containers may run together (pids.max of their cgroup).
     pub max_pids_per_node: u32,
-    pub uid_ranges: std::sync::Arc<UidRanges>,
+    pub claims: std::sync::Arc<HostClaims>,
 }
 
-/// Marks a cluster busy while it lives.
-struct BusyGuard {
-    busy: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<Uuid>>>,
-    cluster: Uuid,
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        if let Ok(mut busy) = self.busy.lock() {
-            busy.remove(&self.cluster);
-        }
-    }
-}
+pub type ClusterLock = std::sync::Arc<tokio::sync::Mutex<()>>;
 
 fn failed(message: impl Into<String>) -> DriverError {
     DriverError::Failed(message.into())
 }
 
+/// How long any one command may take (the slowest, `docker import` of the node image and
+/// `swarm join`, take about a second): a hung command fails its operation instead of holding
+/// the cluster in progress.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
 async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
-    let output = Command::new(program)
+    let running = Command::new(program)
         .args(arguments)
         .kill_on_drop(true)
-        .output()
+        .output();
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, running)
         .await
+        .map_err(|_| {
+            failed(format!(
+                "{program} {} did not finish within {} s",
+                arguments.join(" "),
+                COMMAND_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|error| failed(format!("cannot run {program}: {error}")))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
@@ -109,6 +111,17 @@ async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
 /// Runs and ignores failure: teardown of what may already be gone.
 async fn run_quietly(program: &str, arguments: &[&str]) {
     let _ = run(program, arguments).await;
+}
+
+/// A node's host name: `<cluster>-<node>`, cut to the 63 bytes a host name may have.
+fn node_hostname(cluster_name: &str, node: &str) -> String {
+    let suffix = format!("-{node}");
+    let room = 63usize.saturating_sub(suffix.len());
+    let mut name: String = cluster_name.chars().take(room).collect();
+    while name.len() > room {
+        name.pop();
+    }
+    name + &suffix
 }
 
 fn short(cluster: Uuid) -> String {
@@ -184,26 +197,48 @@ impl Runtime {
         .map_err(|error| failed(format!("cannot record the cluster's nodes: {error}")))
     }
 
-    /// Subnets other clusters hold, and those the host already uses.
-    fn free_subnet(&self) -> Result<u8, DriverError> {
-        let mut used = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("clusters")) {
-            for entry in entries.flatten() {
-                let state = std::fs::read_to_string(entry.path().join("cluster.json"))
-                    .ok()
-                    .and_then(|text| serde_json::from_str::<ClusterState>(&text).ok());
-                if let Some(state) = state {
-                    used.push(state.subnet);
-                }
+    /// A new cluster's subnet and short name, claimed host-wide (other clusters of any
+    /// magnumd on this host, and subnets the host already routes, are avoided), and its first
+    /// record, written before the claims are let go.
+    fn allocate(
+        &self,
+        cluster: Uuid,
+        mut state: ClusterState,
+    ) -> Result<ClusterState, DriverError> {
+        let directory = self.cluster_dir(cluster);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
+        let lock = self.claims.lock()?;
+        // Bridge, namespaces, cgroups and the firewall table are named after the first 8 hex
+        // digits of the cluster's id: two clusters sharing them would share those too.
+        let name = short(cluster);
+        if let Some(owner) = self.claims.holder(&lock, "names", &name) {
+            if owner != directory {
+                return Err(failed(format!(
+                    "Cluster {cluster} cannot be built on this host: another cluster's id starts \
+                     with {name} too ({}); create it again to get another id.",
+                    owner.display()
+                )));
             }
         }
         let host = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
         let prefix = format!("{}.{}.", self.pool[0], self.pool[1]);
-        (1..=250u8)
+        let subnet = (1..=250u8)
             .find(|candidate| {
-                !used.contains(candidate) && !host.contains(&format!("{prefix}{candidate}."))
+                let key = format!("{prefix}{candidate}");
+                let held = self
+                    .claims
+                    .holder(&lock, "subnets", &key)
+                    .is_some_and(|owner| owner != directory);
+                !held && !host.contains(&format!("{key}."))
             })
-            .ok_or_else(|| failed("No free subnet is left in the local driver's network pool."))
+            .ok_or_else(|| failed("No free subnet is left in the local driver's network pool."))?;
+        self.claims.take(&lock, "names", &name, &directory)?;
+        self.claims
+            .take(&lock, "subnets", &format!("{prefix}{subnet}"), &directory)?;
+        state.subnet = subnet;
+        self.save(cluster, &state)?;
+        Ok(state)
     }
 
     fn address(&self, state: &ClusterState, index: u32) -> String {
@@ -376,7 +411,7 @@ impl Runtime {
 
     async fn start_dockerd(&self, spec: &ClusterSpec, node: &NodeState) -> Result<(), DriverError> {
         self.write_server_certificates(spec, node)?;
-        let hostname = format!("{}-{}", spec.cluster.display_name(), node.name);
+        let hostname = node_hostname(&spec.cluster.display_name(), &node.name);
         self.launch_dockerd(
             spec.cluster.uuid,
             node,
@@ -430,7 +465,9 @@ impl Runtime {
                 arguments.extend(["-H".into(), format!("tcp://{}:{PLAIN_PORT}", node.address)]);
             }
         }
-        let uid_slot = self.uid_ranges.claim(&sandbox.directory, node.uid_slot)?;
+        let uid_slot = self
+            .claims
+            .claim_uid_slot(&sandbox.directory, node.uid_slot)?;
         if node.uid_slot != Some(uid_slot) {
             self.record_uid_slot(cluster, &node.name, uid_slot)?;
         }
@@ -503,7 +540,7 @@ impl Runtime {
         run_quietly("ip", &["netns", "del", &Self::netns(cluster, node)]).await;
         let sandbox = self.sandbox(cluster, node, "");
         sandbox.remove_cgroups();
-        self.uid_ranges.release(&sandbox.directory);
+        self.claims.release(&sandbox.directory);
         let _ = std::fs::remove_dir_all(&sandbox.directory);
         let _ = std::fs::remove_dir_all(&sandbox.run_directory);
     }
@@ -556,7 +593,7 @@ impl Runtime {
         std::fs::create_dir_all(&directory)
             .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
         let mut node = node;
-        node.uid_slot = Some(self.uid_ranges.claim(&directory, None)?);
+        node.uid_slot = Some(self.claims.claim_uid_slot(&directory, None)?);
         state.nodes.push(node.clone());
         self.save(cluster, state)?;
         self.create_network(cluster, &node.name, &node.address)
@@ -714,18 +751,25 @@ impl Runtime {
         self.save(cluster, state)
     }
 
-    fn mark_busy(&self, cluster: Uuid) -> BusyGuard {
-        if let Ok(mut busy) = self.busy.lock() {
-            busy.insert(cluster);
-        }
-        BusyGuard {
-            busy: self.busy.clone(),
-            cluster,
-        }
+    fn cluster_lock(&self, cluster: Uuid) -> ClusterLock {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(cluster).or_default().clone()
     }
 
-    fn is_busy(&self, cluster: Uuid) -> bool {
-        self.busy.lock().is_ok_and(|busy| busy.contains(&cluster))
+    fn forget_lock(&self, cluster: Uuid) {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.remove(&cluster);
+    }
+
+    /// A cluster whose deletion started: nothing may bring its nodes back, even after a crash.
+    fn is_being_deleted(&self, cluster: Uuid) -> bool {
+        self.cluster_dir(cluster).join("deleting").exists()
     }
 
     /// Nodes of every cluster on this host.
@@ -735,6 +779,27 @@ impl Runtime {
             .filter_map(|cluster| self.load(cluster))
             .map(|state| state.nodes.len())
             .sum()
+    }
+
+    /// Puts back the firewall table of every cluster that lost it (a host `nft flush
+    /// ruleset`, a firewall service reloaded): one `nft list tables` per call.
+    pub async fn restore_firewalls(&self) {
+        let Ok(tables) = run("nft", &["list", "tables"]).await else {
+            return;
+        };
+        for cluster in self.known_clusters() {
+            let table = Self::firewall_table(cluster);
+            let present = tables
+                .lines()
+                .any(|line| line.trim() == format!("table inet {table}"));
+            if present || self.load(cluster).is_none() {
+                continue;
+            }
+            tracing::warn!(cluster.id = %cluster, "the cluster's firewall table was gone; installing it again");
+            if let Err(error) = sandbox::install_firewall(&table, &Self::bridge(cluster)).await {
+                tracing::error!(cluster.id = %cluster, %error, "cannot restore the cluster's firewall table");
+            }
+        }
     }
 
     /// Clusters the driver has records of.
@@ -761,7 +826,9 @@ impl Runtime {
     )> {
         use magnum_domain::cluster::HealthStatus;
         use serde_json::Value;
-        if self.is_busy(cluster) {
+        // An operation changing the cluster has the lock: its nodes are in flux.
+        let _lock = self.cluster_lock(cluster).try_lock_owned().ok()?;
+        if self.is_being_deleted(cluster) {
             return None;
         }
         let state = self.load(cluster)?;
@@ -812,9 +879,9 @@ impl Runtime {
         // Healing comes after the report, so that what was seen is what is published.
         if state.auto_healing && status == HealthStatus::Unhealthy {
             for node in &state.nodes {
-                if self.node_pid(cluster, &node.name).is_none() && !self.is_busy(cluster) {
+                if self.node_pid(cluster, &node.name).is_none() {
                     tracing::warn!(cluster.id = %cluster, node = %node.name, "node dockerd is down; restarting it (auto-healing)");
-                    let hostname = format!("{}-{}", state.name, node.name);
+                    let hostname = node_hostname(&state.name, &node.name);
                     let restarted = async {
                         self.create_network(cluster, &node.name, &node.address)
                             .await?;
@@ -837,21 +904,20 @@ impl Runtime {
     ) -> Result<Observed, DriverError> {
         let spec = request.spec;
         let cluster = spec.cluster.uuid;
-        let _busy = self.mark_busy(cluster);
+        let _lock = self.cluster_lock(cluster).lock_owned().await;
         let mut state = match self.load(cluster) {
             Some(state) => state,
-            None => {
-                let state = ClusterState {
-                    subnet: self.free_subnet()?,
+            None => self.allocate(
+                cluster,
+                ClusterState {
+                    subnet: 0,
                     next_node: 1,
                     nodes: Vec::new(),
                     name: spec.cluster.display_name(),
                     tls: !spec.template.tls_disabled,
                     auto_healing: false,
-                };
-                self.save(cluster, &state)?;
-                state
-            }
+                },
+            )?,
         };
         state.name = spec.cluster.display_name();
         state.tls = !spec.template.tls_disabled;
@@ -1040,8 +1106,10 @@ impl Runtime {
     }
 
     pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
-        let _busy = self.mark_busy(cluster);
+        let lock = self.cluster_lock(cluster);
+        let _guard = lock.lock().await;
         if let Some(state) = self.load(cluster) {
+            write_private(&self.cluster_dir(cluster).join("deleting"), b"")?;
             progress
                 .report(format!("Stopping {} nodes.", state.nodes.len()))
                 .await;
@@ -1058,7 +1126,23 @@ impl Runtime {
         }
         run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
         sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
+        self.claims.release(&self.cluster_dir(cluster));
         let _ = std::fs::remove_dir_all(self.cluster_dir(cluster));
+        self.forget_lock(cluster);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_host_names_fit_in_63_bytes() {
+        assert_eq!(node_hostname("web", "n1"), "web-n1");
+        let long = "c".repeat(242);
+        let name = node_hostname(&long, "n12");
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("c-n12"));
     }
 }

@@ -57,7 +57,7 @@ hostname "$NODE_HOSTNAME"
 mount -t tmpfs -o mode=755,size=16m,nosuid magnum-node "$R"
 mkdir -p "$R/usr" "$R/etc/docker/tls" "$R/var/lib/docker" "$R/run" "$R/tmp" "$R/proc" "$R/sys" "$R/dev" "$R/root" "$R/opt/magnum"
 mount --rbind /usr "$R/usr"
-mount -o remount,bind,ro "$R/usr"
+mount -o remount,bind,ro,nosuid,nodev "$R/usr"
 for link in bin sbin lib lib32 lib64 libx32; do
   if [ -e "/usr/$link" ]; then ln -s "usr/$link" "$R/$link"; fi
 done
@@ -339,6 +339,11 @@ impl NodeSandbox {
             ));
         }
         if let Some(vcpus) = limits.vcpus {
+            settings.push((node("cpu").join("cpu.cfs_period_us"), "100000".into()));
+            settings.push((
+                node("cpu").join("cpu.cfs_quota_us"),
+                ((u64::from(vcpus) + 1) * 100_000).to_string(),
+            ));
             settings.push((containers("cpu").join("cpu.cfs_period_us"), "100000".into()));
             settings.push((
                 containers("cpu").join("cpu.cfs_quota_us"),
@@ -347,6 +352,14 @@ impl NodeSandbox {
         }
         if limits.pids > 0 {
             settings.push((containers("pids").join("pids.max"), limits.pids.to_string()));
+        }
+        // No real-time scheduling in a node: CFS quotas do not hold real-time tasks back.
+        // (New cgroups start with none; this says so where the kernel has the setting.)
+        for directory in [node("cpu"), containers("cpu")] {
+            let runtime = directory.join("cpu.rt_runtime_us");
+            if runtime.exists() {
+                settings.insert(0, (runtime, "0".into()));
+            }
         }
         for (file, value) in settings {
             if file.parent().is_some_and(Path::exists) {
@@ -439,80 +452,40 @@ fn remove_cgroup_tree(path: &Path) {
     let _ = std::fs::remove_dir(path);
 }
 
-/// Host-wide claims on uid ranges, so that no two nodes on this host — of any cluster, of
-/// any magnumd — share one. A claim is a symlink `<slot>` → the node's directory; a claim
-/// whose node directory is gone is stale and reused. Claims are made under an exclusive lock.
+/// Host-wide claims, so that no two nodes or clusters on this host — of any magnumd, with any
+/// state directory — share a uid range, a subnet or a short name (bridge, netns, cgroup and
+/// firewall names are cut from the cluster's id). A claim is a symlink `<kind>/<key>` → the
+/// owner's directory; a claim whose owner directory is gone is stale and reused. Claims are
+/// made under one exclusive lock and kept on disk: a node keeps its uid range (its images and
+/// volumes are owned by it) across host restarts.
 #[derive(Debug)]
-pub struct UidRanges {
+pub struct HostClaims {
     directory: PathBuf,
+    /// Where the host's own subordinate id ranges are declared.
+    login_defs: PathBuf,
+    subuid: PathBuf,
+    subgid: PathBuf,
 }
 
-impl Default for UidRanges {
+impl Default for HostClaims {
     fn default() -> Self {
         Self {
-            directory: PathBuf::from("/run/magnum-local/uid-ranges"),
+            directory: PathBuf::from("/var/lib/magnum-local/claims"),
+            login_defs: PathBuf::from("/etc/login.defs"),
+            subuid: PathBuf::from("/etc/subuid"),
+            subgid: PathBuf::from("/etc/subgid"),
         }
     }
 }
 
-impl UidRanges {
-    /// The slot recorded for `node` if it still holds it (or can take it back), else a new one.
-    pub fn claim(&self, node: &Path, recorded: Option<u32>) -> Result<u32, DriverError> {
-        let _lock = self.lock()?;
-        if let Some(slot) = recorded {
-            match std::fs::read_link(self.directory.join(slot.to_string())) {
-                Ok(owner) if owner == node => return Ok(slot),
-                Ok(owner) if owner.exists() => {
-                    return Err(failed(format!(
-                        "The uid range of node {} is held by {}.",
-                        node.display(),
-                        owner.display()
-                    )))
-                }
-                _ => {
-                    self.take(slot, node)?;
-                    return Ok(slot);
-                }
-            }
-        }
-        for slot in FIRST_SLOT..=LAST_SLOT {
-            match std::fs::read_link(self.directory.join(slot.to_string())) {
-                Ok(owner) if owner == node => return Ok(slot),
-                Ok(owner) if owner.exists() => continue,
-                _ => {
-                    self.take(slot, node)?;
-                    return Ok(slot);
-                }
-            }
-        }
-        Err(failed(
-            "No uid range is left for another node on this host.",
-        ))
-    }
+/// Held while claims are read and made.
+pub struct ClaimsLock {
+    _file: std::fs::File,
+}
 
-    /// Gives up every range `node` holds.
-    pub fn release(&self, node: &Path) {
-        let Ok(_lock) = self.lock() else {
-            return;
-        };
-        let Ok(claims) = std::fs::read_dir(&self.directory) else {
-            return;
-        };
-        for claim in claims.flatten() {
-            if std::fs::read_link(claim.path()).is_ok_and(|owner| owner == node) {
-                let _ = std::fs::remove_file(claim.path());
-            }
-        }
-    }
-
-    fn take(&self, slot: u32, node: &Path) -> Result<(), DriverError> {
-        let claim = self.directory.join(slot.to_string());
-        let _ = std::fs::remove_file(&claim);
-        std::os::unix::fs::symlink(node, &claim)
-            .map_err(|error| failed(format!("cannot claim uid range {slot}: {error}")))
-    }
-
-    fn lock(&self) -> Result<std::fs::File, DriverError> {
+impl HostClaims {
+    /// Takes the host-wide lock.
+    pub fn lock(&self) -> Result<ClaimsLock, DriverError> {
         std::fs::create_dir_all(&self.directory).map_err(|error| {
             failed(format!(
                 "cannot create {}: {error}",
@@ -524,10 +497,149 @@ impl UidRanges {
             .truncate(false)
             .write(true)
             .open(self.directory.join(".lock"))
-            .map_err(|error| failed(format!("cannot lock the uid ranges: {error}")))?;
+            .map_err(|error| failed(format!("cannot lock the host's claims: {error}")))?;
         file.lock()
-            .map_err(|error| failed(format!("cannot lock the uid ranges: {error}")))?;
-        Ok(file)
+            .map_err(|error| failed(format!("cannot lock the host's claims: {error}")))?;
+        Ok(ClaimsLock { _file: file })
+    }
+
+    /// Who holds `kind/key`, if a live owner does.
+    pub fn holder(&self, _lock: &ClaimsLock, kind: &str, key: &str) -> Option<PathBuf> {
+        std::fs::read_link(self.directory.join(kind).join(key))
+            .ok()
+            .filter(|owner| owner.exists())
+    }
+
+    /// Claims `kind/key` for `owner` (an existing directory), replacing a stale claim.
+    pub fn take(
+        &self,
+        _lock: &ClaimsLock,
+        kind: &str,
+        key: &str,
+        owner: &Path,
+    ) -> Result<(), DriverError> {
+        let directory = self.directory.join(kind);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
+        let claim = directory.join(key);
+        let _ = std::fs::remove_file(&claim);
+        std::os::unix::fs::symlink(owner, &claim)
+            .map_err(|error| failed(format!("cannot claim {kind} {key}: {error}")))
+    }
+
+    /// Gives up every claim `owner` holds, of every kind.
+    pub fn release(&self, owner: &Path) {
+        let Ok(_lock) = self.lock() else {
+            return;
+        };
+        let Ok(kinds) = std::fs::read_dir(&self.directory) else {
+            return;
+        };
+        for kind in kinds.flatten().filter(|kind| kind.path().is_dir()) {
+            for claim in std::fs::read_dir(kind.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if std::fs::read_link(claim.path()).is_ok_and(|held| held == owner) {
+                    let _ = std::fs::remove_file(claim.path());
+                }
+            }
+        }
+    }
+
+    /// The node's uid range: the one recorded for it if it still holds it (or can take it
+    /// back), else the lowest free one above the host's own subordinate ranges.
+    pub fn claim_uid_slot(&self, node: &Path, recorded: Option<u32>) -> Result<u32, DriverError> {
+        let lock = self.lock()?;
+        if let Some(slot) = recorded {
+            return match self.holder(&lock, "uid-ranges", &slot.to_string()) {
+                Some(owner) if owner != node => Err(failed(format!(
+                    "The uid range of node {} is held by {}.",
+                    node.display(),
+                    owner.display()
+                ))),
+                _ => {
+                    self.take(&lock, "uid-ranges", &slot.to_string(), node)?;
+                    Ok(slot)
+                }
+            };
+        }
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        let reserved = HostIdRanges::parse(
+            &read(&self.login_defs),
+            &[read(&self.subuid), read(&self.subgid)],
+        );
+        for slot in reserved.first_free_slot()..=LAST_SLOT {
+            if reserved.overlaps(slot) {
+                continue;
+            }
+            match self.holder(&lock, "uid-ranges", &slot.to_string()) {
+                Some(owner) if owner != node => continue,
+                _ => {
+                    self.take(&lock, "uid-ranges", &slot.to_string(), node)?;
+                    return Ok(slot);
+                }
+            }
+        }
+        Err(failed(
+            "No uid range is left for another node on this host.",
+        ))
+    }
+}
+
+/// The host's own subordinate id ranges: what useradd has handed out (/etc/subuid,
+/// /etc/subgid) and may hand out (`SUB_UID_MAX`/`SUB_GID_MAX` of /etc/login.defs).
+#[derive(Debug, PartialEq)]
+struct HostIdRanges {
+    /// The highest id useradd may give a subordinate range.
+    highest_automatic: u64,
+    /// `[first, end)` of every declared range.
+    declared: Vec<(u64, u64)>,
+}
+
+impl HostIdRanges {
+    fn parse(login_defs: &str, subordinate_files: &[String]) -> Self {
+        let setting = |name: &str| {
+            login_defs.lines().find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some(name))
+                    .then(|| words.next().and_then(|value| value.parse::<u64>().ok()))
+                    .flatten()
+            })
+        };
+        // useradd's defaults when login.defs says nothing.
+        let highest_automatic = setting("SUB_UID_MAX")
+            .unwrap_or(600_100_000)
+            .max(setting("SUB_GID_MAX").unwrap_or(600_100_000));
+        let declared = subordinate_files
+            .iter()
+            .flat_map(|text| text.lines())
+            .filter_map(|line| {
+                let mut fields = line.trim().split(':');
+                let _owner = fields.next()?;
+                let first: u64 = fields.next()?.trim().parse().ok()?;
+                let count: u64 = fields.next()?.trim().parse().ok()?;
+                Some((first, first.saturating_add(count)))
+            })
+            .collect();
+        Self {
+            highest_automatic,
+            declared,
+        }
+    }
+
+    fn first_free_slot(&self) -> u32 {
+        let above = (self.highest_automatic + 1).div_ceil(u64::from(RANGE));
+        u32::try_from(above).unwrap_or(u32::MAX).max(FIRST_SLOT)
+    }
+
+    fn overlaps(&self, slot: u32) -> bool {
+        let first = u64::from(slot) * u64::from(RANGE);
+        let end = first + u64::from(RANGE);
+        self.declared
+            .iter()
+            .any(|(start, stop)| *start < end && first < *stop)
     }
 }
 
@@ -617,33 +729,69 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DriverError> {
 mod tests {
     use super::*;
 
+    fn claims_in(scratch: &Path, login_defs: &str, subuid: &str) -> HostClaims {
+        std::fs::write(scratch.join("login.defs"), login_defs).unwrap();
+        std::fs::write(scratch.join("subuid"), subuid).unwrap();
+        HostClaims {
+            directory: scratch.join("claims"),
+            login_defs: scratch.join("login.defs"),
+            subuid: scratch.join("subuid"),
+            subgid: scratch.join("missing"),
+        }
+    }
+
     #[test]
     fn uid_ranges_are_distinct_reclaimed_and_released() {
         let scratch = tempfile::tempdir().unwrap();
-        let ranges = UidRanges {
-            directory: scratch.path().join("ranges"),
-        };
+        // No automatic ranges above 1,048,575 and one declared range over slot 17.
+        let claims = claims_in(
+            scratch.path(),
+            "SUB_UID_MAX 1048575\nSUB_GID_MAX 1000\n",
+            "someone:1114112:65536\n",
+        );
         let first = scratch.path().join("a");
         let second = scratch.path().join("b");
         std::fs::create_dir_all(&first).unwrap();
         std::fs::create_dir_all(&second).unwrap();
-        let a = ranges.claim(&first, None).unwrap();
-        let b = ranges.claim(&second, None).unwrap();
+        let a = claims.claim_uid_slot(&first, None).unwrap();
+        let b = claims.claim_uid_slot(&second, None).unwrap();
         assert_eq!(a, FIRST_SLOT);
-        assert_eq!(b, FIRST_SLOT + 1);
+        assert_eq!(
+            b,
+            FIRST_SLOT + 2,
+            "slot 17 overlaps the host's declared range"
+        );
         // A node asking again keeps its range; another node cannot take it.
-        assert_eq!(ranges.claim(&first, Some(a)).unwrap(), a);
-        assert!(ranges.claim(&second, Some(a)).is_err());
+        assert_eq!(claims.claim_uid_slot(&first, Some(a)).unwrap(), a);
+        assert!(claims.claim_uid_slot(&second, Some(a)).is_err());
         // A node whose directory is gone leaves a stale claim that is reused.
         std::fs::remove_dir_all(&first).unwrap();
         let third = scratch.path().join("c");
         std::fs::create_dir_all(&third).unwrap();
-        assert_eq!(ranges.claim(&third, None).unwrap(), a);
-        ranges.release(&third);
-        assert!(std::fs::read_link(ranges.directory.join(a.to_string())).is_err());
-        assert!(std::fs::read_link(ranges.directory.join(b.to_string())).is_ok());
-        ranges.release(&second);
-        assert!(std::fs::read_link(ranges.directory.join(b.to_string())).is_err());
+        assert_eq!(claims.claim_uid_slot(&third, None).unwrap(), a);
+        claims.release(&third);
+        let range = |slot: u32| claims.directory.join("uid-ranges").join(slot.to_string());
+        assert!(std::fs::read_link(range(a)).is_err());
+        assert!(std::fs::read_link(range(b)).is_ok());
+        claims.release(&second);
+        assert!(std::fs::read_link(range(b)).is_err());
+    }
+
+    #[test]
+    fn uid_ranges_start_above_what_useradd_may_hand_out() {
+        let defaults = HostIdRanges::parse("", &[]);
+        assert_eq!(defaults.highest_automatic, 600_100_000);
+        assert_eq!(defaults.first_free_slot(), 9_157);
+        let debian = HostIdRanges::parse(
+            "# comment\nSUB_UID_MIN\t\t   100000\nSUB_UID_MAX\t\t600100000\nSUB_GID_MAX 700000000\n",
+            &["alice:100000:65536\nbob:165536:65536\n".to_owned(), "garbage\n".to_owned()],
+        );
+        assert_eq!(debian.first_free_slot(), 10_682);
+        assert_eq!(
+            debian.declared,
+            vec![(100_000, 165_536), (165_536, 231_072)]
+        );
+        assert!(debian.overlaps(1) && debian.overlaps(3) && !debian.overlaps(4));
     }
 
     #[test]

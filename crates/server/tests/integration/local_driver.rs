@@ -169,18 +169,53 @@ pub(crate) fn leftovers(cluster: &str) -> Vec<String> {
             .filter(|line| line.contains(&short))
             .map(str::to_owned),
     );
-    for claim in std::fs::read_dir("/run/magnum-local/uid-ranges")
+    // Host-wide claims: uid ranges, subnets, names.
+    for kind in std::fs::read_dir("/var/lib/magnum-local/claims")
         .into_iter()
         .flatten()
         .flatten()
     {
-        if let Ok(owner) = std::fs::read_link(claim.path()) {
-            if owner.display().to_string().contains(cluster) {
-                found.push(format!("uid range {}", owner.display()));
+        for claim in std::fs::read_dir(kind.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(owner) = std::fs::read_link(claim.path()) {
+                if owner.display().to_string().contains(cluster) {
+                    found.push(format!(
+                        "claim {} → {}",
+                        claim.path().display(),
+                        owner.display()
+                    ));
+                }
             }
         }
     }
+    // The nodes' docker.sock directories.
+    for entry in std::fs::read_dir("/run/magnum-local")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{short}-"))
+        {
+            found.push(entry.path().display().to_string());
+        }
+    }
     found
+}
+
+/// What the driver keeps of `cluster` in `state` (its records and node directories).
+pub(crate) fn state_leftovers(state: &Path, cluster: &str) -> Vec<String> {
+    let directory = state.join("local-driver/clusters").join(cluster);
+    if directory.exists() {
+        vec![directory.display().to_string()]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Runs `body`; whatever happens, the clusters it made are deleted before the test ends, so

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::local_driver::{client_config_of, docker, leftovers, run};
+use crate::local_driver::{client_config_of, docker, leftovers, run, state_leftovers};
 use crate::support::{engines, Caller, TestApp};
 
 const TENANT: Caller = Caller {
@@ -56,7 +56,12 @@ impl Cluster {
         let script = format!("timeout 6 nc -w 3 {address} {port} </dev/null; echo \"exit=$?\"");
         let (ok, output) = self.docker(&["run", "--rm", IMAGE, "sh", "-c", &script]);
         assert!(ok, "{output}");
-        !output.contains("exit=1")
+        // 143: connected, then stopped by timeout (the other end kept the connection open).
+        match output.trim().rsplit("exit=").next() {
+            Some("0" | "143") => true,
+            Some("1") => false,
+            _ => panic!("nc did not run as expected: {output}"),
+        }
     }
 
     /// A raw Docker API request through curl with the tenant's certificate: (status, body).
@@ -188,6 +193,80 @@ fn node_init_pid(state: &Path, cluster: &str, node: &str) -> i32 {
     panic!("node {node} of {cluster} has no PID 1");
 }
 
+/// With routes between the clusters (which nodes never have), only the firewall tables stand
+/// between them: without the tables a container reaches the other cluster, with them it does
+/// not, and the health monitor puts back a table that disappeared (a host `nft flush`).
+async fn firewall_holds_with_routes(ours: &Cluster, theirs: &Cluster) {
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+    let netns = |cluster: &Cluster| format!("mc{}-n1", &cluster.uuid.replace('-', "")[..8]);
+    let gateway = |cluster: &Cluster| {
+        let (prefix, _) = cluster.masters[0].rsplit_once('.').unwrap();
+        format!("{prefix}.1")
+    };
+    for cluster in [ours, theirs] {
+        let (ok, output) = run(
+            "ip",
+            &[
+                "-n",
+                &netns(cluster),
+                "route",
+                "replace",
+                "default",
+                "via",
+                &gateway(cluster),
+            ],
+            Path::new("/"),
+        );
+        assert!(ok, "{output}");
+    }
+    let table = |cluster: &Cluster| format!("magnum_{}", &cluster.uuid.replace('-', "")[..8]);
+    let tables = || run("nft", &["list", "tables"], Path::new("/")).1;
+    assert!(tables().contains(&table(ours)) && tables().contains(&table(theirs)));
+    let blocked = !ours.connects(&theirs.masters[0], "2376");
+    for cluster in [ours, theirs] {
+        let (ok, output) = run(
+            "nft",
+            &["delete", "table", "inet", &table(cluster)],
+            Path::new("/"),
+        );
+        assert!(ok, "{output}");
+    }
+    let reached = ours.connects(&theirs.masters[0], "2376");
+    // The health monitor (every 2 s) installs the tables again.
+    let mut restored = false;
+    for _ in 0..50 {
+        let listed = tables();
+        if listed.contains(&table(ours)) && listed.contains(&table(theirs)) {
+            restored = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let blocked_again = !ours.connects(&theirs.masters[0], "2376");
+    for cluster in [ours, theirs] {
+        run(
+            "ip",
+            &["-n", &netns(cluster), "route", "del", "default"],
+            Path::new("/"),
+        );
+    }
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", forwarding.trim()).unwrap();
+    assert!(
+        blocked,
+        "the firewall lets a routed packet through to the other cluster"
+    );
+    assert!(
+        reached,
+        "without the tables the routed connection works (the check is real)"
+    );
+    assert!(restored, "the health monitor put the firewall tables back");
+    assert!(
+        blocked_again,
+        "the restored tables block the other cluster again"
+    );
+}
+
 /// The host PID of the authorization plugin running in the node whose PID 1 is `init`.
 fn plugin_of(init: i32) -> i32 {
     let namespace = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
@@ -220,6 +299,7 @@ async fn a_hostile_tenant_cannot_leave_its_nodes() {
         async move { attacks(&app).await }
     })
     .await;
+    let state: PathBuf = app.notifications.parent().unwrap().to_owned();
     // Whatever happened, nothing is left running on the host.
     for caller in [TENANT, NEIGHBOUR] {
         let listed = app
@@ -235,6 +315,7 @@ async fn a_hostile_tenant_cannot_leave_its_nodes() {
             app.wait_for_cluster(&uuid, caller, 120, |reply| reply.status == 404)
                 .await;
             assert_eq!(leftovers(&uuid), Vec::<String>::new());
+            assert_eq!(state_leftovers(&state, &uuid), Vec::<String>::new());
         }
     }
     Arc::try_unwrap(app).ok().unwrap().stop().await;
@@ -384,6 +465,55 @@ async fn attacks(app: &TestApp) {
         ],
         "SYS_ADMIN",
     );
+    ours.refuses(
+        &["run", "--rm", "--ulimit", "rtprio=99:99", IMAGE, "true"],
+        "rtprio",
+    );
+    ours.refuses(&["swarm", "leave", "--force"], "swarm");
+    ours.refuses(
+        &["swarm", "join", "--token", "SWMTKN-1-x", "10.94.250.1:2377"],
+        "swarm",
+    );
+    let build = tempfile::tempdir().unwrap();
+    std::fs::write(
+        build.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN true\n"),
+    )
+    .unwrap();
+    let (ok, output) = std::process::Command::new("docker")
+        .args([
+            "--tlsverify",
+            "--tlscacert",
+            "ca.pem",
+            "--tlscert",
+            "cert.pem",
+            "--tlskey",
+            "key.pem",
+        ])
+        .args([
+            "-H",
+            &ours.address,
+            "build",
+            "--cgroup-parent",
+            "/",
+            "-t",
+            "escape",
+        ])
+        .arg(build.path())
+        .current_dir(ours.client.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .map(|output| {
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert!(
+        !ok && output.contains(REFUSED) && output.contains("build"),
+        "{output}"
+    );
     // --- The raw API, and the ways a naive plugin is bypassed. ---
     let create = "/v1.41/containers/create";
     ours.raw_refuses(
@@ -465,6 +595,35 @@ async fn attacks(app: &TestApp) {
         fields[1]
     );
     assert_eq!(fields[2], 65_536, "{map}");
+    // Every node has a range of its own, above what useradd may hand out.
+    let subuid = |cluster: &Cluster, node: &str| -> u64 {
+        let text = std::fs::read_to_string(
+            state
+                .join("local-driver/clusters")
+                .join(&cluster.uuid)
+                .join(node)
+                .join("etc/subuid"),
+        )
+        .unwrap();
+        text.trim().split(':').nth(1).unwrap().parse().unwrap()
+    };
+    let ranges = [
+        subuid(&ours, "n1"),
+        subuid(&ours, "n2"),
+        subuid(&theirs, "n1"),
+    ];
+    assert_eq!(
+        fields[1], ranges[0],
+        "the manager's containers use the manager's range"
+    );
+    assert!(
+        ranges.iter().all(|first| *first > 600_100_000),
+        "{ranges:?}"
+    );
+    assert!(
+        ranges[0] != ranges[1] && ranges[1] != ranges[2] && ranges[0] != ranges[2],
+        "{ranges:?}"
+    );
 
     // --- Beneath the plugin: the node itself has its own root, hostname and processes. ---
     let init = node_init_pid(&state, &ours.uuid, "n1");
@@ -555,6 +714,7 @@ async fn attacks(app: &TestApp) {
             "a container reached the other cluster's node on {port}"
         );
     }
+    firewall_holds_with_routes(&ours, &theirs).await;
 
     // --- An ordinary workload still works. ---
     let (ok, output) = ours.docker(&[
@@ -640,10 +800,18 @@ async fn attacks(app: &TestApp) {
     assert!(ok, "{output}");
     let mut refused_again = false;
     for _ in 0..50 {
-        let (ok, output) = ours.docker(&["run", "--rm", "--privileged", IMAGE, "true"]);
+        let (ok, output) = ours.docker(&[
+            "run",
+            "--rm",
+            "-v",
+            "/:/host",
+            IMAGE,
+            "cat",
+            "/host/etc/hostname",
+        ]);
         assert!(
-            !ok,
-            "a privileged container ran while the plugin restarted: {output}"
+            !ok && !output.contains("ours-n1"),
+            "a host bind mount was served while the plugin restarted: {output}"
         );
         if output.contains(REFUSED) {
             refused_again = true;
