@@ -16,7 +16,8 @@ usage: magnum-node-authz --socket PATH
 Serves the Docker authorization plugin of a magnum-rs local cluster node on the unix
 socket PATH (dockerd, started with --authorization-plugin=magnum-authz, looks for it at
 /run/docker/plugins/magnum-authz.sock). A stale socket file at PATH is replaced; the new
-one is made mode 0600. Refused requests are logged to stderr, one line each.
+one is made mode 0600. Refused requests are logged to stderr, one line each, at most 20
+per 10 s (then one line counts those not logged).
 
 options:
   --socket PATH   the unix socket to listen on

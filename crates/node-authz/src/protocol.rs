@@ -6,34 +6,36 @@
 //! request would look URI-less). `RequestBody` is Go's `[]byte`, i.e. standard base64, omitted
 //! when dockerd forwarded no body.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::refusal::{quoted, Refusal};
-use crate::review::review_with_path;
+use crate::review::{review_with_path, Caller};
 
 /// The content type of every plugin protocol response.
 pub const PLUGIN_CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
-/// The fields of an AuthZReq this plugin reads. Others (User, peer certificates…) are ignored.
+/// The fields of an AuthZReq this plugin reads. Others (headers, peer certificates…) are
+/// ignored. dockerd omits empty ones, so an absent `UserAuthNMethod` is the unix socket.
 #[derive(Debug, Deserialize)]
 struct AuthzRequest {
+    #[serde(rename = "User", default)]
+    user: Option<String>,
+    #[serde(rename = "UserAuthNMethod", default)]
+    user_authn_method: Option<String>,
     #[serde(rename = "RequestMethod", default)]
     request_method: Option<String>,
     #[serde(rename = "RequestUri", default)]
     request_uri: Option<String>,
     #[serde(rename = "RequestBody", default)]
     request_body: Option<String>,
-    #[serde(rename = "RequestHeaders", default)]
-    request_headers: Option<BTreeMap<String, String>>,
 }
 
 /// One plugin call's answer, and the log line for a refusal.
 pub(crate) struct PluginReply {
     pub(crate) status: u16,
     pub(crate) body: Vec<u8>,
-    /// `METHOD /path: message` for a refused request; never contains the request body.
+    /// `METHOD /path (caller): message` for a refused request; never contains the request
+    /// body.
     pub(crate) refusal_log: Option<String>,
 }
 
@@ -70,7 +72,8 @@ fn authorize_request(body: &[u8]) -> PluginReply {
     }
 }
 
-/// A reviewed AuthZReq: what it asked for (`METHOD /path`, for the log) and the decision.
+/// A reviewed AuthZReq: what it asked for and who asked (`METHOD /path (caller)`, for the
+/// log), and the decision.
 struct Reviewed {
     subject: String,
     decision: Result<(), Refusal>,
@@ -96,30 +99,52 @@ fn decide(body: &[u8]) -> Reviewed {
     let Some(request_uri) = request.request_uri.filter(|uri| !uri.is_empty()) else {
         return unreadable("the authorization request from dockerd has no RequestUri".into());
     };
-    let headers = request.request_headers.unwrap_or_default();
+    let caller = Caller {
+        authentication_method: request.user_authn_method.as_deref().unwrap_or(""),
+        user: request.user.as_deref().unwrap_or(""),
+    };
     let method_shown = if method.bytes().all(|b| b.is_ascii_uppercase()) {
         method.clone()
     } else {
         quoted(&method)
     };
+    let caller_shown = caller_for_log(&caller);
     let body = match request.request_body.as_deref().map(decode_base64) {
         None => None,
         Some(Some(decoded)) => Some(decoded),
         Some(None) => {
             return Reviewed {
-                subject: format!("{method_shown} {}", uri_for_log(&request_uri)),
+                subject: format!(
+                    "{method_shown} {} ({caller_shown})",
+                    uri_for_log(&request_uri)
+                ),
                 decision: Err(Refusal::new(
                     "the request body forwarded by dockerd is not valid base64",
                 )),
             };
         }
     };
-    let (path, decision) = review_with_path(&method, &request_uri, &headers, body.as_deref());
+    let (path, decision) = review_with_path(&caller, &method, &request_uri, body.as_deref());
     let shown_path = path.unwrap_or_else(|| uri_for_log(&request_uri));
     Reviewed {
-        subject: format!("{method_shown} {shown_path}"),
+        subject: format!("{method_shown} {shown_path} ({caller_shown})"),
         decision,
     }
+}
+
+/// `unix socket`, or `TLS user "CN"`: the method and user as dockerd gave them, the user
+/// quoted (a tenant chooses the common name of their certificate).
+fn caller_for_log(caller: &Caller<'_>) -> String {
+    if caller.is_unix_socket() {
+        return "unix socket".to_owned();
+    }
+    let method = caller.authentication_method;
+    let method_shown = if method.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        method.to_owned()
+    } else {
+        quoted(method)
+    };
+    format!("{method_shown} user {}", quoted(caller.user))
 }
 
 /// The raw path of a URI that could not be normalised, without its query (which may carry

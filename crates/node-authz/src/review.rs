@@ -1,17 +1,53 @@
 //! The decision for one Docker API request.
 
-use std::collections::BTreeMap;
-
 use crate::json::parse_strict;
-use crate::refusal::{not_allowed, Refusal};
-use crate::routes::{buildkit_refusal, plan, BodyRule};
+use crate::refusal::Refusal;
+use crate::routes::{plan, BodyRule};
 use crate::rules::{container, objects, swarm};
 use crate::uri::RequestTarget;
 
+/// Who sent a Docker API request, as dockerd tells the plugin (`UserAuthNMethod`, `User`).
+///
+/// dockerd (pkg/authorization/middleware.go) sets the method to `"TLS"` and the user to the
+/// client certificate's common name whenever the connection carries peer certificates, and
+/// leaves both empty otherwise. A local node's dockerd listens on its unix socket, which only
+/// magnumd reaches, and, on managers, on TCP with `--tlsverify` for the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<'a> {
+    /// `UserAuthNMethod`: `"TLS"` for a client certificate, empty on the unix socket.
+    pub authentication_method: &'a str,
+    /// `User`: the certificate's common name. For the log only: a tenant can have any name
+    /// signed, an empty one included, so no decision depends on it.
+    pub user: &'a str,
+}
+
+impl<'a> Caller<'a> {
+    /// A request on the node's unix socket (magnumd): dockerd names no authentication method.
+    pub const UNIX_SOCKET: Caller<'static> = Caller {
+        authentication_method: "",
+        user: "",
+    };
+
+    /// A request over TLS from a client whose certificate names `user`.
+    pub const fn tls(user: &'a str) -> Self {
+        Self {
+            authentication_method: "TLS",
+            user,
+        }
+    }
+
+    /// Whether dockerd named no authentication method: the node's unix socket (or a plain-TCP
+    /// listener, which a local node has only when its cluster template disables TLS). Any
+    /// method at all, `TLS` or one a later dockerd adds, counts as a tenant's client.
+    pub fn is_unix_socket(&self) -> bool {
+        self.authentication_method.is_empty()
+    }
+}
+
 /// Reviews one Docker API request as dockerd forwards it to an authorization plugin.
 ///
+/// * `caller`: `UserAuthNMethod` and `User` of the AuthZReq.
 /// * `method`, `request_uri`: `RequestMethod` and `RequestUri` (raw, with `/vX.Y` and query).
-/// * `headers`: `RequestHeaders` (dockerd keeps the last value of a repeated header).
 /// * `body`: the decoded `RequestBody`, or `None` when dockerd did not forward one. dockerd
 ///   forwards a body only when its Content-Type is `application/json` and it is under 1 MiB
 ///   (pkg/authorization/authz.go). Upstream v20.10.24 also requires a Content-Length above 0
@@ -19,21 +55,24 @@ use crate::uri::RequestTarget;
 ///   fix, which forwards chunked bodies too. The rules do not depend on which: a body that
 ///   needs inspecting and was not forwarded is refused.
 ///
+/// `RequestHeaders` are not an input: no rule may depend on them, since dockerd hands the
+/// plugin only one value of a repeated header while its handlers may read another.
+///
 /// Pure: no I/O, no logging.
 pub fn review(
+    caller: &Caller<'_>,
     method: &str,
     request_uri: &str,
-    headers: &BTreeMap<String, String>,
     body: Option<&[u8]>,
 ) -> Result<(), Refusal> {
-    review_with_path(method, request_uri, headers, body).1
+    review_with_path(caller, method, request_uri, body).1
 }
 
 /// [`review`], also returning the normalised path (for the log) when the URI could be read.
 pub(crate) fn review_with_path(
+    caller: &Caller<'_>,
     method: &str,
     request_uri: &str,
-    headers: &BTreeMap<String, String>,
     body: Option<&[u8]>,
 ) -> (Option<String>, Result<(), Refusal>) {
     let target = match RequestTarget::parse(request_uri) {
@@ -41,20 +80,27 @@ pub(crate) fn review_with_path(
         Err(refusal) => return (None, Err(refusal)),
     };
     let path = target.display_path();
-    let decision = review_target(method, &target, &path, headers, body);
+    let decision = review_target(caller, method, &target, &path, body);
     (Some(path), decision)
 }
 
 fn review_target(
+    caller: &Caller<'_>,
     method: &str,
     target: &RequestTarget,
     path: &str,
-    headers: &BTreeMap<String, String>,
     body: Option<&[u8]>,
 ) -> Result<(), Refusal> {
     let plan = plan(method, target)?;
-    if plan.build {
-        check_build(target, headers)?;
+    if let Some(route) = plan.swarm_membership_route {
+        // A node moved to a swarm manager the tenant runs would take tasks that no plugin
+        // checks (workers never ask theirs); magnumd alone changes membership, over the socket.
+        if !caller.is_unix_socket() {
+            return Err(Refusal::new(format!(
+                "joining, leaving or creating a swarm is reserved to magnum-rs on a local cluster \
+                 ({route}); resize the cluster through the Magnum API instead"
+            )));
+        }
     }
     match plan.body {
         Some(rule) => check_body(rule, method, path, body),
@@ -97,59 +143,4 @@ fn check_body(
         BodyRule::SwarmInit => swarm::check_swarm_init(&json),
         BodyRule::SwarmUpdate => swarm::check_swarm_update(&json),
     }
-}
-
-/// `POST /build` (classic builder). Its options are query parameters read with Go's
-/// `r.FormValue` (api/server/router/build/build_routes.go), which also reads a form-encoded
-/// body, and prefers it. So: no form bodies, no remote context (with the context in the body,
-/// a form body would leave the build without one), and the query checked.
-fn check_build(target: &RequestTarget, headers: &BTreeMap<String, String>) -> Result<(), Refusal> {
-    for version in target.query_values("version")? {
-        if !(version.is_empty() || version == "1") {
-            return Err(buildkit_refusal("build?version=2"));
-        }
-    }
-    for cgroup_parent in target.query_values("cgroupparent")? {
-        if !cgroup_parent.is_empty() {
-            return Err(not_allowed(
-                "choosing the cgroup parent is",
-                "build?cgroupparent / docker build --cgroup-parent",
-            ));
-        }
-    }
-    for network_mode in target.query_values("networkmode")? {
-        let kind = network_mode.split(':').next().unwrap_or(&network_mode);
-        if kind.eq_ignore_ascii_case("host") {
-            return Err(not_allowed(
-                "sharing the node's network namespace is",
-                "build?networkmode=host / docker build --network host",
-            ));
-        }
-    }
-    for remote in target.query_values("remote")? {
-        if !remote.is_empty() {
-            return Err(not_allowed(
-                "remote build contexts are",
-                "build?remote=…; send the build context in the request body",
-            ));
-        }
-    }
-    let content_type = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("Content-Type"))
-        .map(|(_, value)| value.as_str())
-        .unwrap_or("");
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media_type == "application/x-www-form-urlencoded" || media_type == "multipart/form-data" {
-        return Err(not_allowed(
-            "build options in a form-encoded body are",
-            "Content-Type on POST /build; give build options in the query string",
-        ));
-    }
-    Ok(())
 }

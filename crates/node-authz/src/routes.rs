@@ -1,5 +1,5 @@
-//! Which Docker API requests are allowed at all, and which of them need their body or query
-//! inspected.
+//! Which Docker API requests are allowed at all, which of them need their body inspected, and
+//! which only magnumd may make.
 //!
 //! Reads (GET, HEAD) are allowed; writes (POST, PUT, DELETE) only on the routes listed here,
 //! taken from the route tables of moby v20.10 (api/server/router/*/…go). dockerd matches names
@@ -29,15 +29,23 @@ pub(crate) enum BodyRule {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) body: Option<BodyRule>,
-    /// `POST /build`: query parameters and content type.
-    pub(crate) build: bool,
+    /// `Some("POST /swarm/join")` (the route, for the message) for the requests that change
+    /// the node's swarm membership, which only magnumd may make.
+    pub(crate) swarm_membership_route: Option<&'static str>,
 }
 
 impl Plan {
     fn body(rule: BodyRule) -> Self {
         Self {
             body: Some(rule),
-            build: false,
+            swarm_membership_route: None,
+        }
+    }
+
+    fn swarm_membership(route: &'static str, body: Option<BodyRule>) -> Self {
+        Self {
+            body,
+            swarm_membership_route: Some(route),
         }
     }
 }
@@ -76,7 +84,7 @@ fn plan_post(segments: &[&str], path: &str) -> Result<Plan, Refusal> {
     let plan = match segments {
         ["plugins", ..] => return Err(plugin_refusal("POST", path)),
         ["session"] | ["grpc"] => {
-            return Err(buildkit_refusal(&format!("POST {}", quoted(path))));
+            return Err(buildkit_refusal(path));
         }
 
         ["containers", "create"] => Plan::body(ContainerCreate),
@@ -93,10 +101,7 @@ fn plan_post(segments: &[&str], path: &str) -> Result<Plan, Refusal> {
 
         ["images", "create" | "load" | "prune"] => Plan::default(),
         ["images", name @ .., "push" | "tag"] if !name.is_empty() => Plan::default(),
-        ["build"] => Plan {
-            body: None,
-            build: true,
-        },
+        ["build"] => return Err(build_refusal()),
         ["build", "prune" | "cancel"] | ["commit"] | ["auth"] => Plan::default(),
 
         ["networks", "create"] => Plan::body(NetworkCreate),
@@ -105,9 +110,11 @@ fn plan_post(segments: &[&str], path: &str) -> Result<Plan, Refusal> {
         ["volumes", "create"] => Plan::body(VolumeCreate),
         ["volumes", "prune"] => Plan::default(),
 
-        ["swarm", "init"] => Plan::body(SwarmInit),
+        ["swarm", "init"] => Plan::swarm_membership("POST /swarm/init", Some(SwarmInit)),
+        ["swarm", "join"] => Plan::swarm_membership("POST /swarm/join", None),
+        ["swarm", "leave"] => Plan::swarm_membership("POST /swarm/leave", None),
         ["swarm", "update"] => Plan::body(SwarmUpdate),
-        ["swarm", "join" | "leave" | "unlock"] => Plan::default(),
+        ["swarm", "unlock"] => Plan::default(),
         ["services", "create"] | ["services", _, "update"] => Plan::body(ServiceSpec),
         ["nodes", _, "update"] => Plan::default(),
         ["secrets", "create"] | ["secrets", _, "update"] => Plan::body(SecretSpec),
@@ -151,8 +158,21 @@ fn plugin_refusal(method: &str, path: &str) -> Refusal {
     ))
 }
 
-pub(crate) fn buildkit_refusal(what: &str) -> Refusal {
+fn buildkit_refusal(path: &str) -> Refusal {
     Refusal::new(format!(
-        "BuildKit is {NOT_ALLOWED} ({what}); use the classic builder (DOCKER_BUILDKIT=0)"
+        "BuildKit is {NOT_ALLOWED} (POST {}); build the image elsewhere and docker load it",
+        quoted(path)
+    ))
+}
+
+/// `POST /build` (the classic builder). Its options (cgroupparent, ulimits, networkmode,
+/// remote…) are read with Go's `r.FormValue`, which prefers a form-encoded body to the query;
+/// Go parses the form by the first `Content-Type` header while dockerd hands the plugin only
+/// one value of a repeated header, so the plugin cannot tell which options dockerd will use.
+fn build_refusal() -> Refusal {
+    Refusal::new(format!(
+        "image builds are {NOT_ALLOWED} (POST /build / docker build: build options can reach \
+         dockerd in a form body the plugin cannot see); build the image elsewhere and docker \
+         load it"
     ))
 }

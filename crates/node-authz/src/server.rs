@@ -12,8 +12,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::log_limit::{
+    LogDecision, RefusalLogLimiter, REFUSAL_LINES_PER_WINDOW, REFUSAL_LOG_WINDOW,
+};
 use crate::protocol::{plugin_call, PluginReply, PLUGIN_CONTENT_TYPE};
 
 /// Bounds for [`serve`].
@@ -42,7 +45,8 @@ impl Default for ServeLimits {
 }
 
 /// Serves the plugin protocol on `listener`, one thread per connection, at most
-/// `limits.max_connections` at once. Refusals are logged to stderr, one line each.
+/// `limits.max_connections` at once. Refusals are logged to stderr, one line each, at most 20
+/// per 10 s per process (then one line counts those not logged).
 ///
 /// Runs until accepting fails for good (the listener is unusable); transient accept errors
 /// (out of file descriptors, aborted connections) are logged and retried.
@@ -100,6 +104,27 @@ pub(crate) fn log_line(socket_label: &str, message: &str) {
         io::stderr().lock(),
         "magnum-node-authz: {socket_label}: {message}"
     );
+}
+
+/// The refusal lines of the whole process: every socket served shares the bound, since they all
+/// write to the same stderr.
+static REFUSAL_LOG: Mutex<RefusalLogLimiter> = Mutex::new(RefusalLogLimiter::new(
+    REFUSAL_LINES_PER_WINDOW,
+    REFUSAL_LOG_WINDOW,
+));
+
+/// Logs one refusal line (a request refused, or a plugin call that failed, which dockerd
+/// refuses), unless this window's lines are used up. Tenants choose how often this happens.
+fn log_refusal_line(socket_label: &str, message: &str) {
+    // A poisoned lock only means a thread panicked while holding it; the counts are intact.
+    let mut limiter = REFUSAL_LOG.lock().unwrap_or_else(PoisonError::into_inner);
+    // Written while holding the lock, so a summary comes before the lines that follow it.
+    if let LogDecision::Write { not_logged_before } = limiter.decide(Instant::now()) {
+        if not_logged_before > 0 {
+            log_line(socket_label, &limiter.not_logged_line(not_logged_before));
+        }
+        log_line(socket_label, message);
+    }
 }
 
 /// A counting semaphore for connection threads.
@@ -207,12 +232,12 @@ fn answer(request: &Request, socket_label: &str) -> (u16, Vec<u8>) {
             refusal_log,
         }) => {
             if let Some(line) = refusal_log {
-                log_line(socket_label, &format!("refused {line}"));
+                log_refusal_line(socket_label, &format!("refused {line}"));
             }
             (status, body)
         }
         Err(_) => {
-            log_line(socket_label, "internal error while answering a plugin call");
+            log_refusal_line(socket_label, "internal error while answering a plugin call");
             (500, error_body("internal error in magnum-node-authz"))
         }
     }

@@ -30,7 +30,6 @@ pub(crate) struct RequestTarget {
     /// `/v1.41/containers/x/start` → `["containers", "x", "start"]`.
     pub(crate) segments: Vec<String>,
     pub(crate) api_version: Option<ApiVersion>,
-    raw_query: String,
 }
 
 impl RequestTarget {
@@ -50,11 +49,12 @@ impl RequestTarget {
                 quoted(request_uri)
             )));
         }
-        let (raw_path, raw_query) = match request_uri.split_once('?') {
-            Some((path, query)) => (path, query),
-            None => (request_uri, ""),
-        };
-        let decoded = percent_decode(raw_path.as_bytes(), false).ok_or_else(|| {
+        // dockerd routes on the path alone, and no rule reads the query: POST /build, whose
+        // options travel there, is refused as a whole.
+        let raw_path = request_uri
+            .split_once('?')
+            .map_or(request_uri, |(path, _query)| path);
+        let decoded = percent_decode(raw_path.as_bytes()).ok_or_else(|| {
             Refusal::new(format!(
                 "the request URI {} cannot be checked: its percent-encoding is invalid",
                 quoted(request_uri)
@@ -109,7 +109,6 @@ impl RequestTarget {
         Ok(Self {
             segments,
             api_version,
-            raw_query: raw_query.to_owned(),
         })
     }
 
@@ -129,32 +128,6 @@ impl RequestTarget {
             Some(version) => format!("/v{}.{}{path}", version.major, version.minor),
             None => path,
         }
-    }
-
-    /// Every value given for query parameter `name`.
-    ///
-    /// Stricter than Go on purpose: names match ignoring ASCII case, `;` separates pairs too
-    /// (older Go did so), and every value is returned, not only the first one Go would use.
-    pub(crate) fn query_values(&self, name: &str) -> Result<Vec<String>, Refusal> {
-        let mut values = Vec::new();
-        for pair in self.raw_query.split(['&', ';']) {
-            if pair.is_empty() {
-                continue;
-            }
-            let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let invalid = || {
-                Refusal::new(format!(
-                    "the query string {} cannot be checked: its percent-encoding is invalid",
-                    quoted(&self.raw_query)
-                ))
-            };
-            let key = percent_decode(raw_key.as_bytes(), true).ok_or_else(invalid)?;
-            let value = percent_decode(raw_value.as_bytes(), true).ok_or_else(invalid)?;
-            if key.eq_ignore_ascii_case(name.as_bytes()) {
-                values.push(String::from_utf8_lossy(&value).into_owned());
-            }
-        }
-        Ok(values)
     }
 }
 
@@ -190,9 +163,9 @@ fn parse_api_version(text: &str) -> Result<ApiVersion, Refusal> {
     })
 }
 
-/// Decodes `%XX` escapes (and `+` as a space when `plus_as_space`, for query strings).
-/// `None` when an escape is malformed, as Go's url package refuses it.
-pub(crate) fn percent_decode(input: &[u8], plus_as_space: bool) -> Option<Vec<u8>> {
+/// Decodes the `%XX` escapes of a path. `None` when an escape is malformed, as Go's url
+/// package refuses it.
+fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut output = Vec::with_capacity(input.len());
     let mut index = 0;
     while index < input.len() {
@@ -202,10 +175,6 @@ pub(crate) fn percent_decode(input: &[u8], plus_as_space: bool) -> Option<Vec<u8
                 let low = hex_value(*input.get(index + 2)?)?;
                 output.push(high << 4 | low);
                 index += 3;
-            }
-            b'+' if plus_as_space => {
-                output.push(b' ');
-                index += 1;
             }
             byte => {
                 output.push(byte);
@@ -317,19 +286,5 @@ mod tests {
         ] {
             assert!(RequestTarget::parse(uri).is_err(), "{uri:?} was accepted");
         }
-    }
-
-    #[test]
-    fn query_values_are_decoded_and_all_returned() {
-        let target =
-            RequestTarget::parse("/build?networkmode=bridge&NetworkMode=ho%73t;x=1&t=a+b").unwrap();
-        assert_eq!(
-            target.query_values("networkmode").unwrap(),
-            ["bridge", "host"]
-        );
-        assert_eq!(target.query_values("t").unwrap(), ["a b"]);
-        assert!(target.query_values("missing").unwrap().is_empty());
-        let bad = RequestTarget::parse("/build?cgroupparent=%zz").unwrap();
-        assert!(bad.query_values("cgroupparent").is_err());
     }
 }

@@ -3,7 +3,9 @@
 use crate::fields;
 use crate::json::{Json, Object};
 use crate::refusal::{not_allowed, quoted, Refusal};
-use crate::rules::{check_added_capabilities, check_log_driver, check_mount, is_volume_name};
+use crate::rules::{
+    check_added_capabilities, check_log_driver, check_mount, check_ulimits, is_volume_name,
+};
 
 /// `POST /containers/create`.
 ///
@@ -21,10 +23,11 @@ pub(crate) fn check_create(body: &Json) -> Result<(), Refusal> {
 }
 
 /// `POST /containers/{id}/update`: `UpdateConfig` is `Resources` (at the top level) plus a
-/// restart policy; the resource fields that reach the node's devices and cgroups are refused.
+/// restart policy; the resource fields that reach the node's devices, cgroups and scheduler
+/// are refused.
 pub(crate) fn check_update(body: &Json) -> Result<(), Refusal> {
     let update = expect_object(body, "the container update body")?;
-    check_device_and_cgroup_resources(update, "")
+    check_resources(update, "")
 }
 
 /// `POST /containers/{id}/exec`.
@@ -81,7 +84,7 @@ fn check_host_config(host_config: &Object, prefix: &str) -> Result<(), Refusal> 
     let capabilities = fields::string_or_strings(host_config, "CapAdd", &label("CapAdd"))?;
     check_added_capabilities(&capabilities, &format!("{} / --cap-add", label("CapAdd")))?;
 
-    check_device_and_cgroup_resources(host_config, prefix)?;
+    check_resources(host_config, prefix)?;
     check_security_options(host_config, prefix)?;
 
     // Any value, even an empty list, replaces dockerd's default set of masked and read-only
@@ -190,8 +193,9 @@ fn check_namespace_modes(host_config: &Object, prefix: &str) -> Result<(), Refus
     Ok(())
 }
 
-/// Resource fields that hand the container node devices or move it out of the node's cgroup.
-fn check_device_and_cgroup_resources(resources: &Object, prefix: &str) -> Result<(), Refusal> {
+/// `Resources` fields (in HostConfig and in the update body) that hand the container node
+/// devices, move it out of the node's cgroup or raise its scheduling priority.
+fn check_resources(resources: &Object, prefix: &str) -> Result<(), Refusal> {
     const DEVICE_FIELDS: [(&str, &str, &str); 3] = [
         ("Devices", "node devices are", "--device"),
         (
@@ -212,7 +216,7 @@ fn check_device_and_cgroup_resources(resources: &Object, prefix: &str) -> Result
             &format!("{prefix}CgroupParent / --cgroup-parent"),
         ));
     }
-    Ok(())
+    check_ulimits(resources, &format!("{prefix}Ulimits"))
 }
 
 /// Only `no-new-privileges` (optionally `=bool` or `:bool`, the forms dockerd parses in

@@ -31,6 +31,50 @@ const DEFAULT_CAPABILITIES: [&str; 14] = [
 /// (syslog, gelf, fluentd, journald…) or are plugins.
 const LOCAL_LOG_DRIVERS: [&str; 3] = ["json-file", "local", "none"];
 
+/// Resource limits that raise the container's scheduling priority. runc sets rlimits from the
+/// host's root before it enters the container's user namespace, so the userns-remap does not
+/// cap them: `--ulimit rtprio=99:99` then `chrt -f 99` (or a large `rttime`) gives a
+/// container real-time scheduling that can starve the host, and `nice` lets it take nice
+/// values down to -20, ahead of the host's own processes.
+const SCHEDULING_RLIMITS: [&str; 3] = ["rtprio", "rttime", "nice"];
+
+/// A `Ulimits` list (container create and update, service `ContainerSpec`): no scheduling
+/// rlimit; every other one (nofile, nproc, core, memlock, stack…) stays allowed.
+///
+/// dockerd names the rlimit `"RLIMIT_" + strings.ToUpper(Name)` (daemon/oci_linux.go), so names
+/// match ignoring ASCII case; Go upper-cases with Unicode rules (`ı` becomes `I`, so `rtprıo`
+/// would be RLIMIT_RTPRIO), so a name that is not ASCII is refused as well.
+pub(crate) fn check_ulimits(parent: &Object, label: &str) -> Result<(), Refusal> {
+    for ulimit in fields::array(parent, "Ulimits", label)? {
+        // A null entry decodes to a nil pointer, which dockerd's rlimit code dereferences.
+        let Json::Object(ulimit) = ulimit else {
+            return Err(Refusal::new(format!(
+                "{label} has an unexpected JSON type (expected an array of objects)"
+            )));
+        };
+        let name = fields::string(ulimit, "Name", &format!("{label}.Name"))?.unwrap_or("");
+        if !name.is_ascii() {
+            return Err(not_allowed(
+                "ulimit names that are not ASCII are",
+                &format!(
+                    "{label} {}; dockerd upper-cases them by Unicode rules, ı becoming I",
+                    quoted(name)
+                ),
+            ));
+        }
+        if let Some(rlimit) = SCHEDULING_RLIMITS
+            .iter()
+            .find(|rlimit| rlimit.eq_ignore_ascii_case(name))
+        {
+            return Err(not_allowed(
+                "real-time and nice limits are",
+                &format!("{label} {} / --ulimit {rlimit}=…", quoted(name)),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses any capability outside Docker's default set. dockerd upper-cases names and adds a
 /// missing `CAP_` prefix; we compare the same way, so `cap_sys_admin` is `SYS_ADMIN`. `ALL`
 /// and unknown names are refused like any other.

@@ -8,7 +8,7 @@ use crate::fields;
 use crate::json::{Json, Object};
 use crate::refusal::{not_allowed, quoted, Refusal};
 use crate::rules::container::expect_object;
-use crate::rules::{check_added_capabilities, check_log_driver_object, check_mount};
+use crate::rules::{check_added_capabilities, check_log_driver_object, check_mount, check_ulimits};
 
 /// `POST /services/create` and `POST /services/{id}/update` (a `ServiceSpec`).
 pub(crate) fn check_service_spec(body: &Json) -> Result<(), Refusal> {
@@ -65,6 +65,9 @@ fn check_container_spec(container: &Object) -> Result<(), Refusal> {
             &format!("{LABEL}.Capabilities; use CapabilityAdd with default capabilities only"),
         ));
     }
+
+    // ContainerSpec.Ulimits exists from API 1.41 on (`docker service create --ulimit`).
+    check_ulimits(container, &format!("{LABEL}.Ulimits"))?;
 
     if let Some(privileges) =
         fields::object(container, "Privileges", &format!("{LABEL}.Privileges"))?

@@ -77,7 +77,6 @@ fn bypass_4_bodies_dockerd_did_not_forward() {
         "/v1.41/networks/create",
         "/v1.41/secrets/create",
         "/v1.41/configs/create",
-        "/v1.41/swarm/init",
         "/v1.41/swarm/update",
     ] {
         let message = assert_refused(
@@ -88,6 +87,14 @@ fn bypass_4_bodies_dockerd_did_not_forward() {
         );
         assert!(message.contains("magnum-rs local cluster"), "{message}");
     }
+    // Only magnumd may init a swarm; its body is inspected as well.
+    assert_refused_for(
+        &Caller::UNIX_SOCKET,
+        "POST",
+        "/v1.41/swarm/init",
+        None,
+        "the request body could not be inspected",
+    );
 }
 
 #[test]
@@ -141,7 +148,7 @@ fn bodies_that_are_not_strict_json_are_refused() {
         b"{\"Image\":\"busybox\",}",
         b"{'Image':'busybox'}",
     ] {
-        let refusal = review("POST", CREATE, &BTreeMap::new(), Some(body)).unwrap_err();
+        let refusal = review(&TENANT, "POST", CREATE, Some(body)).unwrap_err();
         assert!(
             refusal.message().contains("not acceptable JSON"),
             "{refusal}"

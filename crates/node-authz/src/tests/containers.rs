@@ -500,3 +500,143 @@ fn other_container_writes_need_no_body() {
     assert_allowed("DELETE", "/v1.41/containers/web?force=1&v=1", None);
     assert_allowed("PUT", "/v1.41/containers/web/archive?path=/tmp", None);
 }
+
+#[test]
+fn ordinary_ulimits_are_allowed() {
+    let ulimits = json!([
+        {"Name": "nofile", "Soft": 1024, "Hard": 2048},
+        {"Name": "nproc", "Soft": 512, "Hard": 512},
+        {"Name": "core", "Soft": 0, "Hard": 0},
+        {"Name": "memlock", "Soft": -1, "Hard": -1},
+        {"Name": "stack", "Soft": 8388608, "Hard": 8388608},
+        {"Name": "NOFILE", "Soft": 1, "Hard": 1},
+        {"Name": "msgqueue", "Soft": 1, "Hard": 1},
+        // Not an rlimit at all: runc refuses it when the container starts.
+        {"Name": "realtime", "Soft": 1, "Hard": 1},
+        {"Soft": 1, "Hard": 1}
+    ]);
+    for value in [ulimits.clone(), json!([]), json!(null)] {
+        assert_allowed("POST", CREATE, Some(&run_with(json!({"Ulimits": value}))));
+    }
+    assert_allowed(
+        "POST",
+        CREATE,
+        Some(&run_with_top_level(json!({"Ulimits": ulimits.clone()}))),
+    );
+    let update = json!({"Memory": 268435456, "Ulimits": ulimits}).to_string();
+    assert_allowed("POST", "/v1.41/containers/web/update", Some(&update));
+}
+
+#[test]
+fn real_time_and_nice_ulimits_are_refused() {
+    let message = assert_refused(
+        "POST",
+        CREATE,
+        Some(&run_with(
+            json!({"Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}]}),
+        )),
+        "real-time",
+    );
+    assert_eq!(
+        message,
+        "real-time and nice limits are not allowed on a magnum-rs local cluster \
+         (HostConfig.Ulimits \"rtprio\" / --ulimit rtprio=…)"
+    );
+    for (name, flag) in [
+        ("rtprio", "--ulimit rtprio=…"),
+        ("RTPRIO", "--ulimit rtprio=…"),
+        ("rttime", "--ulimit rttime=…"),
+        ("RtTime", "--ulimit rttime=…"),
+        ("nice", "--ulimit nice=…"),
+        ("NICE", "--ulimit nice=…"),
+    ] {
+        // Behind an allowed ulimit, and the field spelt in another case.
+        let ulimits = json!([
+            {"Name": "nofile", "Soft": 1024, "Hard": 1024},
+            {"Name": name, "Soft": 40, "Hard": 40}
+        ]);
+        let expected = format!("(HostConfig.Ulimits \"{name}\" / {flag})");
+        assert_refused(
+            "POST",
+            CREATE,
+            Some(&run_with(json!({"Ulimits": ulimits.clone()}))),
+            &expected,
+        );
+        let lowercase = json!({"image": "busybox", "hostconfig": {"ulimits": ulimits.clone()}});
+        assert_refused("POST", CREATE, Some(&lowercase.to_string()), &expected);
+        // dockerd reads HostConfig fields at the top level of the create body too.
+        let top_level = format!("(Ulimits \"{name}\" / {flag})");
+        assert_refused(
+            "POST",
+            CREATE,
+            Some(&run_with_top_level(json!({"Ulimits": ulimits.clone()}))),
+            &top_level,
+        );
+        let without_host_config = json!({"Image": "busybox", "Ulimits": ulimits.clone()});
+        assert_refused(
+            "POST",
+            CREATE,
+            Some(&without_host_config.to_string()),
+            &top_level,
+        );
+        // And the update body is Resources at its top level.
+        let update = json!({"CpuShares": 512, "Ulimits": ulimits}).to_string();
+        assert_refused(
+            "POST",
+            "/v1.41/containers/web/update",
+            Some(&update),
+            &top_level,
+        );
+    }
+}
+
+#[test]
+fn ulimit_names_dockerd_would_fold_onto_rtprio_are_refused() {
+    // Go's strings.ToUpper turns the dotless ı into I: "rtprıo" becomes RLIMIT_RTPRIO.
+    for name in ["rtpr\u{131}o", "n\u{131}ce", "rttime\u{17f}", "\u{212a}"] {
+        let message = assert_refused(
+            "POST",
+            CREATE,
+            Some(&run_with(
+                json!({"Ulimits": [{"Name": name, "Soft": 99, "Hard": 99}]}),
+            )),
+            "ulimit names that are not ASCII are not allowed",
+        );
+        assert!(message.contains("HostConfig.Ulimits"), "{message}");
+    }
+    assert_refused(
+        "POST",
+        "/v1.41/containers/web/update",
+        Some(r#"{"Ulimits":[{"Name":"rtpr\u0131o","Soft":99,"Hard":99}]}"#),
+        "not ASCII",
+    );
+}
+
+#[test]
+fn malformed_ulimits_are_refused() {
+    for (ulimits, expected) in [
+        (
+            json!([null]),
+            "HostConfig.Ulimits has an unexpected JSON type",
+        ),
+        (
+            json!(["rtprio=99"]),
+            "HostConfig.Ulimits has an unexpected JSON type",
+        ),
+        (
+            json!({"Name": "rtprio"}),
+            "HostConfig.Ulimits has an unexpected JSON type",
+        ),
+        (
+            json!([{"Name": 1, "Soft": 99, "Hard": 99}]),
+            "HostConfig.Ulimits.Name has an unexpected JSON type",
+        ),
+    ] {
+        assert_refused(
+            "POST",
+            CREATE,
+            Some(&run_with(json!({"Ulimits": ulimits}))),
+            expected,
+        );
+    }
+}

@@ -9,13 +9,12 @@ mod routes;
 mod server;
 mod swarm;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
 
-use crate::{review, Refusal};
+use crate::{review, Caller};
 
 /// A fresh socket path under the temporary directory (short enough for `sun_path`).
 pub(crate) fn temporary_socket_path(name: &str) -> PathBuf {
@@ -27,22 +26,38 @@ pub(crate) fn temporary_socket_path(name: &str) -> PathBuf {
     ))
 }
 
-fn check(method: &str, uri: &str, body: Option<&str>) -> Result<(), Refusal> {
-    review(method, uri, &BTreeMap::new(), body.map(str::as_bytes))
-}
+/// The tenant: a TLS client, as every request reaches a node's API but magnumd's.
+const TENANT: Caller<'static> = Caller::tls("admin");
 
 #[track_caller]
 fn assert_allowed(method: &str, uri: &str, body: Option<&str>) {
-    if let Err(refusal) = check(method, uri, body) {
-        panic!("{method} {uri} was refused: {refusal}\nbody: {body:?}");
+    assert_allowed_for(&TENANT, method, uri, body);
+}
+
+#[track_caller]
+fn assert_allowed_for(caller: &Caller<'_>, method: &str, uri: &str, body: Option<&str>) {
+    if let Err(refusal) = review(caller, method, uri, body.map(str::as_bytes)) {
+        panic!("{method} {uri} from {caller:?} was refused: {refusal}\nbody: {body:?}");
     }
 }
 
-/// Asserts a refusal whose message contains `expected`; returns the message.
+/// Asserts a refusal of the tenant's request whose message contains `expected`; returns the
+/// message.
 #[track_caller]
 fn assert_refused(method: &str, uri: &str, body: Option<&str>, expected: &str) -> String {
-    match check(method, uri, body) {
-        Ok(()) => panic!("{method} {uri} was allowed\nbody: {body:?}"),
+    assert_refused_for(&TENANT, method, uri, body, expected)
+}
+
+#[track_caller]
+fn assert_refused_for(
+    caller: &Caller<'_>,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    expected: &str,
+) -> String {
+    match review(caller, method, uri, body.map(str::as_bytes)) {
+        Ok(()) => panic!("{method} {uri} from {caller:?} was allowed\nbody: {body:?}"),
         Err(refusal) => {
             assert!(
                 refusal.message().contains(expected),

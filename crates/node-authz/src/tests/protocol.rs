@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::handle_plugin_call;
+use crate::protocol::plugin_call;
 
 /// Standard base64 with padding, as Go encodes `[]byte` (test-only encoder).
 fn base64(bytes: &[u8]) -> String {
@@ -40,6 +41,16 @@ pub(super) fn authz_request(method: &str, uri: &str, body: Option<&str>) -> Vec<
     let mut encoded = serde_json::to_vec(&document).unwrap();
     encoded.push(b'\n'); // Go's json.Encoder ends each document with a newline.
     encoded
+}
+
+/// An AuthZReq for a request on the node's unix socket: dockerd leaves out `User` and
+/// `UserAuthNMethod` (both empty, both `omitempty`).
+fn unix_socket_authz_request(method: &str, uri: &str, body: Option<&str>) -> Vec<u8> {
+    let mut document: Value = serde_json::from_slice(&authz_request(method, uri, body)).unwrap();
+    let fields = document.as_object_mut().unwrap();
+    fields.remove("User");
+    fields.remove("UserAuthNMethod");
+    serde_json::to_vec(&document).unwrap()
 }
 
 fn call(path: &str, body: &[u8]) -> (u16, Value) {
@@ -173,4 +184,103 @@ fn unpadded_base64_is_accepted() {
 fn a_null_request_body_means_not_forwarded() {
     let request = json!({"RequestMethod": "POST", "RequestUri": "/v1.41/services/create", "RequestBody": null});
     assert_denied(request.to_string().as_bytes(), "could not be inspected");
+}
+
+const SWARM_JOIN: &str = r#"{"ListenAddr":"0.0.0.0:2377","RemoteAddrs":["10.88.0.2:2377"],"JoinToken":"SWMTKN-1-abc-def"}"#;
+
+#[test]
+fn the_authentication_method_reaches_the_review() {
+    let over_tls = authz_request("POST", "/v1.41/swarm/join", Some(SWARM_JOIN));
+    assert_denied(
+        &over_tls,
+        "joining, leaving or creating a swarm is reserved to magnum-rs on a local cluster \
+         (POST /swarm/join); resize the cluster through the Magnum API instead",
+    );
+
+    let over_the_socket = unix_socket_authz_request("POST", "/v1.41/swarm/join", Some(SWARM_JOIN));
+    assert_eq!(
+        call("/AuthZPlugin.AuthZReq", &over_the_socket),
+        (200, json!({"Allow": true}))
+    );
+    let leave = unix_socket_authz_request("POST", "/v1.41/swarm/leave?force=1", None);
+    assert_eq!(
+        call("/AuthZPlugin.AuthZReq", &leave),
+        (200, json!({"Allow": true}))
+    );
+
+    // An empty certificate name is still TLS; an empty method is the socket, whatever the user.
+    for (user, method, allowed) in [
+        (json!(""), json!("TLS"), false),
+        (json!(null), json!("TLS"), false),
+        (json!("admin"), json!(""), true),
+        (json!("admin"), json!(null), true),
+    ] {
+        let request = json!({
+            "User": user, "UserAuthNMethod": method,
+            "RequestMethod": "POST", "RequestUri": "/v1.41/swarm/leave"
+        });
+        let (status, answer) = call("/AuthZPlugin.AuthZReq", request.to_string().as_bytes());
+        assert_eq!(status, 200);
+        assert_eq!(answer["Allow"], json!(allowed), "{request}: {answer}");
+    }
+}
+
+#[test]
+fn a_caller_dockerd_could_not_have_sent_is_denied() {
+    for request in [
+        json!({"UserAuthNMethod": 1, "RequestMethod": "GET", "RequestUri": "/info"}),
+        json!({"UserAuthNMethod": ["TLS"], "RequestMethod": "GET", "RequestUri": "/info"}),
+        json!({"User": {}, "RequestMethod": "GET", "RequestUri": "/info"}),
+    ] {
+        assert_denied(request.to_string().as_bytes(), "could not be read");
+    }
+    assert_denied(
+        br#"{"UserAuthNMethod":"","UserAuthNMethod":"TLS","RequestMethod":"GET","RequestUri":"/info"}"#,
+        "could not be read",
+    );
+}
+
+#[test]
+fn refusal_log_lines_name_the_caller() {
+    let over_tls = authz_request("POST", "/v1.41/swarm/join", Some(SWARM_JOIN));
+    let line = plugin_call("/AuthZPlugin.AuthZReq", &over_tls)
+        .refusal_log
+        .unwrap();
+    assert!(
+        line.starts_with(
+            "POST /v1.41/swarm/join (TLS user \"admin\"): joining, leaving or creating a swarm"
+        ),
+        "{line}"
+    );
+
+    let privileged = r#"{"Image":"busybox","HostConfig":{"Privileged":true}}"#;
+    let over_the_socket =
+        unix_socket_authz_request("POST", "/v1.41/containers/create", Some(privileged));
+    let line = plugin_call("/AuthZPlugin.AuthZReq", &over_the_socket)
+        .refusal_log
+        .unwrap();
+    assert!(
+        line.starts_with("POST /v1.41/containers/create (unix socket): privileged containers"),
+        "{line}"
+    );
+
+    // The certificate's name is the tenant's choice: escaped, never raw.
+    let request = json!({
+        "User": "evil\nrefused GET /forged", "UserAuthNMethod": "TLS",
+        "RequestMethod": "POST", "RequestUri": "/v1.41/swarm/leave"
+    });
+    let line = plugin_call("/AuthZPlugin.AuthZReq", request.to_string().as_bytes())
+        .refusal_log
+        .unwrap();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(
+        line.contains("(TLS user \"evil\\nrefused GET /forged\")"),
+        "{line}"
+    );
+
+    let allowed = authz_request("GET", "/v1.41/info", None);
+    assert_eq!(
+        plugin_call("/AuthZPlugin.AuthZReq", &allowed).refusal_log,
+        None
+    );
 }

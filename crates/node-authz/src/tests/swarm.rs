@@ -1,4 +1,4 @@
-//! Services, swarm init / join / update and node updates.
+//! Services, swarm init / join / leave / update and node updates.
 
 use serde_json::json;
 
@@ -202,9 +202,9 @@ fn service_bodies_must_be_seen() {
     assert_refused("POST", SERVICES_CREATE, Some(""), "could not be inspected");
 }
 
-#[test]
-fn swarm_init_join_and_update() {
-    let init = json!({
+/// `docker swarm init` as magnumd runs it.
+fn swarm_init_body() -> serde_json::Value {
+    json!({
         "ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": "10.88.0.2", "DataPathAddr": "",
         "DataPathPort": 0, "ForceNewCluster": false,
         "Spec": {
@@ -212,30 +212,121 @@ fn swarm_init_join_and_update() {
             "Dispatcher": {}, "CAConfig": {}, "TaskDefaults": {}, "EncryptionConfig": {"AutoLockManagers": false}
         },
         "AutoLockManagers": false, "Availability": "active", "DefaultAddrPool": null, "SubnetSize": 0
-    });
-    assert_allowed("POST", "/v1.41/swarm/init", Some(&init.to_string()));
-    assert_refused("POST", "/v1.41/swarm/init", None, "could not be inspected");
+    })
+}
+
+/// `docker swarm join` as magnumd runs it.
+const SWARM_JOIN_BODY: &str = r#"{"ListenAddr":"0.0.0.0:2377","AdvertiseAddr":"10.88.0.3",
+    "DataPathAddr":"","RemoteAddrs":["10.88.0.2:2377"],"JoinToken":"SWMTKN-1-abc-def",
+    "Availability":"active"}"#;
+
+#[test]
+fn magnumd_inits_joins_and_leaves_over_the_unix_socket() {
+    let magnumd = Caller::UNIX_SOCKET;
+    let init = swarm_init_body();
+    assert_allowed_for(
+        &magnumd,
+        "POST",
+        "/v1.41/swarm/init",
+        Some(&init.to_string()),
+    );
+    assert_allowed_for(&magnumd, "POST", "/v1.41/swarm/join", Some(SWARM_JOIN_BODY));
+    assert_allowed_for(&magnumd, "POST", "/v1.41/swarm/leave?force=1", None);
+    assert_allowed_for(&magnumd, "POST", "/swarm/leave", None);
+
+    // The body rules still apply to magnumd's swarm init.
+    assert_refused_for(
+        &magnumd,
+        "POST",
+        "/v1.41/swarm/init",
+        None,
+        "could not be inspected",
+    );
     let mut syslog_default = init.clone();
     syslog_default["Spec"]["TaskDefaults"] = json!({"LogDriver": {"Name": "syslog"}});
-    assert_refused(
+    assert_refused_for(
+        &magnumd,
         "POST",
         "/v1.41/swarm/init",
         Some(&syslog_default.to_string()),
         "Spec.TaskDefaults.LogDriver.Name",
     );
+}
 
-    let join = json!({
-        "ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": "10.88.0.3", "DataPathAddr": "",
-        "RemoteAddrs": ["10.88.0.2:2377"], "JoinToken": "SWMTKN-1-abc-def", "Availability": "active"
-    });
-    assert_allowed("POST", "/v1.41/swarm/join", Some(&join.to_string()));
-    assert_allowed("POST", "/v1.41/swarm/leave?force=1", None);
-    assert_allowed(
-        "POST",
-        "/v1.41/swarm/unlock",
-        Some(r#"{"UnlockKey":"SWMKEY-1-x"}"#),
-    );
+#[test]
+fn tenants_cannot_init_join_or_leave_a_swarm() {
+    let init = swarm_init_body().to_string();
+    for (uri, body, route) in [
+        ("/v1.41/swarm/init", Some(init.as_str()), "POST /swarm/init"),
+        (
+            "/v1.41/swarm/join",
+            Some(SWARM_JOIN_BODY),
+            "POST /swarm/join",
+        ),
+        ("/v1.41/swarm/leave?force=1", None, "POST /swarm/leave"),
+        ("/v1.41/swarm/leave", None, "POST /swarm/leave"),
+        // Spellings that route to the same handlers.
+        ("/swarm/join", Some(SWARM_JOIN_BODY), "POST /swarm/join"),
+        (
+            "/v1.41/swarm/%6Aoin",
+            Some(SWARM_JOIN_BODY),
+            "POST /swarm/join",
+        ),
+        ("/v1.41/nodes/../swarm/leave/", None, "POST /swarm/leave"),
+        // Refused before the body is looked at.
+        ("/v1.41/swarm/init", None, "POST /swarm/init"),
+    ] {
+        let message = assert_refused("POST", uri, body, "reserved to magnum-rs");
+        assert_eq!(
+            message,
+            format!(
+                "joining, leaving or creating a swarm is reserved to magnum-rs on a local cluster \
+                 ({route}); resize the cluster through the Magnum API instead"
+            )
+        );
+    }
+}
 
+#[test]
+fn swarm_membership_depends_on_the_authentication_method_not_the_user() {
+    // A certificate with an empty common name is still a TLS client.
+    for caller in [
+        Caller::tls(""),
+        Caller::tls("admin"),
+        // A method a later dockerd might add is no more trusted than TLS.
+        Caller {
+            authentication_method: "krb",
+            user: "",
+        },
+    ] {
+        assert_refused_for(
+            &caller,
+            "POST",
+            "/v1.41/swarm/join",
+            Some(SWARM_JOIN_BODY),
+            "(POST /swarm/join)",
+        );
+        assert_refused_for(
+            &caller,
+            "POST",
+            "/v1.41/swarm/leave?force=1",
+            None,
+            "(POST /swarm/leave)",
+        );
+    }
+    // A user name without a method is the unix socket as dockerd reports it.
+    let named_without_method = Caller {
+        authentication_method: "",
+        user: "admin",
+    };
+    assert_allowed_for(&named_without_method, "POST", "/v1.41/swarm/leave", None);
+    assert!(Caller::UNIX_SOCKET.is_unix_socket());
+    assert!(!Caller::tls("").is_unix_socket());
+}
+
+#[test]
+fn tenants_may_still_manage_their_swarm() {
+    let init = swarm_init_body();
     let update = "/v1.41/swarm/update?version=11&rotateWorkerToken=false";
     assert_allowed("POST", update, Some(&init["Spec"].to_string()));
     assert_refused(
@@ -244,6 +335,13 @@ fn swarm_init_join_and_update() {
         Some(r#"{"TaskDefaults":{"LogDriver":{"Name":"fluentd"}}}"#),
         "TaskDefaults.LogDriver.Name",
     );
+    assert_allowed(
+        "POST",
+        "/v1.41/swarm/unlock",
+        Some(r#"{"UnlockKey":"SWMKEY-1-x"}"#),
+    );
+    assert_allowed("GET", "/v1.41/swarm", None);
+    assert_allowed("GET", "/v1.41/swarm/unlockkey", None);
 }
 
 #[test]
@@ -255,4 +353,59 @@ fn node_update_with_a_label_is_allowed() {
     );
     assert_allowed("DELETE", "/v1.41/nodes/x2b8n1k5?force=1", None);
     assert_allowed("DELETE", "/v1.41/services/web", None);
+}
+
+#[test]
+fn service_ulimits_are_checked() {
+    assert_allowed(
+        "POST",
+        SERVICES_CREATE,
+        Some(&service_with_container_spec(json!({"Ulimits": [
+            {"Name": "nofile", "Soft": 1024, "Hard": 2048},
+            {"Name": "nproc", "Soft": 512, "Hard": 512}
+        ]}))),
+    );
+    assert_allowed(
+        "POST",
+        SERVICE_UPDATE,
+        Some(&service_with_container_spec(json!({"Ulimits": []}))),
+    );
+    for (uri, name, flag) in [
+        (SERVICES_CREATE, "rtprio", "--ulimit rtprio=…"),
+        (SERVICE_UPDATE, "RTPRIO", "--ulimit rtprio=…"),
+        (SERVICES_CREATE, "rttime", "--ulimit rttime=…"),
+        (SERVICE_UPDATE, "nice", "--ulimit nice=…"),
+    ] {
+        let message = assert_refused(
+            "POST",
+            uri,
+            Some(&service_with_container_spec(
+                json!({"Ulimits": [{"Name": name, "Soft": 99, "Hard": 99}]}),
+            )),
+            "real-time and nice limits are not allowed",
+        );
+        assert!(
+            message.ends_with(&format!(
+                "(TaskTemplate.ContainerSpec.Ulimits \"{name}\" / {flag})"
+            )),
+            "{message}"
+        );
+    }
+    assert_refused(
+        "POST",
+        SERVICES_CREATE,
+        Some(&service_with_container_spec(
+            json!({"Ulimits": [{"Name": "rtpr\u{131}o", "Soft": 99, "Hard": 99}]}),
+        )),
+        "not ASCII",
+    );
+    // The lowercase spelling dockerd also decodes.
+    assert_refused(
+        "POST",
+        SERVICES_CREATE,
+        Some(
+            r#"{"tasktemplate":{"containerspec":{"image":"x","ulimits":[{"name":"rtprio","soft":99,"hard":99}]}}}"#,
+        ),
+        "TaskTemplate.ContainerSpec.Ulimits",
+    );
 }
