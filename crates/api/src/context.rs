@@ -18,8 +18,10 @@ pub struct RequestContext {
     pub identity: Identity,
 }
 
-/// The base URL clients reached us at, honouring a proxy's `X-Forwarded-*` headers.
-pub fn base_url(headers: &HeaderMap) -> String {
+/// The base URL clients reached us at; a proxy's `X-Forwarded-Proto`/`-Host` only when the
+/// operator said a proxy sets them (`api.enable_proxy_headers_parsing`, as oslo.middleware's
+/// http_proxy_to_wsgi): otherwise any client could choose the links we answer with.
+pub fn base_url(headers: &HeaderMap, trust_proxy_headers: bool) -> String {
     let text = |name: &str| {
         headers
             .get(name)
@@ -27,8 +29,9 @@ pub fn base_url(headers: &HeaderMap) -> String {
             .map(|value| value.split(',').next().unwrap_or(value).trim().to_owned())
             .filter(|value| !value.is_empty())
     };
-    let scheme = text("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
-    let host = text("x-forwarded-host")
+    let forwarded = |name: &str| trust_proxy_headers.then(|| text(name)).flatten();
+    let scheme = forwarded("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
+    let host = forwarded("x-forwarded-host")
         .or_else(|| text("host"))
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{scheme}://{host}")
@@ -146,12 +149,13 @@ mod tests {
     }
 
     #[test]
-    fn base_url_prefers_forwarded_headers() {
+    fn base_url_takes_forwarded_headers_only_when_trusted() {
         let mut headers = HeaderMap::new();
         headers.insert("host", "127.0.0.1:9511".parse().unwrap());
-        assert_eq!(base_url(&headers), "http://127.0.0.1:9511");
+        assert_eq!(base_url(&headers, true), "http://127.0.0.1:9511");
         headers.insert("x-forwarded-proto", "https".parse().unwrap());
         headers.insert("x-forwarded-host", "magnum.example.org".parse().unwrap());
-        assert_eq!(base_url(&headers), "https://magnum.example.org");
+        assert_eq!(base_url(&headers, true), "https://magnum.example.org");
+        assert_eq!(base_url(&headers, false), "http://127.0.0.1:9511");
     }
 }

@@ -4,11 +4,56 @@
 use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
-use magnum_domain::labels::Labels;
+use magnum_domain::labels::{Labels, LabelsError, MAX_LABELS_JSON_BYTES};
 use magnum_domain::pyliteral::py_str;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+
+/// The refusal of a NUL character anywhere in a request, or in a value decoded from one
+/// (the same text as the router's). PostgreSQL cannot store NUL in text, and no attribute
+/// has a use for it.
+pub const NUL_REFUSED: &str =
+    "Invalid input: the request contains a NUL character, which no attribute may hold.";
+
+/// Labels beyond their bounds (`magnum_domain::labels`), in WSME's words for the field.
+pub fn labels_beyond_bounds(field: &str, error: &LabelsError) -> ApiError {
+    ApiError::bad_request(format!(
+        "Invalid input for field/attribute {field}. {error}"
+    ))
+}
+
+/// The largest `health_status_reason` the API stores, as JSON: what upstream's MySQL
+/// `TEXT` column holds, like labels.
+pub const MAX_HEALTH_STATUS_REASON_JSON_BYTES: usize = MAX_LABELS_JSON_BYTES;
+/// How deep a `health_status_reason` may nest: an object whose values are scalars or
+/// objects of scalars (a driver's per-node reasons).
+pub const MAX_HEALTH_STATUS_REASON_DEPTH: usize = 2;
+
+/// Checks a `health_status_reason` a client is about to store.
+pub fn check_health_status_reason(reason: &Map<String, Value>) -> Result<(), ApiError> {
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Object(object) => 1 + object.values().map(depth).max().unwrap_or(0),
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let reason_value = Value::Object(reason.clone());
+    let levels = depth(&reason_value);
+    if levels > MAX_HEALTH_STATUS_REASON_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute health_status_reason. It is nested {levels} levels deep; at most {MAX_HEALTH_STATUS_REASON_DEPTH} are allowed."
+        )));
+    }
+    let bytes = reason_value.to_string().len();
+    if bytes > MAX_HEALTH_STATUS_REASON_JSON_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute health_status_reason. It takes {bytes} bytes as JSON; at most {MAX_HEALTH_STATUS_REASON_JSON_BYTES} are allowed."
+        )));
+    }
+    Ok(())
+}
 
 /// Query-string arguments in order of appearance.
 pub struct QueryArguments {
@@ -394,12 +439,14 @@ fn parse_value(spec: &Attribute, value: &Value) -> Result<Option<Parsed>, ApiErr
             let Value::Object(object) = value else {
                 return Err(wrong_type(field, value, "<class 'dict'>"));
             };
-            let labels = Labels::from_json_object(object).map_err(|_| {
-                ApiError::invalid_input(
+            let labels = Labels::from_json_object(object).map_err(|error| match error {
+                LabelsError::Nul => ApiError::bad_request(NUL_REFUSED),
+                error if error.is_bound() => labels_beyond_bounds(field, &error),
+                _ => ApiError::invalid_input(
                     field,
                     &py_str(value),
                     "Wrong type. Expected '(<class 'str'>, <class 'int'>, <class 'bool'>, <class 'float'>)'",
-                )
+                ),
             })?;
             Parsed::Labels(labels)
         }
@@ -506,6 +553,52 @@ mod tests {
         assert_eq!(
             detail(json!({"image_id": "i", "apiserver_port": "6443"})),
             "Invalid input for field/attribute apiserver_port. Value: '6443'. Wrong type. Expected '<class 'int'>', got '<class 'str'>'"
+        );
+    }
+
+    #[test]
+    fn labels_beyond_their_bounds_are_refused_in_wsme_words() {
+        let many: Map<String, Value> = (0..129)
+            .map(|index| (format!("k{index}"), json!("v")))
+            .collect();
+        assert_eq!(
+            detail(json!({"image_id": "i", "labels": many})),
+            "Invalid input for field/attribute labels. There are 129 labels; at most 128 are allowed."
+        );
+        assert_eq!(
+            detail(json!({"image_id": "i", "labels": {"k": "v".repeat(4097)}})),
+            "Invalid input for field/attribute labels. The value of label 'k' has 4097 characters; at most 4096 are allowed."
+        );
+        assert_eq!(
+            detail(json!({"image_id": "i", "labels": {"k": {"nested": 1}}})),
+            "Invalid input for field/attribute labels. Value: '{'k': {'nested': 1}}'. Wrong type. Expected '(<class 'str'>, <class 'int'>, <class 'bool'>, <class 'float'>)'"
+        );
+        assert_eq!(
+            detail(json!({"image_id": "i", "labels": {"k": "a\u{0}"}})),
+            NUL_REFUSED
+        );
+    }
+
+    #[test]
+    fn health_status_reasons_are_bounded_in_size_and_depth() {
+        let flat = json!({"api": "ok", "node-0.Ready": "True"});
+        assert!(check_health_status_reason(flat.as_object().unwrap()).is_ok());
+        let per_node = json!({"api": "ok", "nodes": {"node-0": "Ready"}});
+        assert!(check_health_status_reason(per_node.as_object().unwrap()).is_ok());
+        let deep = json!({"a": {"b": {"c": "d"}}});
+        assert_eq!(
+            check_health_status_reason(deep.as_object().unwrap()).unwrap_err().detail,
+            "Invalid input for field/attribute health_status_reason. It is nested 3 levels deep; at most 2 are allowed."
+        );
+        let large = json!({"api": "x".repeat(MAX_HEALTH_STATUS_REASON_JSON_BYTES)});
+        let refused = check_health_status_reason(large.as_object().unwrap()).unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::BAD_REQUEST);
+        assert!(
+            refused
+                .detail
+                .ends_with("bytes as JSON; at most 65535 are allowed."),
+            "{}",
+            refused.detail
         );
     }
 

@@ -41,6 +41,14 @@ pub struct ApiSettings {
     pub path_prefix: String,
     /// Clusters a project may have when no quota row says otherwise.
     pub max_clusters_per_project: i64,
+    /// Whether `X-Forwarded-Proto/-Host/-Prefix` come from a proxy we trust.
+    pub trust_proxy_headers: bool,
+    /// Refuse what a web page could make a browser send (noauth, where being reachable is
+    /// being trusted): a Host that is not an address or `localhost` (DNS rebinding), an
+    /// `Origin` other than the Host, a body without a JSON content type.
+    pub browser_guard: bool,
+    /// How long a client has to send a request body.
+    pub body_timeout: std::time::Duration,
 }
 
 impl Default for ApiSettings {
@@ -52,6 +60,9 @@ impl Default for ApiSettings {
             response_cache_bytes: 64 * 1024 * 1024,
             path_prefix: String::new(),
             max_clusters_per_project: 20,
+            trust_proxy_headers: false,
+            browser_guard: false,
+            body_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

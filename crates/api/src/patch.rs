@@ -2,12 +2,12 @@
 //! values restricted to strings, integers and booleans; `add` refused on set or unknown
 //! root attributes; dictionary attributes replaced from a Python-literal string.
 
-use magnum_domain::labels::Labels;
+use magnum_domain::labels::{decode_patch_string, LabelsError};
 use magnum_domain::pyliteral::{py_repr, py_str};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::input::python_type;
+use crate::input::{python_type, NUL_REFUSED};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -224,9 +224,13 @@ pub fn apply_patch(
             && rules.dictionaries.contains(&operation.path.as_str())
         {
             if let Some(Value::String(text)) = &value {
-                let labels = Labels::from_patch_string(text)
-                    .map_err(|error| patch_error(operations, error))?;
-                value = Some(Value::Object(labels.as_map().clone()));
+                // Decoding can make a NUL out of an escape the request's own check never
+                // saw; each attribute's bounds are checked by its resource.
+                let decoded = decode_patch_string(text).map_err(|error| match error {
+                    LabelsError::Nul => ApiError::bad_request(NUL_REFUSED),
+                    other => patch_error(operations, other),
+                })?;
+                value = Some(Value::Object(decoded));
             }
         }
         apply_one(document, &segments, operation.op, value)
@@ -329,6 +333,33 @@ mod tests {
     }
 
     #[test]
+    fn nul_made_by_decoding_is_refused_like_a_nul_in_the_request() {
+        let document = json!({"labels": {"k": "v"}, "name": "a"});
+        for escaped in ["\\x00", "\\0", "\\u0000", "\\U00000000", "\\000"] {
+            let value = format!("{{'k': 'a{escaped}b'}}");
+            assert!(!value.contains('\0'), "the request itself holds no NUL");
+            assert_eq!(
+                apply(
+                    document.clone(),
+                    json!([{"op": "replace", "path": "/labels", "value": value}])
+                )
+                .unwrap_err(),
+                NUL_REFUSED,
+                "{escaped}"
+            );
+        }
+        assert_eq!(
+            apply(
+                document.clone(),
+                json!([{"op": "replace", "path": "/labels", "value": "{\"k\": \"\\u0000\"}"}])
+            )
+            .unwrap_err(),
+            NUL_REFUSED,
+            "a JSON-object string decodes too"
+        );
+    }
+
+    #[test]
     fn application_follows_upstream() {
         let document =
             json!({"name": "a", "flavor_id": null, "labels": {"k": "v"}, "http_proxy": "p"});
@@ -383,6 +414,10 @@ mod tests {
         assert_eq!(
             apply(document.clone(), json!([{"op": "replace", "path": "/labels", "value": "{oops"}])).unwrap_err(),
             "Couldn't apply patch '[{'path': '/labels', 'op': 'replace', 'value': '{oops'}]'. Reason: invalid syntax (<unknown>, line 1)"
+        );
+        assert_eq!(
+            apply(document.clone(), json!([{"op": "replace", "path": "/labels", "value": "{'k': '\\N{BOGUS}'}"}])).unwrap_err(),
+            "Couldn't apply patch '[{'path': '/labels', 'op': 'replace', 'value': \"{'k': '\\\\N{BOGUS}'}\"}]'. Reason: (unicode error) 'unicodeescape' codec can't decode bytes in position 0-8: unknown Unicode character name (<unknown>, line 1)"
         );
         assert!(apply(
             document.clone(),

@@ -19,7 +19,8 @@ use crate::input::{decode_path_segment, json_body, QueryArguments};
 use crate::microversion::{negotiate, VersionError};
 use crate::{AppState, Shared};
 
-const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// oslo.middleware's `max_request_body_size` default (112 KiB), which OpenStack APIs apply.
+const MAX_BODY_BYTES: usize = 112 * 1024;
 
 /// Collections of the v1 API that this build serves.
 const SERVED_COLLECTIONS: [&str; 7] = [
@@ -76,7 +77,11 @@ async fn route(
     // carry the prefix, whether the proxy strips it (X-Forwarded-Prefix) or passes it on.
     let configured_prefix = state.settings.path_prefix.as_str();
     let mut raw_path = parts.uri.path();
-    let mut prefix = forwarded_prefix(headers).unwrap_or_default();
+    let mut prefix = if state.settings.trust_proxy_headers {
+        forwarded_prefix(headers).unwrap_or_default()
+    } else {
+        String::new()
+    };
     if !configured_prefix.is_empty() {
         if let Some(rest) = raw_path.strip_prefix(configured_prefix) {
             if rest.is_empty() || rest.starts_with('/') {
@@ -88,8 +93,17 @@ async fn route(
     if raw_path == "/healthcheck" {
         return healthcheck(request_id);
     }
+    if state.settings.browser_guard {
+        if let Err(refusal) = browser_guard(headers) {
+            return ApiError::forbidden(refusal)
+                .into_response(request_id, crate::microversion::MIN_VERSION);
+        }
+    }
     let mut segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
-    let base = format!("{}{prefix}", base_url(headers));
+    let base = format!(
+        "{}{prefix}",
+        base_url(headers, state.settings.trust_proxy_headers)
+    );
 
     if segments.is_empty() || segments == [".json"] {
         return match parts.method {
@@ -191,7 +205,33 @@ async fn route(
         return ApiError::bad_request(NUL_REFUSED).into_response(request_id, version);
     }
     let body = if matches!(method, Method::POST | Method::PATCH) {
-        match to_bytes(body, MAX_BODY_BYTES).await {
+        let read =
+            tokio::time::timeout(state.settings.body_timeout, to_bytes(body, MAX_BODY_BYTES));
+        let Ok(read) = read.await else {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The request body did not arrive within {} s.",
+                    state.settings.body_timeout.as_secs()
+                ),
+            )
+            .into_response(request_id, version);
+        };
+        // Other media types are refused (or, for forms, read as arguments no endpoint has)
+        // below, as upstream does; a body with no type at all would be read as JSON.
+        if state.settings.browser_guard
+            && !has_content_type(headers)
+            && read
+                .as_ref()
+                .is_ok_and(|bytes| !bytes.iter().all(u8::is_ascii_whitespace))
+        {
+            return ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "A request body needs a Content-Type (application/json).",
+            )
+            .into_response(request_id, version);
+        }
+        match read {
             Ok(bytes) => match json_body(headers, &bytes) {
                 Ok(body) if body.as_ref().is_some_and(contains_nul) => {
                     return ApiError::bad_request(NUL_REFUSED).into_response(request_id, version)
@@ -200,11 +240,12 @@ async fn route(
                 Err(error) => return error.into_response(request_id, version),
             },
             Err(_) => {
+                let limit = MAX_BODY_BYTES;
                 return ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request body is larger than 1 MiB.",
+                    format!("Request is too large. Larger than max_request_body_size ({limit})."),
                 )
-                .into_response(request_id, version)
+                .into_response(request_id, version);
             }
         }
     } else {
@@ -269,6 +310,66 @@ fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
+/// Why a request a browser may have been tricked into sending is refused, in noauth mode.
+fn browser_guard(headers: &axum::http::HeaderMap) -> Result<(), String> {
+    let host = headers
+        .get("host")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let name = host_name(&host);
+    // A page can point a name it controls at 127.0.0.1 (DNS rebinding), never an address.
+    let literal = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok();
+    if !literal {
+        return Err(format!(
+            "Without authentication this API answers only requests for an IP address or \
+             localhost, not for the host name {name:?}."
+        ));
+    }
+    if let Some(origin) = headers.get("origin") {
+        let origin = origin
+            .to_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let origin_host = origin
+            .split_once("://")
+            .map_or("", |(_, rest)| rest.trim_end_matches('/'));
+        if origin_host != host {
+            return Err(format!(
+                "Without authentication this API refuses requests from web pages of other \
+                 origins ({origin:?})."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host of a `Host` value, without its port (`[::1]:9511` → `::1`).
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(host, |(name, _)| name)
+}
+
+fn has_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            !value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .is_empty()
+        })
+}
+
 /// `X-Forwarded-Prefix` as oslo's http_proxy_to_wsgi honours it: `/container-infra`.
 fn forwarded_prefix(headers: &axum::http::HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-prefix")?.to_str().ok()?.trim();
@@ -311,5 +412,58 @@ pub enum Routed {
 impl From<ApiError> for Routed {
     fn from(error: ApiError) -> Self {
         Routed::Error(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> axum::http::HeaderMap {
+        let mut map = axum::http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_browser_guard_takes_addresses_and_same_origin_only() {
+        for host in [
+            "127.0.0.1:9511",
+            "localhost:9511",
+            "[::1]:9511",
+            "10.0.0.5",
+            "LOCALHOST",
+        ] {
+            assert_eq!(browser_guard(&headers(&[("host", host)])), Ok(()), "{host}");
+        }
+        for host in ["evil.example:9511", "magnum.internal", ""] {
+            assert!(
+                browser_guard(&headers(&[("host", host)])).is_err(),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            browser_guard(&headers(&[
+                ("host", "127.0.0.1:9511"),
+                ("origin", "http://127.0.0.1:9511")
+            ])),
+            Ok(())
+        );
+        for origin in ["http://evil.example", "http://127.0.0.1:9512", "null"] {
+            let refused =
+                browser_guard(&headers(&[("host", "127.0.0.1:9511"), ("origin", origin)]));
+            assert!(refused.unwrap_err().contains("other origins"), "{origin}");
+        }
+    }
+
+    #[test]
+    fn a_missing_content_type_is_recognised() {
+        let typed = |value: &'static str| headers(&[("content-type", value)]);
+        assert!(has_content_type(&typed("application/json; charset=utf-8")));
+        assert!(has_content_type(&typed("text/plain")));
+        assert!(!has_content_type(&typed(" ; charset=utf-8")));
+        assert!(!has_content_type(&headers(&[])));
     }
 }

@@ -80,6 +80,31 @@ pub fn generate_ca(common_name: &str, validity_days: i64) -> Result<CaMaterial, 
     })
 }
 
+/// The DER of a PEM certificate.
+fn certificate_der(cert_pem: &str) -> Result<Vec<u8>, CertError> {
+    pem_body(cert_pem, "CERTIFICATE").map_err(|error| CertError::BadCa(error.to_string()))
+}
+
+/// The SHA-256 fingerprint of a certificate (of its DER), in lower-case hex: a name for
+/// things that belong to this one certificate, such as its key's file.
+pub fn certificate_fingerprint(cert_pem: &str) -> Result<String, CertError> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, &certificate_der(cert_pem)?);
+    let mut hex = String::with_capacity(64);
+    for byte in digest.as_ref() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    Ok(hex)
+}
+
+/// Whether `key_pem` is the private key of the certificate `cert_pem`'s public key.
+pub fn key_matches_certificate(cert_pem: &str, key_pem: &str) -> Result<bool, CertError> {
+    let der = certificate_der(cert_pem)?;
+    let (_, certificate) = x509_parser::prelude::X509Certificate::from_der(&der)
+        .map_err(|error| CertError::BadCa(error.to_string()))?;
+    let key = KeyPair::from_pem(key_pem).map_err(|error| CertError::BadCa(error.to_string()))?;
+    Ok(certificate.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
 /// The CA ready to sign: its parameters re-read from the stored certificate.
 fn issuer(ca: &CaMaterial) -> Result<(rcgen::Certificate, KeyPair), CertError> {
     let key =
@@ -466,6 +491,29 @@ mod tests {
         let der = certificate(pem);
         let (_, parsed) = parse_x509_certificate(&der).unwrap();
         check(&parsed)
+    }
+
+    #[test]
+    fn keys_are_told_apart_by_their_certificate() {
+        let first = generate_ca("c1", 3650).unwrap();
+        let second = generate_ca("c1", 3650).unwrap();
+        assert!(key_matches_certificate(&first.cert_pem, &first.key_pem).unwrap());
+        assert!(!key_matches_certificate(&first.cert_pem, &second.key_pem).unwrap());
+        let fingerprint = certificate_fingerprint(&first.cert_pem).unwrap();
+        assert_eq!(fingerprint.len(), 64);
+        assert!(fingerprint
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(
+            certificate_fingerprint(&first.cert_pem).unwrap(),
+            fingerprint
+        );
+        assert_ne!(
+            certificate_fingerprint(&second.cert_pem).unwrap(),
+            fingerprint
+        );
+        assert!(certificate_fingerprint("not a certificate").is_err());
+        assert!(key_matches_certificate(&first.cert_pem, "not a key").is_err());
     }
 
     #[test]

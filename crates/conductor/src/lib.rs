@@ -52,7 +52,7 @@ impl ConductorSettings {
             host,
             heartbeat_interval: Duration::from_secs(10),
             poll_interval: Duration::from_millis(500),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(10),
             max_concurrent_operations: 16,
             max_attempts: 5,
             operation_timeout: Duration::from_secs(3600),

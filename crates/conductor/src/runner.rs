@@ -133,10 +133,11 @@ impl Runner {
         certificates: magnum_keystore::ClusterCertificates,
     ) -> Self {
         let owner = format!(
-            "{}/{}-{}",
+            "{}/{}-{}@{}",
             settings.host,
             std::process::id(),
-            &Uuid::new_v4().simple().to_string()[..8]
+            &Uuid::new_v4().simple().to_string()[..8],
+            pid_namespace()
         );
         Self {
             store,
@@ -149,8 +150,37 @@ impl Runner {
         }
     }
 
+    /// Frees at once the operations of conductors of this host that died (a SIGKILL, a
+    /// crash), instead of waiting for their leases to run out: their owner names this host,
+    /// this PID namespace and a process that no longer exists.
+    async fn reclaim_from_dead_conductors(&self) {
+        let prefix = format!("{}/", self.settings.host);
+        let owners = match self.store.lease_owners(&prefix).await {
+            Ok(owners) => owners,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for operations of dead conductors");
+                return;
+            }
+        };
+        for owner in owners {
+            if owner == self.owner || !conductor_is_dead(&owner, &prefix) {
+                continue;
+            }
+            match self.store.expire_leases(&owner).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(
+                    previous = %owner,
+                    count,
+                    "taking over the operations of a conductor of this host that died"
+                ),
+                Err(error) => tracing::warn!(%error, "cannot take over operations"),
+            }
+        }
+    }
+
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
+        this.reclaim_from_dead_conductors().await;
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut poll = tokio::time::interval(this.settings.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,7 +208,10 @@ impl Runner {
                 _ = poll.tick() => {}
                 () = this.wake.notified() => {}
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                _ = sweep.tick() => this.sweep_stranded().await,
+                _ = sweep.tick() => {
+                    this.reclaim_from_dead_conductors().await;
+                    this.sweep_stranded().await;
+                }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
                         break;
@@ -308,7 +341,12 @@ impl Runner {
             .await;
         }
         let deadline = match phase {
-            Phase::Create => cluster.create_deadline(),
+            // A create without a timeout of its own still ends: at the operation timeout.
+            Phase::Create => cluster
+                .create_deadline()
+                .or(Some(Timestamp::from_unix_seconds(
+                    operation.created_at.unix_seconds() + seconds(self.settings.operation_timeout),
+                ))),
             Phase::Update | Phase::Rollback => Some(Timestamp::from_unix_seconds(
                 operation.created_at.unix_seconds() + seconds(self.settings.operation_timeout),
             )),
@@ -834,9 +872,13 @@ fn remaining(deadline: Option<Timestamp>) -> Option<Duration> {
 
 fn timed_out(phase: Phase, operation: &Operation, cluster: &Cluster) -> String {
     match phase {
+        Phase::Create if cluster.create_deadline().is_none() => {
+            "Timed out: the cluster was not created within the conductor's operation timeout."
+                .to_owned()
+        }
         Phase::Create => format!(
             "Timed out: the cluster was not created within its create_timeout of {}.",
-            minutes_text(cluster.create_timeout.unwrap_or(0) * 60)
+            minutes_text(cluster.create_timeout.unwrap_or(0).saturating_mul(60))
         ),
         Phase::Update | Phase::Rollback => format!(
             "Timed out: the {} did not finish in time (started {}).",
@@ -911,4 +953,59 @@ async fn record_health(
         }
     }
     Ok(())
+}
+
+/// This process's PID namespace (`pid:[4026531836]`): PIDs mean something only within one.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|link| link.display().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether the conductor that named itself `owner` (`<host>/<pid>-<random>@<pid namespace>`)
+/// is certainly gone: same host, same PID namespace, and no process with its PID. A PID
+/// reused since is taken as alive; its leases then run out as usual.
+fn conductor_is_dead(owner: &str, host_prefix: &str) -> bool {
+    let Some(rest) = owner.strip_prefix(host_prefix) else {
+        return false;
+    };
+    let Some((process, namespace)) = rest.split_once('@') else {
+        return false;
+    };
+    let namespace_here = pid_namespace();
+    if namespace_here.is_empty() || namespace != namespace_here {
+        return false;
+    }
+    let Some(pid) = process
+        .split_once('-')
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod dead_conductor_tests {
+    use super::*;
+
+    #[test]
+    fn only_dead_conductors_of_this_host_and_namespace_are_dead() {
+        let namespace = pid_namespace();
+        let alive = format!("vm/{}-abcd1234@{namespace}", std::process::id());
+        assert!(!conductor_is_dead(&alive, "vm/"));
+        // PIDs above the kernel's maximum never exist.
+        let dead = format!("vm/4194305-abcd1234@{namespace}");
+        assert!(conductor_is_dead(&dead, "vm/"));
+        assert!(!conductor_is_dead(&dead, "other/"), "another host's");
+        assert!(
+            !conductor_is_dead("vm/4194305-abcd1234@pid:[1]", "vm/"),
+            "another namespace"
+        );
+        assert!(
+            !conductor_is_dead("vm/4194305-abcd1234", "vm/"),
+            "an older owner name"
+        );
+        assert!(!conductor_is_dead("vm/x-abcd1234@", "vm/"));
+    }
 }

@@ -13,6 +13,10 @@ use uuid::Uuid;
 use crate::labels::Labels;
 use crate::time::Timestamp;
 
+/// The longest `create_timeout` a cluster may ask for: one week, in minutes. (Upstream has
+/// no bound; minutes beyond it would only postpone noticing a stuck create.)
+pub const MAX_CREATE_TIMEOUT_MINUTES: i64 = 7 * 24 * 60;
+
 /// Cluster (and nodegroup) status, as on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClusterStatus {
@@ -257,23 +261,27 @@ impl Cluster {
         self.node_addresses.clear();
         self.master_addresses.clear();
         for nodegroup in nodegroups {
+            // Saturating: counts stored before they were bounded may be huge.
             if nodegroup.is_master() {
-                self.master_count += nodegroup.node_count;
+                self.master_count = self.master_count.saturating_add(nodegroup.node_count);
                 self.master_addresses
                     .extend(nodegroup.node_addresses.iter().cloned());
             } else {
-                self.node_count += nodegroup.node_count;
+                self.node_count = self.node_count.saturating_add(nodegroup.node_count);
                 self.node_addresses
                     .extend(nodegroup.node_addresses.iter().cloned());
             }
         }
     }
 
-    /// The create deadline: `create_timeout` minutes after creation (0 means none).
+    /// The create deadline: `create_timeout` minutes after creation; none for 0 (the
+    /// conductor then applies its operation timeout).
     pub fn create_deadline(&self) -> Option<Timestamp> {
         match self.create_timeout {
             Some(minutes) if minutes > 0 => Some(Timestamp::from_unix_seconds(
-                self.created_at.unix_seconds() + minutes * 60,
+                self.created_at
+                    .unix_seconds()
+                    .saturating_add(minutes.min(MAX_CREATE_TIMEOUT_MINUTES) * 60),
             )),
             _ => None,
         }

@@ -16,6 +16,19 @@ pub mod time;
 
 pub use identity::Identity;
 
+/// Whether a NUL character is anywhere in a JSON value, keys included. PostgreSQL cannot
+/// store one in text, and no attribute has a use for it: every decoded string is checked.
+pub fn contains_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(contains_nul),
+        serde_json::Value::Object(object) => object
+            .iter()
+            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
+        _ => false,
+    }
+}
+
 /// oslo's `is_uuid_like`: 32 hex digits, with or without dashes and braces, any case.
 pub fn is_uuid_like(value: &str) -> bool {
     parse_uuid_like(value).is_some()

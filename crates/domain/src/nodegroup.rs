@@ -5,6 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::cluster::Taint;
+use crate::labels::{check_label_bounds, MAX_LABELS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS};
 
 /// A nodegroup attribute that breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +23,13 @@ fn invalid(attribute: &'static str, nodegroup: &str, explanation: String) -> Nod
         explanation,
     }
 }
+
+/// The largest node count a client may ask for: `node_count` and `master_count` of a cluster
+/// (create, update, resize) and `node_count`, `min_node_count`, `max_node_count` of a
+/// nodegroup. Upstream has no bound; this one is far above any real cluster and keeps every
+/// sum of counts far from overflowing. Larger counts are refused as WSME refuses a value
+/// above an `IntegerType` maximum (`Value should be lower or equal to 10000`).
+pub const MAX_NODE_COUNT: i64 = 10_000;
 
 /// `min ≤ node_count`, and with a maximum, `min ≤ max` and `node_count ≤ max`.
 pub fn check_counts(
@@ -93,7 +101,7 @@ fn is_reserved(key: &str) -> bool {
     reserved && !exempt
 }
 
-/// Node labels: string values, no reserved keys, none on masters.
+/// Node labels: string values, no reserved keys, none on masters, within the label bounds.
 pub fn check_node_labels(
     nodegroup: &str,
     role: &str,
@@ -132,7 +140,16 @@ pub fn check_node_labels(
             ));
         }
     }
-    Ok(())
+    check_label_bounds(labels).map_err(|error| {
+        // The bound's sentence, read inside upstream's parentheses.
+        let sentence = error.to_string();
+        let mut characters = sentence.trim_end_matches('.').chars();
+        let explanation = characters
+            .next()
+            .map(|first| first.to_lowercase().chain(characters).collect())
+            .unwrap_or_default();
+        invalid("node_labels", nodegroup, explanation)
+    })
 }
 
 /// Node taints: a list of `{key, value?, effect}` objects, none on masters.
@@ -153,6 +170,20 @@ pub fn parse_node_taints(
             "node taints cannot be set on master nodegroups".to_owned(),
         ));
     }
+    if items.len() > MAX_LABELS {
+        return Err(fail(format!(
+            "there are {} taints; at most {MAX_LABELS} are allowed",
+            items.len()
+        )));
+    }
+    let too_long = |index: usize, part: &str, text: &str, max: usize| {
+        let length = text.chars().count();
+        (length > max).then(|| {
+            fail(format!(
+                "node_taints[{index}].{part} has {length} characters; at most {max} are allowed"
+            ))
+        })
+    };
     let mut parsed = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let Value::Object(object) = item else {
@@ -190,6 +221,16 @@ pub fn parse_node_taints(
                 )))
             }
         };
+        if let Some(refusal) = too_long(index, "key", &key, MAX_LABEL_KEY_CHARS).or_else(|| {
+            too_long(
+                index,
+                "value",
+                value.as_deref().unwrap_or_default(),
+                MAX_LABEL_VALUE_CHARS,
+            )
+        }) {
+            return Err(refusal);
+        }
         parsed.push(Taint { key, value, effect });
     }
     Ok(parsed)
@@ -231,6 +272,47 @@ mod tests {
         assert!(!worker(json!({"a": 1})));
         assert!(check_node_labels("m", "master", json!({"a": "b"}).as_object().unwrap()).is_err());
         assert!(check_node_labels("m", "master", &Map::new()).is_ok());
+    }
+
+    #[test]
+    fn node_labels_and_taints_are_bounded() {
+        let many: Map<String, Value> = (0..=MAX_LABELS)
+            .map(|index| (format!("k{index}"), json!("v")))
+            .collect();
+        assert_eq!(
+            check_node_labels("ng", "worker", &many)
+                .unwrap_err()
+                .to_string(),
+            "node_labels for ng is invalid (there are 129 labels; at most 128 are allowed)."
+        );
+        let long_value = json!({"k": "v".repeat(MAX_LABEL_VALUE_CHARS + 1)});
+        assert_eq!(
+            check_node_labels("ng", "worker", long_value.as_object().unwrap())
+                .unwrap_err()
+                .to_string(),
+            "node_labels for ng is invalid (the value of label 'k' has 4097 characters; at most 4096 are allowed)."
+        );
+        let taint = json!({"key": "k", "effect": "NoSchedule"});
+        let taints = Value::Array(vec![taint.clone(); MAX_LABELS + 1]);
+        assert_eq!(
+            parse_node_taints("ng", "worker", &taints)
+                .unwrap_err()
+                .to_string(),
+            "node_taints for ng is invalid (there are 129 taints; at most 128 are allowed)."
+        );
+        assert!(parse_node_taints("ng", "worker", &Value::Array(vec![taint; MAX_LABELS])).is_ok());
+        let long_key = json!([{"key": "k".repeat(256), "effect": "NoSchedule"}]);
+        assert_eq!(
+            parse_node_taints("ng", "worker", &long_key).unwrap_err().to_string(),
+            "node_taints for ng is invalid (node_taints[0].key has 256 characters; at most 255 are allowed)."
+        );
+        let long_value = json!([{"key": "k", "value": "v".repeat(4097), "effect": "NoSchedule"}]);
+        assert_eq!(
+            parse_node_taints("ng", "worker", &long_value)
+                .unwrap_err()
+                .attribute,
+            "node_taints"
+        );
     }
 
     #[test]

@@ -154,50 +154,32 @@ impl Parser {
 
     fn single_string(&mut self) -> Result<String, LiteralError> {
         let quote = self.chars[self.position];
-        self.position += 1;
-        let mut out = String::new();
+        let body_start = self.position + 1;
+        // Where the literal ends is known before its escapes are read, as in Python's
+        // tokenizer: a backslash always takes the next character with it.
+        let mut body_end = body_start;
         loop {
-            let c = self.peek().ok_or_else(LiteralError::syntax)?;
-            self.position += 1;
-            match c {
-                c if c == quote => break,
-                '\n' => return Err(LiteralError::syntax()),
-                '\\' => {
-                    let escaped = self.peek().ok_or_else(LiteralError::syntax)?;
-                    self.position += 1;
-                    match escaped {
-                        'n' => out.push('\n'),
-                        't' => out.push('\t'),
-                        'r' => out.push('\r'),
-                        '0' => out.push('\0'),
-                        '\\' => out.push('\\'),
-                        '\'' => out.push('\''),
-                        '"' => out.push('"'),
-                        'x' => out.push(self.hex_escape(2)?),
-                        'u' => out.push(self.hex_escape(4)?),
-                        other => {
-                            out.push('\\');
-                            out.push(other);
-                        }
-                    }
-                }
-                other => out.push(other),
+            match self.chars.get(body_end) {
+                None | Some('\n') => return Err(LiteralError::syntax()),
+                Some('\\') => body_end += 2,
+                Some(c) if *c == quote => break,
+                Some(_) => body_end += 1,
             }
         }
-        Ok(out)
-    }
-
-    fn hex_escape(&mut self, digits: usize) -> Result<char, LiteralError> {
-        let end = self.position + digits;
-        if end > self.chars.len() {
-            return Err(LiteralError::syntax());
-        }
-        let hex: String = self.chars[self.position..end].iter().collect();
-        self.position = end;
-        u32::from_str_radix(&hex, 16)
-            .ok()
-            .and_then(char::from_u32)
-            .ok_or_else(LiteralError::syntax)
+        let mut escapes = Escapes {
+            chars: &self.chars[..body_end],
+            body_start,
+            position: body_start,
+        };
+        let decoded = escapes.decode();
+        self.position = body_end + 1;
+        decoded.map_err(|message| {
+            let line = 1 + self.chars[..body_start]
+                .iter()
+                .filter(|c| **c == '\n')
+                .count();
+            LiteralError(format!("{message} (<unknown>, line {line})"))
+        })
     }
 
     fn number(&mut self) -> Result<Value, LiteralError> {
@@ -249,6 +231,157 @@ impl Parser {
             }
         }
     }
+}
+
+/// The body of one string literal (without its quotes), decoded as Python's
+/// `unicodeescape` codec does.
+struct Escapes<'a> {
+    /// The source up to the closing quote.
+    chars: &'a [char],
+    body_start: usize,
+    position: usize,
+}
+
+impl Escapes<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.position).copied()
+    }
+
+    fn decode(&mut self) -> Result<String, String> {
+        let mut out = String::new();
+        while let Some(c) = self.peek() {
+            self.position += 1;
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            let escape_start = self.position - 1;
+            // The tokenizer saw to it that a backslash is never last.
+            let escaped = self.peek().unwrap_or('\\');
+            self.position += 1;
+            match escaped {
+                '\n' => {}
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                'a' => out.push('\u{7}'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'v' => out.push('\u{b}'),
+                '\\' | '\'' | '"' => out.push(escaped),
+                '0'..='7' => out.push(self.octal(escaped)),
+                'x' | 'u' | 'U' => match self.hexadecimal(escaped) {
+                    Ok(decoded) => out.push(decoded),
+                    Err(message) => return Err(self.error(escape_start, message)),
+                },
+                'N' => {
+                    let message = self.name();
+                    return Err(self.error(escape_start, message));
+                }
+                other => {
+                    out.push('\\');
+                    out.push(other);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `\o`, `\oo` or `\ooo`: up to three octal digits.
+    fn octal(&mut self, first: char) -> char {
+        let mut value = first.to_digit(8).unwrap_or_default();
+        for _ in 0..2 {
+            match self.peek().and_then(|c| c.to_digit(8)) {
+                Some(digit) => {
+                    value = value * 8 + digit;
+                    self.position += 1;
+                }
+                None => break,
+            }
+        }
+        // At most 0o777: always a character.
+        char::from_u32(value).unwrap_or_default()
+    }
+
+    /// `\xXX`, `\uXXXX`, `\UXXXXXXXX` after the letter; digits are consumed up to the
+    /// first that is not hexadecimal, which is where Python's error ends.
+    fn hexadecimal(&mut self, letter: char) -> Result<char, &'static str> {
+        let (digits, truncated) = match letter {
+            'x' => (2, "truncated \\xXX escape"),
+            'u' => (4, "truncated \\uXXXX escape"),
+            _ => (8, "truncated \\UXXXXXXXX escape"),
+        };
+        let mut value: u32 = 0;
+        for _ in 0..digits {
+            let Some(digit) = self.peek().and_then(|c| c.to_digit(16)) else {
+                return Err(truncated);
+            };
+            value = value * 16 + digit;
+            self.position += 1;
+        }
+        if value > 0x10FFFF {
+            return Err("illegal Unicode character");
+        }
+        // Python holds a lone surrogate in a str; JSON text and Rust strings cannot.
+        char::from_u32(value).ok_or("surrogates not allowed")
+    }
+
+    /// `\N{NAME}` after the `N`. Python accepts it only for a real Unicode character name;
+    /// without the Unicode name table here, every one is refused, with the message Python
+    /// gives for an unknown name (docs/CONFIGURATION.md). Consumes what Python consumes.
+    fn name(&mut self) -> &'static str {
+        const MALFORMED: &str = "malformed \\N character escape";
+        if self.peek() != Some('{') {
+            return MALFORMED;
+        }
+        self.position += 1;
+        let name_start = self.position;
+        while self.peek().is_some_and(|c| c != '}') {
+            self.position += 1;
+        }
+        if self.peek().is_none() || self.position == name_start {
+            return MALFORMED;
+        }
+        self.position += 1;
+        "unknown Unicode character name"
+    }
+
+    /// Python's message for a bad escape: positions are byte offsets in the body after
+    /// CPython re-encoded its non-ASCII characters (see [`python_escaped_length`]).
+    fn error(&self, escape_start: usize, message: &str) -> String {
+        let body = &self.chars[self.body_start..self.position];
+        let start = python_escaped_length(&body[..escape_start - self.body_start]);
+        let end = python_escaped_length(body) - 1;
+        format!(
+            "(unicode error) 'unicodeescape' codec can't decode bytes in position {start}-{end}: {message}"
+        )
+    }
+}
+
+/// The length in bytes of a string literal's body once CPython has prepared it for its
+/// `unicodeescape` decoder: a backslash and the character after it are copied together (a
+/// backslash before a non-ASCII character becomes `\u005c`), and every non-ASCII character
+/// becomes `\UXXXXXXXX`.
+fn python_escaped_length(body: &[char]) -> usize {
+    let mut length = 0;
+    let mut index = 0;
+    while index < body.len() {
+        if body[index] == '\\' {
+            length += 1;
+            index += 1;
+            match body.get(index) {
+                None => {
+                    length += 5;
+                    continue;
+                }
+                Some(c) if !c.is_ascii() => length += 5,
+                Some(_) => {}
+            }
+        }
+        length += if body[index].is_ascii() { 1 } else { 10 };
+        index += 1;
+    }
+    length
 }
 
 /// Python's `str()` of a JSON value (a string is itself; containers use `repr()` of items).
@@ -401,6 +534,92 @@ mod tests {
         assert!(literal_eval("{'a': 'b'").is_err());
         assert!(literal_eval("{'a' 'b'}").is_err());
         assert!(literal_eval("").is_err());
+    }
+
+    #[test]
+    fn escapes_decode_as_python_does() {
+        assert_eq!(
+            literal_eval(r#"'\a\b\f\v\n\t\r\\\'\"'"#).unwrap(),
+            json!("\u{7}\u{8}\u{c}\u{b}\n\t\r\\'\"")
+        );
+        assert_eq!(
+            literal_eval(r"'\012\101\08\1234\777'").unwrap(),
+            json!("\nA\u{0}8S4\u{1ff}")
+        );
+        assert_eq!(
+            literal_eval(r"'\x41\u00e9\U0001F600'").unwrap(),
+            json!("Aé😀")
+        );
+        assert_eq!(
+            literal_eval("'a\\\nb'").unwrap(),
+            json!("ab"),
+            "a line continuation"
+        );
+        assert_eq!(
+            literal_eval(r"'\q\é'").unwrap(),
+            json!("\\q\\é"),
+            "unknown escapes stay"
+        );
+        // Every spelling of NUL decodes to NUL: callers check decoded strings, not the source.
+        for nul in [r"'\0'", r"'\x00'", r"'\u0000'", r"'\U00000000'", r"'\000'"] {
+            assert_eq!(literal_eval(nul).unwrap(), json!("\u{0}"), "{nul}");
+        }
+        assert_eq!(
+            literal_eval(r#"{"k": "it's", 'q': '"'}"#).unwrap(),
+            json!({"k": "it's", "q": "\""})
+        );
+    }
+
+    #[test]
+    fn bad_escapes_are_refused_with_pythons_messages() {
+        // Each message as Python 3.11's ast.literal_eval gives it.
+        let refusals = [
+            (r"'\N{BOGUS}'", "0-8: unknown Unicode character name"),
+            (r"'ab\N{BOGUS}'", "2-10: unknown Unicode character name"),
+            (r"'éé\N{X}'", "20-24: unknown Unicode character name"),
+            (r"'\é\N{X}'", "16-20: unknown Unicode character name"),
+            (r"'\\é\N{X}'", "12-16: unknown Unicode character name"),
+            (r"'ab' 'c\N{X}'", "1-5: unknown Unicode character name"),
+            (
+                r"{'a': 'x', 'b': '\N{X}'}",
+                "0-4: unknown Unicode character name",
+            ),
+            (r#"'\N{a"b}'"#, "0-6: unknown Unicode character name"),
+            (r"'\N{'", "0-2: malformed \\N character escape"),
+            (r"'\N{}'", "0-2: malformed \\N character escape"),
+            (r"'\N'", "0-1: malformed \\N character escape"),
+            (r"'\Nx'", "0-1: malformed \\N character escape"),
+            (r"'\N{BOGUS'", "0-7: malformed \\N character escape"),
+            (r"'\x0'", "0-2: truncated \\xXX escape"),
+            (r"'\x4g'", "0-2: truncated \\xXX escape"),
+            (r"'abc\x4'", "3-5: truncated \\xXX escape"),
+            (r"'\q\x0'", "2-4: truncated \\xXX escape"),
+            (r"'\u00'", "0-3: truncated \\uXXXX escape"),
+            (r"'\U00110000'", "0-9: illegal Unicode character"),
+        ];
+        for (source, expected) in refusals {
+            assert_eq!(
+                literal_eval(source).unwrap_err().to_string(),
+                format!(
+                    "(unicode error) 'unicodeescape' codec can't decode bytes in position {expected} (<unknown>, line 1)"
+                ),
+                "{source}"
+            );
+        }
+        // A real Unicode name is refused too: there is no name table here (documented).
+        assert!(literal_eval(r"'\N{LATIN SMALL LETTER A}'").is_err());
+        assert!(
+            literal_eval(r"'\ud800'").is_err(),
+            "a lone surrogate has no Rust form"
+        );
+        assert_eq!(
+            literal_eval("{'a':\n'\\N{X}'}").unwrap_err().to_string(),
+            "(unicode error) 'unicodeescape' codec can't decode bytes in position 0-4: unknown Unicode character name (<unknown>, line 2)"
+        );
+        assert!(
+            literal_eval(r"'abc\'").is_err(),
+            "an escaped closing quote leaves the literal open"
+        );
     }
 
     #[test]

@@ -57,7 +57,9 @@ hostname "$NODE_HOSTNAME"
 mount -t tmpfs -o mode=755,size=16m,nosuid magnum-node "$R"
 mkdir -p "$R/usr" "$R/etc/docker/tls" "$R/var/lib/docker" "$R/run" "$R/tmp" "$R/proc" "$R/sys" "$R/dev" "$R/root" "$R/opt/magnum"
 mount --rbind /usr "$R/usr"
-mount -o remount,bind,ro,nosuid,nodev "$R/usr"
+# Read-only, but not nosuid/nodev: `--init` containers get /usr/bin/docker-init bind-mounted
+# by runc, which a user namespace cannot do from a mount with flags it may not clear.
+mount -o remount,bind,ro "$R/usr"
 for link in bin sbin lib lib32 lib64 libx32; do
   if [ -e "/usr/$link" ]; then ln -s "usr/$link" "$R/$link"; fi
 done

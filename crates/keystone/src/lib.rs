@@ -140,6 +140,75 @@ struct CachedToken {
     /// `None`: Keystone said the token is not valid, which it can never become again.
     validated: Option<ValidatedToken>,
     trusted_until: DateTime<Utc>,
+    /// What this entry holds in memory, as [`entry_bytes`] counts it.
+    bytes: usize,
+}
+
+/// The cache's key: the SHA-256 of the token, so that an entry costs the same whatever the
+/// length of the token a client sent.
+type TokenDigest = [u8; 32];
+
+fn token_digest(token: &str) -> TokenDigest {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+/// What one cache entry holds: its key and record in the table, and the strings a validated
+/// token carries (ids and role names, which come from Keystone, not from the client).
+fn entry_bytes(validated: Option<&ValidatedToken>) -> usize {
+    let strings = validated.map_or(0, |validated| {
+        validated.user_id.capacity()
+            + validated.project_id.as_ref().map_or(0, String::capacity)
+            + validated
+                .project_domain_id
+                .as_ref()
+                .map_or(0, String::capacity)
+            + validated.roles.capacity() * std::mem::size_of::<String>()
+            + validated.roles.iter().map(String::capacity).sum::<usize>()
+    });
+    std::mem::size_of::<TokenDigest>() + std::mem::size_of::<CachedToken>() + strings
+}
+
+/// Remembered answers, bounded in entries and in bytes (the sum of [`entry_bytes`]).
+#[derive(Debug, Default)]
+struct TokenCache {
+    entries: HashMap<TokenDigest, CachedToken>,
+    bytes: usize,
+}
+
+impl TokenCache {
+    fn remove(&mut self, key: &TokenDigest) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.bytes -= entry.bytes;
+        }
+    }
+
+    fn remove_expired(&mut self, now: DateTime<Utc>) {
+        let mut freed = 0;
+        self.entries.retain(|_, entry| {
+            let keep = entry.trusted_until > now;
+            if !keep {
+                freed += entry.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+    }
+
+    /// Drops the entry that matters least: refusals first, so a stream of made-up tokens
+    /// cannot push out good ones, then the one closest to expiry.
+    fn remove_least_useful(&mut self) {
+        let least_useful = self
+            .entries
+            .iter()
+            .min_by_key(|(_, entry)| (entry.validated.is_some(), entry.trusted_until))
+            .map(|(key, _)| *key);
+        if let Some(key) = least_useful {
+            self.remove(&key);
+        }
+    }
 }
 
 /// A Keystone v3 endpoint seen through the service's own login.
@@ -149,13 +218,25 @@ pub struct Keystone {
     credentials: ServiceCredentials,
     cache_for: chrono::Duration,
     max_cached_tokens: usize,
+    /// [`MAX_CACHED_BYTES`], lowered by tests.
+    max_cached_bytes: usize,
     /// Held across a login so that concurrent requests share one.
     service_token: tokio::sync::Mutex<Option<ServiceToken>>,
-    cache: std::sync::Mutex<HashMap<String, CachedToken>>,
+    cache: std::sync::Mutex<TokenCache>,
 }
 
 /// A service token this close to its expiry is replaced before use.
 const SERVICE_TOKEN_MARGIN_SECONDS: i64 = 60;
+
+/// A token longer than this is worthless: refused without asking Keystone, and not
+/// remembered, so that made-up giant tokens cost neither a round trip nor memory. Keystone's
+/// own tokens (fernet, JWS) are a few hundred bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Most memory the token cache holds, counted per entry by [`entry_bytes`] (its key, record
+/// and the strings of a validated token); besides `max_cached_tokens`, whichever is reached
+/// first. The hash table's spare slots come on top (at most one empty slot per entry).
+pub const MAX_CACHED_BYTES: usize = 16 * 1024 * 1024;
 
 impl Keystone {
     pub fn new(settings: KeystoneSettings) -> Result<Self, KeystoneError> {
@@ -181,8 +262,9 @@ impl Keystone {
             credentials: settings.credentials,
             cache_for,
             max_cached_tokens: settings.max_cached_tokens,
+            max_cached_bytes: MAX_CACHED_BYTES,
             service_token: tokio::sync::Mutex::new(None),
-            cache: std::sync::Mutex::new(HashMap::new()),
+            cache: std::sync::Mutex::new(TokenCache::default()),
         })
     }
 
@@ -192,8 +274,15 @@ impl Keystone {
 
     /// What `token` is worth: from the cache while it is trusted there, from Keystone otherwise.
     pub async fn validate(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
+        // Keystone answers a token it cannot parse with 404, but a header value it cannot
+        // even carry would fail the request itself; either way the token is worthless, and
+        // refusing it costs less than remembering the refusal.
+        if token.len() > MAX_TOKEN_BYTES || reqwest::header::HeaderValue::from_str(token).is_err() {
+            return Err(KeystoneError::InvalidToken);
+        }
+        let key = token_digest(token);
         let now = Utc::now();
-        if let Some(cached) = self.cached(token, now) {
+        if let Some(cached) = self.cached(&key, now) {
             return cached.ok_or(KeystoneError::InvalidToken);
         }
         // Refusals are remembered too, so that a client repeating a bad token does not make
@@ -201,13 +290,13 @@ impl Keystone {
         let validated = match self.validate_with_keystone(token).await {
             Ok(validated) if validated.expires_at > Utc::now() => validated,
             Ok(_) | Err(KeystoneError::InvalidToken) => {
-                self.remember(token, None, now + self.cache_for);
+                self.remember(key, None, now + self.cache_for);
                 return Err(KeystoneError::InvalidToken);
             }
             Err(other) => return Err(other),
         };
         let trusted_until = (Utc::now() + self.cache_for).min(validated.expires_at);
-        self.remember(token, Some(&validated), trusted_until);
+        self.remember(key, Some(&validated), trusted_until);
         Ok(validated)
     }
 
@@ -237,15 +326,20 @@ impl Keystone {
 
     /// Tokens remembered right now (for tests and metrics).
     pub fn cached_tokens(&self) -> usize {
-        self.cache.lock().expect("token cache lock").len()
+        self.cache.lock().expect("token cache lock").entries.len()
     }
 
-    fn cached(&self, token: &str, now: DateTime<Utc>) -> Option<Option<ValidatedToken>> {
+    /// Bytes the remembered tokens hold right now, as bounded by [`MAX_CACHED_BYTES`].
+    pub fn cached_bytes(&self) -> usize {
+        self.cache.lock().expect("token cache lock").bytes
+    }
+
+    fn cached(&self, key: &TokenDigest, now: DateTime<Utc>) -> Option<Option<ValidatedToken>> {
         let mut cache = self.cache.lock().expect("token cache lock");
-        match cache.get(token) {
+        match cache.entries.get(key) {
             Some(entry) if entry.trusted_until > now => Some(entry.validated.clone()),
             Some(_) => {
-                cache.remove(token);
+                cache.remove(key);
                 None
             }
             None => None,
@@ -254,43 +348,44 @@ impl Keystone {
 
     fn remember(
         &self,
-        token: &str,
+        key: TokenDigest,
         validated: Option<&ValidatedToken>,
         trusted_until: DateTime<Utc>,
     ) {
         if self.max_cached_tokens == 0 || self.cache_for <= chrono::Duration::zero() {
             return;
         }
+        let validated = validated.cloned();
+        let bytes = entry_bytes(validated.as_ref());
+        if bytes > self.max_cached_bytes {
+            return;
+        }
         let now = Utc::now();
         let mut cache = self.cache.lock().expect("token cache lock");
-        if cache.len() >= self.max_cached_tokens && !cache.contains_key(token) {
-            cache.retain(|_, entry| entry.trusted_until > now);
-            if cache.len() >= self.max_cached_tokens {
-                // Refusals go first, so a stream of made-up tokens cannot push out good ones.
-                let soonest = cache
-                    .iter()
-                    .min_by_key(|(_, entry)| (entry.validated.is_some(), entry.trusted_until))
-                    .map(|(key, _)| key.clone());
-                if let Some(key) = soonest {
-                    cache.remove(&key);
-                }
-            }
+        // Replaced, not added to: a concurrent validation of the same token got here first.
+        cache.remove(&key);
+        let full = |cache: &TokenCache| {
+            cache.entries.len() >= self.max_cached_tokens
+                || cache.bytes + bytes > self.max_cached_bytes
+        };
+        if full(&cache) {
+            cache.remove_expired(now);
         }
-        cache.insert(
-            token.to_owned(),
+        while full(&cache) && !cache.entries.is_empty() {
+            cache.remove_least_useful();
+        }
+        cache.bytes += bytes;
+        cache.entries.insert(
+            key,
             CachedToken {
-                validated: validated.cloned(),
+                validated,
                 trusted_until,
+                bytes,
             },
         );
     }
 
     async fn validate_with_keystone(&self, token: &str) -> Result<ValidatedToken, KeystoneError> {
-        // Keystone answers a token it cannot parse with 404, but a header value it cannot
-        // even carry would fail the request itself; either way the token is worthless.
-        if reqwest::header::HeaderValue::from_str(token).is_err() || token.len() > 8192 {
-            return Err(KeystoneError::InvalidToken);
-        }
         let url = format!("{}/auth/tokens?nocatalog", self.auth_url);
         let (status, body) = self
             .as_service(|service_token| {

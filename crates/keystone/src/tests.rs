@@ -217,6 +217,107 @@ async fn the_cache_keeps_at_most_its_bound_dropping_the_soonest_to_expire() {
     assert_eq!(fake.validations.load(Ordering::SeqCst), asked + 1);
 }
 
+/// A token of `length` bytes that no other call of this makes (`seed` differs).
+fn long_token(seed: usize, length: usize) -> String {
+    let prefix = format!("t-{seed}-");
+    format!("{prefix}{}", "x".repeat(length - prefix.len()))
+}
+
+#[tokio::test]
+async fn an_oversized_token_is_refused_without_asking_keystone_and_never_cached() {
+    let fake = Arc::new(FakeKeystone::default());
+    let at_the_bound = long_token(0, MAX_TOKEN_BYTES);
+    add_subject(&fake, &at_the_bound, chrono::Duration::hours(1));
+    let keystone = keystone(serve(fake.clone()).await, Duration::from_secs(60), 10);
+
+    let oversized = long_token(1, MAX_TOKEN_BYTES + 1);
+    for _ in 0..3 {
+        assert_eq!(
+            keystone.validate(&oversized).await,
+            Err(KeystoneError::InvalidToken)
+        );
+    }
+    // Even one Keystone knows: past the bound a token is worthless.
+    let known_but_oversized = long_token(2, MAX_TOKEN_BYTES + 1);
+    add_subject(&fake, &known_but_oversized, chrono::Duration::hours(1));
+    assert_eq!(
+        keystone.validate(&known_but_oversized).await,
+        Err(KeystoneError::InvalidToken)
+    );
+    assert_eq!(fake.validations.load(Ordering::SeqCst), 0);
+    assert_eq!(keystone.cached_tokens(), 0);
+    assert_eq!(keystone.cached_bytes(), 0);
+
+    // A token of exactly the bound is asked about once, then served from the cache.
+    keystone.validate(&at_the_bound).await.unwrap();
+    keystone.validate(&at_the_bound).await.unwrap();
+    assert_eq!(fake.validations.load(Ordering::SeqCst), 1);
+    assert_eq!(keystone.cached_tokens(), 1);
+}
+
+#[tokio::test]
+async fn many_distinct_large_tokens_leave_the_cache_bounded_in_entries_and_bytes() {
+    let fake = Arc::new(FakeKeystone::default());
+    add_subject(&fake, "good", chrono::Duration::hours(1));
+    let keystone = keystone(serve(fake.clone()).await, Duration::from_secs(60), 50);
+    keystone.validate("good").await.unwrap();
+    let good_bytes = keystone.cached_bytes();
+
+    // 300 made-up tokens of the largest size Keystone is asked about: 2.4 MB of tokens.
+    for seed in 0..300 {
+        let token = long_token(seed, MAX_TOKEN_BYTES);
+        assert_eq!(
+            keystone.validate(&token).await,
+            Err(KeystoneError::InvalidToken)
+        );
+    }
+    assert_eq!(fake.validations.load(Ordering::SeqCst), 301);
+    assert_eq!(keystone.cached_tokens(), 50);
+    // Keyed by a digest: each refusal costs the same small amount whatever the token's length.
+    let refusal_bytes = entry_bytes(None);
+    assert!(refusal_bytes < 256, "{refusal_bytes}");
+    assert_eq!(keystone.cached_bytes(), good_bytes + 49 * refusal_bytes);
+    assert!(keystone.cached_bytes() < MAX_TOKEN_BYTES * 2);
+    // The good token outlived the flood and is still served from the cache.
+    keystone.validate("good").await.unwrap();
+    assert_eq!(fake.validations.load(Ordering::SeqCst), 301);
+    // A repeated made-up token is served from the cache too.
+    let last = long_token(299, MAX_TOKEN_BYTES);
+    assert!(keystone.validate(&last).await.is_err());
+    assert_eq!(fake.validations.load(Ordering::SeqCst), 301);
+}
+
+#[tokio::test]
+async fn the_cache_keeps_within_its_byte_bound() {
+    let fake = Arc::new(FakeKeystone::default());
+    let tokens: Vec<String> = (0..10).map(|number| format!("good-{number}")).collect();
+    for token in &tokens {
+        add_subject(&fake, token, chrono::Duration::hours(1));
+    }
+    let mut keystone = keystone(serve(fake.clone()).await, Duration::from_secs(60), 100);
+    keystone.validate(&tokens[0]).await.unwrap();
+    let one_entry = keystone.cached_bytes();
+    // Each validated entry counts its ids and roles on top of the fixed part.
+    assert!(one_entry > entry_bytes(None), "{one_entry}");
+    keystone
+        .cache
+        .lock()
+        .unwrap()
+        .remove(&token_digest(&tokens[0]));
+    assert_eq!(keystone.cached_bytes(), 0);
+
+    keystone.max_cached_bytes = 3 * one_entry;
+    for token in &tokens {
+        keystone.validate(token).await.unwrap();
+        assert!(keystone.cached_bytes() <= 3 * one_entry);
+    }
+    assert_eq!(keystone.cached_tokens(), 3);
+    assert_eq!(keystone.cached_bytes(), 3 * one_entry);
+    let asked = fake.validations.load(Ordering::SeqCst);
+    keystone.validate(&tokens[9]).await.unwrap();
+    assert_eq!(fake.validations.load(Ordering::SeqCst), asked);
+}
+
 #[test]
 fn credentials_files_read_as_password_or_application_credential() {
     let password: ServiceCredentials = serde_json::from_value(json!({

@@ -2,13 +2,22 @@
 //! `x509keypair` seals keys with AES-256-GCM (under a key read from a 0600 file) into the
 //! database beside the certificate; `local` writes them as 0600 files under the state
 //! directory. Certificates are always in the database. Keys are never logged or returned.
+//!
+//! Key files are named after their certificate's fingerprint (`<cluster>/<kind>-<sha256>.key`),
+//! so a rotation writes new keys beside the old ones, switches the certificates in one
+//! transaction, and only then removes the old keys: whenever it stops (a crash, or another
+//! rotation of the same cluster in between), the stored certificate's key is on disk, and a
+//! reader checks that the key it found is that certificate's.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use magnum_certs::{generate_ca, sign_csr, CaMaterial, CertError, KeySealer};
+use magnum_certs::{
+    certificate_fingerprint, generate_ca, key_matches_certificate, sign_csr, CaMaterial, CertError,
+    KeySealer,
+};
 use magnum_domain::time::Timestamp;
 use magnum_store::{Store, StoreError, StoredCertificate};
 use uuid::Uuid;
@@ -110,13 +119,31 @@ impl ClusterCertificates {
         }
     }
 
-    fn key_path(directory: &Path, cluster: Uuid, kind: &str) -> PathBuf {
+    /// The key file of the CA certificate `cert_pem`: named after the certificate, so a new
+    /// key never replaces the one a stored certificate needs.
+    fn key_path(
+        directory: &Path,
+        cluster: Uuid,
+        kind: &str,
+        cert_pem: &str,
+    ) -> Result<PathBuf, KeystoreError> {
+        let fingerprint = certificate_fingerprint(cert_pem)
+            .map_err(|error| KeystoreError::Key(error.to_string()))?;
+        Ok(directory
+            .join(cluster.to_string())
+            .join(format!("{kind}-{fingerprint}.key")))
+    }
+
+    /// Where keys were written before they were named after their certificate; still read
+    /// when its key is the stored certificate's.
+    fn legacy_key_path(directory: &Path, cluster: Uuid, kind: &str) -> PathBuf {
         directory
             .join(cluster.to_string())
             .join(format!("{kind}.key"))
     }
 
     /// New CAs for a cluster, with their keys stored as configured; the records to insert.
+    /// Key files get names of their own: nothing stored is touched.
     fn generate(
         &self,
         cluster: Uuid,
@@ -131,7 +158,7 @@ impl ClusterCertificates {
                 }
                 KeyStorage::Files(directory) => {
                     write_private(
-                        &Self::key_path(directory, cluster, kind),
+                        &Self::key_path(directory, cluster, kind, &material.cert_pem)?,
                         material.key_pem.as_bytes(),
                     )?;
                     None
@@ -148,6 +175,60 @@ impl ClusterCertificates {
         Ok(records)
     }
 
+    /// The cluster's stored CAs, those it has.
+    async fn stored(&self, cluster: Uuid) -> Result<Vec<StoredCertificate>, KeystoreError> {
+        let mut stored = Vec::new();
+        for kind in CA_KINDS {
+            if let Some(certificate) = self.store.cluster_certificate(cluster, kind).await? {
+                stored.push(certificate);
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Removes the key files of `certificates` (none in `x509keypair` storage), and a key
+    /// file of the old naming beside them, which only certificates these replaced can need.
+    fn remove_keys(&self, cluster: Uuid, certificates: &[StoredCertificate]) {
+        let KeyStorage::Files(directory) = self.storage.as_ref() else {
+            return;
+        };
+        for certificate in certificates {
+            if let Ok(path) =
+                Self::key_path(directory, cluster, &certificate.kind, &certificate.cert_pem)
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            let _ =
+                std::fs::remove_file(Self::legacy_key_path(directory, cluster, &certificate.kind));
+        }
+    }
+
+    /// The key files of `records` that are not the stored ones: the work of a rotation or
+    /// creation that lost to another, removed when it is known to have lost.
+    async fn remove_unstored_keys(&self, cluster: Uuid, records: &[StoredCertificate]) {
+        let Ok(stored) = self.stored(cluster).await else {
+            // Unknown: a key that might be stored stays.
+            return;
+        };
+        let unstored: Vec<StoredCertificate> = records
+            .iter()
+            .filter(|record| {
+                !stored
+                    .iter()
+                    .any(|stored| stored.cert_pem == record.cert_pem)
+            })
+            .cloned()
+            .collect();
+        if let KeyStorage::Files(directory) = self.storage.as_ref() {
+            for record in unstored {
+                if let Ok(path) = Self::key_path(directory, cluster, &record.kind, &record.cert_pem)
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+
     /// Makes the cluster's CAs unless it has them: a resumed create keeps the first ones.
     pub async fn ensure(&self, cluster: Uuid, common_name: &str) -> Result<(), KeystoreError> {
         if self
@@ -162,16 +243,55 @@ impl ClusterCertificates {
         self.store
             .insert_cluster_certificates_once(&records)
             .await?;
+        // Another process may have made them first; its keys are the ones kept.
+        self.remove_unstored_keys(cluster, &records).await;
         Ok(())
     }
 
-    /// Replaces every CA of the cluster with new ones.
+    /// Replaces every CA of the cluster with new ones: new keys are written beside the old
+    /// ones, the certificates switched in one transaction, the old keys removed after.
     pub async fn rotate(&self, cluster: Uuid, common_name: &str) -> Result<(), KeystoreError> {
+        let rotation = self.begin_rotation(cluster, common_name).await?;
+        if let Err(error) = self.switch(&rotation).await {
+            // A commit whose answer was lost may still have switched: only keys known not
+            // to be stored go.
+            self.remove_unstored_keys(cluster, &rotation.records).await;
+            return Err(error);
+        }
+        self.finish_rotation(&rotation);
+        Ok(())
+    }
+
+    /// Rotation, step 1: the CAs it replaces are noted and new ones made, their keys written
+    /// under new names. A crash here leaves unused key files, removed with the cluster.
+    async fn begin_rotation(
+        &self,
+        cluster: Uuid,
+        common_name: &str,
+    ) -> Result<Rotation, KeystoreError> {
+        let replaced = self.stored(cluster).await?;
         let records = self.generate(cluster, common_name)?;
+        Ok(Rotation {
+            cluster,
+            replaced,
+            records,
+        })
+    }
+
+    /// Rotation, step 2: the new certificates become the cluster's, all in one transaction.
+    async fn switch(&self, rotation: &Rotation) -> Result<(), KeystoreError> {
         self.store
-            .replace_cluster_certificates(cluster, &records)
+            .replace_cluster_certificates(rotation.cluster, &rotation.records)
             .await?;
         Ok(())
+    }
+
+    /// Rotation, step 3: the keys of the replaced certificates go. Those certificates can
+    /// never be stored again (a rotation only ever stores the ones it made), so no reader
+    /// can need these keys after a switch; a reader that read a replaced certificate just
+    /// before finds its key gone and reads again.
+    fn finish_rotation(&self, rotation: &Rotation) {
+        self.remove_keys(rotation.cluster, &rotation.replaced);
     }
 
     /// The CA certificate (no key).
@@ -186,30 +306,73 @@ impl ClusterCertificates {
 
     /// The CA with its key, for signing.
     pub async fn authority(&self, cluster: Uuid, kind: &str) -> Result<CaMaterial, KeystoreError> {
-        let stored = self
-            .store
-            .cluster_certificate(cluster, kind)
-            .await?
-            .ok_or(KeystoreError::NotReady)?;
-        let key_pem = match (self.storage.as_ref(), &stored.sealed_key) {
-            (KeyStorage::Database(sealer), Some(sealed)) => {
-                let bytes = sealer
-                    .open(sealed, &seal_context(cluster, kind))
-                    .map_err(|error| KeystoreError::Key(error.to_string()))?;
-                String::from_utf8(bytes).map_err(|_| KeystoreError::Key("not UTF-8".to_owned()))?
+        // A rotation may remove the key of the certificate just read (after switching to a
+        // new one): the certificate is then read again.
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let stored = self
+                .store
+                .cluster_certificate(cluster, kind)
+                .await?
+                .ok_or(KeystoreError::NotReady)?;
+            let key_pem = match (self.storage.as_ref(), &stored.sealed_key) {
+                (KeyStorage::Database(sealer), Some(sealed)) => {
+                    let bytes = sealer
+                        .open(sealed, &seal_context(cluster, kind))
+                        .map_err(|error| KeystoreError::Key(error.to_string()))?;
+                    String::from_utf8(bytes)
+                        .map_err(|_| KeystoreError::Key("not UTF-8".to_owned()))?
+                }
+                (KeyStorage::Files(directory), _) => {
+                    match Self::read_key_file(directory, cluster, kind, &stored.cert_pem)? {
+                        Some(key_pem) => key_pem,
+                        None if attempt < ATTEMPTS => continue,
+                        None => {
+                            return Err(KeystoreError::Key(
+                                "no key file holds the key of the stored certificate".to_owned(),
+                            ))
+                        }
+                    }
+                }
+                (KeyStorage::Database(_), None) => {
+                    return Err(KeystoreError::Key(
+                        "the key was stored as a file (cert_manager_type local) but x509keypair is configured".to_owned(),
+                    ))
+                }
+            };
+            return Ok(CaMaterial {
+                cert_pem: stored.cert_pem,
+                key_pem,
+            });
+        }
+        Err(KeystoreError::NotReady)
+    }
+
+    /// The key of `cert_pem` from its file (or the file of the old naming, when it holds
+    /// this certificate's key); `None` when there is none.
+    fn read_key_file(
+        directory: &Path,
+        cluster: Uuid,
+        kind: &str,
+        cert_pem: &str,
+    ) -> Result<Option<String>, KeystoreError> {
+        let candidates = [
+            Self::key_path(directory, cluster, kind, cert_pem)?,
+            Self::legacy_key_path(directory, cluster, kind),
+        ];
+        for path in candidates {
+            let key_pem = match std::fs::read_to_string(&path) {
+                Ok(key_pem) => key_pem,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(KeystoreError::Key(error.to_string())),
+            };
+            let matches = key_matches_certificate(cert_pem, &key_pem)
+                .map_err(|error| KeystoreError::Key(error.to_string()))?;
+            if matches {
+                return Ok(Some(key_pem));
             }
-            (KeyStorage::Files(directory), _) => std::fs::read_to_string(Self::key_path(directory, cluster, kind))
-                .map_err(|error| KeystoreError::Key(error.to_string()))?,
-            (KeyStorage::Database(_), None) => {
-                return Err(KeystoreError::Key(
-                    "the key was stored as a file (cert_manager_type local) but x509keypair is configured".to_owned(),
-                ))
-            }
-        };
-        Ok(CaMaterial {
-            cert_pem: stored.cert_pem,
-            key_pem,
-        })
+        }
+        Ok(None)
     }
 
     /// Signs a CSR with the cluster's CA of `kind`.
@@ -233,6 +396,14 @@ impl ClusterCertificates {
             let _ = std::fs::remove_dir_all(directory.join(cluster.to_string()));
         }
     }
+}
+
+/// A rotation under way: the certificates it replaces and the ones it made (whose keys are
+/// written).
+struct Rotation {
+    cluster: Uuid,
+    replaced: Vec<StoredCertificate>,
+    records: Vec<StoredCertificate>,
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeystoreError> {
@@ -269,6 +440,153 @@ mod tests {
         assert_eq!(ca_kind(Some("etcd")), "etcd");
         assert_eq!(ca_kind(Some("front-proxy")), "front_proxy");
         assert_eq!(ca_kind(Some("front_proxy")), "front_proxy");
+    }
+
+    /// A keystore with `local` storage over a fresh SQLite database, both in `scratch`.
+    async fn local_keystore(scratch: &Path) -> ClusterCertificates {
+        let url = format!("sqlite://{}", scratch.join("magnum.sqlite").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        ClusterCertificates::new(store, KeyStorage::Files(scratch.join("keys")), 30)
+    }
+
+    /// Every stored CA of the cluster comes with its own key, and signs.
+    async fn assert_every_ca_has_its_key(
+        keystore: &ClusterCertificates,
+        cluster: Uuid,
+        step: &str,
+    ) {
+        for kind in CA_KINDS {
+            let stored = keystore.certificate(cluster, kind).await.unwrap();
+            let authority = keystore
+                .authority(cluster, kind)
+                .await
+                .unwrap_or_else(|error| panic!("{step}: the {kind} key cannot be read: {error}"));
+            assert_eq!(authority.cert_pem, stored, "{step}: {kind}");
+            assert!(
+                key_matches_certificate(&authority.cert_pem, &authority.key_pem).unwrap(),
+                "{step}: the {kind} key is not the stored certificate's"
+            );
+        }
+    }
+
+    fn key_files(scratch: &Path, cluster: Uuid) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(scratch.join("keys").join(cluster.to_string()))
+                .map(|entries| {
+                    entries
+                        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn stored_pems(keystore: &ClusterCertificates, cluster: Uuid) -> Vec<String> {
+        let mut pems = Vec::new();
+        for kind in CA_KINDS {
+            pems.push(keystore.certificate(cluster, kind).await.unwrap());
+        }
+        pems
+    }
+
+    #[tokio::test]
+    async fn a_rotation_stopped_between_its_steps_leaves_every_stored_ca_with_its_key() {
+        let scratch = tempfile::tempdir().unwrap();
+        let keystore = local_keystore(scratch.path()).await;
+        let cluster = Uuid::new_v4();
+        keystore.ensure(cluster, "k").await.unwrap();
+        assert_eq!(key_files(scratch.path(), cluster).len(), 3);
+        let before = stored_pems(&keystore, cluster).await;
+        assert_every_ca_has_its_key(&keystore, cluster, "created").await;
+
+        // A crash after the new keys are written, before the switch: nothing changed for
+        // readers, and the old certificates still sign.
+        let crashed = keystore.begin_rotation(cluster, "k").await.unwrap();
+        drop(crashed);
+        assert_eq!(stored_pems(&keystore, cluster).await, before);
+        assert_every_ca_has_its_key(&keystore, cluster, "crash before the switch").await;
+        assert_eq!(key_files(scratch.path(), cluster).len(), 6);
+
+        // A crash after the switch, before the old keys are removed: the new ones are read.
+        let rotation = keystore.begin_rotation(cluster, "k").await.unwrap();
+        keystore.switch(&rotation).await.unwrap();
+        let after = stored_pems(&keystore, cluster).await;
+        assert!(after.iter().all(|pem| !before.contains(pem)));
+        assert_every_ca_has_its_key(&keystore, cluster, "crash after the switch").await;
+        keystore.finish_rotation(&rotation);
+        assert_every_ca_has_its_key(&keystore, cluster, "finished").await;
+
+        // A whole rotation removes the keys of what it replaced, and nothing else.
+        let files_before = key_files(scratch.path(), cluster);
+        keystore.rotate(cluster, "k").await.unwrap();
+        assert_every_ca_has_its_key(&keystore, cluster, "rotated").await;
+        let files_after = key_files(scratch.path(), cluster);
+        assert_eq!(files_after.len(), files_before.len());
+        for kind in CA_KINDS {
+            let replaced = &after[CA_KINDS.iter().position(|k| *k == kind).unwrap()];
+            let name = format!("{kind}-{}.key", certificate_fingerprint(replaced).unwrap());
+            assert!(
+                files_before.contains(&name) && !files_after.contains(&name),
+                "{name}"
+            );
+        }
+        keystore.forget(cluster);
+        assert!(key_files(scratch.path(), cluster).is_empty());
+    }
+
+    #[tokio::test]
+    async fn interleaved_rotations_never_leave_a_stored_ca_without_its_key() {
+        // Both rotations' three steps (begin, switch, finish), in every order that keeps
+        // each rotation's own order.
+        let mut orders: Vec<Vec<char>> = Vec::new();
+        for mask in 0u32..64 {
+            if mask.count_ones() == 3 {
+                orders.push(
+                    (0..6)
+                        .map(|bit| if mask & (1 << bit) != 0 { 'a' } else { 'b' })
+                        .collect(),
+                );
+            }
+        }
+        assert_eq!(orders.len(), 20);
+        let scratch = tempfile::tempdir().unwrap();
+        let keystore = local_keystore(scratch.path()).await;
+        for order in orders {
+            let cluster = Uuid::new_v4();
+            keystore.ensure(cluster, "k").await.unwrap();
+            let mut rotations: [Option<Rotation>; 2] = [None, None];
+            let mut steps = [0usize; 2];
+            let mut made = Vec::new();
+            for (index, actor) in order.iter().enumerate() {
+                let which = usize::from(*actor == 'b');
+                match steps[which] {
+                    0 => {
+                        let rotation = keystore.begin_rotation(cluster, "k").await.unwrap();
+                        made.push(rotation.records.clone());
+                        rotations[which] = Some(rotation);
+                    }
+                    1 => keystore
+                        .switch(rotations[which].as_ref().unwrap())
+                        .await
+                        .unwrap(),
+                    _ => keystore.finish_rotation(rotations[which].as_ref().unwrap()),
+                }
+                steps[which] += 1;
+                let step = format!("{} after step {index}", order.iter().collect::<String>());
+                assert_every_ca_has_its_key(&keystore, cluster, &step).await;
+            }
+            // The rotation that switched last won; its certificates are the cluster's.
+            let stored = stored_pems(&keystore, cluster).await;
+            assert!(
+                made.iter().any(|records| records
+                    .iter()
+                    .map(|record| &record.cert_pem)
+                    .eq(stored.iter())),
+                "{order:?}"
+            );
+        }
     }
 
     #[test]

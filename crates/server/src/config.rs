@@ -175,6 +175,19 @@ pub struct ApiConfig {
     pub response_cache_mib: usize,
     /// Path the API is served under behind a proxy that passes it on, e.g. "/container-infra".
     pub path_prefix: String,
+    /// Honour `X-Forwarded-Proto/-Host/-Prefix` (set only behind a proxy that sets them).
+    pub enable_proxy_headers_parsing: bool,
+    /// Client connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and that an idle kept-alive
+    /// connection stays open.
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout: u64,
+    /// Bytes of request line and headers a request may have (431 beyond).
+    pub max_header_bytes: usize,
+    /// Seconds requests in flight get to finish when magnumd stops.
+    pub shutdown_grace: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -265,6 +278,12 @@ impl Default for ApiConfig {
             service_down_time: 180,
             response_cache_mib: 64,
             path_prefix: String::new(),
+            enable_proxy_headers_parsing: false,
+            max_connections: 1024,
+            header_timeout: 30,
+            body_timeout: 30,
+            max_header_bytes: 64 * 1024,
+            shutdown_grace: 10,
         }
     }
 }
@@ -285,7 +304,7 @@ impl Default for ConductorConfig {
         Self {
             host: None,
             heartbeat_interval: 10,
-            lease: 30,
+            lease: 10,
             poll_interval_ms: 500,
             max_concurrent_operations: 16,
             max_attempts: 5,
@@ -392,6 +411,23 @@ impl Config {
         }
         if self.api.max_limit == 0 {
             bail!("api.max_limit must be at least 1");
+        }
+        if !(1..=65_536).contains(&self.api.max_connections) {
+            bail!("api.max_connections must be between 1 and 65536");
+        }
+        for (key, seconds) in [
+            ("api.header_timeout", self.api.header_timeout),
+            ("api.body_timeout", self.api.body_timeout),
+        ] {
+            if !(1..=3600).contains(&seconds) {
+                bail!("{key} must be between 1 and 3600 seconds");
+            }
+        }
+        if self.api.shutdown_grace > 3600 {
+            bail!("api.shutdown_grace must be at most 3600 seconds");
+        }
+        if !(8192..=1024 * 1024).contains(&self.api.max_header_bytes) {
+            bail!("api.max_header_bytes must be between 8192 and 1048576");
         }
         if self.api.service_down_time <= 0 {
             bail!("api.service_down_time must be a positive number of seconds");

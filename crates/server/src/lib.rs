@@ -146,6 +146,9 @@ fn api_state(
             response_cache_bytes: config.api.response_cache_mib * 1024 * 1024,
             path_prefix: config.api.path_prefix.clone(),
             max_clusters_per_project: config.quotas.max_clusters_per_project,
+            trust_proxy_headers: config.api.enable_proxy_headers_parsing,
+            browser_guard: config.auth.strategy == "noauth",
+            body_timeout: std::time::Duration::from_secs(config.api.body_timeout),
         },
     })
 }
@@ -283,17 +286,18 @@ pub async fn start_with_drivers(
             .with_context(|| format!("cannot listen on {listen}"))?;
         let bound = listener.local_addr()?;
         address = Some(bound);
-        let mut stop = shutdown_receiver.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stopping| *stopping).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "API server failed");
-            }
-        }));
+        let limits = ConnectionLimits {
+            max_connections: config.api.max_connections,
+            header_timeout: std::time::Duration::from_secs(config.api.header_timeout),
+            max_header_bytes: config.api.max_header_bytes,
+            shutdown_grace: std::time::Duration::from_secs(config.api.shutdown_grace),
+        };
+        tasks.push(tokio::spawn(serve_api(
+            listener,
+            router,
+            limits,
+            shutdown_receiver.clone(),
+        )));
         tracing::info!(address = %bound, "API listening");
     }
     Ok(Running {
@@ -302,4 +306,92 @@ pub async fn start_with_drivers(
         tasks,
         store,
     })
+}
+
+/// What one API process gives its clients.
+struct ConnectionLimits {
+    max_connections: usize,
+    header_timeout: std::time::Duration,
+    max_header_bytes: usize,
+    shutdown_grace: std::time::Duration,
+}
+
+/// HTTP/1.1 on `listener` with every client bounded: at most `max_connections` served at once
+/// (the rest wait in the listen queue), headers within `header_timeout` (which also closes an
+/// idle kept-alive connection), heads up to `max_header_bytes`; a client that half-closes
+/// still gets its answer. On shutdown, requests in flight get `shutdown_grace`, then their
+/// connections are dropped.
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stopped = stop.clone();
+    let stop_requested = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+    };
+    tokio::pin!(stop_requested);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut stop_requested => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, usually: wait rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop_requested => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .half_close(true);
+        let mut stopping = stop.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let stop_requested = async {
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+            };
+            let stopped = tokio::select! {
+                _ = connection.as_mut() => false,
+                () = stop_requested => true,
+            };
+            if stopped {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(limits.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "connections still open after the shutdown grace period; closing them"
+        );
+        connections.abort_all();
+    }
 }

@@ -416,15 +416,25 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// `(clusters, nodes)` of a project, or of every project; nodes count masters too.
+    /// `(clusters, nodes)` of a project, or of every project; nodes count masters too. The
+    /// node total saturates at `i64::MAX` rather than failing, whatever counts are stored.
     pub async fn cluster_stats(&self, project_id: Option<&str>) -> Result<(i64, i64), StoreError> {
-        // SUM is NUMERIC on PostgreSQL and DECIMAL on MariaDB: cast it back to an integer.
+        // Summed in a wider type (NUMERIC, DECIMAL; SQLite has none wider than 64 bits, but
+        // TOTAL adds in floating point, exact below 2^53, and never fails), then clamped to
+        // BIGINT: a BIGINT sum, or even one row's node_count + master_count, can overflow.
         let total = match self.backend {
             crate::Backend::Postgres => {
-                "CAST(COALESCE(SUM(node_count + master_count), 0) AS BIGINT)"
+                "CAST(LEAST(GREATEST(COALESCE(SUM(CAST(node_count AS NUMERIC) + \
+                 CAST(master_count AS NUMERIC)), 0), -9223372036854775808), \
+                 9223372036854775807) AS BIGINT)"
             }
-            crate::Backend::MySql => "CAST(COALESCE(SUM(node_count + master_count), 0) AS SIGNED)",
-            crate::Backend::Sqlite => "COALESCE(SUM(node_count + master_count), 0)",
+            crate::Backend::MySql => {
+                "CAST(LEAST(GREATEST(COALESCE(SUM(CAST(node_count AS DECIMAL(65, 0)) + \
+                 CAST(master_count AS DECIMAL(65, 0))), 0), -9223372036854775808), \
+                 9223372036854775807) AS SIGNED)"
+            }
+            // CAST of a REAL beyond BIGINT's range gives its nearest bound.
+            crate::Backend::Sqlite => "CAST(TOTAL(node_count) + TOTAL(master_count) AS INTEGER)",
         };
         let filter = if project_id.is_some() {
             " WHERE project_id = ?"

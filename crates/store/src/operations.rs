@@ -191,6 +191,33 @@ impl Store {
         Ok(cancelled.rows_affected())
     }
 
+    /// The owners holding running operations whose name starts with `prefix`.
+    pub async fn lease_owners(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql(
+            "SELECT DISTINCT lease_owner FROM operation WHERE state = 'running' \
+             AND lease_owner IS NOT NULL",
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        let mut owners = Vec::new();
+        for row in rows {
+            let owner: String = row.try_get("lease_owner")?;
+            if owner.starts_with(prefix) {
+                owners.push(owner);
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Ends the leases of `owner`, known dead, so that its operations can be claimed at once
+    /// (the interrupted attempt counts, so that a crash loop still ends at the attempt limit).
+    pub async fn expire_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        let sql = self.sql(
+            "UPDATE operation SET lease_until = 0 WHERE state = 'running' AND lease_owner = ?",
+        );
+        let expired = sqlx::query(&sql).bind(owner).execute(&self.pool).await?;
+        Ok(expired.rows_affected())
+    }
+
     /// Puts the operations `owner` holds back in the queue (a graceful stop), without
     /// counting the interrupted attempt.
     pub async fn release_operations(&self, owner: &str) -> Result<u64, StoreError> {

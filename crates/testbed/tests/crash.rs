@@ -15,6 +15,14 @@ struct Service {
 }
 
 fn start(database_url: &str, state_dir: &std::path::Path) -> Service {
+    start_with(database_url, state_dir, &[])
+}
+
+fn start_with(
+    database_url: &str,
+    state_dir: &std::path::Path,
+    environment: &[(&str, &str)],
+) -> Service {
     let mut child = Command::new(env!("CARGO_BIN_EXE_magnumd-testbed"))
         .arg("all")
         .arg("--listen")
@@ -25,6 +33,7 @@ fn start(database_url: &str, state_dir: &std::path::Path) -> Service {
         .env("MAGNUM_CONDUCTOR__POLL_INTERVAL_MS", "100")
         .env("MAGNUM_CONDUCTOR__HEARTBEAT_INTERVAL", "1")
         .env("MAGNUM_LOG__LEVEL", "warn")
+        .envs(environment.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -210,4 +219,42 @@ async fn sigkill_at_any_step_resumes_every_action_to_its_end() {
     for engine in engines() {
         crash_everything(engine).await;
     }
+}
+
+/// A conductor restarted on its host takes back its predecessor's work at once, not when the
+/// dead process's lease runs out (here a minute).
+#[tokio::test]
+async fn a_restarted_magnumd_resumes_a_create_at_once() {
+    let engine = engines()[0];
+    let database = TestDatabase::create(engine).await;
+    let state = tempfile::tempdir().unwrap();
+    let url = database.url.clone();
+    let long_lease = [("MAGNUM_CONDUCTOR__LEASE", "60")];
+    let service = start_with(&url, state.path(), &long_lease);
+    template(&service, "t1").await;
+    let (status, body) = service
+        .send(
+            "POST",
+            "/v1/clusters",
+            Some(
+                json!({"cluster_template_id": "t1", "name": "c", "node_count": 2,
+                        "labels": {"test_step_ms": "300"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let uuid = body["uuid"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    service.kill();
+    let restarted = Instant::now();
+    let service = start_with(&url, state.path(), &long_lease);
+    let cluster = service.wait_for(&uuid, status_is("CREATE_COMPLETE")).await;
+    let took = restarted.elapsed();
+    assert_eq!(cluster["node_count"], 2);
+    // 2 s to resume, plus the create itself (three steps of 300 ms) and process start.
+    assert!(
+        took < Duration::from_secs(5),
+        "the create resumed only after {took:?} (the lease is 60 s)"
+    );
+    service.kill();
 }

@@ -13,6 +13,7 @@ use magnum_domain::cluster::{
 use magnum_domain::cluster_template::{ClusterTemplate, TemplateRules};
 use magnum_domain::labels::{LabelDifferences, Labels};
 use magnum_domain::names::generate_name;
+use magnum_domain::nodegroup::MAX_NODE_COUNT;
 use magnum_domain::operation::{Initiator, Operation, OperationKind, OperationParameters};
 use magnum_domain::policy::Target;
 use magnum_domain::quota::CLUSTER_RESOURCE;
@@ -49,14 +50,14 @@ const CREATE_SCHEMA: &[Attribute] = &[
         "node_count",
         Kind::Integer {
             min: Some(0),
-            max: None,
+            max: Some(MAX_NODE_COUNT),
         },
     ),
     attribute(
         "master_count",
         Kind::Integer {
             min: Some(1),
-            max: None,
+            max: Some(MAX_NODE_COUNT),
         },
     ),
     attribute(
@@ -74,7 +75,7 @@ const CREATE_SCHEMA: &[Attribute] = &[
         "create_timeout",
         Kind::Integer {
             min: Some(0),
-            max: None,
+            max: Some(magnum_domain::cluster::MAX_CREATE_TIMEOUT_MINUTES),
         },
     ),
     attribute("discovery_url", Kind::Text { min: 0, max: 255 }),
@@ -648,7 +649,8 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
         &template.labels,
         attributes.labels("labels"),
         attributes.boolean("merge_labels").unwrap_or(false),
-    );
+    )
+    .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
     let keypair = attributes.text("keypair").or(template.keypair_id.clone());
     let flavor_id = attributes.text("flavor_id").or(template.flavor_id.clone());
     let master_flavor_id = attributes
@@ -680,7 +682,11 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
             "master_count must be 1 when master_lb_enabled is False",
         ));
     }
-    check_capacity(&*driver, &identity.project_id, master_count + node_count)?;
+    check_capacity(
+        &*driver,
+        &identity.project_id,
+        master_count.saturating_add(node_count),
+    )?;
     let now = Timestamp::now();
     let cluster = Cluster {
         id: 0,
@@ -899,6 +905,13 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
                         "Value should be greater or equal to 0",
                     ));
                 }
+                if count > MAX_NODE_COUNT {
+                    return Err(ApiError::invalid_input(
+                        "node_count",
+                        &count.to_string(),
+                        &format!("Value should be lower or equal to {MAX_NODE_COUNT}"),
+                    ));
+                }
                 count
             }
             Some(other) => {
@@ -938,6 +951,9 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             Some(Value::Object(reason)) => reason.clone(),
             _ => Map::new(),
         };
+        if health_status_reason != cluster.health_status_reason {
+            crate::input::check_health_status_reason(&health_status_reason)?;
+        }
         let count_changed = node_count != worker_count;
         let health_changed = health_status != cluster.health_status
             || health_status_reason != cluster.health_status_reason;
@@ -958,7 +974,11 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         if count_changed {
             let template = template_of(state, &cluster).await?;
             let driver = driver_for(state, &template, Action::ScaleWorkers)?;
-            check_capacity(&*driver, &cluster.project_id, node_count - worker_count)?;
+            check_capacity(
+                &*driver,
+                &cluster.project_id,
+                node_count.saturating_sub(worker_count),
+            )?;
             let Some(mut worker) = worker.clone() else {
                 return Err(ApiError::bad_request(
                     "The cluster has no default worker nodegroup to resize.",
@@ -1130,7 +1150,7 @@ const RESIZE_SCHEMA: &[Attribute] = &[
         "node_count",
         Kind::Integer {
             min: Some(0),
-            max: None,
+            max: Some(MAX_NODE_COUNT),
         },
     ),
     attribute("nodes_to_remove", Kind::Ignored),
@@ -1202,7 +1222,7 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             check_capacity(
                 &*driver,
                 &cluster.project_id,
-                node_count - nodegroup.node_count,
+                node_count.saturating_sub(nodegroup.node_count),
             )?;
         } else {
             let out_of_range = node_count < nodegroup.min_node_count
@@ -1224,7 +1244,7 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
             check_capacity(
                 &*driver,
                 &cluster.project_id,
-                node_count - nodegroup.node_count,
+                node_count.saturating_sub(nodegroup.node_count),
             )?;
         }
         let now = Timestamp::now();

@@ -7,7 +7,7 @@ use axum::http::{Method, Response, StatusCode};
 use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup, StatusEvent};
 use magnum_domain::labels::{LabelDifferences, Labels};
 use magnum_domain::nodegroup::{
-    check_counts, check_node_labels, parse_node_taints, NodeGroupInvalid,
+    check_counts, check_node_labels, parse_node_taints, NodeGroupInvalid, MAX_NODE_COUNT,
 };
 use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::policy::Target;
@@ -67,7 +67,7 @@ const CREATE_SCHEMA: &[Attribute] = &[
         "node_count",
         Kind::Integer {
             min: Some(0),
-            max: None,
+            max: Some(MAX_NODE_COUNT),
         },
     ),
     attribute("role", TEXT),
@@ -75,14 +75,14 @@ const CREATE_SCHEMA: &[Attribute] = &[
         "min_node_count",
         Kind::Integer {
             min: Some(0),
-            max: None,
+            max: Some(MAX_NODE_COUNT),
         },
     ),
     attribute(
         "max_node_count",
         Kind::Integer {
             min: Some(0),
-            max: None,
+            max: Some(MAX_NODE_COUNT),
         },
     ),
     attribute("is_default", Kind::Ignored),
@@ -450,7 +450,8 @@ async fn create(
             &cluster.labels,
             attributes.labels("labels"),
             attributes.boolean("merge_labels").unwrap_or(false),
-        );
+        )
+        .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
         let flavor_id = attributes.text("flavor_id").or(cluster.flavor_id.clone());
         driver.validate_references(&References {
             flavor_id: flavor_id.as_deref(),
@@ -547,15 +548,20 @@ async fn create(
     ))
 }
 
-/// `replace /node_taints` carries a Python-literal (or JSON) list in a string.
+/// `replace /node_taints` carries a Python-literal (or JSON) list in a string. Decoding can
+/// make a NUL out of an escape the request's own check never saw: it is refused here.
 fn parse_taint_string(text: &str) -> Result<Value, ApiError> {
-    magnum_domain::pyliteral::literal_eval(text)
+    let taints = magnum_domain::pyliteral::literal_eval(text)
         .or_else(|python_error| serde_json::from_str(text).map_err(|_| python_error))
         .map_err(|error| {
             ApiError::bad_request(format!(
                 "Couldn't apply patch '/node_taints'. Reason: {error}"
             ))
-        })
+        })?;
+    if magnum_domain::contains_nul(&taints) {
+        return Err(ApiError::bad_request(crate::input::NUL_REFUSED));
+    }
+    Ok(taints)
 }
 
 async fn update(

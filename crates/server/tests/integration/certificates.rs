@@ -336,27 +336,72 @@ async fn local_key_storage_keeps_keys_in_private_files() {
     let state_dir = app.notifications.parent().unwrap().to_owned();
     let uuid = built_cluster(&app).await;
     let directory = state_dir.join("certificates").join(&uuid);
-    use std::os::unix::fs::PermissionsExt;
-    for kind in ["kubernetes", "etcd", "front_proxy"] {
-        let path = directory.join(format!("{kind}.key"));
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{}", path.display());
+    // One 0600 file per CA, named after its certificate: `<kind>-<sha256>.key`.
+    let key_files = || {
+        use std::os::unix::fs::PermissionsExt;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&directory).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", entry.path().display());
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        names
+    };
+    let created = key_files();
+    assert_eq!(created.len(), 3, "{created:?}");
+    for (name, kind) in created.iter().zip(["etcd", "front_proxy", "kubernetes"]) {
+        let fingerprint = name
+            .strip_prefix(&format!("{kind}-"))
+            .and_then(|rest| rest.strip_suffix(".key"))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(fingerprint.len(), 64, "{name}");
     }
     let work = tempfile::tempdir().unwrap();
     let csr = new_csr(work.path(), "client");
     let signed = sign(&app, &uuid, &csr).await;
-    let ca = app
-        .send_at(
+    let ca_pem = || async {
+        app.send_at(
             "latest",
             "GET",
             &format!("/v1/certificates/{uuid}"),
             ALICE,
             None,
         )
-        .await;
+        .await
+        .body["pem"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let first_ca = ca_pem().await;
     assert!(verifies(
         work.path(),
-        ca.body["pem"].as_str().unwrap(),
+        &first_ca,
+        signed["pem"].as_str().unwrap()
+    ));
+    // A rotation leaves the new CAs' keys, and only those.
+    let reply = app
+        .send_at(
+            "latest",
+            "PATCH",
+            &format!("/v1/certificates/{uuid}"),
+            ALICE,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    app.wait_for_status(&uuid, ALICE, "UPDATE_COMPLETE").await;
+    let rotated = key_files();
+    assert_eq!(rotated.len(), 3, "{rotated:?}");
+    assert!(rotated.iter().all(|name| !created.contains(name)));
+    let new_ca = ca_pem().await;
+    assert_ne!(new_ca, first_ca);
+    let signed = sign(&app, &uuid, &csr).await;
+    assert!(verifies(
+        work.path(),
+        &new_ca,
         signed["pem"].as_str().unwrap()
     ));
     assert_eq!(

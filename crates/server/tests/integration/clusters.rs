@@ -1361,3 +1361,215 @@ async fn many_concurrent_creates_are_all_accepted_and_completed() {
         std::sync::Arc::try_unwrap(app).ok().unwrap().stop().await;
     }
 }
+
+/// The largest i64: `master_count + node_count` once wrapped past the capacity check.
+const HUGE: i64 = i64::MAX;
+
+fn too_many(field: &str, value: i64) -> String {
+    format!(
+        "Invalid input for field/attribute {field}. Value: '{value}'. Value should be lower or equal to {}",
+        magnum_domain::nodegroup::MAX_NODE_COUNT
+    )
+}
+
+/// A 400 in Magnum's envelope with this detail.
+fn assert_refused(reply: &Reply, message: &str, engine: &str) {
+    assert_eq!(
+        (reply.status, detail(reply).as_str()),
+        (400, message),
+        "{engine}: {}",
+        String::from_utf8_lossy(&reply.raw)
+    );
+    assert_eq!(reply.body["errors"][0]["code"], "client", "{engine}");
+    assert_eq!(reply.body["errors"][0]["status"], 400, "{engine}");
+}
+
+#[tokio::test]
+async fn counts_past_the_bound_are_refused_and_nothing_is_stored() {
+    for engine in engines() {
+        let engine_name = engine.name();
+        let (app, driver) = TestApp::spawn_scripted(engine).await;
+        app.create_scripted_template(ALICE, json!({"name": "t", "master_lb_enabled": true}))
+            .await;
+        for (field, value, body) in [
+            (
+                "node_count",
+                HUGE,
+                json!({"cluster_template_id": "t", "node_count": HUGE}),
+            ),
+            (
+                "node_count",
+                10_001,
+                json!({"cluster_template_id": "t", "node_count": 10_001}),
+            ),
+            (
+                "master_count",
+                HUGE,
+                json!({"cluster_template_id": "t", "master_count": HUGE}),
+            ),
+            (
+                "master_count",
+                HUGE,
+                json!({"cluster_template_id": "t", "master_count": HUGE, "node_count": 1}),
+            ),
+        ] {
+            let reply = app
+                .send_at("latest", "POST", "/v1/clusters", ALICE, Some(body))
+                .await;
+            assert_refused(&reply, &too_many(field, value), engine_name);
+        }
+        assert_eq!(
+            app.get("/v1/clusters", ALICE).await.body["clusters"],
+            json!([]),
+            "{engine_name}"
+        );
+        assert_eq!(
+            app.get("/v1/stats", ADMIN).await.body,
+            json!({"clusters": 0, "nodes": 0})
+        );
+        assert!(driver.calls().is_empty(), "{engine_name}");
+
+        let uuid = create_cluster(&app, ALICE, json!({"cluster_template_id": "t"})).await;
+        app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
+        let path = format!("/v1/clusters/{uuid}");
+        let nodegroups = format!("{path}/nodegroups");
+        let reply = app
+            .send_at(
+                "latest",
+                "PATCH",
+                &path,
+                ALICE,
+                Some(json!([{"op": "replace", "path": "/node_count", "value": HUGE}])),
+            )
+            .await;
+        assert_refused(&reply, &too_many("node_count", HUGE), engine_name);
+        for body in [
+            json!({"node_count": HUGE}),
+            json!({"node_count": HUGE, "nodegroup": "default-worker"}),
+        ] {
+            let reply = app
+                .send_at(
+                    "latest",
+                    "POST",
+                    &format!("{path}/actions/resize"),
+                    ALICE,
+                    Some(body),
+                )
+                .await;
+            assert_refused(&reply, &too_many("node_count", HUGE), engine_name);
+        }
+        for field in ["node_count", "min_node_count", "max_node_count"] {
+            let reply = app
+                .send_at(
+                    "latest",
+                    "POST",
+                    &nodegroups,
+                    ALICE,
+                    Some(json!({"name": "big", field: HUGE})),
+                )
+                .await;
+            assert_refused(&reply, &too_many(field, HUGE), engine_name);
+        }
+        let worker = format!("{nodegroups}/default-worker");
+        let reply = app
+            .send_at(
+                "latest",
+                "PATCH",
+                &worker,
+                ALICE,
+                Some(json!([{"op": "replace", "path": "/max_node_count", "value": HUGE}])),
+            )
+            .await;
+        assert_refused(&reply, &too_many("max_node_count", HUGE), engine_name);
+
+        // Nothing of it was stored or reached the driver.
+        let cluster = app.get(&path, ALICE).await.body;
+        assert_eq!(
+            (cluster["status"].clone(), cluster["node_count"].clone()),
+            (json!("CREATE_COMPLETE"), json!(1)),
+            "{engine_name}"
+        );
+        let listed = app.send_at("latest", "GET", &nodegroups, ALICE, None).await;
+        assert_eq!(listed.body["nodegroups"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            app.send_at("latest", "GET", &worker, ALICE, None)
+                .await
+                .body["max_node_count"],
+            Value::Null
+        );
+        assert_eq!(driver.node_count(uuid.parse().unwrap()), 2, "{engine_name}");
+        assert_eq!(
+            app.get("/v1/stats", ALICE).await.body,
+            json!({"clusters": 1, "nodes": 2})
+        );
+        // The bound itself is a count like any other.
+        let reply = app
+            .send_at(
+                "latest",
+                "PATCH",
+                &worker,
+                ALICE,
+                Some(json!([{"op": "replace", "path": "/max_node_count", "value": 10_000}])),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+        assert_eq!(reply.body["max_node_count"], 10_000);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn stats_answer_even_when_stored_counts_overflow_their_sum() {
+    for engine in engines() {
+        let engine_name = engine.name();
+        let (app, _driver) = TestApp::spawn_scripted(engine).await;
+        let template = app
+            .create_scripted_template(ALICE, json!({"name": "t"}))
+            .await;
+        let template_uuid = template["uuid"].as_str().unwrap();
+        // As an older release could have stored them, before counts were bounded: one row whose
+        // own node_count + master_count overflows, and a project whose sum overflows.
+        for (project_id, node_count, master_count) in [
+            ("p-0001", HUGE, HUGE),
+            ("p-0002", HUGE, 1),
+            ("p-0002", 1, 1),
+            ("p-0003", 3, 1),
+        ] {
+            app_sql(
+                &app.database_url,
+                &format!(
+                    "INSERT INTO cluster (uuid, version, name, project_id, user_id, \
+                     cluster_template_id, labels, floating_ip_enabled, master_lb_enabled, status, \
+                     node_count, master_count, created_at) \
+                     VALUES ('{}', 1, 'c', '{project_id}', 'u', '{template_uuid}', '{{}}', 1, 0, \
+                     'CREATE_COMPLETE', {node_count}, {master_count}, 0)",
+                    uuid::Uuid::new_v4()
+                ),
+            )
+            .await;
+        }
+        for (caller, path, expected) in [
+            (ALICE, "/v1/stats", json!({"clusters": 1, "nodes": HUGE})),
+            (ADMIN, "/v1/stats", json!({"clusters": 4, "nodes": HUGE})),
+            (
+                ADMIN,
+                "/v1/stats?project_id=p-0002",
+                json!({"clusters": 2, "nodes": HUGE}),
+            ),
+            (
+                ADMIN,
+                "/v1/stats?project_id=p-0003",
+                json!({"clusters": 1, "nodes": 4}),
+            ),
+        ] {
+            let reply = app.get(path, caller).await;
+            assert_eq!(
+                (reply.status, reply.body.clone()),
+                (200, expected),
+                "{engine_name} {path}: {}",
+                String::from_utf8_lossy(&reply.raw)
+            );
+        }
+        app.stop().await;
+    }
+}

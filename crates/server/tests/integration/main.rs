@@ -6,6 +6,8 @@ mod certificates;
 mod clusters;
 mod compat;
 mod compat_clusters;
+mod hardening;
+mod input_bounds;
 mod keystone;
 mod local_driver;
 mod openstack_cli;

@@ -1200,7 +1200,7 @@ async fn hostile_input_gets_a_4xx_and_changes_nothing() {
         let before = app.get(&path, ALICE).await.body;
 
         let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
-        let long = format!("{{'k': {}}}", "'a'".repeat(50_000));
+        let long = format!("{{'k': {}}}", "'a'".repeat(4_000));
         for value in [deep, "{'a': 'x=y'".to_owned()] {
             let reply = app
                 .patch(
@@ -1360,6 +1360,7 @@ async fn deployments_under_a_path_prefix() {
     for engine in engines() {
         let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
             config.api.path_prefix = "/container-infra".to_owned();
+            config.api.enable_proxy_headers_parsing = true;
         })
         .await;
         let created = app
@@ -1463,4 +1464,71 @@ async fn an_operator_policy_file_overrides_the_defaults() {
     config.auth.policy_file = Some(file.clone());
     let error = config.check().unwrap_err().to_string();
     assert!(error.contains("auth.policy_file"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escapes_decoded_from_python_literals_cannot_smuggle_nul_or_unknown_names() {
+    const NUL_REFUSED: &str =
+        "Invalid input: the request contains a NUL character, which no attribute may hold.";
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let template = app
+            .create_template(ALICE, json!({"name": "esc", "labels": {"keep": "me"}}))
+            .await;
+        let path = format!(
+            "/v1/clustertemplates/{}",
+            template["uuid"].as_str().unwrap()
+        );
+        let before = app.get(&path, ALICE).await.body;
+        // Each escape spells NUL only once decoded: the request itself holds none.
+        for value in [
+            r"{'keep': 'a\x00b'}",
+            r"{'keep': 'a\0b'}",
+            r"{'keep': 'a\u0000b'}",
+            r"{'keep': 'a\U00000000b'}",
+            r"{'k\000': 'v'}",
+            r#"{"keep": "a\u0000b"}"#,
+        ] {
+            let reply = app
+                .patch(
+                    &path,
+                    ALICE,
+                    json!([{"op": "replace", "path": "/labels", "value": value}]),
+                )
+                .await;
+            assert_eq!(
+                (reply.status, reply.detail()),
+                (400, NUL_REFUSED),
+                "{}: {value}",
+                engine.name()
+            );
+            assert_eq!(reply.body["errors"][0]["code"], "client");
+        }
+        let bogus = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/labels", "value": r"{'keep': '\N{BOGUS}'}"}]),
+            )
+            .await;
+        assert_eq!(bogus.status, 400, "{}", engine.name());
+        assert_eq!(
+            bogus.detail(),
+            r#"Couldn't apply patch '[{'path': '/labels', 'op': 'replace', 'value': "{'keep': '\\N{BOGUS}'}"}]'. Reason: (unicode error) 'unicodeescape' codec can't decode bytes in position 0-8: unknown Unicode character name (<unknown>, line 1)"#
+        );
+        let after = app.get(&path, ALICE).await.body;
+        assert_eq!(after["labels"], json!({"keep": "me"}), "{}", engine.name());
+        assert_eq!(after["updated_at"], before["updated_at"]);
+        // Escapes that decode to something storable still work.
+        let tab = app
+            .patch(
+                &path,
+                ALICE,
+                json!([{"op": "replace", "path": "/labels", "value": r"{'keep': 'a\tb\x41'}"}]),
+            )
+            .await;
+        assert_eq!(tab.status, 200, "{}", tab.detail());
+        assert_eq!(tab.body["labels"], json!({"keep": "a\tbA"}));
+        app.stop().await;
+    }
 }
