@@ -15,8 +15,12 @@ const OWNER: Caller = Caller {
     roles: "member,reader",
 };
 
+/// Runs `program`, for at most three minutes: a docker command that waits for something that
+/// never comes (a service that cannot start) fails the test instead of hanging it.
 pub(crate) fn run(program: &str, arguments: &[&str], directory: &Path) -> (bool, String) {
-    let output = Command::new(program)
+    let output = Command::new("timeout")
+        .arg("180")
+        .arg(program)
         .args(arguments)
         .current_dir(directory)
         .output()
