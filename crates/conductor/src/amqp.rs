@@ -46,7 +46,7 @@ pub struct AmqpAddress {
 
 impl AmqpAddress {
     pub fn parse(url: &str) -> Result<Self, AmqpError> {
-        let bad = || AmqpError::Url(url.to_owned());
+        let bad = || AmqpError::Url(redacted(url));
         let rest = url
             .strip_prefix("amqp://")
             .or_else(|| url.strip_prefix("rabbit://"))
@@ -74,6 +74,24 @@ impl AmqpAddress {
             password: password.to_owned(),
             vhost,
         })
+    }
+}
+
+/// `url` with its password replaced, fit for messages and logs.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials
+                .split_once(':')
+                .map_or(credentials, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -410,5 +428,26 @@ mod tests {
     fn frames_carry_type_channel_size_and_end_marker() {
         let bytes = frame(FRAME_METHOD, 1, &method(20, 10, &[0]));
         assert_eq!(bytes, [1, 0, 1, 0, 0, 0, 5, 0, 20, 0, 10, 0, 0xCE]);
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_are_reported_without_their_password() {
+        let error = AmqpAddress::parse("amqp://magnum:s3cret@broker:notaport/").unwrap_err();
+        let text = error.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(
+            text.contains("amqp://magnum:***@broker:notaport/"),
+            "{text}"
+        );
+        assert_eq!(redacted("amqp://broker/"), "amqp://broker/");
+        assert_eq!(
+            redacted("amqp://user:p@ss@broker"),
+            "amqp://user:***@broker"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! oslo.messaging notification envelope, as upstream emits them.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -178,6 +179,8 @@ impl Notifier for FileNotifier {
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            // Audit events name users and projects: for the operator only.
+            .mode(0o600)
             .open(&self.path)
             .and_then(|mut file| file.write_all(line.as_bytes()));
         if let Err(error) = written {

@@ -65,15 +65,34 @@ impl Running {
 /// Opens the database, creating the state directory for the embedded default.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.database_url();
-    if config.database.url.is_none() {
-        let state_dir = config.state_dir();
-        std::fs::create_dir_all(&state_dir)
-            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
-        restrict_to_owner(&state_dir)?;
+    // The state directory holds CA keys, node records and the embedded database, whatever
+    // database is configured: for magnumd's user only.
+    let state_dir = config.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    restrict_to_owner(&state_dir)?;
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or(path);
+        if !path.is_empty() && path != ":memory:" {
+            create_private_file(std::path::Path::new(path))?;
+        }
     }
     Store::connect(&url, config.database.max_connections)
         .await
         .map_err(anyhow::Error::from)
+}
+
+/// Creates `path` readable by its owner only (SQLite gives its -wal and -shm files the same
+/// mode), or narrows an existing one to that.
+fn create_private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|_| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+        .with_context(|| format!("cannot create the database file {}", path.display()))
 }
 
 #[cfg(unix)]

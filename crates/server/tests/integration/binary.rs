@@ -417,3 +417,39 @@ fn a_local_cluster_survives_magnumd_killed_mid_create_and_deletes_cleanly() {
     assert!(!String::from_utf8_lossy(&namespaces.stdout).contains(&short));
     assert_eq!(terminate(&mut child), 0);
 }
+
+#[test]
+fn state_files_are_private_and_secrets_stay_out_of_messages() {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = tempfile::tempdir().unwrap();
+    let state = directory.path().join("state");
+    let (mut child, address) = start_all(&[
+        "all",
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let (status, _) = http("GET", &address, "/v1/clustertemplates", None);
+    assert_eq!(status, 200);
+    terminate(&mut child);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&state.join("magnum.sqlite")), 0o600);
+    // A bad broker URL is named without its password.
+    let (code, _, stderr) = run(magnumd(&["all", "--state-dir", state.to_str().unwrap()])
+        .env("MAGNUM_NOTIFICATIONS__SINK", "rabbitmq")
+        .env(
+            "MAGNUM_NOTIFICATIONS__TRANSPORT_URL",
+            "amqp://magnum:s3cret-pass@broker:port/",
+        ));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("notifications.transport_url"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pass"), "{stderr}");
+}
