@@ -258,3 +258,278 @@ async fn a_restarted_magnumd_resumes_a_create_at_once() {
     );
     service.kill();
 }
+
+/// xorshift64*: reproducible from its seed, no dependency.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// What the campaign was told, by 2xx answers, that each cluster must become.
+#[derive(Debug, Default, Clone)]
+struct Expected {
+    deleted: bool,
+    workers: Option<i64>,
+    nodegroups: Vec<String>,
+    ca_pem: Option<String>,
+}
+
+/// A chaos campaign (issue 13): random lifecycle actions on a few clusters, SIGKILLs of
+/// magnumd at random moments (restarted at once), and after every trial the invariants:
+/// every cluster at rest within a bound, failures with a reason, nothing answered 2xx lost,
+/// CAs unchanged unless rotated. `MAGNUM_CHAOS_TRIALS` and `MAGNUM_CHAOS_SEED`
+/// set the budget (40 in the suite) and replay a run; a failing trial's log is kept in
+/// `$MAGNUM_CHAOS_LOG_DIR` (default: the temp directory) under its seed.
+#[tokio::test]
+async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
+    let trials: u64 = std::env::var("MAGNUM_CHAOS_TRIALS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(40);
+    let seed: u64 = std::env::var("MAGNUM_CHAOS_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    let mut random = Random(seed);
+    let database = TestDatabase::create(engines()[0]).await;
+    let state = tempfile::tempdir().unwrap();
+    let url = database.url.clone();
+    let mut service = start(&url, state.path());
+    template(&service, "t1").await;
+    template(&service, "t2").await;
+    let mut clusters: Vec<(String, Expected)> = Vec::new();
+    let mut log: Vec<String> = vec![format!("seed {seed}")];
+    let (mut kills, mut violations, mut worst) = (0u64, Vec::new(), Duration::ZERO);
+    for trial in 0..trials {
+        let live: Vec<usize> = (0..clusters.len())
+            .filter(|index| !clusters[*index].1.deleted)
+            .collect();
+        let action = if live.len() < 2 { 0 } else { random.below(7) };
+        let target = live.get(random.below(live.len() as u64) as usize).copied();
+        let step = 30 + random.below(200);
+        let (description, accepted) = match (action, target) {
+            (0, _) | (_, None) => {
+                let workers = 1 + random.below(3) as i64;
+                let (status, body) = service
+                    .send(
+                        "POST",
+                        "/v1/clusters",
+                        Some(json!({"cluster_template_id": "t1", "node_count": workers,
+                                    "labels": {"test_step_ms": step.to_string()}})),
+                    )
+                    .await;
+                if status == 202 {
+                    let uuid = body["uuid"].as_str().unwrap().to_owned();
+                    clusters.push((
+                        uuid.clone(),
+                        Expected {
+                            workers: Some(workers),
+                            ..Expected::default()
+                        },
+                    ));
+                }
+                (format!("create {workers} workers"), status)
+            }
+            (1, Some(index)) => {
+                let workers = random.below(4) as i64;
+                let uuid = clusters[index].0.clone();
+                let (status, _) = service
+                    .send(
+                        "POST",
+                        &format!("/v1/clusters/{uuid}/actions/resize"),
+                        Some(json!({"node_count": workers})),
+                    )
+                    .await;
+                if status == 202 {
+                    clusters[index].1.workers = Some(workers);
+                }
+                (format!("resize {uuid} to {workers}"), status)
+            }
+            (2, Some(index)) => {
+                let uuid = clusters[index].0.clone();
+                let name = format!("ng{trial}");
+                let (status, _) = service
+                    .send(
+                        "POST",
+                        &format!("/v1/clusters/{uuid}/nodegroups"),
+                        Some(json!({"name": name, "node_count": 1})),
+                    )
+                    .await;
+                if status == 202 {
+                    clusters[index].1.nodegroups.push(name.clone());
+                }
+                (format!("nodegroup create {uuid}/{name}"), status)
+            }
+            (3, Some(index)) if !clusters[index].1.nodegroups.is_empty() => {
+                let uuid = clusters[index].0.clone();
+                let name = clusters[index].1.nodegroups[0].clone();
+                let (status, _) = service
+                    .send(
+                        "DELETE",
+                        &format!("/v1/clusters/{uuid}/nodegroups/{name}"),
+                        None,
+                    )
+                    .await;
+                if status == 204 {
+                    clusters[index].1.nodegroups.remove(0);
+                }
+                (format!("nodegroup delete {uuid}/{name}"), status)
+            }
+            (4, Some(index)) => {
+                let uuid = clusters[index].0.clone();
+                let (status, _) = service
+                    .send(
+                        "POST",
+                        &format!("/v1/clusters/{uuid}/actions/upgrade"),
+                        Some(json!({"cluster_template": if trial % 2 == 0 { "t2" } else { "t1" }})),
+                    )
+                    .await;
+                (format!("upgrade {uuid}"), status)
+            }
+            (5, Some(index)) => {
+                let uuid = clusters[index].0.clone();
+                let (status, _) = service
+                    .send("PATCH", &format!("/v1/certificates/{uuid}"), None)
+                    .await;
+                if status == 202 {
+                    clusters[index].1.ca_pem = None;
+                }
+                (format!("rotate the CA of {uuid}"), status)
+            }
+            (_, Some(index)) => {
+                let uuid = clusters[index].0.clone();
+                let (status, _) = service
+                    .send("DELETE", &format!("/v1/clusters/{uuid}"), None)
+                    .await;
+                if status == 204 {
+                    clusters[index].1.deleted = true;
+                }
+                (format!("delete {uuid}"), status)
+            }
+        };
+        log.push(format!("trial {trial}: {description} -> {accepted}"));
+        tokio::time::sleep(Duration::from_millis(random.below(700))).await;
+        let killed = random.chance(60);
+        if killed {
+            kills += 1;
+            service.kill();
+            service = start(&url, state.path());
+            log.push(format!("trial {trial}: magnumd killed and restarted"));
+        }
+        // Every cluster comes to rest within the bound; then the invariants.
+        let settled_from = Instant::now();
+        for (uuid, expected) in &mut clusters {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let (status, body) = loop {
+                let (status, body) = service
+                    .send("GET", &format!("/v1/clusters/{uuid}"), None)
+                    .await;
+                let moving = status == 200
+                    && body["status"]
+                        .as_str()
+                        .is_some_and(|status| status.ends_with("IN_PROGRESS"));
+                if !moving || Instant::now() > deadline {
+                    break (status, body);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let mut problems = Vec::new();
+            let cluster_status = body["status"].as_str().unwrap_or_default().to_owned();
+            if expected.deleted {
+                if status != 404 {
+                    problems.push(format!("deleted but still {status} {cluster_status}"));
+                }
+            } else if status != 200 {
+                problems.push(format!("accepted but now {status}"));
+            } else if cluster_status.ends_with("IN_PROGRESS") {
+                problems.push(format!("stuck in {cluster_status}"));
+            } else if cluster_status.ends_with("FAILED")
+                && body["status_reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+            {
+                problems.push(format!("{cluster_status} without a reason"));
+            } else if cluster_status.ends_with("COMPLETE") {
+                if let Some(workers) = expected.workers {
+                    let (_, groups) = service
+                        .send("GET", &format!("/v1/clusters/{uuid}/nodegroups"), None)
+                        .await;
+                    let groups = groups["nodegroups"].as_array().cloned().unwrap_or_default();
+                    let worker = groups
+                        .iter()
+                        .find(|group| group["name"] == "default-worker");
+                    let count = worker.and_then(|group| group["node_count"].as_i64());
+                    if count != Some(workers) {
+                        problems.push(format!("default-worker has {count:?}, expected {workers}"));
+                    }
+                    for name in &expected.nodegroups {
+                        if !groups.iter().any(|group| group["name"] == name.as_str()) {
+                            problems.push(format!("nodegroup {name} accepted but missing"));
+                        }
+                    }
+                }
+            }
+            if status == 200 {
+                let (_, ca) = service
+                    .send("GET", &format!("/v1/certificates/{uuid}"), None)
+                    .await;
+                let pem = ca["pem"].as_str().map(str::to_owned);
+                match (&expected.ca_pem, &pem) {
+                    (Some(before), Some(now)) if before != now => {
+                        problems.push("the CA changed without a rotation".to_owned());
+                    }
+                    (_, Some(now)) => expected.ca_pem = Some(now.clone()),
+                    _ => {}
+                }
+            }
+            for problem in problems {
+                violations.push(format!("trial {trial}: cluster {uuid}: {problem}"));
+            }
+        }
+        worst = worst.max(settled_from.elapsed());
+    }
+    service.kill();
+    let summary = format!(
+        "chaos: seed {seed}, {trials} trials, {kills} kills of magnumd, {} invariant violations, \
+         worst time to rest {} ms",
+        violations.len(),
+        worst.as_millis()
+    );
+    println!("{summary}");
+    if !violations.is_empty() {
+        let directory = std::env::var("MAGNUM_CHAOS_LOG_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir());
+        let file = directory.join(format!("magnum-chaos-{seed}.log"));
+        log.extend(violations.iter().cloned());
+        log.push(summary.clone());
+        let _ = std::fs::write(&file, log.join("\n") + "\n");
+        panic!(
+            "{summary}; replay with MAGNUM_CHAOS_SEED={seed} MAGNUM_CHAOS_TRIALS={trials}; log: {}\n{}",
+            file.display(),
+            violations.join("\n")
+        );
+    }
+    database.drop_database().await;
+}
