@@ -47,6 +47,8 @@ pub struct ApiSettings {
     /// being trusted): a Host that is not an address or `localhost` (DNS rebinding), an
     /// `Origin` other than the Host, a body without a JSON content type.
     pub browser_guard: bool,
+    /// Host names the guard accepts besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
     /// How long a client has to send a request body.
     pub body_timeout: std::time::Duration,
 }
@@ -62,6 +64,7 @@ impl Default for ApiSettings {
             max_clusters_per_project: 20,
             trust_proxy_headers: false,
             browser_guard: false,
+            allowed_hosts: Vec::new(),
             body_timeout: std::time::Duration::from_secs(30),
         }
     }

@@ -94,7 +94,7 @@ async fn route(
         return healthcheck(request_id);
     }
     if state.settings.browser_guard {
-        if let Err(refusal) = browser_guard(headers) {
+        if let Err(refusal) = browser_guard(headers, &state.settings.allowed_hosts) {
             return ApiError::forbidden(refusal)
                 .into_response(request_id, crate::microversion::MIN_VERSION);
         }
@@ -311,7 +311,7 @@ fn contains_nul(value: &serde_json::Value) -> bool {
 }
 
 /// Why a request a browser may have been tricked into sending is refused, in noauth mode.
-fn browser_guard(headers: &axum::http::HeaderMap) -> Result<(), String> {
+fn browser_guard(headers: &axum::http::HeaderMap, allowed_hosts: &[String]) -> Result<(), String> {
     let host = headers
         .get("host")
         .and_then(|value| value.to_str().ok())
@@ -321,10 +321,10 @@ fn browser_guard(headers: &axum::http::HeaderMap) -> Result<(), String> {
     let name = host_name(&host);
     // A page can point a name it controls at 127.0.0.1 (DNS rebinding), never an address.
     let literal = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok();
-    if !literal {
+    if !literal && !allowed_hosts.iter().any(|allowed| allowed == name) {
         return Err(format!(
-            "Without authentication this API answers only requests for an IP address or \
-             localhost, not for the host name {name:?}."
+            "Without authentication this API answers only requests for an IP address, \
+             localhost or a name in api.noauth_allowed_hosts, not for the host name {name:?}."
         ));
     }
     if let Some(origin) = headers.get("origin") {
@@ -429,6 +429,7 @@ mod tests {
 
     #[test]
     fn the_browser_guard_takes_addresses_and_same_origin_only() {
+        let guard = |pairs: &[(&'static str, &'static str)]| browser_guard(&headers(pairs), &[]);
         for host in [
             "127.0.0.1:9511",
             "localhost:9511",
@@ -436,24 +437,28 @@ mod tests {
             "10.0.0.5",
             "LOCALHOST",
         ] {
-            assert_eq!(browser_guard(&headers(&[("host", host)])), Ok(()), "{host}");
+            assert_eq!(guard(&[("host", host)]), Ok(()), "{host}");
         }
-        for host in ["evil.example:9511", "magnum.internal", ""] {
-            assert!(
-                browser_guard(&headers(&[("host", host)])).is_err(),
-                "{host}"
-            );
+        for host in [
+            "evil.example:9511",
+            "magnum.internal",
+            "localhost.:9511",
+            "",
+        ] {
+            assert!(guard(&[("host", host)]).is_err(), "{host}");
         }
+        let allowed = ["magnum.internal".to_owned()];
+        let named = headers(&[("host", "magnum.internal:9511")]);
+        assert_eq!(browser_guard(&named, &allowed), Ok(()));
         assert_eq!(
-            browser_guard(&headers(&[
+            guard(&[
                 ("host", "127.0.0.1:9511"),
                 ("origin", "http://127.0.0.1:9511")
-            ])),
+            ]),
             Ok(())
         );
         for origin in ["http://evil.example", "http://127.0.0.1:9512", "null"] {
-            let refused =
-                browser_guard(&headers(&[("host", "127.0.0.1:9511"), ("origin", origin)]));
+            let refused = guard(&[("host", "127.0.0.1:9511"), ("origin", origin)]);
             assert!(refused.unwrap_err().contains("other origins"), "{origin}");
         }
     }

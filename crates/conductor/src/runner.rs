@@ -137,7 +137,7 @@ impl Runner {
             settings.host,
             std::process::id(),
             &Uuid::new_v4().simple().to_string()[..8],
-            pid_namespace()
+            process_scope()
         );
         Self {
             store,
@@ -261,8 +261,15 @@ impl Runner {
     /// being deleted (for anything but the deletion itself).
     async fn guard(self: Arc<Self>, operation: Operation) {
         let period = (self.settings.lease / 3).max(Duration::from_millis(200));
+        let mut renewed_at = std::time::Instant::now();
         loop {
             tokio::time::sleep(period).await;
+            // Unrenewed for a whole lease (the database away), the lease may already be
+            // another conductor's: stop rather than work beside it.
+            if renewed_at.elapsed() >= self.settings.lease {
+                tracing::warn!(operation.id = %operation.uuid, "lease not renewed in time; stopping");
+                return;
+            }
             let until = Timestamp::from_unix_seconds(
                 Timestamp::now().unix_seconds() + seconds(self.settings.lease).max(1),
             );
@@ -271,7 +278,7 @@ impl Runner {
                 .renew_operation_lease(operation.uuid, &self.owner, until)
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => renewed_at = std::time::Instant::now(),
                 Ok(false) => {
                     tracing::info!(operation.id = %operation.uuid, "operation lease lost; stopping");
                     return;
@@ -955,11 +962,18 @@ async fn record_health(
     Ok(())
 }
 
-/// This process's PID namespace (`pid:[4026531836]`): PIDs mean something only within one.
-fn pid_namespace() -> String {
-    std::fs::read_link("/proc/self/ns/pid")
+/// Where this process's PID means something: this boot of this machine (two machines may
+/// share a host name, and every machine's initial PID namespace has the same inode) and this
+/// PID namespace. Empty when either cannot be read.
+fn process_scope() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
         .map(|link| link.display().to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if boot.trim().is_empty() || namespace.is_empty() {
+        return String::new();
+    }
+    format!("{}/{namespace}", boot.trim())
 }
 
 /// Whether the conductor that named itself `owner` (`<host>/<pid>-<random>@<pid namespace>`)
@@ -972,8 +986,8 @@ fn conductor_is_dead(owner: &str, host_prefix: &str) -> bool {
     let Some((process, namespace)) = rest.split_once('@') else {
         return false;
     };
-    let namespace_here = pid_namespace();
-    if namespace_here.is_empty() || namespace != namespace_here {
+    let scope_here = process_scope();
+    if scope_here.is_empty() || namespace != scope_here {
         return false;
     }
     let Some(pid) = process
@@ -991,7 +1005,8 @@ mod dead_conductor_tests {
 
     #[test]
     fn only_dead_conductors_of_this_host_and_namespace_are_dead() {
-        let namespace = pid_namespace();
+        let namespace = process_scope();
+        assert!(!namespace.is_empty());
         let alive = format!("vm/{}-abcd1234@{namespace}", std::process::id());
         assert!(!conductor_is_dead(&alive, "vm/"));
         // PIDs above the kernel's maximum never exist.
@@ -1007,5 +1022,13 @@ mod dead_conductor_tests {
             "an older owner name"
         );
         assert!(!conductor_is_dead("vm/x-abcd1234@", "vm/"));
+        let other_boot = format!(
+            "vm/4194305-abcd1234@00000000-0000-0000-0000-000000000000/{}",
+            namespace.rsplit('/').next().unwrap()
+        );
+        assert!(
+            !conductor_is_dead(&other_boot, "vm/"),
+            "another machine or boot"
+        );
     }
 }

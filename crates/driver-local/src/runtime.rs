@@ -81,6 +81,8 @@ fn failed(message: impl Into<String>) -> DriverError {
 /// `swarm join`, take about a second): a hung command fails its operation instead of holding
 /// the cluster in progress.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long every node of a cluster gets to be Ready in its managers' view.
+const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
     let running = Command::new(program)
@@ -1019,7 +1021,9 @@ impl Runtime {
         let Some(manager) = Self::manager(state) else {
             return Ok(());
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: on a loaded host a restarted manager (CA rotation) and its workers can
+        // take a while to find each other again.
+        let deadline = Instant::now() + NODES_READY_TIMEOUT;
         let mut reported_ready = None;
         loop {
             let listing = self
@@ -1044,8 +1048,9 @@ impl Runtime {
             if Instant::now() > deadline {
                 let names: Vec<&str> = not_ready.iter().map(|node| node.name.as_str()).collect();
                 return Err(failed(format!(
-                    "Nodes {} did not become Ready within 60 s.",
-                    names.join(", ")
+                    "Nodes {} did not become Ready within {} s.",
+                    names.join(", "),
+                    NODES_READY_TIMEOUT.as_secs()
                 )));
             }
             // Clients following the cluster (coe --wait) show this count.

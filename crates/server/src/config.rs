@@ -179,6 +179,10 @@ pub struct ApiConfig {
     pub enable_proxy_headers_parsing: bool,
     /// Client connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Connections one client address may hold at once; more are closed at once.
+    pub max_connections_per_client: usize,
+    /// Host names (besides IP addresses and localhost) a noauth API answers for.
+    pub noauth_allowed_hosts: Vec<String>,
     /// Seconds a client has to send a request's headers, and that an idle kept-alive
     /// connection stays open.
     pub header_timeout: u64,
@@ -280,6 +284,8 @@ impl Default for ApiConfig {
             path_prefix: String::new(),
             enable_proxy_headers_parsing: false,
             max_connections: 1024,
+            max_connections_per_client: 128,
+            noauth_allowed_hosts: Vec::new(),
             header_timeout: 30,
             body_timeout: 30,
             max_header_bytes: 64 * 1024,
@@ -414,6 +420,9 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.api.max_connections) {
             bail!("api.max_connections must be between 1 and 65536");
+        }
+        if self.api.max_connections_per_client == 0 {
+            bail!("api.max_connections_per_client must be at least 1");
         }
         for (key, seconds) in [
             ("api.header_timeout", self.api.header_timeout),

@@ -167,6 +167,12 @@ fn api_state(
             max_clusters_per_project: config.quotas.max_clusters_per_project,
             trust_proxy_headers: config.api.enable_proxy_headers_parsing,
             browser_guard: config.auth.strategy == "noauth",
+            allowed_hosts: config
+                .api
+                .noauth_allowed_hosts
+                .iter()
+                .map(|host| host.to_ascii_lowercase())
+                .collect(),
             body_timeout: std::time::Duration::from_secs(config.api.body_timeout),
         },
     })
@@ -307,7 +313,9 @@ pub async fn start_with_drivers(
         address = Some(bound);
         let limits = ConnectionLimits {
             max_connections: config.api.max_connections,
+            max_connections_per_client: config.api.max_connections_per_client,
             header_timeout: std::time::Duration::from_secs(config.api.header_timeout),
+            write_timeout: std::time::Duration::from_secs(config.api.header_timeout),
             max_header_bytes: config.api.max_header_bytes,
             shutdown_grace: std::time::Duration::from_secs(config.api.shutdown_grace),
         };
@@ -330,9 +338,138 @@ pub async fn start_with_drivers(
 /// What one API process gives its clients.
 struct ConnectionLimits {
     max_connections: usize,
+    max_connections_per_client: usize,
     header_timeout: std::time::Duration,
+    /// How long a client may leave an answer unread (its receive window full).
+    write_timeout: std::time::Duration,
     max_header_bytes: usize,
     shutdown_grace: std::time::Duration,
+}
+
+/// Connections of one client address, for `max_connections_per_client`.
+struct PerClient {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    limit: usize,
+}
+
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    address: std::net::IpAddr,
+}
+
+impl PerClient {
+    fn take(self: &Arc<Self>, address: std::net::IpAddr) -> Option<ClientSlot> {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(address).or_default();
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .clients
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// A client socket whose writes fail once they make no progress for `timeout`: a client
+/// that stops reading cannot hold its connection (and its slot) forever.
+struct StallingWrites {
+    stream: tokio::net::TcpStream,
+    timeout: std::time::Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl StallingWrites {
+    fn check_stall(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+        progress: bool,
+    ) -> std::io::Result<()> {
+        if progress {
+            self.stalled = None;
+            return Ok(());
+        }
+        let timeout = self.timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if std::future::Future::poll(stalled.as_mut(), context).is_ready() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client does not read its answer",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncRead for StallingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(context, buffer)
+    }
+}
+
+impl tokio::io::AsyncWrite for StallingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.stream).poll_write(context, bytes);
+        let progress = poll.is_ready();
+        self.check_stall(context, progress)?;
+        poll
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = std::pin::Pin::new(&mut self.stream).poll_flush(context);
+        let progress = poll.is_ready();
+        self.check_stall(context, progress)?;
+        poll
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(context)
+    }
+}
+
+/// Open files this process may have (the soft limit), from /proc/self/limits.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// HTTP/1.1 on `listener` with every client bounded: at most `max_connections` served at once
@@ -347,7 +484,25 @@ async fn serve_api(
     stop: watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Clients must not use up the file descriptors the database, key files and drivers need.
+    let max_connections = match open_files_limit() {
+        Some(files) if files < limits.max_connections + 256 => {
+            let fitting = files.saturating_sub(256).max(16);
+            tracing::warn!(
+                api.max_connections = limits.max_connections,
+                open_files = files,
+                "serving at most {fitting} connections: the process may open only {files} files \
+                 (raise its limit, e.g. LimitNOFILE=, to serve more)"
+            );
+            fitting
+        }
+        _ => limits.max_connections,
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let clients = Arc::new(PerClient {
+        counts: std::sync::Mutex::default(),
+        limit: limits.max_connections_per_client,
+    });
     let mut connections = tokio::task::JoinSet::new();
     let mut stopped = stop.clone();
     let stop_requested = async move {
@@ -362,9 +517,9 @@ async fn serve_api(
             },
             () = &mut stop_requested => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, usually: wait rather than spin.
                     tracing::warn!(%error, "cannot accept a connection");
@@ -374,7 +529,17 @@ async fn serve_api(
             },
             () = &mut stop_requested => break,
         };
+        let Some(client_slot) = clients.take(peer.ip()) else {
+            // One client may not take every slot; its extra connection is closed at once.
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream = StallingWrites {
+            stream,
+            timeout: limits.write_timeout,
+            stalled: None,
+        };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -384,7 +549,7 @@ async fn serve_api(
             .half_close(true);
         let mut stopping = stop.clone();
         connections.spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, client_slot);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let stop_requested = async {

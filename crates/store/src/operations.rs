@@ -210,9 +210,12 @@ impl Store {
 
     /// Ends the leases of `owner`, known dead, so that its operations can be claimed at once
     /// (the interrupted attempt counts, so that a crash loop still ends at the attempt limit).
+    /// Only first attempts: an operation that was already interrupted once may be what
+    /// kills its conductor, and waits for its lease like any other.
     pub async fn expire_leases(&self, owner: &str) -> Result<u64, StoreError> {
         let sql = self.sql(
-            "UPDATE operation SET lease_until = 0 WHERE state = 'running' AND lease_owner = ?",
+            "UPDATE operation SET lease_until = 0 WHERE state = 'running' AND lease_owner = ? \
+             AND attempts < 2",
         );
         let expired = sqlx::query(&sql).bind(owner).execute(&self.pool).await?;
         Ok(expired.rows_affected())

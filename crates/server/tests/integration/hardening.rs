@@ -130,15 +130,25 @@ async fn a_client_that_half_closes_gets_its_answer() {
 }
 
 #[tokio::test]
-async fn stopping_does_not_wait_for_idle_clients() {
+async fn stopping_waits_for_unfinished_requests_only_the_grace_period() {
     let app = spawn(|config| {
         config.api.header_timeout = 600;
+        config.api.body_timeout = 600;
         config.api.shutdown_grace = 1;
     })
     .await;
+    // Requests in the middle of their body: a graceful stop waits for them, up to the grace.
     let mut idle = Vec::new();
     for _ in 0..20 {
-        idle.push(TcpStream::connect(address(&app)).await.unwrap());
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        stream
+            .write_all(
+                b"POST /v1/clustertemplates HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                  Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        idle.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
@@ -227,9 +237,11 @@ async fn web_pages_cannot_drive_a_noauth_magnumd() {
         let reply = request.send().await.unwrap();
         assert_eq!(reply.status(), status, "{content_type:?}");
     }
-    // Nothing was created; a same-origin JSON request works.
-    let listed = app.get("/v1/clustertemplates", ALICE).await;
-    assert_eq!(listed.body["clustertemplates"], json!([]));
+    // Nothing was created (as the noauth default identity, whom the requests above used);
+    // a same-origin JSON request works.
+    let listed = client.get(&url).send().await.unwrap();
+    let listed: serde_json::Value = listed.json().await.unwrap();
+    assert_eq!(listed["clustertemplates"], json!([]), "{listed}");
     let same = client
         .post(&url)
         .header("Origin", app.base_url.as_str())
@@ -267,5 +279,77 @@ async fn create_timeouts_are_bounded() {
     }
     let listed = app.get("/v1/clusters", ALICE).await;
     assert_eq!(listed.body["clusters"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_connection() {
+    let app = spawn(|config| {
+        config.api.max_connections = 1;
+        config.api.header_timeout = 1;
+    })
+    .await;
+    // A small receive window and a flood of pipelined requests whose answers are never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let greedy = socket
+        .connect(address(&app).parse().unwrap())
+        .await
+        .unwrap();
+    let (_reader, mut writer) = greedy.into_split();
+    let flood = tokio::spawn(async move {
+        let request = b"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".repeat(1000);
+        for _ in 0..500 {
+            if writer.write_all(&request).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The only slot is freed once the server gives up writing to it.
+    let started = Instant::now();
+    let mut other = TcpStream::connect(address(&app)).await.unwrap();
+    other
+        .write_all(b"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut other, 20).await.unwrap_or_default();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer:?} after {:?}",
+        started.elapsed()
+    );
+    flood.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_connection() {
+    let app = spawn(|config| {
+        config.api.max_connections_per_client = 2;
+    })
+    .await;
+    let first = TcpStream::connect(address(&app)).await.unwrap();
+    let _second = TcpStream::connect(address(&app)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(address(&app)).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let answer = read_until_closed(&mut third, 5).await;
+    assert_eq!(
+        answer.as_deref(),
+        Some(""),
+        "the third connection is closed unanswered"
+    );
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(address(&app)).await.unwrap();
+    fourth
+        .write_all(b"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut fourth, 5).await.unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     app.stop().await;
 }

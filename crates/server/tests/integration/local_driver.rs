@@ -279,7 +279,7 @@ async fn tls_cluster_life(app: &TestApp) {
     assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
     let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
     let cluster: Value = app
-        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
             reply.body["status"] == "CREATE_COMPLETE" || reply.body["status"] == "CREATE_FAILED"
         })
         .await
@@ -375,7 +375,7 @@ async fn tls_cluster_life(app: &TestApp) {
         .await;
     assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
     let cluster = app
-        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
             reply.body["status"] != "UPDATE_IN_PROGRESS"
         })
         .await
@@ -400,7 +400,7 @@ async fn tls_cluster_life(app: &TestApp) {
         .await;
     assert_eq!(reply.status, 202);
     let cluster = app
-        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
             reply.body["status"] != "UPDATE_IN_PROGRESS"
         })
         .await
@@ -443,7 +443,7 @@ async fn tls_cluster_life(app: &TestApp) {
 
     // Delete: nothing is left on the host.
     assert_eq!(app.delete(&path, OWNER).await.status, 204);
-    app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
+    app.wait_for_cluster(&uuid, OWNER, 180, |reply| reply.status == 404)
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
@@ -516,7 +516,7 @@ async fn plain_cluster_life(app: &TestApp) {
             .status,
         204
     );
-    app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
+    app.wait_for_cluster(&uuid, OWNER, 180, |reply| reply.status == 404)
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
@@ -545,7 +545,7 @@ async fn healing(app: &TestApp) {
     assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
     let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
     let cluster = app
-        .wait_for_cluster(&uuid, OWNER, 90, |reply| {
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
             reply.body["status"] != "CREATE_IN_PROGRESS"
         })
         .await
@@ -596,7 +596,7 @@ async fn healing(app: &TestApp) {
             .status,
         204
     );
-    app.wait_for_cluster(&uuid, OWNER, 90, |reply| reply.status == 404)
+    app.wait_for_cluster(&uuid, OWNER, 180, |reply| reply.status == 404)
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
