@@ -523,9 +523,12 @@ impl Runtime {
     }
 
     async fn stop_dockerd(&self, cluster: Uuid, node: &str) {
-        self.sandbox(cluster, node, "")
-            .stop(sandbox::STOP_GRACE)
-            .await;
+        self.stop_node(cluster, node, sandbox::STOP_GRACE).await;
+    }
+
+    /// Stops the node's sandbox, giving its dockerd `grace` to shut down cleanly.
+    async fn stop_node(&self, cluster: Uuid, node: &str, grace: Duration) {
+        self.sandbox(cluster, node, "").stop(grace).await;
         // Whatever is left in the node's network namespace (a sandbox from before its record
         // was written) goes by PID.
         let netns = Self::netns(cluster, node);
@@ -537,7 +540,14 @@ impl Runtime {
     }
 
     async fn teardown_node(&self, cluster: Uuid, node: &str) {
-        self.stop_dockerd(cluster, node).await;
+        self.teardown_node_within(cluster, node, sandbox::STOP_GRACE)
+            .await;
+    }
+
+    /// Tears the node down; its dockerd gets `grace` to stop (none for a node that never
+    /// joined: it holds nothing worth a clean shutdown).
+    async fn teardown_node_within(&self, cluster: Uuid, node: &str, grace: Duration) {
+        self.stop_node(cluster, node, grace).await;
         run_quietly("ip", &["link", "del", &Self::veth(cluster, node)]).await;
         run_quietly("ip", &["netns", "del", &Self::netns(cluster, node)]).await;
         let sandbox = self.sandbox(cluster, node, "");
@@ -936,8 +946,9 @@ impl Runtime {
                     .await?;
                 self.start_dockerd(spec, &node).await?;
             } else if node.swarm_id.is_none() {
-                // Interrupted while being added: start it over.
-                self.teardown_node(cluster, &node.name).await;
+                // Interrupted while being added: start it over, without waiting for it.
+                self.teardown_node_within(cluster, &node.name, Duration::ZERO)
+                    .await;
                 state.nodes.retain(|stored| stored.name != node.name);
                 self.save(cluster, &state)?;
             }

@@ -319,7 +319,12 @@ async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
                 | 1
         });
     let mut random = Random(seed);
-    let database = TestDatabase::create(engines()[0]).await;
+    // MAGNUM_CHAOS_ENGINE=postgres|mysql runs the campaign on that database (default SQLite).
+    let engine = std::env::var("MAGNUM_CHAOS_ENGINE")
+        .ok()
+        .and_then(|name| engines().into_iter().find(|engine| engine.name() == name))
+        .unwrap_or(engines()[0]);
+    let database = TestDatabase::create(engine).await;
     let state = tempfile::tempdir().unwrap();
     let url = database.url.clone();
     let mut service = start(&url, state.path());
@@ -519,8 +524,9 @@ async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
     }
     service.kill();
     let summary = format!(
-        "chaos: seed {seed}, {trials} trials, {kills} kills of magnumd, {} invariant violations, \
-         worst time to rest {} ms",
+        "chaos: {} database, seed {seed}, {trials} trials, {kills} kills of magnumd, {} invariant \
+         violations, worst time to rest {} ms",
+        engine.name(),
         violations.len(),
         worst.as_millis()
     );
