@@ -453,3 +453,209 @@ fn state_files_are_private_and_secrets_stay_out_of_messages() {
     assert!(stderr.contains("notifications.transport_url"), "{stderr}");
     assert!(!stderr.contains("s3cret-pass"), "{stderr}");
 }
+
+/// The chaos campaign of issue 13 against the real local driver: random creates, resizes and
+/// deletes, SIGKILLs of magnumd and of node sandboxes at random moments, and after every
+/// trial the host must match the API: every cluster at rest, one running sandbox per node it
+/// reports (auto-healing brings killed nodes back), and nothing at all left of a deleted one.
+/// `MAGNUM_LOCAL_CHAOS_TRIALS` sets the budget (4 in the suite), `MAGNUM_LOCAL_CHAOS_SEED`
+/// replays a run.
+#[test]
+fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
+    let trials: u64 = std::env::var("MAGNUM_LOCAL_CHAOS_TRIALS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("MAGNUM_LOCAL_CHAOS_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| (u64::from(std::process::id()) * 2_654_435_761) | 1);
+    let mut state_of_random = seed;
+    let mut random = move |bound: u64| {
+        // A 64-bit linear congruential generator (Knuth's MMIX constants): reproducible.
+        state_of_random = state_of_random
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state_of_random >> 33) % bound.max(1)
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let state = directory.path().join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    let start = |state: &str| {
+        let mut command = magnumd(&["all", "--listen", "127.0.0.1:0", "--state-dir", state]);
+        command.env("MAGNUM_DRIVERS__LOCAL__NETWORK_POOL", "10.97.0.0/16");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
+        let address = line
+            .strip_prefix("magnumd listening on http://")
+            .and_then(|rest| rest.strip_suffix("/v1"))
+            .unwrap()
+            .to_owned();
+        (child, address)
+    };
+    let (mut child, mut address) = start(&state_arg);
+    let (status, body) = http(
+        "POST",
+        &address,
+        "/v1/clustertemplates",
+        Some(
+            r#"{"name": "t", "coe": "swarm-mode", "image_id": "local-node", "external_network_id": "local", "labels": {"auto_healing_enabled": "true"}}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut live: Vec<String> = Vec::new();
+    let mut deleted: Vec<String> = Vec::new();
+    let (mut kills, mut node_kills, mut violations) = (0, 0, Vec::new());
+    let mut log = vec![format!("seed {seed}")];
+    for trial in 0..trials {
+        let action = if live.len() < 2 { 0 } else { random(3) };
+        let description = match action {
+            0 => {
+                let (status, body) = http(
+                    "POST",
+                    &address,
+                    "/v1/clusters",
+                    Some(r#"{"cluster_template_id": "t", "node_count": 1}"#),
+                );
+                if status == 202 {
+                    live.push(body.split('"').nth(3).unwrap().to_owned());
+                }
+                format!("create -> {status}")
+            }
+            1 => {
+                let uuid = live[random(live.len() as u64) as usize].clone();
+                let workers = 1 + random(2);
+                let (status, _) = http(
+                    "PATCH",
+                    &address,
+                    &format!("/v1/clusters/{uuid}"),
+                    Some(&format!(
+                        r#"[{{"op": "replace", "path": "/node_count", "value": {workers}}}]"#
+                    )),
+                );
+                format!("resize {uuid} to {workers} -> {status}")
+            }
+            _ => {
+                let index = random(live.len() as u64) as usize;
+                let uuid = live[index].clone();
+                let (status, _) = http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
+                if status == 204 {
+                    deleted.push(live.remove(index));
+                }
+                format!("delete {uuid} -> {status}")
+            }
+        };
+        log.push(format!("trial {trial}: {description}"));
+        std::thread::sleep(Duration::from_millis(random(2500)));
+        if random(100) < 60 {
+            kills += 1;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            (child, address) = start(&state_arg);
+            log.push(format!("trial {trial}: magnumd killed and restarted"));
+        }
+        // A node of a cluster dies too, sometimes.
+        if random(100) < 30 && !live.is_empty() {
+            let uuid = &live[random(live.len() as u64) as usize];
+            let pid_file = state
+                .join("local-driver/clusters")
+                .join(uuid)
+                .join("n1/node.pid");
+            if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+                node_kills += 1;
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+                log.push(format!("trial {trial}: node n1 of {uuid} killed"));
+            }
+        }
+        for uuid in live.clone() {
+            let body = wait_for(&address, &uuid, |status, body| {
+                status != 200 || !body.contains("_IN_PROGRESS\"")
+            });
+            let cluster: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let status = cluster["status"].as_str().unwrap_or_default();
+            if status.ends_with("FAILED") {
+                if cluster["status_reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    violations.push(format!("trial {trial}: {uuid} {status} without a reason"));
+                }
+                continue;
+            }
+            if !status.ends_with("COMPLETE") {
+                violations.push(format!("trial {trial}: {uuid} is {status:?}"));
+                continue;
+            }
+            // One running sandbox per node the API reports, once healing had its chance.
+            let wanted = cluster["master_count"].as_i64().unwrap_or(0)
+                + cluster["node_count"].as_i64().unwrap_or(0);
+            let nodes_dir = state.join("local-driver/clusters").join(&uuid);
+            let running = || {
+                std::fs::read_dir(&nodes_dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|entry| {
+                        std::fs::read_to_string(entry.path().join("node.pid"))
+                            .ok()
+                            .and_then(|pid| pid.trim().parse::<u32>().ok())
+                            .is_some_and(|pid| {
+                                std::fs::read(format!("/proc/{pid}/cmdline"))
+                                    .is_ok_and(|line| line.starts_with(b"unshare"))
+                            })
+                    })
+                    .count() as i64
+            };
+            let mut seen = running();
+            for _ in 0..150 {
+                if seen == wanted {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+                seen = running();
+            }
+            if seen != wanted {
+                violations.push(format!(
+                    "trial {trial}: {uuid} reports {wanted} nodes, {seen} sandboxes run"
+                ));
+            }
+        }
+        for uuid in &deleted {
+            wait_for(&address, uuid, |status, _| status == 404);
+            let left = crate::local_driver::leftovers(uuid);
+            let records = crate::local_driver::state_leftovers(&state, uuid);
+            if !left.is_empty() || !records.is_empty() {
+                violations.push(format!(
+                    "trial {trial}: deleted {uuid} left {left:?} {records:?}"
+                ));
+            }
+        }
+    }
+    // Nothing stays behind the campaign.
+    for uuid in &live {
+        http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
+    }
+    for uuid in &live {
+        wait_for(&address, uuid, |status, _| status == 404);
+        assert_eq!(crate::local_driver::leftovers(uuid), Vec::<String>::new());
+    }
+    assert_eq!(terminate(&mut child), 0);
+    let summary = format!(
+        "local chaos: seed {seed}, {trials} trials, {kills} kills of magnumd, {node_kills} node \
+         kills, {} invariant violations",
+        violations.len()
+    );
+    println!("{summary}");
+    log.extend(violations.iter().cloned());
+    assert!(
+        violations.is_empty(),
+        "{summary}; replay with MAGNUM_LOCAL_CHAOS_SEED={seed}:\n{}",
+        log.join("\n")
+    );
+}
