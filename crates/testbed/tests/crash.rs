@@ -23,8 +23,18 @@ fn start_with(
     state_dir: &std::path::Path,
     environment: &[(&str, &str)],
 ) -> Service {
+    start_role("all", database_url, state_dir, environment)
+}
+
+/// `magnumd-testbed all` or `api` (both print where they listen).
+fn start_role(
+    role: &str,
+    database_url: &str,
+    state_dir: &std::path::Path,
+    environment: &[(&str, &str)],
+) -> Service {
     let mut child = Command::new(env!("CARGO_BIN_EXE_magnumd-testbed"))
-        .arg("all")
+        .arg(role)
         .arg("--listen")
         .arg("127.0.0.1:0")
         .env("MAGNUM_DATABASE__URL", database_url)
@@ -51,6 +61,29 @@ fn start_with(
         child,
         base_url: address,
     }
+}
+
+/// `magnumd-testbed conductor` named `host`.
+fn start_conductor(
+    host: &str,
+    database_url: &str,
+    state_dir: &std::path::Path,
+    environment: &[(&str, &str)],
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_magnumd-testbed"))
+        .arg("conductor")
+        .env("MAGNUM_DATABASE__URL", database_url)
+        .env("MAGNUM_SERVER__STATE_DIR", state_dir)
+        .env("MAGNUM_CONDUCTOR__HOST", host)
+        .env("MAGNUM_CONDUCTOR__LEASE", "2")
+        .env("MAGNUM_CONDUCTOR__POLL_INTERVAL_MS", "100")
+        .env("MAGNUM_CONDUCTOR__HEARTBEAT_INTERVAL", "1")
+        .env("MAGNUM_LOG__LEVEL", "warn")
+        .envs(environment.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("magnumd-testbed conductor starts")
 }
 
 impl Service {
@@ -304,10 +337,21 @@ struct Expected {
 /// `$MAGNUM_CHAOS_LOG_DIR` (default: the temp directory) under its seed.
 #[tokio::test]
 async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
+    chaos_campaign(false).await;
+}
+
+/// The same campaign against `api` + two `conductor` processes on PostgreSQL (when the suite
+/// has it), each kill taking one of the three.
+#[tokio::test]
+async fn a_random_campaign_against_an_api_and_two_conductors() {
+    chaos_campaign(true).await;
+}
+
+async fn chaos_campaign(split: bool) {
     let trials: u64 = std::env::var("MAGNUM_CHAOS_TRIALS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(if split { 20 } else { 40 });
     let seed: u64 = std::env::var("MAGNUM_CHAOS_SEED")
         .ok()
         .and_then(|value| value.parse().ok())
@@ -320,14 +364,52 @@ async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
         });
     let mut random = Random(seed);
     // MAGNUM_CHAOS_ENGINE=postgres|mysql runs the campaign on that database (default SQLite).
-    let engine = std::env::var("MAGNUM_CHAOS_ENGINE")
+    let wanted = std::env::var("MAGNUM_CHAOS_ENGINE")
         .ok()
+        .or_else(|| split.then(|| "postgres".to_owned()));
+    let engine = wanted
         .and_then(|name| engines().into_iter().find(|engine| engine.name() == name))
         .unwrap_or(engines()[0]);
     let database = TestDatabase::create(engine).await;
     let state = tempfile::tempdir().unwrap();
     let url = database.url.clone();
-    let mut service = start(&url, state.path());
+    // MAGNUM_CHAOS_SPLIT=1: an `api` process and two `conductor` processes instead of `all`;
+    // each kill takes one of the three at random.
+    let split = split || std::env::var("MAGNUM_CHAOS_SPLIT").is_ok_and(|value| value == "1");
+    let key_file = state.path().join("certificate-key");
+    let key_setting = key_file.display().to_string();
+    let environment: Vec<(&str, &str)> = if split {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&key_file, "5a".repeat(32)).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let upgraded = Command::new(env!("CARGO_BIN_EXE_magnumd-testbed"))
+            .args(["db", "upgrade"])
+            .env("MAGNUM_DATABASE__URL", &url)
+            .env("MAGNUM_SERVER__STATE_DIR", state.path())
+            .status()
+            .unwrap();
+        assert!(upgraded.success());
+        vec![("MAGNUM_CERTIFICATES__KEY_FILE", key_setting.as_str())]
+    } else {
+        Vec::new()
+    };
+    let start_front = || {
+        if split {
+            start_role("api", &url, state.path(), &environment)
+        } else {
+            start(&url, state.path())
+        }
+    };
+    let conductor_names = ["chaos-c1", "chaos-c2"];
+    let mut conductors: Vec<Child> = if split {
+        conductor_names
+            .iter()
+            .map(|name| start_conductor(name, &url, state.path(), &environment))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut service = start_front();
     template(&service, "t1").await;
     template(&service, "t2").await;
     let mut clusters: Vec<(String, Expected)> = Vec::new();
@@ -445,9 +527,27 @@ async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
         let killed = random.chance(60);
         if killed {
             kills += 1;
-            service.kill();
-            service = start(&url, state.path());
-            log.push(format!("trial {trial}: magnumd killed and restarted"));
+            let victim = if split { random.below(3) as usize } else { 0 };
+            if victim == 0 {
+                service.kill();
+                service = start_front();
+            } else {
+                let index = victim - 1;
+                conductors[index].kill().unwrap();
+                conductors[index].wait().unwrap();
+                conductors[index] =
+                    start_conductor(conductor_names[index], &url, state.path(), &environment);
+            }
+            let killed_name = if victim == 0 {
+                if split {
+                    "the api"
+                } else {
+                    "magnumd"
+                }
+            } else {
+                conductor_names[victim - 1]
+            };
+            log.push(format!("trial {trial}: {killed_name} killed and restarted"));
         }
         // Every cluster comes to rest within the bound; then the invariants.
         let settled_from = Instant::now();
@@ -523,10 +623,19 @@ async fn a_random_campaign_of_kills_leaves_nothing_stuck_or_lost() {
         worst = worst.max(settled_from.elapsed());
     }
     service.kill();
+    for mut conductor in conductors {
+        let _ = conductor.kill();
+        let _ = conductor.wait();
+    }
     let summary = format!(
-        "chaos: {} database, seed {seed}, {trials} trials, {kills} kills of magnumd, {} invariant \
+        "chaos: {} database, {}, seed {seed}, {trials} trials, {kills} kills, {} invariant \
          violations, worst time to rest {} ms",
         engine.name(),
+        if split {
+            "api + 2 conductors"
+        } else {
+            "magnumd all"
+        },
         violations.len(),
         worst.as_millis()
     );
