@@ -701,18 +701,19 @@ impl Runtime {
             .nodegroups
             .iter()
             .find(|group| group.uuid == node.nodegroup);
-        let mut labels = vec![
-            format!(
-                "magnum.nodegroup={}",
-                nodegroup.map_or("", |group| group.name.as_str())
-            ),
-            format!("magnum.role={}", node.role),
-        ];
+        let mut labels = Vec::new();
         if let Some(group) = nodegroup {
             for (key, value) in &group.node_labels {
                 labels.push(format!("{key}={}", value.as_str().unwrap_or_default()));
             }
         }
+        // The driver's own labels come last: a user's node label of the same name cannot
+        // take their place.
+        labels.push(format!(
+            "magnum.nodegroup={}",
+            nodegroup.map_or("", |group| group.name.as_str())
+        ));
+        labels.push(format!("magnum.role={}", node.role));
         let mut arguments = vec!["node".to_owned(), "update".to_owned()];
         for label in labels {
             arguments.push("--label-add".to_owned());

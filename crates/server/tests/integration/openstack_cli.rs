@@ -931,7 +931,7 @@ async fn openstack_coe_builds_resizes_and_deletes_a_real_local_cluster() {
             "--node-count",
             "1",
             "--node-labels",
-            "tier=batch",
+            "tier=batch,magnum.nodegroup=hijacked",
         ],
     )
     .await;
