@@ -10,9 +10,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 
-/// The refusal of a NUL character anywhere in a request, or in a value decoded from one
-/// (the same text as the router's). PostgreSQL cannot store NUL in text, and no attribute
-/// has a use for it.
+/// The refusal of a NUL character anywhere in a request, or in a value decoded from one.
+/// PostgreSQL cannot store NUL in text, and no attribute has a use for it.
 pub const NUL_REFUSED: &str =
     "Invalid input: the request contains a NUL character, which no attribute may hold.";
 

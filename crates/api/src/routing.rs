@@ -15,7 +15,7 @@ use crate::context::{
 };
 use crate::error::{routing_error, unsupported_version, ApiError};
 use crate::handlers::{certificates, cluster_templates, clusters, quotas, root, services, stats};
-use crate::input::{decode_path_segment, json_body, QueryArguments};
+use crate::input::{decode_path_segment, json_body, QueryArguments, NUL_REFUSED};
 use crate::microversion::{negotiate, VersionError};
 use crate::{AppState, Shared};
 
@@ -233,7 +233,7 @@ async fn route(
         }
         match read {
             Ok(bytes) => match json_body(headers, &bytes) {
-                Ok(body) if body.as_ref().is_some_and(contains_nul) => {
+                Ok(body) if body.as_ref().is_some_and(magnum_domain::contains_nul) => {
                     return ApiError::bad_request(NUL_REFUSED).into_response(request_id, version)
                 }
                 Ok(body) => body,
@@ -292,21 +292,6 @@ async fn route(
             accepts_json,
             request_id,
         ),
-    }
-}
-
-/// PostgreSQL cannot store NUL in text, and no attribute has a use for it.
-const NUL_REFUSED: &str =
-    "Invalid input: the request contains a NUL character, which no attribute may hold.";
-
-fn contains_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(text) => text.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(contains_nul),
-        serde_json::Value::Object(object) => object
-            .iter()
-            .any(|(key, value)| key.contains('\0') || contains_nul(value)),
-        _ => false,
     }
 }
 

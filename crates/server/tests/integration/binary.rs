@@ -328,10 +328,15 @@ fn without_dockerd_the_local_driver_says_so_at_start_and_on_validation() {
 
 /// `magnumd all` for the local driver, with a short lease so that a restart takes over fast.
 fn start_local(state: &str) -> (Child, String) {
+    start_local_in(state, "10.94.0.0/16", &[("MAGNUM_CONDUCTOR__LEASE", "2")])
+}
+
+/// `magnumd all` with the local driver cutting clusters from `pool`.
+fn start_local_in(state: &str, pool: &str, environment: &[(&str, &str)]) -> (Child, String) {
     let mut command = magnumd(&["all", "--listen", "127.0.0.1:0", "--state-dir", state]);
     command
-        .env("MAGNUM_CONDUCTOR__LEASE", "2")
-        .env("MAGNUM_DRIVERS__LOCAL__NETWORK_POOL", "10.94.0.0/16");
+        .env("MAGNUM_DRIVERS__LOCAL__NETWORK_POOL", pool)
+        .envs(environment.iter().copied());
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -481,23 +486,7 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
     let directory = tempfile::tempdir().unwrap();
     let state = directory.path().join("state");
     let state_arg = state.to_str().unwrap().to_owned();
-    let start = |state: &str| {
-        let mut command = magnumd(&["all", "--listen", "127.0.0.1:0", "--state-dir", state]);
-        command.env("MAGNUM_DRIVERS__LOCAL__NETWORK_POOL", "10.97.0.0/16");
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
-        let address = line
-            .strip_prefix("magnumd listening on http://")
-            .and_then(|rest| rest.strip_suffix("/v1"))
-            .unwrap()
-            .to_owned();
-        (child, address)
-    };
+    let start = |state: &str| start_local_in(state, "10.97.0.0/16", &[]);
     let (mut child, mut address) = start(&state_arg);
     let (status, body) = http(
         "POST",
