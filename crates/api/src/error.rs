@@ -2,6 +2,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, Response, StatusCode};
+use magnum_domain::aggregate::{ChangeRefused, RefusalKind};
 use magnum_domain::cluster_template::TemplateRuleError;
 use magnum_domain::policy::PolicyDenied;
 use magnum_driver::{ReferenceError, ResolutionError};
@@ -114,7 +115,67 @@ impl From<ResolutionError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        Self::internal(error)
+        match error {
+            StoreError::Busy => {
+                Self::conflict("The cluster was changed concurrently too often; retry.")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<ChangeRefused> for ApiError {
+    fn from(refused: ChangeRefused) -> Self {
+        let status = match refused.kind() {
+            RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
+            RefusalKind::NotFound => StatusCode::NOT_FOUND,
+            RefusalKind::Conflict => StatusCode::CONFLICT,
+        };
+        Self::new(status, refused.to_string())
+    }
+}
+
+/// Why a change through `Store::modify_cluster` did not happen: the handler refused it, or
+/// the store could not write it. Keeps `NotFound` apart, so that the handler can say which
+/// cluster (as the client named it) is gone.
+#[derive(Debug)]
+pub enum ChangeError {
+    Refused(ApiError),
+    Store(StoreError),
+}
+
+impl ChangeError {
+    /// The answer to the client; `gone` when the cluster no longer exists.
+    pub fn answer(self, gone: impl FnOnce() -> ApiError) -> ApiError {
+        match self {
+            ChangeError::Refused(error) => error,
+            ChangeError::Store(StoreError::NotFound) => gone(),
+            ChangeError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ChangeError {
+    fn from(error: StoreError) -> Self {
+        ChangeError::Store(error)
+    }
+}
+
+impl From<ApiError> for ChangeError {
+    fn from(error: ApiError) -> Self {
+        ChangeError::Refused(error)
+    }
+}
+
+impl From<ChangeRefused> for ChangeError {
+    fn from(refused: ChangeRefused) -> Self {
+        ChangeError::Refused(refused.into())
+    }
+}
+
+impl From<PolicyDenied> for ChangeError {
+    fn from(denied: PolicyDenied) -> Self {
+        ChangeError::Refused(denied.into())
     }
 }
 

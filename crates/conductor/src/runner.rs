@@ -3,20 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup, StatusEvent};
+use magnum_domain::aggregate::{ChangeRefused, ClusterAggregate, Phase};
+use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup};
 use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverEvent, DriverRegistry, Progress};
-use magnum_store::{ClusterChange, Outcome, Store, StoreError, TemplateScope};
+use magnum_store::{Outcome, Store, StoreError, TemplateScope};
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::notifications::{AuditAction, AuditEvent, AuditOutcome, Notifier};
 use crate::ConductorSettings;
-
-/// Attempts at a compare-and-set write before giving up on a busy cluster.
-const WRITE_ATTEMPTS: usize = 50;
 
 /// How often stranded clusters are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -32,36 +30,10 @@ pub(crate) struct Runner {
     owner: String,
 }
 
-/// What the operation does to cluster status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Create,
-    Update,
-    Rollback,
-}
-
-impl Phase {
-    fn success(self) -> StatusEvent {
-        match self {
-            Phase::Create => StatusEvent::CreateSucceeded,
-            Phase::Update => StatusEvent::UpdateSucceeded,
-            Phase::Rollback => StatusEvent::RollbackSucceeded,
-        }
-    }
-
-    fn failure(self) -> StatusEvent {
-        match self {
-            Phase::Create => StatusEvent::CreateFailed,
-            Phase::Update => StatusEvent::UpdateFailed,
-            Phase::Rollback => StatusEvent::RollbackFailed,
-        }
-    }
-
-    fn audit_action(self) -> AuditAction {
-        match self {
-            Phase::Create => AuditAction::Create,
-            Phase::Update | Phase::Rollback => AuditAction::Update,
-        }
+fn audit_action(phase: Phase) -> AuditAction {
+    match phase {
+        Phase::Create => AuditAction::Create,
+        Phase::Update | Phase::Rollback => AuditAction::Update,
     }
 }
 
@@ -322,14 +294,10 @@ impl Runner {
         if operation.kind == OperationKind::DeleteCluster {
             return self.delete_cluster(&operation, cluster, &parameters).await;
         }
-        let phase = match (operation.kind, cluster.status) {
-            (OperationKind::CreateCluster, ClusterStatus::CreateInProgress) => Phase::Create,
-            (OperationKind::CreateCluster, _) => return Ok(Outcome::Succeeded),
-            (_, ClusterStatus::UpdateInProgress) => Phase::Update,
-            (_, ClusterStatus::RollbackInProgress) => Phase::Rollback,
-            // Nothing left to do: an earlier run finished the change before it could
-            // record so, or another operation ended it.
-            _ => return Ok(Outcome::Succeeded),
+        // None: nothing left to do; an earlier run finished the change before it could
+        // record so, or another operation ended it.
+        let Some(phase) = Phase::of(operation.kind, cluster.status) else {
+            return Ok(Outcome::Succeeded);
         };
         if operation.attempts > self.settings.max_attempts {
             let reason = format!(
@@ -340,7 +308,7 @@ impl Runner {
         }
         if operation.attempts == 1 && phase != Phase::Rollback {
             self.audit(
-                phase.audit_action(),
+                audit_action(phase),
                 AuditOutcome::Pending,
                 &cluster,
                 &parameters,
@@ -460,47 +428,29 @@ impl Runner {
         )))
     }
 
-    /// Re-reads the cluster and its nodegroups, lets `edit` change them, and writes the
-    /// result compare-and-set, again on conflict. `edit` returns the nodegroups to remove,
-    /// or `None` to write nothing.
-    async fn write_cluster<F>(&self, uuid: Uuid, mut edit: F) -> Result<Option<Cluster>, StoreError>
+    /// Records an outcome through the store's one commit path. `Ok(None)` when the cluster
+    /// is gone; `Ok(Some(Err(_)))` when its status can no longer take the outcome (a
+    /// deletion started meanwhile, say): then nothing is written and the caller says so.
+    async fn record<F>(
+        &self,
+        uuid: Uuid,
+        mut outcome: F,
+    ) -> Result<Option<Result<Cluster, ChangeRefused>>, StoreError>
     where
-        F: FnMut(&mut Cluster, &mut [NodeGroup]) -> Option<Vec<Uuid>>,
+        F: FnMut(&mut ClusterAggregate) -> Result<(), ChangeRefused>,
     {
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(mut cluster) = self.store.cluster_by_uuid(uuid).await? else {
-                return Ok(None);
-            };
-            let original = self.store.nodegroups_of_cluster(uuid).await?;
-            let mut nodegroups = original.clone();
-            let Some(removed) = edit(&mut cluster, &mut nodegroups) else {
-                return Ok(None);
-            };
-            let now = Timestamp::now();
-            cluster.updated_at = Some(now);
-            let changed: Vec<NodeGroup> = nodegroups
-                .into_iter()
-                .zip(original)
-                .filter(|(new, old)| new != old && !removed.contains(&new.uuid))
-                .map(|(mut new, _)| {
-                    new.updated_at = Some(now);
-                    new
-                })
-                .collect();
-            let change = ClusterChange {
-                cluster: &cluster,
-                nodegroups: &changed,
-                removed_nodegroups: &removed,
-                operation: None,
-            };
-            match self.store.commit_cluster_change(change).await {
-                Ok(stored) => return Ok(Some(stored)),
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::NotFound) => return Ok(None),
-                Err(error) => return Err(error),
-            }
+        let written = self
+            .store
+            .modify_cluster(uuid, |aggregate| -> Result<(), Refusal> {
+                outcome(aggregate).map_err(Refusal::Refused)
+            })
+            .await;
+        match written {
+            Ok(((), stored)) => Ok(Some(Ok(stored.cluster))),
+            Err(Refusal::Refused(refused)) => Ok(Some(Err(refused))),
+            Err(Refusal::Store(StoreError::NotFound)) => Ok(None),
+            Err(Refusal::Store(error)) => Err(error),
         }
-        Err(StoreError::Conflict)
     }
 
     /// Whether a newer operation waits on the cluster; it, not this one, settles the status.
@@ -523,77 +473,26 @@ impl Runner {
         observed: magnum_driver::Observed,
     ) -> Result<Outcome, StoreError> {
         let settle_status = !self.superseded_by_newer(operation).await?;
+        let now = Timestamp::now();
         let written = self
-            .write_cluster(operation.cluster_uuid, |cluster, nodegroups| {
-                if settle_status {
-                    cluster.status = cluster.status.apply(phase.success()).ok()?;
-                    cluster.status_reason = Some(
-                        match phase {
-                            Phase::Create => "Cluster created.",
-                            Phase::Update => "Cluster updated.",
-                            Phase::Rollback => "The failed update was rolled back.",
-                        }
-                        .to_owned(),
-                    );
-                }
-                if observed.stack_id.is_some() {
-                    cluster.stack_id.clone_from(&observed.stack_id);
-                }
-                if observed.api_address.is_some() {
-                    cluster.api_address.clone_from(&observed.api_address);
-                }
-                if observed.coe_version.is_some() {
-                    cluster.coe_version.clone_from(&observed.coe_version);
-                }
-                if observed.container_version.is_some() {
-                    cluster
-                        .container_version
-                        .clone_from(&observed.container_version);
-                }
-                let mut removed = Vec::new();
-                for nodegroup in nodegroups.iter_mut() {
-                    if let Some(seen) = observed
-                        .nodegroups
-                        .iter()
-                        .find(|seen| seen.uuid == nodegroup.uuid)
-                    {
-                        nodegroup.node_addresses.clone_from(&seen.node_addresses);
-                        if seen.coe_version.is_some() {
-                            nodegroup.coe_version.clone_from(&seen.coe_version);
-                        }
-                    }
-                    if nodegroup.stack_id.is_none() {
-                        nodegroup.stack_id.clone_from(&cluster.stack_id);
-                    }
-                    let settled = match nodegroup.status {
-                        ClusterStatus::CreateInProgress => Some(ClusterStatus::CreateComplete),
-                        ClusterStatus::UpdateInProgress => Some(ClusterStatus::UpdateComplete),
-                        ClusterStatus::DeleteInProgress => {
-                            removed.push(nodegroup.uuid);
-                            None
-                        }
-                        _ => None,
-                    };
-                    if let Some(settled) = settled {
-                        nodegroup.status = settled;
-                        nodegroup.status_reason = None;
-                    }
-                }
-                Some(removed)
+            .record(operation.cluster_uuid, |aggregate| {
+                aggregate.succeed(phase, settle_status, &observed, now)
             })
             .await?;
-        if settle_status {
-            if let Some(cluster) = written {
+        match written {
+            Some(Ok(cluster)) if settle_status => {
                 self.audit(
-                    phase.audit_action(),
+                    audit_action(phase),
                     AuditOutcome::Success,
                     &cluster,
                     parameters,
                 )
                 .await;
+                Ok(Outcome::Succeeded)
             }
+            Some(Err(refused)) => Ok(refused_outcome(operation, &refused)),
+            _ => Ok(Outcome::Succeeded),
         }
-        Ok(Outcome::Succeeded)
     }
 
     /// Records failure with its reason; what the change asked for is put back to what it
@@ -606,56 +505,26 @@ impl Runner {
         reason: String,
     ) -> Result<Outcome, StoreError> {
         let settle_status = !self.superseded_by_newer(operation).await?;
-        let restore = phase == Phase::Update;
+        let now = Timestamp::now();
         let written = self
-            .write_cluster(operation.cluster_uuid, |cluster, nodegroups| {
-                if settle_status {
-                    cluster.status = cluster.status.apply(phase.failure()).ok()?;
-                    cluster.status_reason = Some(reason.clone());
-                } else {
-                    cluster.status_reason = Some(format!(
-                        "A change failed ({reason}); applying the next one."
-                    ));
-                }
-                if restore {
-                    if let Some(previous) = parameters.previous_template {
-                        cluster.cluster_template_id = previous;
-                    }
-                }
-                for nodegroup in nodegroups.iter_mut() {
-                    if restore {
-                        if let Some((_, count)) = parameters
-                            .previous_node_counts
-                            .iter()
-                            .find(|(uuid, _)| *uuid == nodegroup.uuid)
-                        {
-                            nodegroup.node_count = *count;
-                        }
-                    }
-                    let failed = match nodegroup.status {
-                        ClusterStatus::CreateInProgress => Some(ClusterStatus::CreateFailed),
-                        ClusterStatus::UpdateInProgress => Some(ClusterStatus::UpdateFailed),
-                        ClusterStatus::DeleteInProgress => Some(ClusterStatus::DeleteFailed),
-                        _ => None,
-                    };
-                    if let Some(failed) = failed {
-                        nodegroup.status = failed;
-                        nodegroup.status_reason = Some(reason.clone());
-                    }
-                }
-                Some(Vec::new())
+            .record(operation.cluster_uuid, |aggregate| {
+                aggregate.fail(phase, settle_status, &reason, parameters, now)
             })
             .await?;
-        if settle_status {
-            if let Some(cluster) = written {
+        match written {
+            Some(Ok(cluster)) if settle_status => {
                 self.audit(
-                    phase.audit_action(),
+                    audit_action(phase),
                     AuditOutcome::Failure,
                     &cluster,
                     parameters,
                 )
                 .await;
             }
+            Some(Err(refused)) => {
+                tracing::warn!(operation.id = %operation.uuid, %refused, "the failure could not be recorded");
+            }
+            _ => {}
         }
         tracing::warn!(operation.id = %operation.uuid, cluster.id = %operation.cluster_uuid, %reason, "operation failed");
         Ok(Outcome::Failed { reason })
@@ -670,27 +539,20 @@ impl Runner {
         reason: String,
         deadline: Option<Timestamp>,
     ) -> Result<Outcome, StoreError> {
+        let now = Timestamp::now();
         let started = self
-            .write_cluster(operation.cluster_uuid, |cluster, nodegroups| {
-                cluster.status = cluster.status.apply(StatusEvent::RollbackStarted).ok()?;
-                cluster.status_reason = Some(format!("Rolling back: {reason}"));
-                if let Some(previous) = parameters.previous_template {
-                    cluster.cluster_template_id = previous;
-                }
-                for nodegroup in nodegroups.iter_mut() {
-                    if let Some((_, count)) = parameters
-                        .previous_node_counts
-                        .iter()
-                        .find(|(uuid, _)| *uuid == nodegroup.uuid)
-                    {
-                        nodegroup.node_count = *count;
-                    }
-                }
-                Some(Vec::new())
+            .record(operation.cluster_uuid, |aggregate| {
+                aggregate.start_rollback(&reason, parameters, now)
             })
             .await?;
-        let Some(cluster) = started else {
-            return Ok(Outcome::Failed { reason });
+        let cluster = match started {
+            Some(Ok(cluster)) => cluster,
+            Some(Err(refused)) => {
+                return Ok(Outcome::Failed {
+                    reason: format!("{reason} (no rollback: {refused})"),
+                })
+            }
+            None => return Ok(Outcome::Failed { reason }),
         };
         match self
             .converge_once(operation, parameters, &cluster, Phase::Rollback, deadline)
@@ -795,14 +657,16 @@ impl Runner {
                 Ok(Outcome::Succeeded)
             }
             Some(reason) => {
+                let now = Timestamp::now();
                 let written = self
-                    .write_cluster(cluster.uuid, |cluster, _| {
-                        cluster.status = cluster.status.apply(StatusEvent::DeleteFailed).ok()?;
-                        cluster.status_reason = Some(reason.clone());
-                        Some(Vec::new())
+                    .record(cluster.uuid, |aggregate| {
+                        aggregate.delete_failed(&reason, now)
                     })
                     .await?;
-                if let Some(cluster) = written {
+                if let Some(Err(refused)) = &written {
+                    tracing::warn!(cluster.id = %cluster.uuid, %refused, "the failed deletion could not be recorded");
+                }
+                if let Some(Ok(cluster)) = written {
                     self.audit(
                         AuditAction::Delete,
                         AuditOutcome::Failure,
@@ -848,23 +712,29 @@ impl Runner {
                 Ok(operations) if operations.is_empty() => {}
                 _ => continue,
             }
-            let event = match cluster.status {
-                ClusterStatus::CreateInProgress => StatusEvent::CreateFailed,
-                ClusterStatus::UpdateInProgress => StatusEvent::UpdateFailed,
-                ClusterStatus::RollbackInProgress => StatusEvent::RollbackFailed,
-                _ => StatusEvent::DeleteFailed,
-            };
             let reason =
                 "The change under way was lost before it finished; retry it or delete the cluster.";
+            let now = Timestamp::now();
             let written = self
-                .write_cluster(cluster.uuid, |cluster, _| {
-                    cluster.status = cluster.status.apply(event).ok()?;
-                    cluster.status_reason = Some(reason.to_owned());
-                    Some(Vec::new())
+                .record(cluster.uuid, |aggregate| {
+                    // Only a cluster still in progress is stranded; it may have moved on.
+                    if !aggregate.cluster.status.is_in_progress() {
+                        return Ok(());
+                    }
+                    aggregate.strand(reason, now)
                 })
                 .await;
-            if let Ok(Some(_)) = written {
-                tracing::warn!(cluster.id = %cluster.uuid, "stranded cluster failed");
+            match written {
+                Ok(Some(Ok(_))) => {
+                    tracing::warn!(cluster.id = %cluster.uuid, "stranded cluster failed");
+                }
+                Ok(Some(Err(refused))) => {
+                    tracing::warn!(cluster.id = %cluster.uuid, %refused, "cannot fail a stranded cluster");
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(cluster.id = %cluster.uuid, %error, "cannot fail a stranded cluster");
+                }
             }
         }
     }
@@ -940,26 +810,37 @@ async fn record_health(
     status: magnum_domain::cluster::HealthStatus,
     reason: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), StoreError> {
-    for _ in 0..WRITE_ATTEMPTS {
-        let Some(mut cluster) = store.cluster_by_uuid(uuid).await? else {
-            return Ok(());
-        };
-        if cluster.health_status == Some(status) && cluster.health_status_reason == reason {
-            return Ok(());
-        }
-        cluster.health_status = Some(status);
-        cluster.health_status_reason = reason.clone();
-        cluster.updated_at = Some(Timestamp::now());
-        match store
-            .commit_cluster_change(ClusterChange::of(&cluster))
-            .await
-        {
-            Ok(_) | Err(StoreError::NotFound) => return Ok(()),
-            Err(StoreError::Conflict) => continue,
-            Err(error) => return Err(error),
-        }
+    let now = Timestamp::now();
+    match store
+        .modify_cluster(uuid, |aggregate| -> Result<(), StoreError> {
+            aggregate.set_health(Some(status), reason.clone(), now);
+            Ok(())
+        })
+        .await
+    {
+        Ok(_) | Err(StoreError::NotFound) => Ok(()),
+        Err(error) => Err(error),
     }
-    Ok(())
+}
+
+/// Why an outcome was not written: the domain refused it, or the store failed.
+enum Refusal {
+    Refused(ChangeRefused),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        Refusal::Store(error)
+    }
+}
+
+/// An outcome the cluster's status can no longer take: recorded on the operation, with why.
+fn refused_outcome(operation: &Operation, refused: &ChangeRefused) -> Outcome {
+    tracing::warn!(operation.id = %operation.uuid, %refused, "the outcome could not be recorded on the cluster");
+    Outcome::Failed {
+        reason: format!("The cluster moved on before this change could be recorded: {refused}"),
+    }
 }
 
 /// Where this process's PID means something: this boot of this machine (two machines may

@@ -343,6 +343,59 @@ impl NodeGroup {
     }
 }
 
+/// What happened to a nodegroup. Nodegroups follow their cluster's changes with a table of
+/// their own: a change may start from any status but a deletion under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodegroupEvent {
+    ChangeStarted,
+    DeleteStarted,
+    Succeeded,
+    Failed,
+}
+
+impl NodegroupEvent {
+    pub const ALL: [NodegroupEvent; 4] = [
+        NodegroupEvent::ChangeStarted,
+        NodegroupEvent::DeleteStarted,
+        NodegroupEvent::Succeeded,
+        NodegroupEvent::Failed,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("A nodegroup in status \"{from}\" cannot take the event {event:?}.")]
+pub struct NodegroupTransitionRefused {
+    pub from: ClusterStatus,
+    pub event: NodegroupEvent,
+}
+
+impl ClusterStatus {
+    /// A nodegroup's status after `event`, or why it cannot take it now.
+    pub fn apply_to_nodegroup(
+        self,
+        event: NodegroupEvent,
+    ) -> Result<ClusterStatus, NodegroupTransitionRefused> {
+        use ClusterStatus as S;
+        use NodegroupEvent as E;
+        let next = match (event, self) {
+            (E::ChangeStarted, S::DeleteInProgress | S::DeleteComplete) => None,
+            (E::ChangeStarted, _) => Some(S::UpdateInProgress),
+            (E::DeleteStarted, S::DeleteComplete) => None,
+            (E::DeleteStarted, _) => Some(S::DeleteInProgress),
+            (E::Succeeded, S::CreateInProgress) => Some(S::CreateComplete),
+            (E::Succeeded, S::UpdateInProgress) => Some(S::UpdateComplete),
+            (E::Succeeded, S::DeleteInProgress) => Some(S::DeleteComplete),
+            (E::Succeeded, S::RollbackInProgress) => Some(S::RollbackComplete),
+            (E::Failed, S::CreateInProgress) => Some(S::CreateFailed),
+            (E::Failed, S::UpdateInProgress) => Some(S::UpdateFailed),
+            (E::Failed, S::DeleteInProgress) => Some(S::DeleteFailed),
+            (E::Failed, S::RollbackInProgress) => Some(S::RollbackFailed),
+            (E::Succeeded | E::Failed, _) => None,
+        };
+        next.ok_or(NodegroupTransitionRefused { from: self, event })
+    }
+}
+
 /// What happened to a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusEvent {

@@ -1,6 +1,7 @@
 //! Magnum's domain: the records the service keeps, the rules they obey and the policy that
 //! decides who may touch them. Nothing in this crate does IO.
 
+pub mod aggregate;
 pub mod cluster;
 pub mod cluster_template;
 pub mod identity;

@@ -498,13 +498,11 @@ impl Runtime {
             // A sandbox that could not be built ends at once: say why without waiting.
             let gone = sandbox.pid().is_none() && started.elapsed() > Duration::from_secs(2);
             if gone || started.elapsed() > Duration::from_secs(30) {
-                let log = std::fs::read_to_string(sandbox.log_file()).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(3).collect();
                 return Err(failed(format!(
                     "dockerd of node {} did not start{}: {}",
                     node.name,
                     if gone { "" } else { " within 30 s" },
-                    tail.join(" / ")
+                    sandbox.log_tail(3)
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -848,6 +846,9 @@ impl Runtime {
         if state.nodes.is_empty() || state.nodes.iter().any(|node| node.swarm_id.is_none()) {
             return None;
         }
+        for node in &state.nodes {
+            self.sandbox(cluster, &node.name, "").trim_log();
+        }
         let mut reason = serde_json::Map::new();
         let manager = state
             .nodes
@@ -1058,10 +1059,30 @@ impl Runtime {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let names: Vec<&str> = not_ready.iter().map(|node| node.name.as_str()).collect();
+                // Say what the manager saw of each node, and leave the node's own account in
+                // the operator's log: a reason of just "not Ready" cannot be acted upon.
+                let described: Vec<String> = not_ready
+                    .iter()
+                    .map(|node| {
+                        let id = node.swarm_id.as_deref().unwrap_or("-");
+                        let seen = listing
+                            .lines()
+                            .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
+                            .unwrap_or("absent");
+                        let tail = self.sandbox(cluster, &node.name, "").log_tail(8);
+                        tracing::warn!(
+                            cluster.id = %cluster,
+                            node = %node.name,
+                            manager_view = seen,
+                            dockerd_log_tail = %tail,
+                            "node not Ready"
+                        );
+                        format!("{} ({seen})", node.name)
+                    })
+                    .collect();
                 return Err(failed(format!(
                     "Nodes {} did not become Ready within {} s.",
-                    names.join(", "),
+                    described.join(", "),
                     NODES_READY_TIMEOUT.as_secs()
                 )));
             }

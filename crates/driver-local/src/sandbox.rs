@@ -12,6 +12,7 @@
 //! host.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,10 @@ const _: () = assert!(LAST_SLOT * RANGE + (RANGE - 1) < u32::MAX);
 const NODE_OVERHEAD_MIB: u64 = 512;
 const NODE_OVERHEAD_PIDS: u32 = 1024;
 /// How long a node's dockerd gets to stop on SIGTERM before the node is killed.
+/// A node's dockerd.log is trimmed past this size, to its newest `LOG_KEPT` bytes.
+pub const LOG_LIMIT: u64 = 8 * 1024 * 1024;
+const LOG_KEPT: u64 = 256 * 1024;
+
 pub const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// The cgroup v1 hierarchies a node gets a subtree in (those mounted on this host).
@@ -163,6 +168,57 @@ impl NodeSandbox {
         self.directory.join("dockerd.log")
     }
 
+    /// The last `lines` lines of the node's log, read from its last 16 KiB only.
+    pub fn log_tail(&self, lines: usize) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(self.log_file()) else {
+            return String::new();
+        };
+        let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(length.saturating_sub(16 * 1024)));
+        let mut bytes = Vec::new();
+        let _ = file.take(16 * 1024).read_to_end(&mut bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        let mut tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        tail.reverse();
+        tail.join(" / ")
+    }
+
+    /// Keeps the node's log under `LOG_LIMIT`: a tenant can make its dockerd log (refused
+    /// requests are logged), and the host's disk is not theirs. Past the limit the log keeps
+    /// only its newest `LOG_KEPT` bytes. The node writes in append mode, so it goes on at the
+    /// new end.
+    pub fn trim_log(&self) {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.log_file();
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        else {
+            return;
+        };
+        let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+        if length <= LOG_LIMIT {
+            return;
+        }
+        let mut kept = Vec::new();
+        if file.seek(SeekFrom::Start(length - LOG_KEPT)).is_err()
+            || Read::by_ref(&mut file)
+                .take(LOG_KEPT)
+                .read_to_end(&mut kept)
+                .is_err()
+        {
+            return;
+        }
+        let mut trimmed = b"[log trimmed by magnumd]\n".to_vec();
+        trimmed.extend_from_slice(&kept);
+        // A failure here leaves the log as it was or emptied: either way bounded.
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = std::io::Write::write_all(&mut file, &trimmed);
+    }
+
     pub fn tls_directory(&self) -> PathBuf {
         self.directory.join("tls")
     }
@@ -206,7 +262,13 @@ impl NodeSandbox {
             write_private(&self.directory.join(name), script.as_bytes())?;
         }
         let cgroups = self.create_cgroups(limits)?;
-        let log = std::fs::File::create(self.log_file())
+        // Appended to, not replaced: a restarted node's log still says why it went down.
+        self.trim_log();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.log_file())
             .map_err(|error| failed(format!("cannot create the node log: {error}")))?;
         let log_err = log
             .try_clone()
@@ -715,7 +777,6 @@ pub async fn remove_firewall(table: &str) {
 
 /// Writes `contents` to a new 0600 file.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DriverError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -740,6 +801,37 @@ mod tests {
             subuid: scratch.join("subuid"),
             subgid: scratch.join("missing"),
         }
+    }
+
+    #[test]
+    fn a_node_log_is_trimmed_to_its_newest_part_and_its_tail_read_from_the_end() {
+        let scratch = tempfile::tempdir().unwrap();
+        let sandbox = NodeSandbox {
+            directory: scratch.path().to_owned(),
+            run_directory: scratch.path().join("run"),
+            netns: "unused".to_owned(),
+            cgroup: "unused".to_owned(),
+            hostname: "unused".to_owned(),
+        };
+        assert_eq!(sandbox.log_tail(3), "", "no log yet");
+        let line = "x".repeat(99) + "\n";
+        let mut text = line.repeat(usize::try_from(LOG_LIMIT).unwrap() / 100);
+        text.push_str("second to last\nlast\n");
+        std::fs::write(sandbox.log_file(), &text).unwrap();
+        assert_eq!(sandbox.log_tail(2), "second to last / last");
+
+        sandbox.trim_log();
+        let trimmed = std::fs::read_to_string(sandbox.log_file()).unwrap();
+        assert!(trimmed.starts_with("[log trimmed by magnumd]\n"));
+        assert!(trimmed.ends_with("second to last\nlast\n"));
+        let expected = usize::try_from(LOG_KEPT).unwrap() + "[log trimmed by magnumd]\n".len();
+        assert_eq!(trimmed.len(), expected);
+        // Under the limit, nothing changes.
+        sandbox.trim_log();
+        assert_eq!(
+            std::fs::read_to_string(sandbox.log_file()).unwrap(),
+            trimmed
+        );
     }
 
     #[test]

@@ -163,23 +163,8 @@ pub struct Converge<'a> {
     pub max_batch_size: Option<i64>,
 }
 
-/// What a driver observed of a cluster after converging it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observed {
-    /// The driver's own id for the cluster (`stack_id` / `cluster_id`).
-    pub stack_id: Option<String>,
-    pub api_address: Option<String>,
-    pub coe_version: Option<String>,
-    pub container_version: Option<String>,
-    pub nodegroups: Vec<ObservedNodeGroup>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedNodeGroup {
-    pub uuid: Uuid,
-    pub node_addresses: Vec<String>,
-    pub coe_version: Option<String>,
-}
+/// What a driver observed of a cluster after converging it (the domain records it).
+pub use magnum_domain::aggregate::{Observed, ObservedNodeGroup};
 
 /// Why a driver could not do what it was asked; messages are for tenants.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -84,22 +84,11 @@ impl ClusterScope<'_> {
 /// it carries), nodegroups changed (same rule) or new (`id == 0`), nodegroups removed, and
 /// the operation that will carry the change out.
 #[derive(Debug, Clone, Copy)]
-pub struct ClusterChange<'a> {
+pub(crate) struct ClusterChange<'a> {
     pub cluster: &'a Cluster,
     pub nodegroups: &'a [NodeGroup],
     pub removed_nodegroups: &'a [Uuid],
     pub operation: Option<&'a Operation>,
-}
-
-impl<'a> ClusterChange<'a> {
-    pub fn of(cluster: &'a Cluster) -> Self {
-        Self {
-            cluster,
-            nodegroups: &[],
-            removed_nodegroups: &[],
-            operation: None,
-        }
-    }
 }
 
 fn placeholders(columns: &str) -> String {
@@ -135,6 +124,17 @@ impl Store {
     /// nothing. `NotFound` when its template no longer exists; `LimitReached` when the
     /// project already has `cluster_limit` clusters.
     pub async fn create_cluster(
+        &self,
+        cluster: &Cluster,
+        nodegroups: &[NodeGroup],
+        operation: &Operation,
+        cluster_limit: Option<i64>,
+    ) -> Result<Cluster, StoreError> {
+        self.retrying(|| self.create_cluster_once(cluster, nodegroups, operation, cluster_limit))
+            .await
+    }
+
+    async fn create_cluster_once(
         &self,
         cluster: &Cluster,
         nodegroups: &[NodeGroup],
@@ -226,10 +226,10 @@ impl Store {
     /// they were read (`Conflict` otherwise, `NotFound` when the cluster is gone). The
     /// cluster's counts and addresses are recomputed from its nodegroups in the same
     /// transaction. Returns the stored cluster.
-    pub async fn commit_cluster_change(
+    pub(crate) async fn commit_cluster_change(
         &self,
         change: ClusterChange<'_>,
-    ) -> Result<Cluster, StoreError> {
+    ) -> Result<(Cluster, Vec<NodeGroup>), StoreError> {
         let cluster = change.cluster;
         let mut transaction = self.begin_write().await?;
         let update_nodegroup = format!(
@@ -297,10 +297,13 @@ impl Store {
         self.bump_generation(&mut transaction, CLUSTER_GENERATION)
             .await?;
         transaction.commit().await?;
-        Ok(Cluster {
-            version: cluster.version + 1,
-            ..stored
-        })
+        Ok((
+            Cluster {
+                version: cluster.version + 1,
+                ..stored
+            },
+            nodegroups,
+        ))
     }
 
     /// Removes the cluster, its nodegroups and its operations. False when it was gone.

@@ -10,6 +10,9 @@ pub enum StoreError {
     DuplicateUuid(uuid::Uuid),
     #[error("the record was changed concurrently")]
     Conflict,
+    /// Changed concurrently again and again: the caller may try later.
+    #[error("the record was changed concurrently too often")]
+    Busy,
     #[error("the record is referenced by one or more clusters")]
     InUse,
     #[error("the record does not exist")]
@@ -31,6 +34,25 @@ impl StoreError {
         StoreError::Connect {
             url: redact_url(url),
             source,
+        }
+    }
+
+    /// Whether another try of the whole transaction can succeed: a lost compare-and-set, a
+    /// deadlock or lock wait timeout (MariaDB 1213/1205, PostgreSQL 40P01), a serialization
+    /// failure (40001) or a busy SQLite database.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Conflict => true,
+            StoreError::Database(sqlx::Error::Database(error)) => {
+                let code = error.code();
+                matches!(
+                    code.as_deref(),
+                    Some("40001" | "40P01" | "1213" | "1205" | "5" | "6" | "261" | "262" | "517")
+                ) || error.message().contains("Deadlock found")
+                    || error.message().contains("Lock wait timeout")
+                    || error.message().contains("database is locked")
+            }
+            _ => false,
         }
     }
 

@@ -7,6 +7,7 @@ mod cluster_templates;
 mod clusters;
 mod error;
 mod migrations;
+mod modify;
 mod operations;
 mod quotas;
 mod services;
@@ -20,9 +21,10 @@ use sqlx::{AnyPool, Executor};
 
 pub use certificates::StoredCertificate;
 pub use cluster_templates::{Page, SortDirection, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
-pub use clusters::{ClusterChange, ClusterScope, CLUSTER_SORT_KEYS};
+pub use clusters::{ClusterScope, CLUSTER_SORT_KEYS};
 pub use error::StoreError;
 pub use migrations::{AppliedMigration, MIGRATIONS};
+pub use modify::MODIFY_ATTEMPTS;
 pub use operations::Outcome;
 pub use quotas::{QuotaPage, QUOTA_SORT_KEYS};
 

@@ -5,18 +5,17 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{Method, Response, StatusCode};
-use magnum_domain::cluster::{Cluster, ClusterStatus, StatusEvent};
-use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
+use magnum_domain::cluster::{Cluster, ClusterStatus};
+use magnum_domain::operation::OperationKind;
 use magnum_domain::policy::Target;
-use magnum_domain::time::Timestamp;
 use magnum_driver::Action;
 use magnum_keystore::{ca_kind, KeystoreError};
-use magnum_store::{ClusterChange, ClusterScope, StoreError};
+use magnum_store::ClusterScope;
 use serde_json::{json, Value};
 
-use super::clusters::{driver_for, initiator, resolve, sorted_object, CONCURRENT_UPDATE_ATTEMPTS};
+use super::clusters::{change_request, driver_for, resolve, sorted_object};
 use super::respond;
-use crate::error::ApiError;
+use crate::error::{ApiError, ChangeError};
 use crate::input::{attribute, body_object, mandatory, parse_object, Attribute, Kind};
 use crate::microversion::Version;
 use crate::routing::{ResourceRequest, Routed};
@@ -164,59 +163,20 @@ async fn start_operation(
     reason: &str,
 ) -> Result<(), ApiError> {
     let state = request.state;
-    let identity = &request.context.identity;
-    let mut current = cluster.clone();
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        let now = Timestamp::now();
-        let mut updated = current.clone();
-        updated.status = current
-            .status
-            .apply(StatusEvent::UpdateStarted)
-            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
-        updated.status_reason = Some(reason.to_owned());
-        updated.updated_at = Some(now);
-        let operation = Operation::new(
-            cluster.uuid,
-            kind,
-            OperationParameters {
-                initiator: initiator(identity),
-                ..OperationParameters::default()
-            }
-            .to_payload(),
-            now,
-        );
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: &[],
-            removed_nodegroups: &[],
-            operation: Some(&operation),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                state.operations_enqueued.notify_one();
-                return Ok(());
-            }
-            Err(StoreError::Conflict) => {
-                current = state
-                    .store
-                    .cluster_by_uuid(cluster.uuid)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("Cluster {} could not be found.", cluster.uuid))
-                    })?;
-            }
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::not_found(format!(
-                    "Cluster {} could not be found.",
-                    cluster.uuid
-                )))
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Err(ApiError::conflict(
-        "The cluster was changed concurrently too often; retry.",
-    ))
+    let change = change_request(&request.context.identity);
+    state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<(), ChangeError> {
+            Ok(aggregate.start_rotation(kind, reason, &change)?)
+        })
+        .await
+        .map_err(|error| {
+            error.answer(|| {
+                ApiError::not_found(format!("Cluster {} could not be found.", cluster.uuid))
+            })
+        })?;
+    state.operations_enqueued.notify_one();
+    Ok(())
 }
 
 async fn rotate_ca(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{respond, respond_empty, respond_encoded};
 use crate::cache::{CachedResponse, ResponseCache};
-use crate::error::ApiError;
+use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
@@ -537,8 +537,6 @@ fn in_use(template: &ClusterTemplate) -> ApiError {
     ))
 }
 
-const CONCURRENT_UPDATE_ATTEMPTS: u64 = 40;
-
 async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
@@ -552,88 +550,72 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
     let operations = parse_patch(body, &PATCH_RULES)?;
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:update_all_projects");
-    let mut current = resolve(state, ident, scope).await?;
-    // A concurrent update makes the compare-and-set fail: re-apply on the fresh template,
-    // after a short random pause so that competing writers spread out.
-    for attempt in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        if attempt > 0 {
-            let jitter = uuid::Uuid::new_v4().as_u128() % 5 + 1;
-            tokio::time::sleep(std::time::Duration::from_millis(jitter as u64 * attempt)).await;
-        }
-        state
-            .policy
-            .enforce("clustertemplate:update", identity, &target(&current))?;
-        let mut document = match serde_json::to_value(view(&current, &context.base_url)) {
-            Ok(Value::Object(document)) => document,
-            _ => return Err(ApiError::internal("a template view is a JSON object")),
-        };
-        apply_patch(&mut document, &operations, &PATCH_RULES)?;
-        let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
-        let coe = parse_coe(&attributes)?;
-        let mut updated = from_attributes(&attributes, coe, ServerSet::of(&current));
-        check_rules(&state.settings.template_rules, &mut updated)?;
-        if (updated.public != current.public || updated.hidden != current.hidden)
-            && !state.policy.allows(
-                "clustertemplate:publish",
-                identity,
-                &Target::caller(identity),
-            )
-        {
-            return Err(publish_denied());
-        }
-        let resolved = state.drivers.resolve(
-            updated.driver.as_deref(),
-            &updated.image_id,
-            updated.server_type,
-            updated.coe,
-        )?;
-        resolved.driver.validate_references(&references(&updated))?;
-        if updated.cluster_distro != current.cluster_distro
-            && updated.cluster_distro.as_deref() != Some(resolved.os_distro.as_str())
-        {
-            return Err(ApiError::bad_request(format!(
-                "cluster_distro is the os_distro of the template's image: image {} has os_distro {}.",
-                updated.image_id, resolved.os_distro
-            )));
-        }
-        updated.cluster_distro = Some(resolved.os_distro.clone());
-        updated.driver = Some(resolved.driver.name().to_owned());
-        if updated.changed_attributes(&current).is_empty() {
-            return Ok(respond(
-                context,
-                StatusCode::OK,
-                &view(&current, &context.base_url),
-            ));
-        }
-        updated.updated_at = Some(Timestamp::now());
-        let allowed_while_in_use = current.update_allowed_while_in_use(&updated);
-        match state
-            .store
-            .update_cluster_template(&updated, !allowed_while_in_use)
-            .await
-        {
-            Ok(stored) => {
-                tracing::info!(cluster_template.id = %stored.uuid, "cluster template updated");
-                return Ok(respond(
-                    context,
-                    StatusCode::OK,
-                    &view(&stored, &context.base_url),
-                ));
+    let resolved = resolve(state, ident, scope).await?;
+    let stored = state
+        .store
+        .modify_cluster_template(resolved.uuid, |current| -> Result<_, ChangeError> {
+            state
+                .policy
+                .enforce("clustertemplate:update", identity, &target(current))?;
+            let mut document = match serde_json::to_value(view(current, &context.base_url)) {
+                Ok(Value::Object(document)) => document,
+                _ => return Err(ApiError::internal("a template view is a JSON object").into()),
+            };
+            apply_patch(&mut document, &operations, &PATCH_RULES)?;
+            let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
+            let coe = parse_coe(&attributes)?;
+            let mut updated = from_attributes(&attributes, coe, ServerSet::of(current));
+            check_rules(&state.settings.template_rules, &mut updated)?;
+            if (updated.public != current.public || updated.hidden != current.hidden)
+                && !state.policy.allows(
+                    "clustertemplate:publish",
+                    identity,
+                    &Target::caller(identity),
+                )
+            {
+                return Err(publish_denied().into());
             }
-            Err(StoreError::InUse) => return Err(in_use(&current)),
-            Err(StoreError::NotFound) => return Err(not_found(ident)),
-            Err(StoreError::Conflict) => {
-                current = state
-                    .store
-                    .cluster_template_by_uuid(current.uuid, TemplateScope::All)
-                    .await?
-                    .ok_or_else(|| not_found(ident))?;
+            let resolved = state
+                .drivers
+                .resolve(
+                    updated.driver.as_deref(),
+                    &updated.image_id,
+                    updated.server_type,
+                    updated.coe,
+                )
+                .map_err(ApiError::from)?;
+            resolved
+                .driver
+                .validate_references(&references(&updated))
+                .map_err(ApiError::from)?;
+            if updated.cluster_distro != current.cluster_distro
+                && updated.cluster_distro.as_deref() != Some(resolved.os_distro.as_str())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "cluster_distro is the os_distro of the template's image: image {} has os_distro {}.",
+                    updated.image_id, resolved.os_distro
+                ))
+                .into());
             }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Err(ApiError::conflict(
-        "ClusterTemplate was changed concurrently too often; retry the update.",
+            updated.cluster_distro = Some(resolved.os_distro.clone());
+            updated.driver = Some(resolved.driver.name().to_owned());
+            if updated.changed_attributes(current).is_empty() {
+                return Ok(None);
+            }
+            updated.updated_at = Some(Timestamp::now());
+            let only_if_unused = !current.update_allowed_while_in_use(&updated);
+            Ok(Some((updated, only_if_unused)))
+        })
+        .await
+        .map_err(|error| match error {
+            ChangeError::Store(StoreError::InUse) => in_use(&resolved),
+            other => other.answer(|| not_found(ident)),
+        })?;
+    tracing::info!(cluster_template.id = %stored.uuid, "cluster template updated");
+    Ok(respond(
+        context,
+        StatusCode::OK,
+        &view(&stored, &context.base_url),
     ))
 }
 

@@ -6,21 +6,22 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{Method, Response, StatusCode};
+use magnum_domain::aggregate::{ClusterAggregate, Request, Upgrade};
 use magnum_domain::cluster::{
-    Cluster, ClusterStatus, HealthStatus, NodeGroup, StatusEvent, DEFAULT_MASTER_NODEGROUP,
+    Cluster, ClusterStatus, HealthStatus, NodeGroup, DEFAULT_MASTER_NODEGROUP,
     DEFAULT_WORKER_NODEGROUP,
 };
 use magnum_domain::cluster_template::{ClusterTemplate, TemplateRules};
 use magnum_domain::labels::{LabelDifferences, Labels};
 use magnum_domain::names::generate_name;
 use magnum_domain::nodegroup::MAX_NODE_COUNT;
-use magnum_domain::operation::{Initiator, Operation, OperationKind, OperationParameters};
+use magnum_domain::operation::{Initiator, OperationKind};
 use magnum_domain::policy::Target;
 use magnum_domain::quota::CLUSTER_RESOURCE;
 use magnum_domain::time::Timestamp;
 use magnum_domain::Identity;
 use magnum_driver::{Action, Driver, References};
-use magnum_store::{ClusterChange, ClusterScope, StoreError, TemplateScope, CLUSTER_SORT_KEYS};
+use magnum_store::{ClusterScope, StoreError, TemplateScope, CLUSTER_SORT_KEYS};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -28,7 +29,7 @@ use uuid::Uuid;
 use super::cluster_templates::resolve as resolve_template;
 use super::{respond, respond_empty, respond_encoded};
 use crate::cache::CachedResponse;
-use crate::error::ApiError;
+use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Kind};
 use crate::microversion::Version;
@@ -771,19 +772,25 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
         ),
         worker,
     ];
-    let parameters = OperationParameters {
-        initiator: initiator(identity),
-        ..OperationParameters::default()
-    };
-    let operation = Operation::new(
-        cluster.uuid,
-        OperationKind::CreateCluster,
-        parameters.to_payload(),
-        now,
+    let created = ClusterAggregate::create(
+        cluster,
+        nodegroups.into(),
+        &Request {
+            initiator: initiator(identity),
+            now,
+        },
     );
+    let Some(operation) = &created.operation else {
+        return Err(ApiError::internal("a new cluster comes with its operation"));
+    };
     let stored = match state
         .store
-        .create_cluster(&cluster, &nodegroups, &operation, Some(limit))
+        .create_cluster(
+            &created.cluster,
+            &created.nodegroups,
+            operation,
+            Some(limit),
+        )
         .await
     {
         Ok(stored) => stored,
@@ -821,15 +828,6 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Compare-and-set attempts before a busy cluster is reported as a conflict.
-pub(crate) const CONCURRENT_UPDATE_ATTEMPTS: usize = 40;
-
-fn default_worker(nodegroups: &[NodeGroup]) -> Option<&NodeGroup> {
-    nodegroups
-        .iter()
-        .find(|nodegroup| nodegroup.is_default && !nodegroup.is_master())
-}
-
 async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
@@ -851,191 +849,160 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
     let operations = parse_patch(body, &PATCH_RULES)?;
     let identity = &context.identity;
     let scope = scope(state, identity, Some("cluster:update_all_projects"));
-    for attempt in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(5 * attempt as u64)).await;
-        }
-        let cluster = resolve(state, ident, scope).await?;
-        state
-            .policy
-            .enforce("cluster:update", identity, &target(&cluster))?;
-        state.policy.enforce(
-            "cluster:update_health_status",
-            identity,
-            &Target::caller(identity),
-        )?;
-        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-        let worker = default_worker(&nodegroups).cloned();
-        let worker_count = worker.as_ref().map_or(0, |worker| worker.node_count);
-        let mut original = view(&cluster, None, true, version, &context.base_url);
-        original.insert("node_count", json!(worker_count));
-        let original: Map<String, Value> = original
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect();
-        let mut document = original.clone();
-        apply_patch(&mut document, &operations, &PATCH_RULES)?;
-        let mut changed: Vec<&str> = original
-            .keys()
-            .chain(document.keys())
-            .map(String::as_str)
-            .filter(|key| original.get(*key) != document.get(*key))
-            .collect();
-        changed.sort_unstable();
-        changed.dedup();
-        let forbidden: Vec<&str> = changed
-            .iter()
-            .copied()
-            .filter(|key| !PATCHABLE.contains(key))
-            .collect();
-        if !forbidden.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "cannot change cluster property(ies) {}.",
-                forbidden.join(", ")
-            )));
-        }
-        let node_count = match document.get("node_count") {
-            None | Some(Value::Null) => 1,
-            Some(Value::Number(number)) if number.as_i64().is_some() => {
-                let count = number.as_i64().unwrap_or_default();
-                if count < 0 {
-                    return Err(ApiError::invalid_input(
-                        "node_count",
-                        &count.to_string(),
-                        "Value should be greater or equal to 0",
-                    ));
-                }
-                if count > MAX_NODE_COUNT {
-                    return Err(ApiError::invalid_input(
-                        "node_count",
-                        &count.to_string(),
-                        &format!("Value should be lower or equal to {MAX_NODE_COUNT}"),
-                    ));
-                }
-                count
-            }
-            Some(other) => {
-                return Err(ApiError::invalid_input(
-                    "node_count",
-                    &magnum_domain::pyliteral::py_str(other),
-                    &format!(
-                        "'<' not supported between instances of '{}' and 'int'",
-                        crate::input::python_type(other)
-                            .trim_start_matches("<class '")
-                            .trim_end_matches("'>")
-                    ),
+    let cluster = resolve(state, ident, scope).await?;
+    state
+        .policy
+        .enforce("cluster:update", identity, &target(&cluster))?;
+    state.policy.enforce(
+        "cluster:update_health_status",
+        identity,
+        &Target::caller(identity),
+    )?;
+    // Needed only when the count changes; its refusal counts only then.
+    let driver = match template_of(state, &cluster).await {
+        Ok(template) => driver_for(state, &template, Action::ScaleWorkers),
+        Err(error) => Err(error),
+    };
+    let request = change_request(identity);
+    let outcome = state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<bool, ChangeError> {
+            let cluster = &aggregate.cluster;
+            let worker_count = aggregate
+                .default_worker()
+                .map_or(0, |worker| worker.node_count);
+            let mut original = view(cluster, None, true, version, &context.base_url);
+            original.insert("node_count", json!(worker_count));
+            let original: Map<String, Value> = original
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value))
+                .collect();
+            let mut document = original.clone();
+            apply_patch(&mut document, &operations, &PATCH_RULES)?;
+            let mut changed: Vec<&str> = original
+                .keys()
+                .chain(document.keys())
+                .map(String::as_str)
+                .filter(|key| original.get(*key) != document.get(*key))
+                .collect();
+            changed.sort_unstable();
+            changed.dedup();
+            let forbidden: Vec<&str> = changed
+                .iter()
+                .copied()
+                .filter(|key| !PATCHABLE.contains(key))
+                .collect();
+            if !forbidden.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "cannot change cluster property(ies) {}.",
+                    forbidden.join(", ")
                 ))
+                .into());
             }
-        };
-        if node_count == 0 && version < Version::new(1, 10) {
-            return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
-        }
-        let health_status = match document.get("health_status") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(text.parse::<HealthStatus>().map_err(|()| {
-                ApiError::invalid_input(
-                    "health_status",
-                    text,
-                    "Value should be one of: UNHEALTHY, HEALTHY, UNKNOWN",
-                )
-            })?),
-            Some(other) => {
-                return Err(ApiError::invalid_input(
-                    "health_status",
-                    &magnum_domain::pyliteral::py_str(other),
-                    "Value should be one of: UNHEALTHY, HEALTHY, UNKNOWN",
-                ))
+            let node_count = patched_node_count(&document, version)?;
+            let health_status = patched_health_status(&document)?;
+            let health_status_reason = match document.get("health_status_reason") {
+                Some(Value::Object(reason)) => reason.clone(),
+                _ => Map::new(),
+            };
+            if health_status_reason != cluster.health_status_reason {
+                crate::input::check_health_status_reason(&health_status_reason)?;
             }
-        };
-        let health_status_reason = match document.get("health_status_reason") {
-            Some(Value::Object(reason)) => reason.clone(),
-            _ => Map::new(),
-        };
-        if health_status_reason != cluster.health_status_reason {
-            crate::input::check_health_status_reason(&health_status_reason)?;
-        }
-        let count_changed = node_count != worker_count;
-        let health_changed = health_status != cluster.health_status
-            || health_status_reason != cluster.health_status_reason;
-        if !count_changed && !health_changed {
-            return Ok(respond(
-                context,
-                StatusCode::ACCEPTED,
-                &uuid_document(cluster.uuid),
-            ));
-        }
-        let now = Timestamp::now();
-        let mut updated = cluster.clone();
-        updated.health_status = health_status;
-        updated.health_status_reason = health_status_reason;
-        updated.updated_at = Some(now);
-        let mut changed_nodegroups = Vec::new();
-        let mut operation = None;
-        if count_changed {
-            let template = template_of(state, &cluster).await?;
-            let driver = driver_for(state, &template, Action::ScaleWorkers)?;
+            aggregate.set_health(health_status, health_status_reason, request.now);
+            if node_count == worker_count {
+                return Ok(false);
+            }
+            let driver = driver
+                .as_ref()
+                .map_err(|error| ApiError::new(error.status, error.detail.clone()))?;
             check_capacity(
-                &*driver,
-                &cluster.project_id,
+                &**driver,
+                &aggregate.cluster.project_id,
                 node_count.saturating_sub(worker_count),
             )?;
-            let Some(mut worker) = worker.clone() else {
-                return Err(ApiError::bad_request(
-                    "The cluster has no default worker nodegroup to resize.",
-                ));
-            };
-            updated.status = cluster
-                .status
-                .apply(StatusEvent::UpdateStarted)
-                .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
-            updated.status_reason = Some(format!(
-                "Changing the number of worker nodes from {worker_count} to {node_count}."
-            ));
-            let parameters = OperationParameters {
-                initiator: initiator(identity),
-                nodegroup: Some(worker.uuid),
-                previous_node_counts: vec![(worker.uuid, worker.node_count)],
-                rollback,
-                ..OperationParameters::default()
-            };
-            worker.node_count = node_count;
-            worker.status = ClusterStatus::UpdateInProgress;
-            worker.status_reason = None;
-            worker.updated_at = Some(now);
-            changed_nodegroups.push(worker);
-            operation = Some(Operation::new(
-                cluster.uuid,
-                OperationKind::UpdateCluster,
-                parameters.to_payload(),
-                now,
-            ));
-        }
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: &changed_nodegroups,
-            removed_nodegroups: &[],
-            operation: operation.as_ref(),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(stored) => {
-                if operation.is_some() {
-                    state.operations_enqueued.notify_one();
-                }
-                tracing::info!(cluster.id = %stored.uuid, "cluster update accepted");
-                return Ok(respond(
-                    context,
-                    StatusCode::ACCEPTED,
-                    &uuid_document(stored.uuid),
+            aggregate.scale_default_workers(node_count, rollback, &request)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|error| error.answer(|| not_found(ident)))?;
+    let (queued, stored) = outcome;
+    if queued {
+        state.operations_enqueued.notify_one();
+    }
+    tracing::info!(cluster.id = %stored.cluster.uuid, "cluster update accepted");
+    Ok(respond(
+        context,
+        StatusCode::ACCEPTED,
+        &uuid_document(stored.cluster.uuid),
+    ))
+}
+
+/// The `node_count` of a patched cluster document.
+fn patched_node_count(document: &Map<String, Value>, version: Version) -> Result<i64, ApiError> {
+    let node_count = match document.get("node_count") {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(number)) if number.as_i64().is_some() => {
+            let count = number.as_i64().unwrap_or_default();
+            if count < 0 {
+                return Err(ApiError::invalid_input(
+                    "node_count",
+                    &count.to_string(),
+                    "Value should be greater or equal to 0",
                 ));
             }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => return Err(not_found(ident)),
-            Err(error) => return Err(error.into()),
+            if count > MAX_NODE_COUNT {
+                return Err(ApiError::invalid_input(
+                    "node_count",
+                    &count.to_string(),
+                    &format!("Value should be lower or equal to {MAX_NODE_COUNT}"),
+                ));
+            }
+            count
         }
+        Some(other) => {
+            return Err(ApiError::invalid_input(
+                "node_count",
+                &magnum_domain::pyliteral::py_str(other),
+                &format!(
+                    "'<' not supported between instances of '{}' and 'int'",
+                    crate::input::python_type(other)
+                        .trim_start_matches("<class '")
+                        .trim_end_matches("'>")
+                ),
+            ))
+        }
+    };
+    if node_count == 0 && version < Version::new(1, 10) {
+        return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
     }
-    Err(ApiError::conflict(
-        "The cluster was changed concurrently too often; retry the update.",
-    ))
+    Ok(node_count)
+}
+
+/// The `health_status` of a patched cluster document.
+fn patched_health_status(document: &Map<String, Value>) -> Result<Option<HealthStatus>, ApiError> {
+    match document.get("health_status") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.parse::<HealthStatus>().map_err(|()| {
+            ApiError::invalid_input(
+                "health_status",
+                text,
+                "Value should be one of: UNHEALTHY, HEALTHY, UNKNOWN",
+            )
+        })?)),
+        Some(other) => Err(ApiError::invalid_input(
+            "health_status",
+            &magnum_domain::pyliteral::py_str(other),
+            "Value should be one of: UNHEALTHY, HEALTHY, UNKNOWN",
+        )),
+    }
+}
+
+/// Who asks, and now: what every use case of the aggregate records.
+pub(crate) fn change_request(identity: &Identity) -> Request {
+    Request {
+        initiator: initiator(identity),
+        now: Timestamp::now(),
+    }
 }
 
 async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
@@ -1052,93 +1019,54 @@ async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<B
     };
     let identity = &context.identity;
     let scope = scope(state, identity, Some("cluster:delete_all_projects"));
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        let cluster = resolve(state, ident, scope).await?;
+    let cluster = resolve(state, ident, scope).await?;
+    state
+        .policy
+        .enforce("cluster:delete", identity, &target(&cluster))?;
+    if force {
+        // For clusters whose driver resources are gone already (or a driver that is
+        // no longer enabled): the records go without asking the driver.
         state
             .policy
-            .enforce("cluster:delete", identity, &target(&cluster))?;
-        if force {
-            // For clusters whose driver resources are gone already (or a driver that is
-            // no longer enabled): the records go without asking the driver.
-            state
-                .policy
-                .enforce("cluster:force_delete", identity, &Target::caller(identity))?;
-            state
-                .store
-                .cancel_operations(
-                    cluster.uuid,
-                    None,
-                    "Stopped: the cluster was force-deleted.",
-                    Timestamp::now(),
-                )
-                .await?;
-            state.store.purge_cluster(cluster.uuid).await?;
-            tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
-            return Ok(respond_empty(context, StatusCode::NO_CONTENT));
-        }
-        if cluster.status == ClusterStatus::DeleteInProgress {
-            let pending = state.store.unfinished_operations_of(cluster.uuid).await?;
-            if pending
-                .iter()
-                .any(|operation| operation.kind == OperationKind::DeleteCluster)
-            {
-                return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+            .enforce("cluster:force_delete", identity, &Target::caller(identity))?;
+        state
+            .store
+            .cancel_operations(
+                cluster.uuid,
+                None,
+                "Stopped: the cluster was force-deleted.",
+                Timestamp::now(),
+            )
+            .await?;
+        state.store.purge_cluster(cluster.uuid).await?;
+        tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
+        return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+    }
+    // Asking again while a deletion is queued changes nothing.
+    let deletion_queued = cluster.status == ClusterStatus::DeleteInProgress
+        && state
+            .store
+            .unfinished_operations_of(cluster.uuid)
+            .await?
+            .iter()
+            .any(|operation| operation.kind == OperationKind::DeleteCluster);
+    let request = change_request(identity);
+    let (queued, _) = state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<bool, ChangeError> {
+            if deletion_queued && aggregate.is_being_deleted() {
+                return Ok(false);
             }
-        }
-        let now = Timestamp::now();
-        let mut updated = cluster.clone();
-        updated.status = cluster
-            .status
-            .apply(StatusEvent::DeleteStarted)
-            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
-        updated.status_reason = None;
-        updated.updated_at = Some(now);
-        let parameters = OperationParameters {
-            initiator: initiator(identity),
-            ..OperationParameters::default()
-        };
-        let operation = Operation::new(
-            cluster.uuid,
-            OperationKind::DeleteCluster,
-            parameters.to_payload(),
-            now,
-        );
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: &[],
-            removed_nodegroups: &[],
-            operation: Some(&operation),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                state.operations_enqueued.notify_one();
-                tracing::info!(cluster.id = %cluster.uuid, "cluster deletion accepted");
-                return Ok(respond_empty(context, StatusCode::NO_CONTENT));
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => return Err(not_found(ident)),
-            Err(error) => return Err(error.into()),
-        }
+            aggregate.start_delete(&request)?;
+            Ok(true)
+        })
+        .await
+        .map_err(|error| error.answer(|| not_found(ident)))?;
+    if queued {
+        state.operations_enqueued.notify_one();
+        tracing::info!(cluster.id = %cluster.uuid, "cluster deletion accepted");
     }
-    Err(ApiError::conflict(
-        "The cluster was changed concurrently too often; retry the deletion.",
-    ))
-}
-
-/// A nodegroup of the cluster by integer id, uuid or name.
-pub(crate) fn find_nodegroup<'a>(
-    nodegroups: &'a [NodeGroup],
-    ident: &str,
-) -> Option<&'a NodeGroup> {
-    if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
-        return nodegroups.iter().find(|nodegroup| nodegroup.uuid == uuid);
-    }
-    if let Ok(id) = ident.parse::<i64>() {
-        if let Some(found) = nodegroups.iter().find(|nodegroup| nodegroup.id == id) {
-            return Some(found);
-        }
-    }
-    nodegroups.iter().find(|nodegroup| nodegroup.name == ident)
+    Ok(respond_empty(context, StatusCode::NO_CONTENT))
 }
 
 pub(crate) fn nodegroup_not_found(ident: &str) -> ApiError {
@@ -1197,108 +1125,63 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
     let attributes = parse_object("cluster_resize_req", &object, RESIZE_SCHEMA)?;
     let removals = nodes_to_remove(&object)?;
     let node_count = attributes.integer("node_count").unwrap_or_default();
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        // No all-projects reach for admins here, as upstream.
-        let cluster = resolve(state, ident, ClusterScope::Project(&identity.project_id)).await?;
-        state
-            .policy
-            .enforce("cluster:resize", identity, &target(&cluster))?;
-        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-        let requested = attributes.text("nodegroup").filter(|name| !name.is_empty());
-        let mut nodegroup = match &requested {
-            Some(name) => find_nodegroup(&nodegroups, name)
-                .ok_or_else(|| nodegroup_not_found(name))?
-                .clone(),
-            None => default_worker(&nodegroups)
-                .ok_or_else(|| nodegroup_not_found(DEFAULT_WORKER_NODEGROUP))?
-                .clone(),
-        };
-        let template = template_of(state, &cluster).await?;
-        if nodegroup.is_master() {
-            let driver = driver_for(state, &template, Action::ScaleMasters)?;
-            driver
-                .check_master_count(node_count)
-                .map_err(ApiError::bad_request)?;
+    // No all-projects reach for admins here, as upstream.
+    let cluster = resolve(state, ident, ClusterScope::Project(&identity.project_id)).await?;
+    state
+        .policy
+        .enforce("cluster:resize", identity, &target(&cluster))?;
+    let template = template_of(state, &cluster).await?;
+    let masters = driver_for(state, &template, Action::ScaleMasters);
+    let workers = driver_for(state, &template, Action::ScaleWorkers);
+    let requested = attributes.text("nodegroup").filter(|name| !name.is_empty());
+    let request = change_request(identity);
+    let (nodegroup, _) = state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<String, ChangeError> {
+            let nodegroup = match &requested {
+                Some(name) => aggregate
+                    .nodegroup(name)
+                    .ok_or_else(|| nodegroup_not_found(name))?,
+                None => aggregate
+                    .default_worker()
+                    .ok_or_else(|| nodegroup_not_found(DEFAULT_WORKER_NODEGROUP))?,
+            }
+            .clone();
+            let driver = if nodegroup.is_master() {
+                let driver = masters.as_ref().map_err(copy_error)?;
+                driver
+                    .check_master_count(node_count)
+                    .map_err(ApiError::bad_request)?;
+                driver
+            } else {
+                ClusterAggregate::check_resize_range(&nodegroup, node_count)?;
+                if node_count == 0 && version < Version::new(1, 10) {
+                    return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED).into());
+                }
+                workers.as_ref().map_err(copy_error)?
+            };
             check_capacity(
-                &*driver,
-                &cluster.project_id,
+                &**driver,
+                &aggregate.cluster.project_id,
                 node_count.saturating_sub(nodegroup.node_count),
             )?;
-        } else {
-            let out_of_range = node_count < nodegroup.min_node_count
-                || nodegroup.max_node_count.is_some_and(|max| node_count > max);
-            if out_of_range {
-                return Err(ApiError::bad_request(format!(
-                    "Resizing {} outside the allowed range: min_node_count = {}, max_node_count = {}",
-                    nodegroup.name,
-                    nodegroup.min_node_count,
-                    nodegroup
-                        .max_node_count
-                        .map_or("None".to_owned(), |max| max.to_string())
-                )));
-            }
-            if node_count == 0 && version < Version::new(1, 10) {
-                return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED));
-            }
-            let driver = driver_for(state, &template, Action::ScaleWorkers)?;
-            check_capacity(
-                &*driver,
-                &cluster.project_id,
-                node_count.saturating_sub(nodegroup.node_count),
-            )?;
-        }
-        let now = Timestamp::now();
-        let mut updated = cluster.clone();
-        updated.status = cluster
-            .status
-            .apply(StatusEvent::ResizeStarted)
-            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
-        updated.status_reason = Some(format!(
-            "Resizing nodegroup {} from {} to {} nodes.",
-            nodegroup.name, nodegroup.node_count, node_count
-        ));
-        updated.updated_at = Some(now);
-        let parameters = OperationParameters {
-            initiator: initiator(identity),
-            nodegroup: Some(nodegroup.uuid),
-            nodes_to_remove: removals.clone(),
-            previous_node_counts: vec![(nodegroup.uuid, nodegroup.node_count)],
-            ..OperationParameters::default()
-        };
-        nodegroup.node_count = node_count;
-        nodegroup.status = ClusterStatus::UpdateInProgress;
-        nodegroup.status_reason = None;
-        nodegroup.updated_at = Some(now);
-        let operation = Operation::new(
-            cluster.uuid,
-            OperationKind::ResizeCluster,
-            parameters.to_payload(),
-            now,
-        );
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: std::slice::from_ref(&nodegroup),
-            removed_nodegroups: &[],
-            operation: Some(&operation),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                state.operations_enqueued.notify_one();
-                tracing::info!(cluster.id = %cluster.uuid, nodegroup = %nodegroup.name, node_count, "cluster resize accepted");
-                return Ok(respond(
-                    context,
-                    StatusCode::ACCEPTED,
-                    &uuid_document(cluster.uuid),
-                ));
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => return Err(not_found(ident)),
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Err(ApiError::conflict(
-        "The cluster was changed concurrently too often; retry the resize.",
+            aggregate.resize(nodegroup.uuid, node_count, removals.clone(), &request)?;
+            Ok(nodegroup.name)
+        })
+        .await
+        .map_err(|error| error.answer(|| not_found(ident)))?;
+    state.operations_enqueued.notify_one();
+    tracing::info!(cluster.id = %cluster.uuid, nodegroup = %nodegroup, node_count, "cluster resize accepted");
+    Ok(respond(
+        context,
+        StatusCode::ACCEPTED,
+        &uuid_document(cluster.uuid),
     ))
+}
+
+/// A copy of a refusal computed once before a change, for each time the change is decided.
+pub(crate) fn copy_error(error: &ApiError) -> ApiError {
+    ApiError::new(error.status, error.detail.clone())
 }
 
 const UPGRADE_SCHEMA: &[Attribute] = &[
@@ -1330,122 +1213,64 @@ async fn upgrade(request: ResourceRequest<'_>, ident: &str) -> Result<Response<B
     let attributes = parse_object("cluster_upgrade_req", &object, UPGRADE_SCHEMA)?;
     let template_ident = attributes.text("cluster_template").unwrap_or_default();
     let scope = scope(state, identity, Some("cluster:upgrade_all_projects"));
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        let cluster = resolve(state, ident, scope).await?;
-        state
-            .policy
-            .enforce("cluster:upgrade", identity, &target(&cluster))?;
-        let template_scope = if state.policy.is_admin(identity) {
-            TemplateScope::All
-        } else {
-            TemplateScope::VisibleTo(&identity.project_id)
-        };
-        let new_template = resolve_template(state, &template_ident, template_scope).await?;
-        let current_template = template_of(state, &cluster).await?;
-        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-        let named = attributes.text("nodegroup").filter(|name| !name.is_empty());
-        let targets: Vec<NodeGroup> = match &named {
-            Some(name) => {
-                let nodegroup =
-                    find_nodegroup(&nodegroups, name).ok_or_else(|| nodegroup_not_found(name))?;
-                if !nodegroup.is_default && new_template.uuid != cluster.cluster_template_id {
-                    return Err(ApiError::conflict(format!(
-                        "Cluster Template is not valid for upgrade: Nodegroup {} can be upgraded only to match cluster's template ({}).",
-                        nodegroup.name,
-                        current_template.name.clone().unwrap_or_default()
-                    )));
-                }
-                vec![nodegroup.clone()]
+    let cluster = resolve(state, ident, scope).await?;
+    state
+        .policy
+        .enforce("cluster:upgrade", identity, &target(&cluster))?;
+    let template_scope = if state.policy.is_admin(identity) {
+        TemplateScope::All
+    } else {
+        TemplateScope::VisibleTo(&identity.project_id)
+    };
+    let new_template = resolve_template(state, &template_ident, template_scope).await?;
+    let current_template = template_of(state, &cluster).await?;
+    let driver = driver_for(state, &current_template, Action::UpgradeCluster);
+    let named = attributes.text("nodegroup").filter(|name| !name.is_empty());
+    let new_name = new_template
+        .name
+        .clone()
+        .unwrap_or_else(|| new_template.uuid.to_string());
+    let current_name = current_template.name.clone().unwrap_or_default();
+    let upgrade = Upgrade {
+        template: new_template.uuid,
+        template_name: &new_name,
+        image_id: &new_template.image_id,
+        current_template_name: &current_name,
+        nodegroup: named.as_deref(),
+        max_batch_size: attributes.integer("max_batch_size"),
+    };
+    let request = change_request(identity);
+    state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<(), ChangeError> {
+            aggregate.upgrade_targets(&upgrade)?;
+            let driver = driver.as_ref().map_err(copy_error)?;
+            driver
+                .check_upgrade(&current_template, &new_template)
+                .map_err(ApiError::bad_request)?;
+            if new_template.coe != current_template.coe
+                || new_template.driver.as_deref() != Some(driver.name())
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Cluster template {} cannot be used to upgrade this cluster: it builds {} clusters with the {} driver, the cluster is a {} cluster of the {} driver.",
+                    new_name,
+                    new_template.coe,
+                    new_template.driver.clone().unwrap_or_default(),
+                    current_template.coe,
+                    driver.name()
+                ))
+                .into());
             }
-            None => nodegroups
-                .iter()
-                .filter(|nodegroup| nodegroup.is_default)
-                .cloned()
-                .collect(),
-        };
-        if !cluster.status.is_complete() {
-            return Err(ApiError::bad_request(format!(
-                "Upgrading a cluster when status is \"{}\" is not supported.",
-                cluster.status
-            )));
-        }
-        let driver = driver_for(state, &current_template, Action::UpgradeCluster)?;
-        driver
-            .check_upgrade(&current_template, &new_template)
-            .map_err(ApiError::bad_request)?;
-        if new_template.coe != current_template.coe
-            || new_template.driver.as_deref() != Some(driver.name())
-        {
-            return Err(ApiError::bad_request(format!(
-                "Cluster template {} cannot be used to upgrade this cluster: it builds {} clusters with the {} driver, the cluster is a {} cluster of the {} driver.",
-                new_template.name.clone().unwrap_or_else(|| new_template.uuid.to_string()),
-                new_template.coe,
-                new_template.driver.clone().unwrap_or_default(),
-                current_template.coe,
-                driver.name()
-            )));
-        }
-        let now = Timestamp::now();
-        let mut updated = cluster.clone();
-        updated.status = cluster
-            .status
-            .apply(StatusEvent::UpdateStarted)
-            .map_err(|refused| ApiError::bad_request(refused.to_string()))?;
-        updated.status_reason = Some(format!(
-            "Upgrading to cluster template {}.",
-            new_template
-                .name
-                .clone()
-                .unwrap_or_else(|| new_template.uuid.to_string())
-        ));
-        updated.updated_at = Some(now);
-        if named.is_none() || targets.iter().any(|nodegroup| nodegroup.is_default) {
-            updated.cluster_template_id = new_template.uuid;
-        }
-        let changed: Vec<NodeGroup> = targets
-            .into_iter()
-            .map(|mut nodegroup| {
-                nodegroup.image_id = Some(new_template.image_id.clone());
-                nodegroup.status = ClusterStatus::UpdateInProgress;
-                nodegroup.status_reason = None;
-                nodegroup.updated_at = Some(now);
-                nodegroup
-            })
-            .collect();
-        let parameters = OperationParameters {
-            initiator: initiator(identity),
-            previous_template: Some(cluster.cluster_template_id),
-            max_batch_size: attributes.integer("max_batch_size"),
-            ..OperationParameters::default()
-        };
-        let operation = Operation::new(
-            cluster.uuid,
-            OperationKind::UpgradeCluster,
-            parameters.to_payload(),
-            now,
-        );
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: &changed,
-            removed_nodegroups: &[],
-            operation: Some(&operation),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                state.operations_enqueued.notify_one();
-                tracing::info!(cluster.id = %cluster.uuid, cluster_template.id = %new_template.uuid, "cluster upgrade accepted");
-                return Ok(respond(
-                    context,
-                    StatusCode::ACCEPTED,
-                    &uuid_document(cluster.uuid),
-                ));
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => return Err(not_found(ident)),
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Err(ApiError::conflict(
-        "The cluster was changed concurrently too often; retry the upgrade.",
+            aggregate.upgrade(&upgrade, &request)?;
+            Ok(())
+        })
+        .await
+        .map_err(|error| error.answer(|| not_found(ident)))?;
+    state.operations_enqueued.notify_one();
+    tracing::info!(cluster.id = %cluster.uuid, cluster_template.id = %new_template.uuid, "cluster upgrade accepted");
+    Ok(respond(
+        context,
+        StatusCode::ACCEPTED,
+        &uuid_document(cluster.uuid),
     ))
 }

@@ -4,25 +4,24 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{Method, Response, StatusCode};
-use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup, StatusEvent};
+use magnum_domain::aggregate::{find_nodegroup, ChangeRefused};
+use magnum_domain::cluster::{ClusterStatus, NodeGroup};
 use magnum_domain::labels::{LabelDifferences, Labels};
 use magnum_domain::nodegroup::{
     check_counts, check_node_labels, parse_node_taints, NodeGroupInvalid, MAX_NODE_COUNT,
 };
-use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, References};
-use magnum_store::{ClusterChange, SortDirection, StoreError};
+use magnum_store::SortDirection;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::clusters::{
-    driver_for, find_nodegroup, initiator, nodegroup_not_found, resolve_for, sorted_object,
-    CONCURRENT_UPDATE_ATTEMPTS,
+    change_request, copy_error, driver_for, nodegroup_not_found, resolve_for, sorted_object,
 };
 use super::{respond, respond_empty};
-use crate::error::ApiError;
+use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, parse_object, Attribute, Kind};
 use crate::pagination::{next_link, page_from_query};
@@ -374,14 +373,6 @@ fn node_labels_of(
     Ok(labels)
 }
 
-/// The cluster's status once a nodegroup change starts, or the refusal.
-fn start_change(cluster: &Cluster) -> Result<ClusterStatus, ApiError> {
-    cluster
-        .status
-        .apply(StatusEvent::ResizeStarted)
-        .map_err(|refused| ApiError::bad_request(refused.to_string()))
-}
-
 async fn create(
     request: ResourceRequest<'_>,
     cluster_ident: &str,
@@ -404,147 +395,108 @@ async fn create(
             "Mandatory field missing.",
         ));
     };
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        let cluster = resolve_for(state, identity, cluster_ident, None).await?;
-        state
-            .policy
-            .enforce("nodegroup:create", identity, &Target::caller(identity))?;
-        if cluster
-            .api_address
-            .as_deref()
-            .unwrap_or_default()
-            .is_empty()
-        {
-            return Err(ApiError::conflict(
-                "Cluster API address is not available yet",
-            ));
-        }
-        let existing = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-        if existing.iter().any(|nodegroup| nodegroup.name == name) {
-            return Err(ApiError::conflict(format!(
-                "A node group with name {name} already exists in the cluster {}.",
-                cluster.display_name()
-            )));
-        }
-        let role = attributes
-            .text("role")
-            .unwrap_or_else(|| "worker".to_owned());
-        let node_count = attributes.integer("node_count").unwrap_or(1);
-        let min_node_count = attributes.integer("min_node_count").unwrap_or(0);
-        let max_node_count = attributes.integer("max_node_count");
-        check_counts(&name, node_count, min_node_count, max_node_count).map_err(invalid)?;
-        let node_labels = node_labels_of(&name, &role, object.get("node_labels"))?;
-        let node_taints = match object.get("node_taints") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(value) => parse_node_taints(&name, &role, value).map_err(invalid)?,
-        };
-        if role == "master" {
-            return Err(ApiError::bad_request(
-                "Creating master nodegroups is currently not supported.",
-            ));
-        }
-        let template = super::clusters::template_of(state, &cluster).await?;
-        let driver = driver_for(state, &template, Action::CreateNodegroup)?;
-        super::clusters::check_capacity(&*driver, &cluster.project_id, node_count)?;
-        let labels = Labels::inherit(
-            &cluster.labels,
-            attributes.labels("labels"),
-            attributes.boolean("merge_labels").unwrap_or(false),
-        )
-        .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
-        let flavor_id = attributes.text("flavor_id").or(cluster.flavor_id.clone());
-        driver.validate_references(&References {
-            flavor_id: flavor_id.as_deref(),
-            boot_volume_size: labels.get("boot_volume_size"),
-            ..References::default()
+    let cluster = resolve_for(state, identity, cluster_ident, None).await?;
+    state
+        .policy
+        .enforce("nodegroup:create", identity, &Target::caller(identity))?;
+    let template = super::clusters::template_of(state, &cluster).await?;
+    let driver = driver_for(state, &template, Action::CreateNodegroup);
+    let request = change_request(identity);
+    let new_uuid = Uuid::new_v4();
+    let (_, stored) = state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<(), ChangeError> {
+            aggregate.check_nodegroup_name(&name)?;
+            let role = attributes
+                .text("role")
+                .unwrap_or_else(|| "worker".to_owned());
+            let node_count = attributes.integer("node_count").unwrap_or(1);
+            let min_node_count = attributes.integer("min_node_count").unwrap_or(0);
+            let max_node_count = attributes.integer("max_node_count");
+            check_counts(&name, node_count, min_node_count, max_node_count).map_err(invalid)?;
+            let node_labels = node_labels_of(&name, &role, object.get("node_labels"))?;
+            let node_taints = match object.get("node_taints") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(value) => parse_node_taints(&name, &role, value).map_err(invalid)?,
+            };
+            if role == "master" {
+                return Err(ChangeRefused::MasterNodegroup.into());
+            }
+            let driver = driver.as_ref().map_err(copy_error)?;
+            super::clusters::check_capacity(&**driver, &aggregate.cluster.project_id, node_count)?;
+            let labels = Labels::inherit(
+                &aggregate.cluster.labels,
+                attributes.labels("labels"),
+                attributes.boolean("merge_labels").unwrap_or(false),
+            )
+            .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
+            let flavor_id = attributes
+                .text("flavor_id")
+                .or(aggregate.cluster.flavor_id.clone());
+            driver
+                .validate_references(&References {
+                    flavor_id: flavor_id.as_deref(),
+                    boot_volume_size: labels.get("boot_volume_size"),
+                    ..References::default()
+                })
+                .map_err(ApiError::from)?;
+            let nodegroup = NodeGroup {
+                id: 0,
+                uuid: new_uuid,
+                cluster_uuid: aggregate.cluster.uuid,
+                project_id: identity.project_id.clone(),
+                name: name.clone(),
+                docker_volume_size: attributes.integer("docker_volume_size"),
+                labels,
+                flavor_id,
+                image_id: attributes
+                    .text("image_id")
+                    .or(Some(template.image_id.clone())),
+                node_addresses: Vec::new(),
+                node_count,
+                role,
+                min_node_count,
+                max_node_count,
+                is_default: false,
+                stack_id: None,
+                status: ClusterStatus::CreateInProgress,
+                status_reason: None,
+                coe_version: None,
+                node_labels,
+                node_taints,
+                created_at: request.now,
+                updated_at: None,
+                version: 0,
+            };
+            aggregate.add_nodegroup(nodegroup, &request)?;
+            Ok(())
+        })
+        .await
+        .map_err(|error| {
+            error.answer(|| {
+                ApiError::not_found(format!("Cluster {cluster_ident} could not be found."))
+            })
         })?;
-        let now = Timestamp::now();
-        let mut updated = cluster.clone();
-        updated.status = start_change(&cluster)?;
-        updated.status_reason = Some(format!("Creating nodegroup {name}."));
-        updated.updated_at = Some(now);
-        let nodegroup = NodeGroup {
-            id: 0,
-            uuid: Uuid::new_v4(),
-            cluster_uuid: cluster.uuid,
-            project_id: identity.project_id.clone(),
-            name: name.clone(),
-            docker_volume_size: attributes.integer("docker_volume_size"),
-            labels,
-            flavor_id,
-            image_id: attributes
-                .text("image_id")
-                .or(Some(template.image_id.clone())),
-            node_addresses: Vec::new(),
-            node_count,
-            role,
-            min_node_count,
-            max_node_count,
-            is_default: false,
-            stack_id: None,
-            status: ClusterStatus::CreateInProgress,
-            status_reason: None,
-            coe_version: None,
-            node_labels,
-            node_taints,
-            created_at: now,
-            updated_at: None,
-            version: 0,
-        };
-        let parameters = OperationParameters {
-            initiator: initiator(identity),
-            nodegroup: Some(nodegroup.uuid),
-            ..OperationParameters::default()
-        };
-        let operation = Operation::new(
-            cluster.uuid,
-            OperationKind::CreateNodegroup,
-            parameters.to_payload(),
-            now,
-        );
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: std::slice::from_ref(&nodegroup),
-            removed_nodegroups: &[],
-            operation: Some(&operation),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                state.operations_enqueued.notify_one();
-                let stored = state
-                    .store
-                    .nodegroups_of_cluster(cluster.uuid)
-                    .await?
-                    .into_iter()
-                    .find(|stored| stored.uuid == nodegroup.uuid)
-                    .unwrap_or(nodegroup);
-                let mut document = detail(&stored, &cluster.labels, &context.base_url);
-                // Upstream answers with the object as given, before a reload.
-                document.insert("node_addresses", Value::Null);
-                if object.get("node_labels").is_none_or(Value::is_null) {
-                    document.insert("node_labels", Value::Null);
-                }
-                if object.get("node_taints").is_none_or(Value::is_null) {
-                    document.insert("node_taints", Value::Null);
-                }
-                tracing::info!(cluster.id = %cluster.uuid, nodegroup.id = %stored.uuid, "nodegroup creation accepted");
-                return Ok(respond(
-                    context,
-                    StatusCode::ACCEPTED,
-                    &sorted_object(document),
-                ));
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::not_found(format!(
-                    "Cluster {cluster_ident} could not be found."
-                )))
-            }
-            Err(error) => return Err(error.into()),
-        }
+    state.operations_enqueued.notify_one();
+    let nodegroup = stored
+        .nodegroups
+        .iter()
+        .find(|stored| stored.uuid == new_uuid)
+        .ok_or_else(|| ApiError::internal("a created nodegroup is not in its cluster"))?;
+    let mut document = detail(nodegroup, &stored.cluster.labels, &context.base_url);
+    // Upstream answers with the object as given, before a reload.
+    document.insert("node_addresses", Value::Null);
+    if object.get("node_labels").is_none_or(Value::is_null) {
+        document.insert("node_labels", Value::Null);
     }
-    Err(ApiError::conflict(
-        "The cluster was changed concurrently too often; retry.",
+    if object.get("node_taints").is_none_or(Value::is_null) {
+        document.insert("node_taints", Value::Null);
+    }
+    tracing::info!(cluster.id = %cluster.uuid, nodegroup.id = %new_uuid, "nodegroup creation accepted");
+    Ok(respond(
+        context,
+        StatusCode::ACCEPTED,
+        &sorted_object(document),
     ))
 }
 
@@ -593,116 +545,89 @@ async fn update(
         }
     }
     let identity = &context.identity;
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        let cluster = resolve_for(state, identity, cluster_ident, None).await?;
-        state
-            .policy
-            .enforce("nodegroup:update", identity, &Target::caller(identity))?;
-        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-        let current = find_nodegroup(&nodegroups, ident)
-            .ok_or_else(|| nodegroup_not_found(ident))?
-            .clone();
-        let original = detail(&current, &cluster.labels, &context.base_url);
-        let mut document: Map<String, Value> = original
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), value.clone()))
-            .collect();
-        apply_patch(&mut document, &operations, &PATCH_RULES)?;
-        let patched = parse_object(
-            "nodegroup",
-            &document
-                .iter()
-                .filter(|(key, _)| ["min_node_count", "max_node_count"].contains(&key.as_str()))
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect(),
-            &CREATE_SCHEMA
-                .iter()
-                .copied()
-                .filter(|spec| ["min_node_count", "max_node_count"].contains(&spec.name))
-                .collect::<Vec<Attribute>>(),
-        )?;
-        let mut updated = current.clone();
-        updated.min_node_count = patched.integer("min_node_count").unwrap_or(0);
-        updated.max_node_count = patched.integer("max_node_count");
-        check_counts(
-            &updated.name,
-            updated.node_count,
-            updated.min_node_count,
-            updated.max_node_count,
+    let cluster = resolve_for(state, identity, cluster_ident, None).await?;
+    state
+        .policy
+        .enforce("nodegroup:update", identity, &Target::caller(identity))?;
+    let driver = match super::clusters::template_of(state, &cluster).await {
+        Ok(template) => driver_for(state, &template, Action::UpdateNodegroup),
+        Err(error) => Err(error),
+    };
+    let request = change_request(identity);
+    let (changed, stored) = state
+        .store
+        .modify_cluster(
+            cluster.uuid,
+            |aggregate| -> Result<Option<Uuid>, ChangeError> {
+                let current = aggregate
+                    .nodegroup(ident)
+                    .ok_or_else(|| nodegroup_not_found(ident))?
+                    .clone();
+                let original = detail(&current, &aggregate.cluster.labels, &context.base_url);
+                let mut document: Map<String, Value> = original
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), value.clone()))
+                    .collect();
+                apply_patch(&mut document, &operations, &PATCH_RULES)?;
+                let patched = parse_object(
+                    "nodegroup",
+                    &document
+                        .iter()
+                        .filter(|(key, _)| {
+                            ["min_node_count", "max_node_count"].contains(&key.as_str())
+                        })
+                        .map(|(key, value)| (key.clone(), value.clone()))
+                        .collect(),
+                    &CREATE_SCHEMA
+                        .iter()
+                        .copied()
+                        .filter(|spec| ["min_node_count", "max_node_count"].contains(&spec.name))
+                        .collect::<Vec<Attribute>>(),
+                )?;
+                let mut updated = current.clone();
+                updated.min_node_count = patched.integer("min_node_count").unwrap_or(0);
+                updated.max_node_count = patched.integer("max_node_count");
+                check_counts(
+                    &updated.name,
+                    updated.node_count,
+                    updated.min_node_count,
+                    updated.max_node_count,
+                )
+                .map_err(invalid)?;
+                updated.node_labels =
+                    node_labels_of(&updated.name, &updated.role, document.get("node_labels"))?;
+                updated.node_taints = match document.get("node_taints") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(value) => {
+                        parse_node_taints(&updated.name, &updated.role, value).map_err(invalid)?
+                    }
+                };
+                if updated == current {
+                    return Ok(None);
+                }
+                let reaches_nodes = updated.node_labels != current.node_labels
+                    || updated.node_taints != current.node_taints;
+                if reaches_nodes {
+                    driver.as_ref().map_err(copy_error)?;
+                }
+                aggregate.update_nodegroup(updated, &request)?;
+                Ok(Some(current.uuid))
+            },
         )
-        .map_err(invalid)?;
-        updated.node_labels =
-            node_labels_of(&updated.name, &updated.role, document.get("node_labels"))?;
-        updated.node_taints = match document.get("node_taints") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(value) => {
-                parse_node_taints(&updated.name, &updated.role, value).map_err(invalid)?
-            }
-        };
-        if updated == current {
-            return Ok(respond(
-                context,
-                StatusCode::ACCEPTED,
-                &sorted_object(original),
-            ));
-        }
-        let now = Timestamp::now();
-        updated.updated_at = Some(now);
-        let reaches_nodes = updated.node_labels != current.node_labels
-            || updated.node_taints != current.node_taints;
-        let mut cluster_after = cluster.clone();
-        let mut operation = None;
-        if reaches_nodes {
-            let template = super::clusters::template_of(state, &cluster).await?;
-            driver_for(state, &template, Action::UpdateNodegroup)?;
-            cluster_after.status = start_change(&cluster)?;
-            cluster_after.status_reason = Some(format!("Updating nodegroup {}.", updated.name));
-            cluster_after.updated_at = Some(now);
-            updated.status = ClusterStatus::UpdateInProgress;
-            updated.status_reason = None;
-            operation = Some(Operation::new(
-                cluster.uuid,
-                OperationKind::UpdateNodegroup,
-                OperationParameters {
-                    initiator: initiator(identity),
-                    nodegroup: Some(updated.uuid),
-                    ..OperationParameters::default()
-                }
-                .to_payload(),
-                now,
-            ));
-        }
-        let change = ClusterChange {
-            cluster: &cluster_after,
-            nodegroups: std::slice::from_ref(&updated),
-            removed_nodegroups: &[],
-            operation: operation.as_ref(),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                if operation.is_some() {
-                    state.operations_enqueued.notify_one();
-                }
-                let stored = state
-                    .store
-                    .nodegroups_of_cluster(cluster.uuid)
-                    .await?
-                    .into_iter()
-                    .find(|stored| stored.uuid == updated.uuid)
-                    .unwrap_or(updated);
-                return Ok(respond(
-                    context,
-                    StatusCode::ACCEPTED,
-                    &sorted_object(detail(&stored, &cluster.labels, &context.base_url)),
-                ));
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => return Err(nodegroup_not_found(ident)),
-            Err(error) => return Err(error.into()),
-        }
+        .await
+        .map_err(|error| error.answer(|| nodegroup_not_found(ident)))?;
+    if stored.operation.is_some() {
+        state.operations_enqueued.notify_one();
     }
-    Err(ApiError::conflict(
-        "The nodegroup was changed concurrently too often; retry.",
+    let nodegroup = match changed {
+        Some(uuid) => stored.nodegroups.iter().find(|stored| stored.uuid == uuid),
+        None => stored.nodegroup(ident),
+    }
+    .ok_or_else(|| nodegroup_not_found(ident))?;
+    Ok(respond(
+        context,
+        StatusCode::ACCEPTED,
+        &sorted_object(detail(nodegroup, &stored.cluster.labels, &context.base_url)),
     ))
 }
 
@@ -719,61 +644,35 @@ async fn delete(
     } = request;
     query.allow_only(&[])?;
     let identity = &context.identity;
-    for _ in 0..CONCURRENT_UPDATE_ATTEMPTS {
-        let cluster = resolve_for(state, identity, cluster_ident, None).await?;
-        state
-            .policy
-            .enforce("nodegroup:delete", identity, &Target::caller(identity))?;
-        let nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-        let mut nodegroup = find_nodegroup(&nodegroups, ident)
-            .ok_or_else(|| nodegroup_not_found(ident))?
-            .clone();
-        if nodegroup.is_default {
-            return Err(ApiError::bad_request(
-                "Deleting a default nodegroup is not supported.",
-            ));
-        }
-        if nodegroup.status == ClusterStatus::DeleteInProgress {
-            return Ok(respond_empty(context, StatusCode::NO_CONTENT));
-        }
-        let template = super::clusters::template_of(state, &cluster).await?;
-        driver_for(state, &template, Action::DeleteNodegroup)?;
-        let now = Timestamp::now();
-        let mut updated = cluster.clone();
-        updated.status = start_change(&cluster)?;
-        updated.status_reason = Some(format!("Deleting nodegroup {}.", nodegroup.name));
-        updated.updated_at = Some(now);
-        nodegroup.status = ClusterStatus::DeleteInProgress;
-        nodegroup.status_reason = None;
-        nodegroup.updated_at = Some(now);
-        let operation = Operation::new(
-            cluster.uuid,
-            OperationKind::DeleteNodegroup,
-            OperationParameters {
-                initiator: initiator(identity),
-                nodegroup: Some(nodegroup.uuid),
-                ..OperationParameters::default()
+    let cluster = resolve_for(state, identity, cluster_ident, None).await?;
+    state
+        .policy
+        .enforce("nodegroup:delete", identity, &Target::caller(identity))?;
+    let driver = match super::clusters::template_of(state, &cluster).await {
+        Ok(template) => driver_for(state, &template, Action::DeleteNodegroup),
+        Err(error) => Err(error),
+    };
+    let request = change_request(identity);
+    let (queued, _) = state
+        .store
+        .modify_cluster(cluster.uuid, |aggregate| -> Result<bool, ChangeError> {
+            let nodegroup = aggregate
+                .nodegroup(ident)
+                .ok_or_else(|| nodegroup_not_found(ident))?;
+            if nodegroup.is_default {
+                return Err(ChangeRefused::DefaultNodegroup.into());
             }
-            .to_payload(),
-            now,
-        );
-        let change = ClusterChange {
-            cluster: &updated,
-            nodegroups: std::slice::from_ref(&nodegroup),
-            removed_nodegroups: &[],
-            operation: Some(&operation),
-        };
-        match state.store.commit_cluster_change(change).await {
-            Ok(_) => {
-                state.operations_enqueued.notify_one();
-                return Ok(respond_empty(context, StatusCode::NO_CONTENT));
+            if nodegroup.status == ClusterStatus::DeleteInProgress {
+                return Ok(false);
             }
-            Err(StoreError::Conflict) => continue,
-            Err(StoreError::NotFound) => return Err(nodegroup_not_found(ident)),
-            Err(error) => return Err(error.into()),
-        }
+            let uuid = nodegroup.uuid;
+            driver.as_ref().map_err(copy_error)?;
+            Ok(aggregate.remove_nodegroup(uuid, &request)?)
+        })
+        .await
+        .map_err(|error| error.answer(|| nodegroup_not_found(ident)))?;
+    if queued {
+        state.operations_enqueued.notify_one();
     }
-    Err(ApiError::conflict(
-        "The nodegroup was changed concurrently too often; retry.",
-    ))
+    Ok(respond_empty(context, StatusCode::NO_CONTENT))
 }
