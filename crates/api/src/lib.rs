@@ -12,6 +12,7 @@ mod context;
 mod error;
 mod handlers;
 mod input;
+mod lookup;
 mod microversion;
 mod pagination;
 mod patch;

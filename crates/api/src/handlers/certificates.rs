@@ -13,10 +13,10 @@ use magnum_keystore::{ca_kind, KeystoreError};
 use magnum_store::ClusterScope;
 use serde_json::{json, Value};
 
-use super::clusters::{change_request, driver_for, resolve, sorted_object};
-use super::respond;
+use super::{respond, sorted_object};
 use crate::error::{ApiError, ChangeError};
 use crate::input::{attribute, body_object, mandatory, parse_object, Attribute, Kind};
+use crate::lookup::{change_request, driver_for, resolve_cluster as resolve, template_of};
 use crate::microversion::Version;
 use crate::routing::{ResourceRequest, Routed};
 
@@ -192,7 +192,7 @@ async fn rotate_ca(request: ResourceRequest<'_>, ident: &str) -> Result<Response
     state
         .policy
         .enforce("certificate:rotate_ca", identity, &target(&cluster))?;
-    let template = super::clusters::template_of(state, &cluster).await?;
+    let template = template_of(state, &cluster).await?;
     if template.tls_disabled {
         return Err(ApiError::bad_request(
             "Rotating the CA certificate on a non-TLS cluster is not supported",
@@ -247,7 +247,7 @@ async fn rotate_credentials(
             cluster.status
         )));
     }
-    let template = super::clusters::template_of(state, &cluster).await?;
+    let template = template_of(state, &cluster).await?;
     driver_for(state, &template, Action::RotateCredentials)?;
     start_operation(
         &request,

@@ -19,6 +19,7 @@ use crate::cache::{CachedResponse, ResponseCache};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
+use crate::lookup::{resolve_template as resolve, template_not_found as not_found};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
 use crate::routing::{ResourceRequest, Routed};
@@ -195,36 +196,6 @@ fn scope<'a>(
 
 fn target(template: &ClusterTemplate) -> Target {
     Target::owned_by(&template.project_id, &template.user_id)
-}
-
-fn not_found(ident: &str) -> ApiError {
-    ApiError::not_found(format!("ClusterTemplate {ident} could not be found."))
-}
-
-/// A template by uuid (when the identifier looks like one) or by exact name.
-pub(crate) async fn resolve(
-    state: &AppState,
-    ident: &str,
-    scope: TemplateScope<'_>,
-) -> Result<ClusterTemplate, ApiError> {
-    if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
-        return state
-            .store
-            .cluster_template_by_uuid(uuid, scope)
-            .await?
-            .ok_or_else(|| not_found(ident));
-    }
-    let mut found = state
-        .store
-        .cluster_templates_by_name(ident, scope, 2)
-        .await?;
-    match found.len() {
-        0 => Err(not_found(ident)),
-        1 => Ok(found.remove(0)),
-        _ => Err(ApiError::conflict(
-            "Multiple ClusterTemplates exist with same name. Please use the ClusterTemplate uuid instead.",
-        )),
-    }
 }
 
 /// The template generation, when the cache is in use (reading it costs a query).

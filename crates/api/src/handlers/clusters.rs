@@ -11,31 +11,33 @@ use magnum_domain::cluster::{
     Cluster, ClusterStatus, HealthStatus, NodeGroup, DEFAULT_MASTER_NODEGROUP,
     DEFAULT_WORKER_NODEGROUP,
 };
-use magnum_domain::cluster_template::{ClusterTemplate, TemplateRules};
+use magnum_domain::cluster_template::TemplateRules;
 use magnum_domain::labels::{LabelDifferences, Labels};
 use magnum_domain::names::generate_name;
 use magnum_domain::nodegroup::MAX_NODE_COUNT;
-use magnum_domain::operation::{Initiator, OperationKind};
+use magnum_domain::operation::OperationKind;
 use magnum_domain::policy::Target;
 use magnum_domain::quota::CLUSTER_RESOURCE;
 use magnum_domain::time::Timestamp;
-use magnum_domain::Identity;
-use magnum_driver::{Action, Driver, References};
+use magnum_driver::{Action, References};
 use magnum_store::{ClusterScope, StoreError, TemplateScope, CLUSTER_SORT_KEYS};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use uuid::Uuid;
 
-use super::cluster_templates::resolve as resolve_template;
-use super::{respond, respond_empty, respond_encoded};
+use super::{respond, respond_empty, respond_encoded, sorted_object};
 use crate::cache::CachedResponse;
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Kind};
+use crate::lookup::{
+    change_request, check_capacity, cluster_not_found as not_found, cluster_scope as scope,
+    cluster_target as target, copy_error, driver_for, initiator, nodegroup_not_found,
+    resolve_cluster as resolve, resolve_template, template_of,
+};
 use crate::microversion::Version;
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
-use crate::routing::{ResourceRequest, Routed};
+use crate::routing::{unsupported_api, ResourceRequest, Routed};
 use crate::AppState;
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
@@ -168,35 +170,8 @@ pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Rout
             Ok(upgrade(request, ident).await?)
         }
         ([_, "actions", ..], _) => Err(Routed::UnknownAction),
-        ([_, "nodegroups", ..], _) => {
-            if version < Version::new(1, 9) {
-                let api = match *request.method {
-                    // Upstream's router names every GET this way.
-                    Method::GET => "get_one",
-                    Method::POST => "post",
-                    Method::PATCH => "patch",
-                    _ => "delete",
-                };
-                return Err(Routed::NotAcceptable(unsupported_api(version, api)));
-            }
-            super::nodegroups::handle(request).await
-        }
         _ => Err(Routed::NotFound),
     }
-}
-
-fn unsupported_api(version: Version, api: &str) -> String {
-    format!("Version {version} was requested but the requested API {api} is not supported for this version.")
-}
-
-/// A JSON object whose keys are in sorted order, as upstream's serializer emits them.
-pub(crate) fn sorted_object(entries: BTreeMap<&'static str, Value>) -> Value {
-    Value::Object(
-        entries
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect(),
-    )
 }
 
 fn timestamp(value: Option<Timestamp>) -> Value {
@@ -273,86 +248,6 @@ pub(crate) fn view(
         view.insert("updated_at", timestamp(cluster.updated_at));
     }
     view
-}
-
-fn not_found(ident: &str) -> ApiError {
-    ApiError::not_found(format!("Cluster {ident} could not be found."))
-}
-
-fn target(cluster: &Cluster) -> Target {
-    Target::owned_by(&cluster.project_id, &cluster.user_id)
-}
-
-/// Whether the admin rule lets the caller reach every project's clusters.
-fn scope<'a>(
-    state: &AppState,
-    identity: &'a Identity,
-    all_projects_rule: Option<&str>,
-) -> ClusterScope<'a> {
-    match all_projects_rule {
-        Some(rule)
-            if state.policy.is_admin(identity)
-                && state
-                    .policy
-                    .allows(rule, identity, &Target::caller(identity)) =>
-        {
-            ClusterScope::All
-        }
-        _ => ClusterScope::Project(&identity.project_id),
-    }
-}
-
-/// A cluster by uuid or exact name within `scope`.
-pub(crate) async fn resolve(
-    state: &AppState,
-    ident: &str,
-    scope: ClusterScope<'_>,
-) -> Result<Cluster, ApiError> {
-    if let Some(uuid) = magnum_domain::parse_uuid_like(ident) {
-        return match state.store.cluster_by_uuid(uuid).await? {
-            Some(cluster)
-                if matches!(scope, ClusterScope::All)
-                    || matches!(scope, ClusterScope::Project(project) if project == cluster.project_id) =>
-            {
-                Ok(cluster)
-            }
-            _ => Err(not_found(ident)),
-        };
-    }
-    let project = match scope {
-        ClusterScope::All => None,
-        ClusterScope::Project(project) => Some(project),
-    };
-    let mut found = state.store.clusters_by_name(ident, project, 2).await?;
-    match found.len() {
-        0 => Err(not_found(ident)),
-        1 => Ok(found.remove(0)),
-        _ => Err(ApiError::conflict(
-            "Multiple clusters exist with same name. Please use the cluster uuid instead.",
-        )),
-    }
-}
-
-/// A cluster as the given caller may address it, for the nodegroup endpoints.
-pub(crate) async fn resolve_for(
-    state: &AppState,
-    identity: &Identity,
-    ident: &str,
-    all_projects_rule: Option<&str>,
-) -> Result<Cluster, ApiError> {
-    resolve(state, ident, scope(state, identity, all_projects_rule)).await
-}
-
-/// The template a stored cluster was built from (the foreign key keeps it present).
-pub(crate) async fn template_of(
-    state: &AppState,
-    cluster: &Cluster,
-) -> Result<ClusterTemplate, ApiError> {
-    state
-        .store
-        .cluster_template_by_uuid(cluster.cluster_template_id, TemplateScope::All)
-        .await?
-        .ok_or_else(|| ApiError::internal("a cluster's template is missing"))
 }
 
 async fn template_labels(state: &AppState, cluster: &Cluster) -> Result<Option<Labels>, ApiError> {
@@ -511,61 +406,6 @@ fn uuid_document(uuid: Uuid) -> Value {
     json!({"uuid": uuid.to_string()})
 }
 
-/// The driver that serves clusters of `template`, refusing `action` when it cannot do it.
-pub(crate) fn driver_for(
-    state: &AppState,
-    template: &ClusterTemplate,
-    action: Action,
-) -> Result<Arc<dyn Driver>, ApiError> {
-    let name = template.driver.clone().unwrap_or_default();
-    let driver = state
-        .drivers
-        .by_name(&name)
-        .ok_or_else(|| ApiError::bad_request(format!("Cluster driver ({name}) not supported.")))?;
-    if !driver.supports(action) {
-        return Err(refused_action(&*driver, action));
-    }
-    Ok(driver)
-}
-
-/// Refuses a change that adds nodes for a project the driver does not build for, or that
-/// needs more nodes than a bounded driver has room for.
-pub(crate) fn check_capacity(
-    driver: &dyn Driver,
-    project_id: &str,
-    additional_nodes: i64,
-) -> Result<(), ApiError> {
-    if additional_nodes > 0 {
-        driver
-            .permits_project(project_id)
-            .map_err(ApiError::forbidden)?;
-    }
-    match driver.nodes_available() {
-        Some(available) if additional_nodes > available => Err(ApiError::bad_request(format!(
-            "The {} driver has room for {} more nodes on this host; this request needs {}.",
-            driver.name(),
-            available.max(0),
-            additional_nodes
-        ))),
-        _ => Ok(()),
-    }
-}
-
-pub(crate) fn refused_action(driver: &dyn Driver, action: Action) -> ApiError {
-    let message = match action {
-        Action::ScaleMasters => {
-            "Resizing the master nodegroup is not supported by this driver.".to_owned()
-        }
-        Action::RotateCredentials => "Credential rotation is not supported by driver.".to_owned(),
-        _ => format!(
-            "{} is not supported by the {} driver.",
-            action.describe(),
-            driver.name()
-        ),
-    };
-    ApiError::bad_request(message)
-}
-
 /// The limit of clusters for a project: its quota row, or the configured default.
 async fn cluster_limit(state: &AppState, project_id: &str) -> Result<i64, ApiError> {
     Ok(state
@@ -582,13 +422,6 @@ fn limit_reached(limit: i64) -> ApiError {
         "Resource limit exceeded: You have reached the maximum clusters per project, {limit}. \
          You may delete a cluster to make room for a new one."
     ))
-}
-
-pub(crate) fn initiator(identity: &Identity) -> Initiator {
-    Initiator {
-        user_id: identity.user_id.clone(),
-        project_id: identity.project_id.clone(),
-    }
 }
 
 async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
@@ -997,14 +830,6 @@ fn patched_health_status(document: &Map<String, Value>) -> Result<Option<HealthS
     }
 }
 
-/// Who asks, and now: what every use case of the aggregate records.
-pub(crate) fn change_request(identity: &Identity) -> Request {
-    Request {
-        initiator: initiator(identity),
-        now: Timestamp::now(),
-    }
-}
-
 async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
@@ -1067,10 +892,6 @@ async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<B
         tracing::info!(cluster.id = %cluster.uuid, "cluster deletion accepted");
     }
     Ok(respond_empty(context, StatusCode::NO_CONTENT))
-}
-
-pub(crate) fn nodegroup_not_found(ident: &str) -> ApiError {
-    ApiError::not_found(format!("Nodegroup {ident} could not be found."))
 }
 
 const RESIZE_SCHEMA: &[Attribute] = &[
@@ -1177,11 +998,6 @@ async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
         StatusCode::ACCEPTED,
         &uuid_document(cluster.uuid),
     ))
-}
-
-/// A copy of a refusal computed once before a change, for each time the change is decided.
-pub(crate) fn copy_error(error: &ApiError) -> ApiError {
-    ApiError::new(error.status, error.detail.clone())
 }
 
 const UPGRADE_SCHEMA: &[Attribute] = &[

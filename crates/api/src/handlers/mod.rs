@@ -7,9 +7,12 @@ pub mod root;
 pub mod services;
 pub mod stats;
 
+use std::collections::BTreeMap;
+
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::context::{add_version_headers, json_response, RequestContext};
 
@@ -40,4 +43,14 @@ pub fn respond_empty(context: &RequestContext, status: StatusCode) -> Response<B
     let mut response = crate::context::empty_response(status, &context.request_id);
     add_version_headers(response.headers_mut(), context.version);
     response
+}
+
+/// A JSON object whose keys are in sorted order, as upstream's serializer emits them.
+pub fn sorted_object(entries: BTreeMap<&'static str, Value>) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    )
 }

@@ -17,13 +17,14 @@ use magnum_store::SortDirection;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::clusters::{
-    change_request, copy_error, driver_for, nodegroup_not_found, resolve_for, sorted_object,
-};
-use super::{respond, respond_empty};
+use super::{respond, respond_empty, sorted_object};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, parse_object, Attribute, Kind};
+use crate::lookup::{
+    change_request, check_capacity, copy_error, driver_for, nodegroup_not_found,
+    resolve_cluster_for as resolve_for, template_of,
+};
 use crate::pagination::{next_link, page_from_query};
 use crate::patch::{apply_patch, parse_patch, Operation as PatchOp, PatchRules};
 use crate::routing::{ResourceRequest, Routed};
@@ -399,7 +400,7 @@ async fn create(
     state
         .policy
         .enforce("nodegroup:create", identity, &Target::caller(identity))?;
-    let template = super::clusters::template_of(state, &cluster).await?;
+    let template = template_of(state, &cluster).await?;
     let driver = driver_for(state, &template, Action::CreateNodegroup);
     let request = change_request(identity);
     let new_uuid = Uuid::new_v4();
@@ -423,7 +424,7 @@ async fn create(
                 return Err(ChangeRefused::MasterNodegroup.into());
             }
             let driver = driver.as_ref().map_err(copy_error)?;
-            super::clusters::check_capacity(&**driver, &aggregate.cluster.project_id, node_count)?;
+            check_capacity(&**driver, &aggregate.cluster.project_id, node_count)?;
             let labels = Labels::inherit(
                 &aggregate.cluster.labels,
                 attributes.labels("labels"),
@@ -549,7 +550,7 @@ async fn update(
     state
         .policy
         .enforce("nodegroup:update", identity, &Target::caller(identity))?;
-    let driver = match super::clusters::template_of(state, &cluster).await {
+    let driver = match template_of(state, &cluster).await {
         Ok(template) => driver_for(state, &template, Action::UpdateNodegroup),
         Err(error) => Err(error),
     };
@@ -648,7 +649,7 @@ async fn delete(
     state
         .policy
         .enforce("nodegroup:delete", identity, &Target::caller(identity))?;
-    let driver = match super::clusters::template_of(state, &cluster).await {
+    let driver = match template_of(state, &cluster).await {
         Ok(template) => driver_for(state, &template, Action::DeleteNodegroup),
         Err(error) => Err(error),
     };

@@ -10,7 +10,7 @@ use magnum_domain::time::Timestamp;
 use magnum_store::{QuotaPage, SortDirection, StoreError, QUOTA_SORT_KEYS};
 use serde_json::{json, Value};
 
-use super::clusters::sorted_object;
+use super::sorted_object;
 use super::{respond, respond_empty};
 use crate::error::ApiError;
 use crate::input::body_object;
