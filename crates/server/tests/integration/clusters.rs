@@ -356,22 +356,32 @@ async fn scaling_resizing_and_upgrading_go_through_update_states() {
         )
         .await;
         let path = format!("/v1/clusters/{uuid}");
-        // Not at rest yet: refused with the reason.
+        // Not at rest yet (its creation never ends): refused with the reason.
+        let hung = create_cluster(
+            &app,
+            ALICE,
+            json!({"cluster_template_id": "t1", "name": "hung", "labels": {"test_hang_on": "create"}}),
+        )
+        .await;
         let early = app
             .send_at(
                 "latest",
                 "PATCH",
-                &path,
+                &format!("/v1/clusters/{hung}"),
                 ALICE,
                 Some(json!([{"op": "replace", "path": "/node_count", "value": 3}])),
             )
             .await;
-        if early.status == 400 {
-            assert_eq!(
-                detail(&early),
+        assert_eq!(
+            (early.status, detail(&early).as_str()),
+            (
+                400,
                 "Updating a cluster when status is \"CREATE_IN_PROGRESS\" is not supported."
-            );
-        }
+            ),
+            "{}",
+            engine.name()
+        );
+        app.delete(&format!("/v1/clusters/{hung}"), ALICE).await;
         app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
         let cluster_uuid: uuid::Uuid = uuid.parse().unwrap();
 
@@ -537,21 +547,46 @@ async fn scaling_resizing_and_upgrading_go_through_update_states() {
             (reply.status, reply.body.clone()),
             (202, json!({"uuid": uuid}))
         );
-        // Not at rest any more: a second upgrade is refused synchronously.
-        let again = app
+        let upgraded = app.wait_for_status(&uuid, ALICE, "UPDATE_COMPLETE").await;
+        assert_eq!(upgraded["cluster_template_id"], second["uuid"]);
+        // Not at rest (its upgrade never ends): a second upgrade is refused synchronously.
+        let busy = create_cluster(
+            &app,
+            ALICE,
+            json!({"cluster_template_id": "t1", "name": "busy", "labels": {"test_hang_on": "upgrade"}}),
+        )
+        .await;
+        app.wait_for_status(&busy, ALICE, "CREATE_COMPLETE").await;
+        let busy_upgrade = format!("/v1/clusters/{busy}/actions/upgrade");
+        let first = app
             .send_at(
                 "latest",
                 "POST",
-                &upgrade,
+                &busy_upgrade,
                 ALICE,
                 Some(json!({"cluster_template": "t2"})),
             )
             .await;
-        if again.status == 400 {
-            assert!(detail(&again).starts_with("Upgrading a cluster when status is"));
-        }
-        let upgraded = app.wait_for_status(&uuid, ALICE, "UPDATE_COMPLETE").await;
-        assert_eq!(upgraded["cluster_template_id"], second["uuid"]);
+        assert_eq!(first.status, 202, "{}", String::from_utf8_lossy(&first.raw));
+        let again = app
+            .send_at(
+                "latest",
+                "POST",
+                &busy_upgrade,
+                ALICE,
+                Some(json!({"cluster_template": "t2"})),
+            )
+            .await;
+        assert_eq!(
+            (again.status, detail(&again).as_str()),
+            (
+                400,
+                "Upgrading a cluster when status is \"UPDATE_IN_PROGRESS\" is not supported."
+            ),
+            "{}",
+            engine.name()
+        );
+        app.delete(&format!("/v1/clusters/{busy}"), ALICE).await;
         app.stop().await;
     }
 }
@@ -756,18 +791,29 @@ async fn nodegroups_are_created_updated_and_deleted_with_upstream_rules() {
         )
         .await;
         let base = format!("/v1/clusters/{uuid}/nodegroups");
+        // A cluster still being created (forever) has no API address yet.
+        let hung = create_cluster(
+            &app,
+            ALICE,
+            json!({"cluster_template_id": "t", "name": "hung", "labels": {"test_hang_on": "create"}}),
+        )
+        .await;
         let early = app
             .send_at(
                 "latest",
                 "POST",
-                &base,
+                &format!("/v1/clusters/{hung}/nodegroups"),
                 ALICE,
                 Some(json!({"name": "late"})),
             )
             .await;
-        if early.status == 409 {
-            assert_eq!(detail(&early), "Cluster API address is not available yet");
-        }
+        assert_eq!(
+            (early.status, detail(&early).as_str()),
+            (409, "Cluster API address is not available yet"),
+            "{}",
+            engine.name()
+        );
+        app.delete(&format!("/v1/clusters/{hung}"), ALICE).await;
         app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
         assert_eq!(
             app.send_at("1.8", "GET", &base, ALICE, None).await.status,
