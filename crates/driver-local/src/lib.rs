@@ -482,6 +482,7 @@ async fn monitor_health(
             let current = (status, reason.clone());
             if last.get(&cluster) != Some(&current) {
                 last.insert(cluster, current);
+                // No subscriber (no conductor in this process) is fine: nobody to tell.
                 let _ = sender.send(magnum_driver::DriverEvent::Health {
                     cluster,
                     status,

@@ -115,6 +115,17 @@ async fn run_quietly(program: &str, arguments: &[&str]) {
     let _ = run(program, arguments).await;
 }
 
+/// Removes a directory tree that should go; what cannot be removed is logged (the tests'
+/// leftover checks find it too), and a tree already gone is fine.
+fn remove_tree(directory: &std::path::Path) {
+    match std::fs::remove_dir_all(directory) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(directory = %directory.display(), %error, "cannot remove");
+        }
+        _ => {}
+    }
+}
+
 /// A node's host name: `<cluster>-<node>`, cut to the 63 bytes a host name may have.
 fn node_hostname(cluster_name: &str, node: &str) -> String {
     let suffix = format!("-{node}");
@@ -287,6 +298,7 @@ impl Runtime {
             return Ok(tarball);
         }
         let root = self.state_dir.join("images").join("rootfs");
+        // The scratch tree of an interrupted earlier build, if any; absent is the usual case.
         let _ = std::fs::remove_dir_all(&root);
         for directory in ["bin", "etc", "www", "tmp"] {
             std::fs::create_dir_all(root.join(directory))
@@ -296,11 +308,16 @@ impl Runtime {
             failed(format!("cannot build the node image from /bin/busybox (apt-get install busybox-static): {error}"))
         })?;
         let applets = run("/bin/busybox", &["--list"]).await?;
+        let image_error =
+            |error: std::io::Error| failed(format!("cannot build the node image: {error}"));
         for applet in applets.lines().filter(|applet| *applet != "busybox") {
-            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
+                .map_err(image_error)?;
         }
-        let _ = std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n");
-        let _ = std::fs::write(root.join("www/index.html"), "magnum-rs local node\n");
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")
+            .map_err(image_error)?;
+        std::fs::write(root.join("www/index.html"), "magnum-rs local node\n")
+            .map_err(image_error)?;
         let partial = tarball.with_extension("partial");
         run(
             "tar",
@@ -315,6 +332,7 @@ impl Runtime {
         .await?;
         std::fs::rename(&partial, &tarball)
             .map_err(|error| failed(format!("cannot build the node image: {error}")))?;
+        // The image is made; a scratch tree left behind is removed by the next build.
         let _ = std::fs::remove_dir_all(&root);
         Ok(tarball)
     }
@@ -485,7 +503,16 @@ impl Runtime {
             ram_mib,
             pids: self.max_pids_per_node,
         };
-        sandbox.launch(&self.authz_binary, uid_slot, limits, &arguments)?;
+        // Files, cgroups and a short-lived setsid: blocking work, kept off the async runtime.
+        let launched = {
+            let sandbox = sandbox.clone();
+            let authz_binary = self.authz_binary.clone();
+            tokio::task::spawn_blocking(move || {
+                sandbox.launch(&authz_binary, uid_slot, limits, &arguments)
+            })
+            .await
+        };
+        launched.map_err(|error| failed(format!("cannot start node {}: {error}", node.name)))??;
         let started = Instant::now();
         loop {
             if self
@@ -551,8 +578,9 @@ impl Runtime {
         let sandbox = self.sandbox(cluster, node, "");
         sandbox.remove_cgroups();
         self.claims.release(&sandbox.directory);
-        let _ = std::fs::remove_dir_all(&sandbox.directory);
-        let _ = std::fs::remove_dir_all(&sandbox.run_directory);
+        for directory in [&sandbox.directory, &sandbox.run_directory] {
+            remove_tree(directory);
+        }
     }
 
     fn manager(state: &ClusterState) -> Option<&NodeState> {
@@ -737,6 +765,8 @@ impl Runtime {
             .cloned();
         if let (Some(node), Some(manager)) = (&node, &manager) {
             if let Some(id) = &node.swarm_id {
+                // Each step is a courtesy to the swarm: the node is torn down below whatever
+                // they answer, and `node rm --force` drops a node that could not leave.
                 let _ = self
                     .docker(
                         cluster,
@@ -1165,7 +1195,7 @@ impl Runtime {
         run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
         sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
         self.claims.release(&self.cluster_dir(cluster));
-        let _ = std::fs::remove_dir_all(self.cluster_dir(cluster));
+        remove_tree(&self.cluster_dir(cluster));
         self.forget_lock(cluster);
         Ok(())
     }
@@ -1174,6 +1204,58 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many clusters allocated at once, as up to 16 operations per conductor (and several
+    /// magnumd on one host) may: every one gets its own /24 and short name, by construction
+    /// (host-wide claims under one lock), not by timing.
+    #[test]
+    fn clusters_allocated_concurrently_get_distinct_subnets() {
+        let scratch = tempfile::tempdir().unwrap();
+        let runtime = Runtime {
+            state_dir: scratch.path().join("state"),
+            pool: [10, 251],
+            max_nodes: 64,
+            flavors: std::collections::HashMap::new(),
+            locks: std::sync::Arc::default(),
+            authz_binary: PathBuf::from("unused"),
+            max_pids_per_node: 64,
+            claims: std::sync::Arc::new(HostClaims::scratch(scratch.path())),
+        };
+        let racers: Vec<_> = (0..32)
+            .map(|_| {
+                let runtime = runtime.clone();
+                std::thread::spawn(move || {
+                    let cluster = Uuid::new_v4();
+                    let state = ClusterState {
+                        subnet: 0,
+                        next_node: 1,
+                        nodes: Vec::new(),
+                        name: "c".to_owned(),
+                        tls: true,
+                        auto_healing: false,
+                    };
+                    (cluster, runtime.allocate(cluster, state))
+                })
+            })
+            .collect();
+        let mut subnets = Vec::new();
+        for racer in racers {
+            let (cluster, allocated) = racer.join().unwrap();
+            let allocated = allocated.unwrap();
+            assert!(allocated.subnet >= 1, "{allocated:?}");
+            // What was handed out is what the cluster's record says.
+            assert_eq!(runtime.load(cluster).unwrap().subnet, allocated.subnet);
+            subnets.push(allocated.subnet);
+        }
+        let mut distinct = subnets.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 32, "{subnets:?}");
+        let claimed = std::fs::read_dir(scratch.path().join("claims").join("subnets"))
+            .unwrap()
+            .count();
+        assert_eq!(claimed, 32);
+    }
 
     #[test]
     fn node_host_names_fit_in_63_bytes() {

@@ -140,6 +140,7 @@ exec ip netns exec "$NODE_NETNS" unshare --mount --pid --fork --uts --ipc --cgro
 "#;
 
 /// Everything one node's sandbox is made of on the host.
+#[derive(Debug, Clone)]
 pub struct NodeSandbox {
     /// `<state>/clusters/<uuid>/<node>`: data, tls, etc, root, node.pid, dockerd.log.
     pub directory: PathBuf,
@@ -175,6 +176,7 @@ impl NodeSandbox {
             return String::new();
         };
         let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+        // Diagnostics only: what cannot be read is left out.
         let _ = file.seek(SeekFrom::Start(length.saturating_sub(16 * 1024)));
         let mut bytes = Vec::new();
         let _ = file.take(16 * 1024).read_to_end(&mut bytes);
@@ -299,8 +301,11 @@ impl NodeSandbox {
         let mut child = command
             .spawn()
             .map_err(|error| failed(format!("cannot start node {}: {error}", self.netns)))?;
-        // setsid --fork returns at once; this reaps it.
-        let _ = child.wait();
+        // setsid --fork returns at once; this reaps it (its exit status says nothing about the
+        // node, which runs on detached: launch_dockerd then waits for its dockerd to answer).
+        if let Err(error) = child.wait() {
+            tracing::warn!(%error, "cannot reap setsid");
+        }
         Ok(())
     }
 
@@ -370,7 +375,14 @@ impl NodeSandbox {
                 for file in ["cpuset.cpus", "cpuset.mems"] {
                     let inherited = std::fs::read_to_string(root.join(file)).unwrap_or_default();
                     for directory in [&node, &containers] {
-                        let _ = std::fs::write(directory.join(file), inherited.trim());
+                        std::fs::write(directory.join(file), inherited.trim()).map_err(
+                            |error| {
+                                failed(format!(
+                                    "cannot give the cgroup {} its {file}: {error}",
+                                    directory.display()
+                                ))
+                            },
+                        )?;
                     }
                 }
             }
@@ -472,6 +484,7 @@ impl NodeSandbox {
 }
 
 async fn signal(pid: i32, name: &str) {
+    // The process may be gone already: that is what the caller wants anyway.
     let _ = tokio::process::Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
         .output()
@@ -513,6 +526,8 @@ fn remove_cgroup_tree(path: &Path) {
             }
         }
     }
+    // A cgroup that still holds a process cannot go; the caller killed them first, and the
+    // tests' leftover checks would find one that stays.
     let _ = std::fs::remove_dir(path);
 }
 
@@ -529,6 +544,19 @@ pub struct HostClaims {
     login_defs: PathBuf,
     subuid: PathBuf,
     subgid: PathBuf,
+}
+
+#[cfg(test)]
+impl HostClaims {
+    /// Claims kept under `directory`, for tests: no host file is read or written.
+    pub(crate) fn scratch(directory: &Path) -> Self {
+        Self {
+            directory: directory.join("claims"),
+            login_defs: directory.join("login.defs"),
+            subuid: directory.join("subuid"),
+            subgid: directory.join("subgid"),
+        }
+    }
 }
 
 impl Default for HostClaims {
@@ -586,6 +614,7 @@ impl HostClaims {
         std::fs::create_dir_all(&directory)
             .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
         let claim = directory.join(key);
+        // A stale claim (its owner gone) is replaced; the usual case is no claim at all.
         let _ = std::fs::remove_file(&claim);
         std::os::unix::fs::symlink(owner, &claim)
             .map_err(|error| failed(format!("cannot claim {kind} {key}: {error}")))
@@ -606,6 +635,7 @@ impl HostClaims {
                 .flatten()
             {
                 if std::fs::read_link(claim.path()).is_ok_and(|held| held == owner) {
+                    // One that cannot go is stale once the owner's directory is removed.
                     let _ = std::fs::remove_file(claim.path());
                 }
             }
@@ -769,6 +799,7 @@ pub async fn install_firewall(table: &str, bridge: &str) -> Result<(), DriverErr
 }
 
 pub async fn remove_firewall(table: &str) {
+    // Absent already (never installed, or a host flush) is the same as removed.
     let _ = tokio::process::Command::new("nft")
         .args(["delete", "table", "inet", table])
         .output()
