@@ -23,7 +23,8 @@ use magnum_store::Store;
 use tokio::sync::{watch, Notify};
 
 pub use notifications::{
-    AuditAction, AuditEvent, AuditOutcome, FileNotifier, Notifier, NullNotifier, RabbitNotifier,
+    AuditAction, AuditEvent, AuditOutcome, FileNotifier, Notifier, NullNotifier, QueuedNotifier,
+    RabbitNotifier, NOTIFICATION_QUEUE,
 };
 
 /// The binary name upstream reports for conductors.

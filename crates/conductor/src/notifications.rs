@@ -1,10 +1,11 @@
 //! Audit notifications: CADF events `magnum.cluster.{create,update,delete}` in the
 //! oslo.messaging notification envelope, as upstream emits them.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
 
 use magnum_domain::cluster::{Cluster, HealthStatus};
 use magnum_domain::operation::Initiator;
@@ -150,20 +151,16 @@ impl Notifier for NullNotifier {
     async fn notify(&self, _event: AuditEvent) {}
 }
 
-/// Appends one JSON envelope per line to a file.
+/// Appends one JSON envelope per line to a file. Wrap it in a [`QueuedNotifier`]: that
+/// also keeps two events from interleaving their lines.
 pub struct FileNotifier {
     path: PathBuf,
     host: String,
-    lock: Mutex<()>,
 }
 
 impl FileNotifier {
     pub fn new(path: PathBuf, host: String) -> Self {
-        Self {
-            path,
-            host,
-            lock: Mutex::new(()),
-        }
+        Self { path, host }
     }
 }
 
@@ -172,19 +169,62 @@ impl Notifier for FileNotifier {
     async fn notify(&self, event: AuditEvent) {
         let mut line = event.envelope(&self.host).to_string();
         line.push('\n');
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            // Audit events name users and projects: for the operator only.
-            .mode(0o600)
-            .open(&self.path)
-            .and_then(|mut file| file.write_all(line.as_bytes()));
+        let written = async {
+            let mut file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                // Audit events name users and projects: for the operator only.
+                .mode(0o600)
+                .open(&self.path)
+                .await?;
+            file.write_all(line.as_bytes()).await?;
+            file.flush().await
+        }
+        .await;
         if let Err(error) = written {
             tracing::warn!(path = %self.path.display(), %error, "cannot record an audit notification");
+        }
+    }
+}
+
+/// Events waiting for a slow sink, at most; past that, new ones are dropped (and counted in
+/// the log) rather than holding up the operations that raise them.
+pub const NOTIFICATION_QUEUE: usize = 1024;
+
+/// Hands events to a sink through a bounded queue, in order, on a task of its own: an
+/// operation never waits for a broker or a disk.
+pub struct QueuedNotifier {
+    queue: tokio::sync::mpsc::Sender<AuditEvent>,
+    dropped: AtomicU64,
+}
+
+impl QueuedNotifier {
+    /// Starts the task that feeds `sink`; it ends when the last handle is dropped, after
+    /// the events still queued.
+    pub fn spawn(sink: Arc<dyn Notifier>) -> Self {
+        let (queue, mut events) = tokio::sync::mpsc::channel(NOTIFICATION_QUEUE);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                sink.notify(event).await;
+            }
+        });
+        Self {
+            queue,
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Notifier for QueuedNotifier {
+    async fn notify(&self, event: AuditEvent) {
+        if let Err(refused) = self.queue.try_send(event) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let event = match &refused {
+                tokio::sync::mpsc::error::TrySendError::Full(event)
+                | tokio::sync::mpsc::error::TrySendError::Closed(event) => event.event_type(),
+            };
+            tracing::warn!(%event, dropped, "the audit notification queue is full; event dropped");
         }
     }
 }
@@ -259,5 +299,106 @@ impl Notifier for RabbitNotifier {
                 Err(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use magnum_domain::cluster::ClusterStatus;
+    use magnum_domain::time::Timestamp;
+    use uuid::Uuid;
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            action: AuditAction::Create,
+            outcome: AuditOutcome::Pending,
+            cluster: Cluster {
+                id: 1,
+                uuid: Uuid::new_v4(),
+                name: Some("c".to_owned()),
+                project_id: "p".to_owned(),
+                user_id: "u".to_owned(),
+                cluster_template_id: Uuid::new_v4(),
+                keypair: None,
+                docker_volume_size: None,
+                labels: Default::default(),
+                master_flavor_id: None,
+                flavor_id: None,
+                create_timeout: None,
+                discovery_url: None,
+                fixed_network: None,
+                fixed_subnet: None,
+                floating_ip_enabled: false,
+                master_lb_enabled: false,
+                status: ClusterStatus::CreateInProgress,
+                status_reason: None,
+                health_status: None,
+                health_status_reason: Default::default(),
+                stack_id: None,
+                api_address: None,
+                coe_version: None,
+                container_version: None,
+                node_count: 1,
+                master_count: 1,
+                node_addresses: Vec::new(),
+                master_addresses: Vec::new(),
+                created_at: Timestamp::now(),
+                updated_at: None,
+                version: 1,
+            },
+            initiator: Initiator::default(),
+        }
+    }
+
+    /// A sink that takes no event until it is let go, then counts them.
+    struct Stuck {
+        go: tokio::sync::Semaphore,
+        received: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Notifier for Stuck {
+        async fn notify(&self, _event: AuditEvent) {
+            let _permit = self.go.acquire().await;
+            self.received.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_sink_never_holds_up_the_caller_and_the_queue_is_bounded() {
+        let sink = Arc::new(Stuck {
+            go: tokio::sync::Semaphore::new(0),
+            received: AtomicU64::new(0),
+        });
+        let queued = QueuedNotifier::spawn(sink.clone());
+        let sent = NOTIFICATION_QUEUE + 100;
+        // Without the queue the first call would wait for the sink forever.
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            for _ in 0..sent {
+                queued.notify(event()).await;
+            }
+        })
+        .await
+        .expect("notify returns while the sink is stuck");
+        let dropped = queued.dropped.load(Ordering::SeqCst);
+        assert!(
+            (99..=100).contains(&dropped),
+            "{dropped} dropped of {sent}: one may be in the sink's hands"
+        );
+        sink.go.add_permits(sent);
+        drop(queued);
+        let expected = u64::try_from(sent).unwrap() - dropped;
+        for _ in 0..600 {
+            if sink.received.load(Ordering::SeqCst) == expected {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            sink.received.load(Ordering::SeqCst),
+            expected,
+            "every queued event reaches the sink, after the last handle is gone too"
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use magnum_api::{ApiSettings, AppState, KeystoneAuth, NoAuth};
-use magnum_conductor::{Conductor, FileNotifier, Notifier, NullNotifier, RabbitNotifier};
+use magnum_conductor::{
+    Conductor, FileNotifier, Notifier, NullNotifier, QueuedNotifier, RabbitNotifier,
+};
 use magnum_domain::Identity;
 use magnum_driver::{Driver, DriverRegistry};
 use magnum_driver_local::LocalDriver;
@@ -233,7 +235,7 @@ fn cluster_certificates(
 
 fn notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
     let settings = &config.notifications;
-    Ok(match settings.sink.as_str() {
+    let sink: Arc<dyn Notifier> = match settings.sink.as_str() {
         "file" => Arc::new(FileNotifier::new(
             config.notifications_path(),
             config.conductor_host(),
@@ -244,8 +246,9 @@ fn notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
             settings.topic.clone(),
             config.conductor_host(),
         )?),
-        _ => Arc::new(NullNotifier),
-    })
+        _ => return Ok(Arc::new(NullNotifier)),
+    };
+    Ok(Arc::new(QueuedNotifier::spawn(sink)))
 }
 
 /// Starts `role` with drivers of the embedder's besides the configured ones (tests use this
