@@ -642,7 +642,7 @@ impl Runner {
         match failure {
             None => {
                 self.store.purge_cluster(cluster.uuid).await?;
-                self.certificates.forget(cluster.uuid);
+                self.certificates.forget(cluster.uuid).await;
                 let mut gone = cluster;
                 gone.status = ClusterStatus::DeleteComplete;
                 gone.status_reason = None;

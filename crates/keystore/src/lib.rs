@@ -220,12 +220,19 @@ impl ClusterCertificates {
             .cloned()
             .collect();
         if let KeyStorage::Files(directory) = self.storage.as_ref() {
-            for record in unstored {
-                if let Ok(path) = Self::key_path(directory, cluster, &record.kind, &record.cert_pem)
-                {
-                    let _ = std::fs::remove_file(path);
+            let directory = directory.clone();
+            // Best effort: a key file left behind is removed with the cluster.
+            let _ = off_runtime(move || {
+                for record in unstored {
+                    if let Ok(path) =
+                        Self::key_path(&directory, cluster, &record.kind, &record.cert_pem)
+                    {
+                        let _ = std::fs::remove_file(path);
+                    }
                 }
-            }
+                Ok(())
+            })
+            .await;
         }
     }
 
@@ -239,7 +246,7 @@ impl ClusterCertificates {
         {
             return Ok(());
         }
-        let records = self.generate(cluster, common_name)?;
+        let records = self.generate_off_runtime(cluster, common_name).await?;
         self.store
             .insert_cluster_certificates_once(&records)
             .await?;
@@ -258,7 +265,7 @@ impl ClusterCertificates {
             self.remove_unstored_keys(cluster, &rotation.records).await;
             return Err(error);
         }
-        self.finish_rotation(&rotation);
+        self.finish_rotation(&rotation).await;
         Ok(())
     }
 
@@ -270,7 +277,7 @@ impl ClusterCertificates {
         common_name: &str,
     ) -> Result<Rotation, KeystoreError> {
         let replaced = self.stored(cluster).await?;
-        let records = self.generate(cluster, common_name)?;
+        let records = self.generate_off_runtime(cluster, common_name).await?;
         Ok(Rotation {
             cluster,
             replaced,
@@ -290,8 +297,25 @@ impl ClusterCertificates {
     /// never be stored again (a rotation only ever stores the ones it made), so no reader
     /// can need these keys after a switch; a reader that read a replaced certificate just
     /// before finds its key gone and reads again.
-    fn finish_rotation(&self, rotation: &Rotation) {
-        self.remove_keys(rotation.cluster, &rotation.replaced);
+    async fn finish_rotation(&self, rotation: &Rotation) {
+        let this = self.clone();
+        let (cluster, replaced) = (rotation.cluster, rotation.replaced.clone());
+        let _ = off_runtime(move || {
+            this.remove_keys(cluster, &replaced);
+            Ok(())
+        })
+        .await;
+    }
+
+    /// [`Self::generate`] off the async runtime: key generation and fsynced key files.
+    async fn generate_off_runtime(
+        &self,
+        cluster: Uuid,
+        common_name: &str,
+    ) -> Result<Vec<StoredCertificate>, KeystoreError> {
+        let this = self.clone();
+        let common_name = common_name.to_owned();
+        off_runtime(move || this.generate(cluster, &common_name)).await
     }
 
     /// The CA certificate (no key).
@@ -324,7 +348,13 @@ impl ClusterCertificates {
                         .map_err(|_| KeystoreError::Key("not UTF-8".to_owned()))?
                 }
                 (KeyStorage::Files(directory), _) => {
-                    match Self::read_key_file(directory, cluster, kind, &stored.cert_pem)? {
+                    let (directory, owned_kind, cert_pem) =
+                        (directory.clone(), kind.to_owned(), stored.cert_pem.clone());
+                    let read = off_runtime(move || {
+                        Self::read_key_file(&directory, cluster, &owned_kind, &cert_pem)
+                    })
+                    .await?;
+                    match read {
                         Some(key_pem) => key_pem,
                         None if attempt < ATTEMPTS => continue,
                         None => {
@@ -391,9 +421,19 @@ impl ClusterCertificates {
     }
 
     /// Removes key files of a deleted cluster (the rows go with the cluster).
-    pub fn forget(&self, cluster: Uuid) {
+    pub async fn forget(&self, cluster: Uuid) {
         if let KeyStorage::Files(directory) = self.storage.as_ref() {
-            let _ = std::fs::remove_dir_all(directory.join(cluster.to_string()));
+            let directory = directory.join(cluster.to_string());
+            let removed = off_runtime(move || match std::fs::remove_dir_all(&directory) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(
+                    KeystoreError::Key(format!("cannot remove {}: {error}", directory.display())),
+                ),
+                _ => Ok(()),
+            })
+            .await;
+            if let Err(error) = removed {
+                tracing::warn!(cluster.id = %cluster, %error, "key files of a deleted cluster stay");
+            }
         }
     }
 }
@@ -404,6 +444,17 @@ struct Rotation {
     cluster: Uuid,
     replaced: Vec<StoredCertificate>,
     records: Vec<StoredCertificate>,
+}
+
+/// Runs blocking work (key generation, key files written with fsync) off the async runtime.
+async fn off_runtime<T, F>(work: F) -> Result<T, KeystoreError>
+where
+    F: FnOnce() -> Result<T, KeystoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| KeystoreError::Setup(format!("a key task stopped: {error}")))?
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), KeystoreError> {
@@ -515,7 +566,7 @@ mod tests {
         let after = stored_pems(&keystore, cluster).await;
         assert!(after.iter().all(|pem| !before.contains(pem)));
         assert_every_ca_has_its_key(&keystore, cluster, "crash after the switch").await;
-        keystore.finish_rotation(&rotation);
+        keystore.finish_rotation(&rotation).await;
         assert_every_ca_has_its_key(&keystore, cluster, "finished").await;
 
         // A whole rotation removes the keys of what it replaced, and nothing else.
@@ -532,7 +583,7 @@ mod tests {
                 "{name}"
             );
         }
-        keystore.forget(cluster);
+        keystore.forget(cluster).await;
         assert!(key_files(scratch.path(), cluster).is_empty());
     }
 
@@ -571,7 +622,11 @@ mod tests {
                         .switch(rotations[which].as_ref().unwrap())
                         .await
                         .unwrap(),
-                    _ => keystore.finish_rotation(rotations[which].as_ref().unwrap()),
+                    _ => {
+                        keystore
+                            .finish_rotation(rotations[which].as_ref().unwrap())
+                            .await
+                    }
                 }
                 steps[which] += 1;
                 let step = format!("{} after step {index}", order.iter().collect::<String>());
