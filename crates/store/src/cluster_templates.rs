@@ -6,6 +6,7 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
+use crate::pagination::{bind_all, int_value, text_value, Bound, Keyset, Page, SortValue};
 use crate::{bool_to_sql, text_column, Store, StoreError};
 
 const COLUMNS: &str = "id, uuid, version, name, coe, image_id, flavor_id, master_flavor_id, \
@@ -66,26 +67,6 @@ pub enum TemplateScope<'a> {
     OwnedBy(&'a str),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortDirection {
-    Ascending,
-    Descending,
-}
-
-/// One page of a list. `sort_key` must be one of the resource's sort keys.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub sort_key: &'static str,
-    pub direction: SortDirection,
-    pub limit: u32,
-    pub marker: Option<Uuid>,
-}
-
-pub(crate) enum Bound {
-    Text(String),
-    Int(i64),
-}
-
 impl TemplateScope<'_> {
     fn condition(&self, binds: &mut Vec<Bound>) -> &'static str {
         match self {
@@ -100,19 +81,6 @@ impl TemplateScope<'_> {
             }
         }
     }
-}
-
-pub(crate) fn bind_all<'q>(
-    mut query: Query<'q, Any, AnyArguments<'q>>,
-    binds: Vec<Bound>,
-) -> Query<'q, Any, AnyArguments<'q>> {
-    for bound in binds {
-        query = match bound {
-            Bound::Text(text) => query.bind(text),
-            Bound::Int(integer) => query.bind(integer),
-        };
-    }
-    query
 }
 
 /// The generation counter every template write increments.
@@ -207,44 +175,32 @@ impl Store {
         scope: TemplateScope<'_>,
         page: &Page,
     ) -> Result<Vec<ClusterTemplate>, StoreError> {
-        let is_integer = CLUSTER_TEMPLATE_SORT_KEYS
-            .iter()
-            .find(|(key, _)| *key == page.sort_key)
-            .map(|(_, is_integer)| *is_integer)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown sort key {}", page.sort_key)))?;
-        let key = page.sort_key;
         let mut binds = Vec::new();
-        let mut conditions = vec![scope.condition(&mut binds).to_owned()];
-        if let Some(marker_uuid) = page.marker {
-            let marker = self
-                .cluster_template_by_uuid(marker_uuid, scope)
-                .await?
-                .ok_or(StoreError::MarkerNotFound(marker_uuid))?;
-            let marker_value = sort_value(&marker, key);
-            conditions.push(after_marker(
-                key,
-                is_integer,
-                marker_value,
-                marker.id,
-                page.direction,
-                &mut binds,
-            ));
-        }
-        let order = match page.direction {
-            // NULLs sort first ascending and last descending on every engine.
-            SortDirection::Ascending => format!("({key} IS NULL) DESC, {key} ASC, id ASC"),
-            SortDirection::Descending => format!("({key} IS NULL) ASC, {key} DESC, id DESC"),
+        let conditions = vec![scope.condition(&mut binds).to_owned()];
+        let marker = match page.marker {
+            Some(uuid) => {
+                let marker = self
+                    .cluster_template_by_uuid(uuid, scope)
+                    .await?
+                    .ok_or(StoreError::MarkerNotFound(uuid))?;
+                Some((sort_value(&marker, page.sort_key), marker.id))
+            }
+            None => None,
         };
-        binds.push(Bound::Int(i64::from(page.limit)));
-        let query = format!(
-            "SELECT {COLUMNS} FROM cluster_template WHERE {} ORDER BY {order} LIMIT ?",
-            conditions.join(" AND ")
-        );
-        let sql = self.sql(&query);
-        let rows = bind_all(sqlx::query(&sql), binds)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(template_from_row).collect()
+        let keyset = Keyset {
+            table: "cluster_template",
+            columns: COLUMNS,
+            sort_keys: CLUSTER_TEMPLATE_SORT_KEYS,
+        };
+        self.keyset_page(
+            &keyset,
+            &page.order(),
+            conditions,
+            binds,
+            marker,
+            template_from_row,
+        )
+        .await
     }
 
     /// Whether any cluster is built from the template.
@@ -347,64 +303,8 @@ impl Store {
     }
 }
 
-pub(crate) enum SortValue {
-    Null,
-    Int(i64),
-    Text(String),
-}
-
-pub(crate) fn after_marker(
-    key: &str,
-    is_integer: bool,
-    marker_value: SortValue,
-    marker_id: i64,
-    direction: SortDirection,
-    binds: &mut Vec<Bound>,
-) -> String {
-    let (beyond, id_beyond) = match direction {
-        SortDirection::Ascending => (">", ">"),
-        SortDirection::Descending => ("<", "<"),
-    };
-    let bound = match marker_value {
-        SortValue::Null => None,
-        SortValue::Int(value) => Some(Bound::Int(value)),
-        SortValue::Text(value) if is_integer => Some(Bound::Int(value.parse().unwrap_or_default())),
-        SortValue::Text(value) => Some(Bound::Text(value)),
-    };
-    match (bound, direction) {
-        (None, SortDirection::Ascending) => {
-            binds.push(Bound::Int(marker_id));
-            format!("({key} IS NOT NULL OR ({key} IS NULL AND id {id_beyond} ?))")
-        }
-        (None, SortDirection::Descending) => {
-            binds.push(Bound::Int(marker_id));
-            format!("({key} IS NULL AND id {id_beyond} ?)")
-        }
-        (Some(value), direction) => {
-            let same = match &value {
-                Bound::Int(integer) => Bound::Int(*integer),
-                Bound::Text(text) => Bound::Text(text.clone()),
-            };
-            binds.push(value);
-            binds.push(same);
-            binds.push(Bound::Int(marker_id));
-            let nulls_after = if direction == SortDirection::Descending {
-                format!(" OR {key} IS NULL")
-            } else {
-                String::new()
-            };
-            format!("({key} {beyond} ? OR ({key} = ? AND id {id_beyond} ?){nulls_after})")
-        }
-    }
-}
-
 fn sort_value(template: &ClusterTemplate, key: &str) -> SortValue {
-    fn text(value: &Option<String>) -> SortValue {
-        value.clone().map_or(SortValue::Null, SortValue::Text)
-    }
-    fn int(value: Option<i64>) -> SortValue {
-        value.map_or(SortValue::Null, SortValue::Int)
-    }
+    let (text, int) = (text_value, int_value);
     match key {
         "id" => SortValue::Int(template.id),
         "uuid" => SortValue::Text(template.uuid.to_string()),

@@ -12,8 +12,8 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use crate::cluster_templates::{after_marker, bind_all, Bound, SortValue};
-use crate::{bool_to_sql, text_column, Page, SortDirection, Store, StoreError};
+use crate::pagination::{int_value, text_value, Bound, Keyset, Page, SortValue};
+use crate::{bool_to_sql, text_column, Store, StoreError};
 
 const CLUSTER_COLUMNS: &str = "id, uuid, version, name, project_id, user_id, \
     cluster_template_id, keypair, docker_volume_size, labels, master_flavor_id, flavor_id, \
@@ -26,6 +26,22 @@ const NODEGROUP_COLUMNS: &str = "id, uuid, version, cluster_uuid, project_id, na
     docker_volume_size, labels, flavor_id, image_id, node_addresses, node_count, role, \
     min_node_count, max_node_count, is_default, stack_id, status, status_reason, coe_version, \
     node_labels, node_taints, created_at, updated_at";
+
+/// Columns a nodegroup list may be sorted by, with whether they hold integers.
+pub const NODEGROUP_SORT_KEYS: &[(&str, bool)] = &[
+    ("id", true),
+    ("uuid", false),
+    ("name", false),
+    ("flavor_id", false),
+    ("image_id", false),
+    ("node_count", true),
+    ("role", false),
+    ("min_node_count", true),
+    ("max_node_count", true),
+    ("status", false),
+    ("created_at", true),
+    ("updated_at", true),
+];
 
 /// Columns a cluster list may be sorted by, with whether they hold integers.
 pub const CLUSTER_SORT_KEYS: &[(&str, bool)] = &[
@@ -370,43 +386,74 @@ impl Store {
         scope: ClusterScope<'_>,
         page: &Page,
     ) -> Result<Vec<Cluster>, StoreError> {
-        let is_integer = CLUSTER_SORT_KEYS
-            .iter()
-            .find(|(key, _)| *key == page.sort_key)
-            .map(|(_, is_integer)| *is_integer)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown sort key {}", page.sort_key)))?;
-        let key = page.sort_key;
         let mut binds = Vec::new();
-        let mut conditions = vec![scope.condition(&mut binds).to_owned()];
-        if let Some(marker_uuid) = page.marker {
-            let marker = self
-                .cluster_by_uuid(marker_uuid)
-                .await?
-                .filter(|marker| scope.admits(marker))
-                .ok_or(StoreError::MarkerNotFound(marker_uuid))?;
-            conditions.push(after_marker(
-                key,
-                is_integer,
-                cluster_sort_value(&marker, key),
-                marker.id,
-                page.direction,
-                &mut binds,
-            ));
-        }
-        let order = match page.direction {
-            SortDirection::Ascending => format!("({key} IS NULL) DESC, {key} ASC, id ASC"),
-            SortDirection::Descending => format!("({key} IS NULL) ASC, {key} DESC, id DESC"),
+        let conditions = vec![scope.condition(&mut binds).to_owned()];
+        let marker = match page.marker {
+            Some(uuid) => {
+                let marker = self
+                    .cluster_by_uuid(uuid)
+                    .await?
+                    .filter(|marker| scope.admits(marker))
+                    .ok_or(StoreError::MarkerNotFound(uuid))?;
+                Some((cluster_sort_value(&marker, page.sort_key), marker.id))
+            }
+            None => None,
         };
-        binds.push(Bound::Int(i64::from(page.limit)));
-        let query = format!(
-            "SELECT {CLUSTER_COLUMNS} FROM cluster WHERE {} ORDER BY {order} LIMIT ?",
-            conditions.join(" AND ")
-        );
-        let sql = self.sql(&query);
-        let rows = bind_all(sqlx::query(&sql), binds)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(cluster_from_row).collect()
+        let keyset = Keyset {
+            table: "cluster",
+            columns: CLUSTER_COLUMNS,
+            sort_keys: CLUSTER_SORT_KEYS,
+        };
+        self.keyset_page(
+            &keyset,
+            &page.order(),
+            conditions,
+            binds,
+            marker,
+            cluster_from_row,
+        )
+        .await
+    }
+
+    /// One page of a cluster's nodegroups (of one role, when given).
+    pub async fn list_nodegroups(
+        &self,
+        cluster_uuid: Uuid,
+        role: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<NodeGroup>, StoreError> {
+        let mut binds = vec![Bound::Text(cluster_uuid.to_string())];
+        let mut conditions = vec!["cluster_uuid = ?".to_owned()];
+        if let Some(role) = role {
+            binds.push(Bound::Text(role.to_owned()));
+            conditions.push("role = ?".to_owned());
+        }
+        let marker = match page.marker {
+            Some(uuid) => {
+                let marker = self
+                    .nodegroups_of_cluster(cluster_uuid)
+                    .await?
+                    .into_iter()
+                    .find(|nodegroup| nodegroup.uuid == uuid)
+                    .ok_or(StoreError::MarkerNotFound(uuid))?;
+                Some((nodegroup_sort_value(&marker, page.sort_key), marker.id))
+            }
+            None => None,
+        };
+        let keyset = Keyset {
+            table: "nodegroup",
+            columns: NODEGROUP_COLUMNS,
+            sort_keys: NODEGROUP_SORT_KEYS,
+        };
+        self.keyset_page(
+            &keyset,
+            &page.order(),
+            conditions,
+            binds,
+            marker,
+            nodegroup_from_row,
+        )
+        .await
     }
 
     /// How many clusters a project has (the quota counts them).
@@ -546,13 +593,26 @@ impl Store {
     }
 }
 
+fn nodegroup_sort_value(nodegroup: &NodeGroup, key: &str) -> SortValue {
+    match key {
+        "id" => SortValue::Int(nodegroup.id),
+        "uuid" => SortValue::Text(nodegroup.uuid.to_string()),
+        "name" => SortValue::Text(nodegroup.name.clone()),
+        "flavor_id" => text_value(&nodegroup.flavor_id),
+        "image_id" => text_value(&nodegroup.image_id),
+        "node_count" => SortValue::Int(nodegroup.node_count),
+        "role" => SortValue::Text(nodegroup.role.clone()),
+        "min_node_count" => SortValue::Int(nodegroup.min_node_count),
+        "max_node_count" => int_value(nodegroup.max_node_count),
+        "status" => SortValue::Text(nodegroup.status.as_str().to_owned()),
+        "created_at" => SortValue::Int(nodegroup.created_at.unix_seconds()),
+        "updated_at" => int_value(nodegroup.updated_at.map(Timestamp::unix_seconds)),
+        _ => SortValue::Null,
+    }
+}
+
 fn cluster_sort_value(cluster: &Cluster, key: &str) -> SortValue {
-    fn text(value: &Option<String>) -> SortValue {
-        value.clone().map_or(SortValue::Null, SortValue::Text)
-    }
-    fn int(value: Option<i64>) -> SortValue {
-        value.map_or(SortValue::Null, SortValue::Int)
-    }
+    let (text, int) = (text_value, int_value);
     match key {
         "id" => SortValue::Int(cluster.id),
         "uuid" => SortValue::Text(cluster.uuid.to_string()),

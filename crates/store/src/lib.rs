@@ -9,6 +9,7 @@ mod error;
 mod migrations;
 mod modify;
 mod operations;
+mod pagination;
 mod quotas;
 mod services;
 
@@ -20,12 +21,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use certificates::StoredCertificate;
-pub use cluster_templates::{Page, SortDirection, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
-pub use clusters::{ClusterScope, CLUSTER_SORT_KEYS};
+pub use cluster_templates::{TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
+pub use clusters::{ClusterScope, CLUSTER_SORT_KEYS, NODEGROUP_SORT_KEYS};
 pub use error::StoreError;
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use modify::MODIFY_ATTEMPTS;
 pub use operations::Outcome;
+pub use pagination::{Page, SortDirection};
 pub use quotas::{QuotaPage, QUOTA_SORT_KEYS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use magnum_domain::time::Timestamp;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::cluster_templates::{after_marker, bind_all, Bound, SortValue};
+use crate::pagination::{int_value, Bound, Keyset, Order, SortValue};
 use crate::{SortDirection, Store, StoreError};
 
 const COLUMNS: &str = "id, project_id, resource, hard_limit, created_at, updated_at";
@@ -86,56 +86,42 @@ impl Store {
         project_id: Option<&str>,
         page: &QuotaPage,
     ) -> Result<Vec<Quota>, StoreError> {
-        let is_integer = QUOTA_SORT_KEYS
-            .iter()
-            .find(|(key, _)| *key == page.sort_key)
-            .map(|(_, is_integer)| *is_integer)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown sort key {}", page.sort_key)))?;
-        let key = page.sort_key;
         let mut binds = Vec::new();
         let mut conditions = vec!["1 = 1".to_owned()];
         if let Some(project_id) = project_id {
             binds.push(Bound::Text(project_id.to_owned()));
             conditions.push("project_id = ?".to_owned());
         }
-        if let Some(marker_id) = page.marker {
-            let marker = self
-                .quota_by_id(marker_id)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            let value = match key {
-                "project_id" => SortValue::Text(marker.project_id.clone()),
-                "resource" => SortValue::Text(marker.resource.clone()),
-                "hard_limit" => SortValue::Int(marker.hard_limit),
-                "created_at" => SortValue::Int(marker.created_at.unix_seconds()),
-                "updated_at" => marker
-                    .updated_at
-                    .map_or(SortValue::Null, |at| SortValue::Int(at.unix_seconds())),
-                _ => SortValue::Int(marker.id),
-            };
-            conditions.push(after_marker(
-                key,
-                is_integer,
-                value,
-                marker.id,
-                page.direction,
-                &mut binds,
-            ));
-        }
-        let order = match page.direction {
-            SortDirection::Ascending => format!("({key} IS NULL) DESC, {key} ASC, id ASC"),
-            SortDirection::Descending => format!("({key} IS NULL) ASC, {key} DESC, id DESC"),
+        let marker = match page.marker {
+            Some(marker_id) => {
+                let marker = self
+                    .quota_by_id(marker_id)
+                    .await?
+                    .ok_or(StoreError::NotFound)?;
+                let value = match page.sort_key {
+                    "project_id" => SortValue::Text(marker.project_id.clone()),
+                    "resource" => SortValue::Text(marker.resource.clone()),
+                    "hard_limit" => SortValue::Int(marker.hard_limit),
+                    "created_at" => SortValue::Int(marker.created_at.unix_seconds()),
+                    "updated_at" => int_value(marker.updated_at.map(|at| at.unix_seconds())),
+                    _ => SortValue::Int(marker.id),
+                };
+                Some((value, marker.id))
+            }
+            None => None,
         };
-        binds.push(Bound::Int(i64::from(page.limit)));
-        let query = format!(
-            "SELECT {COLUMNS} FROM quota WHERE {} ORDER BY {order} LIMIT ?",
-            conditions.join(" AND ")
-        );
-        let sql = self.sql(&query);
-        let rows = bind_all(sqlx::query(&sql), binds)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(quota_from_row).collect()
+        let keyset = Keyset {
+            table: "quota",
+            columns: COLUMNS,
+            sort_keys: QUOTA_SORT_KEYS,
+        };
+        let order = Order {
+            sort_key: page.sort_key,
+            direction: page.direction,
+            limit: page.limit,
+        };
+        self.keyset_page(&keyset, &order, conditions, binds, marker, quota_from_row)
+            .await
     }
 
     /// `NotFound` when there is no such quota.

@@ -13,7 +13,7 @@ use magnum_domain::nodegroup::{
 use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, References};
-use magnum_store::SortDirection;
+use magnum_store::{StoreError, NODEGROUP_SORT_KEYS};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -33,21 +33,6 @@ use crate::routing::{ResourceRequest, Routed};
 const ARGUMENT: &str = "nodegroup";
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
-
-const SORT_KEYS: &[(&str, bool)] = &[
-    ("id", true),
-    ("uuid", false),
-    ("name", false),
-    ("flavor_id", false),
-    ("image_id", false),
-    ("node_count", true),
-    ("role", false),
-    ("min_node_count", true),
-    ("max_node_count", true),
-    ("status", false),
-    ("created_at", true),
-    ("updated_at", true),
-];
 
 const CREATE_SCHEMA: &[Attribute] = &[
     attribute("uuid", Kind::Uuid),
@@ -223,38 +208,6 @@ fn detail(
     view
 }
 
-fn sort_value(nodegroup: &NodeGroup, key: &str) -> Value {
-    match key {
-        "uuid" => json!(nodegroup.uuid.to_string()),
-        "name" => json!(nodegroup.name),
-        "flavor_id" => json!(nodegroup.flavor_id),
-        "image_id" => json!(nodegroup.image_id),
-        "node_count" => json!(nodegroup.node_count),
-        "role" => json!(nodegroup.role),
-        "min_node_count" => json!(nodegroup.min_node_count),
-        "max_node_count" => json!(nodegroup.max_node_count),
-        "status" => json!(nodegroup.status.as_str()),
-        "created_at" => json!(nodegroup.created_at.unix_seconds()),
-        "updated_at" => json!(nodegroup.updated_at.map(Timestamp::unix_seconds)),
-        _ => json!(nodegroup.id),
-    }
-}
-
-fn compare(left: &Value, right: &Value) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    match (left, right) {
-        (Value::Null, Value::Null) => Ordering::Equal,
-        (Value::Null, _) => Ordering::Less,
-        (_, Value::Null) => Ordering::Greater,
-        (Value::Number(a), Value::Number(b)) => a
-            .as_i64()
-            .unwrap_or_default()
-            .cmp(&b.as_i64().unwrap_or_default()),
-        (Value::String(a), Value::String(b)) => a.cmp(b),
-        _ => Ordering::Equal,
-    }
-}
-
 async fn list(
     request: &ResourceRequest<'_>,
     cluster_ident: &str,
@@ -267,7 +220,7 @@ async fn list(
     } = request;
     query.allow_only(&["limit", "marker", "sort_key", "sort_dir", "role"])?;
     let identity = &context.identity;
-    let page = page_from_query(query, SORT_KEYS, state.settings.max_limit)?;
+    let page = page_from_query(query, NODEGROUP_SORT_KEYS, state.settings.max_limit)?;
     let cluster = resolve_for(
         state,
         identity,
@@ -278,26 +231,17 @@ async fn list(
     state
         .policy
         .enforce("nodegroup:get_all", identity, &Target::caller(identity))?;
-    let mut nodegroups = state.store.nodegroups_of_cluster(cluster.uuid).await?;
-    if let Some(role) = query.get("role") {
-        nodegroups.retain(|nodegroup| nodegroup.role == role);
-    }
-    nodegroups.sort_by(|a, b| {
-        let order = compare(&sort_value(a, page.sort_key), &sort_value(b, page.sort_key))
-            .then(a.id.cmp(&b.id));
-        match page.direction {
-            SortDirection::Ascending => order,
-            SortDirection::Descending => order.reverse(),
+    let nodegroups = match state
+        .store
+        .list_nodegroups(cluster.uuid, query.get("role"), &page)
+        .await
+    {
+        Ok(nodegroups) => nodegroups,
+        Err(StoreError::MarkerNotFound(marker)) => {
+            return Err(nodegroup_not_found(&marker.to_string()))
         }
-    });
-    if let Some(marker) = page.marker {
-        let position = nodegroups
-            .iter()
-            .position(|nodegroup| nodegroup.uuid == marker)
-            .ok_or_else(|| nodegroup_not_found(&marker.to_string()))?;
-        nodegroups.drain(..=position);
-    }
-    nodegroups.truncate(page.limit as usize);
+        Err(error) => return Err(error.into()),
+    };
     let next = next_link(
         &context.base_url,
         &format!("clusters/{}/nodegroups", cluster.uuid),

@@ -885,6 +885,62 @@ async fn nodegroups_are_created_updated_and_deleted_with_upstream_rules() {
             .as_str()
             .unwrap()
             .contains("limit=1&marker="));
+        // Walking the pages by name, descending, two at a time, meets every nodegroup once.
+        let all = app.send_at("latest", "GET", &base, ALICE, None).await;
+        let mut expected: Vec<String> = all.body["nodegroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|nodegroup| nodegroup["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(expected.len() >= 3, "{}", all.body);
+        expected.sort_unstable_by(|a, b| b.cmp(a));
+        let mut walked = Vec::new();
+        let mut next = Some(format!("{base}?sort_key=name&sort_dir=desc&limit=2"));
+        while let Some(path) = next.take() {
+            let reply = app.send_at("latest", "GET", &path, ALICE, None).await;
+            assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+            let names = reply.body["nodegroups"].as_array().unwrap();
+            assert!(names.len() <= 2);
+            walked.extend(
+                names
+                    .iter()
+                    .map(|nodegroup| nodegroup["name"].as_str().unwrap().to_owned()),
+            );
+            next = reply.body["next"]
+                .as_str()
+                .map(|link| link[link.find("/v1/").expect("a link into the API")..].to_owned());
+            assert!(walked.len() <= expected.len(), "{walked:?}");
+        }
+        assert_eq!(walked, expected, "{}", engine.name());
+        let workers = app
+            .send_at(
+                "latest",
+                "GET",
+                &format!("{base}?role=worker&limit=1&sort_key=id"),
+                ALICE,
+                None,
+            )
+            .await;
+        assert_eq!(
+            workers.body["nodegroups"][0]["name"], "default-worker",
+            "{}",
+            workers.body
+        );
+        let unknown = uuid::Uuid::new_v4();
+        let reply = app
+            .send_at(
+                "latest",
+                "GET",
+                &format!("{base}?marker={unknown}"),
+                ALICE,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (reply.status, detail(&reply)),
+            (404, format!("Nodegroup {unknown} could not be found."))
+        );
         let reply = app
             .send_at(
                 "latest",
