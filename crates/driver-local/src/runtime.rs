@@ -83,6 +83,8 @@ fn failed(message: impl Into<String>) -> DriverError {
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long every node of a cluster gets to be Ready in its managers' view.
 const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A worker not Ready this long into the wait gets its dockerd restarted, once.
+const NODE_REJOIN_NUDGE: Duration = Duration::from_secs(40);
 
 async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
     let running = Command::new(program)
@@ -1050,24 +1052,27 @@ impl Runtime {
             self.remove_node(cluster, &mut state, &name, progress)
                 .await?;
         }
-        self.wait_until_ready(cluster, &state, progress).await?;
+        self.wait_until_ready(spec, &state, progress).await?;
         self.observe(spec, &state).await
     }
 
     /// Done means every node is Ready in the managers' view.
     async fn wait_until_ready(
         &self,
-        cluster: Uuid,
+        spec: &ClusterSpec,
         state: &ClusterState,
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
+        let cluster = spec.cluster.uuid;
         let Some(manager) = Self::manager(state) else {
             return Ok(());
         };
         // Generous: on a loaded host a restarted manager (CA rotation) and its workers can
         // take a while to find each other again.
-        let deadline = Instant::now() + NODES_READY_TIMEOUT;
+        let started = Instant::now();
+        let deadline = started + NODES_READY_TIMEOUT;
         let mut reported_ready = None;
+        let mut restarted: Vec<String> = Vec::new();
         loop {
             let listing = self
                 .docker(
@@ -1115,6 +1120,34 @@ impl Runtime {
                     described.join(", "),
                     NODES_READY_TIMEOUT.as_secs()
                 )));
+            }
+            // A node that has not (re)joined long after its manager answers gets its dockerd
+            // restarted once: it rejoins from its own swarm state. Seen under load after a
+            // manager restart (CA rotation): a worker's agent that never reconnects.
+            if started.elapsed() > NODE_REJOIN_NUDGE && !listing.is_empty() {
+                for node in not_ready.iter().filter(|node| node.role != "master") {
+                    if restarted.contains(&node.name) {
+                        continue;
+                    }
+                    let id = node.swarm_id.as_deref().unwrap_or("-");
+                    let seen = listing
+                        .lines()
+                        .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
+                        .unwrap_or("absent");
+                    let tail = self.sandbox(cluster, &node.name, "").log_tail(8);
+                    tracing::warn!(cluster.id = %cluster, node = %node.name, manager_view = seen,
+                        dockerd_log_tail = %tail, "node has not rejoined; restarting its dockerd");
+                    progress
+                        .report(format!(
+                            "Node {} did not rejoin the swarm within {} s; restarting its dockerd.",
+                            node.name,
+                            NODE_REJOIN_NUDGE.as_secs()
+                        ))
+                        .await;
+                    restarted.push(node.name.clone());
+                    self.stop_dockerd(cluster, &node.name).await;
+                    self.start_dockerd(spec, node).await?;
+                }
             }
             // Clients following the cluster (coe --wait) show this count.
             let ready = state.nodes.len() - not_ready.len();

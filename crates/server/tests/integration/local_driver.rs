@@ -510,6 +510,64 @@ async fn plain_cluster_life(app: &TestApp) {
         .filter(|line| line.contains("Leader") || line.contains("Reachable"))
         .count();
     assert_eq!(managers, 3, "{nodes}");
+
+    // A worker whose daemons hang (frozen, not dead: the health monitor sees a process) is
+    // restarted by the next change that waits for every node, which then completes.
+    let netns = format!("mc{}-n4", &uuid.replace('-', "")[..8]);
+    let (ok, pids) = run("ip", &["netns", "pids", &netns], Path::new("/"));
+    assert!(ok && !pids.trim().is_empty(), "{netns}: {pids}");
+    for pid in pids.split_whitespace() {
+        run("kill", &["-STOP", pid], Path::new("/"));
+    }
+    // The managers notice once its heartbeats stop.
+    let mut down = false;
+    for _ in 0..120 {
+        let (_, statuses) = run(
+            "docker",
+            &["-H", &address, "node", "ls", "--format", "{{.Status}}"],
+            Path::new("/"),
+        );
+        if statuses.lines().any(|line| line == "Down") {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(down, "the frozen worker is never seen Down");
+    let reply = app
+        .send_at(
+            "latest",
+            "PATCH",
+            &format!("/v1/clusters/{uuid}"),
+            OWNER,
+            Some(json!([{"op": "replace", "path": "/node_count", "value": 2}])),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
+            reply.body["status"] != "UPDATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    let (_, after) = run("ip", &["netns", "pids", &netns], Path::new("/"));
+    assert!(
+        pids.split_whitespace()
+            .all(|pid| !after.split_whitespace().any(|now| now == pid)),
+        "the frozen worker's processes were replaced: before {pids}, after {after}"
+    );
+    let (ok, nodes) = run(
+        "docker",
+        &["-H", &address, "node", "ls", "--format", "{{.Status}}"],
+        Path::new("/"),
+    );
+    assert!(ok, "{nodes}");
+    assert_eq!(
+        nodes.lines().filter(|line| *line == "Ready").count(),
+        5,
+        "{nodes}"
+    );
     assert_eq!(
         app.delete(&format!("/v1/clusters/{uuid}"), OWNER)
             .await
