@@ -47,31 +47,37 @@ pub struct AmqpAddress {
 impl AmqpAddress {
     pub fn parse(url: &str) -> Result<Self, AmqpError> {
         let bad = || AmqpError::Url(redacted(url));
-        let rest = url
-            .strip_prefix("amqp://")
-            .or_else(|| url.strip_prefix("rabbit://"))
-            .ok_or_else(bad)?;
-        let (authority, vhost) = rest.split_once('/').unwrap_or((rest, ""));
-        let (credentials, host_port) = authority
-            .rsplit_once('@')
-            .unwrap_or(("guest:guest", authority));
-        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        let (host, port) = match host_port.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().map_err(|_| bad())?),
-            None => (host_port, 5672),
-        };
-        if host.is_empty() {
+        let parsed = url::Url::parse(url).map_err(|_| bad())?;
+        if !matches!(parsed.scheme(), "amqp" | "rabbit") {
             return Err(bad());
         }
-        let vhost = match vhost {
+        let host = parsed
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(bad)?;
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| bad())
+        };
+        let (user, password) = if parsed.username().is_empty() && parsed.password().is_none() {
+            ("guest".to_owned(), "guest".to_owned())
+        } else {
+            (
+                decode(parsed.username())?,
+                decode(parsed.password().unwrap_or_default())?,
+            )
+        };
+        let vhost = match parsed.path().trim_start_matches('/') {
             "" => "/".to_owned(),
-            other => other.replace("%2F", "/").replace("%2f", "/"),
+            other => decode(other)?,
         };
         Ok(Self {
             host: host.to_owned(),
-            port,
-            user: user.to_owned(),
-            password: password.to_owned(),
+            port: parsed.port().unwrap_or(5672),
+            user,
+            password,
             vhost,
         })
     }
@@ -79,20 +85,7 @@ impl AmqpAddress {
 
 /// `url` with its password replaced, fit for messages and logs.
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials
-                .split_once(':')
-                .map_or(credentials, |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
+    magnum_store::redact_url(url)
 }
 
 fn short_string(out: &mut Vec<u8>, text: &str) {
@@ -440,14 +433,40 @@ mod redaction_tests {
         let error = AmqpAddress::parse("amqp://magnum:s3cret@broker:notaport/").unwrap_err();
         let text = error.to_string();
         assert!(!text.contains("s3cret"), "{text}");
-        assert!(
-            text.contains("amqp://magnum:***@broker:notaport/"),
-            "{text}"
-        );
+        assert!(text.contains("amqp://***@broker:notaport/"), "{text}");
         assert_eq!(redacted("amqp://broker/"), "amqp://broker/");
         assert_eq!(
             redacted("amqp://user:p@ss@broker"),
             "amqp://user:***@broker"
         );
+    }
+
+    #[test]
+    fn addresses_decode_their_parts_and_default_as_oslo_does() {
+        let address = AmqpAddress::parse("rabbit://us%40er:p%2Fss@broker:5673/%2Fprod").unwrap();
+        assert_eq!(
+            (address.user.as_str(), address.password.as_str()),
+            ("us@er", "p/ss")
+        );
+        assert_eq!((address.host.as_str(), address.port), ("broker", 5673));
+        assert_eq!(address.vhost, "/prod");
+        let plain = AmqpAddress::parse("amqp://broker").unwrap();
+        assert_eq!(
+            (
+                plain.user.as_str(),
+                plain.password.as_str(),
+                plain.port,
+                plain.vhost.as_str()
+            ),
+            ("guest", "guest", 5672, "/")
+        );
+        for bad in [
+            "http://broker/",
+            "amqp://",
+            "broker:5672",
+            "amqp://u:p@:5672/",
+        ] {
+            assert!(AmqpAddress::parse(bad).is_err(), "{bad}");
+        }
     }
 }

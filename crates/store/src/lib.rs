@@ -187,15 +187,18 @@ fn sqlite_url_with_create_mode(url: &str) -> String {
 
 /// The URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have credentials, which this one has.
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        // Unparsable (a bad port, say): everything before the last '@' may be a secret.
+        Err(_) => match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+            _ => url.to_owned(),
+        },
     }
 }
 
