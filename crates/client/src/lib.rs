@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 mod login;
-mod yaml;
 
 pub use login::{clouds_yaml_search_path, DomainRef, KeystoneLogin, Method, Scope};
 

@@ -285,7 +285,7 @@ pub fn clouds_yaml_search_path() -> Vec<PathBuf> {
 
 fn read_yaml(path: &Path) -> Result<Option<(PathBuf, Value)>, ClientError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => crate::yaml::parse(&text)
+        Ok(text) => magnum_domain::yaml::parse(&text)
             .map(|value| Some((path.to_owned(), value)))
             .map_err(|error| ClientError::Setup(format!("{}: {error}", path.display()))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -14,6 +14,7 @@ pub mod pyliteral;
 pub mod quota;
 pub mod service;
 pub mod time;
+pub mod yaml;
 
 pub use identity::Identity;
 

@@ -210,42 +210,28 @@ pub fn parse_override_file(text: &str) -> Result<Vec<(String, String)>, PolicyPa
             })
             .collect();
     }
-    let unquote = |text: &str| -> String {
-        let text = text.trim();
-        let quoted = text.len() >= 2
-            && ((text.starts_with('"') && text.ends_with('"'))
-                || (text.starts_with('\'') && text.ends_with('\'')));
-        if quoted {
-            text[1..text.len() - 1].to_owned()
-        } else {
-            text.to_owned()
-        }
+    let document = crate::yaml::parse(text).map_err(|error| PolicyParseError {
+        check_string: String::new(),
+        reason: format!("not a YAML mapping of rules: {error}"),
+    })?;
+    let serde_json::Value::Object(rules) = document else {
+        return Err(PolicyParseError {
+            check_string: String::new(),
+            reason: "not a YAML mapping of rules".to_owned(),
+        });
     };
-    let mut pairs = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let content = line.trim();
-        if content.is_empty() || content.starts_with('#') || content == "---" {
-            continue;
-        }
-        // Rule names contain ':', so split after the closing quote of a quoted key.
-        let split = if let Some(rest) = content.strip_prefix('"') {
-            rest.find('"').map(|end| end + 2)
-        } else if let Some(rest) = content.strip_prefix('\'') {
-            rest.find('\'').map(|end| end + 2)
-        } else {
-            content.rfind(": ").or_else(|| content.rfind(':'))
-        };
-        let Some(at) = split.filter(|at| content[*at..].trim_start().starts_with(':')) else {
-            return Err(PolicyParseError {
+    rules
+        .into_iter()
+        .map(|(rule, value)| match value {
+            serde_json::Value::String(check) => Ok((rule, check)),
+            // `rule:` or `rule: ""`: oslo's empty check string, which always passes.
+            serde_json::Value::Null => Ok((rule, String::new())),
+            _ => Err(PolicyParseError {
+                reason: format!("the check string of {rule} must be a string"),
                 check_string: String::new(),
-                reason: format!("line {}: expected \"rule\": \"check string\"", number + 1),
-            });
-        };
-        let rule = unquote(&content[..at]);
-        let check = unquote(content[at..].trim_start().trim_start_matches(':'));
-        pairs.push((rule, check));
-    }
-    Ok(pairs)
+            }),
+        })
+        .collect()
 }
 
 impl Policy {
@@ -545,6 +531,19 @@ mod tests {
         let json = r#"{"cluster:create": "role:admin"}"#;
         assert_eq!(parse_override_file(json).unwrap().len(), 1);
         assert!(parse_override_file("just words\n").is_err());
+        // A trailing comment is not part of the check string; escapes are YAML's.
+        let commented = parse_override_file(
+            "\"cluster:get\": role:reader  # read-only staff\n\"x\": \"a\\\\nb\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            commented,
+            vec![
+                ("cluster:get".to_owned(), "role:reader".to_owned()),
+                ("x".to_owned(), "a\\nb".to_owned())
+            ]
+        );
+        assert!(parse_override_file("\"cluster:get\": [a, b]\n").is_err());
         assert!(Policy::with_overrides(&parse_override_file(yaml).unwrap()).is_ok());
     }
 

@@ -1,6 +1,8 @@
-//! The part of YAML that `clouds.yaml` files use: nested block mappings, plain and quoted
-//! scalars, comments, and sequences (block `- item` or flow `[a, b]`) of scalars. Enough to
-//! read what openstacksdk's documentation shows, without a YAML library in the CLI.
+//! The part of YAML that `clouds.yaml` and policy override files use: nested block mappings,
+//! plain and quoted scalars (with their escapes), comments, and sequences (block `- item` or
+//! flow `[a, b]`) of scalars. Enough to read what openstacksdk's and oslo.policy's
+//! documentation show, without a YAML library in the static `coe` binary. The one YAML reader
+//! of magnum-rs.
 
 use serde_json::{Map, Value};
 
@@ -22,6 +24,8 @@ fn strip_comment(line: &str) -> &str {
     let mut previous = ' ';
     for (index, character) in line.char_indices() {
         match quote {
+            // `\"` inside a double-quoted scalar does not close it.
+            Some('"') if character == '"' && previous == '\\' => {}
             Some(open) if character == open => quote = None,
             Some(_) => {}
             None if character == '"' || character == '\'' => quote = Some(character),
@@ -33,16 +37,36 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// The escapes of a double-quoted scalar, read left to right (`\\n` is a backslash and an
+/// `n`, not a newline); an unknown escape stays as written.
+fn unescape(inner: &str) -> String {
+    let mut out = String::with_capacity(inner.len());
+    let mut characters = inner.chars();
+    while let Some(character) = characters.next() {
+        if character != '\\' {
+            out.push(character);
+            continue;
+        }
+        match characters.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('"') => out.push('"'),
+            Some('\\') => out.push('\\'),
+            Some('/') => out.push('/'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 fn scalar(text: &str) -> Value {
     let text = text.trim();
     if text.len() >= 2 && text.starts_with('"') && text.ends_with('"') {
-        let inner = &text[1..text.len() - 1];
-        return Value::String(
-            inner
-                .replace("\\\"", "\"")
-                .replace("\\n", "\n")
-                .replace("\\\\", "\\"),
-        );
+        return Value::String(unescape(&text[1..text.len() - 1]));
     }
     if text.len() >= 2 && text.starts_with('\'') && text.ends_with('\'') {
         return Value::String(text[1..text.len() - 1].replace("''", "'"));
@@ -221,6 +245,18 @@ clouds:
         );
         assert_eq!(parsed["clouds"]["other"]["verify"], false);
         assert_eq!(parse("a: [x, 'y']\n").unwrap(), json!({"a": ["x", "y"]}));
+    }
+
+    #[test]
+    fn escapes_are_read_left_to_right_and_comments_end_values() {
+        let parsed = parse(
+            "a: \"one\\\\ntwo\"\nb: \"x\\ny\"  # note\nc: role:admin # why\nd: \"q \\\" # not a comment\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed["a"], "one\\ntwo", "an escaped backslash, then n");
+        assert_eq!(parsed["b"], "x\ny");
+        assert_eq!(parsed["c"], "role:admin");
+        assert_eq!(parsed["d"], "q \" # not a comment");
     }
 
     #[test]
