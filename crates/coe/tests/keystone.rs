@@ -84,7 +84,7 @@ async fn coe_logs_in_with_os_variables_or_a_clouds_yaml_cloud_and_finds_magnum_i
         .to_owned();
     config.server.state_dir = Some(state.path().to_owned());
     config.conductor.poll_interval_ms = 100;
-    config.auth.strategy = "keystone".to_owned();
+    config.auth.strategy = magnumd::config::AuthStrategy::Keystone;
     config.auth.keystone.auth_url = fixture["auth_url"].as_str().unwrap().to_owned();
     config.auth.keystone.credentials_file =
         Some(PathBuf::from(fixture["credentials_file"].as_str().unwrap()));

@@ -32,12 +32,44 @@ pub struct QuotasConfig {
     pub max_clusters_per_project: i64,
 }
 
+/// `[auth] strategy`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStrategy {
+    /// Identity from request headers or the `[auth.noauth]` defaults.
+    Noauth,
+    /// `X-Auth-Token` validated by the Keystone of `[auth.keystone]`.
+    Keystone,
+}
+
+/// `[certificates] cert_manager_type`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum CertManagerType {
+    /// CA keys sealed in the database.
+    #[serde(rename = "x509keypair")]
+    X509Keypair,
+    /// CA keys as 0600 files in the state directory.
+    #[serde(rename = "local")]
+    Local,
+}
+
+/// `[notifications] sink`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationSink {
+    /// JSON lines in a file.
+    File,
+    /// oslo.messaging notifications on RabbitMQ.
+    Rabbitmq,
+    None,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CertificatesConfig {
     /// `x509keypair` (keys sealed in the database) or `local` (0600 files in the state
     /// directory).
-    pub cert_manager_type: String,
+    pub cert_manager_type: CertManagerType,
     /// The 32-byte key (64 hex digits) that seals CA keys, in a file of mode 0600; default:
     /// `certificate-key` in the state directory, created at first start.
     pub key_file: Option<PathBuf>,
@@ -48,7 +80,7 @@ pub struct CertificatesConfig {
 impl Default for CertificatesConfig {
     fn default() -> Self {
         Self {
-            cert_manager_type: "x509keypair".to_owned(),
+            cert_manager_type: CertManagerType::X509Keypair,
             key_file: None,
             term_of_validity: 1825,
         }
@@ -59,7 +91,7 @@ impl Default for CertificatesConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsConfig {
     /// `file` (JSON lines), `rabbitmq` (oslo.messaging notifications), `none`.
-    pub sink: String,
+    pub sink: NotificationSink,
     /// Where the `file` sink writes; default: notifications.jsonl in the state directory.
     pub path: Option<PathBuf>,
     /// The `rabbitmq` sink's broker: amqp://USER:PASSWORD@HOST:PORT/VHOST.
@@ -81,7 +113,7 @@ impl Default for QuotasConfig {
 impl Default for NotificationsConfig {
     fn default() -> Self {
         Self {
-            sink: "file".to_owned(),
+            sink: NotificationSink::File,
             path: None,
             transport_url: "amqp://guest:guest@127.0.0.1:5672/".to_owned(),
             exchange: "magnum".to_owned(),
@@ -114,7 +146,7 @@ pub struct DatabaseConfig {
 pub struct AuthConfig {
     /// `noauth` (identity from request headers or the defaults below) or `keystone`
     /// (`X-Auth-Token` validated by the Keystone of `[auth.keystone]`).
-    pub strategy: String,
+    pub strategy: AuthStrategy,
     /// An oslo.policy override file (YAML or JSON: rule name → check string).
     pub policy_file: Option<PathBuf>,
     pub noauth: NoAuthConfig,
@@ -257,7 +289,7 @@ impl Default for DatabaseConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            strategy: "noauth".to_owned(),
+            strategy: AuthStrategy::Noauth,
             policy_file: None,
             noauth: NoAuthConfig::default(),
             keystone: KeystoneAuthConfig::default(),
@@ -404,12 +436,8 @@ impl Config {
     /// Checks values the types alone cannot.
     pub fn check(&self) -> anyhow::Result<()> {
         self.listen_address()?;
-        match self.auth.strategy.as_str() {
-            "noauth" => {}
-            "keystone" => {
-                self.keystone_settings()?;
-            }
-            other => bail!("auth.strategy = {other:?}: expected \"noauth\" or \"keystone\""),
+        if self.auth.strategy == AuthStrategy::Keystone {
+            self.keystone_settings()?;
         }
         let prefix = &self.api.path_prefix;
         if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
@@ -456,25 +484,13 @@ impl Config {
         if self.conductor.max_attempts < 1 || self.conductor.operation_timeout == 0 {
             bail!("conductor.max_attempts and conductor.operation_timeout must be at least 1");
         }
-        if !["x509keypair", "local"].contains(&self.certificates.cert_manager_type.as_str()) {
-            bail!(
-                "certificates.cert_manager_type = {:?}: expected \"x509keypair\" or \"local\"",
-                self.certificates.cert_manager_type
-            );
-        }
         if self.certificates.term_of_validity < 1 {
             bail!("certificates.term_of_validity must be at least 1 day");
         }
         if self.quotas.max_clusters_per_project < 0 {
             bail!("quotas.max_clusters_per_project cannot be negative");
         }
-        if !["file", "rabbitmq", "none"].contains(&self.notifications.sink.as_str()) {
-            bail!(
-                "notifications.sink = {:?}: expected \"file\", \"rabbitmq\" or \"none\"",
-                self.notifications.sink
-            );
-        }
-        if self.notifications.sink == "rabbitmq" {
+        if self.notifications.sink == NotificationSink::Rabbitmq {
             magnum_conductor::amqp::AmqpAddress::parse(&self.notifications.transport_url)
                 .map_err(|error| anyhow::anyhow!("notifications.transport_url: {error}"))?;
         }
@@ -747,7 +763,7 @@ mod tests {
     fn defaults_serve_loopback_with_embedded_sqlite() {
         let config = load(None, &[], &Overrides::default()).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:9511");
-        assert_eq!(config.auth.strategy, "noauth");
+        assert_eq!(config.auth.strategy, AuthStrategy::Noauth);
         assert!(config.database_url().starts_with("sqlite://"));
         assert!(config.database_url().ends_with("/magnum.sqlite"));
     }
@@ -831,7 +847,21 @@ mod tests {
         );
         assert!(message("[auth]\nstrategy = \"keystone\"\n".to_owned())
             .contains("auth.keystone.auth_url"));
-        assert!(message("[auth]\nstrategy = \"ldap\"\n".to_owned()).contains("\"keystone\""));
+        let unknown = message("[auth]\nstrategy = \"ldap\"\n".to_owned());
+        assert!(
+            unknown.contains("ldap") && unknown.contains("keystone") && unknown.contains("noauth"),
+            "{unknown}"
+        );
+        for (toml, known) in [
+            (
+                "[certificates]\ncert_manager_type = \"barbican\"\n",
+                "x509keypair",
+            ),
+            ("[notifications]\nsink = \"kafka\"\n", "rabbitmq"),
+        ] {
+            let refused = message(toml.to_owned());
+            assert!(refused.contains(known), "{refused}");
+        }
     }
 
     #[test]

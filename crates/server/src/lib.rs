@@ -16,6 +16,8 @@ use magnum_driver::{Driver, DriverRegistry};
 use magnum_driver_local::LocalDriver;
 use magnum_keystore::{ClusterCertificates, KeyStorage};
 use magnum_store::Store;
+
+use crate::config::{AuthStrategy, CertManagerType, NotificationSink};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -133,26 +135,27 @@ fn api_state(
     operations_enqueued: Arc<Notify>,
     certificates: ClusterCertificates,
 ) -> anyhow::Result<AppState> {
-    let authenticator: Arc<dyn magnum_api::Authenticator> = if config.auth.strategy == "keystone" {
-        let keystone = Arc::new(magnum_keystone::Keystone::new(config.keystone_settings()?)?);
-        let first_login = keystone.clone();
-        // Keystone may come up after magnumd; until it does, requests get 503, and wrong
-        // service credentials are reported here rather than only per request.
-        tokio::spawn(async move {
-            match first_login.check_service_login().await {
-                Ok(()) => {
-                    tracing::info!(auth_url = first_login.auth_url(), "logged in to Keystone")
+    let authenticator: Arc<dyn magnum_api::Authenticator> =
+        if config.auth.strategy == AuthStrategy::Keystone {
+            let keystone = Arc::new(magnum_keystone::Keystone::new(config.keystone_settings()?)?);
+            let first_login = keystone.clone();
+            // Keystone may come up after magnumd; until it does, requests get 503, and wrong
+            // service credentials are reported here rather than only per request.
+            tokio::spawn(async move {
+                match first_login.check_service_login().await {
+                    Ok(()) => {
+                        tracing::info!(auth_url = first_login.auth_url(), "logged in to Keystone")
+                    }
+                    Err(error) => tracing::error!(%error, "cannot log in to Keystone"),
                 }
-                Err(error) => tracing::error!(%error, "cannot log in to Keystone"),
-            }
-        });
-        Arc::new(KeystoneAuth::new(keystone, &config.www_authenticate_uri()))
-    } else {
-        let noauth = &config.auth.noauth;
-        let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
-        let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
-        Arc::new(NoAuth::new(default_identity))
-    };
+            });
+            Arc::new(KeystoneAuth::new(keystone, &config.www_authenticate_uri()))
+        } else {
+            let noauth = &config.auth.noauth;
+            let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
+            let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
+            Arc::new(NoAuth::new(default_identity))
+        };
     Ok(AppState {
         store,
         drivers,
@@ -168,7 +171,7 @@ fn api_state(
             path_prefix: config.api.path_prefix.clone(),
             max_clusters_per_project: config.quotas.max_clusters_per_project,
             trust_proxy_headers: config.api.enable_proxy_headers_parsing,
-            browser_guard: config.auth.strategy == "noauth",
+            browser_guard: config.auth.strategy == AuthStrategy::Noauth,
             allowed_hosts: config
                 .api
                 .noauth_allowed_hosts
@@ -193,7 +196,7 @@ fn cluster_certificates(
 ) -> anyhow::Result<ClusterCertificates> {
     let settings = &config.certificates;
     if role != Role::All
-        && settings.cert_manager_type == "x509keypair"
+        && settings.cert_manager_type == CertManagerType::X509Keypair
         && settings.key_file.is_none()
     {
         bail!(
@@ -202,8 +205,8 @@ fn cluster_certificates(
              digits, e.g. `openssl rand -hex 32 > key && chmod 600 key`) to read the CA keys"
         );
     }
-    let storage = match settings.cert_manager_type.as_str() {
-        "local" => {
+    let storage = match settings.cert_manager_type {
+        CertManagerType::Local => {
             let directory = config.state_dir().join("certificates");
             std::fs::create_dir_all(&directory)
                 .with_context(|| format!("cannot create {}", directory.display()))?;
@@ -235,18 +238,18 @@ fn cluster_certificates(
 
 fn notifier(config: &Config) -> anyhow::Result<Arc<dyn Notifier>> {
     let settings = &config.notifications;
-    let sink: Arc<dyn Notifier> = match settings.sink.as_str() {
-        "file" => Arc::new(FileNotifier::new(
+    let sink: Arc<dyn Notifier> = match settings.sink {
+        NotificationSink::File => Arc::new(FileNotifier::new(
             config.notifications_path(),
             config.conductor_host(),
         )),
-        "rabbitmq" => Arc::new(RabbitNotifier::new(
+        NotificationSink::Rabbitmq => Arc::new(RabbitNotifier::new(
             &settings.transport_url,
             settings.exchange.clone(),
             settings.topic.clone(),
             config.conductor_host(),
         )?),
-        _ => return Ok(Arc::new(NullNotifier)),
+        NotificationSink::None => return Ok(Arc::new(NullNotifier)),
     };
     Ok(Arc::new(QueuedNotifier::spawn(sink)))
 }
@@ -260,7 +263,7 @@ pub async fn start_with_drivers(
 ) -> anyhow::Result<Running> {
     let listen = config.listen_address()?;
     if role != Role::Conductor
-        && config.auth.strategy == "noauth"
+        && config.auth.strategy == AuthStrategy::Noauth
         && !listen.ip().is_loopback()
         && !config.server.allow_insecure_noauth
     {

@@ -330,7 +330,7 @@ async fn cluster_cas_sign_csrs_and_rotate_on_every_engine() {
 async fn local_key_storage_keeps_keys_in_private_files() {
     let engine = engines()[0];
     let (app, _driver) = TestApp::spawn_scripted_with(engine, |config| {
-        config.certificates.cert_manager_type = "local".to_owned();
+        config.certificates.cert_manager_type = magnumd::config::CertManagerType::Local;
     })
     .await;
     let state_dir = app.notifications.parent().unwrap().to_owned();

@@ -1283,7 +1283,7 @@ async fn a_rabbitmq_consumer_receives_one_clusters_life_in_order() {
     let topic = format!("notifications-{}", &suffix[..8]);
     let engine = engines()[0];
     let (app, _driver) = TestApp::spawn_scripted_with(engine, |config| {
-        config.notifications.sink = "rabbitmq".to_owned();
+        config.notifications.sink = magnumd::config::NotificationSink::Rabbitmq;
         config.notifications.transport_url = url.clone();
         config.notifications.exchange = exchange.clone();
         config.notifications.topic = topic.clone();

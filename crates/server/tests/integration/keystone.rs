@@ -34,7 +34,7 @@ impl Fixture {
     }
 
     fn configure(&self, config: &mut magnumd::Config, cache_seconds: u64) {
-        config.auth.strategy = "keystone".to_owned();
+        config.auth.strategy = magnumd::config::AuthStrategy::Keystone;
         config.auth.keystone.auth_url = self.auth_url().to_owned();
         config.auth.keystone.credentials_file =
             Some(PathBuf::from(self.0["credentials_file"].as_str().unwrap()));

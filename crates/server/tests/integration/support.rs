@@ -176,7 +176,7 @@ impl TestApp {
         config.conductor.heartbeat_interval = 1;
         config.conductor.lease = 3;
         config.conductor.poll_interval_ms = 100;
-        config.notifications.sink = "none".to_owned();
+        config.notifications.sink = magnumd::config::NotificationSink::None;
         magnumd::start_with_drivers(&config, Role::Conductor, drivers)
             .await
             .expect("peer conductor starts")
