@@ -4,7 +4,7 @@ use magnum_domain::cluster_template::{ClusterTemplate, Coe, ServerType};
 use magnum_domain::labels::Labels;
 use magnum_domain::time::Timestamp;
 use magnum_store::{Page, SortDirection, Store, StoreError, TemplateScope};
-use magnum_test_support::{engines, Engine, TestDatabase};
+use magnum_test_support::{engine_tests, Engine, TestDatabase};
 use sqlx::Connection;
 use uuid::Uuid;
 
@@ -95,384 +95,370 @@ async fn insert_cluster_using(database: &TestDatabase, template_uuid: Uuid) {
     connection.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn migrations_are_recorded_and_idempotent() {
+engine_tests!(migrations_are_recorded_and_idempotent);
+async fn migrations_are_recorded_and_idempotent(engine: Engine) {
     sqlx::any::install_default_drivers();
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        assert!(store.schema_is_current().await.unwrap());
-        assert!(
-            store.migrate().await.unwrap().is_empty(),
-            "{}",
-            engine.name()
-        );
-        let applied = store.applied_migrations().await.unwrap();
-        assert_eq!(applied.len(), magnum_store::MIGRATIONS.len());
-        finish(store, database).await;
-    }
+    let (store, database) = fresh_store(engine).await;
+    assert!(store.schema_is_current().await.unwrap());
+    assert!(
+        store.migrate().await.unwrap().is_empty(),
+        "{}",
+        engine.name()
+    );
+    let applied = store.applied_migrations().await.unwrap();
+    assert_eq!(applied.len(), magnum_store::MIGRATIONS.len());
+    finish(store, database).await;
 }
 
-#[tokio::test]
-async fn templates_round_trip_every_field() {
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        let mut original = template("t1", "p-1");
-        original.apiserver_port = Some(6443);
-        original.docker_volume_size = Some(5);
-        original.tags = Some("a,b".to_owned());
-        original.dns_nameserver = Some("8.8.8.8".to_owned());
-        original.public = true;
-        original.hidden = true;
-        original.tls_disabled = true;
-        original.name = Some("ünïcode ☃".to_owned());
-        let stored = store.insert_cluster_template(&original).await.unwrap();
-        assert!(stored.id > 0);
-        let loaded = store
-            .cluster_template_by_uuid(original.uuid, TemplateScope::All)
-            .await
-            .unwrap()
-            .expect("stored template");
-        assert_eq!(loaded, stored, "{}", engine.name());
-        assert_eq!(
-            loaded.labels.as_map().keys().collect::<Vec<_>>(),
-            vec!["b", "a"],
-            "{}: label order is kept",
-            engine.name()
-        );
-        let duplicate = store.insert_cluster_template(&original).await.unwrap_err();
-        assert!(matches!(duplicate, StoreError::DuplicateUuid(uuid) if uuid == original.uuid));
-        finish(store, database).await;
-    }
+engine_tests!(templates_round_trip_every_field);
+async fn templates_round_trip_every_field(engine: Engine) {
+    let (store, database) = fresh_store(engine).await;
+    let mut original = template("t1", "p-1");
+    original.apiserver_port = Some(6443);
+    original.docker_volume_size = Some(5);
+    original.tags = Some("a,b".to_owned());
+    original.dns_nameserver = Some("8.8.8.8".to_owned());
+    original.public = true;
+    original.hidden = true;
+    original.tls_disabled = true;
+    original.name = Some("ünïcode ☃".to_owned());
+    let stored = store.insert_cluster_template(&original).await.unwrap();
+    assert!(stored.id > 0);
+    let loaded = store
+        .cluster_template_by_uuid(original.uuid, TemplateScope::All)
+        .await
+        .unwrap()
+        .expect("stored template");
+    assert_eq!(loaded, stored, "{}", engine.name());
+    assert_eq!(
+        loaded.labels.as_map().keys().collect::<Vec<_>>(),
+        vec!["b", "a"],
+        "{}: label order is kept",
+        engine.name()
+    );
+    let duplicate = store.insert_cluster_template(&original).await.unwrap_err();
+    assert!(matches!(duplicate, StoreError::DuplicateUuid(uuid) if uuid == original.uuid));
+    finish(store, database).await;
 }
 
-#[tokio::test]
-async fn visibility_scopes_and_name_lookup() {
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        let own = store
-            .insert_cluster_template(&template("same", "p-1"))
-            .await
-            .unwrap();
-        let mut public = template("same", "p-2");
-        public.public = true;
-        let public = store.insert_cluster_template(&public).await.unwrap();
-        let mut hidden = template("hidden", "p-2");
-        hidden.public = true;
-        hidden.hidden = true;
-        let hidden = store.insert_cluster_template(&hidden).await.unwrap();
-        let private_other = store
-            .insert_cluster_template(&template("other", "p-2"))
-            .await
-            .unwrap();
+engine_tests!(visibility_scopes_and_name_lookup);
+async fn visibility_scopes_and_name_lookup(engine: Engine) {
+    let (store, database) = fresh_store(engine).await;
+    let own = store
+        .insert_cluster_template(&template("same", "p-1"))
+        .await
+        .unwrap();
+    let mut public = template("same", "p-2");
+    public.public = true;
+    let public = store.insert_cluster_template(&public).await.unwrap();
+    let mut hidden = template("hidden", "p-2");
+    hidden.public = true;
+    hidden.hidden = true;
+    let hidden = store.insert_cluster_template(&hidden).await.unwrap();
+    let private_other = store
+        .insert_cluster_template(&template("other", "p-2"))
+        .await
+        .unwrap();
 
-        let visible = store
-            .list_cluster_templates(
-                TemplateScope::VisibleTo("p-1"),
-                &page("id", SortDirection::Ascending, 1000, None),
-            )
+    let visible = store
+        .list_cluster_templates(
+            TemplateScope::VisibleTo("p-1"),
+            &page("id", SortDirection::Ascending, 1000, None),
+        )
+        .await
+        .unwrap();
+    let uuids: Vec<Uuid> = visible.iter().map(|t| t.uuid).collect();
+    assert_eq!(uuids, vec![own.uuid, public.uuid], "{}", engine.name());
+
+    let all = store
+        .list_cluster_templates(
+            TemplateScope::All,
+            &page("id", SortDirection::Ascending, 1000, None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+
+    for (uuid, visible_to_p1) in [
+        (own.uuid, true),
+        (public.uuid, true),
+        (hidden.uuid, false),
+        (private_other.uuid, false),
+    ] {
+        let found = store
+            .cluster_template_by_uuid(uuid, TemplateScope::VisibleTo("p-1"))
             .await
             .unwrap();
-        let uuids: Vec<Uuid> = visible.iter().map(|t| t.uuid).collect();
-        assert_eq!(uuids, vec![own.uuid, public.uuid], "{}", engine.name());
+        assert_eq!(found.is_some(), visible_to_p1, "{}", engine.name());
+    }
+    assert!(store
+        .cluster_template_by_uuid(public.uuid, TemplateScope::OwnedBy("p-1"))
+        .await
+        .unwrap()
+        .is_none());
 
-        let all = store
-            .list_cluster_templates(
-                TemplateScope::All,
-                &page("id", SortDirection::Ascending, 1000, None),
-            )
+    let by_name = store
+        .cluster_templates_by_name("same", TemplateScope::VisibleTo("p-1"), 2)
+        .await
+        .unwrap();
+    assert_eq!(by_name.len(), 2, "ambiguous names are visible as such");
+    let by_name = store
+        .cluster_templates_by_name("same", TemplateScope::OwnedBy("p-1"), 2)
+        .await
+        .unwrap();
+    assert_eq!(by_name.len(), 1);
+    let exact = store
+        .cluster_templates_by_name("SAME", TemplateScope::All, 2)
+        .await
+        .unwrap();
+    assert!(exact.is_empty(), "{}: names compare exactly", engine.name());
+    finish(store, database).await;
+}
+
+engine_tests!(pagination_with_markers_in_both_directions_and_nulls);
+async fn pagination_with_markers_in_both_directions_and_nulls(engine: Engine) {
+    let (store, database) = fresh_store(engine).await;
+    let mut inserted = Vec::new();
+    for (name, size) in [
+        ("c", Some(3)),
+        ("a", None),
+        ("b", Some(1)),
+        ("a", Some(2)),
+        ("d", None),
+    ] {
+        let mut t = template(name, "p-1");
+        t.docker_volume_size = size;
+        inserted.push(store.insert_cluster_template(&t).await.unwrap());
+    }
+    for (key, direction) in [
+        ("id", SortDirection::Ascending),
+        ("name", SortDirection::Ascending),
+        ("name", SortDirection::Descending),
+        ("docker_volume_size", SortDirection::Ascending),
+        ("docker_volume_size", SortDirection::Descending),
+    ] {
+        let whole = store
+            .list_cluster_templates(TemplateScope::All, &page(key, direction, 100, None))
             .await
             .unwrap();
-        assert_eq!(all.len(), 4);
-
-        for (uuid, visible_to_p1) in [
-            (own.uuid, true),
-            (public.uuid, true),
-            (hidden.uuid, false),
-            (private_other.uuid, false),
-        ] {
-            let found = store
-                .cluster_template_by_uuid(uuid, TemplateScope::VisibleTo("p-1"))
+        assert_eq!(whole.len(), 5);
+        let mut walked = Vec::new();
+        let mut marker = None;
+        loop {
+            let chunk = store
+                .list_cluster_templates(TemplateScope::All, &page(key, direction, 2, marker))
                 .await
                 .unwrap();
-            assert_eq!(found.is_some(), visible_to_p1, "{}", engine.name());
-        }
-        assert!(store
-            .cluster_template_by_uuid(public.uuid, TemplateScope::OwnedBy("p-1"))
-            .await
-            .unwrap()
-            .is_none());
-
-        let by_name = store
-            .cluster_templates_by_name("same", TemplateScope::VisibleTo("p-1"), 2)
-            .await
-            .unwrap();
-        assert_eq!(by_name.len(), 2, "ambiguous names are visible as such");
-        let by_name = store
-            .cluster_templates_by_name("same", TemplateScope::OwnedBy("p-1"), 2)
-            .await
-            .unwrap();
-        assert_eq!(by_name.len(), 1);
-        let exact = store
-            .cluster_templates_by_name("SAME", TemplateScope::All, 2)
-            .await
-            .unwrap();
-        assert!(exact.is_empty(), "{}: names compare exactly", engine.name());
-        finish(store, database).await;
-    }
-}
-
-#[tokio::test]
-async fn pagination_with_markers_in_both_directions_and_nulls() {
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        let mut inserted = Vec::new();
-        for (name, size) in [
-            ("c", Some(3)),
-            ("a", None),
-            ("b", Some(1)),
-            ("a", Some(2)),
-            ("d", None),
-        ] {
-            let mut t = template(name, "p-1");
-            t.docker_volume_size = size;
-            inserted.push(store.insert_cluster_template(&t).await.unwrap());
-        }
-        for (key, direction) in [
-            ("id", SortDirection::Ascending),
-            ("name", SortDirection::Ascending),
-            ("name", SortDirection::Descending),
-            ("docker_volume_size", SortDirection::Ascending),
-            ("docker_volume_size", SortDirection::Descending),
-        ] {
-            let whole = store
-                .list_cluster_templates(TemplateScope::All, &page(key, direction, 100, None))
-                .await
-                .unwrap();
-            assert_eq!(whole.len(), 5);
-            let mut walked = Vec::new();
-            let mut marker = None;
-            loop {
-                let chunk = store
-                    .list_cluster_templates(TemplateScope::All, &page(key, direction, 2, marker))
-                    .await
-                    .unwrap();
-                walked.extend(chunk.iter().map(|t| t.uuid));
-                if chunk.len() < 2 {
-                    break;
-                }
-                marker = chunk.last().map(|t| t.uuid);
+            walked.extend(chunk.iter().map(|t| t.uuid));
+            if chunk.len() < 2 {
+                break;
             }
-            let expected: Vec<Uuid> = whole.iter().map(|t| t.uuid).collect();
-            assert_eq!(walked, expected, "{} {key} {direction:?}", engine.name());
+            marker = chunk.last().map(|t| t.uuid);
         }
-        let by_size_ascending = store
-            .list_cluster_templates(
-                TemplateScope::All,
-                &page("docker_volume_size", SortDirection::Ascending, 100, None),
-            )
-            .await
-            .unwrap();
-        let sizes: Vec<Option<i64>> = by_size_ascending
-            .iter()
-            .map(|t| t.docker_volume_size)
-            .collect();
-        assert_eq!(
-            sizes,
-            vec![None, None, Some(1), Some(2), Some(3)],
-            "{}",
-            engine.name()
-        );
-        let by_name_descending = store
-            .list_cluster_templates(
-                TemplateScope::All,
-                &page("name", SortDirection::Descending, 100, None),
-            )
-            .await
-            .unwrap();
-        let names: Vec<&str> = by_name_descending
-            .iter()
-            .map(|t| t.name.as_deref().unwrap())
-            .collect();
-        assert_eq!(names, vec!["d", "c", "b", "a", "a"]);
-        assert_eq!(
-            by_name_descending[3].id, inserted[3].id,
-            "ties break on id in the same direction"
-        );
-
-        let missing = Uuid::new_v4();
-        let error = store
-            .list_cluster_templates(
-                TemplateScope::All,
-                &page("id", SortDirection::Ascending, 2, Some(missing)),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(error, StoreError::MarkerNotFound(uuid) if uuid == missing));
-        finish(store, database).await;
+        let expected: Vec<Uuid> = whole.iter().map(|t| t.uuid).collect();
+        assert_eq!(walked, expected, "{} {key} {direction:?}", engine.name());
     }
+    let by_size_ascending = store
+        .list_cluster_templates(
+            TemplateScope::All,
+            &page("docker_volume_size", SortDirection::Ascending, 100, None),
+        )
+        .await
+        .unwrap();
+    let sizes: Vec<Option<i64>> = by_size_ascending
+        .iter()
+        .map(|t| t.docker_volume_size)
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![None, None, Some(1), Some(2), Some(3)],
+        "{}",
+        engine.name()
+    );
+    let by_name_descending = store
+        .list_cluster_templates(
+            TemplateScope::All,
+            &page("name", SortDirection::Descending, 100, None),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = by_name_descending
+        .iter()
+        .map(|t| t.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, vec!["d", "c", "b", "a", "a"]);
+    assert_eq!(
+        by_name_descending[3].id, inserted[3].id,
+        "ties break on id in the same direction"
+    );
+
+    let missing = Uuid::new_v4();
+    let error = store
+        .list_cluster_templates(
+            TemplateScope::All,
+            &page("id", SortDirection::Ascending, 2, Some(missing)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::MarkerNotFound(uuid) if uuid == missing));
+    finish(store, database).await;
 }
 
-#[tokio::test]
-async fn updates_are_compare_and_set_and_respect_clusters() {
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        let stored = store
-            .insert_cluster_template(&template("t", "p-1"))
-            .await
-            .unwrap();
-        let mut renamed = stored.clone();
-        renamed.name = Some("renamed".to_owned());
-        renamed.updated_at = Some(Timestamp::from_unix_seconds(1_795_425_600));
-        let updated = store.update_cluster_template(&renamed, true).await.unwrap();
-        assert_eq!(updated.version, stored.version + 1);
-        let reloaded = store
-            .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(reloaded, updated, "{}", engine.name());
+engine_tests!(updates_are_compare_and_set_and_respect_clusters);
+async fn updates_are_compare_and_set_and_respect_clusters(engine: Engine) {
+    let (store, database) = fresh_store(engine).await;
+    let stored = store
+        .insert_cluster_template(&template("t", "p-1"))
+        .await
+        .unwrap();
+    let mut renamed = stored.clone();
+    renamed.name = Some("renamed".to_owned());
+    renamed.updated_at = Some(Timestamp::from_unix_seconds(1_795_425_600));
+    let updated = store.update_cluster_template(&renamed, true).await.unwrap();
+    assert_eq!(updated.version, stored.version + 1);
+    let reloaded = store
+        .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reloaded, updated, "{}", engine.name());
 
-        let stale = store
+    let stale = store
+        .update_cluster_template(&renamed, false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, StoreError::Conflict),
+        "{}: {stale}",
+        engine.name()
+    );
+
+    insert_cluster_using(&database, stored.uuid).await;
+    assert!(store.cluster_template_in_use(stored.uuid).await.unwrap());
+    let mut flavor = updated.clone();
+    flavor.flavor_id = Some("local.medium".to_owned());
+    let in_use = store
+        .update_cluster_template(&flavor, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(in_use, StoreError::InUse),
+        "{}: {in_use}",
+        engine.name()
+    );
+    let untouched = store
+        .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched, updated, "a refused update changes nothing");
+    let mut published = updated.clone();
+    published.public = true;
+    store
+        .update_cluster_template(&published, false)
+        .await
+        .unwrap();
+
+    let refused = store
+        .delete_cluster_template(stored.uuid)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::InUse),
+        "{}: {refused}",
+        engine.name()
+    );
+    let unused = store
+        .insert_cluster_template(&template("unused", "p-1"))
+        .await
+        .unwrap();
+    assert!(!store.cluster_template_in_use(unused.uuid).await.unwrap());
+    store.delete_cluster_template(unused.uuid).await.unwrap();
+    let gone = store
+        .delete_cluster_template(unused.uuid)
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, StoreError::NotFound));
+    let missing = store
+        .update_cluster_template(&unused, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound));
+    finish(store, database).await;
+}
+
+engine_tests!(service_heartbeats_count_up);
+async fn service_heartbeats_count_up(engine: Engine) {
+    let (store, database) = fresh_store(engine).await;
+    let start = Timestamp::from_unix_seconds(1_795_425_533);
+    store
+        .record_service_heartbeat("host-a", "magnum-conductor", start)
+        .await
+        .unwrap();
+    store
+        .record_service_heartbeat("host-b", "magnum-conductor", start)
+        .await
+        .unwrap();
+    let later = Timestamp::from_unix_seconds(1_795_425_543);
+    store
+        .record_service_heartbeat("host-a", "magnum-conductor", later)
+        .await
+        .unwrap();
+    let services = store.list_services().await.unwrap();
+    assert_eq!(services.len(), 2, "{}", engine.name());
+    assert_eq!(services[0].host, "host-a");
+    assert_eq!(services[0].report_count, 2);
+    assert_eq!(services[0].last_seen_up, Some(later));
+    assert_eq!(services[0].created_at, start);
+    assert_eq!(services[1].report_count, 1);
+    assert!(services[0].id < services[1].id);
+    finish(store, database).await;
+}
+
+engine_tests!(every_template_write_and_only_writes_advance_the_generation);
+async fn every_template_write_and_only_writes_advance_the_generation(engine: Engine) {
+    let (store, database) = fresh_store(engine).await;
+    let start = store.cluster_templates_generation().await.unwrap();
+    let stored = store
+        .insert_cluster_template(&template("g", "p-1"))
+        .await
+        .unwrap();
+    let after_insert = store.cluster_templates_generation().await.unwrap();
+    assert!(after_insert > start, "{}", engine.name());
+    assert!(store.insert_cluster_template(&stored).await.is_err());
+    assert_eq!(
+        store.cluster_templates_generation().await.unwrap(),
+        after_insert,
+        "a refused insert changes nothing"
+    );
+    let mut renamed = stored.clone();
+    renamed.name = Some("h".to_owned());
+    let updated = store
+        .update_cluster_template(&renamed, false)
+        .await
+        .unwrap();
+    let after_update = store.cluster_templates_generation().await.unwrap();
+    assert!(after_update > after_insert);
+    assert!(
+        store
             .update_cluster_template(&renamed, false)
             .await
-            .unwrap_err();
-        assert!(
-            matches!(stale, StoreError::Conflict),
-            "{}: {stale}",
-            engine.name()
-        );
-
-        insert_cluster_using(&database, stored.uuid).await;
-        assert!(store.cluster_template_in_use(stored.uuid).await.unwrap());
-        let mut flavor = updated.clone();
-        flavor.flavor_id = Some("local.medium".to_owned());
-        let in_use = store
-            .update_cluster_template(&flavor, true)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(in_use, StoreError::InUse),
-            "{}: {in_use}",
-            engine.name()
-        );
-        let untouched = store
-            .cluster_template_by_uuid(stored.uuid, TemplateScope::All)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(untouched, updated, "a refused update changes nothing");
-        let mut published = updated.clone();
-        published.public = true;
-        store
-            .update_cluster_template(&published, false)
-            .await
-            .unwrap();
-
-        let refused = store
-            .delete_cluster_template(stored.uuid)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(refused, StoreError::InUse),
-            "{}: {refused}",
-            engine.name()
-        );
-        let unused = store
-            .insert_cluster_template(&template("unused", "p-1"))
-            .await
-            .unwrap();
-        assert!(!store.cluster_template_in_use(unused.uuid).await.unwrap());
-        store.delete_cluster_template(unused.uuid).await.unwrap();
-        let gone = store
-            .delete_cluster_template(unused.uuid)
-            .await
-            .unwrap_err();
-        assert!(matches!(gone, StoreError::NotFound));
-        let missing = store
-            .update_cluster_template(&unused, false)
-            .await
-            .unwrap_err();
-        assert!(matches!(missing, StoreError::NotFound));
-        finish(store, database).await;
-    }
-}
-
-#[tokio::test]
-async fn service_heartbeats_count_up() {
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        let start = Timestamp::from_unix_seconds(1_795_425_533);
-        store
-            .record_service_heartbeat("host-a", "magnum-conductor", start)
-            .await
-            .unwrap();
-        store
-            .record_service_heartbeat("host-b", "magnum-conductor", start)
-            .await
-            .unwrap();
-        let later = Timestamp::from_unix_seconds(1_795_425_543);
-        store
-            .record_service_heartbeat("host-a", "magnum-conductor", later)
-            .await
-            .unwrap();
-        let services = store.list_services().await.unwrap();
-        assert_eq!(services.len(), 2, "{}", engine.name());
-        assert_eq!(services[0].host, "host-a");
-        assert_eq!(services[0].report_count, 2);
-        assert_eq!(services[0].last_seen_up, Some(later));
-        assert_eq!(services[0].created_at, start);
-        assert_eq!(services[1].report_count, 1);
-        assert!(services[0].id < services[1].id);
-        finish(store, database).await;
-    }
-}
-
-#[tokio::test]
-async fn every_template_write_and_only_writes_advance_the_generation() {
-    for engine in engines() {
-        let (store, database) = fresh_store(engine).await;
-        let start = store.cluster_templates_generation().await.unwrap();
-        let stored = store
-            .insert_cluster_template(&template("g", "p-1"))
-            .await
-            .unwrap();
-        let after_insert = store.cluster_templates_generation().await.unwrap();
-        assert!(after_insert > start, "{}", engine.name());
-        assert!(store.insert_cluster_template(&stored).await.is_err());
-        assert_eq!(
-            store.cluster_templates_generation().await.unwrap(),
-            after_insert,
-            "a refused insert changes nothing"
-        );
-        let mut renamed = stored.clone();
-        renamed.name = Some("h".to_owned());
-        let updated = store
-            .update_cluster_template(&renamed, false)
-            .await
-            .unwrap();
-        let after_update = store.cluster_templates_generation().await.unwrap();
-        assert!(after_update > after_insert);
-        assert!(
-            store
-                .update_cluster_template(&renamed, false)
-                .await
-                .is_err(),
-            "stale version"
-        );
-        assert_eq!(
-            store.cluster_templates_generation().await.unwrap(),
-            after_update
-        );
-        store.delete_cluster_template(updated.uuid).await.unwrap();
-        let after_delete = store.cluster_templates_generation().await.unwrap();
-        assert!(after_delete > after_update);
-        assert!(store.delete_cluster_template(updated.uuid).await.is_err());
-        assert_eq!(
-            store.cluster_templates_generation().await.unwrap(),
-            after_delete
-        );
-        finish(store, database).await;
-    }
+            .is_err(),
+        "stale version"
+    );
+    assert_eq!(
+        store.cluster_templates_generation().await.unwrap(),
+        after_update
+    );
+    store.delete_cluster_template(updated.uuid).await.unwrap();
+    let after_delete = store.cluster_templates_generation().await.unwrap();
+    assert!(after_delete > after_update);
+    assert!(store.delete_cluster_template(updated.uuid).await.is_err());
+    assert_eq!(
+        store.cluster_templates_generation().await.unwrap(),
+        after_delete
+    );
+    finish(store, database).await;
 }
 
 mod operations {
@@ -484,257 +470,246 @@ mod operations {
     use uuid::Uuid;
 
     use super::{finish, fresh_store};
-    use magnum_test_support::engines;
+    use magnum_test_support::{engine_tests, Engine};
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_unix_seconds(1_795_425_533 + seconds)
     }
 
-    #[tokio::test]
-    async fn one_operation_per_cluster_at_a_time_but_deletes_overtake() {
-        for engine in engines() {
-            let (store, database) = fresh_store(engine).await;
-            let busy = Uuid::new_v4();
-            let other = Uuid::new_v4();
-            let enqueue = |cluster, kind, second| {
-                let store = store.clone();
-                async move {
-                    store
-                        .enqueue_operation(&Operation::new(
-                            cluster,
-                            kind,
-                            "{}".to_owned(),
-                            at(second),
-                        ))
-                        .await
-                        .unwrap()
-                }
-            };
-            let create = enqueue(busy, OperationKind::CreateCluster, 0).await;
-            let scale = enqueue(busy, OperationKind::UpdateCluster, 1).await;
-            let elsewhere = enqueue(other, OperationKind::CreateCluster, 2).await;
-            let claim = |owner: &'static str| {
-                let store = store.clone();
-                async move { store.claim_operation(owner, at(3), 30).await.unwrap() }
-            };
-            assert_eq!(
-                claim("a").await.unwrap().uuid,
-                create.uuid,
-                "{}",
-                engine.name()
-            );
-            // The scale waits for the create; the other cluster's work does not.
-            assert_eq!(claim("b").await.unwrap().uuid, elsewhere.uuid);
-            assert!(claim("b").await.is_none());
-            let delete = enqueue(busy, OperationKind::DeleteCluster, 4).await;
-            assert_eq!(
-                claim("b").await.unwrap().uuid,
-                delete.uuid,
-                "deletes overtake"
-            );
-            // Cancelling ends everything else of the cluster, the running one included.
-            let cancelled = store
-                .cancel_operations(busy, Some(delete.uuid), "stopped", at(5))
-                .await
-                .unwrap();
-            assert_eq!(cancelled, 2);
-            assert!(!store
-                .renew_operation_lease(create.uuid, "a", at(40))
-                .await
-                .unwrap());
-            let left = store.unfinished_operations_of(busy).await.unwrap();
-            assert_eq!(left.len(), 1);
-            assert_eq!(left[0].uuid, delete.uuid);
-            assert_eq!(
+    engine_tests!(one_operation_per_cluster_at_a_time_but_deletes_overtake);
+    async fn one_operation_per_cluster_at_a_time_but_deletes_overtake(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let busy = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        let enqueue = |cluster, kind, second| {
+            let store = store.clone();
+            async move {
                 store
-                    .operation(scale.uuid)
+                    .enqueue_operation(&Operation::new(cluster, kind, "{}".to_owned(), at(second)))
                     .await
                     .unwrap()
-                    .unwrap()
-                    .error
-                    .as_deref(),
-                Some("stopped")
-            );
-            // A graceful stop hands claims back without counting the attempt.
-            assert_eq!(store.release_operations("b").await.unwrap(), 2);
-            let again = claim("c").await.unwrap();
-            assert_eq!(again.attempts, 1);
-            finish(store, database).await;
-        }
-    }
-
-    #[tokio::test]
-    async fn claims_are_exclusive_leased_and_taken_over_after_expiry() {
-        for engine in engines() {
-            let (store, database) = fresh_store(engine).await;
-            assert!(store
-                .claim_operation("c1", at(0), 30)
+            }
+        };
+        let create = enqueue(busy, OperationKind::CreateCluster, 0).await;
+        let scale = enqueue(busy, OperationKind::UpdateCluster, 1).await;
+        let elsewhere = enqueue(other, OperationKind::CreateCluster, 2).await;
+        let claim = |owner: &'static str| {
+            let store = store.clone();
+            async move { store.claim_operation(owner, at(3), 30).await.unwrap() }
+        };
+        assert_eq!(
+            claim("a").await.unwrap().uuid,
+            create.uuid,
+            "{}",
+            engine.name()
+        );
+        // The scale waits for the create; the other cluster's work does not.
+        assert_eq!(claim("b").await.unwrap().uuid, elsewhere.uuid);
+        assert!(claim("b").await.is_none());
+        let delete = enqueue(busy, OperationKind::DeleteCluster, 4).await;
+        assert_eq!(
+            claim("b").await.unwrap().uuid,
+            delete.uuid,
+            "deletes overtake"
+        );
+        // Cancelling ends everything else of the cluster, the running one included.
+        let cancelled = store
+            .cancel_operations(busy, Some(delete.uuid), "stopped", at(5))
+            .await
+            .unwrap();
+        assert_eq!(cancelled, 2);
+        assert!(!store
+            .renew_operation_lease(create.uuid, "a", at(40))
+            .await
+            .unwrap());
+        let left = store.unfinished_operations_of(busy).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].uuid, delete.uuid);
+        assert_eq!(
+            store
+                .operation(scale.uuid)
                 .await
                 .unwrap()
-                .is_none());
-            let cluster = Uuid::new_v4();
-            let first = store
-                .enqueue_operation(&Operation::new(
-                    cluster,
-                    OperationKind::CreateCluster,
-                    "{\"node_count\": 2}".to_owned(),
-                    at(0),
-                ))
+                .unwrap()
+                .error
+                .as_deref(),
+            Some("stopped")
+        );
+        // A graceful stop hands claims back without counting the attempt.
+        assert_eq!(store.release_operations("b").await.unwrap(), 2);
+        let again = claim("c").await.unwrap();
+        assert_eq!(again.attempts, 1);
+        finish(store, database).await;
+    }
+
+    engine_tests!(claims_are_exclusive_leased_and_taken_over_after_expiry);
+    async fn claims_are_exclusive_leased_and_taken_over_after_expiry(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        assert!(store
+            .claim_operation("c1", at(0), 30)
+            .await
+            .unwrap()
+            .is_none());
+        let cluster = Uuid::new_v4();
+        let first = store
+            .enqueue_operation(&Operation::new(
+                cluster,
+                OperationKind::CreateCluster,
+                "{\"node_count\": 2}".to_owned(),
+                at(0),
+            ))
+            .await
+            .unwrap();
+        let second = store
+            .enqueue_operation(&Operation::new(
+                cluster,
+                OperationKind::DeleteCluster,
+                "{}".to_owned(),
+                at(1),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(first.state, OperationState::Pending);
+
+        let claimed = store
+            .claim_operation("c1", at(2), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.uuid, first.uuid, "{}: oldest first", engine.name());
+        assert_eq!(claimed.state, OperationState::Running);
+        assert_eq!(claimed.attempts, 1);
+        assert_eq!(claimed.lease_owner.as_deref(), Some("c1"));
+        assert_eq!(claimed.lease_until, Some(at(32)));
+        assert_eq!(claimed.payload, "{\"node_count\": 2}");
+
+        let next = store
+            .claim_operation("c2", at(3), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.uuid, second.uuid, "a held lease is not taken");
+        assert!(store
+            .claim_operation("c2", at(4), 30)
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store
+            .finish_operation(second.uuid, "c2", Outcome::Succeeded, at(5))
+            .await
+            .unwrap());
+
+        assert!(store
+            .renew_operation_lease(first.uuid, "c1", at(60))
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .renew_operation_lease(first.uuid, "c2", at(90))
                 .await
-                .unwrap();
-            let second = store
+                .unwrap(),
+            "only the holder renews"
+        );
+        assert!(
+            store
+                .claim_operation("c2", at(40), 30)
+                .await
+                .unwrap()
+                .is_none(),
+            "renewed until 60"
+        );
+
+        // c1 dies: once its lease has run out, c2 takes the operation over.
+        let taken_over = store
+            .claim_operation("c2", at(61), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(taken_over.uuid, first.uuid);
+        assert_eq!(taken_over.attempts, 2);
+        assert!(
+            !store
+                .finish_operation(first.uuid, "c1", Outcome::Succeeded, at(62))
+                .await
+                .unwrap(),
+            "the old holder cannot finish it"
+        );
+        assert!(store
+            .finish_operation(
+                first.uuid,
+                "c2",
+                Outcome::Failed {
+                    reason: "node image missing".to_owned()
+                },
+                at(63)
+            )
+            .await
+            .unwrap());
+        let failed = store.operation(first.uuid).await.unwrap().unwrap();
+        assert_eq!(
+            (failed.state, failed.error.as_deref(), failed.lease_owner),
+            (OperationState::Failed, Some("node image missing"), None)
+        );
+        assert_eq!(
+            store.operation(second.uuid).await.unwrap().unwrap().state,
+            OperationState::Succeeded
+        );
+        assert!(store.unfinished_operations().await.unwrap().is_empty());
+        assert!(
+            store
+                .claim_operation("c3", at(1000), 30)
+                .await
+                .unwrap()
+                .is_none(),
+            "finished operations stay finished"
+        );
+        finish(store, database).await;
+    }
+
+    engine_tests!(concurrent_claimers_never_share_an_operation, multi_thread);
+    async fn concurrent_claimers_never_share_an_operation(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let total = 40;
+        for index in 0..total {
+            store
                 .enqueue_operation(&Operation::new(
-                    cluster,
-                    OperationKind::DeleteCluster,
+                    Uuid::new_v4(),
+                    OperationKind::UpdateCluster,
                     "{}".to_owned(),
-                    at(1),
+                    at(index),
                 ))
                 .await
                 .unwrap();
-            assert_eq!(first.state, OperationState::Pending);
-
-            let claimed = store
-                .claim_operation("c1", at(2), 30)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(claimed.uuid, first.uuid, "{}: oldest first", engine.name());
-            assert_eq!(claimed.state, OperationState::Running);
-            assert_eq!(claimed.attempts, 1);
-            assert_eq!(claimed.lease_owner.as_deref(), Some("c1"));
-            assert_eq!(claimed.lease_until, Some(at(32)));
-            assert_eq!(claimed.payload, "{\"node_count\": 2}");
-
-            let next = store
-                .claim_operation("c2", at(3), 30)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(next.uuid, second.uuid, "a held lease is not taken");
-            assert!(store
-                .claim_operation("c2", at(4), 30)
-                .await
-                .unwrap()
-                .is_none());
-            assert!(store
-                .finish_operation(second.uuid, "c2", Outcome::Succeeded, at(5))
-                .await
-                .unwrap());
-
-            assert!(store
-                .renew_operation_lease(first.uuid, "c1", at(60))
-                .await
-                .unwrap());
-            assert!(
-                !store
-                    .renew_operation_lease(first.uuid, "c2", at(90))
-                    .await
-                    .unwrap(),
-                "only the holder renews"
-            );
-            assert!(
-                store
-                    .claim_operation("c2", at(40), 30)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "renewed until 60"
-            );
-
-            // c1 dies: once its lease has run out, c2 takes the operation over.
-            let taken_over = store
-                .claim_operation("c2", at(61), 30)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(taken_over.uuid, first.uuid);
-            assert_eq!(taken_over.attempts, 2);
-            assert!(
-                !store
-                    .finish_operation(first.uuid, "c1", Outcome::Succeeded, at(62))
-                    .await
-                    .unwrap(),
-                "the old holder cannot finish it"
-            );
-            assert!(store
-                .finish_operation(
-                    first.uuid,
-                    "c2",
-                    Outcome::Failed {
-                        reason: "node image missing".to_owned()
-                    },
-                    at(63)
-                )
-                .await
-                .unwrap());
-            let failed = store.operation(first.uuid).await.unwrap().unwrap();
-            assert_eq!(
-                (failed.state, failed.error.as_deref(), failed.lease_owner),
-                (OperationState::Failed, Some("node image missing"), None)
-            );
-            assert_eq!(
-                store.operation(second.uuid).await.unwrap().unwrap().state,
-                OperationState::Succeeded
-            );
-            assert!(store.unfinished_operations().await.unwrap().is_empty());
-            assert!(
-                store
-                    .claim_operation("c3", at(1000), 30)
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "finished operations stay finished"
-            );
-            finish(store, database).await;
         }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_claimers_never_share_an_operation() {
-        for engine in engines() {
-            let (store, database) = fresh_store(engine).await;
-            let total = 40;
-            for index in 0..total {
-                store
-                    .enqueue_operation(&Operation::new(
-                        Uuid::new_v4(),
-                        OperationKind::UpdateCluster,
-                        "{}".to_owned(),
-                        at(index),
-                    ))
-                    .await
-                    .unwrap();
-            }
-            let mut claimers = Vec::new();
-            for claimer in 0..6 {
-                let store = store.clone();
-                claimers.push(tokio::spawn(async move {
-                    let owner = format!("conductor-{claimer}");
-                    let mut mine = Vec::new();
-                    while let Some(operation) =
-                        store.claim_operation(&owner, at(100), 300).await.unwrap()
-                    {
-                        mine.push(operation.uuid);
-                    }
-                    mine
-                }));
-            }
-            let mut seen = HashSet::new();
-            let mut count = 0;
-            for claimer in claimers {
-                for uuid in claimer.await.unwrap() {
-                    count += 1;
-                    assert!(seen.insert(uuid), "{}: {uuid} claimed twice", engine.name());
+        let mut claimers = Vec::new();
+        for claimer in 0..6 {
+            let store = store.clone();
+            claimers.push(tokio::spawn(async move {
+                let owner = format!("conductor-{claimer}");
+                let mut mine = Vec::new();
+                while let Some(operation) =
+                    store.claim_operation(&owner, at(100), 300).await.unwrap()
+                {
+                    mine.push(operation.uuid);
                 }
-            }
-            assert_eq!(
-                count,
-                total as usize,
-                "{}: every operation claimed once",
-                engine.name()
-            );
-            finish(store, database).await;
+                mine
+            }));
         }
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for claimer in claimers {
+            for uuid in claimer.await.unwrap() {
+                count += 1;
+                assert!(seen.insert(uuid), "{}: {uuid} claimed twice", engine.name());
+            }
+        }
+        assert_eq!(
+            count,
+            total as usize,
+            "{}: every operation claimed once",
+            engine.name()
+        );
+        finish(store, database).await;
     }
 }
 
@@ -751,7 +726,7 @@ mod clusters {
     use uuid::Uuid;
 
     use super::{finish, fresh_store, template};
-    use magnum_test_support::engines;
+    use magnum_test_support::{engine_tests, Engine};
 
     fn now() -> Timestamp {
         Timestamp::from_unix_seconds(1_795_425_533)
@@ -830,245 +805,244 @@ mod clusters {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn concurrent_creates_never_exceed_the_cluster_limit() {
-        for engine in engines() {
-            let (store, database) = fresh_store(engine).await;
-            let template = store
-                .insert_cluster_template(&template("t", "p-1"))
-                .await
-                .unwrap();
-            let mut attempts = Vec::new();
-            for index in 0..12 {
-                let store = store.clone();
-                let wanted = cluster(template.uuid, &format!("c{index}"));
-                attempts.push(tokio::spawn(async move {
-                    let build = Operation::new(
-                        wanted.uuid,
-                        OperationKind::CreateCluster,
-                        "{}".to_owned(),
-                        now(),
-                    );
-                    store.create_cluster(&wanted, &[], &build, Some(3)).await
-                }));
-            }
-            let mut created = 0;
-            for attempt in attempts {
-                match attempt.await.unwrap() {
-                    Ok(_) => created += 1,
-                    Err(StoreError::LimitReached { limit: 3 }) => {}
-                    Err(other) => panic!("{}: {other}", engine.name()),
-                }
-            }
-            assert_eq!(created, 3, "{}", engine.name());
-            store.close().await;
-            database.drop_database().await;
+    engine_tests!(
+        concurrent_creates_never_exceed_the_cluster_limit,
+        multi_thread
+    );
+    async fn concurrent_creates_never_exceed_the_cluster_limit(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let mut attempts = Vec::new();
+        for index in 0..12 {
+            let store = store.clone();
+            let wanted = cluster(template.uuid, &format!("c{index}"));
+            attempts.push(tokio::spawn(async move {
+                let build = Operation::new(
+                    wanted.uuid,
+                    OperationKind::CreateCluster,
+                    "{}".to_owned(),
+                    now(),
+                );
+                store.create_cluster(&wanted, &[], &build, Some(3)).await
+            }));
         }
+        let mut created = 0;
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(_) => created += 1,
+                Err(StoreError::LimitReached { limit: 3 }) => {}
+                Err(other) => panic!("{}: {other}", engine.name()),
+            }
+        }
+        assert_eq!(created, 3, "{}", engine.name());
+        store.close().await;
+        database.drop_database().await;
     }
 
-    #[tokio::test]
-    async fn clusters_are_created_with_their_nodegroups_and_operation_or_not_at_all() {
-        for engine in engines() {
-            let (store, database) = fresh_store(engine).await;
-            let template = store
-                .insert_cluster_template(&template("t", "p-1"))
-                .await
-                .unwrap();
-            let wanted = cluster(template.uuid, "c1");
-            let groups = [
-                nodegroup(&wanted, DEFAULT_MASTER_NODEGROUP, "master", 1),
-                nodegroup(&wanted, DEFAULT_WORKER_NODEGROUP, "worker", 2),
-            ];
-            let build = Operation::new(
-                wanted.uuid,
-                OperationKind::CreateCluster,
-                "{}".to_owned(),
-                now(),
-            );
-            let stored = store
-                .create_cluster(&wanted, &groups, &build, None)
-                .await
-                .unwrap();
-            let mut summarized = wanted.clone();
-            summarized.summarize(&groups);
-            assert_eq!(
-                stored,
-                Cluster {
-                    id: stored.id,
-                    version: 1,
-                    ..summarized
-                },
-                "{}",
-                engine.name()
-            );
-            let loaded = store.nodegroups_of_cluster(wanted.uuid).await.unwrap();
-            assert_eq!(loaded.len(), 2);
-            assert_eq!(loaded[0].name, DEFAULT_MASTER_NODEGROUP);
-            assert_eq!(
-                loaded[1],
-                NodeGroup {
-                    id: loaded[1].id,
-                    version: 1,
-                    ..groups[1].clone()
-                }
-            );
-            assert!(loaded[0].id < loaded[1].id);
-            assert_eq!(
-                store.unfinished_operations().await.unwrap()[0].uuid,
-                build.uuid
-            );
-            assert!(store.cluster_template_in_use(template.uuid).await.unwrap());
-            assert_eq!(store.count_clusters("p-1").await.unwrap(), 1);
-            assert_eq!(
-                store
-                    .clusters_by_name("c1", Some("p-1"), 2)
-                    .await
-                    .unwrap()
-                    .len(),
-                1
-            );
-            assert!(store
-                .clusters_by_name("c1", Some("p-2"), 2)
+    engine_tests!(clusters_are_created_with_their_nodegroups_and_operation_or_not_at_all);
+    async fn clusters_are_created_with_their_nodegroups_and_operation_or_not_at_all(
+        engine: Engine,
+    ) {
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let wanted = cluster(template.uuid, "c1");
+        let groups = [
+            nodegroup(&wanted, DEFAULT_MASTER_NODEGROUP, "master", 1),
+            nodegroup(&wanted, DEFAULT_WORKER_NODEGROUP, "worker", 2),
+        ];
+        let build = Operation::new(
+            wanted.uuid,
+            OperationKind::CreateCluster,
+            "{}".to_owned(),
+            now(),
+        );
+        let stored = store
+            .create_cluster(&wanted, &groups, &build, None)
+            .await
+            .unwrap();
+        let mut summarized = wanted.clone();
+        summarized.summarize(&groups);
+        assert_eq!(
+            stored,
+            Cluster {
+                id: stored.id,
+                version: 1,
+                ..summarized
+            },
+            "{}",
+            engine.name()
+        );
+        let loaded = store.nodegroups_of_cluster(wanted.uuid).await.unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].name, DEFAULT_MASTER_NODEGROUP);
+        assert_eq!(
+            loaded[1],
+            NodeGroup {
+                id: loaded[1].id,
+                version: 1,
+                ..groups[1].clone()
+            }
+        );
+        assert!(loaded[0].id < loaded[1].id);
+        assert_eq!(
+            store.unfinished_operations().await.unwrap()[0].uuid,
+            build.uuid
+        );
+        assert!(store.cluster_template_in_use(template.uuid).await.unwrap());
+        assert_eq!(store.count_clusters("p-1").await.unwrap(), 1);
+        assert_eq!(
+            store
+                .clusters_by_name("c1", Some("p-1"), 2)
                 .await
                 .unwrap()
-                .is_empty());
-            assert_eq!(
-                store.clusters_by_name("c1", None, 2).await.unwrap().len(),
-                1
-            );
+                .len(),
+            1
+        );
+        assert!(store
+            .clusters_by_name("c1", Some("p-2"), 2)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.clusters_by_name("c1", None, 2).await.unwrap().len(),
+            1
+        );
 
-            let duplicate = store
-                .create_cluster(
-                    &wanted,
-                    &[],
-                    &Operation::new(
-                        wanted.uuid,
-                        OperationKind::CreateCluster,
-                        "{}".to_owned(),
-                        now(),
-                    ),
-                    None,
-                )
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(duplicate, StoreError::DuplicateUuid(_)),
-                "{}: {duplicate}",
-                engine.name()
-            );
+        let duplicate = store
+            .create_cluster(
+                &wanted,
+                &[],
+                &Operation::new(
+                    wanted.uuid,
+                    OperationKind::CreateCluster,
+                    "{}".to_owned(),
+                    now(),
+                ),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(duplicate, StoreError::DuplicateUuid(_)),
+            "{}: {duplicate}",
+            engine.name()
+        );
 
-            let orphan = cluster(Uuid::new_v4(), "orphan");
-            let orphan_groups = [nodegroup(&orphan, DEFAULT_MASTER_NODEGROUP, "master", 1)];
-            let error = store
-                .create_cluster(
-                    &orphan,
-                    &orphan_groups,
-                    &Operation::new(
-                        orphan.uuid,
-                        OperationKind::CreateCluster,
-                        "{}".to_owned(),
-                        now(),
-                    ),
-                    None,
-                )
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(error, StoreError::NotFound),
-                "{}: {error}",
-                engine.name()
-            );
-            assert!(store.cluster_by_uuid(orphan.uuid).await.unwrap().is_none());
-            assert!(store
-                .nodegroups_of_cluster(orphan.uuid)
-                .await
-                .unwrap()
-                .is_empty());
-            assert_eq!(
-                store.unfinished_operations().await.unwrap().len(),
-                1,
-                "nothing of a refused create is kept"
-            );
-            finish(store, database).await;
-        }
+        let orphan = cluster(Uuid::new_v4(), "orphan");
+        let orphan_groups = [nodegroup(&orphan, DEFAULT_MASTER_NODEGROUP, "master", 1)];
+        let error = store
+            .create_cluster(
+                &orphan,
+                &orphan_groups,
+                &Operation::new(
+                    orphan.uuid,
+                    OperationKind::CreateCluster,
+                    "{}".to_owned(),
+                    now(),
+                ),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StoreError::NotFound),
+            "{}: {error}",
+            engine.name()
+        );
+        assert!(store.cluster_by_uuid(orphan.uuid).await.unwrap().is_none());
+        assert!(store
+            .nodegroups_of_cluster(orphan.uuid)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.unfinished_operations().await.unwrap().len(),
+            1,
+            "nothing of a refused create is kept"
+        );
+        finish(store, database).await;
     }
 
-    #[tokio::test]
-    async fn status_changes_are_compare_and_set() {
-        for engine in engines() {
-            let (store, database) = fresh_store(engine).await;
-            let template = store
-                .insert_cluster_template(&template("t", "p-1"))
+    engine_tests!(status_changes_are_compare_and_set);
+    async fn status_changes_are_compare_and_set(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let wanted = cluster(template.uuid, "c1");
+        let stored = store
+            .create_cluster(
+                &wanted,
+                &[],
+                &Operation::new(
+                    wanted.uuid,
+                    OperationKind::CreateCluster,
+                    "{}".to_owned(),
+                    now(),
+                ),
+                None,
+            )
+            .await
+            .unwrap();
+        let next = stored
+            .status
+            .apply(magnum_domain::cluster::StatusEvent::CreateSucceeded)
+            .unwrap();
+        let later = Timestamp::from_unix_seconds(now().unix_seconds() + 5);
+        let updated = store
+            .set_cluster_status(
+                stored.uuid,
+                stored.version,
+                next,
+                Some("Cluster created: 1 master, 2 workers ready"),
+                later,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            updated.status,
+            ClusterStatus::CreateComplete,
+            "{}",
+            engine.name()
+        );
+        assert_eq!(
+            updated.status_reason.as_deref(),
+            Some("Cluster created: 1 master, 2 workers ready")
+        );
+        assert_eq!(updated.version, stored.version + 1);
+        assert_eq!(updated.updated_at, Some(later));
+        let stale = store
+            .set_cluster_status(
+                stored.uuid,
+                stored.version,
+                ClusterStatus::CreateFailed,
+                None,
+                later,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(stale, StoreError::Conflict));
+        assert_eq!(
+            store
+                .cluster_by_uuid(stored.uuid)
                 .await
-                .unwrap();
-            let wanted = cluster(template.uuid, "c1");
-            let stored = store
-                .create_cluster(
-                    &wanted,
-                    &[],
-                    &Operation::new(
-                        wanted.uuid,
-                        OperationKind::CreateCluster,
-                        "{}".to_owned(),
-                        now(),
-                    ),
-                    None,
-                )
-                .await
-                .unwrap();
-            let next = stored
-                .status
-                .apply(magnum_domain::cluster::StatusEvent::CreateSucceeded)
-                .unwrap();
-            let later = Timestamp::from_unix_seconds(now().unix_seconds() + 5);
-            let updated = store
-                .set_cluster_status(
-                    stored.uuid,
-                    stored.version,
-                    next,
-                    Some("Cluster created: 1 master, 2 workers ready"),
-                    later,
-                )
-                .await
-                .unwrap();
-            assert_eq!(
-                updated.status,
-                ClusterStatus::CreateComplete,
-                "{}",
-                engine.name()
-            );
-            assert_eq!(
-                updated.status_reason.as_deref(),
-                Some("Cluster created: 1 master, 2 workers ready")
-            );
-            assert_eq!(updated.version, stored.version + 1);
-            assert_eq!(updated.updated_at, Some(later));
-            let stale = store
-                .set_cluster_status(
-                    stored.uuid,
-                    stored.version,
-                    ClusterStatus::CreateFailed,
-                    None,
-                    later,
-                )
-                .await
-                .unwrap_err();
-            assert!(matches!(stale, StoreError::Conflict));
-            assert_eq!(
-                store
-                    .cluster_by_uuid(stored.uuid)
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .status,
-                ClusterStatus::CreateComplete
-            );
-            let missing = store
-                .set_cluster_status(Uuid::new_v4(), 1, ClusterStatus::CreateFailed, None, later)
-                .await
-                .unwrap_err();
-            assert!(matches!(missing, StoreError::NotFound));
-            finish(store, database).await;
-        }
+                .unwrap()
+                .unwrap()
+                .status,
+            ClusterStatus::CreateComplete
+        );
+        let missing = store
+            .set_cluster_status(Uuid::new_v4(), 1, ClusterStatus::CreateFailed, None, later)
+            .await
+            .unwrap_err();
+        assert!(matches!(missing, StoreError::NotFound));
+        finish(store, database).await;
     }
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use magnum_test_support::{engines, Engine, TestDatabase};
+use magnum_test_support::{engine_tests, engines, Engine, TestDatabase};
 use serde_json::{json, Value};
 
 struct Service {
@@ -247,11 +247,9 @@ async fn crash_everything(engine: Engine) {
     database.drop_database().await;
 }
 
-#[tokio::test]
-async fn sigkill_at_any_step_resumes_every_action_to_its_end() {
-    for engine in engines() {
-        crash_everything(engine).await;
-    }
+engine_tests!(sigkill_at_any_step_resumes_every_action_to_its_end);
+async fn sigkill_at_any_step_resumes_every_action_to_its_end(engine: Engine) {
+    crash_everything(engine).await;
 }
 
 /// A conductor restarted on its host takes back its predecessor's work at once, not when the

@@ -6,6 +6,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::support::{engines, TestApp, ALICE, BOB, READER};
+use magnum_test_support::{engine_tests, Engine};
 
 fn openssl(arguments: &[&str], directory: &Path) -> (bool, String) {
     let output = Command::new("openssl")
@@ -317,13 +318,11 @@ async fn ca_and_sign_and_rotate(app: &TestApp, engine: &str) {
     );
 }
 
-#[tokio::test]
-async fn cluster_cas_sign_csrs_and_rotate_on_every_engine() {
-    for engine in engines() {
-        let (app, _driver) = TestApp::spawn_scripted(engine).await;
-        ca_and_sign_and_rotate(&app, engine.name()).await;
-        app.stop().await;
-    }
+engine_tests!(cluster_cas_sign_csrs_and_rotate_on_every_engine);
+async fn cluster_cas_sign_csrs_and_rotate_on_every_engine(engine: Engine) {
+    let (app, _driver) = TestApp::spawn_scripted(engine).await;
+    ca_and_sign_and_rotate(&app, engine.name()).await;
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::support::{engines, Caller, TestApp};
+use crate::support::{Caller, TestApp};
+use magnum_test_support::{engine_tests, Engine};
 
 const CAPTURES: &str = include_str!("../fixtures/upstream-template-captures.jsonl");
 
@@ -335,18 +336,16 @@ async fn replay(app: &TestApp) -> Vec<String> {
     failures
 }
 
-#[tokio::test]
-async fn upstream_template_captures_replay_with_the_same_shapes() {
-    for engine in engines() {
-        let app = TestApp::spawn(engine).await;
-        let failures = replay(&app).await;
-        app.stop().await;
-        assert!(
-            failures.is_empty(),
-            "{}: {} differences from upstream:\n{}",
-            engine.name(),
-            failures.len(),
-            failures.join("\n")
-        );
-    }
+engine_tests!(upstream_template_captures_replay_with_the_same_shapes);
+async fn upstream_template_captures_replay_with_the_same_shapes(engine: Engine) {
+    let app = TestApp::spawn(engine).await;
+    let failures = replay(&app).await;
+    app.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{}: {} differences from upstream:\n{}",
+        engine.name(),
+        failures.len(),
+        failures.join("\n")
+    );
 }

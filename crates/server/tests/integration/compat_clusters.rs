@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::compat::{shape_differences, COMPARED_HEADERS};
-use crate::support::{engines, TestApp, ALICE};
+use crate::support::{TestApp, ALICE};
+use magnum_test_support::{engine_tests, Engine};
 
 const CAPTURES: &str = include_str!("../fixtures/upstream-cluster-captures.jsonl");
 
@@ -164,18 +165,16 @@ async fn replay(app: &TestApp) -> Vec<String> {
     failures
 }
 
-#[tokio::test]
-async fn upstream_cluster_captures_replay_with_the_same_shapes_and_messages() {
-    for engine in engines() {
-        let (app, _driver) = TestApp::spawn_scripted(engine).await;
-        let failures = replay(&app).await;
-        assert!(
-            failures.is_empty(),
-            "{}: {} differences:\n{}",
-            engine.name(),
-            failures.len(),
-            failures.join("\n")
-        );
-        app.stop().await;
-    }
+engine_tests!(upstream_cluster_captures_replay_with_the_same_shapes_and_messages);
+async fn upstream_cluster_captures_replay_with_the_same_shapes_and_messages(engine: Engine) {
+    let (app, _driver) = TestApp::spawn_scripted(engine).await;
+    let failures = replay(&app).await;
+    assert!(
+        failures.is_empty(),
+        "{}: {} differences:\n{}",
+        engine.name(),
+        failures.len(),
+        failures.join("\n")
+    );
+    app.stop().await;
 }

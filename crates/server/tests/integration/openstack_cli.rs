@@ -7,6 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::support::{engines, TestApp};
+use magnum_test_support::{engine_tests, Engine};
 
 /// The client installed by `scripts/test` into the repository's ignored `.venv`, or the one
 /// `MAGNUM_OPENSTACK_CLI` names.
@@ -723,12 +724,10 @@ async fn cluster_lifecycle(app: TestApp) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn openstack_coe_cluster_nodegroup_quota_and_stats_lifecycle_on_every_engine() {
-    for engine in engines() {
-        let (app, _driver) = TestApp::spawn_scripted(engine).await;
-        cluster_lifecycle(app).await;
-    }
+engine_tests!(openstack_coe_cluster_nodegroup_quota_and_stats_lifecycle_on_every_engine);
+async fn openstack_coe_cluster_nodegroup_quota_and_stats_lifecycle_on_every_engine(engine: Engine) {
+    let (app, _driver) = TestApp::spawn_scripted(engine).await;
+    cluster_lifecycle(app).await;
 }
 
 #[tokio::test]
