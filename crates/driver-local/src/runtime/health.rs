@@ -1,0 +1,91 @@
+//! The health monitor's look at one cluster, and auto-healing.
+
+use super::*;
+
+impl Runtime {
+    /// The cluster's health from its managers' view and its node processes, restarting
+    /// nodes whose dockerd died when the cluster asked for auto-healing. `None` while an
+    /// operation changes the cluster or it has no nodes yet.
+    pub async fn check_health(
+        &self,
+        cluster: Uuid,
+    ) -> Option<(
+        magnum_domain::cluster::HealthStatus,
+        serde_json::Map<String, serde_json::Value>,
+    )> {
+        use magnum_domain::cluster::HealthStatus;
+        use serde_json::Value;
+        // An operation changing the cluster has the lock: its nodes are in flux.
+        let _lock = self.cluster_lock(cluster).try_lock_owned().ok()?;
+        if self.is_being_deleted(cluster) {
+            return None;
+        }
+        let state = self.load(cluster)?;
+        if state.nodes.is_empty() || state.nodes.iter().any(|node| node.swarm_id.is_none()) {
+            return None;
+        }
+        for node in &state.nodes {
+            self.sandbox(cluster, &node.name, "").trim_log();
+        }
+        let mut reason = serde_json::Map::new();
+        let manager = state
+            .nodes
+            .iter()
+            .find(|node| node.role == "master" && self.node_pid(cluster, &node.name).is_some());
+        let listing = match manager {
+            Some(manager) => self
+                .docker(
+                    cluster,
+                    &manager.name,
+                    &["node", "ls", "--format", "{{.ID}} {{.Status}}"],
+                )
+                .await
+                .map_err(|error| error.to_string()),
+            None => Err("no manager is running".to_owned()),
+        };
+        let api_ok = listing.is_ok();
+        reason.insert(
+            "api".to_owned(),
+            Value::String(match &listing {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => error.clone(),
+            }),
+        );
+        let listing = listing.unwrap_or_default();
+        let mut all_ready = true;
+        for node in &state.nodes {
+            let id = node.swarm_id.as_deref().unwrap_or("-");
+            let ready = self.node_pid(cluster, &node.name).is_some()
+                && listing.lines().any(|line| line == format!("{id} Ready"));
+            all_ready &= ready;
+            reason.insert(
+                format!("{}-{}.Ready", state.name, node.name),
+                Value::String(if ready { "True" } else { "False" }.to_owned()),
+            );
+        }
+        let status = if api_ok && all_ready {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
+        // Healing comes after the report, so that what was seen is what is published.
+        if state.auto_healing && status == HealthStatus::Unhealthy {
+            for node in &state.nodes {
+                if self.node_pid(cluster, &node.name).is_none() {
+                    tracing::warn!(cluster.id = %cluster, node = %node.name, "node dockerd is down; restarting it (auto-healing)");
+                    let hostname = node_hostname(&state.name, &node.name);
+                    let restarted = async {
+                        self.create_network(cluster, &node.name, &node.address)
+                            .await?;
+                        self.launch_dockerd(cluster, node, state.tls, &hostname)
+                            .await
+                    };
+                    if let Err(error) = restarted.await {
+                        tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "auto-healing failed");
+                    }
+                }
+            }
+        }
+        Some((status, reason))
+    }
+}

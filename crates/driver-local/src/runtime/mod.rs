@@ -1,0 +1,290 @@
+//! Nodes as network namespaces on this host, each with its own dockerd, joined into a
+//! swarm-mode cluster (the recipe of spec/local-infra.md). Every step checks what exists
+//! before acting, so converging again after a crash continues where the last run stopped;
+//! what the driver made is recorded under its state directory, so a restarted magnumd adopts
+//! running nodes instead of duplicating them.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use magnum_driver::{
+    Action, ClusterSpec, Converge, DriverError, Observed, ObservedNodeGroup, Progress,
+};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+use uuid::Uuid;
+
+use crate::sandbox::{self, write_private, HostClaims, Limits, NodeSandbox};
+
+mod health;
+mod image;
+mod network;
+mod node;
+mod state;
+mod swarm;
+
+/// The image every node gets, made from busybox-static.
+pub const NODE_IMAGE: &str = "magnum/local-node:1";
+const SWARM_PORT: u16 = 2377;
+const TLS_PORT: u16 = 2376;
+const PLAIN_PORT: u16 = 2375;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeState {
+    pub name: String,
+    pub nodegroup: Uuid,
+    pub role: String,
+    pub address: String,
+    pub swarm_id: Option<String>,
+    /// The node's slot of host uids (see `sandbox::UidRanges`).
+    #[serde(default)]
+    pub uid_slot: Option<u32>,
+    /// Its nodegroup's flavor when it was added: the limits it restarts with.
+    #[serde(default)]
+    pub flavor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterState {
+    /// The third octet of the cluster's /24 in the pool.
+    pub subnet: u8,
+    pub next_node: u32,
+    pub nodes: Vec<NodeState>,
+    /// What the health monitor needs to restart a node on its own.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub auto_healing: bool,
+}
+
+/// Where the driver keeps its records and how it numbers networks.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub state_dir: PathBuf,
+    /// The first two octets of the private pool, e.g. [10, 77]: clusters get x.y.N.0/24.
+    pub pool: [u8; 2],
+    pub max_nodes: usize,
+    /// (vCPUs, MiB) per flavor name or id: the limits of a node's containers.
+    pub flavors: std::collections::HashMap<String, (u32, u64)>,
+    /// One lock per cluster, held while an operation (converge, delete) or the health
+    /// monitor's healing changes its nodes, so that they never act on one node together.
+    pub locks: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, ClusterLock>>>,
+    /// The `magnum-node-authz` binary every node runs as its Docker authorization plugin.
+    pub authz_binary: PathBuf,
+    /// Processes a node's containers may run together (pids.max of their cgroup).
+    pub max_pids_per_node: u32,
+    pub claims: std::sync::Arc<HostClaims>,
+}
+
+pub type ClusterLock = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+fn failed(message: impl Into<String>) -> DriverError {
+    DriverError::Failed(message.into())
+}
+
+/// How long any one command may take (the slowest, `docker import` of the node image and
+/// `swarm join`, take about a second): a hung command fails its operation instead of holding
+/// the cluster in progress.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long every node of a cluster gets to be Ready in its managers' view.
+const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A worker not Ready this long into the wait gets its dockerd restarted, once.
+const NODE_REJOIN_NUDGE: Duration = Duration::from_secs(40);
+
+async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
+    let running = Command::new(program)
+        .args(arguments)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, running)
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "{program} {} did not finish within {} s",
+                arguments.join(" "),
+                COMMAND_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|error| failed(format!("cannot run {program}: {error}")))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(failed(format!(
+            "{program} {} failed: {}",
+            arguments.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+/// Runs and ignores failure: teardown of what may already be gone.
+async fn run_quietly(program: &str, arguments: &[&str]) {
+    let _ = run(program, arguments).await;
+}
+
+/// Removes a directory tree that should go; what cannot be removed is logged (the tests'
+/// leftover checks find it too), and a tree already gone is fine.
+fn remove_tree(directory: &std::path::Path) {
+    match std::fs::remove_dir_all(directory) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!(directory = %directory.display(), %error, "cannot remove");
+        }
+        _ => {}
+    }
+}
+
+/// A node's host name: `<cluster>-<node>`, cut to the 63 bytes a host name may have.
+fn node_hostname(cluster_name: &str, node: &str) -> String {
+    let suffix = format!("-{node}");
+    let room = 63usize.saturating_sub(suffix.len());
+    let mut name: String = cluster_name.chars().take(room).collect();
+    while name.len() > room {
+        name.pop();
+    }
+    name + &suffix
+}
+
+fn short(cluster: Uuid) -> String {
+    cluster.simple().to_string()[..8].to_owned()
+}
+
+impl Runtime {
+    fn cluster_dir(&self, cluster: Uuid) -> PathBuf {
+        self.state_dir.join("clusters").join(cluster.to_string())
+    }
+
+    fn node_dir(&self, cluster: Uuid, node: &str) -> PathBuf {
+        self.cluster_dir(cluster).join(node)
+    }
+
+    fn bridge(cluster: Uuid) -> String {
+        format!("mb{}", short(cluster))
+    }
+
+    fn netns(cluster: Uuid, node: &str) -> String {
+        format!("mc{}-{node}", short(cluster))
+    }
+
+    fn veth(cluster: Uuid, node: &str) -> String {
+        format!("v{}{node}", &short(cluster)[..6])
+    }
+
+    fn cgroup(cluster: Uuid, node: &str) -> String {
+        format!("magnum-{}-{node}", short(cluster))
+    }
+
+    fn firewall_table(cluster: Uuid) -> String {
+        format!("magnum_{}", short(cluster))
+    }
+
+    fn sandbox(&self, cluster: Uuid, node: &str, hostname: &str) -> NodeSandbox {
+        NodeSandbox {
+            directory: self.node_dir(cluster, node),
+            run_directory: Self::run_dir(cluster, node),
+            netns: Self::netns(cluster, node),
+            cgroup: Self::cgroup(cluster, node),
+            hostname: hostname.to_owned(),
+        }
+    }
+
+    /// The node's docker.sock as the host reaches it: unix socket paths must stay short.
+    fn run_dir(cluster: Uuid, node: &str) -> PathBuf {
+        PathBuf::from("/run/magnum-local").join(format!("{}-{node}", short(cluster)))
+    }
+
+    fn socket(&self, cluster: Uuid, node: &str) -> String {
+        format!(
+            "unix://{}",
+            Self::run_dir(cluster, node).join("docker.sock").display()
+        )
+    }
+
+    fn cluster_lock(&self, cluster: Uuid) -> ClusterLock {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(cluster).or_default().clone()
+    }
+
+    fn forget_lock(&self, cluster: Uuid) {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.remove(&cluster);
+    }
+
+    /// A cluster whose deletion started: nothing may bring its nodes back, even after a crash.
+    fn is_being_deleted(&self, cluster: Uuid) -> bool {
+        self.cluster_dir(cluster).join("deleting").exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many clusters allocated at once, as up to 16 operations per conductor (and several
+    /// magnumd on one host) may: every one gets its own /24 and short name, by construction
+    /// (host-wide claims under one lock), not by timing.
+    #[test]
+    fn clusters_allocated_concurrently_get_distinct_subnets() {
+        let scratch = tempfile::tempdir().unwrap();
+        let runtime = Runtime {
+            state_dir: scratch.path().join("state"),
+            pool: [10, 251],
+            max_nodes: 64,
+            flavors: std::collections::HashMap::new(),
+            locks: std::sync::Arc::default(),
+            authz_binary: PathBuf::from("unused"),
+            max_pids_per_node: 64,
+            claims: std::sync::Arc::new(HostClaims::scratch(scratch.path())),
+        };
+        let racers: Vec<_> = (0..32)
+            .map(|_| {
+                let runtime = runtime.clone();
+                std::thread::spawn(move || {
+                    let cluster = Uuid::new_v4();
+                    let state = ClusterState {
+                        subnet: 0,
+                        next_node: 1,
+                        nodes: Vec::new(),
+                        name: "c".to_owned(),
+                        tls: true,
+                        auto_healing: false,
+                    };
+                    (cluster, runtime.allocate(cluster, state))
+                })
+            })
+            .collect();
+        let mut subnets = Vec::new();
+        for racer in racers {
+            let (cluster, allocated) = racer.join().unwrap();
+            let allocated = allocated.unwrap();
+            assert!(allocated.subnet >= 1, "{allocated:?}");
+            // What was handed out is what the cluster's record says.
+            assert_eq!(runtime.load(cluster).unwrap().subnet, allocated.subnet);
+            subnets.push(allocated.subnet);
+        }
+        let mut distinct = subnets.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 32, "{subnets:?}");
+        let claimed = std::fs::read_dir(scratch.path().join("claims").join("subnets"))
+            .unwrap()
+            .count();
+        assert_eq!(claimed, 32);
+    }
+
+    #[test]
+    fn node_host_names_fit_in_63_bytes() {
+        assert_eq!(node_hostname("web", "n1"), "web-n1");
+        let long = "c".repeat(242);
+        let name = node_hostname(&long, "n12");
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("c-n12"));
+    }
+}

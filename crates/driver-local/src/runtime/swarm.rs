@@ -1,0 +1,505 @@
+//! Converging a cluster: nodes added (joined to the swarm) and removed, every node Ready,
+//! what the driver observed, and deletion.
+
+use super::*;
+
+impl Runtime {
+    pub(super) fn manager(state: &ClusterState) -> Option<&NodeState> {
+        state
+            .nodes
+            .iter()
+            .find(|node| node.role == "master" && node.swarm_id.is_some())
+    }
+
+    pub(super) async fn add_node(
+        &self,
+        spec: &ClusterSpec,
+        state: &mut ClusterState,
+        nodegroup: &magnum_domain::cluster::NodeGroup,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let cluster = spec.cluster.uuid;
+        if self.nodes_on_host() >= self.max_nodes {
+            return Err(failed(format!(
+                "This host already runs the {} nodes the local driver allows (drivers.local.max_nodes).",
+                self.max_nodes
+            )));
+        }
+        let index = state.next_node;
+        state.next_node += 1;
+        let role = if nodegroup.is_master() {
+            "master"
+        } else {
+            "worker"
+        };
+        let node = NodeState {
+            name: format!("n{index}"),
+            nodegroup: nodegroup.uuid,
+            role: role.to_owned(),
+            address: self.address(state, index),
+            swarm_id: None,
+            uid_slot: None,
+            flavor: nodegroup.flavor_id.clone(),
+        };
+        progress
+            .report(format!(
+                "Starting node {} ({}) of nodegroup {}.",
+                node.name, node.address, nodegroup.name
+            ))
+            .await;
+        // A claim whose node directory does not exist counts as stale: make it first.
+        let directory = self.node_dir(cluster, &node.name);
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| failed(format!("cannot create {}: {error}", directory.display())))?;
+        let mut node = node;
+        node.uid_slot = Some(self.claims.claim_uid_slot(&directory, None)?);
+        state.nodes.push(node.clone());
+        self.save(cluster, state)?;
+        self.create_network(cluster, &node.name, &node.address)
+            .await?;
+        self.start_dockerd(spec, &node).await?;
+        let rootfs = self.node_rootfs().await?;
+        self.docker(
+            cluster,
+            &node.name,
+            &[
+                "import",
+                "-c",
+                "CMD [\"/bin/sh\"]",
+                &rootfs.display().to_string(),
+                NODE_IMAGE,
+            ],
+        )
+        .await?;
+        let swarm_id = self.join(spec, state, &node).await?;
+        if let Some(stored) = state
+            .nodes
+            .iter_mut()
+            .find(|stored| stored.name == node.name)
+        {
+            stored.swarm_id = Some(swarm_id);
+        }
+        self.save(cluster, state)
+    }
+
+    pub(super) async fn join(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+        node: &NodeState,
+    ) -> Result<String, DriverError> {
+        let cluster = spec.cluster.uuid;
+        let listen = format!("{}:{SWARM_PORT}", node.address);
+        match Self::manager(state) {
+            None => {
+                self.docker(
+                    cluster,
+                    &node.name,
+                    &[
+                        "swarm",
+                        "init",
+                        "--advertise-addr",
+                        &node.address,
+                        "--listen-addr",
+                        &listen,
+                        "--dispatcher-heartbeat",
+                        "1s",
+                    ],
+                )
+                .await?;
+            }
+            Some(manager) => {
+                let kind = if node.role == "master" {
+                    "manager"
+                } else {
+                    "worker"
+                };
+                let token = self
+                    .docker(cluster, &manager.name, &["swarm", "join-token", "-q", kind])
+                    .await?;
+                self.docker(
+                    cluster,
+                    &node.name,
+                    &[
+                        "swarm",
+                        "join",
+                        "--token",
+                        &token,
+                        "--advertise-addr",
+                        &node.address,
+                        "--listen-addr",
+                        &listen,
+                        &format!("{}:{SWARM_PORT}", manager.address),
+                    ],
+                )
+                .await?;
+            }
+        }
+        let id = self
+            .docker(
+                cluster,
+                &node.name,
+                &["info", "--format", "{{.Swarm.NodeID}}"],
+            )
+            .await?;
+        let manager =
+            Self::manager(state).map_or(node.name.clone(), |manager| manager.name.clone());
+        let nodegroup = spec
+            .nodegroups
+            .iter()
+            .find(|group| group.uuid == node.nodegroup);
+        let mut labels = Vec::new();
+        if let Some(group) = nodegroup {
+            for (key, value) in &group.node_labels {
+                labels.push(format!("{key}={}", value.as_str().unwrap_or_default()));
+            }
+        }
+        // The driver's own labels come last: a user's node label of the same name cannot
+        // take their place.
+        labels.push(format!(
+            "magnum.nodegroup={}",
+            nodegroup.map_or("", |group| group.name.as_str())
+        ));
+        labels.push(format!("magnum.role={}", node.role));
+        let mut arguments = vec!["node".to_owned(), "update".to_owned()];
+        for label in labels {
+            arguments.push("--label-add".to_owned());
+            arguments.push(label);
+        }
+        arguments.push(id.clone());
+        let references: Vec<&str> = arguments.iter().map(String::as_str).collect();
+        self.docker(cluster, &manager, &references).await?;
+        Ok(id)
+    }
+
+    pub(super) async fn remove_node(
+        &self,
+        cluster: Uuid,
+        state: &mut ClusterState,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        progress.report(format!("Removing node {name}.")).await;
+        let node = state.nodes.iter().find(|node| node.name == name).cloned();
+        let manager = Self::manager(state)
+            .filter(|manager| manager.name != name)
+            .cloned();
+        if let (Some(node), Some(manager)) = (&node, &manager) {
+            if let Some(id) = &node.swarm_id {
+                // Each step is a courtesy to the swarm: the node is torn down below whatever
+                // they answer, and `node rm --force` drops a node that could not leave.
+                let _ = self
+                    .docker(
+                        cluster,
+                        &manager.name,
+                        &["node", "update", "--availability", "drain", id],
+                    )
+                    .await;
+                let _ = self
+                    .docker(cluster, name, &["swarm", "leave", "--force"])
+                    .await;
+                if node.role == "master" {
+                    let _ = self
+                        .docker(cluster, &manager.name, &["node", "demote", id])
+                        .await;
+                }
+                let _ = self
+                    .docker(cluster, &manager.name, &["node", "rm", "--force", id])
+                    .await;
+            }
+        }
+        self.teardown_node(cluster, name).await;
+        state.nodes.retain(|node| node.name != name);
+        self.save(cluster, state)
+    }
+
+    pub async fn converge(
+        &self,
+        request: Converge<'_>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        let spec = request.spec;
+        let cluster = spec.cluster.uuid;
+        let _lock = self.cluster_lock(cluster).lock_owned().await;
+        let mut state = match self.load(cluster) {
+            Some(state) => state,
+            None => self.allocate(
+                cluster,
+                ClusterState {
+                    subnet: 0,
+                    next_node: 1,
+                    nodes: Vec::new(),
+                    name: spec.cluster.display_name(),
+                    tls: !spec.template.tls_disabled,
+                    auto_healing: false,
+                },
+            )?,
+        };
+        state.name = spec.cluster.display_name();
+        state.tls = !spec.template.tls_disabled;
+        state.auto_healing = spec.cluster.labels.get("auto_healing_enabled") == Some("true");
+        self.save(cluster, &state)?;
+        self.ensure_bridge(cluster, &state).await?;
+        // Nodes whose dockerd died (a host restart, a kill) are started again on their data.
+        for node in state.nodes.clone() {
+            if node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none() {
+                progress
+                    .report(format!("Restarting the dockerd of node {}.", node.name))
+                    .await;
+                self.create_network(cluster, &node.name, &node.address)
+                    .await?;
+                self.start_dockerd(spec, &node).await?;
+            } else if node.swarm_id.is_none() {
+                // Interrupted while being added: start it over, without waiting for it.
+                self.teardown_node_within(cluster, &node.name, Duration::ZERO)
+                    .await;
+                state.nodes.retain(|stored| stored.name != node.name);
+                self.save(cluster, &state)?;
+            }
+        }
+        if request.action == Action::RotateCa {
+            progress
+                .report("Issuing new server certificates from the new CA.".to_owned())
+                .await;
+            for node in state.nodes.iter().filter(|node| node.role == "master") {
+                self.stop_dockerd(cluster, &node.name).await;
+                self.start_dockerd(spec, node).await?;
+            }
+        }
+        // Masters first: workers need a manager to join.
+        let mut groups: Vec<&magnum_domain::cluster::NodeGroup> = spec.nodegroups.iter().collect();
+        groups.sort_by_key(|group| !group.is_master());
+        for group in groups {
+            let wanted = if group.status == magnum_domain::cluster::ClusterStatus::DeleteInProgress
+            {
+                0
+            } else {
+                usize::try_from(group.node_count).unwrap_or(0)
+            };
+            loop {
+                let members: Vec<NodeState> = state
+                    .nodes
+                    .iter()
+                    .filter(|node| node.nodegroup == group.uuid)
+                    .cloned()
+                    .collect();
+                if members.len() == wanted {
+                    break;
+                }
+                if members.len() < wanted {
+                    self.add_node(spec, &mut state, group, progress).await?;
+                } else {
+                    let victim = members
+                        .iter()
+                        .find(|node| {
+                            request.nodes_to_remove.iter().any(|wanted| {
+                                wanted == &node.name
+                                    || wanted == &node.address
+                                    || Some(wanted) == node.swarm_id.as_ref()
+                            })
+                        })
+                        .or_else(|| members.last())
+                        .map(|node| node.name.clone())
+                        .unwrap_or_default();
+                    self.remove_node(cluster, &mut state, &victim, progress)
+                        .await?;
+                }
+            }
+        }
+        // Nodegroups that no longer exist lose their nodes too.
+        let orphans: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|node| {
+                !spec
+                    .nodegroups
+                    .iter()
+                    .any(|group| group.uuid == node.nodegroup)
+            })
+            .map(|node| node.name.clone())
+            .collect();
+        for name in orphans {
+            self.remove_node(cluster, &mut state, &name, progress)
+                .await?;
+        }
+        self.wait_until_ready(spec, &state, progress).await?;
+        self.observe(spec, &state).await
+    }
+
+    /// Done means every node is Ready in the managers' view.
+    pub(super) async fn wait_until_ready(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let cluster = spec.cluster.uuid;
+        let Some(manager) = Self::manager(state) else {
+            return Ok(());
+        };
+        // Generous: on a loaded host a restarted manager (CA rotation) and its workers can
+        // take a while to find each other again.
+        let started = Instant::now();
+        let deadline = started + NODES_READY_TIMEOUT;
+        let mut reported_ready = None;
+        let mut restarted: Vec<String> = Vec::new();
+        loop {
+            let listing = self
+                .docker(
+                    cluster,
+                    &manager.name,
+                    &["node", "ls", "--format", "{{.ID}} {{.Status}}"],
+                )
+                .await
+                .unwrap_or_default();
+            let not_ready: Vec<&NodeState> = state
+                .nodes
+                .iter()
+                .filter(|node| {
+                    let id = node.swarm_id.as_deref().unwrap_or("-");
+                    !listing.lines().any(|line| line == format!("{id} Ready"))
+                })
+                .collect();
+            if not_ready.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                // Say what the manager saw of each node, and leave the node's own account in
+                // the operator's log: a reason of just "not Ready" cannot be acted upon.
+                let described: Vec<String> = not_ready
+                    .iter()
+                    .map(|node| {
+                        let id = node.swarm_id.as_deref().unwrap_or("-");
+                        let seen = listing
+                            .lines()
+                            .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
+                            .unwrap_or("absent");
+                        let tail = self.sandbox(cluster, &node.name, "").log_tail(8);
+                        tracing::warn!(
+                            cluster.id = %cluster,
+                            node = %node.name,
+                            manager_view = seen,
+                            dockerd_log_tail = %tail,
+                            "node not Ready"
+                        );
+                        format!("{} ({seen})", node.name)
+                    })
+                    .collect();
+                return Err(failed(format!(
+                    "Nodes {} did not become Ready within {} s.",
+                    described.join(", "),
+                    NODES_READY_TIMEOUT.as_secs()
+                )));
+            }
+            // A node that has not (re)joined long after its manager answers gets its dockerd
+            // restarted once: it rejoins from its own swarm state. Seen under load after a
+            // manager restart (CA rotation): a worker's agent that never reconnects.
+            if started.elapsed() > NODE_REJOIN_NUDGE && !listing.is_empty() {
+                for node in not_ready.iter().filter(|node| node.role != "master") {
+                    if restarted.contains(&node.name) {
+                        continue;
+                    }
+                    let id = node.swarm_id.as_deref().unwrap_or("-");
+                    let seen = listing
+                        .lines()
+                        .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
+                        .unwrap_or("absent");
+                    let tail = self.sandbox(cluster, &node.name, "").log_tail(8);
+                    tracing::warn!(cluster.id = %cluster, node = %node.name, manager_view = seen,
+                        dockerd_log_tail = %tail, "node has not rejoined; restarting its dockerd");
+                    progress
+                        .report(format!(
+                            "Node {} did not rejoin the swarm within {} s; restarting its dockerd.",
+                            node.name,
+                            NODE_REJOIN_NUDGE.as_secs()
+                        ))
+                        .await;
+                    restarted.push(node.name.clone());
+                    self.stop_dockerd(cluster, &node.name).await;
+                    self.start_dockerd(spec, node).await?;
+                }
+            }
+            // Clients following the cluster (coe --wait) show this count.
+            let ready = state.nodes.len() - not_ready.len();
+            if reported_ready != Some(ready) {
+                progress
+                    .report(format!("{ready} of {} nodes Ready.", state.nodes.len()))
+                    .await;
+                reported_ready = Some(ready);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub(super) async fn observe(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+    ) -> Result<Observed, DriverError> {
+        let cluster = spec.cluster.uuid;
+        let manager = Self::manager(state);
+        let version = match manager {
+            Some(manager) => self
+                .docker(
+                    cluster,
+                    &manager.name,
+                    &["version", "--format", "{{.Server.Version}}"],
+                )
+                .await
+                .ok(),
+            None => None,
+        };
+        let port = if spec.template.tls_disabled {
+            PLAIN_PORT
+        } else {
+            TLS_PORT
+        };
+        Ok(Observed {
+            stack_id: Some(format!("local-{}", short(cluster))),
+            api_address: manager.map(|manager| format!("tcp://{}:{port}", manager.address)),
+            coe_version: version.clone(),
+            container_version: version.clone(),
+            nodegroups: spec
+                .nodegroups
+                .iter()
+                .map(|group| ObservedNodeGroup {
+                    uuid: group.uuid,
+                    node_addresses: state
+                        .nodes
+                        .iter()
+                        .filter(|node| node.nodegroup == group.uuid)
+                        .map(|node| node.address.clone())
+                        .collect(),
+                    coe_version: version.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
+        let lock = self.cluster_lock(cluster);
+        let _guard = lock.lock().await;
+        if let Some(state) = self.load(cluster) {
+            write_private(&self.cluster_dir(cluster).join("deleting"), b"")?;
+            progress
+                .report(format!("Stopping {} nodes.", state.nodes.len()))
+                .await;
+            // All nodes stop in parallel; each is then torn down.
+            let mut stops = tokio::task::JoinSet::new();
+            for node in &state.nodes {
+                let sandbox = self.sandbox(cluster, &node.name, "");
+                stops.spawn(async move { sandbox.stop(sandbox::STOP_GRACE).await });
+            }
+            stops.join_all().await;
+            for node in &state.nodes {
+                self.teardown_node(cluster, &node.name).await;
+            }
+        }
+        run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
+        sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
+        self.claims.release(&self.cluster_dir(cluster));
+        remove_tree(&self.cluster_dir(cluster));
+        self.forget_lock(cluster);
+        Ok(())
+    }
+}
