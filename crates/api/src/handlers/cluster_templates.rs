@@ -14,7 +14,7 @@ use magnum_store::{StoreError, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 use magnum_types::{ClusterTemplateCollection, ClusterTemplateView, Link};
 use serde_json::Value;
 
-use super::{respond, respond_empty, respond_encoded};
+use super::{respond, respond_cached_list, respond_empty, respond_encoded};
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
@@ -241,38 +241,29 @@ async fn list(
         "{collection_path}|{scope:?}|{}|{:?}|{}|{:?}|{}",
         page.sort_key, page.direction, page.limit, page.marker, context.base_url
     );
-    if let Some(hit) = cache.get(&cache_key, generation) {
-        return Ok(respond_encoded(context, StatusCode::OK, hit.body));
-    }
-    let templates = match state.store.list_cluster_templates(scope, &page).await {
-        Ok(templates) => templates,
-        Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
-        Err(error) => return Err(error.into()),
-    };
-    let next = next_link(
-        &context.base_url,
-        collection_path,
-        &page,
-        templates.len(),
-        templates.last().map(|template| template.uuid.to_string()),
-    );
-    let document = ClusterTemplateCollection {
-        clustertemplates: templates
-            .iter()
-            .map(|template| view(template, &context.base_url))
-            .collect(),
-        next,
-    };
-    let body = Bytes::from(magnum_types::encode(&document));
-    cache.put(
-        cache_key,
-        CachedResponse {
-            generation,
-            body: body.clone(),
-            owner: None,
-        },
-    );
-    Ok(respond_encoded(context, StatusCode::OK, body))
+    respond_cached_list(context, cache, cache_key, generation, || async {
+        let templates = match state.store.list_cluster_templates(scope, &page).await {
+            Ok(templates) => templates,
+            Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
+            Err(error) => return Err(error.into()),
+        };
+        let next = next_link(
+            &context.base_url,
+            collection_path,
+            &page,
+            templates.len(),
+            templates.last().map(|template| template.uuid.to_string()),
+        );
+        let document = ClusterTemplateCollection {
+            clustertemplates: templates
+                .iter()
+                .map(|template| view(template, &context.base_url))
+                .collect(),
+            next,
+        };
+        Ok(Bytes::from(magnum_types::encode(&document)))
+    })
+    .await
 }
 
 async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {

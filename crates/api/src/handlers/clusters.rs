@@ -24,8 +24,7 @@ use magnum_store::{ClusterScope, StoreError, TemplateScope, CLUSTER_SORT_KEYS};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{respond, respond_empty, respond_encoded, sorted_object};
-use crate::cache::CachedResponse;
+use super::{respond, respond_cached_list, respond_empty, sorted_object};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
 use crate::input::{attribute, mandatory, parse_object, Attribute, Kind};
@@ -295,66 +294,59 @@ async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Bo
         "\0clusters|{detail}|{scope:?}|{}|{:?}|{}|{:?}|{}|{}|{template_generation}",
         page.sort_key, page.direction, page.limit, page.marker, context.version, context.base_url
     );
-    if let Some(hit) = cache.get(&cache_key, generation) {
-        return Ok(respond_encoded(context, StatusCode::OK, hit.body));
-    }
-    let clusters = match state.store.list_clusters(scope, &page).await {
-        Ok(clusters) => clusters,
-        Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
-        Err(error) => return Err(error.into()),
-    };
-    let mut template_labels_by_uuid: BTreeMap<Uuid, Option<Labels>> = BTreeMap::new();
-    if detail {
-        for cluster in &clusters {
-            if let std::collections::btree_map::Entry::Vacant(entry) =
-                template_labels_by_uuid.entry(cluster.cluster_template_id)
-            {
-                entry.insert(template_labels(state, cluster).await?);
+    respond_cached_list(context, cache, cache_key, generation, || async {
+        let clusters = match state.store.list_clusters(scope, &page).await {
+            Ok(clusters) => clusters,
+            Err(StoreError::MarkerNotFound(marker)) => return Err(not_found(&marker.to_string())),
+            Err(error) => return Err(error.into()),
+        };
+        let mut template_labels_by_uuid: BTreeMap<Uuid, Option<Labels>> = BTreeMap::new();
+        if detail {
+            for cluster in &clusters {
+                if let std::collections::btree_map::Entry::Vacant(entry) =
+                    template_labels_by_uuid.entry(cluster.cluster_template_id)
+                {
+                    entry.insert(template_labels(state, cluster).await?);
+                }
             }
         }
-    }
-    let collection_path = if detail {
-        "clusters/detail"
-    } else {
-        "clusters"
-    };
-    let next = next_link(
-        &context.base_url,
-        collection_path,
-        &page,
-        clusters.len(),
-        clusters.last().map(|cluster| cluster.uuid.to_string()),
-    );
-    let items: Vec<Value> = clusters
-        .iter()
-        .map(|cluster| {
-            let labels = template_labels_by_uuid
-                .get(&cluster.cluster_template_id)
-                .and_then(Option::as_ref);
-            sorted_object(view(
-                cluster,
-                labels,
-                detail,
-                context.version,
-                &context.base_url,
-            ))
-        })
-        .collect();
-    let mut document = BTreeMap::new();
-    document.insert("clusters", Value::Array(items));
-    if let Some(next) = next {
-        document.insert("next", Value::String(next));
-    }
-    let body = axum::body::Bytes::from(magnum_types::encode(&sorted_object(document)));
-    cache.put(
-        cache_key,
-        CachedResponse {
-            generation,
-            body: body.clone(),
-            owner: None,
-        },
-    );
-    Ok(respond_encoded(context, StatusCode::OK, body))
+        let collection_path = if detail {
+            "clusters/detail"
+        } else {
+            "clusters"
+        };
+        let next = next_link(
+            &context.base_url,
+            collection_path,
+            &page,
+            clusters.len(),
+            clusters.last().map(|cluster| cluster.uuid.to_string()),
+        );
+        let items: Vec<Value> = clusters
+            .iter()
+            .map(|cluster| {
+                let labels = template_labels_by_uuid
+                    .get(&cluster.cluster_template_id)
+                    .and_then(Option::as_ref);
+                sorted_object(view(
+                    cluster,
+                    labels,
+                    detail,
+                    context.version,
+                    &context.base_url,
+                ))
+            })
+            .collect();
+        let mut document = BTreeMap::new();
+        document.insert("clusters", Value::Array(items));
+        if let Some(next) = next {
+            document.insert("next", Value::String(next));
+        }
+        Ok(axum::body::Bytes::from(magnum_types::encode(
+            &sorted_object(document),
+        )))
+    })
+    .await
 }
 
 async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {

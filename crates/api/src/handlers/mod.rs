@@ -14,7 +14,9 @@ use axum::http::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cache::{CachedResponse, ResponseCache};
 use crate::context::{add_version_headers, json_response, RequestContext};
+use crate::error::ApiError;
 
 /// A successful JSON answer under `/v1`.
 pub fn respond<T: Serialize>(
@@ -53,4 +55,32 @@ pub fn sorted_object(entries: BTreeMap<&'static str, Value>) -> Value {
             .map(|(key, value)| (key.to_owned(), value))
             .collect(),
     )
+}
+
+/// A list answered from the response cache when it holds `key` at `generation` (read before
+/// the data), else built by `build`, kept under that generation, and answered.
+pub async fn respond_cached_list<F, Fut>(
+    context: &RequestContext,
+    cache: &ResponseCache,
+    key: String,
+    generation: i64,
+    build: F,
+) -> Result<Response<Body>, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<axum::body::Bytes, ApiError>>,
+{
+    if let Some(hit) = cache.get(&key, generation) {
+        return Ok(respond_encoded(context, StatusCode::OK, hit.body));
+    }
+    let body = build().await?;
+    cache.put(
+        key,
+        CachedResponse {
+            generation,
+            body: body.clone(),
+            owner: None,
+        },
+    );
+    Ok(respond_encoded(context, StatusCode::OK, body))
 }
