@@ -6,6 +6,7 @@ mod certificates;
 mod clusters;
 mod compat;
 mod compat_clusters;
+mod fuzz;
 mod hardening;
 mod input_bounds;
 mod keystone;
