@@ -77,47 +77,55 @@ impl Store {
         now: Timestamp,
         lease_seconds: i64,
     ) -> Result<Option<Operation>, StoreError> {
+        // Another claimer winning the candidate is a lost race: looked at again.
+        self.retrying(|| self.claim_operation_once(owner, now, lease_seconds))
+            .await
+    }
+
+    async fn claim_operation_once(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_seconds: i64,
+    ) -> Result<Option<Operation>, StoreError> {
         let now_seconds = now.unix_seconds();
         let lease_until = now_seconds + lease_seconds;
-        for _ in 0..16 {
-            // One operation per cluster at a time, oldest first, except that a delete
-            // overtakes the work it makes pointless.
-            let sql = self.sql(
-                "SELECT uuid FROM operation WHERE (state = 'pending' \
-                 OR (state = 'running' AND lease_until < ?)) AND (kind = 'delete_cluster' \
-                 OR NOT EXISTS (SELECT 1 FROM operation earlier \
-                 WHERE earlier.cluster_uuid = operation.cluster_uuid AND earlier.id < operation.id \
-                 AND earlier.state IN ('pending', 'running'))) ORDER BY id LIMIT 1",
-            );
-            let candidate = sqlx::query(&sql)
-                .bind(now_seconds)
-                .fetch_optional(&self.pool)
-                .await?;
-            let Some(candidate) = candidate else {
-                return Ok(None);
-            };
-            let uuid: String = candidate.try_get("uuid")?;
-            let sql = self.sql(
-                "UPDATE operation SET state = 'running', lease_owner = ?, lease_until = ?, \
-                 attempts = attempts + 1, updated_at = ? WHERE uuid = ? AND \
-                 (state = 'pending' OR (state = 'running' AND lease_until < ?))",
-            );
-            let claimed = sqlx::query(&sql)
-                .bind(owner)
-                .bind(lease_until)
-                .bind(now_seconds)
-                .bind(&uuid)
-                .bind(now_seconds)
-                .execute(&self.pool)
-                .await?;
-            if claimed.rows_affected() == 1 {
-                let uuid = Uuid::parse_str(&uuid)
-                    .map_err(|_| StoreError::Corrupt(format!("operation uuid {uuid:?}")))?;
-                return self.operation(uuid).await;
-            }
-            // Another claimer won this one; look again.
+        // One operation per cluster at a time, oldest first, except that a delete
+        // overtakes the work it makes pointless.
+        let sql = self.sql(
+            "SELECT uuid FROM operation WHERE (state = 'pending' \
+             OR (state = 'running' AND lease_until < ?)) AND (kind = 'delete_cluster' \
+             OR NOT EXISTS (SELECT 1 FROM operation earlier \
+             WHERE earlier.cluster_uuid = operation.cluster_uuid AND earlier.id < operation.id \
+             AND earlier.state IN ('pending', 'running'))) ORDER BY id LIMIT 1",
+        );
+        let candidate = sqlx::query(&sql)
+            .bind(now_seconds)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(candidate) = candidate else {
+            return Ok(None);
+        };
+        let uuid: String = candidate.try_get("uuid")?;
+        let sql = self.sql(
+            "UPDATE operation SET state = 'running', lease_owner = ?, lease_until = ?, \
+             attempts = attempts + 1, updated_at = ? WHERE uuid = ? AND \
+             (state = 'pending' OR (state = 'running' AND lease_until < ?))",
+        );
+        let claimed = sqlx::query(&sql)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now_seconds)
+            .bind(&uuid)
+            .bind(now_seconds)
+            .execute(&self.pool)
+            .await?;
+        if claimed.rows_affected() == 1 {
+            let uuid = Uuid::parse_str(&uuid)
+                .map_err(|_| StoreError::Corrupt(format!("operation uuid {uuid:?}")))?;
+            return self.operation(uuid).await;
         }
-        Ok(None)
+        Err(StoreError::Conflict)
     }
 
     /// Extends `owner`'s lease; false when the lease is no longer `owner`'s.

@@ -17,41 +17,48 @@ impl Store {
         binary: &str,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        for _ in 0..3 {
-            let sql = self.sql(
-                "UPDATE magnum_service SET report_count = report_count + 1, last_seen_up = ?, \
-                 updated_at = ? WHERE host = ? AND \"binary\" = ?",
-            );
-            let updated = sqlx::query(&sql)
-                .bind(now.unix_seconds())
-                .bind(now.unix_seconds())
-                .bind(host)
-                .bind(binary)
-                .execute(&self.pool)
-                .await?;
-            if updated.rows_affected() > 0 {
-                return Ok(());
-            }
-            let sql = self.sql(
-                "INSERT INTO magnum_service (host, \"binary\", disabled, disabled_reason, \
-                 forced_down, report_count, last_seen_up, created_at, updated_at) \
-                 VALUES (?, ?, 0, NULL, 0, 1, ?, ?, NULL)",
-            );
-            let inserted = sqlx::query(&sql)
-                .bind(host)
-                .bind(binary)
-                .bind(now.unix_seconds())
-                .bind(now.unix_seconds())
-                .execute(&self.pool)
-                .await;
-            match inserted {
-                Ok(_) => return Ok(()),
-                // Another process registered the same (host, binary) first: update instead.
-                Err(error) if StoreError::is_unique_violation(&error) => continue,
-                Err(error) => return Err(error.into()),
-            }
+        self.retrying(|| self.record_service_heartbeat_once(host, binary, now))
+            .await
+    }
+
+    async fn record_service_heartbeat_once(
+        &self,
+        host: &str,
+        binary: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let sql = self.sql(
+            "UPDATE magnum_service SET report_count = report_count + 1, last_seen_up = ?, \
+             updated_at = ? WHERE host = ? AND \"binary\" = ?",
+        );
+        let updated = sqlx::query(&sql)
+            .bind(now.unix_seconds())
+            .bind(now.unix_seconds())
+            .bind(host)
+            .bind(binary)
+            .execute(&self.pool)
+            .await?;
+        if updated.rows_affected() > 0 {
+            return Ok(());
         }
-        Err(StoreError::Conflict)
+        let sql = self.sql(
+            "INSERT INTO magnum_service (host, \"binary\", disabled, disabled_reason, \
+             forced_down, report_count, last_seen_up, created_at, updated_at) \
+             VALUES (?, ?, 0, NULL, 0, 1, ?, ?, NULL)",
+        );
+        let inserted = sqlx::query(&sql)
+            .bind(host)
+            .bind(binary)
+            .bind(now.unix_seconds())
+            .bind(now.unix_seconds())
+            .execute(&self.pool)
+            .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            // Another process registered the same (host, binary) first: update instead.
+            Err(error) if StoreError::is_unique_violation(&error) => Err(StoreError::Conflict),
+            Err(error) => Err(error.into()),
+        }
     }
 
     pub async fn list_services(&self) -> Result<Vec<MagnumService>, StoreError> {
