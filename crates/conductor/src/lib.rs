@@ -154,3 +154,77 @@ async fn heartbeat_loop(
         }
     }
 }
+
+/// Records for unit tests.
+#[cfg(test)]
+pub(crate) mod test_records {
+    use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup};
+    use magnum_domain::time::Timestamp;
+    use uuid::Uuid;
+
+    pub(crate) fn cluster() -> Cluster {
+        Cluster {
+            id: 1,
+            uuid: Uuid::new_v4(),
+            name: Some("c".to_owned()),
+            project_id: "p".to_owned(),
+            user_id: "u".to_owned(),
+            cluster_template_id: Uuid::new_v4(),
+            keypair: None,
+            docker_volume_size: None,
+            labels: Default::default(),
+            master_flavor_id: None,
+            flavor_id: None,
+            create_timeout: None,
+            discovery_url: None,
+            fixed_network: None,
+            fixed_subnet: None,
+            floating_ip_enabled: false,
+            master_lb_enabled: false,
+            status: ClusterStatus::CreateInProgress,
+            status_reason: None,
+            health_status: None,
+            health_status_reason: Default::default(),
+            stack_id: None,
+            api_address: None,
+            coe_version: None,
+            container_version: None,
+            node_count: 1,
+            master_count: 1,
+            node_addresses: Vec::new(),
+            master_addresses: Vec::new(),
+            created_at: Timestamp::now(),
+            updated_at: None,
+            version: 1,
+        }
+    }
+
+    pub(crate) fn nodegroup(role: &str) -> NodeGroup {
+        NodeGroup {
+            id: 1,
+            uuid: Uuid::new_v4(),
+            cluster_uuid: Uuid::new_v4(),
+            project_id: "p".to_owned(),
+            name: role.to_owned(),
+            docker_volume_size: None,
+            labels: Default::default(),
+            flavor_id: None,
+            image_id: None,
+            node_addresses: Vec::new(),
+            node_count: 1,
+            role: role.to_owned(),
+            min_node_count: 0,
+            max_node_count: None,
+            is_default: true,
+            stack_id: None,
+            status: ClusterStatus::CreateComplete,
+            status_reason: None,
+            coe_version: None,
+            node_labels: Default::default(),
+            node_taints: Vec::new(),
+            created_at: Timestamp::now(),
+            updated_at: None,
+            version: 1,
+        }
+    }
+}

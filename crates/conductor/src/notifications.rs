@@ -305,48 +305,11 @@ impl Notifier for RabbitNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use magnum_domain::cluster::ClusterStatus;
-    use magnum_domain::time::Timestamp;
-    use uuid::Uuid;
-
     fn event() -> AuditEvent {
         AuditEvent {
             action: AuditAction::Create,
             outcome: AuditOutcome::Pending,
-            cluster: Cluster {
-                id: 1,
-                uuid: Uuid::new_v4(),
-                name: Some("c".to_owned()),
-                project_id: "p".to_owned(),
-                user_id: "u".to_owned(),
-                cluster_template_id: Uuid::new_v4(),
-                keypair: None,
-                docker_volume_size: None,
-                labels: Default::default(),
-                master_flavor_id: None,
-                flavor_id: None,
-                create_timeout: None,
-                discovery_url: None,
-                fixed_network: None,
-                fixed_subnet: None,
-                floating_ip_enabled: false,
-                master_lb_enabled: false,
-                status: ClusterStatus::CreateInProgress,
-                status_reason: None,
-                health_status: None,
-                health_status_reason: Default::default(),
-                stack_id: None,
-                api_address: None,
-                coe_version: None,
-                container_version: None,
-                node_count: 1,
-                master_count: 1,
-                node_addresses: Vec::new(),
-                master_addresses: Vec::new(),
-                created_at: Timestamp::now(),
-                updated_at: None,
-                version: 1,
-            },
+            cluster: crate::test_records::cluster(),
             initiator: Initiator::default(),
         }
     }

@@ -913,3 +913,97 @@ mod dead_conductor_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_records::nodegroup;
+
+    #[test]
+    fn each_operation_asks_the_driver_for_its_action() {
+        let (master, worker) = (nodegroup("master"), nodegroup("worker"));
+        let groups = [master.clone(), worker.clone()];
+        let cases = [
+            (OperationKind::CreateCluster, None, Action::CreateCluster),
+            (
+                OperationKind::UpdateCluster,
+                Some(worker.uuid),
+                Action::ScaleWorkers,
+            ),
+            (
+                OperationKind::ResizeCluster,
+                Some(master.uuid),
+                Action::ScaleMasters,
+            ),
+            // A resize whose nodegroup went meanwhile scales workers: never masters by accident.
+            (
+                OperationKind::ResizeCluster,
+                Some(Uuid::new_v4()),
+                Action::ScaleWorkers,
+            ),
+            (OperationKind::UpgradeCluster, None, Action::UpgradeCluster),
+            (OperationKind::DeleteCluster, None, Action::DeleteCluster),
+            (OperationKind::RotateCa, None, Action::RotateCa),
+            (
+                OperationKind::RotateCredentials,
+                None,
+                Action::RotateCredentials,
+            ),
+            (
+                OperationKind::CreateNodegroup,
+                Some(worker.uuid),
+                Action::CreateNodegroup,
+            ),
+            (
+                OperationKind::UpdateNodegroup,
+                Some(worker.uuid),
+                Action::UpdateNodegroup,
+            ),
+            (
+                OperationKind::DeleteNodegroup,
+                Some(worker.uuid),
+                Action::DeleteNodegroup,
+            ),
+        ];
+        for (kind, target, action) in cases {
+            assert_eq!(action_of(kind, &groups, target), action, "{kind}");
+        }
+    }
+
+    #[test]
+    fn timeouts_say_which_bound_ran_out_in_words() {
+        assert_eq!(minutes_text(59), "59 seconds");
+        assert_eq!(minutes_text(60), "1 minute");
+        assert_eq!(minutes_text(7200), "120 minutes");
+        let mut cluster = crate::test_records::cluster();
+        let operation = Operation::new(
+            cluster.uuid,
+            OperationKind::ResizeCluster,
+            String::new(),
+            Timestamp::from_unix_seconds(0),
+        );
+        cluster.create_timeout = Some(30);
+        assert_eq!(
+            timed_out(Phase::Create, &operation, &cluster),
+            "Timed out: the cluster was not created within its create_timeout of 30 minutes."
+        );
+        cluster.create_timeout = Some(0);
+        assert_eq!(
+            timed_out(Phase::Create, &operation, &cluster),
+            "Timed out: the cluster was not created within the conductor's operation timeout."
+        );
+        assert_eq!(
+            timed_out(Phase::Update, &operation, &cluster),
+            "Timed out: the resize cluster did not finish in time (started 1970-01-01T00:00:00+00:00)."
+        );
+    }
+
+    #[test]
+    fn deadlines_that_passed_leave_no_time() {
+        assert_eq!(remaining(None), None);
+        let past = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() - 10);
+        assert_eq!(remaining(Some(past)), Some(Duration::ZERO));
+        let future = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 100);
+        assert!(remaining(Some(future)).unwrap() > Duration::from_secs(90));
+    }
+}
