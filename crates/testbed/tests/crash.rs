@@ -318,6 +318,139 @@ impl Random {
     }
 }
 
+/// A PostgreSQL server of the campaign's own (initdb in a temporary directory, on a free
+/// loopback port, fsync off), so that it can be restarted and paused without touching the
+/// server the rest of the suite shares. `None` where it cannot run: no PostgreSQL binaries,
+/// or not root (initdb runs as the `postgres` user).
+struct PrivatePostgres {
+    directory: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path().join("bin"))
+            .filter(|bin| bin.join("pg_ctl").exists())
+            .max()?;
+        let directory = tempfile::tempdir().ok()?;
+        let owned = Command::new("chown")
+            .args(["postgres:postgres", &directory.path().display().to_string()])
+            .status()
+            .ok()?;
+        if !owned.success() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let server = Self {
+            directory,
+            bin,
+            port,
+        };
+        let data = server.data().display().to_string();
+        let initialized = server
+            .as_postgres(
+                "initdb",
+                &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+            )
+            .success();
+        (initialized && server.pg_ctl(&["start"])).then_some(server)
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.directory.path().join("data")
+    }
+
+    fn as_postgres(&self, program: &str, arguments: &[&str]) -> std::process::ExitStatus {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(program))
+            .args(arguments)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("runuser runs")
+    }
+
+    fn pg_ctl(&self, action: &[&str]) -> bool {
+        let data = self.data().display().to_string();
+        let log = self
+            .directory
+            .path()
+            .join("server.log")
+            .display()
+            .to_string();
+        let options = format!(
+            "-p {} -k {} -h 127.0.0.1 -F",
+            self.port,
+            self.directory.path().display()
+        );
+        let mut arguments = vec!["-D", &data, "-l", &log, "-w", "-o", &options];
+        arguments.extend_from_slice(action);
+        self.as_postgres("pg_ctl", &arguments).success()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A crash of the database and its restart: every connection is cut.
+    fn restart(&self) {
+        assert!(
+            self.pg_ctl(&["restart", "-m", "immediate"]),
+            "the private PostgreSQL restarts"
+        );
+    }
+
+    /// The server and all its processes stopped for `pause`, then let go: a database that
+    /// stops answering without closing anything.
+    async fn pause(&self, pause: Duration) {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap_or_default();
+        let Some(postmaster) = text
+            .lines()
+            .next()
+            .and_then(|pid| pid.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        let mut processes = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if parent == Some(postmaster) {
+                if let Some(pid) = entry.file_name().to_str().and_then(|pid| pid.parse().ok()) {
+                    processes.push(pid);
+                }
+            }
+        }
+        let signal = |name: &str| {
+            for pid in &processes {
+                let _ = Command::new("kill").args([name, &pid.to_string()]).status();
+            }
+        };
+        signal("-STOP");
+        tokio::time::sleep(pause).await;
+        signal("-CONT");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.pg_ctl(&["stop", "-m", "immediate"]);
+    }
+}
+
 /// What the campaign was told, by 2xx answers, that each cluster must become.
 #[derive(Debug, Default, Clone)]
 struct Expected {
@@ -368,9 +501,22 @@ async fn chaos_campaign(split: bool) {
     let engine = wanted
         .and_then(|name| engines().into_iter().find(|engine| engine.name() == name))
         .unwrap_or(engines()[0]);
-    let database = TestDatabase::create(engine).await;
+    // On PostgreSQL the campaign runs its own server, which it also restarts and pauses.
+    let private = if engine == Engine::Postgres {
+        PrivatePostgres::start()
+    } else {
+        None
+    };
+    let database = match private {
+        Some(_) => None,
+        None => Some(TestDatabase::create(engine).await),
+    };
+    let url = match (&private, &database) {
+        (Some(server), _) => server.url(),
+        (None, Some(database)) => database.url.clone(),
+        (None, None) => unreachable!("one of the two is made above"),
+    };
     let state = tempfile::tempdir().unwrap();
-    let url = database.url.clone();
     // MAGNUM_CHAOS_SPLIT=1: an `api` process and two `conductor` processes instead of `all`;
     // each kill takes one of the three at random.
     let split = split || std::env::var("MAGNUM_CHAOS_SPLIT").is_ok_and(|value| value == "1");
@@ -413,6 +559,7 @@ async fn chaos_campaign(split: bool) {
     let mut clusters: Vec<(String, Expected)> = Vec::new();
     let mut log: Vec<String> = vec![format!("seed {seed}")];
     let (mut kills, mut violations, mut worst) = (0u64, Vec::new(), Duration::ZERO);
+    let (mut database_restarts, mut database_pauses) = (0u64, 0u64);
     for trial in 0..trials {
         let live: Vec<usize> = (0..clusters.len())
             .filter(|index| !clusters[*index].1.deleted)
@@ -522,6 +669,18 @@ async fn chaos_campaign(split: bool) {
         };
         log.push(format!("trial {trial}: {description} -> {accepted}"));
         tokio::time::sleep(Duration::from_millis(random.below(700))).await;
+        if let Some(server) = &private {
+            if random.chance(10) {
+                database_restarts += 1;
+                server.restart();
+                log.push(format!("trial {trial}: PostgreSQL crashed and restarted"));
+            } else if random.chance(10) {
+                let pause = Duration::from_millis(500 + random.below(2500));
+                database_pauses += 1;
+                server.pause(pause).await;
+                log.push(format!("trial {trial}: PostgreSQL paused for {pause:?}"));
+            }
+        }
         let killed = random.chance(60);
         if killed {
             kills += 1;
@@ -626,9 +785,15 @@ async fn chaos_campaign(split: bool) {
         let _ = conductor.wait();
     }
     let summary = format!(
-        "chaos: {} database, {}, seed {seed}, {trials} trials, {kills} kills, {} invariant \
+        "chaos: {} database{}, {}, seed {seed}, {trials} trials, {kills} kills, \
+         {database_restarts} database restarts, {database_pauses} database pauses, {} invariant \
          violations, worst time to rest {} ms",
         engine.name(),
+        if private.is_some() {
+            " (its own server)"
+        } else {
+            ""
+        },
         if split {
             "api + 2 conductors"
         } else {
@@ -652,5 +817,7 @@ async fn chaos_campaign(split: bool) {
             violations.join("\n")
         );
     }
-    database.drop_database().await;
+    if let Some(database) = database {
+        database.drop_database().await;
+    }
 }
