@@ -17,6 +17,7 @@ mod microversion;
 mod pagination;
 mod patch;
 mod routing;
+mod views;
 
 use std::sync::Arc;
 

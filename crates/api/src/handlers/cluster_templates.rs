@@ -11,7 +11,7 @@ use magnum_domain::time::Timestamp;
 use magnum_domain::Identity;
 use magnum_driver::References;
 use magnum_store::{StoreError, TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
-use magnum_types::{ClusterTemplateCollection, ClusterTemplateView, Link};
+use magnum_types::ClusterTemplateCollection;
 use serde_json::Value;
 
 use super::{respond, respond_cached_list, respond_empty, respond_encoded};
@@ -23,6 +23,7 @@ use crate::lookup::{resolve_template as resolve, template_not_found as not_found
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
 use crate::routing::{ResourceRequest, Routed};
+use crate::views::cluster_template::view;
 use crate::AppState;
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
@@ -133,47 +134,6 @@ pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Rout
         ([ident], &Method::DELETE) => Ok(delete(&request, ident).await?),
         ([_], _) => Err(Routed::MethodNotAllowed),
         _ => Err(Routed::NotFound),
-    }
-}
-
-fn view(template: &ClusterTemplate, base_url: &str) -> ClusterTemplateView {
-    ClusterTemplateView {
-        uuid: template.uuid.to_string(),
-        name: template.name.clone(),
-        coe: template.coe.as_str().to_owned(),
-        image_id: template.image_id.clone(),
-        flavor_id: template.flavor_id.clone(),
-        master_flavor_id: template.master_flavor_id.clone(),
-        dns_nameserver: template.dns_nameserver.clone(),
-        keypair_id: template.keypair_id.clone(),
-        external_network_id: template.external_network_id.clone(),
-        fixed_network: template.fixed_network.clone(),
-        fixed_subnet: template.fixed_subnet.clone(),
-        network_driver: template.network_driver.clone(),
-        apiserver_port: template.apiserver_port,
-        docker_volume_size: template.docker_volume_size,
-        cluster_distro: template.cluster_distro.clone(),
-        links: Link::self_and_bookmark(base_url, &format!("clustertemplates/{}", template.uuid)),
-        http_proxy: template.http_proxy.clone(),
-        https_proxy: template.https_proxy.clone(),
-        no_proxy: template.no_proxy.clone(),
-        volume_driver: template.volume_driver.clone(),
-        registry_enabled: template.registry_enabled,
-        labels: template.labels.as_map().clone(),
-        tls_disabled: template.tls_disabled,
-        public: template.public,
-        server_type: template.server_type.as_str().to_owned(),
-        insecure_registry: template.insecure_registry.clone(),
-        docker_storage_driver: template.docker_storage_driver.clone(),
-        master_lb_enabled: template.master_lb_enabled,
-        floating_ip_enabled: template.floating_ip_enabled,
-        project_id: template.project_id.clone(),
-        user_id: template.user_id.clone(),
-        hidden: template.hidden,
-        tags: template.tags.clone(),
-        driver: template.driver.clone(),
-        created_at: Some(template.created_at.to_wire()),
-        updated_at: template.updated_at.map(Timestamp::to_wire),
     }
 }
 

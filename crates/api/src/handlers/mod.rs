@@ -7,16 +7,14 @@ pub mod root;
 pub mod services;
 pub mod stats;
 
-use std::collections::BTreeMap;
-
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::context::{add_version_headers, json_response, RequestContext};
 use crate::error::ApiError;
+pub use crate::views::sorted_object;
 
 /// A successful JSON answer under `/v1`.
 pub fn respond<T: Serialize>(
@@ -45,16 +43,6 @@ pub fn respond_empty(context: &RequestContext, status: StatusCode) -> Response<B
     let mut response = crate::context::empty_response(status, &context.request_id);
     add_version_headers(response.headers_mut(), context.version);
     response
-}
-
-/// A JSON object whose keys are in sorted order, as upstream's serializer emits them.
-pub fn sorted_object(entries: BTreeMap<&'static str, Value>) -> Value {
-    Value::Object(
-        entries
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect(),
-    )
 }
 
 /// A list answered from the response cache when it holds `key` at `generation` (read before

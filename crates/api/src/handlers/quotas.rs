@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::input::body_object;
 use crate::input::{attribute, parse_bool, parse_object, Attribute, Kind};
 use crate::routing::{ResourceRequest, Routed};
+use crate::views::quota::view;
 
 /// How upstream names the body in its messages.
 const ARGUMENT: &str = "quota";
@@ -47,20 +48,6 @@ pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Rout
         ([_, _], _) => Err(Routed::MethodNotAllowed),
         _ => Err(Routed::NotFound),
     }
-}
-
-fn view(quota: &Quota) -> Value {
-    let mut view = BTreeMap::new();
-    view.insert("id", json!(quota.id));
-    view.insert("project_id", json!(quota.project_id));
-    view.insert("resource", json!(quota.resource));
-    view.insert("hard_limit", json!(quota.hard_limit));
-    view.insert("created_at", json!(quota.created_at.to_wire()));
-    view.insert(
-        "updated_at",
-        json!(quota.updated_at.map(Timestamp::to_wire)),
-    );
-    sorted_object(view)
 }
 
 fn not_found(project_id: &str, resource: &str) -> ApiError {
