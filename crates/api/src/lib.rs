@@ -16,6 +16,7 @@ mod lookup;
 mod microversion;
 mod pagination;
 mod patch;
+mod routes;
 mod routing;
 mod views;
 

@@ -14,11 +14,9 @@ use crate::context::{
     RequestContext,
 };
 use crate::error::{routing_error, unsupported_version, ApiError};
-use crate::handlers::{
-    certificates, cluster_templates, clusters, nodegroups, quotas, root, services, stats,
-};
+use crate::handlers::root;
 use crate::input::{decode_path_segment, json_body, QueryArguments, NUL_REFUSED};
-use crate::microversion::{negotiate, Version, VersionError};
+use crate::microversion::{negotiate, VersionError};
 use crate::{AppState, Shared};
 
 /// oslo.middleware's `max_request_body_size` default (112 KiB), which OpenStack APIs apply.
@@ -263,19 +261,7 @@ async fn route(
         query: &query,
         body,
     };
-    let outcome = match collection {
-        "clustertemplates" => cluster_templates::handle(request).await,
-        "certificates" => certificates::handle(request).await,
-        "clusters" if request.rest.get(1).map(String::as_str) == Some("nodegroups") => {
-            nodegroups_of_clusters(request).await
-        }
-        "clusters" => clusters::handle(request).await,
-        "credentials" => certificates::handle_credentials(request).await,
-        "mservices" => services::handle(request).await,
-        "quotas" => quotas::handle(request).await,
-        "stats" => stats::handle(request).await,
-        _ => Err(Routed::NotFound),
-    };
+    let outcome = crate::routes::route(collection, request).await;
     match outcome {
         Ok(response) => response,
         Err(Routed::Error(error)) => error.into_response(request_id, version),
@@ -403,27 +389,6 @@ impl From<ApiError> for Routed {
     fn from(error: ApiError) -> Self {
         Routed::Error(error)
     }
-}
-
-/// `/v1/clusters/{cluster}/nodegroups…`, from 1.9.
-async fn nodegroups_of_clusters(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let version = request.context.version;
-    if version < Version::new(1, 9) {
-        let api = match *request.method {
-            // Upstream's router names every GET this way.
-            Method::GET => "get_one",
-            Method::POST => "post",
-            Method::PATCH => "patch",
-            _ => "delete",
-        };
-        return Err(Routed::NotAcceptable(unsupported_api(version, api)));
-    }
-    nodegroups::handle(request).await
-}
-
-/// Upstream's refusal of an API a microversion does not have.
-pub(crate) fn unsupported_api(version: Version, api: &str) -> String {
-    format!("Version {version} was requested but the requested API {api} is not supported for this version.")
 }
 
 #[cfg(test)]

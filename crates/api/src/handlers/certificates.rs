@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use magnum_domain::cluster::{Cluster, ClusterStatus};
 use magnum_domain::operation::OperationKind;
 use magnum_domain::policy::Target;
@@ -17,8 +17,7 @@ use super::{respond, sorted_object};
 use crate::error::{ApiError, ChangeError};
 use crate::input::{attribute, body_object, mandatory, parse_object, Attribute, Kind};
 use crate::lookup::{change_request, driver_for, resolve_cluster as resolve, template_of};
-use crate::microversion::Version;
-use crate::routing::{ResourceRequest, Routed};
+use crate::routing::ResourceRequest;
 
 const SIGN_SCHEMA: &[Attribute] = &[
     mandatory("cluster_uuid", Kind::Text { min: 1, max: 255 }),
@@ -29,35 +28,6 @@ const SIGN_SCHEMA: &[Attribute] = &[
     attribute("created_at", Kind::Timestamp),
     attribute("updated_at", Kind::Timestamp),
 ];
-
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), request.method) {
-        ([], &Method::POST) => Ok(sign(request).await?),
-        ([], _) => Err(Routed::MethodNotAllowed),
-        ([ident], &Method::GET) => Ok(show(&request, ident).await?),
-        ([ident], &Method::PATCH) => Ok(rotate_ca(request, ident).await?),
-        ([_], _) => Err(Routed::MethodNotAllowed),
-        _ => Err(Routed::NotFound),
-    }
-}
-
-pub async fn handle_credentials(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), request.method) {
-        ([ident], &Method::PATCH) => {
-            if request.context.version < Version::new(1, 12) {
-                return Err(Routed::NotAcceptable(format!(
-                    "Version {} was requested but the requested API patch is not supported for this version.",
-                    request.context.version
-                )));
-            }
-            Ok(rotate_credentials(request, ident).await?)
-        }
-        ([_], _) | ([], _) => Err(Routed::MethodNotAllowed),
-        _ => Err(Routed::NotFound),
-    }
-}
 
 fn links(base_url: &str, cluster: &Cluster) -> Value {
     serde_json::to_value(magnum_types::Link::self_and_bookmark(
@@ -82,7 +52,10 @@ fn keystore_error(cluster: &Cluster, error: KeystoreError) -> ApiError {
     }
 }
 
-async fn show(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn show(
+    request: &ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -108,7 +81,7 @@ async fn show(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Bod
     Ok(respond(context, StatusCode::OK, &sorted_object(document)))
 }
 
-async fn sign(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn sign(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -179,7 +152,10 @@ async fn start_operation(
     Ok(())
 }
 
-async fn rotate_ca(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn rotate_ca(
+    request: ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     request.query.allow_only(&[])?;
     if let Some(body) = &request.body {
         if !body.is_object() {
@@ -225,7 +201,7 @@ async fn rotate_ca(request: ResourceRequest<'_>, ident: &str) -> Result<Response
     ))
 }
 
-async fn rotate_credentials(
+pub(crate) async fn rotate_credentials(
     request: ResourceRequest<'_>,
     ident: &str,
 ) -> Result<Response<Body>, ApiError> {

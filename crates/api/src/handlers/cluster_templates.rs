@@ -1,7 +1,7 @@
 //! `/v1/clustertemplates`: list, detail, get, create, update, delete.
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, Method, Response, StatusCode};
+use axum::http::{HeaderValue, Response, StatusCode};
 use magnum_domain::cluster_template::{
     ClusterTemplate, Coe, ServerType, TemplateRuleError, TemplateRules,
 };
@@ -22,7 +22,7 @@ use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Ki
 use crate::lookup::{resolve_template as resolve, template_not_found as not_found};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
-use crate::routing::{ResourceRequest, Routed};
+use crate::routing::ResourceRequest;
 use crate::views::cluster_template::view;
 use crate::AppState;
 
@@ -122,21 +122,6 @@ const PATCH_RULES: PatchRules = PatchRules {
     dictionaries: &["/labels"],
 };
 
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), request.method) {
-        ([], &Method::GET) => Ok(list(&request, "clustertemplates").await?),
-        ([], &Method::POST) => Ok(create(request).await?),
-        ([], _) => Err(Routed::MethodNotAllowed),
-        (["detail"], &Method::GET) => Ok(list(&request, "clustertemplates/detail").await?),
-        ([ident], &Method::GET) => Ok(get(&request, ident).await?),
-        ([ident], &Method::PATCH) => Ok(update(request, ident).await?),
-        ([ident], &Method::DELETE) => Ok(delete(&request, ident).await?),
-        ([_], _) => Err(Routed::MethodNotAllowed),
-        _ => Err(Routed::NotFound),
-    }
-}
-
 /// Which templates the caller may address; admins reach every project's when `rule` allows.
 fn scope<'a>(
     state: &AppState,
@@ -167,7 +152,7 @@ async fn current_generation(state: &AppState, cache: &ResponseCache) -> Result<i
     }
 }
 
-async fn list(
+pub(crate) async fn list(
     request: &ResourceRequest<'_>,
     collection_path: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -226,7 +211,10 @@ async fn list(
     .await
 }
 
-async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn get(
+    request: &ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         cache,
@@ -375,7 +363,7 @@ fn publish_denied() -> ApiError {
     ApiError::forbidden("Not authorized to set public or hidden flag for cluster template.")
 }
 
-async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -459,7 +447,10 @@ fn in_use(template: &ClusterTemplate) -> ApiError {
     ))
 }
 
-async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn update(
+    request: ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -541,7 +532,10 @@ async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Bo
     ))
 }
 
-async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn delete(
+    request: &ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use magnum_domain::aggregate::{ClusterAggregate, Request, Upgrade};
 use magnum_domain::cluster::{
     Cluster, ClusterStatus, HealthStatus, NodeGroup, DEFAULT_MASTER_NODEGROUP,
@@ -36,7 +36,7 @@ use crate::lookup::{
 use crate::microversion::Version;
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
-use crate::routing::{unsupported_api, ResourceRequest, Routed};
+use crate::routing::ResourceRequest;
 use crate::views::cluster::view;
 use crate::AppState;
 
@@ -137,43 +137,6 @@ const PATCHABLE: [&str; 3] = ["node_count", "health_status", "health_status_reas
 const ZERO_NODES_UNSUPPORTED: &str =
     "Resizing a nodegroup to zero is not supported in the provided microversion.";
 
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
-    let version = request.context.version;
-    match (rest.as_slice(), request.method) {
-        ([], &Method::GET) => Ok(list(&request, false).await?),
-        ([], &Method::POST) => Ok(create(request).await?),
-        ([], _) => Err(Routed::MethodNotAllowed),
-        (["detail"], &Method::GET) => Ok(list(&request, true).await?),
-        ([ident], &Method::GET) => Ok(get(&request, ident).await?),
-        ([ident], &Method::PATCH) => Ok(update(request, ident).await?),
-        ([ident], &Method::DELETE) => Ok(delete(&request, ident).await?),
-        ([_], _) => Err(Routed::MethodNotAllowed),
-        ([_, "detail"], _) => Err(Routed::Error(ApiError::not_found(
-            "The %(name)s resource %(id)s could not be found.",
-        ))),
-        ([ident, "actions", "resize"], &Method::POST) => {
-            if version < Version::new(1, 7) {
-                return Err(Routed::NotAcceptable(unsupported_api(version, "resize")));
-            }
-            Ok(resize(request, ident).await?)
-        }
-        ([ident, "actions", "upgrade"], &Method::POST) => {
-            if version < Version::new(1, 7) {
-                return Err(Routed::NotAcceptable(unsupported_api(version, "upgrade")));
-            }
-            if version < Version::new(1, 8) {
-                return Err(Routed::Error(ApiError::bad_request(
-                    "Cluster upgrade is not supported in the provided microversion.",
-                )));
-            }
-            Ok(upgrade(request, ident).await?)
-        }
-        ([_, "actions", ..], _) => Err(Routed::UnknownAction),
-        _ => Err(Routed::NotFound),
-    }
-}
-
 async fn template_labels(state: &AppState, cluster: &Cluster) -> Result<Option<Labels>, ApiError> {
     Ok(state
         .store
@@ -182,7 +145,10 @@ async fn template_labels(state: &AppState, cluster: &Cluster) -> Result<Option<L
         .map(|template| template.labels))
 }
 
-async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn list(
+    request: &ResourceRequest<'_>,
+    detail: bool,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         cache,
@@ -274,7 +240,10 @@ async fn list(request: &ResourceRequest<'_>, detail: bool) -> Result<Response<Bo
     .await
 }
 
-async fn get(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn get(
+    request: &ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -341,7 +310,7 @@ fn limit_reached(limit: i64) -> ApiError {
     ))
 }
 
-async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -578,7 +547,10 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn update(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn update(
+    request: ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -747,7 +719,10 @@ fn patched_health_status(document: &Map<String, Value>) -> Result<Option<HealthS
     }
 }
 
-async fn delete(request: &ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn delete(
+    request: &ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -845,7 +820,10 @@ fn nodes_to_remove(object: &Map<String, Value>) -> Result<Vec<String>, ApiError>
     }
 }
 
-async fn resize(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn resize(
+    request: ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -929,7 +907,10 @@ const UPGRADE_SCHEMA: &[Attribute] = &[
     attribute("nodegroup", Kind::Text { min: 0, max: 255 }),
 ];
 
-async fn upgrade(request: ResourceRequest<'_>, ident: &str) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn upgrade(
+    request: ResourceRequest<'_>,
+    ident: &str,
+) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use magnum_domain::aggregate::{find_nodegroup, ChangeRefused};
 use magnum_domain::cluster::{ClusterStatus, NodeGroup};
 use magnum_domain::labels::Labels;
@@ -26,7 +26,7 @@ use crate::lookup::{
 };
 use crate::pagination::{next_link, page_from_query};
 use crate::patch::{apply_patch, parse_patch, Operation as PatchOp, PatchRules};
-use crate::routing::{ResourceRequest, Routed};
+use crate::routing::ResourceRequest;
 use crate::views::nodegroup::{detail, summary};
 
 /// How upstream names the body in its messages.
@@ -103,25 +103,7 @@ const PATCH_RULES: PatchRules = PatchRules {
     dictionaries: &["/node_labels"],
 };
 
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), request.method) {
-        ([cluster, "nodegroups"], &Method::GET) => Ok(list(&request, cluster).await?),
-        ([cluster, "nodegroups"], &Method::POST) => Ok(create(request, cluster).await?),
-        ([_, "nodegroups"], _) => Err(Routed::MethodNotAllowed),
-        ([cluster, "nodegroups", ident], &Method::GET) => Ok(get(&request, cluster, ident).await?),
-        ([cluster, "nodegroups", ident], &Method::PATCH) => {
-            Ok(update(request, cluster, ident).await?)
-        }
-        ([cluster, "nodegroups", ident], &Method::DELETE) => {
-            Ok(delete(&request, cluster, ident).await?)
-        }
-        ([_, "nodegroups", _], _) => Err(Routed::MethodNotAllowed),
-        _ => Err(Routed::NotFound),
-    }
-}
-
-async fn list(
+pub(crate) async fn list(
     request: &ResourceRequest<'_>,
     cluster_ident: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -175,7 +157,7 @@ async fn list(
     Ok(respond(context, StatusCode::OK, &sorted_object(document)))
 }
 
-async fn get(
+pub(crate) async fn get(
     request: &ResourceRequest<'_>,
     cluster_ident: &str,
     ident: &str,
@@ -231,7 +213,7 @@ fn node_labels_of(
     Ok(labels)
 }
 
-async fn create(
+pub(crate) async fn create(
     request: ResourceRequest<'_>,
     cluster_ident: &str,
 ) -> Result<Response<Body>, ApiError> {
@@ -374,7 +356,7 @@ fn parse_taint_string(text: &str) -> Result<Value, ApiError> {
     Ok(taints)
 }
 
-async fn update(
+pub(crate) async fn update(
     request: ResourceRequest<'_>,
     cluster_ident: &str,
     ident: &str,
@@ -489,7 +471,7 @@ async fn update(
     ))
 }
 
-async fn delete(
+pub(crate) async fn delete(
     request: &ResourceRequest<'_>,
     cluster_ident: &str,
     ident: &str,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use magnum_domain::policy::Target;
 use magnum_domain::quota::{Quota, CLUSTER_RESOURCE};
 use magnum_domain::time::Timestamp;
@@ -15,7 +15,7 @@ use super::{respond, respond_empty};
 use crate::error::ApiError;
 use crate::input::body_object;
 use crate::input::{attribute, parse_bool, parse_object, Attribute, Kind};
-use crate::routing::{ResourceRequest, Routed};
+use crate::routing::ResourceRequest;
 use crate::views::quota::view;
 
 /// How upstream names the body in its messages.
@@ -36,20 +36,6 @@ const SCHEMA: &[Attribute] = &[
     attribute("updated_at", Kind::Timestamp),
 ];
 
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    let rest: Vec<&str> = request.rest.iter().map(String::as_str).collect();
-    match (rest.as_slice(), request.method) {
-        ([], &Method::GET) => Ok(list(&request).await?),
-        ([], &Method::POST) => Ok(create(request).await?),
-        ([], _) => Err(Routed::MethodNotAllowed),
-        ([project, resource], &Method::GET) => Ok(get(&request, project, resource).await?),
-        ([project, resource], &Method::PATCH) => Ok(update(request, project, resource).await?),
-        ([project, resource], &Method::DELETE) => Ok(delete(&request, project, resource).await?),
-        ([_, _], _) => Err(Routed::MethodNotAllowed),
-        _ => Err(Routed::NotFound),
-    }
-}
-
 fn not_found(project_id: &str, resource: &str) -> ApiError {
     ApiError::not_found(format!(
         "Quota could not be found: project_id {project_id} resource {resource}."
@@ -65,7 +51,7 @@ fn admin_only(request: &ResourceRequest<'_>, rule: &str) -> Result<(), ApiError>
     Ok(())
 }
 
-async fn list(request: &ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn list(request: &ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
@@ -136,7 +122,7 @@ async fn list(request: &ResourceRequest<'_>) -> Result<Response<Body>, ApiError>
     Ok(respond(context, StatusCode::OK, &sorted_object(document)))
 }
 
-async fn get(
+pub(crate) async fn get(
     request: &ResourceRequest<'_>,
     project_id: &str,
     resource: &str,
@@ -169,7 +155,7 @@ async fn get(
     }
 }
 
-async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     admin_only(&request, "quota:create")?;
     let ResourceRequest {
         state,
@@ -219,7 +205,7 @@ async fn create(request: ResourceRequest<'_>) -> Result<Response<Body>, ApiError
     }
 }
 
-async fn update(
+pub(crate) async fn update(
     request: ResourceRequest<'_>,
     project_id: &str,
     resource: &str,
@@ -250,7 +236,7 @@ async fn update(
     }
 }
 
-async fn delete(
+pub(crate) async fn delete(
     request: &ResourceRequest<'_>,
     project_id: &str,
     resource: &str,

@@ -1,7 +1,7 @@
 //! `GET /v1/mservices`: the conductors and whether they are alive.
 
 use axum::body::Body;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use magnum_domain::policy::Target;
 use magnum_domain::time::Timestamp;
 use magnum_types::{MagnumServiceCollection, MagnumServiceView};
@@ -9,13 +9,7 @@ use magnum_types::{MagnumServiceCollection, MagnumServiceView};
 use super::respond;
 use crate::routing::{ResourceRequest, Routed};
 
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    if !request.rest.is_empty() {
-        return Err(Routed::NotFound);
-    }
-    if request.method != Method::GET {
-        return Err(Routed::MethodNotAllowed);
-    }
+pub(crate) async fn list(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
     let ResourceRequest {
         state,
         context,

@@ -1,23 +1,15 @@
 //! `/v1/stats`: how many clusters and nodes a project (or the cloud) has.
 
 use axum::body::Body;
-use axum::http::{Method, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use magnum_domain::policy::Target;
 use serde_json::json;
 
 use super::respond;
 use crate::error::ApiError;
-use crate::routing::{ResourceRequest, Routed};
+use crate::routing::ResourceRequest;
 
-pub async fn handle(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
-    match (request.rest.len(), request.method) {
-        (0, &Method::GET) => Ok(get(&request).await?),
-        (0, _) => Err(Routed::MethodNotAllowed),
-        _ => Err(Routed::NotFound),
-    }
-}
-
-async fn get(request: &ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
+pub(crate) async fn get(request: &ResourceRequest<'_>) -> Result<Response<Body>, ApiError> {
     let ResourceRequest {
         state,
         context,
