@@ -403,9 +403,79 @@ struct StallingWrites {
     stream: tokio::net::TcpStream,
     timeout: std::time::Duration,
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// An answer of hyper's own, rewritten in Magnum's envelope, still to be written (and
+    /// how much of it is).
+    rewritten: Vec<u8>,
+    rewritten_at: usize,
+}
+
+/// Magnum's envelope for an answer hyper makes itself, below the router: a head it cannot
+/// parse (400), one too large (431) or a URI too long (414). Those answers are the only 4xx
+/// heads without `x-openstack-request-id` and with an empty body; every answer of the
+/// router carries the id.
+fn envelope_for_hyper_error(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.starts_with(b"HTTP/1.1 4") {
+        return None;
+    }
+    let head_end = bytes.windows(4).position(|window| window == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&bytes[..head_end])
+        .ok()?
+        .to_ascii_lowercase();
+    if head.contains("x-openstack-request-id") || !head.contains("content-length: 0") {
+        return None;
+    }
+    let status: u16 = head.get(9..12)?.parse().ok()?;
+    let code = axum::http::StatusCode::from_u16(status).ok()?;
+    let title = code.canonical_reason().unwrap_or("Bad Request").to_owned();
+    let detail = match status {
+        431 => "The request's header fields are too large.".to_owned(),
+        414 => "The request's URI is too long.".to_owned(),
+        _ => "The request could not be read as HTTP/1.1.".to_owned(),
+    };
+    // Like the router's own errors (code ""), as upstream's WSGI layer answers them.
+    let body = magnum_types::encode(&magnum_types::ErrorEnvelope::new(
+        "",
+        status,
+        title.clone(),
+        detail,
+    ));
+    let mut answer = format!(
+        "HTTP/1.1 {status} {title}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         x-openstack-request-id: req-{}\r\nconnection: close\r\n\r\n",
+        body.len(),
+        uuid::Uuid::new_v4()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    Some(answer)
 }
 
 impl StallingWrites {
+    /// Writes what is left of a rewritten answer.
+    fn write_rewritten(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        while self.rewritten_at < self.rewritten.len() {
+            let remaining = &self.rewritten[self.rewritten_at..];
+            let poll = tokio::io::AsyncWrite::poll_write(
+                std::pin::Pin::new(&mut self.stream),
+                context,
+                remaining,
+            );
+            self.check_stall(context, poll.is_ready())?;
+            match poll {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                std::task::Poll::Ready(Ok(written)) => self.rewritten_at += written,
+                std::task::Poll::Ready(Err(error)) => return std::task::Poll::Ready(Err(error)),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+
     fn check_stall(
         &mut self,
         context: &mut std::task::Context<'_>,
@@ -445,6 +515,16 @@ impl tokio::io::AsyncWrite for StallingWrites {
         context: &mut std::task::Context<'_>,
         bytes: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::ready!(self.write_rewritten(context))?;
+        if let Some(answer) = envelope_for_hyper_error(bytes) {
+            self.rewritten = answer;
+            self.rewritten_at = 0;
+            // Taken: the rest is written here, by flush or by shutdown.
+            if let std::task::Poll::Ready(Err(error)) = self.write_rewritten(context) {
+                return std::task::Poll::Ready(Err(error));
+            }
+            return std::task::Poll::Ready(Ok(bytes.len()));
+        }
         let poll = std::pin::Pin::new(&mut self.stream).poll_write(context, bytes);
         let progress = poll.is_ready();
         self.check_stall(context, progress)?;
@@ -455,6 +535,7 @@ impl tokio::io::AsyncWrite for StallingWrites {
         mut self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.write_rewritten(context))?;
         let poll = std::pin::Pin::new(&mut self.stream).poll_flush(context);
         let progress = poll.is_ready();
         self.check_stall(context, progress)?;
@@ -465,6 +546,7 @@ impl tokio::io::AsyncWrite for StallingWrites {
         mut self: std::pin::Pin<&mut Self>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::ready!(self.write_rewritten(context))?;
         std::pin::Pin::new(&mut self.stream).poll_shutdown(context)
     }
 }
@@ -545,6 +627,8 @@ async fn serve_api(
             stream,
             timeout: limits.write_timeout,
             stalled: None,
+            rewritten: Vec::new(),
+            rewritten_at: 0,
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -111,6 +111,67 @@ async fn connections_are_capped_and_heads_bounded() {
     large.write_all(header.as_bytes()).await.unwrap();
     let answer = read_until_closed(&mut large, 10).await.unwrap_or_default();
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert_enveloped(&answer, 431, "The request's header fields are too large.");
+    app.stop().await;
+}
+
+/// An answer hyper makes below the router, in Magnum's envelope with a request id.
+fn assert_enveloped(answer: &str, status: u16, detail: &str) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-openstack-request-id: req-"), "{answer}");
+    assert!(head.contains("content-type: application/json"), "{answer}");
+    let document: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(document["errors"][0]["status"], status, "{answer}");
+    assert_eq!(document["errors"][0]["detail"], detail, "{answer}");
+    assert_eq!(
+        head.split("content-length: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|length| length.parse::<usize>().ok()),
+        Some(body.len()),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn answers_below_the_router_come_in_magnums_envelope() {
+    let app = spawn(|_| {}).await;
+    for garbage in [
+        &b"NOT HTTP AT ALL\r\n\r\n"[..],
+        b"GET /v1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n",
+        b"GET /v1 HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"GET /\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+        stream.write_all(garbage).await.unwrap();
+        let answer = read_until_closed(&mut stream, 10).await.unwrap_or_default();
+        let shown = String::from_utf8_lossy(garbage);
+        assert!(answer.starts_with("HTTP/1.1 4"), "{shown}: {answer}");
+        // Whoever answered (hyper below the router, or the router for a path it could
+        // read), the answer carries a request id and Magnum's envelope.
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("x-openstack-request-id: req-"),
+            "{shown}: {answer}"
+        );
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        assert!(body.contains("\"errors\": [{"), "{shown}: {answer}");
+    }
+    // The router still answers well-formed requests as before on the same server.
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    stream
+        .write_all(b"GET /healthcheck HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream, 5).await.unwrap_or_default();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A head hyper cannot parse at all: its 400 in the envelope.
+    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    let answer = read_until_closed(&mut stream, 10).await.unwrap_or_default();
+    assert_enveloped(&answer, 400, "The request could not be read as HTTP/1.1.");
     app.stop().await;
 }
 
