@@ -6,7 +6,9 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use crate::pagination::{bind_all, int_value, text_value, Bound, Keyset, Page, SortValue};
+use crate::pagination::{
+    bind_all, int_value, marker_of, text_value, Bound, Keyset, Page, SortValue,
+};
 use crate::{bool_to_sql, text_column, Store, StoreError};
 
 const COLUMNS: &str = "id, uuid, version, name, coe, image_id, flavor_id, master_flavor_id, \
@@ -177,16 +179,13 @@ impl Store {
     ) -> Result<Vec<ClusterTemplate>, StoreError> {
         let mut binds = Vec::new();
         let conditions = vec![scope.condition(&mut binds).to_owned()];
-        let marker = match page.marker {
-            Some(uuid) => {
-                let marker = self
-                    .cluster_template_by_uuid(uuid, scope)
-                    .await?
-                    .ok_or(StoreError::MarkerNotFound(uuid))?;
-                Some((sort_value(&marker, page.sort_key), marker.id))
-            }
-            None => None,
-        };
+        let marker = marker_of(
+            page,
+            |uuid| self.cluster_template_by_uuid(uuid, scope),
+            sort_value,
+            |template| template.id,
+        )
+        .await?;
         let keyset = Keyset {
             table: "cluster_template",
             columns: COLUMNS,

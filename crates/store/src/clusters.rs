@@ -12,7 +12,7 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
-use crate::pagination::{int_value, text_value, Bound, Keyset, Page, SortValue};
+use crate::pagination::{int_value, marker_of, text_value, Bound, Keyset, Page, SortValue};
 use crate::{bool_to_sql, text_column, Store, StoreError};
 
 const CLUSTER_COLUMNS: &str = "id, uuid, version, name, project_id, user_id, \
@@ -388,17 +388,13 @@ impl Store {
     ) -> Result<Vec<Cluster>, StoreError> {
         let mut binds = Vec::new();
         let conditions = vec![scope.condition(&mut binds).to_owned()];
-        let marker = match page.marker {
-            Some(uuid) => {
-                let marker = self
-                    .cluster_by_uuid(uuid)
-                    .await?
-                    .filter(|marker| scope.admits(marker))
-                    .ok_or(StoreError::MarkerNotFound(uuid))?;
-                Some((cluster_sort_value(&marker, page.sort_key), marker.id))
-            }
-            None => None,
+        let find = |uuid| async move {
+            Ok(self
+                .cluster_by_uuid(uuid)
+                .await?
+                .filter(|marker| scope.admits(marker)))
         };
+        let marker = marker_of(page, find, cluster_sort_value, |cluster| cluster.id).await?;
         let keyset = Keyset {
             table: "cluster",
             columns: CLUSTER_COLUMNS,
@@ -428,18 +424,14 @@ impl Store {
             binds.push(Bound::Text(role.to_owned()));
             conditions.push("role = ?".to_owned());
         }
-        let marker = match page.marker {
-            Some(uuid) => {
-                let marker = self
-                    .nodegroups_of_cluster(cluster_uuid)
-                    .await?
-                    .into_iter()
-                    .find(|nodegroup| nodegroup.uuid == uuid)
-                    .ok_or(StoreError::MarkerNotFound(uuid))?;
-                Some((nodegroup_sort_value(&marker, page.sort_key), marker.id))
-            }
-            None => None,
+        let find = |uuid| async move {
+            Ok(self
+                .nodegroups_of_cluster(cluster_uuid)
+                .await?
+                .into_iter()
+                .find(|nodegroup| nodegroup.uuid == uuid))
         };
+        let marker = marker_of(page, find, nodegroup_sort_value, |nodegroup| nodegroup.id).await?;
         let keyset = Keyset {
             table: "nodegroup",
             columns: NODEGROUP_COLUMNS,

@@ -167,6 +167,24 @@ impl Store {
     }
 }
 
+/// The sort value and id of the page's marker row, found by `find`; `MarkerNotFound` when
+/// the page names a marker `find` does not find.
+pub(crate) async fn marker_of<T, Fut>(
+    page: &Page,
+    find: impl FnOnce(Uuid) -> Fut,
+    sort_value: fn(&T, &str) -> SortValue,
+    id: fn(&T) -> i64,
+) -> Result<Option<(SortValue, i64)>, StoreError>
+where
+    Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+{
+    let Some(uuid) = page.marker else {
+        return Ok(None);
+    };
+    let marker = find(uuid).await?.ok_or(StoreError::MarkerNotFound(uuid))?;
+    Ok(Some((sort_value(&marker, page.sort_key), id(&marker))))
+}
+
 /// An absent (NULL) or present text or integer, as a sort value.
 pub(crate) fn text_value(value: &Option<String>) -> SortValue {
     value.clone().map_or(SortValue::Null, SortValue::Text)
