@@ -141,6 +141,9 @@ impl AuditEvent {
 #[async_trait::async_trait]
 pub trait Notifier: Send + Sync {
     async fn notify(&self, event: AuditEvent);
+
+    /// Delivers what is still pending, before the process stops.
+    async fn close(&self) {}
 }
 
 /// Drops events (notifications disabled).
@@ -194,22 +197,26 @@ pub const NOTIFICATION_QUEUE: usize = 1024;
 /// Hands events to a sink through a bounded queue, in order, on a task of its own: an
 /// operation never waits for a broker or a disk.
 pub struct QueuedNotifier {
-    queue: tokio::sync::mpsc::Sender<AuditEvent>,
+    queue: std::sync::Mutex<Option<tokio::sync::mpsc::Sender<AuditEvent>>>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     dropped: AtomicU64,
 }
 
+/// How long stopping waits for queued events to reach their sink.
+pub const NOTIFICATION_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl QueuedNotifier {
-    /// Starts the task that feeds `sink`; it ends when the last handle is dropped, after
-    /// the events still queued.
+    /// Starts the task that feeds `sink`; it ends after the queue is closed and emptied.
     pub fn spawn(sink: Arc<dyn Notifier>) -> Self {
         let (queue, mut events) = tokio::sync::mpsc::channel(NOTIFICATION_QUEUE);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 sink.notify(event).await;
             }
         });
         Self {
-            queue,
+            queue: std::sync::Mutex::new(Some(queue)),
+            task: tokio::sync::Mutex::new(Some(task)),
             dropped: AtomicU64::new(0),
         }
     }
@@ -218,13 +225,45 @@ impl QueuedNotifier {
 #[async_trait::async_trait]
 impl Notifier for QueuedNotifier {
     async fn notify(&self, event: AuditEvent) {
-        if let Err(refused) = self.queue.try_send(event) {
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let Some(queue) = queue else {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            let event = match &refused {
-                tokio::sync::mpsc::error::TrySendError::Full(event)
-                | tokio::sync::mpsc::error::TrySendError::Closed(event) => event.event_type(),
-            };
-            tracing::warn!(%event, dropped, "the audit notification queue is full; event dropped");
+            tracing::warn!(dropped, "audit notifications are closed; event dropped");
+            return;
+        };
+        let why = match queue.try_send(event) {
+            Ok(()) => return,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => (
+                event.event_type(),
+                "the audit notification queue is full; event dropped",
+            ),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(event)) => (
+                event.event_type(),
+                "audit notifications are closed; event dropped",
+            ),
+        };
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(event = %why.0, dropped, "{}", why.1);
+    }
+
+    async fn close(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(task) = self.task.lock().await.take() {
+            if tokio::time::timeout(NOTIFICATION_DRAIN, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "audit events still queued after {NOTIFICATION_DRAIN:?} were not delivered"
+                );
+            }
         }
     }
 }
@@ -350,7 +389,7 @@ mod tests {
             "{dropped} dropped of {sent}: one may be in the sink's hands"
         );
         sink.go.add_permits(sent);
-        drop(queued);
+        queued.close().await;
         let expected = u64::try_from(sent).unwrap() - dropped;
         for _ in 0..600 {
             if sink.received.load(Ordering::SeqCst) == expected {
@@ -361,7 +400,7 @@ mod tests {
         assert_eq!(
             sink.received.load(Ordering::SeqCst),
             expected,
-            "every queued event reaches the sink, after the last handle is gone too"
+            "closing delivers every queued event"
         );
     }
 }

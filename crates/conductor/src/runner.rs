@@ -428,39 +428,30 @@ impl Runner {
         )))
     }
 
-    /// Records an outcome through the store's one commit path. `Ok(None)` when the cluster
-    /// is gone; `Ok(Some(Err(_)))` when its status can no longer take the outcome (a
-    /// deletion started meanwhile, say): then nothing is written and the caller says so.
-    async fn record<F>(
+    /// Records an outcome through the store's one commit path; `outcome` decides on the
+    /// cluster as read (again after a lost race). `Ok(None)` when the cluster is gone;
+    /// `Ok(Some((_, Err(_))))` when its status can no longer take the outcome (a deletion
+    /// started meanwhile, say): then nothing is written and the caller says so.
+    async fn record<T, F>(
         &self,
         uuid: Uuid,
         mut outcome: F,
-    ) -> Result<Option<Result<Cluster, ChangeRefused>>, StoreError>
+    ) -> Result<Option<Result<(T, Cluster), ChangeRefused>>, StoreError>
     where
-        F: FnMut(&mut ClusterAggregate) -> Result<(), ChangeRefused>,
+        F: FnMut(&mut ClusterAggregate) -> Result<T, ChangeRefused>,
     {
         let written = self
             .store
-            .modify_cluster(uuid, |aggregate| -> Result<(), Refusal> {
+            .modify_cluster(uuid, |aggregate| -> Result<T, Refusal> {
                 outcome(aggregate).map_err(Refusal::Refused)
             })
             .await;
         match written {
-            Ok(((), stored)) => Ok(Some(Ok(stored.cluster))),
+            Ok((value, stored)) => Ok(Some(Ok((value, stored.cluster)))),
             Err(Refusal::Refused(refused)) => Ok(Some(Err(refused))),
             Err(Refusal::Store(StoreError::NotFound)) => Ok(None),
             Err(Refusal::Store(error)) => Err(error),
         }
-    }
-
-    /// Whether a newer operation waits on the cluster; it, not this one, settles the status.
-    async fn superseded_by_newer(&self, operation: &Operation) -> Result<bool, StoreError> {
-        Ok(self
-            .store
-            .unfinished_operations_of(operation.cluster_uuid)
-            .await?
-            .iter()
-            .any(|other| other.id > operation.id))
     }
 
     /// Records success: status through the transition function, what the driver observed,
@@ -472,15 +463,16 @@ impl Runner {
         phase: Phase,
         observed: magnum_driver::Observed,
     ) -> Result<Outcome, StoreError> {
-        let settle_status = !self.superseded_by_newer(operation).await?;
         let now = Timestamp::now();
         let written = self
             .record(operation.cluster_uuid, |aggregate| {
-                aggregate.succeed(phase, settle_status, &observed, now)
+                let settle_status = !aggregate.has_newer_operation(operation.id);
+                aggregate.succeed(phase, settle_status, &observed, now)?;
+                Ok(settle_status)
             })
             .await?;
         match written {
-            Some(Ok(cluster)) if settle_status => {
+            Some(Ok((true, cluster))) => {
                 self.audit(
                     audit_action(phase),
                     AuditOutcome::Success,
@@ -504,15 +496,16 @@ impl Runner {
         phase: Phase,
         reason: String,
     ) -> Result<Outcome, StoreError> {
-        let settle_status = !self.superseded_by_newer(operation).await?;
         let now = Timestamp::now();
         let written = self
             .record(operation.cluster_uuid, |aggregate| {
-                aggregate.fail(phase, settle_status, &reason, parameters, now)
+                let settle_status = !aggregate.has_newer_operation(operation.id);
+                aggregate.fail(phase, settle_status, &reason, parameters, now)?;
+                Ok(settle_status)
             })
             .await?;
         match written {
-            Some(Ok(cluster)) if settle_status => {
+            Some(Ok((true, cluster))) => {
                 self.audit(
                     audit_action(phase),
                     AuditOutcome::Failure,
@@ -546,7 +539,7 @@ impl Runner {
             })
             .await?;
         let cluster = match started {
-            Some(Ok(cluster)) => cluster,
+            Some(Ok(((), cluster))) => cluster,
             Some(Err(refused)) => {
                 return Ok(Outcome::Failed {
                     reason: format!("{reason} (no rollback: {refused})"),
@@ -666,7 +659,7 @@ impl Runner {
                 if let Some(Err(refused)) = &written {
                     tracing::warn!(cluster.id = %cluster.uuid, %refused, "the failed deletion could not be recorded");
                 }
-                if let Some(Ok(cluster)) = written {
+                if let Some(Ok(((), cluster))) = written {
                     self.audit(
                         AuditAction::Delete,
                         AuditOutcome::Failure,
@@ -717,17 +710,22 @@ impl Runner {
             let now = Timestamp::now();
             let written = self
                 .record(cluster.uuid, |aggregate| {
-                    // Only a cluster still in progress is stranded; it may have moved on.
-                    if !aggregate.cluster.status.is_in_progress() {
-                        return Ok(());
+                    // Only a cluster still in progress with no operation is stranded; it may
+                    // have moved on, or been given work, since it was listed.
+                    if !aggregate.cluster.status.is_in_progress()
+                        || !aggregate.unfinished_operations.is_empty()
+                    {
+                        return Ok(false);
                     }
-                    aggregate.strand(reason, now)
+                    aggregate.strand(reason, now)?;
+                    Ok(true)
                 })
                 .await;
             match written {
-                Ok(Some(Ok(_))) => {
+                Ok(Some(Ok((true, _)))) => {
                     tracing::warn!(cluster.id = %cluster.uuid, "stranded cluster failed");
                 }
+                Ok(Some(Ok((false, _)))) => {}
                 Ok(Some(Err(refused))) => {
                     tracing::warn!(cluster.id = %cluster.uuid, %refused, "cannot fail a stranded cluster");
                 }

@@ -18,6 +18,9 @@ pub struct ClusterAggregate {
     pub cluster: Cluster,
     pub nodegroups: Vec<NodeGroup>,
     pub operation: Option<Operation>,
+    /// Ids of the cluster's operations not finished yet, as read with the cluster (so that a
+    /// decision retried after a lost race sees the ones queued meanwhile).
+    pub unfinished_operations: Vec<i64>,
 }
 
 /// Why a change is refused; the messages are upstream's.
@@ -152,7 +155,16 @@ impl ClusterAggregate {
             cluster,
             nodegroups,
             operation: None,
+            unfinished_operations: Vec::new(),
         }
+    }
+
+    /// Whether an operation queued after `operation_id` waits: it, not the older one,
+    /// settles the cluster's status.
+    pub fn has_newer_operation(&self, operation_id: i64) -> bool {
+        self.unfinished_operations
+            .iter()
+            .any(|id| *id > operation_id)
     }
 
     /// A new cluster and its default nodegroups, with the operation that builds it.
@@ -168,6 +180,7 @@ impl ClusterAggregate {
             cluster,
             nodegroups,
             operation: Some(operation),
+            unfinished_operations: Vec::new(),
         }
     }
 
@@ -548,8 +561,8 @@ impl ClusterAggregate {
     }
 
     /// The conductor's record of success. With `settle_status` false (a newer operation
-    /// waits and will settle it) the cluster keeps its status. Nodegroups in a change settle;
-    /// those being deleted go.
+    /// waits and will settle them) the cluster and its nodegroups keep their statuses.
+    /// Otherwise nodegroups in a change settle, and those being deleted go.
     pub fn succeed(
         &mut self,
         phase: Phase,
@@ -596,7 +609,8 @@ impl ClusterAggregate {
             if nodegroup.stack_id.is_none() {
                 nodegroup.stack_id.clone_from(&stack_id);
             }
-            if nodegroup.status.is_in_progress() {
+            // With a newer operation waiting, it settles the nodegroups (it may yet fail).
+            if settle_status && nodegroup.status.is_in_progress() {
                 nodegroup.status = nodegroup
                     .status
                     .apply_to_nodegroup(NodegroupEvent::Succeeded)?;
@@ -630,12 +644,13 @@ impl ClusterAggregate {
                 "A change failed ({reason}); applying the next one."
             ));
         }
-        if phase == Phase::Update {
+        // A newer operation waiting has asked for counts of its own: they stay.
+        if phase == Phase::Update && settle_status {
             self.restore(parameters);
         }
         self.cluster.updated_at = Some(now);
         for nodegroup in &mut self.nodegroups {
-            if nodegroup.status.is_in_progress() {
+            if settle_status && nodegroup.status.is_in_progress() {
                 nodegroup.status = nodegroup
                     .status
                     .apply_to_nodegroup(NodegroupEvent::Failed)?;
@@ -1009,6 +1024,37 @@ mod tests {
             .unwrap();
         assert_eq!(scaled.cluster.status, RollbackComplete);
         assert_eq!(scaled.nodegroups[1].status, UpdateComplete);
+    }
+
+    /// An older operation's outcome, with a newer one waiting: the status and the counts the
+    /// newer one asked for are left to it.
+    #[test]
+    fn an_outcome_with_a_newer_operation_waiting_leaves_status_and_counts_alone() {
+        let mut scaled = aggregate(CreateComplete);
+        scaled.scale_default_workers(5, false, &request()).unwrap();
+        let recorded = parameters(&scaled);
+        // A later resize asked for 7 meanwhile (operation 9 after ours, 8).
+        scaled.nodegroups[1].node_count = 7;
+        scaled.unfinished_operations = vec![8, 9];
+        assert!(scaled.has_newer_operation(8));
+        assert!(!scaled.has_newer_operation(9));
+        let settle = !scaled.has_newer_operation(8);
+        scaled
+            .fail(Phase::Update, settle, "no room", &recorded, at(3_000))
+            .unwrap();
+        assert_eq!(
+            scaled.cluster.status, UpdateInProgress,
+            "the newer one settles it"
+        );
+        assert_eq!(scaled.nodegroups[1].node_count, 7, "not put back to 2");
+        assert_eq!(
+            scaled.nodegroups[1].status, UpdateInProgress,
+            "left to the newer one"
+        );
+        assert_eq!(
+            scaled.cluster.status_reason.as_deref(),
+            Some("A change failed (no room); applying the next one.")
+        );
     }
 
     #[test]

@@ -215,10 +215,15 @@ impl NodeSandbox {
         }
         let mut trimmed = b"[log trimmed by magnumd]\n".to_vec();
         trimmed.extend_from_slice(&kept);
-        // A failure here leaves the log as it was or emptied: either way bounded.
-        let _ = file.set_len(0);
-        let _ = file.seek(SeekFrom::Start(0));
-        let _ = std::io::Write::write_all(&mut file, &trimmed);
+        // A failure here leaves the log as it was or emptied: either way bounded. The kept
+        // part is appended, as dockerd appends: a line it writes meanwhile is not overwritten
+        // (it may come before the kept part; lines written during the read are lost).
+        if file.set_len(0).is_err() {
+            return;
+        }
+        if let Ok(mut appending) = std::fs::OpenOptions::new().append(true).open(&path) {
+            let _ = std::io::Write::write_all(&mut appending, &trimmed);
+        }
     }
 
     pub fn tls_directory(&self) -> PathBuf {

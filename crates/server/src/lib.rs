@@ -39,14 +39,20 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
+    /// Audit events still queued are delivered before the process stops.
+    notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl Running {
-    /// Stops accepting requests, lets those in flight finish, stops the conductor.
+    /// Stops accepting requests, lets those in flight finish, stops the conductor, and
+    /// delivers the audit events it queued (for at most `NOTIFICATION_DRAIN`).
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(notifier) = self.notifier {
+            notifier.close().await;
         }
         self.store.close().await;
     }
@@ -289,13 +295,16 @@ pub async fn start_with_drivers(
     let registry = drivers(config, extra_drivers);
     let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
+    let mut audit = None;
     if role != Role::Api {
+        let events = notifier(config)?;
+        audit = Some(events.clone());
         let conductor = Conductor::new(
             store.clone(),
             registry.clone(),
             config.conductor_settings(),
             operations_enqueued.clone(),
-            notifier(config)?,
+            events,
             certificates.clone(),
         );
         conductor
@@ -338,6 +347,7 @@ pub async fn start_with_drivers(
         shutdown,
         tasks,
         store,
+        notifier: audit,
     })
 }
 

@@ -228,7 +228,9 @@ impl Store {
             .await
             .map_err(|error| {
                 if StoreError::is_unique_violation(&error) {
-                    StoreError::Conflict
+                    // The one unique key a new nodegroup can break is its name in the cluster;
+                    // retrying cannot help, so this is not a lost race.
+                    StoreError::NodegroupNameTaken
                 } else if StoreError::is_foreign_key_violation(&error) {
                     StoreError::NotFound
                 } else {

@@ -10,6 +10,9 @@ pub enum StoreError {
     DuplicateUuid(uuid::Uuid),
     #[error("the record was changed concurrently")]
     Conflict,
+    /// A nodegroup of that name exists in the cluster (as the database compares names).
+    #[error("a nodegroup of that name exists in the cluster")]
+    NodegroupNameTaken,
     /// Changed concurrently again and again: the caller may try later.
     #[error("the record was changed concurrently too often")]
     Busy,
@@ -38,8 +41,9 @@ impl StoreError {
     }
 
     /// Whether another try of the whole transaction can succeed: a lost compare-and-set, a
-    /// deadlock or lock wait timeout (MariaDB 1213/1205, PostgreSQL 40P01), a serialization
-    /// failure (40001) or a busy SQLite database.
+    /// deadlock (PostgreSQL 40P01; MariaDB reports SQLSTATE 40001 and "Deadlock found"), a
+    /// lock wait timeout (MariaDB: "Lock wait timeout"), a serialization failure (40001) or a
+    /// busy SQLite database.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Conflict => true,
@@ -47,7 +51,7 @@ impl StoreError {
                 let code = error.code();
                 matches!(
                     code.as_deref(),
-                    Some("40001" | "40P01" | "1213" | "1205" | "5" | "6" | "261" | "262" | "517")
+                    Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517")
                 ) || error.message().contains("Deadlock found")
                     || error.message().contains("Lock wait timeout")
                     || error.message().contains("database is locked")

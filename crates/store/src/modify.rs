@@ -18,11 +18,20 @@ use uuid::Uuid;
 use crate::clusters::ClusterChange;
 use crate::{Store, StoreError, TemplateScope};
 
-/// Tries of one read–decide–write cycle before the store gives up with `Busy`. With the
-/// pauses below, that is at most about 3 s of waiting.
+/// Tries of one read–decide–write cycle before the store gives up with `Busy`; the pauses
+/// between them add up to about 3 s.
 pub const MODIFY_ATTEMPTS: u32 = 40;
 
-/// The pause before try `attempt + 1`: random in [d/2, d] with d doubling from 2 ms up to
+/// And however few tries that is, no retry starts after this long: a lock wait can itself
+/// take seconds (SQLite's busy timeout, InnoDB's lock wait timeout).
+pub const MODIFY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether another try may start: within both bounds.
+fn may_retry(attempt: u32, started: std::time::Instant) -> bool {
+    attempt < MODIFY_ATTEMPTS && started.elapsed() < MODIFY_DEADLINE
+}
+
+/// The pause before try `attempt + 1`: random in [d/2, d] with d doubling from 4 ms up to
 /// 100 ms, so that writers that collided spread out instead of colliding again.
 async fn pause(attempt: u32) {
     let ceiling_ms = (2u64 << attempt.min(6)).min(100);
@@ -39,12 +48,12 @@ impl Store {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut attempt = 0;
+        let (mut attempt, started) = (0, std::time::Instant::now());
         loop {
             match once().await {
                 Err(error) if error.is_transient() => {
                     attempt += 1;
-                    if attempt >= MODIFY_ATTEMPTS {
+                    if !may_retry(attempt, started) {
                         tracing::warn!(%error, attempts = attempt, "giving up on a busy record");
                         return Err(StoreError::Busy);
                     }
@@ -71,13 +80,19 @@ impl Store {
         F: FnMut(&mut ClusterAggregate) -> Result<T, E>,
         E: From<StoreError>,
     {
-        let mut attempt = 0;
+        let (mut attempt, started) = (0, std::time::Instant::now());
         loop {
             let Some(cluster) = self.cluster_by_uuid(uuid).await? else {
                 return Err(StoreError::NotFound.into());
             };
             let nodegroups = self.nodegroups_of_cluster(uuid).await?;
-            let original = ClusterAggregate::new(cluster, nodegroups);
+            let mut original = ClusterAggregate::new(cluster, nodegroups);
+            original.unfinished_operations = self
+                .unfinished_operations_of(uuid)
+                .await?
+                .iter()
+                .map(|operation| operation.id)
+                .collect();
             let mut changed = original.clone();
             let value = decide(&mut changed)?;
             if changed == original {
@@ -87,7 +102,7 @@ impl Store {
                 Ok(stored) => return Ok((value, stored)),
                 Err(error) if error.is_transient() => {
                     attempt += 1;
-                    if attempt >= MODIFY_ATTEMPTS {
+                    if !may_retry(attempt, started) {
                         tracing::warn!(cluster.id = %uuid, %error, "giving up on a busy cluster");
                         return Err(StoreError::Busy.into());
                     }
@@ -112,7 +127,7 @@ impl Store {
         F: FnMut(&ClusterTemplate) -> Result<Option<(ClusterTemplate, bool)>, E>,
         E: From<StoreError>,
     {
-        let mut attempt = 0;
+        let (mut attempt, started) = (0, std::time::Instant::now());
         loop {
             let Some(current) = self
                 .cluster_template_by_uuid(uuid, TemplateScope::All)
@@ -127,7 +142,7 @@ impl Store {
                 Ok(stored) => return Ok(stored),
                 Err(error) if error.is_transient() => {
                     attempt += 1;
-                    if attempt >= MODIFY_ATTEMPTS {
+                    if !may_retry(attempt, started) {
                         tracing::warn!(cluster_template.id = %uuid, %error, "giving up on a busy template");
                         return Err(StoreError::Busy.into());
                     }
@@ -180,6 +195,7 @@ impl Store {
             cluster,
             nodegroups,
             operation: changed.operation.clone(),
+            unfinished_operations: changed.unfinished_operations.clone(),
         })
     }
 }

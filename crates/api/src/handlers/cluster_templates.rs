@@ -522,6 +522,9 @@ pub(crate) async fn update(
         .await
         .map_err(|error| match error {
             ChangeError::Store(StoreError::InUse) => in_use(&resolved),
+            ChangeError::Store(StoreError::Busy) => ApiError::conflict(
+                "ClusterTemplate was changed concurrently too often; retry the update.",
+            ),
             other => other.answer(|| not_found(ident)),
         })?;
     tracing::info!(cluster_template.id = %stored.uuid, "cluster template updated");

@@ -312,10 +312,17 @@ pub(crate) async fn create(
             Ok(())
         })
         .await
-        .map_err(|error| {
-            error.answer(|| {
+        .map_err(|error| match error {
+            // Taken as the database compares names (MariaDB ignores trailing spaces).
+            ChangeError::Store(StoreError::NodegroupNameTaken) => {
+                ApiError::from(ChangeRefused::NameTaken {
+                    name: name.clone(),
+                    cluster: cluster.display_name(),
+                })
+            }
+            other => other.answer(|| {
                 ApiError::not_found(format!("Cluster {cluster_ident} could not be found."))
-            })
+            }),
         })?;
     state.operations_enqueued.notify_one();
     let nodegroup = stored

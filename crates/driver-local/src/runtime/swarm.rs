@@ -340,7 +340,7 @@ impl Runtime {
         // Generous: on a loaded host a restarted manager (CA rotation) and its workers can
         // take a while to find each other again.
         let started = Instant::now();
-        let deadline = started + NODES_READY_TIMEOUT;
+        let mut deadline = started + NODES_READY_TIMEOUT;
         let mut reported_ready = None;
         let mut restarted: Vec<String> = Vec::new();
         loop {
@@ -395,7 +395,11 @@ impl Runtime {
             // restarted once: it rejoins from its own swarm state. Seen under load after a
             // manager restart (CA rotation): a worker's agent that never reconnects.
             if started.elapsed() > NODE_REJOIN_NUDGE && !listing.is_empty() {
-                for node in not_ready.iter().filter(|node| node.role != "master") {
+                // A node without a swarm id never joined: a restart cannot make it.
+                let stuck = not_ready
+                    .iter()
+                    .filter(|node| node.role != "master" && node.swarm_id.is_some());
+                for node in stuck {
                     if restarted.contains(&node.name) {
                         continue;
                     }
@@ -416,7 +420,13 @@ impl Runtime {
                         .await;
                     restarted.push(node.name.clone());
                     self.stop_dockerd(cluster, &node.name).await;
-                    self.start_dockerd(spec, node).await?;
+                    if let Err(error) = self.start_dockerd(spec, node).await {
+                        // The wait goes on: its end names the node and what was seen.
+                        tracing::warn!(cluster.id = %cluster, node = %node.name, %error,
+                            "cannot restart a node's dockerd");
+                    }
+                    // The restarted node gets its time to rejoin.
+                    deadline = deadline.max(Instant::now() + NODE_REJOIN_NUDGE);
                 }
             }
             // Clients following the cluster (coe --wait) show this count.
