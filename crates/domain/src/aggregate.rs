@@ -455,12 +455,7 @@ impl ClusterAggregate {
         nodegroup.updated_at = None;
         let uuid = nodegroup.uuid;
         self.nodegroups.push(nodegroup);
-        self.operation = Some(operation(
-            &self.cluster,
-            OperationKind::CreateNodegroup,
-            request,
-            |parameters| parameters.nodegroup = Some(uuid),
-        ));
+        self.queue_nodegroup_operation(OperationKind::CreateNodegroup, uuid, request);
         Ok(())
     }
 
@@ -496,12 +491,7 @@ impl ClusterAggregate {
             stored.status = status;
             stored.status_reason = reason;
         })?;
-        self.operation = Some(operation(
-            &self.cluster,
-            OperationKind::UpdateNodegroup,
-            request,
-            |parameters| parameters.nodegroup = Some(uuid),
-        ));
+        self.queue_nodegroup_operation(OperationKind::UpdateNodegroup, uuid, request);
         Ok(())
     }
 
@@ -529,13 +519,15 @@ impl ClusterAggregate {
             .apply_to_nodegroup(NodegroupEvent::DeleteStarted)?;
         stored.status_reason = None;
         stored.updated_at = Some(request.now);
-        self.operation = Some(operation(
-            &self.cluster,
-            OperationKind::DeleteNodegroup,
-            request,
-            |parameters| parameters.nodegroup = Some(uuid),
-        ));
+        self.queue_nodegroup_operation(OperationKind::DeleteNodegroup, uuid, request);
         Ok(true)
+    }
+
+    /// The operation of a nodegroup change.
+    fn queue_nodegroup_operation(&mut self, kind: OperationKind, uuid: Uuid, request: &Request) {
+        self.operation = Some(operation(&self.cluster, kind, request, |parameters| {
+            parameters.nodegroup = Some(uuid);
+        }));
     }
 
     /// Puts one nodegroup into a change through its transition function, then edits it.

@@ -369,11 +369,7 @@ impl Runtime {
                 let described: Vec<String> = not_ready
                     .iter()
                     .map(|node| {
-                        let id = node.swarm_id.as_deref().unwrap_or("-");
-                        let seen = listing
-                            .lines()
-                            .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
-                            .unwrap_or("absent");
+                        let seen = manager_view(&listing, node);
                         let tail = self.sandbox(cluster, &node.name, "").log_tail(8);
                         tracing::warn!(
                             cluster.id = %cluster,
@@ -403,11 +399,7 @@ impl Runtime {
                     if restarted.contains(&node.name) {
                         continue;
                     }
-                    let id = node.swarm_id.as_deref().unwrap_or("-");
-                    let seen = listing
-                        .lines()
-                        .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
-                        .unwrap_or("absent");
+                    let seen = manager_view(&listing, node);
                     let tail = self.sandbox(cluster, &node.name, "").log_tail(8);
                     tracing::warn!(cluster.id = %cluster, node = %node.name, manager_view = seen,
                         dockerd_log_tail = %tail, "node has not rejoined; restarting its dockerd");
@@ -512,4 +504,14 @@ impl Runtime {
         self.forget_lock(cluster);
         Ok(())
     }
+}
+
+/// A node's status as a manager's `node ls --format "{{.ID}} {{.Status}}"` lists it, or
+/// `absent`.
+fn manager_view<'a>(listing: &'a str, node: &NodeState) -> &'a str {
+    let id = node.swarm_id.as_deref().unwrap_or("-");
+    listing
+        .lines()
+        .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
+        .unwrap_or("absent")
 }
