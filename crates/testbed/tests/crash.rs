@@ -560,6 +560,7 @@ async fn chaos_campaign(split: bool) {
     let mut log: Vec<String> = vec![format!("seed {seed}")];
     let (mut kills, mut violations, mut worst) = (0u64, Vec::new(), Duration::ZERO);
     let (mut database_restarts, mut database_pauses) = (0u64, 0u64);
+    let mut times_to_rest: Vec<Duration> = Vec::new();
     for trial in 0..trials {
         let live: Vec<usize> = (0..clusters.len())
             .filter(|index| !clusters[*index].1.deleted)
@@ -778,6 +779,7 @@ async fn chaos_campaign(split: bool) {
             }
         }
         worst = worst.max(settled_from.elapsed());
+        times_to_rest.push(settled_from.elapsed());
     }
     service.kill();
     for mut conductor in conductors {
@@ -787,7 +789,7 @@ async fn chaos_campaign(split: bool) {
     let summary = format!(
         "chaos: {} database{}, {}, seed {seed}, {trials} trials, {kills} kills, \
          {database_restarts} database restarts, {database_pauses} database pauses, {} invariant \
-         violations, worst time to rest {} ms",
+         violations, time to rest p99 {} ms, worst {} ms",
         engine.name(),
         if private.is_some() {
             " (its own server)"
@@ -800,6 +802,15 @@ async fn chaos_campaign(split: bool) {
             "magnumd all"
         },
         violations.len(),
+        {
+            times_to_rest.sort_unstable();
+            let at = (times_to_rest.len() * 99).div_ceil(100).saturating_sub(1);
+            times_to_rest
+                .get(at)
+                .copied()
+                .unwrap_or_default()
+                .as_millis()
+        },
         worst.as_millis()
     );
     println!("{summary}");
