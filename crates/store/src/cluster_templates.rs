@@ -88,6 +88,13 @@ impl TemplateScope<'_> {
 /// The generation counter every template write increments.
 const TEMPLATE_GENERATION: &str = "cluster_template";
 
+/// What a cluster template list reads.
+const TEMPLATE_KEYSET: Keyset = Keyset {
+    table: "cluster_template",
+    columns: COLUMNS,
+    sort_keys: CLUSTER_TEMPLATE_SORT_KEYS,
+};
+
 impl Store {
     /// A number that changes whenever any cluster template changes, in any process. Read it
     /// before reading templates: data read after it is at least as new as the number says.
@@ -186,13 +193,8 @@ impl Store {
             |template| template.id,
         )
         .await?;
-        let keyset = Keyset {
-            table: "cluster_template",
-            columns: COLUMNS,
-            sort_keys: CLUSTER_TEMPLATE_SORT_KEYS,
-        };
         self.keyset_page(
-            &keyset,
+            &TEMPLATE_KEYSET,
             &page.order(),
             conditions,
             binds,

@@ -129,6 +129,20 @@ fn mutable_assignments(columns: &str) -> String {
 /// The generation counter every cluster or nodegroup write increments.
 const CLUSTER_GENERATION: &str = "cluster";
 
+/// What a cluster list reads.
+const CLUSTER_KEYSET: Keyset = Keyset {
+    table: "cluster",
+    columns: CLUSTER_COLUMNS,
+    sort_keys: CLUSTER_SORT_KEYS,
+};
+
+/// What a nodegroup list reads.
+const NODEGROUP_KEYSET: Keyset = Keyset {
+    table: "nodegroup",
+    columns: NODEGROUP_COLUMNS,
+    sort_keys: NODEGROUP_SORT_KEYS,
+};
+
 impl Store {
     /// A number that changes whenever any cluster or nodegroup changes, in any process; read
     /// it before the data it validates.
@@ -397,13 +411,8 @@ impl Store {
                 .filter(|marker| scope.admits(marker)))
         };
         let marker = marker_of(page, find, cluster_sort_value, |cluster| cluster.id).await?;
-        let keyset = Keyset {
-            table: "cluster",
-            columns: CLUSTER_COLUMNS,
-            sort_keys: CLUSTER_SORT_KEYS,
-        };
         self.keyset_page(
-            &keyset,
+            &CLUSTER_KEYSET,
             &page.order(),
             conditions,
             binds,
@@ -434,13 +443,8 @@ impl Store {
                 .find(|nodegroup| nodegroup.uuid == uuid))
         };
         let marker = marker_of(page, find, nodegroup_sort_value, |nodegroup| nodegroup.id).await?;
-        let keyset = Keyset {
-            table: "nodegroup",
-            columns: NODEGROUP_COLUMNS,
-            sort_keys: NODEGROUP_SORT_KEYS,
-        };
         self.keyset_page(
-            &keyset,
+            &NODEGROUP_KEYSET,
             &page.order(),
             conditions,
             binds,

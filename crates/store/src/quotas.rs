@@ -29,6 +29,13 @@ pub struct QuotaPage {
     pub marker: Option<i64>,
 }
 
+/// What a quota list reads.
+const QUOTA_KEYSET: Keyset = Keyset {
+    table: "quota",
+    columns: COLUMNS,
+    sort_keys: QUOTA_SORT_KEYS,
+};
+
 impl Store {
     /// `Conflict` when the project already has a quota for the resource.
     pub async fn insert_quota(&self, quota: &Quota) -> Result<Quota, StoreError> {
@@ -110,18 +117,20 @@ impl Store {
             }
             None => None,
         };
-        let keyset = Keyset {
-            table: "quota",
-            columns: COLUMNS,
-            sort_keys: QUOTA_SORT_KEYS,
-        };
         let order = Order {
             sort_key: page.sort_key,
             direction: page.direction,
             limit: page.limit,
         };
-        self.keyset_page(&keyset, &order, conditions, binds, marker, quota_from_row)
-            .await
+        self.keyset_page(
+            &QUOTA_KEYSET,
+            &order,
+            conditions,
+            binds,
+            marker,
+            quota_from_row,
+        )
+        .await
     }
 
     /// `NotFound` when there is no such quota.
