@@ -384,16 +384,12 @@ async fn template_lifecycle(app: TestApp) {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openstack_coe_cluster_template_lifecycle_on_every_engine() {
-    let mut runs = Vec::new();
-    for engine in engines() {
-        let app = TestApp::spawn(engine).await;
-        runs.push(tokio::spawn(template_lifecycle(app)));
-    }
-    for run in runs {
-        run.await.unwrap();
-    }
+engine_tests!(
+    openstack_coe_cluster_template_lifecycle_on_every_engine,
+    multi_thread
+);
+async fn openstack_coe_cluster_template_lifecycle_on_every_engine(engine: Engine) {
+    template_lifecycle(TestApp::spawn(engine).await).await;
 }
 
 /// The identity `--os-auth-type none` gets: the noauth defaults.
