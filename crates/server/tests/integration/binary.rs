@@ -356,6 +356,83 @@ fn cluster_status(address: &str, uuid: &str) -> (u16, String) {
     http("GET", address, &format!("/v1/clusters/{uuid}"), None)
 }
 
+/// The cluster's nodegroups once none is changing (empty when the cluster is gone).
+fn wait_for_nodegroups(address: &str, uuid: &str) -> Vec<serde_json::Value> {
+    for _ in 0..600 {
+        let (status, body) = http(
+            "GET",
+            address,
+            &format!("/v1/clusters/{uuid}/nodegroups?detail=true"),
+            None,
+        );
+        if status != 200 {
+            return Vec::new();
+        }
+        if !body.contains("_IN_PROGRESS\"") {
+            let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            return list["nodegroups"].as_array().cloned().unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the nodegroups of {uuid} never came to rest");
+}
+
+/// A client key and a certificate for it signed by `cluster`'s CA through the API, with that
+/// CA, as Docker reads them (key.pem, cert.pem, ca.pem in `directory`).
+fn sign_client(address: &str, cluster: &str, directory: &std::path::Path) -> bool {
+    let (ok, _) = crate::local_driver::run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=campaign",
+        ],
+        directory,
+    );
+    let Ok(csr) = std::fs::read_to_string(directory.join("client.csr")) else {
+        return false;
+    };
+    let request = serde_json::json!({"cluster_uuid": cluster, "csr": csr}).to_string();
+    let (status, body) = http("POST", address, "/v1/certificates", Some(&request));
+    let signed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let (ca_status, ca_body) = http("GET", address, &format!("/v1/certificates/{cluster}"), None);
+    let ca: serde_json::Value = serde_json::from_str(&ca_body).unwrap_or_default();
+    match (signed["pem"].as_str(), ca["pem"].as_str()) {
+        (Some(certificate), Some(ca)) if ok && status == 201 && ca_status == 200 => {
+            std::fs::write(directory.join("cert.pem"), certificate).is_ok()
+                && std::fs::write(directory.join("ca.pem"), ca).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// Whether the Docker API at `address` answers a TLS client with the files in `directory`.
+/// A node healed a moment ago may still be starting its dockerd: a few tries over 20 s.
+fn docker_answers(directory: &std::path::Path, address: &str) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..10 {
+        let (ok, output) = crate::local_driver::docker(
+            directory,
+            address,
+            &["version", "--format", "{{.Server.Version}}"],
+        );
+        if ok {
+            return Ok(());
+        }
+        last = output;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Err(last)
+}
+
 fn wait_for(address: &str, uuid: &str, done: impl Fn(u16, &str) -> bool) -> String {
     for _ in 0..600 {
         let (status, body) = cluster_status(address, uuid);
@@ -459,10 +536,12 @@ fn state_files_are_private_and_secrets_stay_out_of_messages() {
     assert!(!stderr.contains("s3cret-pass"), "{stderr}");
 }
 
-/// The chaos campaign of issue 13 against the real local driver: random creates, resizes and
-/// deletes, SIGKILLs of magnumd and of node sandboxes at random moments, and after every
-/// trial the host must match the API: every cluster at rest, one running sandbox per node it
-/// reports (auto-healing brings killed nodes back), and nothing at all left of a deleted one.
+/// The chaos campaign of issue 13 against the real local driver: random creates, resizes,
+/// nodegroup additions and removals, CA rotations and deletes, SIGKILLs of magnumd and of node
+/// sandboxes at random moments, and after every trial the host must match the API: every
+/// cluster at rest, one running sandbox per node it reports (auto-healing brings killed nodes
+/// back), its nodes serving TLS under the CA the API returns (unchanged unless rotated; a
+/// client certificate of a rotated-away CA refused), and nothing at all left of a deleted one.
 /// `MAGNUM_LOCAL_CHAOS_TRIALS` sets the budget (4 in the suite), `MAGNUM_LOCAL_CHAOS_SEED`
 /// replays a run.
 #[test]
@@ -483,6 +562,7 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
             .wrapping_add(1_442_695_040_888_963_407);
         (state_of_random >> 33) % bound.max(1)
     };
+    let started = std::time::Instant::now();
     let directory = tempfile::tempdir().unwrap();
     let state = directory.path().join("state");
     let state_arg = state.to_str().unwrap().to_owned();
@@ -499,10 +579,22 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
     assert_eq!(status, 201, "{body}");
     let mut live: Vec<String> = Vec::new();
     let mut deleted: Vec<String> = Vec::new();
-    let (mut kills, mut node_kills, mut violations) = (0, 0, Vec::new());
+    // What the API must keep: each cluster's CA (until a rotation), its extra nodegroup, and a
+    // client certificate of the CA a rotation replaces, which its nodes must refuse afterwards.
+    let mut cas: std::collections::HashMap<String, String> = Default::default();
+    let mut extra_groups: std::collections::HashSet<String> = Default::default();
+    let mut stale_clients: std::collections::HashMap<String, tempfile::TempDir> =
+        Default::default();
+    let (mut kills, mut node_kills, mut rotations, mut violations) = (0, 0, 0, Vec::new());
+    let mut tls_checks = 0;
     let mut log = vec![format!("seed {seed}")];
     for trial in 0..trials {
-        let action = if live.len() < 2 { 0 } else { random(3) };
+        let action = match live.len() {
+            0 | 1 => 0,
+            // Three clusters of up to five sandboxes each are what this machine holds well.
+            2 => random(5),
+            _ => 1 + random(4),
+        };
         let description = match action {
             0 => {
                 let (status, body) = http(
@@ -529,14 +621,55 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 );
                 format!("resize {uuid} to {workers} -> {status}")
             }
-            _ => {
+            2 => {
                 let index = random(live.len() as u64) as usize;
                 let uuid = live[index].clone();
                 let (status, _) = http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
                 if status == 204 {
                     deleted.push(live.remove(index));
+                    cas.remove(&uuid);
+                    stale_clients.remove(&uuid);
                 }
                 format!("delete {uuid} -> {status}")
+            }
+            3 => {
+                let uuid = live[random(live.len() as u64) as usize].clone();
+                let before = tempfile::tempdir().unwrap();
+                let signed = sign_client(&address, &uuid, before.path());
+                let (status, _) =
+                    http("PATCH", &address, &format!("/v1/certificates/{uuid}"), None);
+                if status == 202 && signed {
+                    rotations += 1;
+                    cas.remove(&uuid);
+                    stale_clients.insert(uuid.clone(), before);
+                }
+                format!("rotate the CA of {uuid} -> {status}")
+            }
+            _ => {
+                let uuid = live[random(live.len() as u64) as usize].clone();
+                if extra_groups.contains(&uuid) {
+                    let (status, _) = http(
+                        "DELETE",
+                        &address,
+                        &format!("/v1/clusters/{uuid}/nodegroups/extra"),
+                        None,
+                    );
+                    if status == 204 {
+                        extra_groups.remove(&uuid);
+                    }
+                    format!("delete nodegroup extra of {uuid} -> {status}")
+                } else {
+                    let (status, _) = http(
+                        "POST",
+                        &address,
+                        &format!("/v1/clusters/{uuid}/nodegroups"),
+                        Some(r#"{"name": "extra", "node_count": 1}"#),
+                    );
+                    if status == 202 {
+                        extra_groups.insert(uuid.clone());
+                    }
+                    format!("add nodegroup extra to {uuid} -> {status}")
+                }
             }
         };
         log.push(format!("trial {trial}: {description}"));
@@ -565,6 +698,7 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
             let body = wait_for(&address, &uuid, |status, body| {
                 status != 200 || !body.contains("_IN_PROGRESS\"")
             });
+            let groups = wait_for_nodegroups(&address, &uuid);
             let cluster: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let status = cluster["status"].as_str().unwrap_or_default();
             if status.ends_with("FAILED") {
@@ -581,9 +715,20 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 violations.push(format!("trial {trial}: {uuid} is {status:?}"));
                 continue;
             }
+            // The extra nodegroup is there exactly when its creation was accepted and its
+            // deletion was not.
+            let has_extra = groups.iter().any(|group| group["name"] == "extra");
+            if has_extra != extra_groups.contains(&uuid) {
+                violations.push(format!(
+                    "trial {trial}: {uuid} nodegroup extra present: {has_extra}, expected {}",
+                    extra_groups.contains(&uuid)
+                ));
+            }
             // One running sandbox per node the API reports, once healing had its chance.
-            let wanted = cluster["master_count"].as_i64().unwrap_or(0)
-                + cluster["node_count"].as_i64().unwrap_or(0);
+            let wanted: i64 = groups
+                .iter()
+                .map(|group| group["node_count"].as_i64().unwrap_or(0))
+                .sum();
             let nodes_dir = state.join("local-driver/clusters").join(&uuid);
             let running = || {
                 std::fs::read_dir(&nodes_dir)
@@ -614,6 +759,54 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                     "trial {trial}: {uuid} reports {wanted} nodes, {seen} sandboxes run"
                 ));
             }
+            // The CA is intact: the same as before unless rotated, and the nodes serve TLS
+            // under it to a client certificate the API signs now.
+            let (status, body) = http("GET", &address, &format!("/v1/certificates/{uuid}"), None);
+            let ca: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let Some(pem) = ca["pem"].as_str().filter(|_| status == 200) else {
+                violations.push(format!(
+                    "trial {trial}: {uuid} CA unreadable: {status} {body}"
+                ));
+                continue;
+            };
+            match cas.get(&uuid) {
+                Some(known) if known != pem => {
+                    violations.push(format!("trial {trial}: {uuid} CA changed without rotation"))
+                }
+                Some(_) => {}
+                None => {
+                    cas.insert(uuid.clone(), pem.to_owned());
+                }
+            }
+            let api_address = cluster["api_address"].as_str().unwrap_or_default();
+            let client = tempfile::tempdir().unwrap();
+            tls_checks += 1;
+            if !sign_client(&address, &uuid, client.path()) {
+                violations.push(format!("trial {trial}: {uuid} signs no client certificate"));
+                continue;
+            }
+            if let Err(output) = docker_answers(client.path(), api_address) {
+                violations.push(format!(
+                    "trial {trial}: {uuid} at {api_address} refuses a current client: {output}"
+                ));
+            }
+            let rotated_away = stale_clients.get(&uuid).is_some_and(|stale| {
+                std::fs::read_to_string(stale.path().join("ca.pem")).is_ok_and(|old| old != pem)
+            });
+            if rotated_away {
+                let stale = stale_clients.remove(&uuid).unwrap();
+                tls_checks += 1;
+                let (accepted, _) = crate::local_driver::docker(
+                    stale.path(),
+                    api_address,
+                    &["version", "--format", "{{.Server.Version}}"],
+                );
+                if accepted {
+                    violations.push(format!(
+                        "trial {trial}: {uuid} still accepts a client of its rotated-away CA"
+                    ));
+                }
+            }
         }
         for uuid in &deleted {
             wait_for(&address, uuid, |status, _| status == 404);
@@ -637,8 +830,11 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
     assert_eq!(terminate(&mut child), 0);
     let summary = format!(
         "local chaos: seed {seed}, {trials} trials, {kills} kills of magnumd, {node_kills} node \
-         kills, {} invariant violations",
-        violations.len()
+         kills, {rotations} CA rotations, {tls_checks} TLS checks, {} clusters deleted, {} \
+         invariant violations, {} s",
+        deleted.len(),
+        violations.len(),
+        started.elapsed().as_secs()
     );
     println!("{summary}");
     log.extend(violations.iter().cloned());
