@@ -6,6 +6,7 @@
 //! class's own variable schemas), the way kube-apiserver does with `fieldValidation=Strict`.
 
 pub mod class;
+pub mod management;
 pub mod names;
 pub mod render;
 pub mod schema;

@@ -1418,7 +1418,10 @@ impl Walk {
                 .flatten();
                 if let Some(object_meta) = object_meta.filter(|_| mode == Mode::Structural) {
                     walk.check(object_meta, child, depth + 1, mode);
-                    if let Some(metadata) = child.as_object().filter(|_| depth > 0) {
+                    // An object's own metadata is checked by `CrdSchemas::check_object`, which
+                    // also requires its name.
+                    let own_metadata = depth == 0 && walk.root_metadata;
+                    if let Some(metadata) = child.as_object().filter(|_| !own_metadata) {
                         walk.object_names(metadata, false);
                     }
                 } else if let Some(property) = node.properties.get(key) {
@@ -1537,8 +1540,15 @@ impl Walk {
         }
         if let Some(annotations) = metadata.get("annotations").and_then(Value::as_object) {
             self.at_key("annotations", |walk| {
-                for key in annotations.keys() {
+                let mut total_size = 0;
+                for (key, value) in annotations {
                     walk.qualified_name(key);
+                    total_size += key.len() + value.as_str().map_or(0, str::len);
+                }
+                if total_size > MAX_ANNOTATIONS_SIZE {
+                    let body =
+                        format!("Too long: may not be more than {MAX_ANNOTATIONS_SIZE} bytes");
+                    walk.push_body(ViolationKind::TooLong, &body);
                 }
             });
         }
@@ -1638,6 +1648,9 @@ const EMPTY_NODE_FIELDS: Node = Node {
     cel_rules: Vec::new(),
     has_default: false,
 };
+
+/// kube's limit on the total size of an object's annotations, keys and values.
+const MAX_ANNOTATIONS_SIZE: usize = 256 * 1024;
 
 const DNS_SUBDOMAIN_MESSAGE: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS_LABEL_MESSAGE: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -1915,7 +1928,7 @@ fn is_ipv4(text: &str) -> bool {
 /// Standard base64 with padding (kube's `byte`).
 fn is_base64(text: &str) -> bool {
     let bytes = text.as_bytes();
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return false;
     }
     let padding = bytes.iter().rev().take_while(|byte| **byte == b'=').count();

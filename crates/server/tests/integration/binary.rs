@@ -60,6 +60,21 @@ fn terminate(child: &mut Child) -> i32 {
 }
 
 fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_at(None, method, address, path, body)
+}
+
+/// Nodegroups exist from microversion 1.9 on.
+fn http_latest(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_at(Some("container-infra latest"), method, address, path, body)
+}
+
+fn http_at(
+    version: Option<&str>,
+    method: &str,
+    address: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -72,6 +87,9 @@ fn http(method: &str, address: &str, path: &str, body: Option<&str>) -> (u16, St
             request = request
                 .header("Content-Type", "application/json")
                 .body(body.to_owned());
+        }
+        if let Some(version) = version {
+            request = request.header("OpenStack-API-Version", version);
         }
         let response = request.send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
@@ -356,18 +374,19 @@ fn cluster_status(address: &str, uuid: &str) -> (u16, String) {
     http("GET", address, &format!("/v1/clusters/{uuid}"), None)
 }
 
-/// The cluster's nodegroups once none is changing (empty when the cluster is gone).
+/// The cluster's nodegroups once none is changing (none when the cluster is gone).
 fn wait_for_nodegroups(address: &str, uuid: &str) -> Vec<serde_json::Value> {
     for _ in 0..600 {
-        let (status, body) = http(
+        let (status, body) = http_latest(
             "GET",
             address,
-            &format!("/v1/clusters/{uuid}/nodegroups?detail=true"),
+            &format!("/v1/clusters/{uuid}/nodegroups"),
             None,
         );
-        if status != 200 {
+        if status == 404 {
             return Vec::new();
         }
+        assert_eq!(status, 200, "the nodegroups of {uuid}: {body}");
         if !body.contains("_IN_PROGRESS\"") {
             let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             return list["nodegroups"].as_array().cloned().unwrap_or_default();
@@ -588,236 +607,251 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
     let (mut kills, mut node_kills, mut rotations, mut violations) = (0, 0, 0, Vec::new());
     let mut tls_checks = 0;
     let mut log = vec![format!("seed {seed}")];
-    for trial in 0..trials {
-        let action = match live.len() {
-            0 | 1 => 0,
-            // Three clusters of up to five sandboxes each are what this machine holds well.
-            2 => random(5),
-            _ => 1 + random(4),
-        };
-        let description = match action {
-            0 => {
-                let (status, body) = http(
-                    "POST",
-                    &address,
-                    "/v1/clusters",
-                    Some(r#"{"cluster_template_id": "t", "node_count": 1}"#),
-                );
-                if status == 202 {
-                    live.push(body.split('"').nth(3).unwrap().to_owned());
-                }
-                format!("create -> {status}")
-            }
-            1 => {
-                let uuid = live[random(live.len() as u64) as usize].clone();
-                let workers = 1 + random(2);
-                let (status, _) = http(
-                    "PATCH",
-                    &address,
-                    &format!("/v1/clusters/{uuid}"),
-                    Some(&format!(
-                        r#"[{{"op": "replace", "path": "/node_count", "value": {workers}}}]"#
-                    )),
-                );
-                format!("resize {uuid} to {workers} -> {status}")
-            }
-            2 => {
-                let index = random(live.len() as u64) as usize;
-                let uuid = live[index].clone();
-                let (status, _) = http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
-                if status == 204 {
-                    deleted.push(live.remove(index));
-                    cas.remove(&uuid);
-                    stale_clients.remove(&uuid);
-                }
-                format!("delete {uuid} -> {status}")
-            }
-            3 => {
-                let uuid = live[random(live.len() as u64) as usize].clone();
-                let before = tempfile::tempdir().unwrap();
-                let signed = sign_client(&address, &uuid, before.path());
-                let (status, _) =
-                    http("PATCH", &address, &format!("/v1/certificates/{uuid}"), None);
-                if status == 202 && signed {
-                    rotations += 1;
-                    cas.remove(&uuid);
-                    stale_clients.insert(uuid.clone(), before);
-                }
-                format!("rotate the CA of {uuid} -> {status}")
-            }
-            _ => {
-                let uuid = live[random(live.len() as u64) as usize].clone();
-                if extra_groups.contains(&uuid) {
-                    let (status, _) = http(
-                        "DELETE",
-                        &address,
-                        &format!("/v1/clusters/{uuid}/nodegroups/extra"),
-                        None,
-                    );
-                    if status == 204 {
-                        extra_groups.remove(&uuid);
-                    }
-                    format!("delete nodegroup extra of {uuid} -> {status}")
-                } else {
-                    let (status, _) = http(
+    // A helper's panic must not leave sandboxes behind: the clusters are deleted through the
+    // API before the state directory goes.
+    let campaign = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for trial in 0..trials {
+            let action = match live.len() {
+                0 | 1 => 0,
+                // Three clusters of up to five sandboxes each are what this machine holds well.
+                2 => random(5),
+                _ => 1 + random(4),
+            };
+            let description = match action {
+                0 => {
+                    let (status, body) = http(
                         "POST",
                         &address,
-                        &format!("/v1/clusters/{uuid}/nodegroups"),
-                        Some(r#"{"name": "extra", "node_count": 1}"#),
+                        "/v1/clusters",
+                        Some(r#"{"cluster_template_id": "t", "node_count": 1}"#),
                     );
                     if status == 202 {
-                        extra_groups.insert(uuid.clone());
+                        live.push(body.split('"').nth(3).unwrap().to_owned());
                     }
-                    format!("add nodegroup extra to {uuid} -> {status}")
+                    format!("create -> {status}")
                 }
-            }
-        };
-        log.push(format!("trial {trial}: {description}"));
-        std::thread::sleep(Duration::from_millis(random(2500)));
-        if random(100) < 60 {
-            kills += 1;
-            child.kill().unwrap();
-            child.wait().unwrap();
-            (child, address) = start(&state_arg);
-            log.push(format!("trial {trial}: magnumd killed and restarted"));
-        }
-        // A node of a cluster dies too, sometimes.
-        if random(100) < 30 && !live.is_empty() {
-            let uuid = &live[random(live.len() as u64) as usize];
-            let pid_file = state
-                .join("local-driver/clusters")
-                .join(uuid)
-                .join("n1/node.pid");
-            if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-                node_kills += 1;
-                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-                log.push(format!("trial {trial}: node n1 of {uuid} killed"));
-            }
-        }
-        for uuid in live.clone() {
-            let body = wait_for(&address, &uuid, |status, body| {
-                status != 200 || !body.contains("_IN_PROGRESS\"")
-            });
-            let groups = wait_for_nodegroups(&address, &uuid);
-            let cluster: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let status = cluster["status"].as_str().unwrap_or_default();
-            if status.ends_with("FAILED") {
-                if cluster["status_reason"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .is_empty()
-                {
-                    violations.push(format!("trial {trial}: {uuid} {status} without a reason"));
+                1 => {
+                    let uuid = live[random(live.len() as u64) as usize].clone();
+                    let workers = 1 + random(2);
+                    let (status, _) = http(
+                        "PATCH",
+                        &address,
+                        &format!("/v1/clusters/{uuid}"),
+                        Some(&format!(
+                            r#"[{{"op": "replace", "path": "/node_count", "value": {workers}}}]"#
+                        )),
+                    );
+                    format!("resize {uuid} to {workers} -> {status}")
                 }
-                continue;
-            }
-            if !status.ends_with("COMPLETE") {
-                violations.push(format!("trial {trial}: {uuid} is {status:?}"));
-                continue;
-            }
-            // The extra nodegroup is there exactly when its creation was accepted and its
-            // deletion was not.
-            let has_extra = groups.iter().any(|group| group["name"] == "extra");
-            if has_extra != extra_groups.contains(&uuid) {
-                violations.push(format!(
-                    "trial {trial}: {uuid} nodegroup extra present: {has_extra}, expected {}",
-                    extra_groups.contains(&uuid)
-                ));
-            }
-            // One running sandbox per node the API reports, once healing had its chance.
-            let wanted: i64 = groups
-                .iter()
-                .map(|group| group["node_count"].as_i64().unwrap_or(0))
-                .sum();
-            let nodes_dir = state.join("local-driver/clusters").join(&uuid);
-            let running = || {
-                std::fs::read_dir(&nodes_dir)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|entry| {
-                        std::fs::read_to_string(entry.path().join("node.pid"))
-                            .ok()
-                            .and_then(|pid| pid.trim().parse::<u32>().ok())
-                            .is_some_and(|pid| {
-                                std::fs::read(format!("/proc/{pid}/cmdline"))
-                                    .is_ok_and(|line| line.starts_with(b"unshare"))
-                            })
-                    })
-                    .count() as i64
+                2 => {
+                    let index = random(live.len() as u64) as usize;
+                    let uuid = live[index].clone();
+                    let (status, _) =
+                        http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
+                    if status == 204 {
+                        deleted.push(live.remove(index));
+                        cas.remove(&uuid);
+                        stale_clients.remove(&uuid);
+                    }
+                    format!("delete {uuid} -> {status}")
+                }
+                3 => {
+                    let uuid = live[random(live.len() as u64) as usize].clone();
+                    let before = tempfile::tempdir().unwrap();
+                    let signed = sign_client(&address, &uuid, before.path());
+                    let (status, _) =
+                        http("PATCH", &address, &format!("/v1/certificates/{uuid}"), None);
+                    if status == 202 && signed {
+                        rotations += 1;
+                        cas.remove(&uuid);
+                        stale_clients.insert(uuid.clone(), before);
+                    }
+                    format!("rotate the CA of {uuid} -> {status}")
+                }
+                _ => {
+                    let uuid = live[random(live.len() as u64) as usize].clone();
+                    if extra_groups.contains(&uuid) {
+                        let (status, _) = http_latest(
+                            "DELETE",
+                            &address,
+                            &format!("/v1/clusters/{uuid}/nodegroups/extra"),
+                            None,
+                        );
+                        if status == 204 {
+                            extra_groups.remove(&uuid);
+                        }
+                        format!("delete nodegroup extra of {uuid} -> {status}")
+                    } else {
+                        let (status, _) = http_latest(
+                            "POST",
+                            &address,
+                            &format!("/v1/clusters/{uuid}/nodegroups"),
+                            Some(r#"{"name": "extra", "node_count": 1}"#),
+                        );
+                        if status == 202 {
+                            extra_groups.insert(uuid.clone());
+                        }
+                        format!("add nodegroup extra to {uuid} -> {status}")
+                    }
+                }
             };
-            let mut seen = running();
-            for _ in 0..150 {
-                if seen == wanted {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-                seen = running();
+            log.push(format!("trial {trial}: {description}"));
+            std::thread::sleep(Duration::from_millis(random(2500)));
+            if random(100) < 60 {
+                kills += 1;
+                child.kill().unwrap();
+                child.wait().unwrap();
+                (child, address) = start(&state_arg);
+                log.push(format!("trial {trial}: magnumd killed and restarted"));
             }
-            if seen != wanted {
-                violations.push(format!(
-                    "trial {trial}: {uuid} reports {wanted} nodes, {seen} sandboxes run"
-                ));
-            }
-            // The CA is intact: the same as before unless rotated, and the nodes serve TLS
-            // under it to a client certificate the API signs now.
-            let (status, body) = http("GET", &address, &format!("/v1/certificates/{uuid}"), None);
-            let ca: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let Some(pem) = ca["pem"].as_str().filter(|_| status == 200) else {
-                violations.push(format!(
-                    "trial {trial}: {uuid} CA unreadable: {status} {body}"
-                ));
-                continue;
-            };
-            match cas.get(&uuid) {
-                Some(known) if known != pem => {
-                    violations.push(format!("trial {trial}: {uuid} CA changed without rotation"))
-                }
-                Some(_) => {}
-                None => {
-                    cas.insert(uuid.clone(), pem.to_owned());
+            // A node of a cluster dies too, sometimes.
+            if random(100) < 30 && !live.is_empty() {
+                let uuid = &live[random(live.len() as u64) as usize];
+                let pid_file = state
+                    .join("local-driver/clusters")
+                    .join(uuid)
+                    .join("n1/node.pid");
+                if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+                    node_kills += 1;
+                    let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+                    log.push(format!("trial {trial}: node n1 of {uuid} killed"));
                 }
             }
-            let api_address = cluster["api_address"].as_str().unwrap_or_default();
-            let client = tempfile::tempdir().unwrap();
-            tls_checks += 1;
-            if !sign_client(&address, &uuid, client.path()) {
-                violations.push(format!("trial {trial}: {uuid} signs no client certificate"));
-                continue;
-            }
-            if let Err(output) = docker_answers(client.path(), api_address) {
-                violations.push(format!(
-                    "trial {trial}: {uuid} at {api_address} refuses a current client: {output}"
-                ));
-            }
-            let rotated_away = stale_clients.get(&uuid).is_some_and(|stale| {
-                std::fs::read_to_string(stale.path().join("ca.pem")).is_ok_and(|old| old != pem)
-            });
-            if rotated_away {
-                let stale = stale_clients.remove(&uuid).unwrap();
-                tls_checks += 1;
-                let (accepted, _) = crate::local_driver::docker(
-                    stale.path(),
-                    api_address,
-                    &["version", "--format", "{{.Server.Version}}"],
-                );
-                if accepted {
+            for uuid in live.clone() {
+                let body = wait_for(&address, &uuid, |status, body| {
+                    status != 200 || !body.contains("_IN_PROGRESS\"")
+                });
+                let groups = wait_for_nodegroups(&address, &uuid);
+                let cluster: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let status = cluster["status"].as_str().unwrap_or_default();
+                if status.ends_with("FAILED") {
+                    if cluster["status_reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .is_empty()
+                    {
+                        violations.push(format!("trial {trial}: {uuid} {status} without a reason"));
+                    }
+                    continue;
+                }
+                if !status.ends_with("COMPLETE") {
+                    violations.push(format!("trial {trial}: {uuid} is {status:?}"));
+                    continue;
+                }
+                // The extra nodegroup is there exactly when its creation was accepted and its
+                // deletion was not.
+                let has_extra = groups.iter().any(|group| group["name"] == "extra");
+                if has_extra != extra_groups.contains(&uuid) {
                     violations.push(format!(
-                        "trial {trial}: {uuid} still accepts a client of its rotated-away CA"
+                        "trial {trial}: {uuid} nodegroup extra present: {has_extra}, expected {}",
+                        extra_groups.contains(&uuid)
+                    ));
+                }
+                // One running sandbox per node the API reports, once healing had its chance.
+                let wanted: i64 = groups
+                    .iter()
+                    .map(|group| group["node_count"].as_i64().unwrap_or(0))
+                    .sum();
+                let nodes_dir = state.join("local-driver/clusters").join(&uuid);
+                let running = || {
+                    std::fs::read_dir(&nodes_dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|entry| {
+                            std::fs::read_to_string(entry.path().join("node.pid"))
+                                .ok()
+                                .and_then(|pid| pid.trim().parse::<u32>().ok())
+                                .is_some_and(|pid| {
+                                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                                        .is_ok_and(|line| line.starts_with(b"unshare"))
+                                })
+                        })
+                        .count() as i64
+                };
+                let mut seen = running();
+                for _ in 0..150 {
+                    if seen == wanted {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    seen = running();
+                }
+                if seen != wanted {
+                    violations.push(format!(
+                        "trial {trial}: {uuid} reports {wanted} nodes, {seen} sandboxes run"
+                    ));
+                }
+                // The CA is intact: the same as before unless rotated, and the nodes serve TLS
+                // under it to a client certificate the API signs now.
+                let (status, body) =
+                    http("GET", &address, &format!("/v1/certificates/{uuid}"), None);
+                let ca: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let Some(pem) = ca["pem"].as_str().filter(|_| status == 200) else {
+                    violations.push(format!(
+                        "trial {trial}: {uuid} CA unreadable: {status} {body}"
+                    ));
+                    continue;
+                };
+                match cas.get(&uuid) {
+                    Some(known) if known != pem => violations
+                        .push(format!("trial {trial}: {uuid} CA changed without rotation")),
+                    Some(_) => {}
+                    None => {
+                        cas.insert(uuid.clone(), pem.to_owned());
+                    }
+                }
+                let api_address = cluster["api_address"].as_str().unwrap_or_default();
+                let client = tempfile::tempdir().unwrap();
+                tls_checks += 1;
+                if !sign_client(&address, &uuid, client.path()) {
+                    violations.push(format!("trial {trial}: {uuid} signs no client certificate"));
+                    continue;
+                }
+                if let Err(output) = docker_answers(client.path(), api_address) {
+                    violations.push(format!(
+                        "trial {trial}: {uuid} at {api_address} refuses a current client: {output}"
+                    ));
+                }
+                let rotated_away = stale_clients.get(&uuid).is_some_and(|stale| {
+                    std::fs::read_to_string(stale.path().join("ca.pem")).is_ok_and(|old| old != pem)
+                });
+                if rotated_away {
+                    let stale = stale_clients.remove(&uuid).unwrap();
+                    tls_checks += 1;
+                    let (accepted, _) = crate::local_driver::docker(
+                        stale.path(),
+                        api_address,
+                        &["version", "--format", "{{.Server.Version}}"],
+                    );
+                    if accepted {
+                        violations.push(format!(
+                            "trial {trial}: {uuid} still accepts a client of its rotated-away CA"
+                        ));
+                    }
+                }
+            }
+            for uuid in &deleted {
+                wait_for(&address, uuid, |status, _| status == 404);
+                let left = crate::local_driver::leftovers(uuid);
+                let records = crate::local_driver::state_leftovers(&state, uuid);
+                if !left.is_empty() || !records.is_empty() {
+                    violations.push(format!(
+                        "trial {trial}: deleted {uuid} left {left:?} {records:?}"
                     ));
                 }
             }
         }
-        for uuid in &deleted {
-            wait_for(&address, uuid, |status, _| status == 404);
-            let left = crate::local_driver::leftovers(uuid);
-            let records = crate::local_driver::state_leftovers(&state, uuid);
-            if !left.is_empty() || !records.is_empty() {
-                violations.push(format!(
-                    "trial {trial}: deleted {uuid} left {left:?} {records:?}"
-                ));
-            }
+    }));
+    if let Err(panic) = campaign {
+        for uuid in live.iter().chain(&deleted) {
+            http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
         }
+        for uuid in live.iter().chain(&deleted) {
+            wait_for(&address, uuid, |status, _| status == 404);
+        }
+        let _ = terminate(&mut child);
+        std::panic::resume_unwind(panic);
     }
     // Nothing stays behind the campaign.
     for uuid in &live {
