@@ -85,6 +85,13 @@ fn certificate_der(cert_pem: &str) -> Result<Vec<u8>, CertError> {
     pem_body(cert_pem, "CERTIFICATE").map_err(|error| CertError::BadCa(error.to_string()))
 }
 
+/// A signing key pair without a certificate, as PEM (public key, private key): what a
+/// Kubernetes control plane signs service-account tokens with. ECDSA P-256 (ES256).
+pub fn generate_signing_key() -> Result<(String, String), CertError> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(generation)?;
+    Ok((key.public_key_pem(), key.serialize_pem()))
+}
+
 /// The SHA-256 fingerprint of a certificate (of its DER), in lower-case hex: a name for
 /// things that belong to this one certificate, such as its key's file.
 pub fn certificate_fingerprint(cert_pem: &str) -> Result<String, CertError> {

@@ -5,7 +5,10 @@
 //! the structural OpenAPI schemas of the CRDs (and ClusterClass variable values against the
 //! class's own variable schemas), the way kube-apiserver does with `fieldValidation=Strict`.
 
+pub mod cache;
+pub mod catalog;
 pub mod class;
+pub mod driver;
 pub mod management;
 pub mod names;
 pub mod render;

@@ -203,8 +203,9 @@ pub struct Management {
 impl Management {
     /// Connects with the kubeconfig at `path` (its current context).
     pub async fn connect(path: &Path, namespace: &str) -> Result<Self, ManagementError> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .map_err(|error| ManagementError::Configuration(format!("{}: {error}", path.display())))?;
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|error| {
+            ManagementError::Configuration(format!("{}: {error}", path.display()))
+        })?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .map_err(|error| ManagementError::Configuration(error.to_string()))?;
@@ -236,13 +237,16 @@ impl Management {
             message: "the driver does not write this kind".to_owned(),
         })?;
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        let params = PatchParams::apply(FIELD_MANAGER).force().validation_strict();
+        let params = PatchParams::apply(FIELD_MANAGER)
+            .force()
+            .validation_strict();
         let applied = self
             .api(kind)
             .patch(name, &params, &Patch::Apply(object))
             .await
             .map_err(|error| ManagementError::from_kube(error, || describe(object)))?;
-        serde_json::to_value(applied).map_err(|error| ManagementError::Unavailable(error.to_string()))
+        serde_json::to_value(applied)
+            .map_err(|error| ManagementError::Unavailable(error.to_string()))
     }
 
     /// Creates `object` unless an object of that name exists; whether it created it. For
@@ -279,11 +283,10 @@ impl Management {
 
     pub async fn list(&self, kind: Kind, selector: &str) -> Result<Vec<Value>, ManagementError> {
         let params = ListParams::default().labels(selector);
-        let listed = self
-            .api(kind)
-            .list(&params)
-            .await
-            .map_err(|error| ManagementError::from_kube(error, || format!("listing {selector}")))?;
+        let listed =
+            self.api(kind).list(&params).await.map_err(|error| {
+                ManagementError::from_kube(error, || format!("listing {selector}"))
+            })?;
         listed
             .items
             .into_iter()
@@ -294,15 +297,26 @@ impl Management {
 
     /// Asks for `name` to go; true once it is gone (finalizers may keep it a while).
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, ManagementError> {
-        match self.api(kind).delete(name, &DeleteParams::background()).await {
+        match self
+            .api(kind)
+            .delete(name, &DeleteParams::background())
+            .await
+        {
             Ok(either) => Ok(either.is_right()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
-            Err(error) => Err(ManagementError::from_kube(error, || format!("deleting {name}"))),
+            Err(error) => Err(ManagementError::from_kube(error, || {
+                format!("deleting {name}")
+            })),
         }
     }
 
     /// Merges `patch` into `name` (annotations on Machines), as this driver's manager.
-    pub async fn merge(&self, kind: Kind, name: &str, patch: &Value) -> Result<(), ManagementError> {
+    pub async fn merge(
+        &self,
+        kind: Kind,
+        name: &str,
+        patch: &Value,
+    ) -> Result<(), ManagementError> {
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
             ..Default::default()

@@ -316,6 +316,14 @@ fn machines_of<'a>(machines: &'a [Value], deployment: Option<&str>) -> Vec<&'a V
         .collect()
 }
 
+/// Machines not being deleted.
+fn live_count(machines: &[&Value]) -> i64 {
+    machines
+        .iter()
+        .filter(|machine| !is_deleting(machine))
+        .count() as i64
+}
+
 fn describe_machines(machines: &[&Value], reasons: &mut Vec<String>) -> bool {
     let problems: Vec<String> = machines
         .iter()
@@ -378,6 +386,9 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
     }
     let cluster_conditions = conditions(cluster);
     let mut complete = observed(cluster) && is_true(&cluster_conditions, "Available");
+    if !observed(cluster) {
+        reasons.push("Cluster API has not seen the latest change yet".to_owned());
+    }
     for kind in ["RollingOut", "ScalingUp", "ScalingDown", "Remediating"] {
         if is_true(&cluster_conditions, kind) {
             complete = false;
@@ -443,8 +454,12 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
             control_plane.replicas = counts.current;
             control_plane.ready_replicas = counts.ready;
             let version = kcp["status"]["version"].as_str().map(str::to_owned);
+            // The watches of different kinds are not ordered: the machines a status counts
+            // must be in view too, or their addresses would be missed.
+            let seen = live_count(&control_plane_machines);
             let mut ready = observed(kcp)
                 && settled(&counts, desired.control_plane_replicas)
+                && seen == desired.control_plane_replicas
                 && version.as_deref() == Some(desired.version);
             if let Some(failure) = terminal_failure(kcp) {
                 failed.get_or_insert(format!("control plane: {failure}"));
@@ -504,7 +519,9 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
                 let target = wanted.unwrap_or(counts.wanted);
                 state.replicas = counts.current;
                 state.ready_replicas = counts.ready;
-                let ready = observed(deployment) && settled(&counts, target);
+                let ready = observed(deployment)
+                    && settled(&counts, target)
+                    && live_count(&group_machines) == target;
                 let mut machine_reasons = Vec::new();
                 let machines_fine = describe_machines(&group_machines, &mut machine_reasons);
                 if !ready {
@@ -594,6 +611,7 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
             bounded(format!("Deleting: {detail}"))
         }
         (_, Some(failure)) => bounded(failure),
+        _ if reasons.is_empty() => "Waiting for Cluster API to finish the change.".to_owned(),
         _ => bounded(reasons.join("; ")),
     };
     Assessment {
@@ -610,7 +628,7 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
 
 /// HEALTHY when the cluster is Available and every node is healthy; the reason maps each
 /// machine to its node's readiness, as upstream's Kubernetes monitor does (`<node>.Ready`).
-fn health(cluster: &Value, machines: &[Value]) -> (Option<bool>, Map<String, Value>) {
+pub fn health(cluster: &Value, machines: &[Value]) -> (Option<bool>, Map<String, Value>) {
     let cluster_conditions = conditions(cluster);
     let Some(available) = condition(&cluster_conditions, "Available") else {
         return (None, Map::new());

@@ -346,6 +346,10 @@ fn a_status_not_yet_observed_is_not_taken_for_the_new_spec() {
         world.cluster["metadata"]["generation"] = json!(4);
         let assessment = world.assess_default();
         assert_eq!(assessment.phase, Phase::Progressing, "{shape:?}");
+        assert_eq!(
+            assessment.reason,
+            "Cluster API has not seen the latest change yet"
+        );
 
         let mut world = World::ready(shape);
         world.deployments[0]["metadata"]["generation"] = json!(5);
@@ -357,10 +361,11 @@ fn a_status_not_yet_observed_is_not_taken_for_the_new_spec() {
 
         let mut world = World::ready(shape);
         world.control_plane["metadata"]["generation"] = json!(3);
-        assert_eq!(
-            world.assess_default().phase,
-            Phase::Progressing,
-            "{shape:?}"
+        let assessment = world.assess_default();
+        assert_eq!(assessment.phase, Phase::Progressing, "{shape:?}");
+        assert!(
+            !assessment.reason.is_empty(),
+            "a reason is never empty while waiting"
         );
     }
 }

@@ -1,0 +1,668 @@
+//! The `capi` driver: converge = render, check, apply, then follow the watched objects until
+//! the cluster is ready, failed, or the conductor's deadline ends the wait.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use magnum_domain::cluster::HealthStatus;
+use magnum_domain::cluster_template::{Coe, ServerType};
+use magnum_driver::{
+    Action, ClusterSpec, ClusterType, Converge, Driver, DriverError, DriverEvent, Image, Observed,
+    ObservedNodeGroup, Progress, ReferenceError, References,
+};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::cache::ObjectCache;
+use crate::catalog::Catalog;
+use crate::class;
+use crate::management::{Kind, Management, ManagementError};
+use crate::names::{self, label, CaPurpose};
+use crate::render::{self, ApplicationCredential, ClusterInput, KeyPair, Resolved};
+use crate::schema::ClassVariables;
+use crate::settings::Settings;
+use crate::status::{self, Assessment, Desired, Objects, Phase};
+
+pub const DRIVER_NAME: &str = "capi";
+
+/// The annotation on a cluster's credential secret naming the application credential in it,
+/// so that a rotation or a delete revokes the right one.
+const CREDENTIAL_ID: &str = "magnum-rs.openstack.org/application-credential-id";
+/// How long the generated etcd and front-proxy CAs are valid.
+const CA_VALIDITY_DAYS: i64 = 3650;
+/// The longest pause between two tries while the management cluster is away.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
+/// A waiter re-reads its cluster at least this often, even without a watch event.
+const SAFETY_NET: Duration = Duration::from_secs(2);
+/// Health events queued for the conductor.
+const EVENT_QUEUE: usize = 1024;
+
+/// Where each cluster's OpenStack credential comes from.
+#[async_trait::async_trait]
+pub trait CredentialIssuer: Send + Sync {
+    /// A credential for `cluster`, in its owner's name, good for CAPO and the cloud provider.
+    async fn issue(&self, spec: &ClusterSpec) -> Result<ApplicationCredential, String>;
+    /// Revokes a credential issued earlier; revoking one that is gone succeeds.
+    async fn revoke(&self, spec: &ClusterSpec, id: &str) -> Result<(), String>;
+}
+
+pub struct CapiDriver {
+    settings: Settings,
+    catalog: Catalog,
+    management: Management,
+    cache: Arc<ObjectCache>,
+    credentials: Arc<dyn CredentialIssuer>,
+    class_variables: ClassVariables,
+    events: broadcast::Sender<DriverEvent>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for CapiDriver {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> DriverError {
+    DriverError::Failed(error.to_string())
+}
+
+impl CapiDriver {
+    /// Connects to the management cluster and starts following it. Must run on the runtime.
+    pub async fn connect(
+        settings: Settings,
+        catalog: Catalog,
+        kubeconfig: &Path,
+        credentials: Arc<dyn CredentialIssuer>,
+    ) -> Result<Self, ManagementError> {
+        let management = Management::connect(kubeconfig, &settings.namespace).await?;
+        let class_variables = ClassVariables::from_cluster_class(&class::cluster_class(&settings))
+            .map_err(|error| ManagementError::Configuration(error.to_string()))?;
+        let cache = ObjectCache::new();
+        let mut tasks = cache.start(&management);
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
+        tasks.push(tokio::spawn(follow_health(cache.clone(), events.clone())));
+        Ok(Self {
+            settings,
+            catalog,
+            management,
+            cache,
+            credentials,
+            class_variables,
+            events,
+            tasks,
+        })
+    }
+
+    /// The OpenStack ids of what the cluster refers to.
+    fn resolve(&self, spec: &ClusterSpec) -> Result<Resolved, DriverError> {
+        let mut resolved = Resolved::default();
+        let mut image_references: Vec<&str> = vec![&spec.template.image_id];
+        image_references.extend(
+            spec.nodegroups
+                .iter()
+                .filter_map(|group| group.image_id.as_deref()),
+        );
+        for reference in image_references {
+            let image = self
+                .catalog
+                .image(reference)
+                .map_err(failed)?
+                .ok_or_else(|| failed(ReferenceError::ImageNotFound(reference.to_owned())))?;
+            if reference == spec.template.image_id {
+                resolved.os_distro = image.os_distro.clone().unwrap_or_default();
+            }
+            resolved
+                .images
+                .insert(reference.to_owned(), image.id.clone());
+        }
+        let cluster = &spec.cluster;
+        let template = &spec.template;
+        let flavors = [
+            cluster.flavor_id.as_deref(),
+            cluster.master_flavor_id.as_deref(),
+            template.flavor_id.as_deref(),
+            template.master_flavor_id.as_deref(),
+        ];
+        for reference in flavors.into_iter().flatten().chain(
+            spec.nodegroups
+                .iter()
+                .filter_map(|group| group.flavor_id.as_deref()),
+        ) {
+            let flavor = self
+                .catalog
+                .flavor(reference)
+                .ok_or_else(|| failed(ReferenceError::FlavorNotFound(reference.to_owned())))?;
+            resolved
+                .flavors
+                .insert(reference.to_owned(), flavor.name.clone());
+        }
+        if let Some(reference) = template.external_network_id.as_deref() {
+            let network = self
+                .catalog
+                .external_network(reference)
+                .map_err(failed)?
+                .ok_or_else(|| {
+                    failed(ReferenceError::ExternalNetworkNotFound(
+                        reference.to_owned(),
+                    ))
+                })?;
+            resolved.external_network_id = Some(network.id.clone());
+        }
+        let fixed_network = cluster
+            .fixed_network
+            .as_deref()
+            .or(template.fixed_network.as_deref());
+        if let Some(reference) = fixed_network {
+            let network = self.catalog.fixed_network(reference).ok_or_else(|| {
+                failed(ReferenceError::FixedNetworkNotFound(reference.to_owned()))
+            })?;
+            resolved.fixed_network_id = Some(network.id.clone());
+        }
+        let fixed_subnet = cluster
+            .fixed_subnet
+            .as_deref()
+            .or(template.fixed_subnet.as_deref());
+        if let Some(reference) = fixed_subnet {
+            let subnet = self
+                .catalog
+                .fixed_subnet(reference)
+                .ok_or_else(|| failed(ReferenceError::FixedSubnetNotFound(reference.to_owned())))?;
+            resolved.fixed_subnet_id = Some(subnet.id.clone());
+        }
+        Ok(resolved)
+    }
+
+    /// Runs `attempt` until it succeeds or is refused; while the management cluster is away
+    /// it says so and tries again (the conductor's deadline bounds the whole).
+    async fn retrying<T, F, Fut>(
+        &self,
+        progress: &dyn Progress,
+        mut attempt: F,
+    ) -> Result<T, DriverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ManagementError>>,
+    {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(error) if error.is_transient() => {
+                    progress.report(error.to_string()).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                Err(error) => return Err(failed(error)),
+            }
+        }
+    }
+
+    async fn apply(&self, progress: &dyn Progress, object: &Value) -> Result<(), DriverError> {
+        self.retrying(progress, || self.management.apply(object))
+            .await
+            .map(|_| ())
+    }
+
+    /// The four CAs: Magnum's cluster CA (re-applied, so that it follows the keystore), and
+    /// etcd, front-proxy and service-account keys made once and never replaced.
+    async fn ensure_authorities(
+        &self,
+        spec: &ClusterSpec,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let authority = spec
+            .authority
+            .as_ref()
+            .ok_or_else(|| failed("The cluster has no CA yet."))?;
+        let cluster_ca = KeyPair {
+            cert_pem: authority.cert_pem.clone(),
+            key_pem: authority.key_pem.clone(),
+        };
+        self.apply(
+            progress,
+            &render::render_ca_secret(
+                &self.settings,
+                &spec.cluster,
+                CaPurpose::Cluster,
+                &cluster_ca,
+            ),
+        )
+        .await?;
+        let name = names::cluster_name(spec.cluster.uuid);
+        for purpose in [
+            CaPurpose::Etcd,
+            CaPurpose::FrontProxy,
+            CaPurpose::ServiceAccount,
+        ] {
+            let secret_name = names::ca_secret(&name, purpose);
+            let existing = self
+                .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
+                .await?;
+            if existing.is_some() {
+                continue;
+            }
+            let pair = match purpose {
+                CaPurpose::ServiceAccount => {
+                    let (public, private) = magnum_certs::generate_signing_key().map_err(failed)?;
+                    KeyPair {
+                        cert_pem: public,
+                        key_pem: private,
+                    }
+                }
+                _ => {
+                    let common_name = format!("{name}-{}", purpose.suffix());
+                    let generated = magnum_certs::generate_ca(&common_name, CA_VALIDITY_DAYS)
+                        .map_err(failed)?;
+                    KeyPair {
+                        cert_pem: generated.cert_pem,
+                        key_pem: generated.key_pem,
+                    }
+                }
+            };
+            let secret = render::render_ca_secret(&self.settings, &spec.cluster, purpose, &pair);
+            self.retrying(progress, || self.management.create_if_absent(&secret))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The cluster's OpenStack credential: issued once, kept across converges, replaced (and
+    /// the old one revoked) on a rotation.
+    async fn ensure_credentials(
+        &self,
+        spec: &ClusterSpec,
+        rotate: bool,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let name = names::cluster_name(spec.cluster.uuid);
+        let secret_name = names::cloud_config_secret(&name);
+        let existing = self
+            .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
+            .await?;
+        let previous = existing
+            .as_ref()
+            .and_then(|secret| secret["metadata"]["annotations"][CREDENTIAL_ID].as_str())
+            .map(str::to_owned);
+        if existing.is_some() && !rotate {
+            return Ok(());
+        }
+        let credential = self.credentials.issue(spec).await.map_err(failed)?;
+        let mut objects =
+            render::render_cloud_credentials(&self.settings, &spec.cluster, &credential);
+        objects[0]["metadata"]["annotations"] = json!({CREDENTIAL_ID: credential.id});
+        for object in &objects {
+            self.apply(progress, object).await?;
+        }
+        if let Some(old) = previous.filter(|old| *old != credential.id) {
+            self.credentials.revoke(spec, &old).await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the machines the tenant named (by machine, node or server id) so that CAPI
+    /// deletes them first when their deployment shrinks.
+    async fn mark_for_removal(
+        &self,
+        spec: &ClusterSpec,
+        nodes: &[String],
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let name = names::cluster_name(spec.cluster.uuid);
+        let (objects, _) = self.cache.snapshot(&name);
+        let machines = objects.all(Kind::Machine);
+        for node in nodes {
+            let machine = machines.iter().find(|machine| {
+                let provider = machine["spec"]["providerID"].as_str().unwrap_or_default();
+                machine["metadata"]["name"].as_str() == Some(node)
+                    || machine["status"]["nodeRef"]["name"].as_str() == Some(node)
+                    || (!provider.is_empty() && provider.ends_with(&format!("/{node}")))
+            });
+            let Some(machine) = machine else {
+                return Err(failed(format!(
+                    "Node {node} of nodes_to_remove is not a machine of this cluster."
+                )));
+            };
+            let machine_name = machine["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let patch = json!({"metadata": {"annotations": {label::DELETE_MACHINE: "yes"}}});
+            self.retrying(progress, || {
+                self.management.merge(Kind::Machine, &machine_name, &patch)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// What the rendered Cluster asks for: its version, control plane size, and each worker
+    /// deployment with its replicas (None when the autoscaler owns them).
+    fn desired_of(
+        rendered: &Value,
+        spec: &ClusterSpec,
+    ) -> (String, i64, Vec<(String, Option<i64>)>) {
+        let topology = &rendered["spec"]["topology"];
+        let workers = topology["workers"]["machineDeployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|deployment| {
+                (
+                    deployment["name"].as_str().unwrap_or_default().to_owned(),
+                    deployment["replicas"].as_i64(),
+                )
+            })
+            .collect();
+        let masters = spec
+            .nodegroups
+            .iter()
+            .filter(|group| group.is_master())
+            .map(|group| group.node_count)
+            .sum();
+        (
+            topology["version"].as_str().unwrap_or_default().to_owned(),
+            masters,
+            workers,
+        )
+    }
+
+    /// Follows the cluster's objects until they are ready or failed.
+    async fn wait_until_ready(
+        &self,
+        spec: &ClusterSpec,
+        rendered: &Value,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        let name = names::cluster_name(spec.cluster.uuid);
+        let (version, masters, workers) = Self::desired_of(rendered, spec);
+        let desired = Desired {
+            version: &version,
+            control_plane_replicas: masters,
+            workers: &workers,
+            addons: &[],
+        };
+        let mut changes = self.cache.subscribe();
+        let mut reported = String::new();
+        loop {
+            let (objects, synced) = self.cache.snapshot(&name);
+            let message = if let Some(trouble) = self.cache.trouble() {
+                trouble
+            } else if !synced {
+                "Waiting for the first view of the management cluster.".to_owned()
+            } else {
+                let assessment = assess(&objects, desired);
+                match assessment.phase {
+                    Phase::Ready => return Ok(observed(&name, spec, &assessment)),
+                    Phase::Failed => return Err(DriverError::Failed(assessment.reason)),
+                    Phase::Absent => "Waiting for Cluster API to take the cluster up.".to_owned(),
+                    Phase::Progressing | Phase::Deleting => assessment.reason,
+                }
+            };
+            if message != reported {
+                progress.report(message.clone()).await;
+                reported = message;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(SAFETY_NET) => {}
+            }
+        }
+    }
+}
+
+fn assess(objects: &crate::cache::ClusterObjects, desired: Desired<'_>) -> Assessment {
+    let deployments = objects.all(Kind::MachineDeployment);
+    let machines = objects.all(Kind::Machine);
+    let addons = objects.all(Kind::HelmReleaseProxy);
+    status::assess(
+        Objects {
+            cluster: objects.first(Kind::Cluster),
+            control_plane: objects.first(Kind::KubeadmControlPlane),
+            infrastructure: objects.first(Kind::OpenStackCluster),
+            machine_deployments: &deployments,
+            machines: &machines,
+            addons: &addons,
+        },
+        desired,
+    )
+}
+
+fn observed(name: &str, spec: &ClusterSpec, assessment: &Assessment) -> Observed {
+    let mut nodegroups = Vec::new();
+    for group in &spec.nodegroups {
+        let addresses = if group.is_master() {
+            assessment.control_plane.addresses.clone()
+        } else {
+            let deployment = names::machine_deployment_name(&group.name, group.uuid);
+            assessment
+                .workers
+                .iter()
+                .find(|worker| worker.name == deployment)
+                .map(|worker| worker.addresses.clone())
+                .unwrap_or_default()
+        };
+        nodegroups.push(ObservedNodeGroup {
+            uuid: group.uuid,
+            node_addresses: addresses,
+            coe_version: assessment.coe_version.clone(),
+        });
+    }
+    Observed {
+        stack_id: Some(name.to_owned()),
+        api_address: assessment.api_address.clone(),
+        coe_version: assessment.coe_version.clone(),
+        container_version: None,
+        nodegroups,
+    }
+}
+
+/// The health last pushed for a cluster, and its reason.
+type ReportedHealth = (HealthStatus, serde_json::Map<String, Value>);
+
+/// Health as the watches see it, pushed to the conductor when it changes.
+async fn follow_health(cache: Arc<ObjectCache>, events: broadcast::Sender<DriverEvent>) {
+    let mut changes = cache.subscribe();
+    let mut last: HashMap<String, ReportedHealth> = HashMap::new();
+    while changes.changed().await.is_ok() {
+        for name in cache.cluster_names() {
+            let (objects, synced) = cache.snapshot(&name);
+            let Some(cluster) = objects.first(Kind::Cluster).filter(|_| synced) else {
+                continue;
+            };
+            let Some(uuid) = cluster["metadata"]["labels"][label::CLUSTER_UUID]
+                .as_str()
+                .and_then(|text| uuid::Uuid::parse_str(text).ok())
+            else {
+                continue;
+            };
+            let (healthy, reason) = status::health(cluster, &objects.all(Kind::Machine));
+            let health = match healthy {
+                Some(true) => HealthStatus::Healthy,
+                Some(false) => HealthStatus::Unhealthy,
+                None => HealthStatus::Unknown,
+            };
+            if last.get(&name) == Some(&(health, reason.clone())) {
+                continue;
+            }
+            last.insert(name, (health, reason.clone()));
+            // Nobody listening yet is not an error: the conductor subscribes when it starts.
+            let _ = events.send(DriverEvent::Health {
+                cluster: uuid,
+                status: health,
+                reason,
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for CapiDriver {
+    fn name(&self) -> &str {
+        DRIVER_NAME
+    }
+
+    fn provides(&self) -> Vec<ClusterType> {
+        self.settings
+            .os_distros
+            .iter()
+            .map(|os_distro| ClusterType {
+                server_type: ServerType::Vm,
+                os_distro: os_distro.clone(),
+                coe: Coe::Kubernetes,
+            })
+            .collect()
+    }
+
+    fn find_image(&self, reference: &str) -> Result<Option<Image>, ReferenceError> {
+        self.catalog.find_image(reference)
+    }
+
+    fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
+        self.catalog.validate(references)
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        // CA rotation needs a two-step trust change on a kubeadm control plane, not yet
+        // built: refused up front rather than half done.
+        action != Action::RotateCa
+    }
+
+    async fn converge(
+        &self,
+        request: Converge<'_>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        let spec = request.spec;
+        let resolved = self.resolve(spec)?;
+        let rendered = render::render_cluster(
+            &self.settings,
+            ClusterInput {
+                cluster: &spec.cluster,
+                template: &spec.template,
+                nodegroups: &spec.nodegroups,
+                resolved: &resolved,
+                rollout_after: None,
+            },
+        )
+        .map_err(failed)?;
+        let report = self.class_variables.check_cluster(&rendered);
+        if !report.is_valid() {
+            let messages: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
+            return Err(failed(format!(
+                "The cluster's settings do not fit the cluster class: {}",
+                messages.join("; ")
+            )));
+        }
+        if matches!(
+            request.action,
+            Action::CreateCluster | Action::UpgradeCluster
+        ) {
+            progress
+                .report("Applying the cluster class.".to_owned())
+                .await;
+            for object in class::class_objects(&self.settings) {
+                self.apply(progress, &object).await?;
+            }
+        }
+        self.ensure_authorities(spec, progress).await?;
+        self.ensure_credentials(spec, request.action == Action::RotateCredentials, progress)
+            .await?;
+        if !request.nodes_to_remove.is_empty() {
+            self.mark_for_removal(spec, request.nodes_to_remove, progress)
+                .await?;
+        }
+        progress.report("Applying the cluster.".to_owned()).await;
+        self.apply(progress, &rendered).await?;
+        self.wait_until_ready(spec, &rendered, progress).await
+    }
+
+    async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
+        let name = names::cluster_name(spec.cluster.uuid);
+        // The Cluster first: CAPO still needs the credential to tear the machines down.
+        self.retrying(progress, || self.management.delete(Kind::Cluster, &name))
+            .await?;
+        let mut changes = self.cache.subscribe();
+        let mut reported = String::new();
+        loop {
+            let (objects, synced) = self.cache.snapshot(&name);
+            let cluster = objects.first(Kind::Cluster);
+            if synced && cluster.is_none() {
+                let gone = self
+                    .retrying(progress, || self.management.get(Kind::Cluster, &name))
+                    .await?
+                    .is_none();
+                if gone {
+                    break;
+                }
+            }
+            let message = match cluster {
+                Some(cluster) => {
+                    let desired = Desired {
+                        version: "",
+                        control_plane_replicas: 0,
+                        workers: &[],
+                        addons: &[],
+                    };
+                    let assessment = status::assess(
+                        Objects {
+                            cluster: Some(cluster),
+                            ..Objects::default()
+                        },
+                        desired,
+                    );
+                    assessment.reason
+                }
+                None => "Waiting for Cluster API to remove the cluster.".to_owned(),
+            };
+            if message != reported {
+                progress.report(message.clone()).await;
+                reported = message;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(SAFETY_NET) => {}
+            }
+        }
+        progress
+            .report("Removing the cluster's secrets and credential.".to_owned())
+            .await;
+        let credential_secret_name = names::cloud_config_secret(&name);
+        let resource_set_name = names::cloud_config_resource_set(&name);
+        let credential_secret = self
+            .retrying(progress, || {
+                self.management.get(Kind::Secret, &credential_secret_name)
+            })
+            .await?;
+        let mut secrets: Vec<String> = CaPurpose::ALL
+            .iter()
+            .map(|purpose| names::ca_secret(&name, *purpose))
+            .collect();
+        secrets.push(credential_secret_name.clone());
+        secrets.push(resource_set_name.clone());
+        self.retrying(progress, || {
+            self.management
+                .delete(Kind::ClusterResourceSet, &resource_set_name)
+        })
+        .await?;
+        for secret in &secrets {
+            self.retrying(progress, || self.management.delete(Kind::Secret, secret))
+                .await?;
+        }
+        if let Some(id) = credential_secret
+            .as_ref()
+            .and_then(|secret| secret["metadata"]["annotations"][CREDENTIAL_ID].as_str())
+        {
+            self.credentials.revoke(spec, id).await.map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    fn events(&self) -> Option<broadcast::Receiver<DriverEvent>> {
+        Some(self.events.subscribe())
+    }
+}

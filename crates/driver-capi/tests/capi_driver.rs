@@ -1,0 +1,797 @@
+//! The driver's conversation with a management cluster, against the Kubernetes API stand-in
+//! of magnum-test-support through an ordinary kubeconfig and kube-rs's own HTTP path. The
+//! test plays CAPI's controllers: it creates the control plane, machines and deployments a
+//! topology makes, advances their conditions, and removes finalizers on delete.
+
+mod fixtures;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fixtures::*;
+use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverError, Progress};
+use magnum_driver_capi::catalog::{Catalog, CatalogFlavor, CatalogImage, CatalogNetwork};
+use magnum_driver_capi::driver::{CapiDriver, CredentialIssuer};
+use magnum_driver_capi::render::ApplicationCredential;
+use magnum_test_support::kube_api::{
+    Controller, KubeApiConfig, KubeApiServer, Outage, RecordedRequest, ResourceRef,
+};
+use serde_json::{json, Value};
+
+const NAMESPACE: &str = "magnum-system";
+const NAME: &str = "kube-5d12f6fda1964bf0";
+
+#[derive(Default)]
+struct Reports(Mutex<Vec<(Instant, String)>>);
+
+#[async_trait::async_trait]
+impl Progress for Reports {
+    async fn report(&self, message: String) {
+        self.0.lock().unwrap().push((Instant::now(), message));
+    }
+}
+
+impl Reports {
+    fn texts(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, text)| text.clone())
+            .collect()
+    }
+
+    /// When a report containing `needle` first arrived.
+    fn when(&self, needle: &str) -> Option<Instant> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, text)| text.contains(needle))
+            .map(|(at, _)| *at)
+    }
+}
+
+/// Issues numbered credentials and remembers what it revoked.
+#[derive(Default)]
+struct Issuer {
+    issued: Mutex<u32>,
+    revoked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl CredentialIssuer for Issuer {
+    async fn issue(&self, _spec: &ClusterSpec) -> Result<ApplicationCredential, String> {
+        let mut issued = self.issued.lock().unwrap();
+        *issued += 1;
+        Ok(ApplicationCredential {
+            id: format!("credential-{issued}"),
+            secret: format!("secret-{issued}"),
+        })
+    }
+
+    async fn revoke(&self, _spec: &ClusterSpec, id: &str) -> Result<(), String> {
+        self.revoked.lock().unwrap().push(id.to_owned());
+        Ok(())
+    }
+}
+
+fn catalog() -> Catalog {
+    Catalog {
+        images: vec![
+            CatalogImage {
+                id: IMAGE.to_owned(),
+                name: "ubuntu-2404-kube-v1.33".to_owned(),
+                os_distro: Some("ubuntu".to_owned()),
+            },
+            CatalogImage {
+                id: NEW_IMAGE.to_owned(),
+                name: "ubuntu-2404-kube-v1.34".to_owned(),
+                os_distro: Some("ubuntu".to_owned()),
+            },
+        ],
+        flavors: ["m1.medium", "m1.large"]
+            .iter()
+            .enumerate()
+            .map(|(index, name)| CatalogFlavor {
+                id: format!("f{index}"),
+                name: (*name).to_owned(),
+                disk_gib: 20,
+            })
+            .collect(),
+        external_networks: vec![CatalogNetwork {
+            id: EXTERNAL_NETWORK.to_owned(),
+            name: "public".to_owned(),
+        }],
+        fixed_networks: Vec::new(),
+        fixed_subnets: Vec::new(),
+        keypairs: vec!["ops".to_owned()],
+    }
+}
+
+fn resource(kind: &str) -> ResourceRef {
+    match kind {
+        "clusters" | "machines" | "machinedeployments" => {
+            ResourceRef::new("cluster.x-k8s.io", "v1beta2", kind)
+        }
+        "kubeadmcontrolplanes" => {
+            ResourceRef::new("controlplane.cluster.x-k8s.io", "v1beta2", kind)
+        }
+        "openstackclusters" => ResourceRef::new("infrastructure.cluster.x-k8s.io", "v1beta1", kind),
+        "secrets" | "namespaces" => ResourceRef::core(kind),
+        other => panic!("{other}"),
+    }
+}
+
+async fn stand_in() -> KubeApiServer {
+    let config = KubeApiConfig::new()
+        .capi_crds(&[
+            "cluster.x-k8s.io_clusters.yaml",
+            "cluster.x-k8s.io_clusterclasses.yaml",
+            "cluster.x-k8s.io_machinedeployments.yaml",
+            "cluster.x-k8s.io_machines.yaml",
+            "controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml",
+            "controlplane.cluster.x-k8s.io_kubeadmcontrolplanetemplates.yaml",
+            "bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml",
+            "infrastructure.cluster.x-k8s.io_openstackclusters.yaml",
+            "infrastructure.cluster.x-k8s.io_openstackclustertemplates.yaml",
+            "infrastructure.cluster.x-k8s.io_openstackmachinetemplates.yaml",
+            "addons.cluster.x-k8s.io_clusterresourcesets.yaml",
+            "addons.cluster.x-k8s.io_helmchartproxies.yaml",
+            "addons.cluster.x-k8s.io_helmreleaseproxies.yaml",
+        ])
+        .unwrap();
+    let server = KubeApiServer::start(config).await.unwrap();
+    server
+        .controller("kube-system")
+        .create(
+            &resource("namespaces"),
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        )
+        .unwrap();
+    server
+}
+
+fn spec() -> ClusterSpec {
+    let template = template();
+    let cluster = cluster(&template);
+    let nodegroups = default_nodegroups(&cluster);
+    ClusterSpec {
+        cluster,
+        template,
+        nodegroups,
+        authority: Some(magnum_certs::generate_ca("prod", 30).unwrap()),
+    }
+}
+
+fn condition_list(pairs: &[(&str, &str, &str, &str)]) -> Value {
+    Value::Array(
+        pairs
+            .iter()
+            .map(|(kind, status, reason, message)| condition(kind, status, reason, message))
+            .collect(),
+    )
+}
+
+/// CAPI's controllers, as far as the driver can tell.
+struct Capi {
+    controller: Controller,
+}
+
+impl Capi {
+    fn new(server: &KubeApiServer) -> Self {
+        Self {
+            controller: server.controller("capi-controllers"),
+        }
+    }
+
+    fn get(&self, kind: &str, name: &str) -> Option<Value> {
+        self.controller
+            .get(&resource(kind), Some(NAMESPACE), name)
+            .ok()
+    }
+
+    async fn wait_for(&self, kind: &str, name: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            if let Some(object) = self.get(kind, name) {
+                if done(&object) {
+                    return object;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{kind}/{name} never got there: {:?}", self.get(kind, name));
+    }
+
+    fn labels(deployment: Option<&str>) -> Value {
+        let mut labels = json!({"cluster.x-k8s.io/cluster-name": NAME});
+        match deployment {
+            None => labels["cluster.x-k8s.io/control-plane"] = json!(""),
+            Some(name) => labels["topology.cluster.x-k8s.io/deployment-name"] = json!(name),
+        }
+        labels
+    }
+
+    /// The topology controller's objects for a Cluster just applied, nothing ready yet.
+    fn provision(&self) {
+        let c = &self.controller;
+        c.apply(
+            &resource("clusters"),
+            Some(NAMESPACE),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                   "metadata": {"name": NAME, "finalizers": ["cluster.cluster.x-k8s.io"]}}),
+        )
+        .unwrap();
+        c.apply(
+            &resource("kubeadmcontrolplanes"),
+            Some(NAMESPACE),
+            json!({"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
+                   "metadata": {"name": format!("{NAME}-cp"), "labels": {"cluster.x-k8s.io/cluster-name": NAME}},
+                   "spec": {"replicas": 3, "version": "v1.33.5"}}),
+        )
+        .unwrap();
+        c.apply(
+            &resource("openstackclusters"),
+            Some(NAMESPACE),
+            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackCluster",
+                   "metadata": {"name": format!("{NAME}-os"), "labels": {"cluster.x-k8s.io/cluster-name": NAME}},
+                   "spec": {"identityRef": {"type": "Secret", "name": format!("{NAME}-cloud-config"), "cloudName": "openstack"}}}),
+        )
+        .unwrap();
+        self.deployment("default-worker", 2);
+    }
+
+    fn deployment(&self, name: &str, replicas: i64) {
+        let mut labels = Self::labels(Some(name));
+        labels
+            .as_object_mut()
+            .unwrap()
+            .remove("cluster.x-k8s.io/control-plane");
+        self.controller
+            .apply(
+                &resource("machinedeployments"),
+                Some(NAMESPACE),
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                       "metadata": {"name": format!("{NAME}-{name}"), "labels": labels},
+                       "spec": {"clusterName": NAME, "replicas": replicas}}),
+            )
+            .unwrap();
+    }
+
+    fn machine(&self, name: &str, deployment: Option<&str>, address: &str, ready: Option<&str>) {
+        let c = &self.controller;
+        c.apply(
+            &resource("machines"),
+            Some(NAMESPACE),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                   "metadata": {"name": name, "labels": Self::labels(deployment)},
+                   "spec": {"clusterName": NAME, "providerID": format!("openstack:///{name}-server")}}),
+        )
+        .unwrap();
+        let conditions = match ready {
+            None => condition_list(&[
+                ("InfrastructureReady", "True", "Ready", ""),
+                ("NodeHealthy", "True", "NodeHealthy", ""),
+                ("Ready", "True", "Ready", ""),
+            ]),
+            Some(problem) => condition_list(&[
+                (
+                    "InfrastructureReady",
+                    "False",
+                    "InstanceCreateFailed",
+                    problem,
+                ),
+                ("Ready", "False", "NotReady", ""),
+            ]),
+        };
+        c.patch_status(
+            &resource("machines"),
+            Some(NAMESPACE),
+            name,
+            json!({"phase": if ready.is_none() { "Running" } else { "Provisioning" },
+                   "nodeRef": {"name": name},
+                   "addresses": [{"type": "InternalIP", "address": address}],
+                   "conditions": conditions}),
+        )
+        .unwrap();
+    }
+
+    /// Statuses saying every object is observed and ready, at `version` with `workers`.
+    fn settle(&self, version: &str, workers: &[(&str, i64)]) {
+        let c = &self.controller;
+        c.apply(
+            &resource("clusters"),
+            Some(NAMESPACE),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                   "metadata": {"name": NAME, "finalizers": ["cluster.cluster.x-k8s.io"]},
+                   "spec": {"controlPlaneEndpoint": {"host": "203.0.113.10", "port": 6443}}}),
+        )
+        .unwrap();
+        let generation = self.get("clusters", NAME).unwrap()["metadata"]["generation"].clone();
+        c.patch_status(
+            &resource("clusters"),
+            Some(NAMESPACE),
+            NAME,
+            json!({"observedGeneration": generation, "conditions": condition_list(&[
+                ("Available", "True", "Available", ""),
+                ("InfrastructureReady", "True", "Ready", ""),
+                ("ControlPlaneAvailable", "True", "Available", ""),
+                ("WorkersAvailable", "True", "Available", ""),
+                ("RemoteConnectionProbe", "True", "ProbeSucceeded", ""),
+                ("TopologyReconciled", "True", "ReconcileSucceeded", ""),
+            ])}),
+        )
+        .unwrap();
+        let kcp = format!("{NAME}-cp");
+        c.apply(
+            &resource("kubeadmcontrolplanes"),
+            Some(NAMESPACE),
+            json!({"apiVersion": "controlplane.cluster.x-k8s.io/v1beta2", "kind": "KubeadmControlPlane",
+                   "metadata": {"name": kcp, "labels": {"cluster.x-k8s.io/cluster-name": NAME}},
+                   "spec": {"replicas": 3, "version": version}}),
+        )
+        .unwrap();
+        let kcp_generation =
+            self.get("kubeadmcontrolplanes", &kcp).unwrap()["metadata"]["generation"].clone();
+        c.patch_status(
+            &resource("kubeadmcontrolplanes"),
+            Some(NAMESPACE),
+            &kcp,
+            json!({"observedGeneration": kcp_generation, "replicas": 3, "readyReplicas": 3,
+                   "availableReplicas": 3, "upToDateReplicas": 3, "version": version}),
+        )
+        .unwrap();
+        c.patch_status(
+            &resource("openstackclusters"),
+            Some(NAMESPACE),
+            &format!("{NAME}-os"),
+            json!({"ready": true}),
+        )
+        .unwrap();
+        for (index, address) in ["10.0.0.10", "10.0.0.11", "10.0.0.12"].iter().enumerate() {
+            self.machine(&format!("{NAME}-cp-{index}"), None, address, None);
+        }
+        for (deployment, replicas) in workers {
+            self.deployment(deployment, *replicas);
+            let name = format!("{NAME}-{deployment}");
+            let generation =
+                self.get("machinedeployments", &name).unwrap()["metadata"]["generation"].clone();
+            c.patch_status(
+                &resource("machinedeployments"),
+                Some(NAMESPACE),
+                &name,
+                json!({"observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+                       "availableReplicas": replicas, "upToDateReplicas": replicas}),
+            )
+            .unwrap();
+            for index in 0..*replicas {
+                self.machine(
+                    &format!("{NAME}-{deployment}-{index}"),
+                    Some(deployment),
+                    &format!("10.0.1.{}", 20 + index),
+                    None,
+                );
+            }
+        }
+    }
+}
+
+async fn driver(
+    server: &KubeApiServer,
+    kubeconfig: &std::path::Path,
+    issuer: Arc<Issuer>,
+) -> CapiDriver {
+    let _ = server;
+    CapiDriver::connect(settings(), catalog(), kubeconfig, issuer)
+        .await
+        .unwrap()
+}
+
+fn writes(requests: &[RecordedRequest]) -> Vec<&RecordedRequest> {
+    requests
+        .iter()
+        .filter(|request| request.method != "GET")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_created_from_applied_objects_and_its_status_follows_the_watch() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let issuer = Arc::new(Issuer::default());
+    let driver = Arc::new(driver(&server, kubeconfig.path(), issuer.clone()).await);
+    let spec = Arc::new(spec());
+    let reports = Arc::new(Reports::default());
+    let converge = {
+        let (driver, spec, reports) = (driver.clone(), spec.clone(), reports.clone());
+        tokio::spawn(async move {
+            driver
+                .converge(
+                    Converge {
+                        action: Action::CreateCluster,
+                        spec: &spec,
+                        nodes_to_remove: &[],
+                        max_batch_size: None,
+                    },
+                    reports.as_ref(),
+                )
+                .await
+        })
+    };
+    let capi = Capi::new(&server);
+    let applied = capi.wait_for("clusters", NAME, |_| true).await;
+    assert_eq!(
+        applied["spec"]["topology"]["classRef"]["name"],
+        "magnum-rs-v1"
+    );
+    // Everything was written before the Cluster: class, CA secrets, credentials.
+    for secret in [
+        "ca",
+        "etcd",
+        "proxy",
+        "sa",
+        "cloud-config",
+        "cloud-provider",
+    ] {
+        let found = server.controller("test").get(
+            &resource("secrets"),
+            Some(NAMESPACE),
+            &format!("{NAME}-{secret}"),
+        );
+        assert!(found.is_ok(), "{secret}: {found:?}");
+    }
+    let ca = server
+        .controller("test")
+        .get(&resource("secrets"), Some(NAMESPACE), &format!("{NAME}-ca"))
+        .unwrap();
+    assert_eq!(ca["type"], "cluster.x-k8s.io/secret");
+
+    // CAPO cannot get a server: the quota message reaches the reason within a second.
+    capi.provision();
+    let failure_written = Instant::now();
+    capi.machine(
+        &format!("{NAME}-default-worker-0"),
+        Some("default-worker"),
+        "10.0.1.20",
+        Some("Quota exceeded for instances: Requested 1, but already used 10 of 10 instances"),
+    );
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = reports.when("Quota exceeded for instances");
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = seen.unwrap_or_else(|| panic!("no quota reason in {:?}", reports.texts()));
+    assert!(
+        seen.duration_since(failure_written) < Duration::from_secs(1),
+        "{:?}",
+        seen.duration_since(failure_written)
+    );
+    assert!(!converge.is_finished());
+
+    capi.settle("v1.33.5", &[("default-worker", 2)]);
+    let observed = tokio::time::timeout(Duration::from_secs(10), converge)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the create completes once everything is ready: {:?}",
+                reports.texts()
+            )
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(observed.stack_id.as_deref(), Some(NAME));
+    assert_eq!(
+        observed.api_address.as_deref(),
+        Some("https://203.0.113.10:6443")
+    );
+    assert_eq!(observed.coe_version.as_deref(), Some("v1.33.5"));
+    let masters = &observed.nodegroups[0];
+    assert_eq!(
+        masters.node_addresses,
+        ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
+    );
+    assert_eq!(
+        observed.nodegroups[1].node_addresses,
+        ["10.0.1.20", "10.0.1.21"]
+    );
+    assert_eq!(*issuer.issued.lock().unwrap(), 1);
+
+    // Every write was a server-side apply under one manager with strict validation, or the
+    // creation of a generated key that must never be replaced; no PUT, no DELETE.
+    let requests = server.requests();
+    for request in writes(&requests) {
+        match request.method.as_str() {
+            "PATCH" => {
+                assert_eq!(
+                    request.content_type.as_deref(),
+                    Some("application/apply-patch+yaml"),
+                    "{request:?}"
+                );
+                for parameter in [
+                    "fieldManager=magnum-rs",
+                    "force=true",
+                    "fieldValidation=Strict",
+                ] {
+                    assert!(
+                        request.query.contains(parameter),
+                        "{parameter}: {request:?}"
+                    );
+                }
+            }
+            "POST" => assert!(request.path.ends_with("/secrets"), "{request:?}"),
+            other => panic!("unexpected {other} {}", request.path),
+        }
+    }
+    let posts = writes(&requests)
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert_eq!(posts, 3, "etcd, proxy and sa keys are made once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_with_nodes_to_remove_marks_the_machines_and_delete_is_two_phase() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let issuer = Arc::new(Issuer::default());
+    let driver = Arc::new(driver(&server, kubeconfig.path(), issuer.clone()).await);
+    let capi = Capi::new(&server);
+    let mut first = spec();
+    {
+        let spec = first.clone();
+        let driver = driver.clone();
+        let create = tokio::spawn(async move {
+            driver
+                .converge(
+                    Converge {
+                        action: Action::CreateCluster,
+                        spec: &spec,
+                        nodes_to_remove: &[],
+                        max_batch_size: None,
+                    },
+                    &Reports::default(),
+                )
+                .await
+        });
+        capi.wait_for("clusters", NAME, |_| true).await;
+        capi.provision();
+        capi.settle("v1.33.5", &[("default-worker", 2)]);
+        tokio::time::timeout(Duration::from_secs(10), create)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    // Shrink the workers to one, removing the second machine by its node name.
+    first.nodegroups[1].node_count = 1;
+    let spec = Arc::new(first);
+    let remove = vec![format!("{NAME}-default-worker-1")];
+    let resize = {
+        let (driver, spec) = (driver.clone(), spec.clone());
+        tokio::spawn(async move {
+            driver
+                .converge(
+                    Converge {
+                        action: Action::ScaleWorkers,
+                        spec: &spec,
+                        nodes_to_remove: &remove,
+                        max_batch_size: None,
+                    },
+                    &Reports::default(),
+                )
+                .await
+        })
+    };
+    let cluster = capi
+        .wait_for("clusters", NAME, |cluster| {
+            cluster["spec"]["topology"]["workers"]["machineDeployments"][0]["replicas"] == 1
+        })
+        .await;
+    assert_eq!(
+        cluster["spec"]["topology"]["workers"]["machineDeployments"][0]["name"],
+        "default-worker"
+    );
+    let marked = capi
+        .get("machines", &format!("{NAME}-default-worker-1"))
+        .unwrap();
+    assert_eq!(
+        marked["metadata"]["annotations"]["cluster.x-k8s.io/delete-machine"],
+        "yes"
+    );
+    let kept = capi
+        .get("machines", &format!("{NAME}-default-worker-0"))
+        .unwrap();
+    assert!(kept["metadata"]["annotations"]
+        .get("cluster.x-k8s.io/delete-machine")
+        .is_none());
+    // CAPI removes the marked machine and reports one replica.
+    capi.controller
+        .delete(
+            &resource("machines"),
+            Some(NAMESPACE),
+            &format!("{NAME}-default-worker-1"),
+        )
+        .unwrap();
+    capi.settle("v1.33.5", &[("default-worker", 1)]);
+    let observed = tokio::time::timeout(Duration::from_secs(10), resize)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(observed.nodegroups[1].node_addresses, ["10.0.1.20"]);
+
+    // Delete: the Cluster goes first; secrets and the credential only once it is gone.
+    let reports = Arc::new(Reports::default());
+    let delete = {
+        let (driver, spec, reports) = (driver.clone(), spec.clone(), reports.clone());
+        tokio::spawn(async move { driver.delete(&spec, reports.as_ref()).await })
+    };
+    let deleting = capi
+        .wait_for("clusters", NAME, |c| {
+            c["metadata"]["deletionTimestamp"].is_string()
+        })
+        .await;
+    assert!(deleting["metadata"]["deletionTimestamp"].is_string());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!delete.is_finished(), "the delete waits for CAPI");
+    assert!(
+        server
+            .controller("t")
+            .get(
+                &resource("secrets"),
+                Some(NAMESPACE),
+                &format!("{NAME}-cloud-config")
+            )
+            .is_ok(),
+        "CAPO still needs the credential while it tears down"
+    );
+    assert!(issuer.revoked.lock().unwrap().is_empty());
+    capi.controller
+        .remove_finalizers(&resource("clusters"), Some(NAMESPACE), NAME)
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), delete)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    for secret in [
+        "ca",
+        "etcd",
+        "proxy",
+        "sa",
+        "cloud-config",
+        "cloud-provider",
+    ] {
+        let found = server.controller("t").get(
+            &resource("secrets"),
+            Some(NAMESPACE),
+            &format!("{NAME}-{secret}"),
+        );
+        assert!(found.is_err(), "{secret} left behind");
+    }
+    assert_eq!(*issuer.revoked.lock().unwrap(), ["credential-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_management_cluster_away_is_reported_and_the_wait_resumes_when_it_returns() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
+    let capi = Capi::new(&server);
+    let spec = Arc::new(spec());
+    let reports = Arc::new(Reports::default());
+    let converge = {
+        let (driver, spec, reports) = (driver.clone(), spec.clone(), reports.clone());
+        tokio::spawn(async move {
+            driver
+                .converge(
+                    Converge {
+                        action: Action::CreateCluster,
+                        spec: &spec,
+                        nodes_to_remove: &[],
+                        max_batch_size: None,
+                    },
+                    reports.as_ref(),
+                )
+                .await
+        })
+    };
+    capi.wait_for("clusters", NAME, |_| true).await;
+    capi.provision();
+    server.outage(Outage::Refuse, Duration::from_secs(3));
+    let mut trouble = None;
+    for _ in 0..200 {
+        trouble = reports.when("cannot be watched");
+        if trouble.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(trouble.is_some(), "{:?}", reports.texts());
+    server.end_outage();
+    capi.settle("v1.33.5", &[("default-worker", 2)]);
+    let result = tokio::time::timeout(Duration::from_secs(30), converge)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_failure_fails_the_converge_with_its_message() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
+    let capi = Capi::new(&server);
+    let spec = Arc::new(spec());
+    let converge = {
+        let (driver, spec) = (driver.clone(), spec.clone());
+        tokio::spawn(async move {
+            driver
+                .converge(
+                    Converge {
+                        action: Action::CreateCluster,
+                        spec: &spec,
+                        nodes_to_remove: &[],
+                        max_batch_size: None,
+                    },
+                    &Reports::default(),
+                )
+                .await
+        })
+    };
+    capi.wait_for("clusters", NAME, |_| true).await;
+    capi.provision();
+    capi.controller
+        .patch_status(
+            &resource("openstackclusters"),
+            Some(NAMESPACE),
+            &format!("{NAME}-os"),
+            json!({"ready": false, "failureReason": "CreateError",
+                   "failureMessage": "failed to create router: Quota exceeded for resources: ['router']"}),
+        )
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), converge)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        result.unwrap_err(),
+        DriverError::Failed(
+            "OpenStackCluster: CreateError: failed to create router: Quota exceeded for resources: ['router']"
+                .to_owned()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_the_class_would_refuse_fail_before_anything_is_written() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let driver = driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await;
+    let mut spec = spec();
+    spec.cluster.labels.insert("kube_tag", "latest");
+    server.clear_requests();
+    let error = driver
+        .converge(
+            Converge {
+                action: Action::CreateCluster,
+                spec: &spec,
+                nodes_to_remove: &[],
+                max_batch_size: None,
+            },
+            &Reports::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("kube_tag"), "{error}");
+    let requests = server.requests();
+    assert!(writes(&requests).is_empty(), "{:?}", writes(&requests));
+    assert!(!driver.supports(Action::RotateCa));
+    assert!(driver.supports(Action::RotateCredentials));
+}
