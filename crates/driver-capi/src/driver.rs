@@ -15,6 +15,7 @@ use magnum_driver::{
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
+use crate::addons;
 use crate::cache::ObjectCache;
 use crate::catalog::Catalog;
 use crate::class;
@@ -380,11 +381,18 @@ impl CapiDriver {
     ) -> Result<Observed, DriverError> {
         let name = names::cluster_name(spec.cluster.uuid);
         let (version, masters, workers) = Self::desired_of(rendered, spec);
+        let cni = render::Cni::from_network_driver(spec.template.network_driver.as_deref())
+            .map_err(failed)?;
+        let cinder = spec.template.volume_driver.as_deref() == Some("cinder");
+        let charts: Vec<String> = addons::addons_of(cni, cinder)
+            .into_iter()
+            .map(|addon| addon.chart(&self.settings).name.clone())
+            .collect();
         let desired = Desired {
             version: &version,
             control_plane_replicas: masters,
             workers: &workers,
-            addons: &[],
+            addons: &charts,
         };
         let mut changes = self.cache.subscribe();
         let mut reported = String::new();
@@ -565,7 +573,10 @@ impl Driver for CapiDriver {
             progress
                 .report("Applying the cluster class.".to_owned())
                 .await;
-            for object in class::class_objects(&self.settings) {
+            for object in class::class_objects(&self.settings)
+                .into_iter()
+                .chain(addons::chart_proxies(&self.settings))
+            {
                 self.apply(progress, &object).await?;
             }
         }

@@ -5,6 +5,7 @@
 //! the structural OpenAPI schemas of the CRDs (and ClusterClass variable values against the
 //! class's own variable schemas), the way kube-apiserver does with `fieldValidation=Strict`.
 
+pub mod addons;
 pub mod cache;
 pub mod catalog;
 pub mod class;

@@ -17,6 +17,8 @@ pub mod label {
     pub const CNI: &str = "magnum-rs.openstack.org/cni";
     pub const CLOUD_PROVIDER: &str = "magnum-rs.openstack.org/cloud-provider";
     pub const CSI: &str = "magnum-rs.openstack.org/csi";
+    /// The ClusterClass of a cluster: its addons are those pinned for that class version.
+    pub const CLASS: &str = "magnum-rs.openstack.org/class";
     /// Set by CAPI on everything of a cluster.
     pub const CAPI_CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
     /// Set by the topology controller on a MachineDeployment and its Machines.

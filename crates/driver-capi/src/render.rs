@@ -446,6 +446,7 @@ pub fn render_cluster(settings: &Settings, input: ClusterInput<'_>) -> Result<Va
     let mut metadata_labels = cluster_labels(cluster);
     metadata_labels.insert(label::CNI.into(), json!(cni.name()));
     metadata_labels.insert(label::CLOUD_PROVIDER.into(), json!("openstack"));
+    metadata_labels.insert(label::CLASS.into(), json!(settings.class_name()));
     if template.volume_driver.as_deref() == Some("cinder") {
         metadata_labels.insert(label::CSI.into(), json!("cinder"));
     }

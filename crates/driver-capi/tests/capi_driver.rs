@@ -118,6 +118,7 @@ fn resource(kind: &str) -> ResourceRef {
             ResourceRef::new("controlplane.cluster.x-k8s.io", "v1beta2", kind)
         }
         "openstackclusters" => ResourceRef::new("infrastructure.cluster.x-k8s.io", "v1beta1", kind),
+        "helmreleaseproxies" => ResourceRef::new("addons.cluster.x-k8s.io", "v1alpha1", kind),
         "secrets" | "namespaces" => ResourceRef::core(kind),
         other => panic!("{other}"),
     }
@@ -297,8 +298,46 @@ impl Capi {
         .unwrap();
     }
 
+    /// CAAPH's release of one chart into the workload cluster, in `state` ("deployed",
+    /// "failed", …) with the Ready condition's reason and message.
+    fn release(&self, chart: &str, state: &str, reason: &str, message: &str) {
+        let name = format!("{chart}-{NAME}");
+        self.controller
+            .apply(
+                &resource("helmreleaseproxies"),
+                Some(NAMESPACE),
+                json!({"apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmReleaseProxy",
+                       "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": NAME}},
+                       "spec": {"clusterRef": {"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": NAME},
+                                "chartName": chart, "repoURL": "https://charts.test", "namespace": "kube-system",
+                                "releaseName": chart}}),
+            )
+            .unwrap();
+        let ready = if state == "deployed" { "True" } else { "False" };
+        self.controller
+            .patch_status(
+                &resource("helmreleaseproxies"),
+                Some(NAMESPACE),
+                &name,
+                json!({"status": state, "conditions": condition_list(&[("Ready", ready, reason, message)])}),
+            )
+            .unwrap();
+    }
+
     /// Statuses saying every object is observed and ready, at `version` with `workers`.
     fn settle(&self, version: &str, workers: &[(&str, i64)]) {
+        for chart in [
+            "tigera-operator",
+            "openstack-cloud-controller-manager",
+            "openstack-cinder-csi",
+        ] {
+            self.release(chart, "deployed", "HelmReleaseDeployed", "");
+        }
+        self.settle_machines(version, workers);
+    }
+
+    /// `settle` without the addons.
+    fn settle_machines(&self, version: &str, workers: &[(&str, i64)]) {
         let c = &self.controller;
         c.apply(
             &resource("clusters"),
@@ -794,4 +833,58 @@ async fn settings_the_class_would_refuse_fail_before_anything_is_written() {
     assert!(writes(&requests).is_empty(), "{:?}", writes(&requests));
     assert!(!driver.supports(Action::RotateCa));
     assert!(driver.supports(Action::RotateCredentials));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_addon_that_fails_to_install_fails_the_cluster_with_its_message() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
+    let capi = Capi::new(&server);
+    let spec = Arc::new(spec());
+    let converge = {
+        let (driver, spec) = (driver.clone(), spec.clone());
+        tokio::spawn(async move {
+            driver
+                .converge(
+                    Converge {
+                        action: Action::CreateCluster,
+                        spec: &spec,
+                        nodes_to_remove: &[],
+                        max_batch_size: None,
+                    },
+                    &Reports::default(),
+                )
+                .await
+        })
+    };
+    capi.wait_for("clusters", NAME, |_| true).await;
+    // The proxies the releases come from were applied with the class.
+    let proxies: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|request| request.method == "PATCH" && request.path.contains("/helmchartproxies/"))
+        .map(|request| request.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(proxies.len(), 5, "{proxies:?}");
+    capi.provision();
+    capi.release("tigera-operator", "deployed", "HelmReleaseDeployed", "");
+    capi.release(
+        "openstack-cinder-csi",
+        "failed",
+        "HelmInstallOrUpgradeFailed",
+        "failed pre-install: timed out waiting for the condition",
+    );
+    capi.settle_machines("v1.33.5", &[("default-worker", 2)]);
+    let result = tokio::time::timeout(Duration::from_secs(10), converge)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        result.unwrap_err(),
+        DriverError::Failed(
+            "addon openstack-cinder-csi failed to install: HelmInstallOrUpgradeFailed: failed pre-install: timed out waiting for the condition"
+                .to_owned()
+        )
+    );
 }

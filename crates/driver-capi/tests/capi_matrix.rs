@@ -69,6 +69,35 @@ fn the_class_and_its_templates_pass_their_crds() {
     for object in class::class_objects(&settings()) {
         check(&crds, &object, "class");
     }
+    let mut mirrored = settings();
+    mirrored.addons.image_registry = Some("registry.cloud.test/mirror/".to_owned());
+    for settings in [settings(), mirrored] {
+        let proxies = magnum_driver_capi::addons::chart_proxies(&settings);
+        assert_eq!(proxies.len(), 5);
+        for proxy in &proxies {
+            check(&crds, proxy, "addons");
+            // The values are YAML once CAAPH has filled the template in.
+            let values = proxy["spec"]["valuesTemplate"].as_str().unwrap();
+            let filled = values
+                .replace(
+                    "{{ index .Cluster.spec.clusterNetwork.pods.cidrBlocks 0 }}",
+                    "10.100.0.0/16",
+                )
+                .replace(
+                    "{{ .Cluster.spec.controlPlaneEndpoint.host }}",
+                    "203.0.113.10",
+                )
+                .replace("{{ .Cluster.spec.controlPlaneEndpoint.port }}", "6443")
+                .replace("{{ .Cluster.metadata.name }}", "kube-x");
+            assert!(!filled.contains("{{"), "{filled}");
+            let parsed: Value = serde_saphyr::from_str(&filled)
+                .unwrap_or_else(|error| panic!("{}: {error}\n{filled}", proxy["metadata"]["name"]));
+            assert!(parsed.is_object(), "{filled}");
+            if settings.addons.image_registry.is_some() {
+                assert!(filled.contains("registry.cloud.test/mirror"), "{filled}");
+            }
+        }
+    }
     let class_object = class::cluster_class(&settings());
     let variables = ClassVariables::from_cluster_class(&class_object).unwrap();
     assert_eq!(variables.names().count(), class::variable_schemas().len());
