@@ -140,6 +140,8 @@ pub struct Upgrade<'a> {
     pub current_template_name: &'a str,
     pub nodegroup: Option<&'a str>,
     pub max_batch_size: Option<i64>,
+    /// The new template's `kube_tag` label: the Kubernetes version the cluster moves to.
+    pub kube_tag: Option<&'a str>,
 }
 
 /// Who asks and when: every use case started by a request records both.
@@ -330,8 +332,17 @@ impl ClusterAggregate {
             )),
             request.now,
         )?;
+        let mut previous_labels = None;
         if upgrade.nodegroup.is_none() || targets.iter().any(|nodegroup| nodegroup.is_default) {
             self.cluster.cluster_template_id = upgrade.template;
+            // The cluster's labels were copied from its first template: the version it runs
+            // is the new template's, as the drivers that read `kube_tag` expect.
+            if let Some(tag) = upgrade.kube_tag {
+                if self.cluster.labels.get("kube_tag") != Some(tag) {
+                    previous_labels = Some(self.cluster.labels.to_stored_json());
+                    self.cluster.labels.insert("kube_tag", tag);
+                }
+            }
         }
         for target in &targets {
             self.change_nodegroup(target.uuid, request.now, |nodegroup| {
@@ -344,6 +355,7 @@ impl ClusterAggregate {
             request,
             |parameters| {
                 parameters.previous_template = Some(previous_template);
+                parameters.previous_labels = previous_labels;
                 parameters.max_batch_size = upgrade.max_batch_size;
             },
         ));
@@ -671,6 +683,9 @@ impl ClusterAggregate {
         if let Some(previous) = parameters.previous_template {
             self.cluster.cluster_template_id = previous;
         }
+        if let Some(labels) = &parameters.previous_labels {
+            self.cluster.labels = crate::labels::Labels::from_stored_json(labels);
+        }
         for nodegroup in &mut self.nodegroups {
             if let Some((_, count)) = parameters
                 .previous_node_counts
@@ -934,6 +949,7 @@ mod tests {
                             current_template_name: "old",
                             nodegroup: None,
                             max_batch_size: Some(2),
+                            kube_tag: None,
                         },
                         &request(),
                     )
@@ -977,11 +993,13 @@ mod tests {
                     current_template_name: "old",
                     nodegroup: None,
                     max_batch_size: None,
+                    kube_tag: Some("v1.34.1"),
                 },
                 &request(),
             )
             .unwrap();
         assert_eq!(upgraded.cluster.cluster_template_id, Uuid::from_u128(8));
+        assert_eq!(upgraded.cluster.labels.get("kube_tag"), Some("v1.34.1"));
         assert_eq!(
             upgraded.nodegroups[1].image_id.as_deref(),
             Some("new-image")
@@ -994,6 +1012,11 @@ mod tests {
         assert_eq!(upgraded.cluster.status, UpdateFailed);
         assert_eq!(upgraded.cluster.status_reason.as_deref(), Some("broken"));
         assert_eq!(upgraded.cluster.cluster_template_id, Uuid::from_u128(7));
+        assert_eq!(
+            upgraded.cluster.labels.get("kube_tag"),
+            None,
+            "labels restored"
+        );
         assert_eq!(upgraded.nodegroups[1].status, UpdateFailed);
         assert_eq!(
             upgraded.nodegroups[1].status_reason.as_deref(),
@@ -1157,6 +1180,7 @@ mod tests {
                     current_template_name: "old",
                     nodegroup: Some("extra"),
                     max_batch_size: None,
+                    kube_tag: None,
                 },
                 &request(),
             )

@@ -128,6 +128,10 @@ pub struct OperationParameters {
     /// The template before an upgrade, to restore on rollback.
     #[serde(default)]
     pub previous_template: Option<Uuid>,
+    /// The cluster's labels before an upgrade changed its `kube_tag` (stored JSON), to
+    /// restore on rollback.
+    #[serde(default)]
+    pub previous_labels: Option<String>,
     /// Roll back to the previous counts when the update fails.
     #[serde(default)]
     pub rollback: bool,

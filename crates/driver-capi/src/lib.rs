@@ -9,6 +9,7 @@ pub mod addons;
 pub mod cache;
 pub mod catalog;
 pub mod class;
+pub mod config;
 pub mod driver;
 pub mod management;
 pub mod names;

@@ -258,6 +258,7 @@ pub struct ConductorConfig {
 pub struct DriversConfig {
     pub enabled: Vec<String>,
     pub local: Catalog,
+    pub capi: magnum_driver_capi::config::CapiConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -356,6 +357,7 @@ impl Default for DriversConfig {
         Self {
             enabled: vec!["local".to_owned()],
             local: Catalog::default(),
+            capi: Default::default(),
         }
     }
 }
@@ -502,8 +504,10 @@ impl Config {
                 .map_err(|error| anyhow::anyhow!("database.url: {error}"))?;
         }
         for driver in &self.drivers.enabled {
-            if driver != magnum_driver_local::DRIVER_NAME {
-                bail!("drivers.enabled: unknown driver {driver:?}; available: \"local\"");
+            if driver == magnum_driver_capi::driver::DRIVER_NAME {
+                self.capi_settings()?;
+            } else if driver != magnum_driver_local::DRIVER_NAME {
+                bail!("drivers.enabled: unknown driver {driver:?}; available: \"local\", \"capi\"");
             }
         }
         let rules = self.template_rules();
@@ -600,6 +604,13 @@ impl Config {
             .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))?;
         Policy::with_overrides(&overrides)
             .map_err(|error| anyhow::anyhow!("auth.policy_file {}: {error}", path.display()))
+    }
+
+    /// The capi driver's settings, checked (Keystone's URL defaults to `auth.keystone`'s).
+    pub fn capi_settings(&self) -> anyhow::Result<magnum_driver_capi::settings::Settings> {
+        let keystone = self.auth.keystone.auth_url.trim();
+        let keystone = (!keystone.is_empty()).then_some(keystone);
+        Ok(self.drivers.capi.settings(keystone)?)
     }
 
     /// `[auth.keystone]` with its credentials file read; errors name the key or file at fault.

@@ -117,10 +117,28 @@ fn restrict_to_owner(_directory: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> DriverRegistry {
+async fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> anyhow::Result<DriverRegistry> {
     let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
-        if name == magnum_driver_local::DRIVER_NAME {
+        if name == magnum_driver_capi::driver::DRIVER_NAME {
+            let capi = &config.drivers.capi;
+            let settings = config.capi_settings()?;
+            let kubeconfig = capi
+                .kubeconfig
+                .clone()
+                .context("drivers.capi.kubeconfig is required")?;
+            let credential = Arc::new(magnum_driver_capi::config::ConfiguredCredential(
+                capi.credential(),
+            ));
+            let driver = magnum_driver_capi::driver::CapiDriver::connect(
+                settings,
+                capi.catalog.clone(),
+                &kubeconfig,
+                credential,
+            )
+            .await?;
+            drivers.push(Arc::new(driver));
+        } else if name == magnum_driver_local::DRIVER_NAME {
             let driver = LocalDriver::with_state_dir(
                 config.drivers.local.clone(),
                 config.state_dir().join("local-driver"),
@@ -131,7 +149,7 @@ fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> DriverRegistry {
             drivers.push(Arc::new(driver));
         }
     }
-    DriverRegistry::new(drivers)
+    Ok(DriverRegistry::new(drivers))
 }
 
 fn api_state(
@@ -292,7 +310,7 @@ pub async fn start_with_drivers(
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut address = None;
-    let registry = drivers(config, extra_drivers);
+    let registry = drivers(config, extra_drivers).await?;
     let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
     let mut audit = None;

@@ -952,6 +952,7 @@ pub(crate) async fn upgrade(
         current_template_name: &current_name,
         nodegroup: named.as_deref(),
         max_batch_size: attributes.integer("max_batch_size"),
+        kube_tag: new_template.labels.get("kube_tag"),
     };
     let request = change_request(identity);
     state

@@ -2,6 +2,7 @@
 //! over HTTP, by the real `openstack` client, and as a process.
 
 mod binary;
+mod capi_driver;
 mod certificates;
 mod clusters;
 mod compat;

@@ -25,20 +25,20 @@ fn openstack_binary() -> PathBuf {
     path
 }
 
-struct Outcome {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Outcome {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Outcome {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|error| panic!("not JSON ({error}): {}\n{}", self.stdout, self.stderr))
     }
 }
 
-async fn openstack(app: &TestApp, arguments: &[&str]) -> Outcome {
+pub(crate) async fn openstack(app: &TestApp, arguments: &[&str]) -> Outcome {
     let binary = openstack_binary();
     let endpoint = format!("{}/v1", app.base_url);
     let arguments: Vec<String> = arguments

@@ -23,6 +23,7 @@
 //! strategy of `None`), no admission, no defaulting or schema validation beyond unknown
 //! fields, no `deletecollection`, no protobuf or Table output, no aggregated discovery.
 
+pub mod capi;
 mod discovery;
 mod fieldpath;
 mod http;
@@ -447,6 +448,20 @@ impl Controller {
                 &self.options(Subresource::Status),
             )?
             .object)
+    }
+
+    /// Every object of `resource` (in `namespace`, or everywhere).
+    pub fn list(
+        &self,
+        resource: &ResourceRef,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>, ApiError> {
+        let listed = self.store.list(
+            &self.target(resource)?,
+            namespace,
+            &store::ListOptions::default(),
+        )?;
+        Ok(listed["items"].as_array().cloned().unwrap_or_default())
     }
 
     pub fn get(

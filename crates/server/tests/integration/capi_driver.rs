@@ -1,0 +1,409 @@
+//! The capi driver as an operator configures it (`[drivers.capi]`, a kubeconfig), driven by
+//! the real `openstack coe` client, against the Kubernetes API stand-in with a scripted
+//! Cluster API answering the topology the driver applies.
+
+use std::time::{Duration, Instant};
+
+use magnum_test_support::kube_api::capi::{ScriptedCapi, QUOTA_MESSAGE};
+use magnum_test_support::kube_api::{KubeApiConfig, KubeApiServer, ResourceRef};
+use magnum_test_support::Engine;
+use magnumd::{Config, Role};
+use serde_json::{json, Value};
+
+use crate::openstack_cli::openstack;
+use crate::support::{TestApp, ADMIN};
+
+const NAMESPACE: &str = "magnum-system";
+const IMAGE: &str = "3f0c1a52-58b9-4d1e-9d0e-0c2b6f7f1a01";
+const NEW_IMAGE: &str = "9a1d6c33-7e2f-4b8a-8f6d-5c4e3b2a1f02";
+
+async fn management_cluster() -> KubeApiServer {
+    let files: Vec<String> =
+        std::fs::read_dir(magnum_test_support::kube_api::capi_crds_directory())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".yaml"))
+            .collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let server = KubeApiServer::start(KubeApiConfig::new().capi_crds(&files).unwrap())
+        .await
+        .unwrap();
+    server
+        .controller("kube-system")
+        .create(
+            &ResourceRef::core("namespaces"),
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        )
+        .unwrap();
+    server
+}
+
+fn configure(config: &mut Config, kubeconfig: &std::path::Path) {
+    let text = format!(
+        r#"
+enabled = ["capi"]
+[capi]
+kubeconfig = "{}"
+auth_url = "https://keystone.cloud.test:5000/v3"
+[capi.credential]
+application_credential_id = "operator-credential"
+application_credential_secret = "s3cret"
+[[capi.catalog.images]]
+id = "{IMAGE}"
+name = "ubuntu-2404-kube-v1.33"
+os_distro = "ubuntu"
+[[capi.catalog.images]]
+id = "{NEW_IMAGE}"
+name = "ubuntu-2404-kube-v1.34"
+os_distro = "ubuntu"
+[[capi.catalog.flavors]]
+id = "f1"
+name = "m1.medium"
+disk_gib = 20
+[[capi.catalog.flavors]]
+id = "f2"
+name = "m1.large"
+disk_gib = 40
+[[capi.catalog.external_networks]]
+id = "6c1b6c0e-1d7a-4a3e-9c0f-7e5d4c3b2a10"
+name = "public"
+"#,
+        kubeconfig.display()
+    );
+    config.drivers = toml::from_str(&text).unwrap();
+}
+
+async fn show(app: &TestApp, cluster: &str) -> Value {
+    let shown = openstack(app, &["coe", "cluster", "show", cluster, "-f", "json"]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    shown.json()
+}
+
+/// Polls the cluster through the API (not the slow CLI) until `done`.
+async fn wait(app: &TestApp, uuid: &str, seconds: u64, done: impl Fn(&Value) -> bool) -> Value {
+    app.wait_for_cluster(uuid, ADMIN, seconds, |reply| done(&reply.body))
+        .await
+        .body
+}
+
+fn secrets(server: &KubeApiServer) -> Vec<String> {
+    server
+        .controller("test")
+        .list(&ResourceRef::core("secrets"), Some(NAMESPACE))
+        .unwrap()
+        .iter()
+        .map(|secret| secret["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openstack_client_runs_a_kubernetes_cluster_through_its_life() {
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    let controllers = capi.clone().spawn(Duration::from_millis(50));
+    let path = kubeconfig.path().to_owned();
+    let app =
+        TestApp::spawn_with(Engine::Sqlite, Role::All, |config| configure(config, &path)).await;
+
+    for (name, image, tag) in [
+        ("k8s", "ubuntu-2404-kube-v1.33", "v1.33.5"),
+        ("k8s-next", "ubuntu-2404-kube-v1.34", "v1.34.1"),
+    ] {
+        let created = openstack(
+            &app,
+            &[
+                "coe",
+                "cluster",
+                "template",
+                "create",
+                name,
+                "--coe",
+                "kubernetes",
+                "--image",
+                image,
+                "--external-network",
+                "public",
+                "--flavor",
+                "m1.medium",
+                "--master-flavor",
+                "m1.large",
+                "--network-driver",
+                "calico",
+                "--volume-driver",
+                "cinder",
+                "--labels",
+                &format!("kube_tag={tag}"),
+                "-f",
+                "json",
+            ],
+        )
+        .await;
+        assert_eq!(created.code, 0, "{}", created.stderr);
+        // The client prints "Request to create cluster template … accepted" before the JSON.
+        assert!(
+            created.stdout.contains("\"coe\": \"kubernetes\""),
+            "{}",
+            created.stdout
+        );
+    }
+    // A template naming what the cloud does not have is refused up front.
+    let refused = openstack(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "template",
+            "create",
+            "bad",
+            "--coe",
+            "kubernetes",
+            "--image",
+            "ubuntu-2404-kube-v1.33",
+            "--external-network",
+            "public",
+            "--flavor",
+            "m9.huge",
+        ],
+    )
+    .await;
+    assert_ne!(refused.code, 0);
+    // (python-magnumclient shows the message up to its first period.)
+    assert!(
+        refused.stderr.contains("Unable to find flavor m9"),
+        "{}",
+        refused.stderr
+    );
+
+    // Create.
+    let started = Instant::now();
+    let created = openstack(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "create",
+            "prod",
+            "--cluster-template",
+            "k8s",
+            "--master-count",
+            "1",
+            "--node-count",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let uuid = show(&app, "prod").await["uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cluster = wait(&app, &uuid, 60, |c| c["status"] != "CREATE_IN_PROGRESS").await;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    println!("create: {:?}", started.elapsed());
+    let shown = show(&app, "prod").await;
+    assert_eq!(shown["api_address"], "https://203.0.113.10:6443");
+    assert_eq!(shown["coe_version"], "v1.33.5");
+    assert_eq!(shown["master_addresses"], json!(["10.0.0.10"]));
+    assert_eq!(cluster["health_status"], "HEALTHY", "{cluster}");
+    assert_eq!(shown["node_addresses"].as_array().unwrap().len(), 2);
+    let stack_id = cluster["cluster_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{cluster}"))
+        .to_owned();
+    assert!(stack_id.starts_with("kube-"), "{shown}");
+    let applied = server
+        .controller("test")
+        .get(
+            &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters"),
+            Some(NAMESPACE),
+            &stack_id,
+        )
+        .unwrap();
+    assert_eq!(
+        applied["metadata"]["labels"]["magnum.openstack.org/cluster-uuid"],
+        uuid
+    );
+
+    // Resize to one worker, removing a named machine.
+    let machines = server
+        .controller("test")
+        .list(
+            &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "machines"),
+            Some(NAMESPACE),
+        )
+        .unwrap();
+    let victim = machines
+        .iter()
+        .map(|machine| machine["metadata"]["name"].as_str().unwrap().to_owned())
+        .find(|name| name.contains("default-worker"))
+        .unwrap();
+    let resized = openstack(
+        &app,
+        &[
+            "coe",
+            "cluster",
+            "resize",
+            "prod",
+            "1",
+            "--nodes-to-remove",
+            &victim,
+        ],
+    )
+    .await;
+    assert_eq!(resized.code, 0, "{}", resized.stderr);
+    let cluster = wait(&app, &uuid, 60, |c| c["status"] != "UPDATE_IN_PROGRESS").await;
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    assert_eq!(cluster["node_count"], 1);
+    let left = server
+        .controller("test")
+        .list(
+            &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "machines"),
+            Some(NAMESPACE),
+        )
+        .unwrap();
+    assert!(
+        left.iter()
+            .all(|machine| machine["metadata"]["name"] != victim.as_str()),
+        "{victim} was removed"
+    );
+
+    // Add a nodegroup, then delete it.
+    let added = openstack(
+        &app,
+        &[
+            "coe",
+            "nodegroup",
+            "create",
+            "prod",
+            "gpu",
+            "--node-count",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    wait(&app, &uuid, 60, |c| c["status"] != "UPDATE_IN_PROGRESS").await;
+    let group = openstack(
+        &app,
+        &["coe", "nodegroup", "show", "prod", "gpu", "-f", "json"],
+    )
+    .await;
+    assert_eq!(group.code, 0, "{}", group.stderr);
+    let group = group.json();
+    assert_eq!(group["status"], "CREATE_COMPLETE", "{group}");
+    assert_eq!(
+        group["node_addresses"].as_array().unwrap().len(),
+        1,
+        "{group}"
+    );
+    let removed = openstack(&app, &["coe", "nodegroup", "delete", "prod", "gpu"]).await;
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
+    let mut gone = false;
+    for _ in 0..300 {
+        let listed = openstack(&app, &["coe", "nodegroup", "list", "prod", "-f", "json"]).await;
+        if !listed.stdout.contains("\"gpu\"") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "the gpu nodegroup was deleted");
+
+    // Upgrade to the next template: a new version and image, machines replaced.
+    let upgraded = openstack(&app, &["coe", "cluster", "upgrade", "prod", "k8s-next"]).await;
+    assert_eq!(upgraded.code, 0, "{}", upgraded.stderr);
+    let cluster = wait(&app, &uuid, 60, |c| c["status"] != "UPDATE_IN_PROGRESS").await;
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    assert_eq!(show(&app, "prod").await["coe_version"], "v1.34.1");
+
+    // CA rotation is refused up front rather than half done.
+    let rotated = openstack(&app, &["coe", "ca", "rotate", "prod"]).await;
+    assert_ne!(rotated.code, 0);
+    assert!(
+        rotated.stderr.contains("not supported by the capi driver"),
+        "{}",
+        rotated.stderr
+    );
+
+    // Delete: everything of the cluster leaves the management cluster.
+    assert!(secrets(&server)
+        .iter()
+        .any(|name| name.starts_with(&stack_id)));
+    let deleted = openstack(&app, &["coe", "cluster", "delete", "prod"]).await;
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    wait(&app, &uuid, 60, |c| c["errors"][0]["status"] == 404).await;
+    let left: Vec<String> = secrets(&server)
+        .into_iter()
+        .filter(|name| name.starts_with(&stack_id))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    controllers.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    capi.set(|knobs| knobs.quota_failure = true);
+    let controllers = capi.clone().spawn(Duration::from_millis(50));
+    let path = kubeconfig.path().to_owned();
+    let app =
+        TestApp::spawn_with(Engine::Sqlite, Role::All, |config| configure(config, &path)).await;
+    let created = app
+        .create_template(
+            ADMIN,
+            json!({"name": "k8s", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+                   "external_network_id": "public", "flavor_id": "m1.medium",
+                   "master_flavor_id": "m1.large", "network_driver": "calico"}),
+        )
+        .await;
+    assert!(created.is_object());
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            ADMIN,
+            Some(json!({"name": "q", "cluster_template_id": "k8s", "node_count": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    // The failing machine is written by the scripted CAPO at its first step after the apply.
+    let machine_failed = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let machines = server
+                .controller("test")
+                .list(
+                    &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "machines"),
+                    Some(NAMESPACE),
+                )
+                .unwrap();
+            if machines.iter().any(|m| {
+                m["status"]["conditions"]
+                    .to_string()
+                    .contains("Quota exceeded")
+            }) {
+                break Instant::now();
+            }
+            assert!(Instant::now() < deadline, "no failing machine");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let cluster = wait(&app, &uuid, 5, |c| {
+        c["status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(QUOTA_MESSAGE)
+    })
+    .await;
+    let lag = machine_failed.elapsed();
+    assert!(lag < Duration::from_secs(1), "the reason took {lag:?}");
+    assert_eq!(cluster["status"], "CREATE_IN_PROGRESS");
+    println!("quota reason visible {lag:?} after CAPO wrote it");
+    controllers.abort();
+}
