@@ -65,11 +65,34 @@ struct StatusReasonProgress {
     store: Store,
     cluster: Uuid,
     status: ClusterStatus,
+    /// What the driver said last: a timeout names what the change was waiting for.
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl StatusReasonProgress {
+    fn last(&self) -> Option<String> {
+        self.last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// A timeout's reason with the driver's last word, so that a failure says what was missing.
+fn with_last_report(timed_out: String, last: Option<String>) -> String {
+    match last.filter(|last| !last.trim().is_empty()) {
+        Some(last) => format!("{timed_out} Last: {last}"),
+        None => timed_out,
+    }
 }
 
 #[async_trait::async_trait]
 impl Progress for StatusReasonProgress {
     async fn report(&self, message: String) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(message.clone());
         if let Err(error) = self
             .store
             .note_cluster_progress(self.cluster, self.status, &message, Timestamp::now())
@@ -373,6 +396,7 @@ impl Runner {
             store: self.store.clone(),
             cluster: cluster.uuid,
             status: cluster.status,
+            last: Default::default(),
         };
         let request = Converge {
             action,
@@ -386,7 +410,10 @@ impl Runner {
             Some(left) if left.is_zero() => Err(timed_out(phase, operation, cluster)),
             Some(left) => match tokio::time::timeout(left, work).await {
                 Ok(result) => result.map_err(|error| error.to_string()),
-                Err(_) => Err(timed_out(phase, operation, cluster)),
+                Err(_) => Err(with_last_report(
+                    timed_out(phase, operation, cluster),
+                    progress.last(),
+                )),
             },
         })
     }
@@ -615,6 +642,7 @@ impl Runner {
                         store: self.store.clone(),
                         cluster: cluster.uuid,
                         status: ClusterStatus::DeleteInProgress,
+                        last: Default::default(),
                     };
                     let deadline = Timestamp::from_unix_seconds(
                         operation.created_at.unix_seconds()
@@ -624,9 +652,12 @@ impl Runner {
                     match tokio::time::timeout(left, driver.delete(&spec, &progress)).await {
                         Ok(Ok(())) => None,
                         Ok(Err(error)) => Some(error.to_string()),
-                        Err(_) => Some(format!(
-                            "Timed out: the deletion did not finish within {}.",
-                            minutes_text(seconds(self.settings.operation_timeout))
+                        Err(_) => Some(with_last_report(
+                            format!(
+                                "Timed out: the deletion did not finish within {}.",
+                                minutes_text(seconds(self.settings.operation_timeout))
+                            ),
+                            progress.last(),
                         )),
                     }
                 }
@@ -966,6 +997,23 @@ mod tests {
         for (kind, target, action) in cases {
             assert_eq!(action_of(kind, &groups, target), action, "{kind}");
         }
+    }
+
+    #[test]
+    fn a_timeout_names_what_the_change_was_waiting_for() {
+        let base = "Timed out: the cluster was not created within its create_timeout of 1 minute.";
+        assert_eq!(
+            with_last_report(
+                base.to_owned(),
+                Some("machine m-1: Quota exceeded".to_owned())
+            ),
+            format!("{base} Last: machine m-1: Quota exceeded")
+        );
+        assert_eq!(with_last_report(base.to_owned(), None), base);
+        assert_eq!(
+            with_last_report(base.to_owned(), Some("  ".to_owned())),
+            base
+        );
     }
 
     #[test]

@@ -350,8 +350,12 @@ async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
     capi.set(|knobs| knobs.quota_failure = true);
     let controllers = capi.clone().spawn(Duration::from_millis(50));
     let path = kubeconfig.path().to_owned();
-    let app =
-        TestApp::spawn_with(Engine::Sqlite, Role::All, |config| configure(config, &path)).await;
+    let app = TestApp::spawn_with(Engine::Sqlite, Role::All, |config| {
+        configure(config, &path);
+        // Without a create_timeout of its own, a create ends at the operation timeout.
+        config.conductor.operation_timeout = 4;
+    })
+    .await;
     let created = app
         .create_template(
             ADMIN,
@@ -367,7 +371,10 @@ async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
             "POST",
             "/v1/clusters",
             ADMIN,
-            Some(json!({"name": "q", "cluster_template_id": "k8s", "node_count": 1})),
+            Some(
+                json!({"name": "q", "cluster_template_id": "k8s", "node_count": 1,
+                        "create_timeout": 0}),
+            ),
         )
         .await;
     assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
@@ -405,5 +412,16 @@ async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
     assert!(lag < Duration::from_secs(1), "the reason took {lag:?}");
     assert_eq!(cluster["status"], "CREATE_IN_PROGRESS");
     println!("quota reason visible {lag:?} after CAPO wrote it");
+    // CAPI would retry for ever; the create fails at its deadline with the reason it waited on.
+    let failed = wait(&app, &uuid, 30, |c| c["status"] != "CREATE_IN_PROGRESS").await;
+    assert_eq!(failed["status"], "CREATE_FAILED", "{failed}");
+    let reason = failed["status_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "Timed out: the cluster was not created within the conductor's operation timeout. Last: "
+        ),
+        "{reason}"
+    );
+    assert!(reason.contains(QUOTA_MESSAGE), "{reason}");
     controllers.abort();
 }
