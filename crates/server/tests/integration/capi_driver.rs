@@ -40,7 +40,12 @@ async fn management_cluster() -> KubeApiServer {
 }
 
 fn configure(config: &mut Config, kubeconfig: &std::path::Path) {
-    let text = format!(
+    config.drivers = toml::from_str(&drivers_section(kubeconfig)).unwrap();
+}
+
+/// `[drivers]` as a configuration file has it (its tables relative to `drivers`).
+fn drivers_section(kubeconfig: &std::path::Path) -> String {
+    format!(
         r#"
 enabled = ["capi"]
 [capi]
@@ -70,8 +75,7 @@ id = "6c1b6c0e-1d7a-4a3e-9c0f-7e5d4c3b2a10"
 name = "public"
 "#,
         kubeconfig.display()
-    );
-    config.drivers = toml::from_str(&text).unwrap();
+    )
 }
 
 async fn show(app: &TestApp, cluster: &str) -> Value {
@@ -424,4 +428,244 @@ async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
     );
     assert!(reason.contains(QUOTA_MESSAGE), "{reason}");
     controllers.abort();
+}
+
+/// RSS (KiB) and CPU seconds (user + system) of a process, from /proc.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|both| both.iter().filter_map(|t| t.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    (rss, ticks / 100.0)
+}
+
+/// The benchmark of `scripts/bench-capi`: a release magnumd (its own process, SQLite) with
+/// the capi driver against the stand-in and the scripted CAPI; BENCH_CAPI_CLUSTERS clusters
+/// (default 1,000) are created, then machines of BENCH_CAPI_FLIPS of them turn unhealthy
+/// one by one and the time until the API shows each cluster UNHEALTHY is measured. Prints
+/// the create throughput, the latency percentiles, and magnumd's RSS and CPU time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: scripts/bench-capi"]
+async fn bench_watch_events_reach_the_api() {
+    let clusters: usize = std::env::var("BENCH_CAPI_CLUSTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let flips: usize = std::env::var("BENCH_CAPI_FLIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    let controllers = capi.clone().spawn(Duration::from_millis(200));
+    let work = tempfile::tempdir().unwrap();
+    let config_file = work.path().join("magnumd.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[conductor]\nmax_concurrent_operations = {}\n[quotas]\nmax_clusters_per_project = {}\n[log]\nlevel = \"warn\"\n[drivers]\n{}",
+            clusters.max(16),
+            clusters,
+            drivers_section(kubeconfig.path())
+                .replace("[capi", "[drivers.capi")
+                .replace("[[capi", "[[drivers.capi")
+        ),
+    )
+    .unwrap();
+    let binary =
+        std::env::var("BENCH_MAGNUMD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_magnumd").to_owned());
+    let mut child = std::process::Command::new(binary)
+        .env(
+            "MAGNUM_QUOTAS__MAX_CLUSTERS_PER_PROJECT",
+            clusters.to_string(),
+        )
+        .args(["all", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(work.path().join("state"))
+        .arg("--config")
+        .arg(&config_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    /// Stops magnumd however the benchmark ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // Already gone is fine: the benchmark only needs it not to outlive it.
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let child = Stop(child);
+    let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .next()
+        .unwrap()
+        .unwrap();
+    let base = line
+        .strip_prefix("magnumd listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut request = client
+            .request(method, format!("{base}{path}"))
+            .header("OpenStack-API-Version", "container-infra latest");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let template = send(
+        reqwest::Method::POST,
+        "/clustertemplates".into(),
+        Some(json!({
+        "name": "k8s", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+        "external_network_id": "public", "flavor_id": "m1.medium", "master_flavor_id": "m1.large",
+        "network_driver": "calico"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(template.status(), 201, "{}", template.text().await.unwrap());
+    let idle = usage(child.0.id());
+    let started = Instant::now();
+    let mut uuids = Vec::new();
+    for index in 0..clusters {
+        let reply = send(
+            reqwest::Method::POST,
+            "/clusters".into(),
+            Some(json!({
+            "name": format!("c{index}"), "cluster_template_id": "k8s", "node_count": 1})),
+        )
+        .await
+        .unwrap();
+        let status = reply.status();
+        let body: Value = reply.json().await.unwrap();
+        assert_eq!(status, 202, "{body}");
+        uuids.push(body["uuid"].as_str().unwrap().to_owned());
+    }
+    let accepted = started.elapsed();
+    loop {
+        let mut complete = 0;
+        let mut marker = String::new();
+        loop {
+            let page: Value = send(
+                reqwest::Method::GET,
+                format!("/clusters?limit=1000{marker}"),
+                None,
+            )
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            let items = page["clusters"].as_array().cloned().unwrap_or_default();
+            complete += items
+                .iter()
+                .filter(|c| c["status"] == "CREATE_COMPLETE")
+                .count();
+            match items.last() {
+                Some(last) if items.len() == 1000 => {
+                    marker = format!("&marker={}", last["uuid"].as_str().unwrap())
+                }
+                _ => break,
+            }
+        }
+        if complete == clusters {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "{complete} of {clusters} complete"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let created = started.elapsed();
+    let busy = usage(child.0.id());
+    // Let health settle, then freeze CAPI so that nothing but the test changes machines.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    capi.set(|knobs| knobs.frozen = true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let controller = server.controller("capi-controllers");
+    let machines_resource = ResourceRef::new("cluster.x-k8s.io", "v1beta2", "machines");
+    let machines = controller
+        .list(&machines_resource, Some(NAMESPACE))
+        .unwrap();
+    let mut latencies = Vec::new();
+    for flip in 0..flips.min(clusters) {
+        let uuid = &uuids[flip * clusters / flips.min(clusters)];
+        let shown: Value = send(reqwest::Method::GET, format!("/clusters/{uuid}"), None)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let stack = shown["cluster_id"].as_str().unwrap().to_owned();
+        let machine = machines
+            .iter()
+            .find(|m| {
+                m["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] == stack.as_str()
+                    && m["metadata"]["labels"]
+                        .get("topology.cluster.x-k8s.io/deployment-name")
+                        .is_some()
+            })
+            .unwrap();
+        let name = machine["metadata"]["name"].as_str().unwrap();
+        let written = Instant::now();
+        controller
+            .patch_status(&machines_resource, Some(NAMESPACE), name, json!({"conditions": [
+                {"type": "NodeHealthy", "status": "False", "reason": "NodeNotReady", "message": "kubelet stopped",
+                 "lastTransitionTime": "2026-11-26T00:00:00Z"}]}))
+            .unwrap();
+        loop {
+            let shown: Value = send(reqwest::Method::GET, format!("/clusters/{uuid}"), None)
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if shown["health_status"] == "UNHEALTHY" {
+                latencies.push(written.elapsed());
+                break;
+            }
+            assert!(written.elapsed() < Duration::from_secs(30), "{shown}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let done = usage(child.0.id());
+    println!(
+        "capi bench: {clusters} clusters accepted in {:.1} s, all CREATE_COMPLETE after {:.1} s; \
+         health change to API over {} flips: p50 {:?}, p99 {:?}, max {:?}; magnumd RSS idle {} MiB, \
+         with {clusters} clusters {} MiB, after flips {} MiB; CPU {:.1} s for the creates, {:.1} s for the flips",
+        accepted.as_secs_f64(),
+        created.as_secs_f64(),
+        latencies.len(),
+        percentile(0.5),
+        percentile(0.99),
+        latencies.last().unwrap(),
+        idle.0 / 1024,
+        busy.0 / 1024,
+        done.0 / 1024,
+        busy.1 - idle.1,
+        done.1 - busy.1,
+    );
+    controllers.abort();
+    drop(child);
 }
