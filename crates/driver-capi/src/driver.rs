@@ -547,7 +547,7 @@ impl Driver for CapiDriver {
     ) -> Result<Observed, DriverError> {
         let spec = request.spec;
         let resolved = self.resolve(spec)?;
-        let rendered = render::render_cluster(
+        let mut rendered = render::render_cluster(
             &self.settings,
             ClusterInput {
                 cluster: &spec.cluster,
@@ -558,6 +558,18 @@ impl Driver for CapiDriver {
             },
         )
         .map_err(failed)?;
+        let name = names::cluster_name(spec.cluster.uuid);
+        if let Some(live) = self.cache.snapshot(&name).0.first(Kind::OpenStackCluster) {
+            let kept = render::keep_immutable(&mut rendered, live);
+            if !kept.is_empty() {
+                progress
+                    .report(format!(
+                        "Keeping {} as the cluster was created: OpenStack's Cluster API provider does not allow changing them.",
+                        kept.join(", ")
+                    ))
+                    .await;
+            }
+        }
         let report = self.class_variables.check_cluster(&rendered);
         if !report.is_valid() {
             let messages: Vec<String> = report.violations.iter().map(ToString::to_string).collect();

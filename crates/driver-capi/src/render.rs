@@ -728,3 +728,74 @@ pub fn render_cloud_credentials(
     });
     vec![capo_secret, resources_secret, resource_set]
 }
+
+/// Variables that become OpenStackCluster fields CAPO's admission webhook refuses to change
+/// once the cluster exists, with how to read each back from the live object.
+const IMMUTABLE_ONCE_CREATED: [&str; 7] = [
+    variable::EXTERNAL_NETWORK,
+    variable::NETWORK,
+    variable::SUBNETS,
+    variable::MANAGED_SUBNETS,
+    variable::API_SERVER_LOAD_BALANCER,
+    variable::DISABLE_API_SERVER_FLOATING_IP,
+    variable::CONTROL_PLANE_AVAILABILITY_ZONES,
+];
+
+/// The value a variable had when the live OpenStackCluster was made from it.
+fn live_value(variable_name: &str, spec: &Value) -> Value {
+    let id_of = |field: &Value| json!({"id": field["id"].as_str().unwrap_or_default()});
+    let list_of = |field: &Value| {
+        field
+            .as_array()
+            .cloned()
+            .map(Value::Array)
+            .unwrap_or(json!([]))
+    };
+    match variable_name {
+        variable::EXTERNAL_NETWORK => id_of(&spec["externalNetwork"]),
+        variable::NETWORK => id_of(&spec["network"]),
+        variable::SUBNETS => Value::Array(
+            spec["subnets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|subnet| subnet["id"].is_string())
+                .map(id_of)
+                .collect(),
+        ),
+        variable::MANAGED_SUBNETS => list_of(&spec["managedSubnets"]),
+        variable::API_SERVER_LOAD_BALANCER => {
+            json!(spec["apiServerLoadBalancer"]["enabled"]
+                .as_bool()
+                .unwrap_or(false))
+        }
+        variable::DISABLE_API_SERVER_FLOATING_IP => {
+            json!(spec["disableAPIServerFloatingIP"]
+                .as_bool()
+                .unwrap_or(false))
+        }
+        _ => list_of(&spec["controlPlaneAvailabilityZones"]),
+    }
+}
+
+/// Keeps, in a rendered Cluster, the variables CAPO will not let change on the live
+/// OpenStackCluster: a template or label change that would move them would otherwise make
+/// every later update fail with the webhook's 422. Returns the names of the variables whose
+/// new value was set aside.
+pub fn keep_immutable(rendered: &mut Value, live_openstack_cluster: &Value) -> Vec<&'static str> {
+    let spec = &live_openstack_cluster["spec"];
+    let mut kept = Vec::new();
+    let Some(variables) = rendered["spec"]["topology"]["variables"].as_array_mut() else {
+        return kept;
+    };
+    for name in IMMUTABLE_ONCE_CREATED {
+        let live = live_value(name, spec);
+        if let Some(entry) = variables.iter_mut().find(|entry| entry["name"] == name) {
+            if entry["value"] != live {
+                entry["value"] = live;
+                kept.push(name);
+            }
+        }
+    }
+    kept
+}

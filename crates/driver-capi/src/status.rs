@@ -394,8 +394,16 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
             complete = false;
         }
     }
-    if condition(&cluster_conditions, "TopologyReconciled").is_some_and(|c| !c.is_true()) {
+    if let Some(topology) =
+        condition(&cluster_conditions, "TopologyReconciled").filter(|c| !c.is_true())
+    {
+        // The topology controller could not write the generated objects (a webhook's
+        // refusal reads here): what the change is stuck on.
         complete = false;
+        reasons.push(format!(
+            "Cluster topology not applied: {}",
+            join_reason(&topology.reason, &topology.message)
+        ));
     }
     unmet(
         cluster,

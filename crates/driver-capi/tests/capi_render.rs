@@ -491,3 +491,48 @@ fn the_class_refers_to_templates_that_exist() {
         }
     }
 }
+
+#[test]
+fn fields_capo_will_not_change_keep_their_live_values() {
+    let template = template();
+    let cluster = cluster(&template);
+    let nodegroups = default_nodegroups(&cluster);
+    let mut resolved = resolved();
+    // The new template names another external network and a fixed network.
+    resolved.external_network_id = Some("ffffffff-0000-4000-8000-000000000000".to_owned());
+    resolved.fixed_network_id = Some(FIXED_NETWORK.to_owned());
+    let mut rendered = render::render_cluster(
+        &settings(),
+        ClusterInput {
+            cluster: &cluster,
+            template: &template,
+            nodegroups: &nodegroups,
+            resolved: &resolved,
+            rollout_after: None,
+        },
+    )
+    .unwrap();
+    let live = json!({"spec": {
+        "externalNetwork": {"id": EXTERNAL_NETWORK},
+        "managedSubnets": [{"cidr": "10.0.0.0/24", "dnsNameservers": ["8.8.8.8"]}],
+        "apiServerLoadBalancer": {"enabled": true},
+        "disableAPIServerFloatingIP": false,
+    }});
+    let kept = render::keep_immutable(&mut rendered, &live);
+    assert_eq!(kept, ["externalNetwork", "network", "managedSubnets"]);
+    let variables = variables(&rendered);
+    assert_eq!(
+        variables["externalNetwork"],
+        json!({"id": EXTERNAL_NETWORK})
+    );
+    assert_eq!(variables["network"], json!({"id": ""}));
+    assert_eq!(
+        variables["managedSubnets"],
+        json!([{"cidr": "10.0.0.0/24", "dnsNameservers": ["8.8.8.8"]}])
+    );
+    // Rendering what already runs changes nothing.
+    let again = render::keep_immutable(&mut rendered, &live);
+    assert!(again.is_empty(), "{again:?}");
+    // Mutable settings still follow the template.
+    assert_eq!(variables["flavor"], "m1.medium");
+}

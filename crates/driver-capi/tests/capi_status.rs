@@ -448,7 +448,12 @@ fn a_rolling_or_remediating_cluster_is_not_ready() {
             "variable x: Required value",
         ),
     );
-    assert_eq!(world.assess_default().phase, Phase::Progressing);
+    let assessment = world.assess_default();
+    assert_eq!(assessment.phase, Phase::Progressing);
+    assert_eq!(
+        assessment.reason,
+        "Cluster topology not applied: ReconcileFailed: variable x: Required value"
+    );
 }
 
 #[test]

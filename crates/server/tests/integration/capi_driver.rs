@@ -73,6 +73,9 @@ disk_gib = 40
 [[capi.catalog.external_networks]]
 id = "6c1b6c0e-1d7a-4a3e-9c0f-7e5d4c3b2a10"
 name = "public"
+[[capi.catalog.external_networks]]
+id = "7d2c7d1f-2e8b-4b4f-8d1a-8f6e5d4c3b21"
+name = "public2"
 "#,
         kubeconfig.display()
     )
@@ -111,9 +114,11 @@ async fn the_openstack_client_runs_a_kubernetes_cluster_through_its_life() {
     let app =
         TestApp::spawn_with(Engine::Sqlite, Role::All, |config| configure(config, &path)).await;
 
-    for (name, image, tag) in [
-        ("k8s", "ubuntu-2404-kube-v1.33", "v1.33.5"),
-        ("k8s-next", "ubuntu-2404-kube-v1.34", "v1.34.1"),
+    // The next template also moves to another external network, which CAPO will not let an
+    // existing cluster change: the upgrade must keep the one the cluster was built on.
+    for (name, image, tag, network) in [
+        ("k8s", "ubuntu-2404-kube-v1.33", "v1.33.5", "public"),
+        ("k8s-next", "ubuntu-2404-kube-v1.34", "v1.34.1", "public2"),
     ] {
         let created = openstack(
             &app,
@@ -128,7 +133,7 @@ async fn the_openstack_client_runs_a_kubernetes_cluster_through_its_life() {
                 "--image",
                 image,
                 "--external-network",
-                "public",
+                network,
                 "--flavor",
                 "m1.medium",
                 "--master-flavor",
@@ -321,6 +326,25 @@ async fn the_openstack_client_runs_a_kubernetes_cluster_through_its_life() {
     let cluster = wait(&app, &uuid, 60, |c| c["status"] != "UPDATE_IN_PROGRESS").await;
     assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
     assert_eq!(show(&app, "prod").await["coe_version"], "v1.34.1");
+    let applied = server
+        .controller("test")
+        .get(
+            &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters"),
+            Some(NAMESPACE),
+            &stack_id,
+        )
+        .unwrap();
+    let external = applied["spec"]["topology"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|variable| variable["name"] == "externalNetwork")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(
+        external,
+        json!({"id": "6c1b6c0e-1d7a-4a3e-9c0f-7e5d4c3b2a10"})
+    );
 
     // CA rotation is refused up front rather than half done.
     let rotated = openstack(&app, &["coe", "ca", "rotate", "prod"]).await;

@@ -76,6 +76,52 @@ fn name_of(object: &Value) -> String {
         .to_owned()
 }
 
+/// OpenStackCluster fields CAPO's webhook keeps as they were created.
+const IMMUTABLE_FIELDS: [&str; 7] = [
+    "externalNetwork",
+    "disableExternalNetwork",
+    "network",
+    "subnets",
+    "managedSubnets",
+    "apiServerLoadBalancer",
+    "disableAPIServerFloatingIP",
+];
+
+/// What the topology controller makes of the capi driver's class variables (its patches).
+fn openstack_cluster_spec(cluster: &str, topology: &Value) -> Value {
+    let variable = |name: &str| {
+        topology["variables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["name"] == name)
+            .map(|entry| entry["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let mut spec = json!({
+        "identityRef": {"type": "Secret", "name": format!("{cluster}-cloud-config"), "cloudName": "openstack"},
+        "apiServerLoadBalancer": {"enabled": variable("apiServerLoadBalancer").as_bool().unwrap_or(true)},
+        "disableAPIServerFloatingIP": variable("disableAPIServerFloatingIP").as_bool().unwrap_or(false),
+    });
+    let external = variable("externalNetwork");
+    if external["id"].as_str().is_some_and(|id| !id.is_empty()) {
+        spec["externalNetwork"] = external;
+    } else {
+        spec["disableExternalNetwork"] = json!(true);
+    }
+    let network = variable("network");
+    if network["id"].as_str().is_some_and(|id| !id.is_empty()) {
+        spec["network"] = network;
+    }
+    for list in ["subnets", "managedSubnets", "controlPlaneAvailabilityZones"] {
+        let value = variable(list);
+        if value.as_array().is_some_and(|items| !items.is_empty()) {
+            spec[list] = value;
+        }
+    }
+    spec
+}
+
 /// A short, stable tag of a version, for machine names that change on an upgrade.
 fn version_tag(version: &str) -> String {
     version.replace(['.', 'v'], "")
@@ -269,12 +315,37 @@ impl ScriptedCapi {
                    "metadata": {"name": name, "finalizers": ["cluster.cluster.x-k8s.io"]},
                    "spec": {"controlPlaneEndpoint": {"host": "203.0.113.10", "port": 6443}}}),
         )?;
-        self.ensure(
-            &openstack_cluster(),
-            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackCluster",
-                   "metadata": {"name": format!("{name}-os"), "labels": {"cluster.x-k8s.io/cluster-name": name}},
-                   "spec": {"identityRef": {"type": "Secret", "name": format!("{name}-cloud-config"), "cloudName": "openstack"}}}),
-        )?;
+        // The topology controller patches the OpenStackCluster from the class variables; CAPO's
+        // webhook refuses any later change of these fields.
+        let generated = openstack_cluster_spec(&name, topology);
+        let infrastructure_name = format!("{name}-os");
+        let mut refused = None;
+        match self
+            .controller
+            .get(&openstack_cluster(), self.ns(), &infrastructure_name)
+        {
+            Err(_) => {
+                self.controller.apply(
+                    &openstack_cluster(),
+                    self.ns(),
+                    json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "OpenStackCluster",
+                           "metadata": {"name": infrastructure_name, "labels": {"cluster.x-k8s.io/cluster-name": name}},
+                           "spec": generated}),
+                )?;
+            }
+            Ok(live) => {
+                let changed: Vec<&str> = IMMUTABLE_FIELDS
+                    .into_iter()
+                    .filter(|field| live["spec"][*field] != generated[*field])
+                    .collect();
+                if !changed.is_empty() {
+                    refused = Some(format!(
+                        "admission webhook \"validation.openstackcluster.infrastructure.cluster.x-k8s.io\" denied the request: spec.{}: Forbidden: cannot be modified",
+                        changed.join(", spec.")
+                    ));
+                }
+            }
+        }
         self.ensure_status(
             &openstack_cluster(),
             &format!("{name}-os"),
@@ -486,7 +557,10 @@ impl ScriptedCapi {
                 condition("WorkersAvailable", !failing_any, if failing_any { "NotAvailable" } else { "Available" },
                           if failing_any { "some machines are not ready" } else { "" }),
                 condition("RemoteConnectionProbe", true, "ProbeSucceeded", ""),
-                condition("TopologyReconciled", true, "ReconcileSucceeded", ""),
+                match &refused {
+                    None => condition("TopologyReconciled", true, "ReconcileSucceeded", ""),
+                    Some(message) => condition("TopologyReconciled", false, "ReconcileFailed", message),
+                },
             ]}),
         )?;
         Ok(())
