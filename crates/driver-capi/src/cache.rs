@@ -54,8 +54,8 @@ struct State {
     clusters: HashMap<String, ClusterObjects>,
     /// Kinds whose initial list has arrived.
     synced: Vec<Kind>,
-    /// Why the cache may be stale, while a watch is failing.
-    trouble: Option<String>,
+    /// Why the cache may be stale, per kind whose watch is failing.
+    trouble: HashMap<Kind, String>,
 }
 
 /// The cache and its change signal.
@@ -109,7 +109,16 @@ impl ObjectCache {
 
     /// Why the cache may be stale, if a watch is failing.
     pub fn trouble(&self) -> Option<String> {
-        self.lock().trouble.clone()
+        let state = self.lock();
+        let mut troubles: Vec<&String> = state.trouble.values().collect();
+        troubles.sort();
+        (!troubles.is_empty()).then(|| {
+            troubles
+                .into_iter()
+                .cloned()
+                .collect::<Vec<String>>()
+                .join("; ")
+        })
     }
 
     /// Names of the clusters that have objects in the cache.
@@ -127,7 +136,7 @@ impl ObjectCache {
             .to_owned();
         {
             let mut state = self.lock();
-            state.trouble = None;
+            state.trouble.remove(&kind);
             state
                 .clusters
                 .entry(cluster)
@@ -189,13 +198,13 @@ impl ObjectCache {
             if !state.synced.contains(&kind) {
                 state.synced.push(kind);
             }
-            state.trouble = None;
+            state.trouble.remove(&kind);
         }
         self.bump();
     }
 
-    pub fn record_trouble(&self, trouble: String) {
-        self.lock().trouble = Some(trouble);
+    pub fn record_trouble(&self, kind: Kind, trouble: String) {
+        self.lock().trouble.insert(kind, trouble);
         self.bump();
     }
 
@@ -207,7 +216,8 @@ impl ObjectCache {
                 let cache = self.clone();
                 let (api, _) = management.dynamic_api(kind);
                 tokio::spawn(async move {
-                    let config = watcher::Config::default().any_semantic();
+                    // The most recent list, not the apiserver's possibly older watch cache.
+                    let config = watcher::Config::default();
                     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
                     let mut buffered: Option<Vec<Value>> = None;
                     while let Some(event) = stream.next().await {
@@ -236,7 +246,7 @@ impl ObjectCache {
                             Err(error) => {
                                 let (_, _, name, _) = kind.coordinates();
                                 tracing::warn!(kind = name, %error, "watch of the management cluster failed; retrying");
-                                cache.record_trouble(format!(
+                                cache.record_trouble(kind, format!(
                                     "the management cluster cannot be watched ({name}): {error}"
                                 ));
                             }

@@ -74,6 +74,7 @@ pub mod variable {
     pub const SSH_KEY_NAME: &str = "sshKeyName";
     pub const ROOT_VOLUME: &str = "rootVolume";
     pub const OPERATING_SYSTEM: &str = "operatingSystem";
+    pub const API_SERVER_PORT: &str = "apiServerPort";
 }
 
 fn string(max_length: u32) -> Value {
@@ -169,6 +170,12 @@ fn variables() -> Vec<Variable> {
             OPERATING_SYSTEM,
             true,
             json!({"type": "string", "enum": ["ubuntu", "flatcar"]}),
+        ),
+        // 0: CAPO's default (6443).
+        variable(
+            API_SERVER_PORT,
+            true,
+            json!({"type": "integer", "minimum": 0, "maximum": 65535}),
         ),
     ]
 }
@@ -304,6 +311,19 @@ fn patches() -> Vec<Value> {
                     "add",
                     &format!("{spec}/managedSubnets"),
                     MANAGED_SUBNETS,
+                )],
+            )],
+        ),
+        // The load balancer listens where kube-apiserver binds (clusterNetwork.apiServerPort).
+        patch(
+            "apiServerPort",
+            Some("{{ if .apiServerPort }}true{{ end }}"),
+            vec![definition(
+                infrastructure_cluster(),
+                vec![set_from(
+                    "add",
+                    &format!("{spec}/apiServerPort"),
+                    API_SERVER_PORT,
                 )],
             )],
         ),
@@ -521,8 +541,8 @@ pub fn class_objects(settings: &Settings) -> Vec<Value> {
             "kubeadmConfigSpec": {
                 "initConfiguration": {"nodeRegistration": node_registration()},
                 "joinConfiguration": {"nodeRegistration": node_registration()},
+                // kube-apiserver has no --cloud-provider since Kubernetes 1.33.
                 "clusterConfiguration": {
-                    "apiServer": {"extraArgs": [{"name": "cloud-provider", "value": "external"}]},
                     "controllerManager": {"extraArgs": [{"name": "cloud-provider", "value": "external"}]},
                 },
             },

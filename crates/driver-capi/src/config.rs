@@ -34,6 +34,8 @@ pub struct CapiConfig {
     pub catalog: Catalog,
     /// The application credential clusters use to reach the cloud.
     pub credential: CredentialConfig,
+    /// The projects whose clusters the driver builds (required: see `credential`).
+    pub allowed_projects: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -55,13 +57,24 @@ pub struct ChartConfig {
 }
 
 /// One application credential shared by every cluster: CAPO and the cloud provider act with
-/// it. Suits a private cloud of one project; per-cluster credentials in the owner's name
-/// need Keystone trusts (not yet built).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// it, and it is copied into every workload cluster (`kube-system/cloud-config`), where any
+/// cluster admin reads it. So the driver serves only `allowed_projects`, which should be the
+/// one project that credential belongs to; per-cluster credentials in the owner's name need
+/// Keystone trusts (not yet built).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CredentialConfig {
     pub application_credential_id: String,
     pub application_credential_secret: String,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("application_credential_id", &self.application_credential_id)
+            .field("application_credential_secret", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Default for CapiConfig {
@@ -70,7 +83,9 @@ impl Default for CapiConfig {
             kubeconfig: None,
             namespace: "magnum-system".to_owned(),
             default_kubernetes_version: "v1.33.5".to_owned(),
-            os_distros: vec!["ubuntu".to_owned(), "flatcar".to_owned()],
+            // Flatcar needs CABPK's KubeadmBootstrapFormatIgnition gate and its own node
+            // naming: listed only by operators who set those up.
+            os_distros: vec!["ubuntu".to_owned()],
             auth_url: None,
             region_name: None,
             interface: "public".to_owned(),
@@ -79,6 +94,7 @@ impl Default for CapiConfig {
             charts: ChartsConfig::default(),
             catalog: Catalog::default(),
             credential: CredentialConfig::default(),
+            allowed_projects: Vec::new(),
         }
     }
 }
@@ -101,10 +117,31 @@ fn error(setting: &'static str, reason: impl Into<String>) -> ConfigError {
 impl CapiConfig {
     /// Checks the settings and reads the files they name.
     pub fn settings(&self, keystone_auth_url: Option<&str>) -> Result<Settings, ConfigError> {
-        if self.kubeconfig.is_none() {
+        let Some(kubeconfig) = &self.kubeconfig else {
             return Err(error(
                 "kubeconfig",
                 "the management cluster's kubeconfig is required",
+            ));
+        };
+        // It holds the credentials of the management cluster.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let metadata = std::fs::metadata(kubeconfig)
+                .map_err(|e| error("kubeconfig", format!("{}: {e}", kubeconfig.display())))?;
+            if metadata.permissions().mode() & 0o077 != 0 {
+                return Err(error(
+                    "kubeconfig",
+                    format!(
+                        "{} is readable by others: chmod 600 it",
+                        kubeconfig.display()
+                    ),
+                ));
+            }
+        }
+        if self.allowed_projects.is_empty() {
+            return Err(error(
+                "allowed_projects",
+                "list the project(s) whose clusters may share the configured credential (every cluster admin can read it)",
             ));
         }
         if !crate::names::is_dns_label(&self.namespace) {
@@ -189,6 +226,7 @@ impl CapiConfig {
                 ca_bundle,
             },
             addons,
+            allowed_projects: self.allowed_projects.clone(),
         })
     }
 
@@ -215,5 +253,74 @@ impl crate::driver::CredentialIssuer for ConfiguredCredential {
 
     async fn revoke(&self, _spec: &magnum_driver::ClusterSpec, _id: &str) -> Result<(), String> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn configured(kubeconfig: &std::path::Path) -> CapiConfig {
+        CapiConfig {
+            kubeconfig: Some(kubeconfig.to_owned()),
+            auth_url: Some("https://keystone.test/v3".to_owned()),
+            allowed_projects: vec!["p1".to_owned()],
+            credential: CredentialConfig {
+                application_credential_id: "id".to_owned(),
+                application_credential_secret: "very-secret".to_owned(),
+            },
+            ..CapiConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_usable_configuration_is_checked_for_what_would_leak_or_fail() {
+        let directory = tempfile::tempdir().unwrap();
+        let kubeconfig = directory.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
+        std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let good = configured(&kubeconfig);
+        let settings = good.settings(None).unwrap();
+        assert_eq!(settings.allowed_projects, ["p1"]);
+        assert_eq!(settings.os_distros, ["ubuntu"]);
+
+        let mut no_projects = good.clone();
+        no_projects.allowed_projects.clear();
+        assert_eq!(
+            no_projects.settings(None).unwrap_err().setting,
+            "allowed_projects"
+        );
+
+        let mut no_credential = good.clone();
+        no_credential
+            .credential
+            .application_credential_secret
+            .clear();
+        assert_eq!(
+            no_credential.settings(None).unwrap_err().setting,
+            "credential"
+        );
+
+        let mut bad_interface = good.clone();
+        bad_interface.interface = "private".to_owned();
+        assert_eq!(
+            bad_interface.settings(None).unwrap_err().setting,
+            "interface"
+        );
+
+        let mut no_keystone = good.clone();
+        no_keystone.auth_url = None;
+        assert_eq!(no_keystone.settings(None).unwrap_err().setting, "auth_url");
+        assert!(no_keystone
+            .settings(Some("http://keystone:5000/v3"))
+            .is_ok());
+
+        std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = good.settings(None).unwrap_err();
+        assert_eq!(error.setting, "kubeconfig");
+        assert!(error.reason.contains("chmod 600"), "{error}");
+
+        assert!(!format!("{good:?}").contains("very-secret"));
     }
 }

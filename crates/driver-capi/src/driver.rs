@@ -73,20 +73,26 @@ fn failed(error: impl std::fmt::Display) -> DriverError {
 }
 
 impl CapiDriver {
-    /// Connects to the management cluster and starts following it. Must run on the runtime.
+    /// Connects to the management cluster and, when `follow`, starts watching it (a process
+    /// that only serves the API validates templates and needs no watch). Must run on the
+    /// runtime.
     pub async fn connect(
         settings: Settings,
         catalog: Catalog,
         kubeconfig: &Path,
         credentials: Arc<dyn CredentialIssuer>,
+        follow: bool,
     ) -> Result<Self, ManagementError> {
         let management = Management::connect(kubeconfig, &settings.namespace).await?;
         let class_variables = ClassVariables::from_cluster_class(&class::cluster_class(&settings))
             .map_err(|error| ManagementError::Configuration(error.to_string()))?;
         let cache = ObjectCache::new();
-        let mut tasks = cache.start(&management);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        tasks.push(tokio::spawn(follow_health(cache.clone(), events.clone())));
+        let mut tasks = Vec::new();
+        if follow {
+            tasks = cache.start(&management);
+            tasks.push(tokio::spawn(follow_health(cache.clone(), events.clone())));
+        }
         Ok(Self {
             settings,
             catalog,
@@ -314,8 +320,19 @@ impl CapiDriver {
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
         let name = names::cluster_name(spec.cluster.uuid);
-        let (objects, _) = self.cache.snapshot(&name);
-        let machines = objects.all(Kind::Machine);
+        // Live, and only workers: a control plane machine is never removed this way, and a
+        // machine the cache has not seen yet is still found.
+        let selector = format!("{}={name}", label::CAPI_CLUSTER_NAME);
+        let machines: Vec<Value> = self
+            .retrying(progress, || self.management.list(Kind::Machine, &selector))
+            .await?
+            .into_iter()
+            .filter(|machine| {
+                machine["metadata"]["labels"]
+                    .get(label::CAPI_CONTROL_PLANE)
+                    .is_none()
+            })
+            .collect();
         for node in nodes {
             let machine = machines.iter().find(|machine| {
                 let provider = machine["spec"]["providerID"].as_str().unwrap_or_default();
@@ -377,6 +394,7 @@ impl CapiDriver {
         &self,
         spec: &ClusterSpec,
         rendered: &Value,
+        generation: i64,
         progress: &dyn Progress,
     ) -> Result<Observed, DriverError> {
         let name = names::cluster_name(spec.cluster.uuid);
@@ -393,6 +411,7 @@ impl CapiDriver {
             control_plane_replicas: masters,
             workers: &workers,
             addons: &charts,
+            generation,
         };
         let mut changes = self.cache.subscribe();
         let mut reported = String::new();
@@ -534,6 +553,17 @@ impl Driver for CapiDriver {
         self.catalog.validate(references)
     }
 
+    fn permits_project(&self, project_id: &str) -> Result<(), String> {
+        let allowed = &self.settings.allowed_projects;
+        if allowed.is_empty() || allowed.iter().any(|project| project == project_id) {
+            Ok(())
+        } else {
+            Err(format!(
+                "The capi driver does not build clusters for project {project_id} (drivers.capi.allowed_projects)."
+            ))
+        }
+    }
+
     fn supports(&self, action: Action) -> bool {
         // CA rotation needs a two-step trust change on a kubeadm control plane, not yet
         // built: refused up front rather than half done.
@@ -559,7 +589,26 @@ impl Driver for CapiDriver {
         )
         .map_err(failed)?;
         let name = names::cluster_name(spec.cluster.uuid);
-        if let Some(live) = self.cache.snapshot(&name).0.first(Kind::OpenStackCluster) {
+        let live_cluster = self
+            .retrying(progress, || self.management.get(Kind::Cluster, &name))
+            .await?;
+        if let Some(live) = &live_cluster {
+            // A cluster stays on the class version it was built with until it is upgraded:
+            // a magnumd release with a new class never rolls running clusters on a resize.
+            if request.action != Action::UpgradeCluster {
+                render::keep_class(&mut rendered, live);
+            }
+            // CAPI refuses to lower a version (an upgrade rolled back after it was applied).
+            render::keep_newer_version(&mut rendered, live);
+        }
+        // Read live, not from the cache: after a restart the cache may not have it yet.
+        let selector = format!("{}={name}", label::CAPI_CLUSTER_NAME);
+        let live_infrastructure = self
+            .retrying(progress, || {
+                self.management.list(Kind::OpenStackCluster, &selector)
+            })
+            .await?;
+        if let Some(live) = live_infrastructure.first() {
             let kept = render::keep_immutable(&mut rendered, live);
             if !kept.is_empty() {
                 progress
@@ -578,10 +627,7 @@ impl Driver for CapiDriver {
                 messages.join("; ")
             )));
         }
-        if matches!(
-            request.action,
-            Action::CreateCluster | Action::UpgradeCluster
-        ) {
+        if live_cluster.is_none() || request.action == Action::UpgradeCluster {
             progress
                 .report("Applying the cluster class.".to_owned())
                 .await;
@@ -600,8 +646,12 @@ impl Driver for CapiDriver {
                 .await?;
         }
         progress.report("Applying the cluster.".to_owned()).await;
-        self.apply(progress, &rendered).await?;
-        self.wait_until_ready(spec, &rendered, progress).await
+        let applied = self
+            .retrying(progress, || self.management.apply(&rendered))
+            .await?;
+        let generation = applied["metadata"]["generation"].as_i64().unwrap_or(0);
+        self.wait_until_ready(spec, &rendered, generation, progress)
+            .await
     }
 
     async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
@@ -614,7 +664,8 @@ impl Driver for CapiDriver {
         loop {
             let (objects, synced) = self.cache.snapshot(&name);
             let cluster = objects.first(Kind::Cluster);
-            if synced && cluster.is_none() {
+            // The cache may never sync (a CRD or a permission missing): the GET decides.
+            if !synced || cluster.is_none() {
                 let gone = self
                     .retrying(progress, || self.management.get(Kind::Cluster, &name))
                     .await?
@@ -630,6 +681,7 @@ impl Driver for CapiDriver {
                         control_plane_replicas: 0,
                         workers: &[],
                         addons: &[],
+                        generation: 0,
                     };
                     let assessment = status::assess(
                         Objects {

@@ -170,7 +170,7 @@ impl ManagementError {
                 let code = status.code;
                 // 409 on apply is a conflict with another manager that `force` did not
                 // resolve (or a stale resourceVersion): it may pass on the next attempt.
-                if code == 409 || code == 429 || code >= 500 {
+                if code == 408 || code == 409 || code == 429 || code >= 500 {
                     ManagementError::Unavailable(format!("{} ({code})", status.message))
                 } else {
                     ManagementError::Refused {

@@ -31,6 +31,8 @@ pub enum RenderError {
         what: &'static str,
         reference: String,
     },
+    #[error("master nodegroup size of {0} is invalid, size cannot be an even number.")]
+    EvenControlPlane(i64),
     #[error(
         "Nodegroups {first:?} and {second:?} map to the same machine deployment name {name:?}."
     )]
@@ -339,26 +341,27 @@ pub fn render_cluster(settings: &Settings, input: ClusterInput<'_>) -> Result<Va
         .map(|id| json!({"id": id}))
         .collect();
     // Without a network of the tenant's own, CAPO makes one with this subnet.
-    let managed_subnets: Vec<Value> = if lookups.fixed_network_id.is_none() {
-        let mut subnet = json!({"cidr": node_cidr});
-        let nameservers: Vec<&str> = template
-            .dns_nameserver
-            .as_deref()
-            .map(|servers| {
-                servers
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !nameservers.is_empty() {
-            subnet["dnsNameservers"] = json!(nameservers);
-        }
-        vec![subnet]
-    } else {
-        Vec::new()
-    };
+    let managed_subnets: Vec<Value> =
+        if lookups.fixed_network_id.is_none() && lookups.fixed_subnet_id.is_none() {
+            let mut subnet = json!({"cidr": node_cidr});
+            let nameservers: Vec<&str> = template
+                .dns_nameserver
+                .as_deref()
+                .map(|servers| {
+                    servers
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !nameservers.is_empty() {
+                subnet["dnsNameservers"] = json!(nameservers);
+            }
+            vec![subnet]
+        } else {
+            Vec::new()
+        };
     let keypair = cluster
         .keypair
         .clone()
@@ -391,9 +394,15 @@ pub fn render_cluster(settings: &Settings, input: ClusterInput<'_>) -> Result<Va
             variable::API_SERVER_LOAD_BALANCER,
             json!(cluster.master_lb_enabled),
         ),
+        // Magnum's floating_ip_enabled is about the nodes; the API's own floating IP is
+        // master_lb_floating_ip_enabled, which defaults to it.
         named_value(
             variable::DISABLE_API_SERVER_FLOATING_IP,
-            json!(!cluster.floating_ip_enabled),
+            json!(!boolean_label(
+                labels,
+                "master_lb_floating_ip_enabled",
+                cluster.floating_ip_enabled
+            )?),
         ),
         named_value(
             variable::CONTROL_PLANE_AVAILABILITY_ZONES,
@@ -402,6 +411,10 @@ pub fn render_cluster(settings: &Settings, input: ClusterInput<'_>) -> Result<Va
         named_value(variable::SSH_KEY_NAME, json!(keypair)),
         named_value(variable::ROOT_VOLUME, root_volume(labels)?),
         named_value(variable::OPERATING_SYSTEM, json!(operating_system)),
+        named_value(
+            variable::API_SERVER_PORT,
+            json!(template.apiserver_port.unwrap_or(0)),
+        ),
     ];
 
     let masters: i64 = nodegroups
@@ -409,6 +422,11 @@ pub fn render_cluster(settings: &Settings, input: ClusterInput<'_>) -> Result<Va
         .filter(|group| group.is_master())
         .map(|group| group.node_count)
         .sum();
+    // etcd stacked on the control plane needs a majority: KubeadmControlPlane refuses even
+    // counts.
+    if masters < 1 || masters % 2 == 0 {
+        return Err(RenderError::EvenControlPlane(masters));
+    }
     let mut control_plane = json!({
         "replicas": masters,
         "healthCheck": {"enabled": auto_healing},
@@ -648,7 +666,7 @@ pub fn cloud_conf(settings: &Settings, credential: &ApplicationCredential) -> St
         quoted
     };
     let mut text = format!(
-        "[Global]\nauth-url={}\napplication-credential-id={}\napplication-credential-secret={}\ninterface={}\n",
+        "[Global]\nauth-url={}\napplication-credential-id={}\napplication-credential-secret={}\nos-endpoint-type={}\n",
         quoted(&settings.cloud.auth_url),
         quoted(&credential.id),
         quoted(&credential.secret),
@@ -731,14 +749,13 @@ pub fn render_cloud_credentials(
 
 /// Variables that become OpenStackCluster fields CAPO's admission webhook refuses to change
 /// once the cluster exists, with how to read each back from the live object.
-const IMMUTABLE_ONCE_CREATED: [&str; 7] = [
+const IMMUTABLE_ONCE_CREATED: [&str; 6] = [
     variable::EXTERNAL_NETWORK,
     variable::NETWORK,
     variable::SUBNETS,
     variable::MANAGED_SUBNETS,
     variable::API_SERVER_LOAD_BALANCER,
     variable::DISABLE_API_SERVER_FLOATING_IP,
-    variable::CONTROL_PLANE_AVAILABILITY_ZONES,
 ];
 
 /// The value a variable had when the live OpenStackCluster was made from it.
@@ -769,12 +786,9 @@ fn live_value(variable_name: &str, spec: &Value) -> Value {
                 .as_bool()
                 .unwrap_or(false))
         }
-        variable::DISABLE_API_SERVER_FLOATING_IP => {
-            json!(spec["disableAPIServerFloatingIP"]
-                .as_bool()
-                .unwrap_or(false))
-        }
-        _ => list_of(&spec["controlPlaneAvailabilityZones"]),
+        _ => json!(spec["disableAPIServerFloatingIP"]
+            .as_bool()
+            .unwrap_or(false)),
     }
 }
 
@@ -798,4 +812,40 @@ pub fn keep_immutable(rendered: &mut Value, live_openstack_cluster: &Value) -> V
         }
     }
     kept
+}
+
+/// Keeps the live Cluster's class (and the class label its addons select it by).
+pub fn keep_class(rendered: &mut Value, live_cluster: &Value) {
+    if let Some(class) = live_cluster["spec"]["topology"]["classRef"]["name"].as_str() {
+        rendered["spec"]["topology"]["classRef"]["name"] = json!(class);
+        rendered["metadata"]["labels"][label::CLASS] = json!(class);
+    }
+}
+
+/// `v1.33.5` as numbers, for comparing versions.
+fn version_numbers(version: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split('.')
+        .map(|part| part.parse().ok());
+    Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// Keeps the live topology version when the rendered one is older: CAPI refuses to lower a
+/// cluster's version, and an upgrade rolled back after it was applied must not make every
+/// later change fail.
+pub fn keep_newer_version(rendered: &mut Value, live_cluster: &Value) {
+    let live = live_cluster["spec"]["topology"]["version"]
+        .as_str()
+        .unwrap_or_default();
+    let wanted = rendered["spec"]["topology"]["version"]
+        .as_str()
+        .unwrap_or_default();
+    if let (Some(live_numbers), Some(wanted_numbers)) =
+        (version_numbers(live), version_numbers(wanted))
+    {
+        if live_numbers > wanted_numbers {
+            rendered["spec"]["topology"]["version"] = json!(live);
+        }
+    }
 }

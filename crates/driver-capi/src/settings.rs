@@ -26,6 +26,8 @@ pub struct Settings {
     pub cloud: CloudSettings,
     /// Where addon charts and images come from (clouds without internet access mirror them).
     pub addons: AddonSettings,
+    /// Projects whose clusters the driver builds; empty: every project.
+    pub allowed_projects: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +94,7 @@ impl Settings {
         Self {
             namespace: "magnum-system".to_owned(),
             default_kubernetes_version: "v1.33.5".to_owned(),
-            os_distros: vec!["ubuntu".to_owned(), "flatcar".to_owned()],
+            os_distros: vec!["ubuntu".to_owned()],
             cloud: CloudSettings {
                 auth_url: auth_url.to_owned(),
                 region_name: None,
@@ -100,6 +102,7 @@ impl Settings {
                 ca_bundle: None,
             },
             addons: AddonSettings::default(),
+            allowed_projects: Vec::new(),
         }
     }
 }

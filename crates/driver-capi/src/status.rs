@@ -148,6 +148,9 @@ pub struct Desired<'a> {
     pub workers: &'a [(String, Option<i64>)],
     /// Addons that must be deployed before the cluster is complete (chart names).
     pub addons: &'a [String],
+    /// The Cluster's generation the driver's apply produced: a status of an older one says
+    /// nothing about this change (0 when unknown).
+    pub generation: i64,
 }
 
 /// Where a cluster stands.
@@ -240,6 +243,8 @@ fn machine_problem(machine: &Value) -> Option<String> {
     for kind in [
         "InfrastructureReady",
         "BootstrapConfigReady",
+        // v1beta2: the machine runs the desired spec (image, flavor, version).
+        "UpToDate",
         "NodeHealthy",
         "Ready",
     ] {
@@ -385,8 +390,13 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
         }
     }
     let cluster_conditions = conditions(cluster);
-    let mut complete = observed(cluster) && is_true(&cluster_conditions, "Available");
-    if !observed(cluster) {
+    // The cache may still hold the Cluster from before the apply: its own generation must
+    // be the applied one or newer, and observed.
+    let generation = integer(&cluster["metadata"]["generation"]).unwrap_or(0);
+    let seen = integer(&cluster["status"]["observedGeneration"]).unwrap_or(0);
+    let current = generation >= desired.generation && seen >= desired.generation;
+    let mut complete = current && observed(cluster) && is_true(&cluster_conditions, "Available");
+    if !current || !observed(cluster) {
         reasons.push("Cluster API has not seen the latest change yet".to_owned());
     }
     for kind in ["RollingOut", "ScalingUp", "ScalingDown", "Remediating"] {

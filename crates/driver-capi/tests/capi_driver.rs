@@ -422,7 +422,7 @@ async fn driver(
     issuer: Arc<Issuer>,
 ) -> CapiDriver {
     let _ = server;
-    CapiDriver::connect(settings(), catalog(), kubeconfig, issuer)
+    CapiDriver::connect(settings(), catalog(), kubeconfig, issuer, true)
         .await
         .unwrap()
 }

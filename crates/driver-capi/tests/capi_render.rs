@@ -536,3 +536,90 @@ fn fields_capo_will_not_change_keep_their_live_values() {
     // Mutable settings still follow the template.
     assert_eq!(variables["flavor"], "m1.medium");
 }
+
+#[test]
+fn review_rules_even_masters_subnets_floating_ips_ports_classes_and_versions() {
+    let template = template();
+    let cluster = cluster(&template);
+    let resolved = resolved();
+    let render_with = |cluster: &magnum_domain::cluster::Cluster,
+                       template: &magnum_domain::cluster_template::ClusterTemplate,
+                       nodegroups: &[magnum_domain::cluster::NodeGroup],
+                       resolved: &render::Resolved| {
+        render::render_cluster(
+            &settings(),
+            ClusterInput {
+                cluster,
+                template,
+                nodegroups,
+                resolved,
+                rollout_after: None,
+            },
+        )
+    };
+    // An even control plane is refused with upstream's words.
+    let mut even = default_nodegroups(&cluster);
+    even[0].node_count = 2;
+    let error = render_with(&cluster, &template, &even, &resolved).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "master nodegroup size of 2 is invalid, size cannot be an even number."
+    );
+    // A named subnet alone: no network is made for the cluster.
+    let mut subnet_only = resolved.clone();
+    subnet_only.fixed_subnet_id = Some(FIXED_SUBNET.to_owned());
+    let nodegroups = default_nodegroups(&cluster);
+    let rendered = render_with(&cluster, &template, &nodegroups, &subnet_only).unwrap();
+    assert_eq!(variables(&rendered)["managedSubnets"], json!([]));
+    assert_eq!(
+        variables(&rendered)["subnets"],
+        json!([{"id": FIXED_SUBNET}])
+    );
+    // Private nodes keep a reachable API unless master_lb_floating_ip_enabled says no.
+    let mut private = cluster.clone();
+    private.floating_ip_enabled = false;
+    let rendered = render_with(&private, &template, &nodegroups, &resolved).unwrap();
+    assert_eq!(variables(&rendered)["disableAPIServerFloatingIP"], true);
+    private
+        .labels
+        .insert("master_lb_floating_ip_enabled", "true");
+    let rendered = render_with(&private, &template, &nodegroups, &resolved).unwrap();
+    assert_eq!(variables(&rendered)["disableAPIServerFloatingIP"], false);
+    // The API port reaches the load balancer too.
+    let mut ported = template.clone();
+    ported.apiserver_port = Some(8443);
+    let rendered = render_with(&cluster, &ported, &nodegroups, &resolved).unwrap();
+    assert_eq!(variables(&rendered)["apiServerPort"], 8443);
+    assert_eq!(rendered["spec"]["clusterNetwork"]["apiServerPort"], 8443);
+    // A running cluster keeps its class and never goes back in version.
+    let mut rendered = render_with(&cluster, &template, &nodegroups, &resolved).unwrap();
+    let live =
+        json!({"spec": {"topology": {"classRef": {"name": "magnum-rs-v0"}, "version": "v1.34.1"}}});
+    render::keep_class(&mut rendered, &live);
+    render::keep_newer_version(&mut rendered, &live);
+    assert_eq!(
+        rendered["spec"]["topology"]["classRef"]["name"],
+        "magnum-rs-v0"
+    );
+    assert_eq!(
+        rendered["metadata"]["labels"]["magnum-rs.openstack.org/class"],
+        "magnum-rs-v0"
+    );
+    assert_eq!(rendered["spec"]["topology"]["version"], "v1.34.1");
+    let older = json!({"spec": {"topology": {"version": "v1.32.9"}}});
+    let mut rendered = render_with(&cluster, &template, &nodegroups, &resolved).unwrap();
+    render::keep_newer_version(&mut rendered, &older);
+    assert_eq!(
+        rendered["spec"]["topology"]["version"], "v1.33.5",
+        "upgrades still go up"
+    );
+    // The cloud provider reads its endpoint type under gcfg's own key.
+    let conf = render::cloud_conf(
+        &settings(),
+        &ApplicationCredential {
+            id: "a".to_owned(),
+            secret: "b".to_owned(),
+        },
+    );
+    assert!(conf.contains("\nos-endpoint-type=\"public\"\n"), "{conf}");
+}

@@ -198,6 +198,7 @@ impl World {
                 control_plane_replicas: 3,
                 workers,
                 addons: &addons,
+                generation: 0,
             },
         )
     }
@@ -278,6 +279,7 @@ fn no_capi_cluster_is_absent() {
             control_plane_replicas: 1,
             workers: &[],
             addons: &[],
+            generation: 0,
         },
     );
     assert_eq!(assessment.phase, Phase::Absent);
@@ -393,6 +395,7 @@ fn an_upgrade_is_complete_only_when_the_control_plane_runs_the_new_version() {
                 control_plane_replicas: 3,
                 workers: &workers,
                 addons: &addons,
+                generation: 0,
             },
         );
         assert_eq!(assessment.phase, Phase::Progressing);
@@ -618,5 +621,48 @@ fn reasons_stay_bounded_however_many_machines_fail() {
     assert!(
         named <= magnum_driver_capi::status::MAX_MACHINES_NAMED,
         "{named}"
+    );
+}
+
+#[test]
+fn a_status_older_than_the_applied_generation_is_not_taken_for_it() {
+    let world = World::ready(Shape::V1Beta2);
+    let addons = [
+        "tigera-operator".to_owned(),
+        "openstack-cloud-controller-manager".to_owned(),
+    ];
+    let workers = [("default-worker".to_owned(), Some(2))];
+    let objects = Objects {
+        cluster: Some(&world.cluster),
+        control_plane: Some(&world.control_plane),
+        infrastructure: Some(&world.infrastructure),
+        machine_deployments: &world.deployments,
+        machines: &world.machines,
+        addons: &world.addons,
+    };
+    let desired = |generation| Desired {
+        version: "v1.33.5",
+        control_plane_replicas: 3,
+        workers: &workers,
+        addons: &addons,
+        generation,
+    };
+    // The cache still holds generation 3 while the apply made 4.
+    assert_eq!(assess(objects, desired(4)).phase, Phase::Progressing);
+    assert_eq!(assess(objects, desired(3)).phase, Phase::Ready);
+    // A machine that does not run the desired spec yet holds the change.
+    let mut world = World::ready(Shape::V1Beta2);
+    world.set_condition(
+        Target::Machine(4),
+        condition("UpToDate", "False", "NotUpToDate", "image changed"),
+    );
+    let assessment = world.assess_default();
+    assert_eq!(assessment.phase, Phase::Progressing);
+    assert!(
+        assessment
+            .reason
+            .contains("UpToDate: NotUpToDate: image changed"),
+        "{}",
+        assessment.reason
     );
 }

@@ -117,7 +117,11 @@ fn restrict_to_owner(_directory: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> anyhow::Result<DriverRegistry> {
+async fn drivers(
+    config: &Config,
+    role: Role,
+    extra: &[Arc<dyn Driver>],
+) -> anyhow::Result<DriverRegistry> {
     let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
         if name == magnum_driver_capi::driver::DRIVER_NAME {
@@ -130,11 +134,13 @@ async fn drivers(config: &Config, extra: &[Arc<dyn Driver>]) -> anyhow::Result<D
             let credential = Arc::new(magnum_driver_capi::config::ConfiguredCredential(
                 capi.credential(),
             ));
+            // An API process only validates; the watches are for whoever converges.
             let driver = magnum_driver_capi::driver::CapiDriver::connect(
                 settings,
                 capi.catalog.clone(),
                 &kubeconfig,
                 credential,
+                role != Role::Api,
             )
             .await?;
             drivers.push(Arc::new(driver));
@@ -310,7 +316,7 @@ pub async fn start_with_drivers(
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut address = None;
-    let registry = drivers(config, extra_drivers).await?;
+    let registry = drivers(config, role, extra_drivers).await?;
     let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
     let mut audit = None;

@@ -50,6 +50,7 @@ fn drivers_section(kubeconfig: &std::path::Path) -> String {
 enabled = ["capi"]
 [capi]
 kubeconfig = "{}"
+allowed_projects = ["default", "p-admin"]
 auth_url = "https://keystone.cloud.test:5000/v3"
 [capi.credential]
 application_credential_id = "operator-credential"
@@ -692,4 +693,41 @@ async fn bench_watch_events_reach_the_api() {
     );
     controllers.abort();
     drop(child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_process_validates_with_the_catalog_and_watches_nothing() {
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let path = kubeconfig.path().to_owned();
+    let api =
+        TestApp::spawn_with(Engine::Sqlite, Role::Api, |config| configure(config, &path)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.open_watches(), 0);
+    let refused = api
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clustertemplates",
+            ADMIN,
+            Some(
+                json!({"name": "k", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+                        "external_network_id": "nowhere", "flavor_id": "m1.medium"}),
+            ),
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.detail(), "Unable to find external network nowhere.");
+    // A process that converges watches the six kinds, once each.
+    let _conductor =
+        TestApp::spawn_with(Engine::Sqlite, Role::All, |config| configure(config, &path)).await;
+    let mut watching = 0;
+    for _ in 0..50 {
+        watching = server.open_watches();
+        if watching == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(watching, 6);
 }

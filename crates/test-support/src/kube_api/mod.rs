@@ -203,6 +203,11 @@ impl KubeApiServer {
             token = self.shared.token,
         );
         std::fs::write(&path, text)?;
+        // A kubeconfig holds credentials: readable by its owner only, as clients expect.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
         Ok(Kubeconfig { directory, path })
     }
 
