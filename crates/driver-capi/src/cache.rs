@@ -56,13 +56,19 @@ struct State {
     synced: Vec<Kind>,
     /// Why the cache may be stale, per kind whose watch is failing.
     trouble: HashMap<Kind, String>,
+    /// Clusters changed since the health follower last looked (a thousand clusters must not
+    /// cost a thousand reads per event).
+    dirty: std::collections::HashSet<String>,
 }
 
 /// The cache and its change signal.
 pub struct ObjectCache {
     state: Mutex<State>,
-    /// Bumped on every change; waiters re-read their cluster.
+    /// Bumped on every change: the health follower looks at what changed.
     changed: watch::Sender<u64>,
+    /// Bumped when one cluster changes (or the whole view does): its waiter re-reads it, and
+    /// no other waiter wakes.
+    per_cluster: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 /// The CAPI cluster an object belongs to.
@@ -80,6 +86,7 @@ impl ObjectCache {
         Arc::new(Self {
             state: Mutex::new(State::default()),
             changed: watch::channel(0).0,
+            per_cluster: Mutex::default(),
         })
     }
 
@@ -89,8 +96,41 @@ impl ObjectCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn bump(&self) {
+    /// Signals a change of `clusters` (None: of every cluster).
+    fn bump(&self, clusters: Option<&[&str]>) {
         self.changed.send_modify(|generation| *generation += 1);
+        let senders = self
+            .per_cluster
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match clusters {
+            Some(names) => {
+                for name in names {
+                    if let Some(sender) = senders.get(*name) {
+                        sender.send_modify(|generation| *generation += 1);
+                    }
+                }
+            }
+            None => {
+                for sender in senders.values() {
+                    sender.send_modify(|generation| *generation += 1);
+                }
+            }
+        }
+    }
+
+    /// A signal of changes to `cluster` (and to the whole view: relists, trouble).
+    pub fn subscribe_cluster(&self, cluster: &str) -> watch::Receiver<u64> {
+        let mut senders = self
+            .per_cluster
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Signals nobody waits on any more go, so the map stays as large as the waiters.
+        senders.retain(|_, sender| sender.receiver_count() > 0);
+        senders
+            .entry(cluster.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -121,15 +161,16 @@ impl ObjectCache {
         })
     }
 
-    /// Names of the clusters that have objects in the cache.
-    pub fn cluster_names(&self) -> Vec<String> {
-        self.lock().clusters.keys().cloned().collect()
+    /// Names of the clusters changed since the last call (those removed included).
+    pub fn take_changed(&self) -> Vec<String> {
+        self.lock().dirty.drain().collect()
     }
 
     pub fn apply(&self, kind: Kind, object: Value) {
         let Some(cluster) = owner(kind, &object) else {
             return;
         };
+        let cluster_name = cluster.clone();
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -137,6 +178,7 @@ impl ObjectCache {
         {
             let mut state = self.lock();
             state.trouble.remove(&kind);
+            state.dirty.insert(cluster.clone());
             state
                 .clusters
                 .entry(cluster)
@@ -146,16 +188,18 @@ impl ObjectCache {
                 .or_default()
                 .insert(name, object);
         }
-        self.bump();
+        self.bump(Some(&[&cluster_name]));
     }
 
     pub fn delete(&self, kind: Kind, object: &Value) {
         let Some(cluster) = owner(kind, object) else {
             return;
         };
+        let cluster_name = cluster.clone();
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
         {
             let mut state = self.lock();
+            state.dirty.insert(cluster.clone());
             if let Some(objects) = state.clusters.get_mut(&cluster) {
                 if let Some(of_kind) = objects.by_kind.get_mut(&kind) {
                     of_kind.remove(name);
@@ -165,13 +209,15 @@ impl ObjectCache {
                 }
             }
         }
-        self.bump();
+        self.bump(Some(&[&cluster_name]));
     }
 
     /// A relist delivered every object of `kind`: whatever it did not deliver is gone.
     pub fn replace_kind(&self, kind: Kind, objects: Vec<Value>) {
         {
             let mut state = self.lock();
+            let before: Vec<String> = state.clusters.keys().cloned().collect();
+            state.dirty.extend(before);
             for cluster in state.clusters.values_mut() {
                 cluster.by_kind.remove(&kind);
             }
@@ -179,6 +225,7 @@ impl ObjectCache {
                 let Some(cluster) = owner(kind, &object) else {
                     continue;
                 };
+                state.dirty.insert(cluster.clone());
                 let name = object["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
@@ -197,15 +244,20 @@ impl ObjectCache {
                 .retain(|_, objects| !objects.by_kind.values().all(BTreeMap::is_empty));
             if !state.synced.contains(&kind) {
                 state.synced.push(kind);
+                // The first complete view: every cluster is news to the followers.
+                if WATCHED.iter().all(|kind| state.synced.contains(kind)) {
+                    let all: Vec<String> = state.clusters.keys().cloned().collect();
+                    state.dirty.extend(all);
+                }
             }
             state.trouble.remove(&kind);
         }
-        self.bump();
+        self.bump(None);
     }
 
     pub fn record_trouble(&self, kind: Kind, trouble: String) {
         self.lock().trouble.insert(kind, trouble);
-        self.bump();
+        self.bump(None);
     }
 
     /// Starts one watch per kind, for as long as the returned handles live.

@@ -413,7 +413,7 @@ impl CapiDriver {
             addons: &charts,
             generation,
         };
-        let mut changes = self.cache.subscribe();
+        let mut changes = self.cache.subscribe_cluster(&name);
         let mut reported = String::new();
         loop {
             let (objects, synced) = self.cache.snapshot(&name);
@@ -496,9 +496,13 @@ async fn follow_health(cache: Arc<ObjectCache>, events: broadcast::Sender<Driver
     let mut changes = cache.subscribe();
     let mut last: HashMap<String, ReportedHealth> = HashMap::new();
     while changes.changed().await.is_ok() {
-        for name in cache.cluster_names() {
+        for name in cache.take_changed() {
             let (objects, synced) = cache.snapshot(&name);
             let Some(cluster) = objects.first(Kind::Cluster).filter(|_| synced) else {
+                // Gone (or not yet seen whole): nothing to report, nothing to remember.
+                if synced {
+                    last.remove(&name);
+                }
                 continue;
             };
             let Some(uuid) = cluster["metadata"]["labels"][label::CLUSTER_UUID]
@@ -659,7 +663,7 @@ impl Driver for CapiDriver {
         // The Cluster first: CAPO still needs the credential to tear the machines down.
         self.retrying(progress, || self.management.delete(Kind::Cluster, &name))
             .await?;
-        let mut changes = self.cache.subscribe();
+        let mut changes = self.cache.subscribe_cluster(&name);
         let mut reported = String::new();
         loop {
             let (objects, synced) = self.cache.snapshot(&name);
