@@ -18,6 +18,11 @@ const IMAGE: &str = "3f0c1a52-58b9-4d1e-9d0e-0c2b6f7f1a01";
 const NEW_IMAGE: &str = "9a1d6c33-7e2f-4b8a-8f6d-5c4e3b2a1f02";
 
 async fn management_cluster() -> KubeApiServer {
+    management_cluster_holding(10_000).await
+}
+
+/// A stand-in holding at most `max_objects` (a cluster makes about twenty).
+async fn management_cluster_holding(max_objects: usize) -> KubeApiServer {
     let files: Vec<String> =
         std::fs::read_dir(magnum_test_support::kube_api::capi_crds_directory())
             .unwrap()
@@ -25,9 +30,9 @@ async fn management_cluster() -> KubeApiServer {
             .filter(|name| name.ends_with(".yaml"))
             .collect();
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
-    let server = KubeApiServer::start(KubeApiConfig::new().capi_crds(&files).unwrap())
-        .await
-        .unwrap();
+    let mut config = KubeApiConfig::new().capi_crds(&files).unwrap();
+    config.max_objects = max_objects;
+    let server = KubeApiServer::start(config).await.unwrap();
     server
         .controller("kube-system")
         .create(
@@ -493,7 +498,7 @@ async fn bench_watch_events_reach_the_api() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let server = management_cluster().await;
+    let server = management_cluster_holding(clusters * 30 + 1_000).await;
     let kubeconfig = server.write_kubeconfig().unwrap();
     let capi = ScriptedCapi::new(&server, NAMESPACE);
     let controllers = capi.clone().spawn(Duration::from_millis(200));
