@@ -71,6 +71,15 @@ pub struct ObjectCache {
     per_cluster: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
+/// What the cache keeps of an object: all but its managedFields, which the driver never
+/// reads and which are often the largest part.
+fn trimmed(mut object: Value) -> Value {
+    if let Some(metadata) = object["metadata"].as_object_mut() {
+        metadata.remove("managedFields");
+    }
+    object
+}
+
 /// The CAPI cluster an object belongs to.
 fn owner(kind: Kind, object: &Value) -> Option<String> {
     if kind == Kind::Cluster {
@@ -167,6 +176,7 @@ impl ObjectCache {
     }
 
     pub fn apply(&self, kind: Kind, object: Value) {
+        let object = trimmed(object);
         let Some(cluster) = owner(kind, &object) else {
             return;
         };
@@ -221,7 +231,7 @@ impl ObjectCache {
             for cluster in state.clusters.values_mut() {
                 cluster.by_kind.remove(&kind);
             }
-            for object in objects {
+            for object in objects.into_iter().map(trimmed) {
                 let Some(cluster) = owner(kind, &object) else {
                     continue;
                 };
