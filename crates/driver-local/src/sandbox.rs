@@ -523,6 +523,48 @@ fn child_of(parent: i32) -> Option<i32> {
     None
 }
 
+/// Removes every cgroup whose name starts with `prefix` (a cluster's nodes), killing what is
+/// left in them first: a node whose launch was cut short before it was recorded is found
+/// only this way.
+pub fn remove_cgroups_with_prefix(prefix: &str) {
+    for hierarchy in HIERARCHIES {
+        let root = Path::new("/sys/fs/cgroup").join(hierarchy);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let matches = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(prefix));
+            if !matches {
+                continue;
+            }
+            kill_members(&entry.path());
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+}
+
+/// SIGKILLs every process of a cgroup tree.
+fn kill_members(path: &Path) {
+    if let Ok(members) = std::fs::read_to_string(path.join("cgroup.procs")) {
+        for pid in members.split_whitespace() {
+            // Gone already is what we want.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+    if let Ok(children) = std::fs::read_dir(path) {
+        for child in children.flatten() {
+            if child.path().is_dir() {
+                kill_members(&child.path());
+            }
+        }
+    }
+}
+
 fn remove_cgroup_tree(path: &Path) {
     if let Ok(children) = std::fs::read_dir(path) {
         for child in children.flatten() {

@@ -88,7 +88,16 @@ impl Runtime {
             let present = tables
                 .lines()
                 .any(|line| line.trim() == format!("table inet {table}"));
-            if present || self.load(cluster).is_none() {
+            if present {
+                continue;
+            }
+            // A delete removes the table before the cluster's records: one under way (it
+            // holds the cluster's lock, or has marked the cluster) must not get it back.
+            let lock = self.cluster_lock(cluster);
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            if self.load(cluster).is_none() || self.cluster_dir(cluster).join("deleting").exists() {
                 continue;
             }
             tracing::warn!(cluster.id = %cluster, "the cluster's firewall table was gone; installing it again");

@@ -497,6 +497,13 @@ impl Runtime {
                 self.teardown_node(cluster, &node.name).await;
             }
         }
+        // Cgroups of a node whose launch a crash cut short before it was recorded.
+        let prefix = format!("magnum-{}-", super::short(cluster));
+        tokio::task::spawn_blocking(move || sandbox::remove_cgroups_with_prefix(&prefix))
+            .await
+            .map_err(|error| {
+                DriverError::Failed(format!("cannot remove the cluster's cgroups: {error}"))
+            })?;
         run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
         sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
         self.claims.release(&self.cluster_dir(cluster));

@@ -696,6 +696,15 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 }
             };
             log.push(format!("trial {trial}: {description}"));
+            // A long run shows where it is, so that one stopped early still tells something.
+            if trial > 0 && trial % 50 == 0 {
+                eprintln!(
+                    "local chaos: {trial} trials, {kills} kills, {node_kills} node kills, {rotations} CA rotations, {} deleted, {} violations so far, {} s",
+                    deleted.len(),
+                    violations.len(),
+                    started.elapsed().as_secs()
+                );
+            }
             std::thread::sleep(Duration::from_millis(random(2500)));
             if random(100) < 60 {
                 kills += 1;
