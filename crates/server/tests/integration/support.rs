@@ -159,7 +159,7 @@ impl TestApp {
             base_url: format!("http://{address}"),
             database_url: database.url.clone(),
             notifications: config.notifications_path(),
-            client: reqwest::Client::new(),
+            client: test_client(),
             running,
             database,
             _scratch: scratch,
@@ -284,7 +284,7 @@ impl TestApp {
             running,
             TestApp2 {
                 base_url,
-                client: reqwest::Client::new(),
+                client: test_client(),
             },
         )
     }
@@ -422,4 +422,14 @@ impl TestApp2 {
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
+}
+
+/// A client that never reuses a connection magnumd may be closing: magnumd drops a kept-alive
+/// connection idle for `api.header_timeout` (30 s), and a request sent on it at that moment
+/// is reset. Tests that wait on docker between requests would otherwise race it.
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("a reqwest client")
 }
