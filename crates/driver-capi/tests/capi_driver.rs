@@ -427,6 +427,28 @@ async fn driver(
         .unwrap()
 }
 
+/// A create converging in the background, reporting to `reports`.
+fn spawn_create(
+    driver: &Arc<CapiDriver>,
+    spec: &Arc<ClusterSpec>,
+    reports: Arc<Reports>,
+) -> tokio::task::JoinHandle<Result<magnum_driver::Observed, DriverError>> {
+    let (driver, spec) = (driver.clone(), spec.clone());
+    tokio::spawn(async move {
+        driver
+            .converge(
+                Converge {
+                    action: Action::CreateCluster,
+                    spec: &spec,
+                    nodes_to_remove: &[],
+                    max_batch_size: None,
+                },
+                reports.as_ref(),
+            )
+            .await
+    })
+}
+
 fn writes(requests: &[RecordedRequest]) -> Vec<&RecordedRequest> {
     requests
         .iter()
@@ -442,22 +464,7 @@ async fn a_cluster_is_created_from_applied_objects_and_its_status_follows_the_wa
     let driver = Arc::new(driver(&server, kubeconfig.path(), issuer.clone()).await);
     let spec = Arc::new(spec());
     let reports = Arc::new(Reports::default());
-    let converge = {
-        let (driver, spec, reports) = (driver.clone(), spec.clone(), reports.clone());
-        tokio::spawn(async move {
-            driver
-                .converge(
-                    Converge {
-                        action: Action::CreateCluster,
-                        spec: &spec,
-                        nodes_to_remove: &[],
-                        max_batch_size: None,
-                    },
-                    reports.as_ref(),
-                )
-                .await
-        })
-    };
+    let converge = spawn_create(&driver, &spec, reports.clone());
     let capi = Capi::new(&server);
     let applied = capi.wait_for("clusters", NAME, |_| true).await;
     assert_eq!(
@@ -724,22 +731,7 @@ async fn a_management_cluster_away_is_reported_and_the_wait_resumes_when_it_retu
     let capi = Capi::new(&server);
     let spec = Arc::new(spec());
     let reports = Arc::new(Reports::default());
-    let converge = {
-        let (driver, spec, reports) = (driver.clone(), spec.clone(), reports.clone());
-        tokio::spawn(async move {
-            driver
-                .converge(
-                    Converge {
-                        action: Action::CreateCluster,
-                        spec: &spec,
-                        nodes_to_remove: &[],
-                        max_batch_size: None,
-                    },
-                    reports.as_ref(),
-                )
-                .await
-        })
-    };
+    let converge = spawn_create(&driver, &spec, reports.clone());
     capi.wait_for("clusters", NAME, |_| true).await;
     capi.provision();
     server.outage(Outage::Refuse, Duration::from_secs(3));
@@ -768,22 +760,7 @@ async fn a_terminal_failure_fails_the_converge_with_its_message() {
     let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
     let capi = Capi::new(&server);
     let spec = Arc::new(spec());
-    let converge = {
-        let (driver, spec) = (driver.clone(), spec.clone());
-        tokio::spawn(async move {
-            driver
-                .converge(
-                    Converge {
-                        action: Action::CreateCluster,
-                        spec: &spec,
-                        nodes_to_remove: &[],
-                        max_batch_size: None,
-                    },
-                    &Reports::default(),
-                )
-                .await
-        })
-    };
+    let converge = spawn_create(&driver, &spec, Arc::default());
     capi.wait_for("clusters", NAME, |_| true).await;
     capi.provision();
     capi.controller
@@ -842,22 +819,7 @@ async fn an_addon_that_fails_to_install_fails_the_cluster_with_its_message() {
     let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
     let capi = Capi::new(&server);
     let spec = Arc::new(spec());
-    let converge = {
-        let (driver, spec) = (driver.clone(), spec.clone());
-        tokio::spawn(async move {
-            driver
-                .converge(
-                    Converge {
-                        action: Action::CreateCluster,
-                        spec: &spec,
-                        nodes_to_remove: &[],
-                        max_batch_size: None,
-                    },
-                    &Reports::default(),
-                )
-                .await
-        })
-    };
+    let converge = spawn_create(&driver, &spec, Arc::default());
     capi.wait_for("clusters", NAME, |_| true).await;
     // The proxies the releases come from were applied with the class.
     let proxies: Vec<String> = server
