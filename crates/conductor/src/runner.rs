@@ -822,6 +822,11 @@ pub(crate) fn spawn_event_listeners(
                             tracing::warn!(cluster.id = %cluster, %error, "cannot record health");
                         }
                     }
+                    Ok(DriverEvent::Live { cluster, state }) => {
+                        if let Err(error) = record_live(&store, cluster, &state).await {
+                            tracing::warn!(cluster.id = %cluster, %error, "cannot record what the driver saw");
+                        }
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "driver events were missed");
                     }
@@ -844,6 +849,23 @@ async fn record_health(
         .modify_cluster(uuid, |aggregate| -> Result<(), StoreError> {
             aggregate.set_health(Some(status), reason.clone(), now);
             Ok(())
+        })
+        .await
+    {
+        Ok(_) | Err(StoreError::NotFound) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+async fn record_live(
+    store: &Store,
+    uuid: Uuid,
+    state: &magnum_driver::LiveState,
+) -> Result<(), StoreError> {
+    let now = Timestamp::now();
+    match store
+        .modify_cluster(uuid, |aggregate| -> Result<bool, StoreError> {
+            Ok(aggregate.follow_live(state, now))
         })
         .await
     {

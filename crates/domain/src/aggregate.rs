@@ -130,6 +130,15 @@ pub struct ObservedNodeGroup {
     pub coe_version: Option<String>,
 }
 
+/// What a driver sees of a cluster between operations: its API endpoint as soon as it is
+/// known, and the sizes of nodegroups whose count the cluster autoscaler owns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveState {
+    pub api_address: Option<String>,
+    /// Per autoscaled nodegroup (by uuid), its current number of nodes.
+    pub autoscaled: Vec<(Uuid, i64)>,
+}
+
 /// An upgrade as asked: to `template`, of one nodegroup or (None) of the default ones.
 #[derive(Debug, Clone)]
 pub struct Upgrade<'a> {
@@ -228,6 +237,50 @@ impl ClusterAggregate {
             self.cluster.health_status_reason = reason;
             self.cluster.updated_at = Some(now);
         }
+    }
+
+    /// Records what a driver saw between operations; returns whether anything changed. The
+    /// endpoint is taken at any time but during a delete; autoscaled counts only while no
+    /// change is in progress (an operation's own counts win) and only within the nodegroup's
+    /// bounds (what the autoscaler was told).
+    pub fn follow_live(&mut self, live: &LiveState, now: Timestamp) -> bool {
+        let mut changed = false;
+        let deleting = matches!(
+            self.cluster.status,
+            ClusterStatus::DeleteInProgress | ClusterStatus::DeleteComplete
+        );
+        if let Some(address) = live.api_address.as_ref().filter(|_| !deleting) {
+            if self.cluster.api_address.as_ref() != Some(address) {
+                self.cluster.api_address = Some(address.clone());
+                changed = true;
+            }
+        }
+        if !self.cluster.status.is_in_progress() {
+            for (uuid, count) in &live.autoscaled {
+                let Some(nodegroup) = self
+                    .nodegroups
+                    .iter_mut()
+                    .find(|nodegroup| nodegroup.uuid == *uuid && !nodegroup.is_master())
+                else {
+                    continue;
+                };
+                let within = *count >= nodegroup.min_node_count
+                    && nodegroup
+                        .autoscaling_maximum()
+                        .is_none_or(|max| *count <= max);
+                if within && !nodegroup.status.is_in_progress() && nodegroup.node_count != *count {
+                    nodegroup.node_count = *count;
+                    nodegroup.updated_at = Some(now);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            let nodegroups = self.nodegroups.clone();
+            self.cluster.summarize(&nodegroups);
+            self.cluster.updated_at = Some(now);
+        }
+        changed
     }
 
     /// `PATCH /clusters/{id}` of `node_count`: the default worker nodegroup to `node_count`.
@@ -840,6 +893,55 @@ mod tests {
                 nodegroup(3, "extra", "worker", false, 1),
             ],
         )
+    }
+
+    #[test]
+    fn live_state_sets_the_endpoint_and_follows_the_autoscaler_only_between_changes() {
+        let mut quiet = aggregate(CreateComplete);
+        quiet.nodegroups[2].max_node_count = Some(4);
+        let live = LiveState {
+            api_address: Some("https://203.0.113.10:6443".to_owned()),
+            autoscaled: vec![(Uuid::from_u128(3), 3)],
+        };
+        assert!(quiet.follow_live(&live, at(3_000)));
+        assert_eq!(
+            quiet.cluster.api_address.as_deref(),
+            Some("https://203.0.113.10:6443")
+        );
+        assert_eq!(quiet.nodegroups[2].node_count, 3);
+        // The cluster's count is its worker nodegroups' sum.
+        assert_eq!(quiet.cluster.node_count, 5);
+        assert!(!quiet.follow_live(&live, at(3_001)), "nothing new");
+
+        // Outside the nodegroup's bounds, of a master, or of an unknown nodegroup: ignored.
+        for autoscaled in [
+            vec![(Uuid::from_u128(3), 5)],
+            vec![(Uuid::from_u128(1), 3)],
+            vec![(Uuid::from_u128(42), 3)],
+        ] {
+            let mut bounded = quiet.clone();
+            let live = LiveState {
+                api_address: None,
+                autoscaled,
+            };
+            assert!(!bounded.follow_live(&live, at(3_002)), "{live:?}");
+            assert_eq!(bounded.nodegroups, quiet.nodegroups);
+        }
+
+        // During a change, its counts win; the endpoint is still taken.
+        let mut creating = aggregate(CreateInProgress);
+        creating.cluster.api_address = None;
+        assert!(creating.follow_live(&live, at(3_000)));
+        assert_eq!(creating.nodegroups[2].node_count, 1);
+        assert!(creating.cluster.api_address.is_some());
+
+        // A cluster being deleted keeps what it had.
+        let mut deleting = aggregate(DeleteInProgress);
+        assert!(!deleting.follow_live(&live, at(3_000)));
+        assert_eq!(
+            deleting.cluster.api_address.as_deref(),
+            Some("tcp://10.0.0.2:2376")
+        );
     }
 
     fn parameters(of: &ClusterAggregate) -> OperationParameters {

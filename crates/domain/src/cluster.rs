@@ -341,6 +341,16 @@ impl NodeGroup {
     pub fn is_master(&self) -> bool {
         self.role == "master"
     }
+
+    /// The most nodes an autoscaler may give the nodegroup: its `max_node_count`, or (the
+    /// default worker has none, as upstream) its `max_node_count` label; None when unbounded.
+    pub fn autoscaling_maximum(&self) -> Option<i64> {
+        self.max_node_count.or_else(|| {
+            self.labels
+                .get("max_node_count")
+                .and_then(|value| value.trim().parse().ok())
+        })
+    }
 }
 
 /// What happened to a nodegroup. Nodegroups follow their cluster's changes with a table of

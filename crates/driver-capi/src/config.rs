@@ -36,6 +36,9 @@ pub struct CapiConfig {
     pub credential: CredentialConfig,
     /// The projects whose clusters the driver builds (required: see `credential`).
     pub allowed_projects: Vec<String>,
+    /// Seconds Cluster API gets to tear a force-deleted cluster down before the driver
+    /// releases its objects from their finalizers (1 to 86,400).
+    pub force_delete_grace: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -95,6 +98,7 @@ impl Default for CapiConfig {
             catalog: Catalog::default(),
             credential: CredentialConfig::default(),
             allowed_projects: Vec::new(),
+            force_delete_grace: 600,
         }
     }
 }
@@ -137,6 +141,12 @@ impl CapiConfig {
                     ),
                 ));
             }
+        }
+        if !(1..=86_400).contains(&self.force_delete_grace) {
+            return Err(error(
+                "force_delete_grace",
+                format!("{} is outside 1 to 86400 seconds", self.force_delete_grace),
+            ));
         }
         if self.allowed_projects.is_empty() {
             return Err(error(
@@ -227,6 +237,7 @@ impl CapiConfig {
             },
             addons,
             allowed_projects: self.allowed_projects.clone(),
+            force_delete_grace: std::time::Duration::from_secs(self.force_delete_grace),
         })
     }
 
@@ -251,7 +262,7 @@ impl crate::driver::CredentialIssuer for ConfiguredCredential {
         Ok(self.0.clone())
     }
 
-    async fn revoke(&self, _spec: &magnum_driver::ClusterSpec, _id: &str) -> Result<(), String> {
+    async fn revoke(&self, _owner: &str, _id: &str) -> Result<(), String> {
         Ok(())
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use magnum_domain::cluster::HealthStatus;
 use magnum_domain::cluster_template::{Coe, ServerType};
 use magnum_driver::{
-    Action, ClusterSpec, ClusterType, Converge, Driver, DriverError, DriverEvent, Image, Observed,
-    ObservedNodeGroup, Progress, ReferenceError, References,
+    Action, ClusterSpec, ClusterType, Converge, Driver, DriverError, DriverEvent, Image, LiveState,
+    Observed, ObservedNodeGroup, Progress, ReferenceError, References,
 };
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -22,6 +22,7 @@ use crate::class;
 use crate::management::{Kind, Management, ManagementError};
 use crate::names::{self, label, CaPurpose};
 use crate::render::{self, ApplicationCredential, ClusterInput, KeyPair, Resolved};
+use crate::rotation::{self, LiveAuthority};
 use crate::schema::ClassVariables;
 use crate::settings::Settings;
 use crate::status::{self, Assessment, Desired, Objects, Phase};
@@ -31,6 +32,45 @@ pub const DRIVER_NAME: &str = "capi";
 /// The annotation on a cluster's credential secret naming the application credential in it,
 /// so that a rotation or a delete revokes the right one.
 const CREDENTIAL_ID: &str = "magnum-rs.openstack.org/application-credential-id";
+/// Beside it, the user it was issued to (the cluster's owner), who must revoke it.
+const CREDENTIAL_OWNER: &str = "magnum-rs.openstack.org/application-credential-owner";
+/// On everything of a cluster whose records an admin force-deleted: the label the reaper
+/// selects by, and when (RFC 3339).
+const ABANDONED: &str = "magnum-rs.openstack.org/abandoned";
+const ABANDONED_AT: &str = "magnum-rs.openstack.org/abandoned-at";
+/// How often the reaper looks for force-deleted clusters.
+const REAP_INTERVAL: Duration = Duration::from_secs(10);
+/// The annotation on a cluster's CA secret holding the rollout time of the last CA rotation
+/// step written to it, so that a converge resumed after a crash waits for the same roll.
+const CA_ROLLOUT_AFTER: &str = "magnum-rs.openstack.org/ca-rollout-after";
+/// Beside it, the number of that step.
+const CA_ROTATION_STEP: &str = "magnum-rs.openstack.org/ca-rotation-step";
+
+/// A rollout the cluster's machines must go through, owned.
+#[derive(Debug, Clone)]
+struct PendingRollout {
+    after: String,
+    purpose: String,
+}
+
+impl PendingRollout {
+    fn of_ca_secret(secret: &Value) -> Option<Self> {
+        let annotations = &secret["metadata"]["annotations"];
+        let after = annotations[CA_ROLLOUT_AFTER].as_str()?;
+        let step = annotations[CA_ROTATION_STEP].as_str().unwrap_or("?");
+        Some(Self {
+            after: after.to_owned(),
+            purpose: format!("CA rotation step {step} of {}", rotation::STEPS),
+        })
+    }
+
+    fn as_desired(&self) -> status::Rollout<'_> {
+        status::Rollout {
+            after: &self.after,
+            purpose: &self.purpose,
+        }
+    }
+}
 /// How long the generated etcd and front-proxy CAs are valid.
 const CA_VALIDITY_DAYS: i64 = 3650;
 /// The longest pause between two tries while the management cluster is away.
@@ -45,8 +85,9 @@ const EVENT_QUEUE: usize = 1024;
 pub trait CredentialIssuer: Send + Sync {
     /// A credential for `cluster`, in its owner's name, good for CAPO and the cloud provider.
     async fn issue(&self, spec: &ClusterSpec) -> Result<ApplicationCredential, String>;
-    /// Revokes a credential issued earlier; revoking one that is gone succeeds.
-    async fn revoke(&self, spec: &ClusterSpec, id: &str) -> Result<(), String>;
+    /// Revokes a credential issued earlier to the user `owner`; revoking one that is gone
+    /// succeeds.
+    async fn revoke(&self, owner: &str, id: &str) -> Result<(), String>;
 }
 
 pub struct CapiDriver {
@@ -66,6 +107,16 @@ impl Drop for CapiDriver {
             task.abort();
         }
     }
+}
+
+/// A secret's base64 value as text (empty when absent or not text).
+fn decode(value: &Value) -> String {
+    use base64::Engine;
+    value
+        .as_str()
+        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default()
 }
 
 fn failed(error: impl std::fmt::Display) -> DriverError {
@@ -92,6 +143,11 @@ impl CapiDriver {
         if follow {
             tasks = cache.start(&management);
             tasks.push(tokio::spawn(follow_health(cache.clone(), events.clone())));
+            tasks.push(tokio::spawn(reap_abandoned(
+                management.clone(),
+                credentials.clone(),
+                settings.force_delete_grace,
+            )));
         }
         Ok(Self {
             settings,
@@ -215,31 +271,13 @@ impl CapiDriver {
             .map(|_| ())
     }
 
-    /// The four CAs: Magnum's cluster CA (re-applied, so that it follows the keystore), and
-    /// etcd, front-proxy and service-account keys made once and never replaced.
+    /// The etcd, front-proxy and service-account keys: made once and never replaced (the
+    /// cluster CA follows the keystore through [`Self::follow_cluster_ca`]).
     async fn ensure_authorities(
         &self,
         spec: &ClusterSpec,
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
-        let authority = spec
-            .authority
-            .as_ref()
-            .ok_or_else(|| failed("The cluster has no CA yet."))?;
-        let cluster_ca = KeyPair {
-            cert_pem: authority.cert_pem.clone(),
-            key_pem: authority.key_pem.clone(),
-        };
-        self.apply(
-            progress,
-            &render::render_ca_secret(
-                &self.settings,
-                &spec.cluster,
-                CaPurpose::Cluster,
-                &cluster_ca,
-            ),
-        )
-        .await?;
         let name = names::cluster_name(spec.cluster.uuid);
         for purpose in [
             CaPurpose::Etcd,
@@ -278,6 +316,98 @@ impl CapiDriver {
         Ok(())
     }
 
+    /// Brings the CA secret to the keystore's CA: written at once for a new cluster, or, after
+    /// a rotation, through the three steps of [`crate::rotation`], each rolled out across the
+    /// cluster before the next. Returns the rollout time the final apply must carry.
+    async fn follow_cluster_ca(
+        &self,
+        spec: &ClusterSpec,
+        rendered: &mut Value,
+        progress: &dyn Progress,
+    ) -> Result<Option<PendingRollout>, DriverError> {
+        let authority = spec
+            .authority
+            .as_ref()
+            .ok_or_else(|| failed("The cluster has no CA yet."))?;
+        let current = KeyPair {
+            cert_pem: authority.cert_pem.clone(),
+            key_pem: authority.key_pem.clone(),
+        };
+        let name = names::cluster_name(spec.cluster.uuid);
+        let secret_name = names::ca_secret(&name, CaPurpose::Cluster);
+        loop {
+            let live = self
+                .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
+                .await?;
+            let rollout = live.as_ref().and_then(PendingRollout::of_ca_secret);
+            let authority = live.as_ref().map(|secret| {
+                LiveAuthority::parse(
+                    &decode(&secret["data"]["tls.crt"]),
+                    &decode(&secret["data"]["tls.key"]),
+                )
+            });
+            let signs = |certificate: &str, key: &str| {
+                magnum_certs::key_matches_certificate(certificate, key).unwrap_or(false)
+            };
+            let (pair, step) = match rotation::next_step(authority.as_ref(), &current, signs) {
+                rotation::NextStep::Settled => return Ok(rollout),
+                rotation::NextStep::Create(pair) => (pair, None),
+                rotation::NextStep::Step {
+                    number,
+                    pair,
+                    after_previous,
+                } => {
+                    if after_previous {
+                        // The machines of the step applied earlier must all be there first.
+                        self.apply_and_wait(spec, rendered, rollout.as_ref(), progress)
+                            .await?;
+                    }
+                    progress
+                        .report(format!(
+                            "Rotating the CA, step {number} of {}: {}.",
+                            rotation::STEPS,
+                            rotation::describe(number)
+                        ))
+                        .await;
+                    (pair, Some(number))
+                }
+            };
+            let mut secret =
+                render::render_ca_secret(&self.settings, &spec.cluster, CaPurpose::Cluster, &pair);
+            if let Some(number) = step {
+                secret["metadata"]["annotations"] = json!({
+                    CA_ROLLOUT_AFTER: rotation::rollout_time(chrono::Utc::now()),
+                    CA_ROTATION_STEP: number.to_string(),
+                });
+            }
+            self.apply(progress, &secret).await?;
+            if step.is_none() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Applies the cluster, rolling every machine made before `rollout`, and follows it
+    /// until it is ready.
+    async fn apply_and_wait(
+        &self,
+        spec: &ClusterSpec,
+        rendered: &mut Value,
+        rollout: Option<&PendingRollout>,
+        progress: &dyn Progress,
+    ) -> Result<Observed, DriverError> {
+        if let Some(rollout) = rollout {
+            render::set_rollout_after(rendered, &rollout.after);
+        }
+        progress.report("Applying the cluster.".to_owned()).await;
+        let applied = self
+            .retrying(progress, || self.management.apply(rendered))
+            .await?;
+        let generation = applied["metadata"]["generation"].as_i64().unwrap_or(0);
+        self.wait_until_ready(spec, rendered, generation, rollout, progress)
+            .await
+    }
+
     /// The cluster's OpenStack credential: issued once, kept across converges, replaced (and
     /// the old one revoked) on a rotation.
     async fn ensure_credentials(
@@ -301,12 +431,16 @@ impl CapiDriver {
         let credential = self.credentials.issue(spec).await.map_err(failed)?;
         let mut objects =
             render::render_cloud_credentials(&self.settings, &spec.cluster, &credential);
-        objects[0]["metadata"]["annotations"] = json!({CREDENTIAL_ID: credential.id});
+        objects[0]["metadata"]["annotations"] =
+            json!({CREDENTIAL_ID: credential.id, CREDENTIAL_OWNER: spec.cluster.user_id});
         for object in &objects {
             self.apply(progress, object).await?;
         }
         if let Some(old) = previous.filter(|old| *old != credential.id) {
-            self.credentials.revoke(spec, &old).await.map_err(failed)?;
+            self.credentials
+                .revoke(&spec.cluster.user_id, &old)
+                .await
+                .map_err(failed)?;
         }
         Ok(())
     }
@@ -395,6 +529,7 @@ impl CapiDriver {
         spec: &ClusterSpec,
         rendered: &Value,
         generation: i64,
+        rollout: Option<&PendingRollout>,
         progress: &dyn Progress,
     ) -> Result<Observed, DriverError> {
         let name = names::cluster_name(spec.cluster.uuid);
@@ -412,6 +547,7 @@ impl CapiDriver {
             workers: &workers,
             addons: &charts,
             generation,
+            rollout: rollout.map(PendingRollout::as_desired),
         };
         let mut changes = self.cache.subscribe_cluster(&name);
         let mut reported = String::new();
@@ -491,10 +627,33 @@ fn observed(name: &str, spec: &ClusterSpec, assessment: &Assessment) -> Observed
 /// The health last pushed for a cluster, and its reason.
 type ReportedHealth = (HealthStatus, serde_json::Map<String, Value>);
 
-/// Health as the watches see it, pushed to the conductor when it changes.
+/// What the conductor records between operations: the endpoint, and the replicas of each
+/// MachineDeployment the cluster autoscaler owns (its annotations are on it), by nodegroup.
+fn live_state(cluster: &Value, deployments: &[Value]) -> LiveState {
+    let autoscaled = deployments
+        .iter()
+        .filter(|deployment| {
+            deployment["metadata"]["annotations"]
+                .get(label::AUTOSCALER_MIN)
+                .is_some()
+        })
+        .filter_map(|deployment| {
+            let uuid = deployment["metadata"]["labels"][label::NODEGROUP_UUID]
+                .as_str()
+                .and_then(|text| uuid::Uuid::parse_str(text).ok())?;
+            Some((uuid, deployment["spec"]["replicas"].as_i64()?))
+        })
+        .collect();
+    LiveState {
+        api_address: status::api_address(cluster),
+        autoscaled,
+    }
+}
+
+/// Health and live state as the watches see them, pushed to the conductor when they change.
 async fn follow_health(cache: Arc<ObjectCache>, events: broadcast::Sender<DriverEvent>) {
     let mut changes = cache.subscribe();
-    let mut last: HashMap<String, ReportedHealth> = HashMap::new();
+    let mut last: HashMap<String, (ReportedHealth, LiveState)> = HashMap::new();
     while changes.changed().await.is_ok() {
         for name in cache.take_changed() {
             let (objects, synced) = cache.snapshot(&name);
@@ -517,18 +676,158 @@ async fn follow_health(cache: Arc<ObjectCache>, events: broadcast::Sender<Driver
                 Some(false) => HealthStatus::Unhealthy,
                 None => HealthStatus::Unknown,
             };
-            if last.get(&name) == Some(&(health, reason.clone())) {
-                continue;
-            }
-            last.insert(name, (health, reason.clone()));
+            let live = live_state(cluster, &objects.all(Kind::MachineDeployment));
+            let previous = last.get(&name);
+            let health_changed =
+                previous.map(|(health, _)| health) != Some(&(health, reason.clone()));
+            let live_changed = previous.map(|(_, live)| live) != Some(&live);
+            last.insert(name, ((health, reason.clone()), live.clone()));
             // Nobody listening yet is not an error: the conductor subscribes when it starts.
-            let _ = events.send(DriverEvent::Health {
-                cluster: uuid,
-                status: health,
-                reason,
-            });
+            if live_changed && live != LiveState::default() {
+                let _ = events.send(DriverEvent::Live {
+                    cluster: uuid,
+                    state: live,
+                });
+            }
+            if health_changed {
+                let _ = events.send(DriverEvent::Health {
+                    cluster: uuid,
+                    status: health,
+                    reason,
+                });
+            }
         }
     }
+}
+
+/// What a force-deleted cluster may have left in OpenStack, as CAPO's objects name it:
+/// servers, the API load balancer, the network and router CAPO made.
+pub fn openstack_leftovers(kind: Kind, object: &Value) -> Vec<String> {
+    let status = &object["status"];
+    let mut found = Vec::new();
+    match kind {
+        Kind::OpenStackMachine => {
+            let server = status["instanceID"]
+                .as_str()
+                .or_else(|| object["spec"]["providerID"].as_str())
+                .filter(|id| !id.is_empty());
+            if let Some(server) = server {
+                found.push(format!(
+                    "server {}",
+                    server.trim_start_matches("openstack:///")
+                ));
+            }
+        }
+        Kind::OpenStackCluster => {
+            for (what, value) in [
+                ("load balancer", &status["apiServerLoadBalancer"]["id"]),
+                ("network", &status["network"]["id"]),
+                ("router", &status["router"]["id"]),
+                ("bastion server", &status["bastion"]["id"]),
+            ] {
+                if let Some(id) = value.as_str().filter(|id| !id.is_empty()) {
+                    found.push(format!("{what} {id}"));
+                }
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+/// Finishes the deletes an admin forced (see [`Driver::abandon`]): a Cluster still there
+/// past the grace is released from its finalizers with everything CAPI made for it, what it
+/// may have left in OpenStack is logged, and once the Cluster is gone its secrets go and its
+/// credential is revoked. Everything it needs is on the management cluster (labels and
+/// annotations), so a restart loses nothing.
+async fn reap_abandoned(
+    management: Management,
+    credentials: Arc<dyn CredentialIssuer>,
+    grace: Duration,
+) {
+    loop {
+        tokio::time::sleep(REAP_INTERVAL.min(grace)).await;
+        if let Err(error) = reap_once(&management, credentials.as_ref(), grace).await {
+            tracing::warn!(%error, "cannot finish the force-deleted clusters' cleanup yet");
+        }
+    }
+}
+
+/// One pass of the reaper.
+pub async fn reap_once(
+    management: &Management,
+    credentials: &dyn CredentialIssuer,
+    grace: Duration,
+) -> Result<(), ManagementError> {
+    let selector = format!("{ABANDONED}=true");
+    let now = chrono::Utc::now();
+    for cluster in management.list(Kind::Cluster, &selector).await? {
+        let name = cluster["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let abandoned = cluster["metadata"]["annotations"][ABANDONED_AT]
+            .as_str()
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok());
+        let due = abandoned
+            .is_none_or(|at| now.signed_duration_since(at).to_std().unwrap_or_default() >= grace);
+        if !due {
+            continue;
+        }
+        if cluster["metadata"]["deletionTimestamp"].is_null() {
+            management.delete(Kind::Cluster, &name).await?;
+        }
+        let children = format!("{}={name}", label::CAPI_CLUSTER_NAME);
+        let mut leftovers = Vec::new();
+        for kind in Kind::OF_A_CLUSTER {
+            let objects = if kind == Kind::Cluster {
+                vec![cluster.clone()]
+            } else {
+                management.list(kind, &children).await?
+            };
+            for object in objects {
+                leftovers.extend(openstack_leftovers(kind, &object));
+                let has_finalizers = object["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|finalizers| !finalizers.is_empty());
+                if has_finalizers {
+                    let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
+                    management.drop_finalizers(kind, object_name).await?;
+                }
+            }
+        }
+        tracing::warn!(
+            cluster = %name,
+            may_have_leaked = %if leftovers.is_empty() { "nothing CAPO recorded".to_owned() } else { leftovers.join(", ") },
+            "a force-deleted cluster was released from Cluster API's finalizers after its grace: check OpenStack for what it may have left"
+        );
+    }
+    // The secrets (and resource set) of force-deleted clusters, once their Cluster is gone.
+    for kind in [Kind::Secret, Kind::ClusterResourceSet] {
+        for object in management.list(kind, &selector).await? {
+            let cluster = object["metadata"]["labels"][label::CAPI_CLUSTER_NAME]
+                .as_str()
+                .unwrap_or_default();
+            // Only what names its cluster, and only once that cluster is gone: CAPO needs the
+            // credential until the end.
+            if cluster.is_empty() || management.get(Kind::Cluster, cluster).await?.is_some() {
+                continue;
+            }
+            let annotations = &object["metadata"]["annotations"];
+            if let (Some(id), Some(owner)) = (
+                annotations[CREDENTIAL_ID].as_str(),
+                annotations[CREDENTIAL_OWNER].as_str(),
+            ) {
+                if let Err(error) = credentials.revoke(owner, id).await {
+                    tracing::warn!(%error, credential = %id, "cannot revoke a force-deleted cluster's credential yet");
+                    continue;
+                }
+            }
+            let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
+            management.delete(kind, object_name).await?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -569,9 +868,8 @@ impl Driver for CapiDriver {
     }
 
     fn supports(&self, action: Action) -> bool {
-        // CA rotation needs a two-step trust change on a kubeadm control plane, not yet
-        // built: refused up front rather than half done.
-        action != Action::RotateCa
+        let _ = action;
+        true
     }
 
     async fn converge(
@@ -649,12 +947,10 @@ impl Driver for CapiDriver {
             self.mark_for_removal(spec, request.nodes_to_remove, progress)
                 .await?;
         }
-        progress.report("Applying the cluster.".to_owned()).await;
-        let applied = self
-            .retrying(progress, || self.management.apply(&rendered))
+        let rollout = self
+            .follow_cluster_ca(spec, &mut rendered, progress)
             .await?;
-        let generation = applied["metadata"]["generation"].as_i64().unwrap_or(0);
-        self.wait_until_ready(spec, &rendered, generation, progress)
+        self.apply_and_wait(spec, &mut rendered, rollout.as_ref(), progress)
             .await
     }
 
@@ -686,6 +982,7 @@ impl Driver for CapiDriver {
                         workers: &[],
                         addons: &[],
                         generation: 0,
+                        rollout: None,
                     };
                     let assessment = status::assess(
                         Objects {
@@ -736,8 +1033,46 @@ impl Driver for CapiDriver {
             .as_ref()
             .and_then(|secret| secret["metadata"]["annotations"][CREDENTIAL_ID].as_str())
         {
-            self.credentials.revoke(spec, id).await.map_err(failed)?;
+            self.credentials
+                .revoke(&spec.cluster.user_id, id)
+                .await
+                .map_err(failed)?;
         }
+        Ok(())
+    }
+
+    async fn abandon(&self, cluster: &magnum_domain::cluster::Cluster) -> Result<(), DriverError> {
+        // Marked first, deleted second: whatever is found later carries the mark, so the
+        // reaper finishes the job even if this process dies right after.
+        let name = names::cluster_name(cluster.uuid);
+        // Milliseconds: the grace is never cut short by a truncated second.
+        let at = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
+        let mark = json!({"metadata": {
+            "labels": {ABANDONED: "true"},
+            "annotations": {ABANDONED_AT: at},
+        }});
+        // Every secret and resource set the driver made for the cluster carries its uuid.
+        let ours = format!("{}={}", label::CLUSTER_UUID, cluster.uuid);
+        for kind in [Kind::Secret, Kind::ClusterResourceSet] {
+            for object in self.management.list(kind, &ours).await.map_err(failed)? {
+                let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
+                self.management
+                    .merge_if_present(kind, object_name, &mark)
+                    .await
+                    .map_err(failed)?;
+            }
+        }
+        self.management
+            .merge_if_present(Kind::Cluster, &name, &mark)
+            .await
+            .map_err(failed)?;
+        self.management
+            .delete(Kind::Cluster, &name)
+            .await
+            .map_err(failed)?;
+        tracing::warn!(cluster = %name, "force-deleted: Cluster API tears it down; the driver releases what is left after its grace");
         Ok(())
     }
 

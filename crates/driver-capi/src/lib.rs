@@ -14,6 +14,7 @@ pub mod driver;
 pub mod management;
 pub mod names;
 pub mod render;
+pub mod rotation;
 pub mod schema;
 pub mod settings;
 pub mod status;

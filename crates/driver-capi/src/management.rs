@@ -28,10 +28,13 @@ pub enum Kind {
     ClusterResourceSet,
     HelmChartProxy,
     HelmReleaseProxy,
+    MachineSet,
+    KubeadmConfig,
+    OpenStackMachine,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Secret,
         Kind::Cluster,
         Kind::ClusterClass,
@@ -46,6 +49,24 @@ impl Kind {
         Kind::ClusterResourceSet,
         Kind::HelmChartProxy,
         Kind::HelmReleaseProxy,
+        Kind::MachineSet,
+        Kind::KubeadmConfig,
+        Kind::OpenStackMachine,
+    ];
+
+    /// What Cluster API makes for one cluster (all labelled with its name), which a forced
+    /// delete may have to release from their finalizers.
+    /// The Cluster comes last: while it is there, an interrupted release is found again.
+    pub const OF_A_CLUSTER: [Kind; 9] = [
+        Kind::KubeadmControlPlane,
+        Kind::MachineDeployment,
+        Kind::MachineSet,
+        Kind::Machine,
+        Kind::KubeadmConfig,
+        Kind::OpenStackMachine,
+        Kind::OpenStackCluster,
+        Kind::HelmReleaseProxy,
+        Kind::Cluster,
     ];
 
     /// (group, version, kind, plural)
@@ -119,6 +140,19 @@ impl Kind {
                 "v1alpha1",
                 "HelmReleaseProxy",
                 "helmreleaseproxies",
+            ),
+            Kind::MachineSet => ("cluster.x-k8s.io", "v1beta2", "MachineSet", "machinesets"),
+            Kind::KubeadmConfig => (
+                "bootstrap.cluster.x-k8s.io",
+                "v1beta2",
+                "KubeadmConfig",
+                "kubeadmconfigs",
+            ),
+            Kind::OpenStackMachine => (
+                "infrastructure.cluster.x-k8s.io",
+                "v1beta1",
+                "OpenStackMachine",
+                "openstackmachines",
             ),
         }
     }
@@ -283,10 +317,16 @@ impl Management {
 
     pub async fn list(&self, kind: Kind, selector: &str) -> Result<Vec<Value>, ManagementError> {
         let params = ListParams::default().labels(selector);
-        let listed =
-            self.api(kind).list(&params).await.map_err(|error| {
-                ManagementError::from_kube(error, || format!("listing {selector}"))
-            })?;
+        let listed = match self.api(kind).list(&params).await {
+            Ok(listed) => listed,
+            // A kind the management cluster does not serve has nothing of ours.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Vec::new()),
+            Err(error) => {
+                return Err(ManagementError::from_kube(error, || {
+                    format!("listing {selector}")
+                }))
+            }
+        };
         listed
             .items
             .into_iter()
@@ -326,6 +366,51 @@ impl Management {
             .await
             .map(|_| ())
             .map_err(|error| ManagementError::from_kube(error, || format!("patching {name}")))
+    }
+
+    /// Merges `patch` into `name` if it exists; whether it did.
+    pub async fn merge_if_present(
+        &self,
+        kind: Kind,
+        name: &str,
+        patch: &Value,
+    ) -> Result<bool, ManagementError> {
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        match self
+            .api(kind)
+            .patch(name, &params, &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(error) => Err(ManagementError::from_kube(error, || {
+                format!("patching {name}")
+            })),
+        }
+    }
+
+    /// Releases `name` from its finalizers, so that a pending delete completes without the
+    /// controllers that set them (what an admin's forced delete does after its grace).
+    pub async fn drop_finalizers(&self, kind: Kind, name: &str) -> Result<(), ManagementError> {
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..Default::default()
+        };
+        match self
+            .api(kind)
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(ManagementError::from_kube(error, || {
+                format!("releasing {name}")
+            })),
+        }
     }
 
     /// The typed API of `kind` in the driver's namespace, for watches.

@@ -10,6 +10,8 @@ pub mod label {
     /// On every object of a cluster: the Magnum cluster it belongs to.
     pub const CLUSTER_UUID: &str = "magnum.openstack.org/cluster-uuid";
     pub const PROJECT_ID: &str = "magnum.openstack.org/project-id";
+    /// On each MachineDeployment: the Magnum nodegroup it builds.
+    pub const NODEGROUP_UUID: &str = "magnum.openstack.org/nodegroup-uuid";
     /// On every object the driver applies: found again by it, ignored by everyone else.
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
     pub const MANAGED_BY_VALUE: &str = "magnum-rs";

@@ -530,7 +530,7 @@ fn machine_deployment(
     let mut deployment = json!({
         "class": WORKER_CLASS,
         "name": name,
-        "metadata": {"labels": {label::NODEGROUP: name}},
+        "metadata": {"labels": {label::NODEGROUP: name, label::NODEGROUP_UUID: group.uuid.to_string()}},
         "healthCheck": {"enabled": input.auto_healing},
         "variables": {"overrides": overrides},
     });
@@ -546,7 +546,7 @@ fn machine_deployment(
         // The cluster autoscaler owns the replica count: it is never applied, so the
         // autoscaler's own writes are not undone by the next apply.
         let maximum = group
-            .max_node_count
+            .autoscaling_maximum()
             .unwrap_or(group.node_count.max(group.min_node_count));
         deployment["metadata"]["annotations"] = json!({
             label::AUTOSCALER_MIN: group.min_node_count.to_string(),
@@ -580,6 +580,22 @@ impl std::fmt::Debug for KeyPair {
 fn encode(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Sets the rollout time of the control plane and every MachineDeployment of a rendered
+/// Cluster: CAPI replaces every machine created before it.
+pub fn set_rollout_after(cluster: &mut Value, after: &str) {
+    let topology = &mut cluster["spec"]["topology"];
+    topology["controlPlane"]["rollout"] = json!({"after": after});
+    let deployments = topology
+        .get_mut("workers")
+        .and_then(|workers| workers.get_mut("machineDeployments"))
+        .and_then(Value::as_array_mut);
+    if let Some(deployments) = deployments {
+        for deployment in deployments {
+            deployment["rollout"] = json!({"after": after});
+        }
+    }
 }
 
 /// The CA secrets of a cluster, as KubeadmControlPlane reads them instead of making its own:

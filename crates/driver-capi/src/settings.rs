@@ -28,6 +28,9 @@ pub struct Settings {
     pub addons: AddonSettings,
     /// Projects whose clusters the driver builds; empty: every project.
     pub allowed_projects: Vec<String>,
+    /// How long Cluster API gets to tear a force-deleted cluster down before its objects are
+    /// released from their finalizers.
+    pub force_delete_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,7 @@ impl Settings {
             },
             addons: AddonSettings::default(),
             allowed_projects: Vec::new(),
+            force_delete_grace: std::time::Duration::from_secs(600),
         }
     }
 }

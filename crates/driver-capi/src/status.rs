@@ -151,6 +151,17 @@ pub struct Desired<'a> {
     /// The Cluster's generation the driver's apply produced: a status of an older one says
     /// nothing about this change (0 when unknown).
     pub generation: i64,
+    /// A rollout every machine created before must have been replaced in (a CA rotation
+    /// step); None when there is none.
+    pub rollout: Option<Rollout<'a>>,
+}
+
+/// A replacement of every machine made before `after` (RFC 3339), for `purpose` (words a
+/// tenant reads, such as "CA rotation step 2 of 3").
+#[derive(Debug, Clone, Copy)]
+pub struct Rollout<'a> {
+    pub after: &'a str,
+    pub purpose: &'a str,
 }
 
 /// Where a cluster stands.
@@ -321,6 +332,21 @@ fn machines_of<'a>(machines: &'a [Value], deployment: Option<&str>) -> Vec<&'a V
         .collect()
 }
 
+/// Whether `object` was created before `instant` (both RFC 3339); an object without a
+/// creation time counts as created before, so that nothing unknown passes as replaced.
+fn created_before(object: &Value, instant: &str) -> bool {
+    let parse = |text: &str| chrono::DateTime::parse_from_rfc3339(text).ok();
+    match (
+        object["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(parse),
+        parse(instant),
+    ) {
+        (Some(created), Some(instant)) => created < instant,
+        _ => true,
+    }
+}
+
 /// Machines not being deleted.
 fn live_count(machines: &[&Value]) -> i64 {
     machines
@@ -350,6 +376,20 @@ fn describe_machines(machines: &[&Value], reasons: &mut Vec<String>) -> bool {
     all_fine
 }
 
+/// The Kubernetes API's address, as soon as the Cluster's control plane endpoint is known.
+pub fn api_address(cluster: &Value) -> Option<String> {
+    let endpoint = &cluster["spec"]["controlPlaneEndpoint"];
+    endpoint["host"]
+        .as_str()
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            format!(
+                "https://{host}:{}",
+                endpoint["port"].as_i64().unwrap_or(6443)
+            )
+        })
+}
+
 /// Assesses a cluster's objects against what was asked.
 pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
     let mut reasons: Vec<String> = Vec::new();
@@ -372,16 +412,7 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
             health_reason: Map::new(),
         };
     };
-    let endpoint = &cluster["spec"]["controlPlaneEndpoint"];
-    let api_address = endpoint["host"]
-        .as_str()
-        .filter(|host| !host.is_empty())
-        .map(|host| {
-            format!(
-                "https://{host}:{}",
-                endpoint["port"].as_i64().unwrap_or(6443)
-            )
-        });
+    let api_address = api_address(cluster);
 
     let mut failed = terminal_failure(cluster).map(|failure| format!("Cluster: {failure}"));
     if let Some(infrastructure) = objects.infrastructure {
@@ -558,6 +589,25 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
         }
         complete &= state.ready;
         workers.push(state);
+    }
+    // A rollout is done only when every machine made before it has been replaced; what it
+    // is for leads the reason.
+    if let Some(rollout) = desired.rollout {
+        let outdated = objects
+            .machines
+            .iter()
+            .filter(|machine| created_before(machine, rollout.after))
+            .count();
+        if outdated > 0 {
+            complete = false;
+            reasons.insert(
+                0,
+                format!(
+                    "{}: {outdated} machines made before {} still to be replaced",
+                    rollout.purpose, rollout.after
+                ),
+            );
+        }
     }
     // A MachineDeployment of a removed nodegroup is still being torn down.
     for deployment in objects.machine_deployments {

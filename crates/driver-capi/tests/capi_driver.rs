@@ -13,6 +13,7 @@ use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverError, Progress
 use magnum_driver_capi::catalog::{Catalog, CatalogFlavor, CatalogImage, CatalogNetwork};
 use magnum_driver_capi::driver::{CapiDriver, CredentialIssuer};
 use magnum_driver_capi::render::ApplicationCredential;
+use magnum_test_support::kube_api::capi::{ScriptedCapi, TRUSTED_CA_ANNOTATION};
 use magnum_test_support::kube_api::{
     Controller, KubeApiConfig, KubeApiServer, Outage, RecordedRequest, ResourceRef,
 };
@@ -70,7 +71,7 @@ impl CredentialIssuer for Issuer {
         })
     }
 
-    async fn revoke(&self, _spec: &ClusterSpec, id: &str) -> Result<(), String> {
+    async fn revoke(&self, _owner: &str, id: &str) -> Result<(), String> {
         self.revoked.lock().unwrap().push(id.to_owned());
         Ok(())
     }
@@ -131,6 +132,8 @@ async fn stand_in() -> KubeApiServer {
             "cluster.x-k8s.io_clusterclasses.yaml",
             "cluster.x-k8s.io_machinedeployments.yaml",
             "cluster.x-k8s.io_machines.yaml",
+            "cluster.x-k8s.io_machinesets.yaml",
+            "infrastructure.cluster.x-k8s.io_openstackmachines.yaml",
             "controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml",
             "controlplane.cluster.x-k8s.io_kubeadmcontrolplanetemplates.yaml",
             "bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml",
@@ -433,12 +436,22 @@ fn spawn_create(
     spec: &Arc<ClusterSpec>,
     reports: Arc<Reports>,
 ) -> tokio::task::JoinHandle<Result<magnum_driver::Observed, DriverError>> {
+    spawn_converge(driver, spec, Action::CreateCluster, reports)
+}
+
+/// `action` converging in the background, reporting to `reports`.
+fn spawn_converge(
+    driver: &Arc<CapiDriver>,
+    spec: &Arc<ClusterSpec>,
+    action: Action,
+    reports: Arc<Reports>,
+) -> tokio::task::JoinHandle<Result<magnum_driver::Observed, DriverError>> {
     let (driver, spec) = (driver.clone(), spec.clone());
     tokio::spawn(async move {
         driver
             .converge(
                 Converge {
-                    action: Action::CreateCluster,
+                    action,
                     spec: &spec,
                     nodes_to_remove: &[],
                     max_batch_size: None,
@@ -808,7 +821,7 @@ async fn settings_the_class_would_refuse_fail_before_anything_is_written() {
     assert!(error.to_string().contains("kube_tag"), "{error}");
     let requests = server.requests();
     assert!(writes(&requests).is_empty(), "{:?}", writes(&requests));
-    assert!(!driver.supports(Action::RotateCa));
+    assert!(driver.supports(Action::RotateCa));
     assert!(driver.supports(Action::RotateCredentials));
 }
 
@@ -849,4 +862,279 @@ async fn an_addon_that_fails_to_install_fails_the_cluster_with_its_message() {
                 .to_owned()
         )
     );
+}
+
+/// The certificates of a secret's or annotation's base64 bundle.
+fn bundle(encoded: &Value) -> Vec<String> {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_str().unwrap_or_default())
+        .unwrap();
+    magnum_driver_capi::rotation::split_bundle(&String::from_utf8(text).unwrap())
+}
+
+fn ca_secret(server: &KubeApiServer) -> Value {
+    server
+        .controller("test")
+        .get(&resource("secrets"), Some(NAMESPACE), &format!("{NAME}-ca"))
+        .unwrap()
+}
+
+/// What each machine trusts, by machine name.
+fn machine_trust(server: &KubeApiServer) -> Vec<(String, Vec<String>)> {
+    server
+        .controller("test")
+        .list(&resource("machines"), Some(NAMESPACE))
+        .unwrap()
+        .iter()
+        .map(|machine| {
+            (
+                machine["metadata"]["name"].as_str().unwrap().to_owned(),
+                bundle(&machine["metadata"]["annotations"][TRUSTED_CA_ANNOTATION]),
+            )
+        })
+        .collect()
+}
+
+async fn eventually(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited {seconds} s for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_rotation_rolls_every_machine_through_three_trust_steps_and_resumes_after_a_crash() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
+    let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
+    let mut spec = spec();
+    let old = spec.authority.clone().unwrap().cert_pem.trim().to_owned();
+    spawn_create(&driver, &Arc::new(spec.clone()), Arc::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let created = machine_trust(&server);
+    // Three control plane machines and two workers.
+    assert_eq!(created.len(), 5, "{created:?}");
+    assert!(
+        created.iter().all(|(_, trust)| *trust == [old.clone()]),
+        "{created:?}"
+    );
+
+    // The keystore rotated: the driver walks the cluster to the new CA.
+    let rotated = magnum_certs::generate_ca("prod", 30).unwrap();
+    let new = rotated.cert_pem.trim().to_owned();
+    spec.authority = Some(rotated.clone());
+    let spec = Arc::new(spec);
+    let first = Arc::new(Reports::default());
+    let interrupted = spawn_converge(&driver, &spec, Action::RotateCa, first.clone());
+    // Step 1: every machine trusts both, still signed by the old CA.
+    eventually("step 1 rolled out", 30, || {
+        let trust = machine_trust(&server);
+        trust.len() == 5
+            && trust
+                .iter()
+                .all(|(_, trust)| *trust == [old.clone(), new.clone()])
+    })
+    .await;
+    // magnumd dies once step 2 is written, before its machines are replaced.
+    eventually("step 2 written", 30, || {
+        bundle(&ca_secret(&server)["data"]["tls.crt"]) == [new.clone(), old.clone()]
+    })
+    .await;
+    interrupted.abort();
+    let _ = interrupted.await;
+    let texts = first.texts();
+    let step_one = texts
+        .iter()
+        .position(|text| text.starts_with("Rotating the CA, step 1 of 3"));
+    let step_two = texts
+        .iter()
+        .position(|text| text.starts_with("Rotating the CA, step 2 of 3"));
+    assert!(step_one.is_some() && step_one < step_two, "{texts:?}");
+
+    // The next converge resumes at step 2's roll and finishes with step 3.
+    let second = Arc::new(Reports::default());
+    let observed = spawn_converge(&driver, &spec, Action::RotateCa, second.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(observed.nodegroups.len(), 2, "{observed:?}");
+    let texts = second.texts();
+    // Steps are started by a report of their own; only step 3 starts again.
+    let started: Vec<&String> = texts
+        .iter()
+        .filter(|text| text.starts_with("Rotating the CA, step"))
+        .collect();
+    assert_eq!(started.len(), 1, "{texts:?}");
+    assert!(started[0].contains("step 3 of 3"), "{texts:?}");
+    // Until step 2's machines were all replaced, the reason said so.
+    let waited = texts
+        .iter()
+        .position(|text| text.starts_with("CA rotation step 2 of 3: "));
+    let third = texts
+        .iter()
+        .position(|text| text.starts_with("Rotating the CA, step 3"));
+    assert!(waited.is_some() && waited < third, "{texts:?}");
+    let secret = ca_secret(&server);
+    assert_eq!(
+        bundle(&secret["data"]["tls.crt"]),
+        std::slice::from_ref(&new)
+    );
+    let key = {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(secret["data"]["tls.key"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(key, rotated.key_pem);
+    // Every machine now trusts the new CA alone: a client certificate of the old one is
+    // refused, and none of the machines of the earlier steps is left.
+    let trust = machine_trust(&server);
+    assert_eq!(trust.len(), 5, "{trust:?}");
+    assert!(
+        trust.iter().all(|(_, trust)| *trust == [new.clone()]),
+        "{trust:?}"
+    );
+    let applied = server
+        .controller("test")
+        .get(&resource("clusters"), Some(NAMESPACE), NAME)
+        .unwrap();
+    let after =
+        secret["metadata"]["annotations"]["magnum-rs.openstack.org/ca-rollout-after"].clone();
+    assert_eq!(
+        applied["spec"]["topology"]["controlPlane"]["rollout"]["after"],
+        after
+    );
+
+    // Settled: another converge (a resize, say) rolls nothing and writes no CA.
+    let before = machine_trust(&server);
+    let quiet = Arc::new(Reports::default());
+    spawn_converge(&driver, &spec, Action::ScaleWorkers, quiet.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(machine_trust(&server), before);
+    assert!(!quiet.texts().iter().any(|text| text.contains("Rotating")));
+    controllers.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_deleted_cluster_is_released_after_its_grace_and_its_secrets_go_after_it() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let issuer = Arc::new(Issuer::default());
+    let mut quick = settings();
+    quick.force_delete_grace = Duration::from_secs(2);
+    let driver = Arc::new(
+        CapiDriver::connect(quick, catalog(), kubeconfig.path(), issuer.clone(), true)
+            .await
+            .unwrap(),
+    );
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    // CAPO cannot remove the servers: every delete would hang for ever.
+    capi.set(|knobs| knobs.stuck_deletes = true);
+    let controllers = capi.spawn(Duration::from_millis(50));
+    let spec = Arc::new(spec());
+    spawn_create(&driver, &spec, Arc::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let test = server.controller("test");
+    let secrets_of_cluster = || {
+        test.list(&resource("secrets"), Some(NAMESPACE))
+            .unwrap()
+            .into_iter()
+            .filter(|secret| {
+                secret["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(NAME)
+            })
+            .count()
+    };
+    assert_eq!(
+        secrets_of_cluster(),
+        7,
+        "four CAs, clouds.yaml, the cloud provider's resource set, the kubeconfig"
+    );
+
+    let abandoned_at = Instant::now();
+    driver.abandon(&spec.cluster).await.unwrap();
+    let cluster = test
+        .get(&resource("clusters"), Some(NAMESPACE), NAME)
+        .unwrap();
+    assert!(
+        cluster["metadata"]["deletionTimestamp"].is_string(),
+        "{cluster}"
+    );
+    assert_eq!(
+        cluster["metadata"]["labels"]["magnum-rs.openstack.org/abandoned"],
+        "true"
+    );
+    // Within the grace, Cluster API is left to do its work: nothing is released yet.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(test
+        .get(&resource("clusters"), Some(NAMESPACE), NAME)
+        .is_ok());
+    assert!(issuer.revoked.lock().unwrap().is_empty());
+    // After it, the Cluster and its machines are released, then the secrets go and the
+    // credential is revoked.
+    eventually("the cluster released and its secrets gone", 30, || {
+        test.get(&resource("clusters"), Some(NAMESPACE), NAME)
+            .is_err()
+            && secrets_of_cluster() <= 1
+    })
+    .await;
+    assert!(abandoned_at.elapsed() >= Duration::from_secs(2));
+    let machines = test.list(&resource("machines"), Some(NAMESPACE)).unwrap();
+    assert_eq!(machines.len(), 5);
+    assert!(
+        machines
+            .iter()
+            .all(|machine| machine["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty)),
+        "{machines:?}"
+    );
+    // The kubeconfig secret is CAPI's own (it goes with the Cluster by owner reference, which
+    // the stand-in does not collect); ours are all gone.
+    let left: Vec<String> = test
+        .list(&resource("secrets"), Some(NAMESPACE))
+        .unwrap()
+        .iter()
+        .map(|secret| secret["metadata"]["name"].as_str().unwrap().to_owned())
+        .filter(|name| name.starts_with(NAME))
+        .collect();
+    assert_eq!(left, [format!("{NAME}-kubeconfig")]);
+    eventually("the credential revoked", 10, || {
+        *issuer.revoked.lock().unwrap() == ["credential-1"]
+    })
+    .await;
+    controllers.abort();
+}
+
+#[test]
+fn what_a_force_deleted_cluster_may_leave_is_read_from_capo_objects() {
+    use magnum_driver_capi::driver::openstack_leftovers;
+    use magnum_driver_capi::management::Kind;
+    let infrastructure = json!({"status": {
+        "apiServerLoadBalancer": {"id": "lb-1"}, "network": {"id": "net-1"},
+        "router": {"id": "router-1"}, "bastion": {"id": ""}}});
+    assert_eq!(
+        openstack_leftovers(Kind::OpenStackCluster, &infrastructure),
+        ["load balancer lb-1", "network net-1", "router router-1"]
+    );
+    let machine = json!({"spec": {"providerID": "openstack:///srv-9"}, "status": {}});
+    assert_eq!(
+        openstack_leftovers(Kind::OpenStackMachine, &machine),
+        ["server srv-9"]
+    );
+    assert!(openstack_leftovers(Kind::Machine, &machine).is_empty());
 }

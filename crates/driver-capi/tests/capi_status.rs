@@ -4,7 +4,7 @@
 mod fixtures;
 
 use fixtures::condition;
-use magnum_driver_capi::status::{assess, Assessment, Desired, Objects, Phase};
+use magnum_driver_capi::status::{assess, Assessment, Desired, Objects, Phase, Rollout};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +199,7 @@ impl World {
                 workers,
                 addons: &addons,
                 generation: 0,
+                rollout: None,
             },
         )
     }
@@ -280,6 +281,7 @@ fn no_capi_cluster_is_absent() {
             workers: &[],
             addons: &[],
             generation: 0,
+            rollout: None,
         },
     );
     assert_eq!(assessment.phase, Phase::Absent);
@@ -396,6 +398,7 @@ fn an_upgrade_is_complete_only_when_the_control_plane_runs_the_new_version() {
                 workers: &workers,
                 addons: &addons,
                 generation: 0,
+                rollout: None,
             },
         );
         assert_eq!(assessment.phase, Phase::Progressing);
@@ -646,6 +649,7 @@ fn a_status_older_than_the_applied_generation_is_not_taken_for_it() {
         workers: &workers,
         addons: &addons,
         generation,
+        rollout: None,
     };
     // The cache still holds generation 3 while the apply made 4.
     assert_eq!(assess(objects, desired(4)).phase, Phase::Progressing);
@@ -665,4 +669,61 @@ fn a_status_older_than_the_applied_generation_is_not_taken_for_it() {
         "{}",
         assessment.reason
     );
+}
+
+#[test]
+fn a_rollout_is_complete_only_when_every_machine_made_before_it_is_replaced() {
+    for shape in SHAPES {
+        let mut world = World::ready(shape);
+        for (index, machine) in world.machines.iter_mut().enumerate() {
+            // The first machine predates the rollout; one has no creation time at all.
+            machine["metadata"]["creationTimestamp"] = match index {
+                0 => json!("2026-11-26T10:00:00Z"),
+                1 => Value::Null,
+                _ => json!("2026-11-26T10:00:05Z"),
+            };
+        }
+        let addons = [
+            "tigera-operator".to_owned(),
+            "openstack-cloud-controller-manager".to_owned(),
+        ];
+        let workers = [("default-worker".to_owned(), Some(2))];
+        let assess_with = |world: &World| {
+            assess(
+                Objects {
+                    cluster: Some(&world.cluster),
+                    control_plane: Some(&world.control_plane),
+                    infrastructure: Some(&world.infrastructure),
+                    machine_deployments: &world.deployments,
+                    machines: &world.machines,
+                    addons: &world.addons,
+                },
+                Desired {
+                    version: "v1.33.5",
+                    control_plane_replicas: 3,
+                    workers: &workers,
+                    addons: &addons,
+                    generation: 0,
+                    rollout: Some(Rollout {
+                        after: "2026-11-26T10:00:01Z",
+                        purpose: "CA rotation step 2 of 3",
+                    }),
+                },
+            )
+        };
+        let assessment = assess_with(&world);
+        assert_eq!(assessment.phase, Phase::Progressing, "{shape:?}");
+        assert!(
+            assessment.reason.starts_with(
+                "CA rotation step 2 of 3: 2 machines made before 2026-11-26T10:00:01Z still to be replaced"
+            ),
+            "{}",
+            assessment.reason
+        );
+        // Made in the very second of the rollout counts as made after it, as in CAPI.
+        world.machines[0]["metadata"]["creationTimestamp"] = json!("2026-11-26T10:00:01Z");
+        world.machines[1]["metadata"]["creationTimestamp"] = json!("2026-11-26T10:00:02Z");
+        let assessment = assess_with(&world);
+        assert_eq!(assessment.phase, Phase::Ready, "{}", assessment.reason);
+    }
 }

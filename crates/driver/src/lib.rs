@@ -164,7 +164,7 @@ pub struct Converge<'a> {
 }
 
 /// What a driver observed of a cluster after converging it (the domain records it).
-pub use magnum_domain::aggregate::{Observed, ObservedNodeGroup};
+pub use magnum_domain::aggregate::{LiveState, Observed, ObservedNodeGroup};
 
 /// Why a driver could not do what it was asked; messages are for tenants.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,6 +184,9 @@ pub trait Progress: Send + Sync {
 /// What a driver tells the conductor without being asked.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverEvent {
+    /// What the driver sees of a cluster between operations (its endpoint, autoscaled sizes);
+    /// sent when it changes.
+    Live { cluster: Uuid, state: LiveState },
     Health {
         cluster: Uuid,
         status: HealthStatus,
@@ -242,6 +245,14 @@ pub trait Driver: Send + Sync + 'static {
         new: &ClusterTemplate,
     ) -> Result<(), String> {
         let _ = (current, new);
+        Ok(())
+    }
+
+    /// An admin's forced delete takes a cluster's records away at once, without a delete
+    /// through the driver: the driver starts tearing down what it made and finishes on its
+    /// own later (nothing waits on it). The default has nothing to release.
+    async fn abandon(&self, cluster: &Cluster) -> Result<(), DriverError> {
+        let _ = cluster;
         Ok(())
     }
 

@@ -719,6 +719,9 @@ fn patched_health_status(document: &Map<String, Value>) -> Result<Option<HealthS
     }
 }
 
+/// How long a force delete waits for the driver to start releasing the cluster's resources.
+const ABANDON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) async fn delete(
     request: &ResourceRequest<'_>,
     ident: &str,
@@ -755,6 +758,28 @@ pub(crate) async fn delete(
                 Timestamp::now(),
             )
             .await?;
+        // A driver still enabled starts tearing down what it made and finishes on its own;
+        // the records go whatever it answers (that is what forcing is for), but not in
+        // silence.
+        let driver = template_of(state, &cluster)
+            .await
+            .ok()
+            .and_then(|template| {
+                state
+                    .drivers
+                    .by_name(template.driver.as_deref().unwrap_or_default())
+            });
+        if let Some(driver) = driver {
+            match tokio::time::timeout(ABANDON_TIMEOUT, driver.abandon(&cluster)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(cluster.id = %cluster.uuid, %error, "force delete: the driver could not release the cluster's resources; they remain");
+                }
+                Err(_) => {
+                    tracing::error!(cluster.id = %cluster.uuid, "force delete: the driver did not answer in time; the cluster's resources remain");
+                }
+            }
+        }
         state.store.purge_cluster(cluster.uuid).await?;
         tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
         return Ok(respond_empty(context, StatusCode::NO_CONTENT));

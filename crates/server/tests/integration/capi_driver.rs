@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use magnum_test_support::kube_api::capi::{ScriptedCapi, QUOTA_MESSAGE};
+use magnum_test_support::kube_api::capi::{ScriptedCapi, QUOTA_MESSAGE, TRUSTED_CA_ANNOTATION};
 use magnum_test_support::kube_api::{KubeApiConfig, KubeApiServer, ResourceRef};
 use magnum_test_support::Engine;
 use magnumd::{Config, Role};
@@ -57,6 +57,7 @@ enabled = ["capi"]
 kubeconfig = "{}"
 allowed_projects = ["default", "p-admin"]
 auth_url = "https://keystone.cloud.test:5000/v3"
+force_delete_grace = 2
 [capi.credential]
 application_credential_id = "operator-credential"
 application_credential_secret = "s3cret"
@@ -352,14 +353,69 @@ async fn the_openstack_client_runs_a_kubernetes_cluster_through_its_life() {
         json!({"id": "6c1b6c0e-1d7a-4a3e-9c0f-7e5d4c3b2a10"})
     );
 
-    // CA rotation is refused up front rather than half done.
+    // CA rotation: three rolls of every machine, the cluster's reason naming each step, and
+    // at the end the nodes trust the new CA alone, the one the API hands out.
+    let ca_before = openstack(&app, &["coe", "ca", "show", "prod"]).await;
+    assert_eq!(ca_before.code, 0, "{}", ca_before.stderr);
     let rotated = openstack(&app, &["coe", "ca", "rotate", "prod"]).await;
-    assert_ne!(rotated.code, 0);
-    assert!(
-        rotated.stderr.contains("not supported by the capi driver"),
-        "{}",
-        rotated.stderr
-    );
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let reasons = std::cell::RefCell::new(Vec::<String>::new());
+    let cluster = wait(&app, &uuid, 120, |c| {
+        if let Some(reason) = c["status_reason"].as_str() {
+            let mut reasons = reasons.borrow_mut();
+            if reasons.last().map(String::as_str) != Some(reason) {
+                reasons.push(reason.to_owned());
+            }
+        }
+        c["status"] != "UPDATE_IN_PROGRESS"
+    })
+    .await;
+    let reasons = reasons.into_inner();
+    assert_eq!(cluster["status"], "UPDATE_COMPLETE", "{cluster}");
+    for step in 1..=3 {
+        assert!(
+            reasons
+                .iter()
+                .any(|reason| reason.contains(&format!("step {step} of 3"))),
+            "{reasons:?}"
+        );
+    }
+    let ca_after = openstack(&app, &["coe", "ca", "show", "prod"]).await;
+    assert_eq!(ca_after.code, 0, "{}", ca_after.stderr);
+    assert_ne!(ca_after.stdout, ca_before.stdout);
+    let trusted = |encoded: &Value| {
+        use base64::Engine;
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .unwrap();
+        magnum_driver_capi::rotation::split_bundle(&String::from_utf8(pem).unwrap())
+    };
+    let served = magnum_driver_capi::rotation::split_bundle(&ca_after.stdout);
+    assert_eq!(served.len(), 1, "{}", ca_after.stdout);
+    let secret = server
+        .controller("test")
+        .get(
+            &ResourceRef::core("secrets"),
+            Some(NAMESPACE),
+            &format!("{stack_id}-ca"),
+        )
+        .unwrap();
+    assert_eq!(trusted(&secret["data"]["tls.crt"]), served);
+    let machines = server
+        .controller("test")
+        .list(
+            &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "machines"),
+            Some(NAMESPACE),
+        )
+        .unwrap();
+    assert!(!machines.is_empty());
+    for machine in &machines {
+        assert_eq!(
+            trusted(&machine["metadata"]["annotations"][TRUSTED_CA_ANNOTATION]),
+            served,
+            "{machine}"
+        );
+    }
 
     // Delete: everything of the cluster leaves the management cluster.
     assert!(secrets(&server)
@@ -445,6 +501,11 @@ async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
     let lag = machine_failed.elapsed();
     assert!(lag < Duration::from_secs(1), "the reason took {lag:?}");
     assert_eq!(cluster["status"], "CREATE_IN_PROGRESS");
+    // The API endpoint is shown as soon as CAPI knows it, before the cluster is complete.
+    assert_eq!(
+        cluster["api_address"], "https://203.0.113.10:6443",
+        "{cluster}"
+    );
     println!("quota reason visible {lag:?} after CAPO wrote it");
     // CAPI would retry for ever; the create fails at its deadline with the reason it waited on.
     let failed = wait(&app, &uuid, 30, |c| c["status"] != "CREATE_IN_PROGRESS").await;
@@ -457,6 +518,162 @@ async fn a_quota_failure_reaches_the_status_reason_within_a_second() {
         "{reason}"
     );
     assert!(reason.contains(QUOTA_MESSAGE), "{reason}");
+    controllers.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaled_nodegroup_follows_the_replicas_the_autoscaler_sets() {
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
+    let path = kubeconfig.path().to_owned();
+    let app =
+        TestApp::spawn_with(Engine::Sqlite, Role::All, |config| configure(config, &path)).await;
+    let created = app
+        .create_template(
+            ADMIN,
+            json!({"name": "k8s", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+                   "external_network_id": "public", "flavor_id": "m1.medium",
+                   "master_flavor_id": "m1.large", "network_driver": "calico",
+                   "labels": {"kube_tag": "v1.33.5", "auto_scaling_enabled": "true",
+                              "min_node_count": "1", "max_node_count": "4"}}),
+        )
+        .await;
+    assert!(created.is_object(), "{created}");
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            ADMIN,
+            Some(json!({"name": "auto", "cluster_template_id": "k8s", "node_count": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = wait(&app, &uuid, 60, |c| c["status"] != "CREATE_IN_PROGRESS").await;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let deployments = ResourceRef::new("cluster.x-k8s.io", "v1beta2", "machinedeployments");
+    let deployment = server
+        .controller("test")
+        .list(&deployments, Some(NAMESPACE))
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        deployment["metadata"]["annotations"]
+            ["cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size"],
+        "4",
+        "{deployment}"
+    );
+    // The cluster autoscaler scales the deployment out, as it does through the scale
+    // subresource; the nodegroup and the cluster follow without any operation.
+    let name = deployment["metadata"]["name"].as_str().unwrap().to_owned();
+    server
+        .controller("cluster-autoscaler")
+        .apply(
+            &deployments,
+            Some(NAMESPACE),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                   "metadata": {"name": name}, "spec": {"replicas": 3}}),
+        )
+        .unwrap();
+    let followed = wait(&app, &uuid, 10, |c| c["node_count"] == 3).await;
+    assert_eq!(followed["status"], "CREATE_COMPLETE", "{followed}");
+    let group = app
+        .send_at(
+            "latest",
+            "GET",
+            &format!("/v1/clusters/{uuid}/nodegroups/default-worker"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(group.body["node_count"], 3, "{}", group.body);
+    // Beyond the nodegroup's bounds (not what the autoscaler was told): not taken.
+    server
+        .controller("cluster-autoscaler")
+        .apply(
+            &deployments,
+            Some(NAMESPACE),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                   "metadata": {"name": name}, "spec": {"replicas": 9}}),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let shown = wait(&app, &uuid, 5, |_| true).await;
+    assert_eq!(shown["node_count"], 3, "{shown}");
+    let stack_id = magnum_driver_capi::names::cluster_name(uuid::Uuid::parse_str(&uuid).unwrap());
+
+    // An admin's force delete: the records go at once, Cluster API is asked to tear the
+    // cluster down, and the driver removes its secrets once it is gone.
+    let member_tries = app
+        .send_at(
+            "latest",
+            "DELETE",
+            &format!("/v1/clusters/{uuid}?force=true"),
+            crate::support::Caller {
+                project_id: "p-admin",
+                user_id: "u-member",
+                roles: "member,reader",
+            },
+            None,
+        )
+        .await;
+    // A member of the cluster's own project may delete it, not force it.
+    assert_eq!(
+        member_tries.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&member_tries.raw)
+    );
+    let forced = app
+        .send_at(
+            "latest",
+            "DELETE",
+            &format!("/v1/clusters/{uuid}?force=true"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(
+        forced.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&forced.raw)
+    );
+    let gone = app
+        .send_at(
+            "latest",
+            "GET",
+            &format!("/v1/clusters/{uuid}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 404);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cluster_left = server
+            .controller("test")
+            .get(
+                &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters"),
+                Some(NAMESPACE),
+                &stack_id,
+            )
+            .is_ok();
+        let ours: Vec<String> = secrets(&server)
+            .into_iter()
+            .filter(|name| name.starts_with(&stack_id))
+            .collect();
+        if !cluster_left && ours.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left after a force delete: cluster {cluster_left}, secrets {ours:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     controllers.abort();
 }
 

@@ -27,6 +27,9 @@ pub struct Knobs {
     pub quota_failure: bool,
     /// Nothing happens at all.
     pub frozen: bool,
+    /// CAPO cannot remove the cloud resources: machines carry CAPI's finalizer, and a
+    /// deleted Cluster keeps its own and its machines' for ever.
+    pub stuck_deletes: bool,
 }
 
 #[derive(Clone)]
@@ -120,6 +123,24 @@ fn openstack_cluster_spec(cluster: &str, topology: &Value) -> Value {
         }
     }
     spec
+}
+
+/// The annotation the scripted machine bootstrap leaves on each Machine: the base64 `tls.crt`
+/// of the cluster's CA secret when the machine was made, which is what kubeadm would have
+/// installed on it as its trust bundle (and, first in it, its signing CA).
+pub const TRUSTED_CA_ANNOTATION: &str = "scripted-capi.magnum-rs.test/trusted-ca";
+
+/// Whether a machine must be replaced by a rollout (`rollout.after` of its control plane or
+/// deployment): the time has come and the machine is older, as CAPI decides.
+fn rolled_out(machine: &Value, rollout: &Value) -> bool {
+    let parse = |text: &str| chrono::DateTime::parse_from_rfc3339(text).ok();
+    let Some(after) = rollout["after"].as_str().and_then(parse) else {
+        return false;
+    };
+    let created = machine["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(parse);
+    after <= chrono::Utc::now() && created.is_some_and(|created| created < after)
 }
 
 /// A short, stable tag of a version, for machine names that change on an upgrade.
@@ -226,12 +247,34 @@ impl ScriptedCapi {
         address: &str,
         failing: bool,
     ) -> Result<(), ApiError> {
-        self.ensure(
-            &capi("machines"),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-                   "metadata": {"name": name, "labels": Self::labels(cluster, deployment)},
-                   "spec": {"clusterName": cluster, "providerID": format!("openstack:///{name}")}}),
-        )?;
+        if self
+            .controller
+            .get(&capi("machines"), self.ns(), name)
+            .is_err()
+        {
+            let trusted = self
+                .controller
+                .get(
+                    &ResourceRef::core("secrets"),
+                    self.ns(),
+                    &format!("{cluster}-ca"),
+                )
+                .ok()
+                .and_then(|secret| secret["data"]["tls.crt"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let mut metadata = json!({"name": name, "labels": Self::labels(cluster, deployment),
+                                      "annotations": {TRUSTED_CA_ANNOTATION: trusted}});
+            if self.knobs().stuck_deletes {
+                metadata["finalizers"] = json!(["machine.cluster.x-k8s.io"]);
+            }
+            self.controller.apply(
+                &capi("machines"),
+                self.ns(),
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                       "metadata": metadata,
+                       "spec": {"clusterName": cluster, "providerID": format!("openstack:///{name}")}}),
+            )?;
+        }
         let conditions = if failing {
             json!([
                 condition(
@@ -268,7 +311,9 @@ impl ScriptedCapi {
         for cluster in self.controller.list(&capi("clusters"), self.ns())? {
             let name = name_of(&cluster);
             if cluster["metadata"]["deletionTimestamp"].is_string() {
-                self.tear_down(&name)?;
+                if !knobs.stuck_deletes {
+                    self.tear_down(&name)?;
+                }
                 continue;
             }
             self.reconcile(&cluster, &knobs)?;
@@ -367,7 +412,8 @@ impl ScriptedCapi {
             let is_control_plane = machine["metadata"]["labels"]
                 .get("cluster.x-k8s.io/control-plane")
                 .is_some();
-            if is_control_plane && !wanted.contains(&name_of(&machine)) {
+            let outdated = rolled_out(&machine, &topology["controlPlane"]["rollout"]);
+            if is_control_plane && (outdated || !wanted.contains(&name_of(&machine))) {
                 self.controller
                     .delete(&capi("machines"), self.ns(), &name_of(&machine))?;
             }
@@ -435,12 +481,29 @@ impl ScriptedCapi {
                     })
                     .unwrap_or(1)
             });
+            // Once made, the count of a deployment the topology leaves to the autoscaler is the
+            // autoscaler's alone.
+            let mut spec = json!({"clusterName": name, "replicas": replicas});
+            if entry["replicas"].is_null() && existing.is_some() {
+                spec = json!({"clusterName": name});
+            }
+            // The topology's metadata reaches the MachineDeployment (the autoscaler reads
+            // its annotations there).
+            let mut labels = entry["metadata"]["labels"].clone();
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            labels["cluster.x-k8s.io/cluster-name"] = json!(name);
+            labels["topology.cluster.x-k8s.io/deployment-name"] = json!(md);
+            let mut metadata = json!({"name": object_name, "labels": labels});
+            if entry["metadata"]["annotations"].is_object() {
+                metadata["annotations"] = entry["metadata"]["annotations"].clone();
+            }
             let deployment = self.ensure(
                 &capi("machinedeployments"),
                 json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-                       "metadata": {"name": object_name,
-                                    "labels": {"cluster.x-k8s.io/cluster-name": name, "topology.cluster.x-k8s.io/deployment-name": md}},
-                       "spec": {"clusterName": name, "replicas": replicas}}),
+                       "metadata": metadata,
+                       "spec": spec}),
             )?;
             let mut machines: Vec<Value> = self
                 .owned(&capi("machines"), &name)?
@@ -458,6 +521,12 @@ impl ScriptedCapi {
                     .delete(&capi("machines"), self.ns(), &name_of(machine))?;
             }
             machines.retain(|m| name_of(m).contains(&format!("-{tag}-")));
+            // A due rollout replaces every machine made before it.
+            for machine in machines.iter().filter(|m| rolled_out(m, &entry["rollout"])) {
+                self.controller
+                    .delete(&capi("machines"), self.ns(), &name_of(machine))?;
+            }
+            machines.retain(|m| !rolled_out(m, &entry["rollout"]));
             // Shrinking removes the marked machines first, then the newest.
             machines.sort_by_key(|m| {
                 let marked =
