@@ -677,6 +677,219 @@ async fn an_autoscaled_nodegroup_follows_the_replicas_the_autoscaler_sets() {
     controllers.abort();
 }
 
+/// A magnumd configuration file with the capi driver, as an operator writes it.
+fn config_file(
+    directory: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    head: &str,
+) -> std::path::PathBuf {
+    let path = directory.join("magnumd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{head}[log]\nlevel = \"warn\"\n[drivers]\n{}",
+            drivers_section(kubeconfig).replace("[capi", "[drivers.capi")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_interrupted_by_a_killed_magnumd_resumes_after_the_restart() {
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    // CAPI takes its time: magnumd dies while the create waits on it.
+    capi.set(|knobs| knobs.frozen = true);
+    let controllers = capi.clone().spawn(Duration::from_millis(50));
+    let work = tempfile::tempdir().unwrap();
+    let config = config_file(work.path(), kubeconfig.path(), "");
+    let state = work.path().join("state");
+    let binary = env!("CARGO_BIN_EXE_magnumd");
+    let magnumd = Magnumd::start(binary, &config, &state, &[]);
+    let client = crate::support::test_client();
+    let send = |base: String, method: reqwest::Method, path: String, body: Option<Value>| {
+        let mut request = client
+            .request(method, format!("{base}{path}"))
+            .header("OpenStack-API-Version", "container-infra latest");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let template = send(
+        magnumd.base.clone(),
+        reqwest::Method::POST,
+        "/clustertemplates".into(),
+        Some(json!({
+            "name": "k8s", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+            "external_network_id": "public", "flavor_id": "m1.medium",
+            "master_flavor_id": "m1.large", "network_driver": "calico"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(template.status(), 201);
+    let created: Value = send(
+        magnumd.base.clone(),
+        reqwest::Method::POST,
+        "/clusters".into(),
+        Some(json!({"name": "k", "cluster_template_id": "k8s", "node_count": 2})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let uuid = created["uuid"].as_str().unwrap().to_owned();
+    let name = magnum_driver_capi::names::cluster_name(uuid::Uuid::parse_str(&uuid).unwrap());
+    let clusters = ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .controller("test")
+        .get(&clusters, Some(NAMESPACE), &name)
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the Cluster was never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied = server
+        .controller("test")
+        .get(&clusters, Some(NAMESPACE), &name)
+        .unwrap();
+    magnumd.kill();
+
+    // CAPI goes on while magnumd is away; a new magnumd on the same state takes over.
+    capi.set(|knobs| knobs.frozen = false);
+    let restarted_at = Instant::now();
+    let magnumd = Magnumd::start(binary, &config, &state, &[]);
+    let done = loop {
+        let shown: Value = send(
+            magnumd.base.clone(),
+            reqwest::Method::GET,
+            format!("/clusters/{uuid}"),
+            None,
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        if shown["status"] != "CREATE_IN_PROGRESS" {
+            break shown;
+        }
+        assert!(restarted_at.elapsed() < Duration::from_secs(60), "{shown}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "CREATE_COMPLETE", "{done}");
+    assert_eq!(done["node_count"], 2);
+    assert_eq!(done["api_address"], "https://203.0.113.10:6443");
+    println!(
+        "capi create resumed after a SIGKILL: CREATE_COMPLETE {:?} after the restart",
+        restarted_at.elapsed()
+    );
+    // The resumed converge re-applied the same Cluster: one object, nothing duplicated or
+    // replaced, and the CA secret still holds the cluster's CA.
+    let after = server
+        .controller("test")
+        .get(&clusters, Some(NAMESPACE), &name)
+        .unwrap();
+    assert_eq!(after["metadata"]["uid"], applied["metadata"]["uid"]);
+    let listed = server
+        .controller("test")
+        .list(&clusters, Some(NAMESPACE))
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let ca: Value = send(
+        magnumd.base.clone(),
+        reqwest::Method::GET,
+        format!("/certificates/{uuid}"),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let secret = server
+        .controller("test")
+        .get(
+            &ResourceRef::core("secrets"),
+            Some(NAMESPACE),
+            &format!("{name}-ca"),
+        )
+        .unwrap();
+    let bundle = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["tls.crt"].as_str().unwrap())
+            .unwrap()
+    };
+    assert_eq!(
+        String::from_utf8(bundle).unwrap().trim(),
+        ca["pem"].as_str().unwrap().trim()
+    );
+    drop(magnumd);
+    controllers.abort();
+}
+
+/// A magnumd process (all roles) of its own, killed however the test ends.
+struct Magnumd {
+    child: std::process::Child,
+    /// `http://127.0.0.1:<port>/v1`.
+    base: String,
+}
+
+impl Magnumd {
+    fn start(
+        binary: &str,
+        config: &std::path::Path,
+        state: &std::path::Path,
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut command = std::process::Command::new(binary);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .args(["all", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .arg("--config")
+            .arg(config)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let line = lines.next().unwrap().unwrap();
+        let base = line
+            .strip_prefix("magnumd listening on ")
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        // Nobody reads further: drained, so that magnumd never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, base }
+    }
+
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Magnumd {
+    fn drop(&mut self) {
+        // Already gone is fine: the test only needs it not to outlive it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// RSS (KiB) and CPU seconds (user + system) of a process, from /proc.
 fn usage(pid: u32) -> (u64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -720,52 +933,27 @@ async fn bench_watch_events_reach_the_api() {
     let capi = ScriptedCapi::new(&server, NAMESPACE);
     let controllers = capi.clone().spawn(Duration::from_millis(200));
     let work = tempfile::tempdir().unwrap();
-    let config_file = work.path().join("magnumd.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[conductor]\nmax_concurrent_operations = {}\n[quotas]\nmax_clusters_per_project = {}\n[log]\nlevel = \"warn\"\n[drivers]\n{}",
+    let config_file = config_file(
+        work.path(),
+        kubeconfig.path(),
+        &format!(
+            "[conductor]\nmax_concurrent_operations = {}\n[quotas]\nmax_clusters_per_project = {}\n",
             clusters.max(16),
-            clusters,
-            drivers_section(kubeconfig.path())
-                .replace("[capi", "[drivers.capi")
-                .replace("[[capi", "[[drivers.capi")
+            clusters
         ),
-    )
-    .unwrap();
+    );
     let binary =
         std::env::var("BENCH_MAGNUMD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_magnumd").to_owned());
-    let mut child = std::process::Command::new(binary)
-        .env(
+    let child = Magnumd::start(
+        &binary,
+        &config_file,
+        &work.path().join("state"),
+        &[(
             "MAGNUM_QUOTAS__MAX_CLUSTERS_PER_PROJECT",
             clusters.to_string(),
-        )
-        .args(["all", "--listen", "127.0.0.1:0", "--state-dir"])
-        .arg(work.path().join("state"))
-        .arg("--config")
-        .arg(&config_file)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    /// Stops magnumd however the benchmark ends.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            // Already gone is fine: the benchmark only needs it not to outlive it.
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let child = Stop(child);
-    let line = std::io::BufRead::lines(std::io::BufReader::new(stdout))
-        .next()
-        .unwrap()
-        .unwrap();
-    let base = line
-        .strip_prefix("magnumd listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+        )],
+    );
+    let base = child.base.clone();
     let client = reqwest::Client::new();
     let send = |method: reqwest::Method, path: String, body: Option<Value>| {
         let mut request = client
@@ -787,7 +975,7 @@ async fn bench_watch_events_reach_the_api() {
     .await
     .unwrap();
     assert_eq!(template.status(), 201, "{}", template.text().await.unwrap());
-    let idle = usage(child.0.id());
+    let idle = usage(child.id());
     let started = Instant::now();
     let mut uuids = Vec::new();
     for index in 0..clusters {
@@ -841,7 +1029,7 @@ async fn bench_watch_events_reach_the_api() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let created = started.elapsed();
-    let busy = usage(child.0.id());
+    let busy = usage(child.id());
     // Let health settle, then freeze CAPI so that nothing but the test changes machines.
     tokio::time::sleep(Duration::from_secs(3)).await;
     capi.set(|knobs| knobs.frozen = true);
@@ -896,7 +1084,7 @@ async fn bench_watch_events_reach_the_api() {
     let percentile = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
-    let done = usage(child.0.id());
+    let done = usage(child.id());
     println!(
         "capi bench: {clusters} clusters accepted in {:.1} s, all CREATE_COMPLETE after {:.1} s; \
          health change to API over {} flips: p50 {:?}, p99 {:?}, max {:?}; magnumd RSS idle {} MiB, \
