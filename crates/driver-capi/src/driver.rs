@@ -38,6 +38,8 @@ const CREDENTIAL_OWNER: &str = "magnum-rs.openstack.org/application-credential-o
 /// selects by, and when (RFC 3339).
 const ABANDONED: &str = "magnum-rs.openstack.org/abandoned";
 const ABANDONED_AT: &str = "magnum-rs.openstack.org/abandoned-at";
+/// How long the start-up check of the management cluster's kinds may take.
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the reaper looks for force-deleted clusters.
 const REAP_INTERVAL: Duration = Duration::from_secs(10);
 /// The annotation on a cluster's CA secret holding the rollout time of the last CA rotation
@@ -135,6 +137,29 @@ impl CapiDriver {
         follow: bool,
     ) -> Result<Self, ManagementError> {
         let management = Management::connect(kubeconfig, &settings.namespace).await?;
+        // A management cluster without CAPI, CAPO or CAAPH (or with older versions) is a
+        // configuration error worth refusing to start for; one that is away is not: the
+        // watches report it and wait.
+        match tokio::time::timeout(DISCOVERY_TIMEOUT, management.unserved_kinds()).await {
+            Ok(Ok(missing)) if !missing.is_empty() => {
+                let names: Vec<String> = missing
+                    .iter()
+                    .map(|kind| {
+                        let (group, version, name, _) = kind.coordinates();
+                        format!("{name} ({group}/{version})")
+                    })
+                    .collect();
+                return Err(ManagementError::Unserved(format!(
+                    "it does not serve {}: install Cluster API v1.13, its OpenStack provider v0.14 and the Helm addon provider v0.6 (docs/CAPI.md)",
+                    names.join(", ")
+                )));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot check what the management cluster serves yet")
+            }
+            Err(_) => tracing::warn!("the management cluster did not answer discovery in time"),
+        }
         let class_variables = ClassVariables::from_cluster_class(&class::cluster_class(&settings))
             .map_err(|error| ManagementError::Configuration(error.to_string()))?;
         let cache = ObjectCache::new();

@@ -54,6 +54,12 @@ impl Kind {
         Kind::OpenStackMachine,
     ];
 
+    /// Whether the driver cannot work without the management cluster serving it (bootstrap
+    /// configs are only ever released from finalizers, and a missing kind has none).
+    pub fn is_required(self) -> bool {
+        self != Kind::KubeadmConfig
+    }
+
     /// What Cluster API makes for one cluster (all labelled with its name), which a forced
     /// delete may have to release from their finalizers.
     /// The Cluster comes last: while it is there, an interrupted release is found again.
@@ -191,6 +197,9 @@ pub enum ManagementError {
     /// The driver's own configuration is wrong (kubeconfig).
     #[error("The capi driver's kubeconfig is unusable: {0}")]
     Configuration(String),
+    /// The management cluster lacks what the driver needs (CRDs of CAPI and its providers).
+    #[error("The management cluster cannot run the capi driver: {0}")]
+    Unserved(String),
 }
 
 impl ManagementError {
@@ -249,6 +258,48 @@ impl Management {
             client,
             namespace: namespace.to_owned(),
         })
+    }
+
+    /// The kinds the driver needs that the management cluster does not serve, by discovery
+    /// (CAPI, CAPO or CAAPH missing, or an older version of them).
+    pub async fn unserved_kinds(&self) -> Result<Vec<Kind>, ManagementError> {
+        let mut by_api_version: std::collections::BTreeMap<String, Vec<Kind>> = Default::default();
+        for kind in Kind::ALL.into_iter().filter(|kind| kind.is_required()) {
+            let (group, version, _, _) = kind.coordinates();
+            let api_version = if group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{group}/{version}")
+            };
+            by_api_version.entry(api_version).or_default().push(kind);
+        }
+        let mut missing = Vec::new();
+        for (api_version, kinds) in by_api_version {
+            let served = if api_version.contains('/') {
+                self.client.list_api_group_resources(&api_version).await
+            } else {
+                self.client.list_core_api_resources(&api_version).await
+            };
+            let names: Vec<String> = match served {
+                Ok(list) => list
+                    .resources
+                    .into_iter()
+                    .map(|resource| resource.name)
+                    .collect(),
+                Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+                Err(error) => {
+                    return Err(ManagementError::from_kube(error, || {
+                        format!("discovering {api_version}")
+                    }))
+                }
+            };
+            missing.extend(
+                kinds
+                    .into_iter()
+                    .filter(|kind| !names.iter().any(|name| name == kind.coordinates().3)),
+            );
+        }
+        Ok(missing)
     }
 
     pub fn namespace(&self) -> &str {

@@ -63,8 +63,13 @@ pub fn conditions(object: &Value) -> Vec<Condition> {
     if newer.is_array() {
         return parse_conditions(newer);
     }
-    parse_conditions(&object["status"]["conditions"])
-        .into_iter()
+    let old = parse_conditions(&object["status"]["conditions"]);
+    // Only a Cluster's v1beta1 names map to v1beta2 ones: a Machine's `Ready` is still its
+    // readiness, and a KubeadmControlPlane has both `Ready` and `Available`.
+    if object["kind"] != "Cluster" {
+        return old;
+    }
+    old.into_iter()
         .map(|mut condition| {
             condition.kind = match condition.kind.as_str() {
                 "Ready" => "Available".to_owned(),
@@ -456,6 +461,15 @@ pub fn assess(objects: Objects<'_>, desired: Desired<'_>) -> Assessment {
         "Cluster",
         &mut reasons,
     );
+    // v1beta2 only: the management cluster cannot reach the workload cluster's API server.
+    if let Some(probe) = condition(&cluster_conditions, "RemoteConnectionProbe") {
+        if !probe.is_true() {
+            reasons.push(format!(
+                "Cluster RemoteConnectionProbe: {}",
+                join_reason(&probe.reason, &probe.message)
+            ));
+        }
+    }
     if let Some(infrastructure) = objects.infrastructure {
         let ready = infrastructure["status"]["ready"].as_bool().unwrap_or(false);
         if !ready {

@@ -1138,3 +1138,49 @@ fn what_a_force_deleted_cluster_may_leave_is_read_from_capo_objects() {
     );
     assert!(openstack_leftovers(Kind::Machine, &machine).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_management_cluster_without_the_providers_is_refused_at_connect() {
+    // CAPI alone: no OpenStack provider, no Helm addon provider.
+    let config = KubeApiConfig::new()
+        .capi_crds(&[
+            "cluster.x-k8s.io_clusters.yaml",
+            "cluster.x-k8s.io_clusterclasses.yaml",
+            "cluster.x-k8s.io_machinedeployments.yaml",
+            "cluster.x-k8s.io_machines.yaml",
+            "cluster.x-k8s.io_machinesets.yaml",
+            "controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml",
+            "controlplane.cluster.x-k8s.io_kubeadmcontrolplanetemplates.yaml",
+            "bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml",
+            "addons.cluster.x-k8s.io_clusterresourcesets.yaml",
+        ])
+        .unwrap();
+    let server = KubeApiServer::start(config).await.unwrap();
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let refused = CapiDriver::connect(
+        settings(),
+        catalog(),
+        kubeconfig.path(),
+        Arc::new(Issuer::default()),
+        true,
+    )
+    .await
+    .err()
+    .expect("refused");
+    let message = refused.to_string();
+    for kind in [
+        "OpenStackCluster (infrastructure.cluster.x-k8s.io/v1beta1)",
+        "OpenStackMachine",
+        "HelmChartProxy (addons.cluster.x-k8s.io/v1alpha1)",
+        "HelmReleaseProxy",
+    ] {
+        assert!(message.contains(kind), "{message}");
+    }
+    assert!(!message.contains("MachineDeployment"), "{message}");
+    assert!(
+        message.starts_with("The management cluster cannot run the capi driver"),
+        "{message}"
+    );
+    // Nothing was written on the way.
+    assert!(writes(&server.requests()).is_empty());
+}

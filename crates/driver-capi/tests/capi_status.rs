@@ -727,3 +727,134 @@ fn a_rollout_is_complete_only_when_every_machine_made_before_it_is_replaced() {
         assert_eq!(assessment.phase, Phase::Ready, "{}", assessment.reason);
     }
 }
+
+/// Every Machine phase CAPI documents, crossed with the condition that explains it, in every
+/// shape: what phase the cluster is in, what its reason names, and what health it reports.
+#[test]
+fn every_machine_phase_and_condition_maps_to_a_phase_a_reason_and_a_health() {
+    struct Row {
+        phase: &'static str,
+        condition: Option<(&'static str, &'static str, &'static str, &'static str)>,
+        failure: Option<(&'static str, &'static str)>,
+        expected: Phase,
+        reason: &'static str,
+        healthy: Option<bool>,
+    }
+    let rows = [
+        Row { phase: "Running", condition: None, failure: None, expected: Phase::Ready, reason: "", healthy: Some(true) },
+        Row { phase: "Pending", condition: None, failure: None, expected: Phase::Progressing, reason: "machine worker-1: phase Pending", healthy: Some(true) },
+        Row { phase: "Provisioning", condition: Some(("InfrastructureReady", "False", "InstanceCreateFailed", "Quota exceeded for instances")), failure: None, expected: Phase::Progressing, reason: "machine worker-1: InfrastructureReady: InstanceCreateFailed: Quota exceeded for instances", healthy: Some(true) },
+        Row { phase: "Provisioning", condition: Some(("BootstrapConfigReady", "False", "WaitingForControlPlane", "")), failure: None, expected: Phase::Progressing, reason: "machine worker-1: BootstrapConfigReady: WaitingForControlPlane", healthy: Some(true) },
+        Row { phase: "Provisioned", condition: Some(("NodeHealthy", "Unknown", "NodeNotFound", "")), failure: None, expected: Phase::Progressing, reason: "machine worker-1: NodeHealthy: NodeNotFound", healthy: Some(false) },
+        Row { phase: "Running", condition: Some(("NodeHealthy", "False", "NodeNotReady", "kubelet stopped posting status")), failure: None, expected: Phase::Progressing, reason: "machine worker-1: NodeHealthy: NodeNotReady: kubelet stopped posting status", healthy: Some(false) },
+        Row { phase: "Running", condition: Some(("Ready", "False", "NotReady", "")), failure: None, expected: Phase::Progressing, reason: "machine worker-1: Ready: NotReady", healthy: Some(true) },
+        Row { phase: "Failed", condition: None, failure: Some(("CreateError", "server went into ERROR")), expected: Phase::Progressing, reason: "machine worker-1: CreateError: server went into ERROR", healthy: Some(true) },
+        Row { phase: "Unknown", condition: None, failure: None, expected: Phase::Progressing, reason: "machine worker-1: phase Unknown", healthy: Some(true) },
+    ];
+    for shape in SHAPES {
+        for row in &rows {
+            let mut world = World::ready(shape);
+            world.machines[4]["status"]["phase"] = json!(row.phase);
+            if let Some((kind, status, reason, message)) = row.condition {
+                world.set_condition(Target::Machine(4), condition(kind, status, reason, message));
+            }
+            if let Some((reason, message)) = row.failure {
+                world.machines[4]["status"]["failureReason"] = json!(reason);
+                world.machines[4]["status"]["failureMessage"] = json!(message);
+            }
+            let assessment = world.assess_default();
+            let case = format!("{shape:?} phase {} {:?}", row.phase, row.condition);
+            assert_eq!(
+                assessment.phase, row.expected,
+                "{case}: {}",
+                assessment.reason
+            );
+            assert!(
+                assessment.reason.contains(row.reason),
+                "{case}: {}",
+                assessment.reason
+            );
+            // Nothing but the machine's own trouble is named.
+            if row.expected == Phase::Progressing {
+                assert!(
+                    !assessment.reason.contains("worker-0"),
+                    "{case}: {}",
+                    assessment.reason
+                );
+            }
+            // Health follows node conditions (NodeHealthy in every shape), whatever the
+            // provisioning stage.
+            assert_eq!(
+                assessment.healthy, row.healthy,
+                "{case}: {:?}",
+                assessment.health_reason
+            );
+        }
+    }
+}
+
+/// The Cluster's own conditions, in every shape: each gap between it and Available is a
+/// reason, and none of them is a failure.
+#[test]
+fn every_cluster_condition_that_is_not_true_keeps_the_cluster_progressing_with_its_reason() {
+    let rows = [
+        (
+            "InfrastructureReady",
+            "False",
+            "NotReady",
+            "waiting for the network",
+            "waiting for the network",
+        ),
+        (
+            "ControlPlaneAvailable",
+            "False",
+            "NotAvailable",
+            "0 of 3 ready",
+            "0 of 3 ready",
+        ),
+        (
+            "WorkersAvailable",
+            "False",
+            "NotAvailable",
+            "1 of 2 ready",
+            "1 of 2 ready",
+        ),
+        (
+            "RemoteConnectionProbe",
+            "False",
+            "ProbeFailed",
+            "cannot reach the API server",
+            "cannot reach the API server",
+        ),
+        (
+            "TopologyReconciled",
+            "False",
+            "ClusterClassNotReconciled",
+            "class is not reconciled",
+            "class is not reconciled",
+        ),
+    ];
+    for shape in SHAPES {
+        for (kind, status, reason, message, expected) in rows {
+            let mut world = World::ready(shape);
+            world.set_condition(Target::Cluster, condition(kind, status, reason, message));
+            world.set_condition(
+                Target::Cluster,
+                condition("Available", "False", "NotAvailable", ""),
+            );
+            let assessment = world.assess_default();
+            let case = format!("{shape:?} {kind}");
+            assert_eq!(
+                assessment.phase,
+                Phase::Progressing,
+                "{case}: {}",
+                assessment.reason
+            );
+            assert!(
+                assessment.reason.contains(expected),
+                "{case}: {}",
+                assessment.reason
+            );
+        }
+    }
+}
