@@ -39,6 +39,9 @@ pub struct CapiConfig {
     /// Seconds Cluster API gets to tear a force-deleted cluster down before the driver
     /// releases its objects from their finalizers (1 to 86,400).
     pub force_delete_grace: u64,
+    /// Whether deleting a cluster first removes the Octavia load balancers its cloud
+    /// provider made for `LoadBalancer` Services (with the cluster's own credential).
+    pub delete_load_balancers: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -99,6 +102,7 @@ impl Default for CapiConfig {
             credential: CredentialConfig::default(),
             allowed_projects: Vec::new(),
             force_delete_grace: 600,
+            delete_load_balancers: true,
         }
     }
 }
@@ -238,6 +242,7 @@ impl CapiConfig {
             addons,
             allowed_projects: self.allowed_projects.clone(),
             force_delete_grace: std::time::Duration::from_secs(self.force_delete_grace),
+            delete_load_balancers: self.delete_load_balancers,
         })
     }
 

@@ -38,6 +38,10 @@ const CREDENTIAL_OWNER: &str = "magnum-rs.openstack.org/application-credential-o
 /// selects by, and when (RFC 3339).
 const ABANDONED: &str = "magnum-rs.openstack.org/abandoned";
 const ABANDONED_AT: &str = "magnum-rs.openstack.org/abandoned-at";
+/// How long a delete waits for the cloud provider's load balancers to go.
+const LOAD_BALANCER_WAIT: Duration = Duration::from_secs(600);
+/// How long a delete keeps trying a cloud it cannot reach before it goes on without it.
+const CLOUD_UNREACHABLE_WAIT: Duration = Duration::from_secs(120);
 /// How long the start-up check of the management cluster's kinds may take.
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the reaper looks for force-deleted clusters.
@@ -94,6 +98,7 @@ pub trait CredentialIssuer: Send + Sync {
 
 pub struct CapiDriver {
     settings: Settings,
+    cloud: crate::openstack::Cloud,
     catalog: Catalog,
     management: Management,
     cache: Arc<ObjectCache>,
@@ -136,6 +141,8 @@ impl CapiDriver {
         credentials: Arc<dyn CredentialIssuer>,
         follow: bool,
     ) -> Result<Self, ManagementError> {
+        let cloud = crate::openstack::Cloud::new(&settings.cloud)
+            .map_err(ManagementError::Configuration)?;
         let management = Management::connect(kubeconfig, &settings.namespace).await?;
         // A management cluster without CAPI, CAPO or CAAPH (or with older versions) is a
         // configuration error worth refusing to start for; one that is away is not: the
@@ -176,6 +183,7 @@ impl CapiDriver {
         }
         Ok(Self {
             settings,
+            cloud,
             catalog,
             management,
             cache,
@@ -339,6 +347,102 @@ impl CapiDriver {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Removes the load balancers the cluster's cloud provider made for its `LoadBalancer`
+    /// Services, with the cluster's own credential, and waits until they are gone: CAPO cannot
+    /// delete the cluster's network under them. Never fails the delete: what it cannot do is
+    /// reported, and the delete goes on.
+    async fn release_load_balancers(&self, spec: &ClusterSpec, progress: &dyn Progress) {
+        use crate::openstack::{self, CloudError};
+        let name = names::cluster_name(spec.cluster.uuid);
+        let secret_name = names::cloud_config_secret(&name);
+        let Ok(Some(secret)) = self
+            .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
+            .await
+        else {
+            // No credential was ever written: the cluster never ran a cloud provider.
+            return;
+        };
+        let Some(credential) =
+            openstack::credential_of_clouds_yaml(&decode(&secret["data"]["clouds.yaml"]))
+        else {
+            return;
+        };
+        let prefix = openstack::load_balancer_prefix(&name);
+        let deadline = tokio::time::Instant::now() + LOAD_BALANCER_WAIT;
+        let mut pause = Duration::from_secs(1);
+        let mut reported = String::new();
+        let mut unreachable_since = None;
+        loop {
+            let pass = async {
+                let session = self.cloud.authenticate(&credential).await?;
+                let Some(endpoint) = self.cloud.endpoint(&session, "load-balancer") else {
+                    // A cloud without Octavia: the cloud provider made none.
+                    return Ok(Vec::new());
+                };
+                let found = self
+                    .cloud
+                    .load_balancers(&session, &endpoint, &prefix)
+                    .await?;
+                for lb in &found {
+                    if lb.provisioning_status == "ACTIVE" || lb.provisioning_status == "ERROR" {
+                        self.cloud
+                            .delete_load_balancer(&session, &endpoint, &lb.id)
+                            .await?;
+                    }
+                }
+                Ok::<_, CloudError>(found)
+            };
+            let message = match pass.await {
+                Ok(left) if left.is_empty() => return,
+                Ok(left) => {
+                    unreachable_since = None;
+                    let names: Vec<&str> = left.iter().take(5).map(|lb| lb.name.as_str()).collect();
+                    format!(
+                        "Deleting {} load balancers the cloud provider made for the cluster's services ({}).",
+                        left.len(),
+                        names.join(", ")
+                    )
+                }
+                Err(CloudError::Refused(error)) => {
+                    progress
+                        .report(format!(
+                            "Could not remove the load balancers the cloud provider made ({error}); Cluster API may be unable to delete the cluster's network."
+                        ))
+                        .await;
+                    return;
+                }
+                Err(CloudError::Unavailable(error)) => {
+                    let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= CLOUD_UNREACHABLE_WAIT {
+                        progress
+                            .report(format!(
+                                "Could not reach the cloud to remove the cluster's load balancers for {} s ({error}); Cluster API may be unable to delete the cluster's network.",
+                                CLOUD_UNREACHABLE_WAIT.as_secs()
+                            ))
+                            .await;
+                        return;
+                    }
+                    format!("Waiting for the cloud to remove the cluster's load balancers: {error}")
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                progress
+                    .report(format!(
+                        "Gave up waiting for the cluster's load balancers after {} s; Cluster API may be unable to delete the cluster's network.",
+                        LOAD_BALANCER_WAIT.as_secs()
+                    ))
+                    .await;
+                return;
+            }
+            if message != reported {
+                progress.report(message.clone()).await;
+                reported = message;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Brings the CA secret to the keystore's CA: written at once for a new cluster, or, after
@@ -981,7 +1085,10 @@ impl Driver for CapiDriver {
 
     async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
         let name = names::cluster_name(spec.cluster.uuid);
-        // The Cluster first: CAPO still needs the credential to tear the machines down.
+        if self.settings.delete_load_balancers {
+            self.release_load_balancers(spec, progress).await;
+        }
+        // The Cluster next: CAPO still needs the credential to tear the machines down.
         self.retrying(progress, || self.management.delete(Kind::Cluster, &name))
             .await?;
         let mut changes = self.cache.subscribe_cluster(&name);

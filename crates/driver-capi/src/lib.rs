@@ -13,6 +13,7 @@ pub mod config;
 pub mod driver;
 pub mod management;
 pub mod names;
+pub mod openstack;
 pub mod render;
 pub mod rotation;
 pub mod schema;

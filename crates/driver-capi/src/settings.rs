@@ -31,6 +31,8 @@ pub struct Settings {
     /// How long Cluster API gets to tear a force-deleted cluster down before its objects are
     /// released from their finalizers.
     pub force_delete_grace: std::time::Duration,
+    /// Whether a delete first removes the load balancers the cluster's cloud provider made.
+    pub delete_load_balancers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +109,7 @@ impl Settings {
             addons: AddonSettings::default(),
             allowed_projects: Vec::new(),
             force_delete_grace: std::time::Duration::from_secs(600),
+            delete_load_balancers: true,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! (comma list of `sqlite,postgres,mysql`) narrows the engines; the default is all three.
 
 pub mod kube_api;
+pub mod octavia;
 pub mod scripted;
 
 use sqlx::{Connection, Executor};

@@ -48,6 +48,41 @@ fn configure(config: &mut Config, kubeconfig: &std::path::Path) {
     config.drivers = toml::from_str(&drivers_section(kubeconfig)).unwrap();
 }
 
+/// The cloud a test's clusters reach: Keystone's URL, the credential, the region.
+struct CloudAccess {
+    auth_url: String,
+    credential_id: String,
+    credential_secret: String,
+    region: String,
+}
+
+/// `[drivers]` for clusters that reach a real (test) Keystone with a real credential.
+fn drivers_section_for(kubeconfig: &std::path::Path, cloud: &CloudAccess) -> String {
+    drivers_section(kubeconfig)
+        .replace(
+            "auth_url = \"https://keystone.cloud.test:5000/v3\"",
+            &format!(
+                "auth_url = \"{}\"\nregion_name = \"{}\"",
+                cloud.auth_url, cloud.region
+            ),
+        )
+        .replace(
+            "delete_load_balancers = false",
+            "delete_load_balancers = true",
+        )
+        .replace(
+            "application_credential_id = \"operator-credential\"",
+            &format!("application_credential_id = \"{}\"", cloud.credential_id),
+        )
+        .replace(
+            "application_credential_secret = \"s3cret\"",
+            &format!(
+                "application_credential_secret = \"{}\"",
+                cloud.credential_secret
+            ),
+        )
+}
+
 /// `[drivers]` as a configuration file has it (its tables relative to `drivers`).
 fn drivers_section(kubeconfig: &std::path::Path) -> String {
     format!(
@@ -58,6 +93,7 @@ kubeconfig = "{}"
 allowed_projects = ["default", "p-admin"]
 auth_url = "https://keystone.cloud.test:5000/v3"
 force_delete_grace = 2
+delete_load_balancers = false
 [capi.credential]
 application_credential_id = "operator-credential"
 application_credential_secret = "s3cret"
@@ -674,6 +710,273 @@ async fn an_autoscaled_nodegroup_follows_the_replicas_the_autoscaler_sets() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    controllers.abort();
+}
+
+/// Keystone's admin API as the tests use it (regions, services, endpoints, credentials).
+struct KeystoneAdmin {
+    http: reqwest::Client,
+    auth_url: String,
+    token: String,
+}
+
+impl KeystoneAdmin {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.auth_url))
+            .header("X-Auth-Token", token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_made() {
+    use magnum_test_support::octavia::{password_token, OctaviaStandIn};
+    let fixture = magnum_test_support::keystone_fixture();
+    let auth_url = fixture["auth_url"].as_str().unwrap().to_owned();
+    let admin = &fixture["admin"];
+    let (admin_user, admin_password, admin_project) = (
+        admin["user"].as_str().unwrap(),
+        admin["password"].as_str().unwrap(),
+        admin["project"].as_str().unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let keystone = KeystoneAdmin {
+        http: http.clone(),
+        auth_url: auth_url.clone(),
+        token: password_token(&http, &auth_url, admin_user, admin_password, admin_project)
+            .await
+            .unwrap(),
+    };
+    let alpha = &fixture["users"]["alpha-member"];
+    let alpha_project = alpha["project_id"].as_str().unwrap().to_owned();
+    let beta_project = fixture["users"]["beta-member"]["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alpha_token = password_token(
+        &http,
+        &auth_url,
+        "alpha-member",
+        alpha["password"].as_str().unwrap(),
+        alpha["project"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    // The credential clusters act with: alpha's own application credential.
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let credentials_path = format!(
+        "/users/{}/application_credentials",
+        alpha["user_id"].as_str().unwrap()
+    );
+    let credential = keystone
+        .call(
+            reqwest::Method::POST,
+            &credentials_path,
+            &alpha_token,
+            Some(json!({"application_credential": {"name": format!("magnum-test-{suffix}")}})),
+        )
+        .await;
+    let credential = &credential["application_credential"];
+    // Octavia, in a region of this test's own so that parallel tests never share it.
+    let octavia = OctaviaStandIn::start(
+        &auth_url,
+        (admin_user, admin_password, admin_project),
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let region = format!("test-{suffix}");
+    let admin_token = keystone.token.clone();
+    keystone
+        .call(
+            reqwest::Method::POST,
+            "/regions",
+            &admin_token,
+            Some(json!({"region": {"id": region}})),
+        )
+        .await;
+    let service = keystone
+        .call(
+            reqwest::Method::POST,
+            "/services",
+            &admin_token,
+            Some(
+                json!({"service": {"type": "load-balancer", "name": format!("octavia-{suffix}")}}),
+            ),
+        )
+        .await;
+    let service_id = service["service"]["id"].as_str().unwrap().to_owned();
+    let endpoint = keystone
+        .call(
+            reqwest::Method::POST,
+            "/endpoints",
+            &admin_token,
+            Some(
+                json!({"endpoint": {"service_id": service_id, "interface": "public",
+                                     "url": octavia.url(), "region_id": region}}),
+            ),
+        )
+        .await;
+    let endpoint_id = endpoint["endpoint"]["id"].as_str().unwrap().to_owned();
+
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
+    let access = CloudAccess {
+        auth_url: auth_url.clone(),
+        credential_id: credential["id"].as_str().unwrap().to_owned(),
+        credential_secret: credential["secret"].as_str().unwrap().to_owned(),
+        region: region.clone(),
+    };
+    let section = drivers_section_for(kubeconfig.path(), &access);
+    let app = TestApp::spawn_with(Engine::Sqlite, Role::All, |config| {
+        config.drivers = toml::from_str(&section).unwrap();
+    })
+    .await;
+    let created = app
+        .create_template(
+            ADMIN,
+            json!({"name": "k8s", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+                   "external_network_id": "public", "flavor_id": "m1.medium",
+                   "master_flavor_id": "m1.large", "network_driver": "calico"}),
+        )
+        .await;
+    assert!(created.is_object(), "{created}");
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            ADMIN,
+            Some(json!({"name": "web", "cluster_template_id": "k8s", "node_count": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = wait(&app, &uuid, 60, |c| c["status"] != "CREATE_IN_PROGRESS").await;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let name = magnum_driver_capi::names::cluster_name(uuid::Uuid::parse_str(&uuid).unwrap());
+
+    // What the cloud provider made for the cluster's Services, beside what it must not touch:
+    // another cluster's in the same project, and one of another project under the same name.
+    let web = octavia.add(&format!("kube_service_{name}_default_web"), &alpha_project);
+    let ingress = octavia.add(
+        &format!("kube_service_{name}_kube-system_ingress"),
+        &alpha_project,
+    );
+    let neighbour = octavia.add(
+        "kube_service_kube-0000000000000000_default_web",
+        &alpha_project,
+    );
+    let foreign = octavia.add(&format!("kube_service_{name}_default_web"), &beta_project);
+
+    // When CAPI is first asked to delete the Cluster.
+    let clusters = ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters");
+    let watcher = {
+        let controller = server.controller("test");
+        let name = name.clone();
+        tokio::spawn(async move {
+            loop {
+                match controller.get(&clusters, Some(NAMESPACE), &name) {
+                    Ok(cluster) if cluster["metadata"]["deletionTimestamp"].is_string() => {
+                        break Instant::now()
+                    }
+                    Err(_) => break Instant::now(),
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        })
+    };
+    let deleted = app
+        .send_at(
+            "latest",
+            "DELETE",
+            &format!("/v1/clusters/{uuid}"),
+            ADMIN,
+            None,
+        )
+        .await;
+    assert_eq!(
+        deleted.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&deleted.raw)
+    );
+    wait(&app, &uuid, 60, |c| c["errors"][0]["status"] == 404).await;
+    let cluster_deleted_at = watcher.await.unwrap();
+
+    let deletions = octavia.deletions();
+    let mut removed: Vec<&str> = deletions.iter().map(|d| d.id.as_str()).collect();
+    removed.sort_unstable();
+    let mut expected = vec![web.as_str(), ingress.as_str()];
+    expected.sort_unstable();
+    assert_eq!(removed, expected, "{deletions:?}");
+    for deletion in &deletions {
+        assert_eq!(deletion.project_id, alpha_project);
+        assert!(
+            deletion.at < cluster_deleted_at,
+            "the load balancers went before the Cluster"
+        );
+    }
+    // The driver waited until they were gone, not only asked.
+    let left: Vec<String> = octavia
+        .load_balancers()
+        .into_iter()
+        .map(|lb| lb.id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.contains(&neighbour) && left.contains(&foreign),
+        "{left:?}"
+    );
+
+    keystone
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/endpoints/{endpoint_id}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    keystone
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/services/{service_id}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    keystone
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/regions/{region}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    keystone
+        .call(
+            reqwest::Method::DELETE,
+            &format!("{credentials_path}/{}", access.credential_id),
+            &alpha_token,
+            None,
+        )
+        .await;
     controllers.abort();
 }
 
