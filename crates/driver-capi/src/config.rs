@@ -42,6 +42,9 @@ pub struct CapiConfig {
     /// Whether deleting a cluster first removes the Octavia load balancers its cloud
     /// provider made for `LoadBalancer` Services (with the cluster's own credential).
     pub delete_load_balancers: bool,
+    /// Serve CA rotation (three rolls of every machine; see CAPI.md for what has not been
+    /// checked on a real management cluster yet). Off by default.
+    pub ca_rotation: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -103,6 +106,7 @@ impl Default for CapiConfig {
             allowed_projects: Vec::new(),
             force_delete_grace: 600,
             delete_load_balancers: true,
+            ca_rotation: false,
         }
     }
 }
@@ -243,6 +247,7 @@ impl CapiConfig {
             allowed_projects: self.allowed_projects.clone(),
             force_delete_grace: std::time::Duration::from_secs(self.force_delete_grace),
             delete_load_balancers: self.delete_load_balancers,
+            ca_rotation: self.ca_rotation,
         })
     }
 

@@ -487,8 +487,31 @@ impl CapiDriver {
                     after_previous,
                 } => {
                     if after_previous {
+                        let Some(previous) = rollout.as_ref() else {
+                            // A step is in the secret without its rollout time (edited by
+                            // hand, restored from a backup): roll it out before going on,
+                            // or the next step would take trust from machines never given it.
+                            let live = authority.as_ref().map(|live| KeyPair {
+                                cert_pem: live.certificates.join("\n") + "\n",
+                                key_pem: live.key_pem.clone(),
+                            });
+                            if let Some(live) = live {
+                                let mut secret = render::render_ca_secret(
+                                    &self.settings,
+                                    &spec.cluster,
+                                    CaPurpose::Cluster,
+                                    &live,
+                                );
+                                secret["metadata"]["annotations"] = json!({
+                                    CA_ROLLOUT_AFTER: rotation::rollout_time(chrono::Utc::now()),
+                                    CA_ROTATION_STEP: (number - 1).to_string(),
+                                });
+                                self.apply(progress, &secret).await?;
+                            }
+                            continue;
+                        };
                         // The machines of the step applied earlier must all be there first.
-                        self.apply_and_wait(spec, rendered, rollout.as_ref(), progress)
+                        self.apply_and_wait(spec, rendered, Some(previous), progress)
                             .await?;
                     }
                     progress
@@ -997,8 +1020,9 @@ impl Driver for CapiDriver {
     }
 
     fn supports(&self, action: Action) -> bool {
-        let _ = action;
-        true
+        // CA rotation is opt-in until its three rolls have been seen on a real management
+        // cluster (CAPI.md says what is unverified).
+        action != Action::RotateCa || self.settings.ca_rotation
     }
 
     async fn converge(

@@ -159,10 +159,11 @@ pub fn next_step(
     }
 }
 
-/// The rollout time of a step: the next whole second, so that every machine made before the
-/// step (creation times have whole seconds) is older than it.
+/// The rollout time of a step: two whole seconds on, so that every machine made before the
+/// step (creation times have whole seconds, by the API server's clock) is older than it even
+/// when that clock is up to a second ahead of magnumd's.
 pub fn rollout_time(now: chrono::DateTime<chrono::Utc>) -> String {
-    let next = chrono::DateTime::from_timestamp(now.timestamp() + 1, 0).unwrap_or(now);
+    let next = chrono::DateTime::from_timestamp(now.timestamp() + 2, 0).unwrap_or(now);
     next.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -286,11 +287,11 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_time_is_the_next_whole_second() {
+    fn a_rollout_time_is_two_whole_seconds_on() {
         let now = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:00.250Z")
             .unwrap()
             .with_timezone(&chrono::Utc);
-        assert_eq!(rollout_time(now), "2026-11-26T10:00:01Z");
+        assert_eq!(rollout_time(now), "2026-11-26T10:00:02Z");
     }
 
     #[test]

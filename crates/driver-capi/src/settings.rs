@@ -33,6 +33,9 @@ pub struct Settings {
     pub force_delete_grace: std::time::Duration,
     /// Whether a delete first removes the load balancers the cluster's cloud provider made.
     pub delete_load_balancers: bool,
+    /// Whether `PATCH /v1/certificates/<cluster>` is served (CAPI.md: not yet run against a
+    /// real management cluster).
+    pub ca_rotation: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +113,7 @@ impl Settings {
             allowed_projects: Vec::new(),
             force_delete_grace: std::time::Duration::from_secs(600),
             delete_load_balancers: true,
+            ca_rotation: false,
         }
     }
 }

@@ -821,7 +821,8 @@ async fn settings_the_class_would_refuse_fail_before_anything_is_written() {
     assert!(error.to_string().contains("kube_tag"), "{error}");
     let requests = server.requests();
     assert!(writes(&requests).is_empty(), "{:?}", writes(&requests));
-    assert!(driver.supports(Action::RotateCa));
+    // CA rotation is opt-in.
+    assert!(!driver.supports(Action::RotateCa));
     assert!(driver.supports(Action::RotateCredentials));
 }
 
@@ -908,7 +909,20 @@ async fn eventually(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
 async fn a_ca_rotation_rolls_every_machine_through_three_trust_steps_and_resumes_after_a_crash() {
     let server = stand_in().await;
     let kubeconfig = server.write_kubeconfig().unwrap();
-    let driver = Arc::new(driver(&server, kubeconfig.path(), Arc::new(Issuer::default())).await);
+    let mut rotating = settings();
+    rotating.ca_rotation = true;
+    let driver = Arc::new(
+        CapiDriver::connect(
+            rotating,
+            catalog(),
+            kubeconfig.path(),
+            Arc::new(Issuer::default()),
+            true,
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(driver.supports(Action::RotateCa));
     let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
     let mut spec = spec();
     let old = spec.authority.clone().unwrap().cert_pem.trim().to_owned();
@@ -1183,4 +1197,72 @@ async fn a_management_cluster_without_the_providers_is_refused_at_connect() {
     );
     // Nothing was written on the way.
     assert!(writes(&server.requests()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_step_found_without_its_rollout_time_is_rolled_out_before_the_next() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let mut rotating = settings();
+    rotating.ca_rotation = true;
+    let driver = Arc::new(
+        CapiDriver::connect(
+            rotating,
+            catalog(),
+            kubeconfig.path(),
+            Arc::new(Issuer::default()),
+            true,
+        )
+        .await
+        .unwrap(),
+    );
+    let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
+    let mut spec = spec();
+    let old = spec.authority.clone().unwrap();
+    spawn_create(&driver, &Arc::new(spec.clone()), Arc::default())
+        .await
+        .unwrap()
+        .unwrap();
+    // Step 1 written by hand (or restored from a backup): both CAs, the old one signing, and
+    // no record of a rollout — no machine was ever given the new CA.
+    let new = magnum_certs::generate_ca("prod", 30).unwrap();
+    let bundle = format!("{}\n{}\n", old.cert_pem.trim(), new.cert_pem.trim());
+    let encode = |text: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(text)
+    };
+    let mut secret = ca_secret(&server);
+    secret["data"]["tls.crt"] = json!(encode(&bundle));
+    secret["metadata"]["annotations"] = json!({});
+    secret["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    server
+        .controller("restore")
+        .update(&resource("secrets"), Some(NAMESPACE), secret)
+        .unwrap();
+    spec.authority = Some(new.clone());
+    let reports = Arc::new(Reports::default());
+    spawn_converge(&driver, &Arc::new(spec), Action::RotateCa, reports.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let texts = reports.texts();
+    // Step 1's roll happened (machines made before it were waited for) before step 2 began.
+    let rolled = texts
+        .iter()
+        .position(|text| text.starts_with("CA rotation step 1 of 3: "));
+    let second = texts
+        .iter()
+        .position(|text| text.starts_with("Rotating the CA, step 2"));
+    assert!(rolled.is_some() && rolled < second, "{texts:?}");
+    let trust = machine_trust(&server);
+    assert!(
+        trust
+            .iter()
+            .all(|(_, trust)| *trust == [new.cert_pem.trim().to_owned()]),
+        "{trust:?}"
+    );
+    controllers.abort();
 }

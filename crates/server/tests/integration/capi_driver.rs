@@ -94,6 +94,7 @@ allowed_projects = ["default", "p-admin"]
 auth_url = "https://keystone.cloud.test:5000/v3"
 force_delete_grace = 2
 delete_load_balancers = false
+ca_rotation = true
 [capi.credential]
 application_credential_id = "operator-credential"
 application_credential_secret = "s3cret"
