@@ -12,8 +12,11 @@ use crate::settings::CloudSettings;
 
 /// Every request to the cloud gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// The most of a response body read (a catalog or a list of load balancers).
+/// The most of a response body read (a catalog or a page of load balancers).
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Load balancers asked for per page, and the most pages followed (Octavia pages lists).
+const PAGE_SIZE: usize = 500;
+const MAX_PAGES: usize = 100;
 
 /// Why the cloud could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,9 +29,10 @@ pub enum CloudError {
     Refused(String),
 }
 
-/// A token and the catalog it came with.
+/// A token, the project it is scoped to and the catalog it came with.
 pub struct Session {
     token: String,
+    project_id: String,
     catalog: Value,
 }
 
@@ -118,8 +122,16 @@ impl Cloud {
         let token = token.ok_or_else(|| {
             CloudError::Unavailable("Keystone answered without a token".to_owned())
         })?;
+        let project_id = body["token"]["project"]["id"]
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                CloudError::Refused("the credential's token is not scoped to a project".to_owned())
+            })?
+            .to_owned();
         Ok(Session {
             token,
+            project_id,
             catalog: body["token"]["catalog"].clone(),
         })
     }
@@ -148,41 +160,73 @@ impl Cloud {
             })
     }
 
-    /// The load balancers of the credential's project whose names start with `prefix`.
+    /// The load balancers of the credential's project whose names start with `prefix`: asked
+    /// for by project (a credential with the admin role would otherwise see every project's)
+    /// and checked again, every page followed.
     pub async fn load_balancers(
         &self,
         session: &Session,
         endpoint: &str,
         prefix: &str,
     ) -> Result<Vec<LoadBalancer>, CloudError> {
-        let response = self
-            .http
-            .get(format!("{endpoint}/v2/lbaas/loadbalancers"))
-            .header("X-Auth-Token", &session.token)
-            .send()
-            .await
-            .map_err(|error| CloudError::Unavailable(format!("Octavia: {error}")))?;
-        let status = response.status();
-        let body = read_json(response, "Octavia").await;
-        if !status.is_success() {
-            return Err(classify(status, "Octavia", &body.unwrap_or_default()));
+        let mut found = Vec::new();
+        let mut url = reqwest::Url::parse(&format!("{endpoint}/v2/lbaas/loadbalancers"))
+            .map_err(|error| CloudError::Refused(format!("Octavia's endpoint: {error}")))?;
+        url.query_pairs_mut()
+            .append_pair("project_id", &session.project_id)
+            .append_pair("limit", &PAGE_SIZE.to_string());
+        for _ in 0..MAX_PAGES {
+            let response = self
+                .http
+                .get(url.clone())
+                .header("X-Auth-Token", &session.token)
+                .send()
+                .await
+                .map_err(|error| CloudError::Unavailable(format!("Octavia: {error}")))?;
+            let status = response.status();
+            let body = read_json(response, "Octavia").await;
+            if !status.is_success() {
+                return Err(classify(status, "Octavia", &body.unwrap_or_default()));
+            }
+            let body = body?;
+            found.extend(
+                body["loadbalancers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|lb| lb["project_id"].as_str() == Some(session.project_id.as_str()))
+                    .filter_map(|lb| {
+                        Some(LoadBalancer {
+                            id: lb["id"].as_str()?.to_owned(),
+                            name: lb["name"].as_str()?.to_owned(),
+                            provisioning_status: lb["provisioning_status"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        })
+                    })
+                    .filter(|lb| lb.name.starts_with(prefix)),
+            );
+            let next = body["loadbalancers_links"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|link| link["rel"] == "next")
+                .and_then(|link| link["href"].as_str());
+            let Some(next) = next else {
+                return Ok(found);
+            };
+            // Octavia's next link may name its public URL: only the query is taken, so that
+            // the token never goes anywhere but the catalog's endpoint.
+            let next = reqwest::Url::parse(next).map_err(|error| {
+                CloudError::Unavailable(format!("Octavia's next page: {error}"))
+            })?;
+            url.set_query(next.query());
         }
-        Ok(body?["loadbalancers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|lb| {
-                Some(LoadBalancer {
-                    id: lb["id"].as_str()?.to_owned(),
-                    name: lb["name"].as_str()?.to_owned(),
-                    provisioning_status: lb["provisioning_status"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                })
-            })
-            .filter(|lb| lb.name.starts_with(prefix))
-            .collect())
+        Err(CloudError::Refused(format!(
+            "Octavia lists more than {} load balancers",
+            PAGE_SIZE * MAX_PAGES
+        )))
     }
 
     /// Deletes a load balancer with everything on it; one already going (409) or gone (404)
@@ -270,6 +314,7 @@ mod tests {
         let cloud = Cloud::new(&settings).unwrap();
         let session = Session {
             token: String::new(),
+            project_id: "p".to_owned(),
             catalog: json!([
                 {"type": "compute", "endpoints": [{"interface": "public", "region_id": "two", "url": "http://nova"}]},
                 {"type": "load-balancer", "endpoints": [

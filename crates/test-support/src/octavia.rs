@@ -2,7 +2,9 @@
 //! of the load balancers a cluster's cloud provider made: list (optionally by name) and
 //! delete (cascade), as Octavia answers them. Tokens are real: each request's `X-Auth-Token`
 //! is validated against the test Keystone, a project sees and deletes only its own load
-//! balancers (another's is a 404, as in Octavia), and a missing or bad token is a 401.
+//! balancers (another's is a 404, as in Octavia) while a token with the admin role sees and
+//! deletes every project's (narrowed by `project_id`), lists come in pages (`limit`, `marker`,
+//! a `next` link), and a missing or bad token is a 401.
 //! A deleted load balancer stays `PENDING_DELETE` for a while before it goes, and deleting
 //! one with listeners needs `cascade=true` — the two behaviours a cleanup has to get right.
 
@@ -44,8 +46,10 @@ struct State {
     load_balancers: Vec<LoadBalancer>,
     deleting_since: HashMap<String, Instant>,
     deletions: Vec<Deletion>,
-    /// Token → project, as Keystone validated it (None: refused).
-    tokens: HashMap<String, Option<String>>,
+    /// Token → (project, has the admin role), as Keystone validated it (None: refused).
+    tokens: HashMap<String, Option<(String, bool)>>,
+    /// Octavia's `pagination_max_limit`.
+    page_size: usize,
 }
 
 struct Shared {
@@ -115,7 +119,10 @@ impl OctaviaStandIn {
             .map_err(|error| error.to_string())?;
         let address = listener.local_addr().map_err(|error| error.to_string())?;
         let shared = Arc::new(Shared {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                page_size: 1000,
+                ..State::default()
+            }),
             http,
             auth_url: auth_url.trim_end_matches('/').to_owned(),
             admin_token,
@@ -171,6 +178,11 @@ impl OctaviaStandIn {
         state.load_balancers.clone()
     }
 
+    /// Lists come in pages of at most `size` (Octavia's `pagination_max_limit`).
+    pub fn set_page_size(&self, size: usize) {
+        self.lock().page_size = size.max(1);
+    }
+
     /// Every delete accepted so far.
     pub fn deletions(&self) -> Vec<Deletion> {
         self.lock().deletions.clone()
@@ -223,8 +235,9 @@ fn view(lb: &LoadBalancer) -> Value {
            "admin_state_up": true, "vip_address": "10.0.0.100", "provider": "amphora"})
 }
 
-/// The project of a token, as Keystone says (cached); None when Keystone refuses it.
-async fn project_of(shared: &Shared, token: &str) -> Result<Option<String>, String> {
+/// The project of a token and whether it has the admin role, as Keystone says (cached); None
+/// when Keystone refuses it.
+async fn project_of(shared: &Shared, token: &str) -> Result<Option<(String, bool)>, String> {
     if let Some(known) = shared.state.lock().unwrap().tokens.get(token) {
         return Ok(known.clone());
     }
@@ -238,7 +251,14 @@ async fn project_of(shared: &Shared, token: &str) -> Result<Option<String>, Stri
         .map_err(|error| error.to_string())?;
     let project = if response.status().is_success() {
         let body: Value = response.json().await.map_err(|error| error.to_string())?;
-        body["token"]["project"]["id"].as_str().map(str::to_owned)
+        let admin = body["token"]["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|role| role["name"] == "admin");
+        body["token"]["project"]["id"]
+            .as_str()
+            .map(|project| (project.to_owned(), admin))
     } else if response.status() == StatusCode::NOT_FOUND
         || response.status() == StatusCode::UNAUTHORIZED
     {
@@ -271,8 +291,8 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     let Some(token) = token else {
         return fault(StatusCode::UNAUTHORIZED, "Authentication required");
     };
-    let project = match project_of(shared, &token).await {
-        Ok(Some(project)) => project,
+    let (project, admin) = match project_of(shared, &token).await {
+        Ok(Some(known)) => known,
         Ok(None) => return fault(StatusCode::UNAUTHORIZED, "Authentication required"),
         Err(error) => return fault(StatusCode::SERVICE_UNAVAILABLE, &error),
     };
@@ -283,16 +303,53 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     match (request.method(), path.as_str()) {
         (&Method::GET, "/v2/lbaas/loadbalancers" | "/v2.0/lbaas/loadbalancers") => {
             let name = query_value(&query, "name");
-            let listed: Vec<Value> = state
+            let wanted_project = query_value(&query, "project_id");
+            let limit = query_value(&query, "limit")
+                .and_then(|limit| limit.parse::<usize>().ok())
+                .unwrap_or(state.page_size)
+                .min(state.page_size)
+                .max(1);
+            let marker = query_value(&query, "marker");
+            let matching: Vec<&LoadBalancer> = state
                 .load_balancers
                 .iter()
-                .filter(|lb| lb.project_id == project)
+                .filter(|lb| admin || lb.project_id == project)
+                .filter(|lb| wanted_project.as_ref().is_none_or(|p| lb.project_id == *p))
                 .filter(|lb| name.as_ref().is_none_or(|name| lb.name == *name))
-                .map(view)
                 .collect();
+            let start = match &marker {
+                Some(marker) => match matching.iter().position(|lb| lb.id == *marker) {
+                    Some(index) => index + 1,
+                    None => {
+                        return fault(
+                            StatusCode::NOT_FOUND,
+                            &format!("Load Balancer {marker} could not be found."),
+                        )
+                    }
+                },
+                None => 0,
+            };
+            let page: Vec<Value> = matching
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|lb| view(lb))
+                .collect();
+            let mut links = Vec::new();
+            if start + limit < matching.len() {
+                let last = &matching[start + limit - 1].id;
+                // Octavia's links name its public URL with the query it was given.
+                let mut next = format!(
+                    "http://octavia.public.test:9876/v2/lbaas/loadbalancers?limit={limit}&marker={last}"
+                );
+                if let Some(project) = &wanted_project {
+                    next.push_str(&format!("&project_id={project}"));
+                }
+                links.push(json!({"rel": "next", "href": next}));
+            }
             respond(
                 StatusCode::OK,
-                json!({"loadbalancers": listed, "loadbalancers_links": []}),
+                json!({"loadbalancers": page, "loadbalancers_links": links}),
             )
         }
         (&Method::DELETE, path) if path.starts_with("/v2/lbaas/loadbalancers/") => {
@@ -303,7 +360,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             let Some(lb) = state
                 .load_balancers
                 .iter_mut()
-                .find(|lb| lb.id == id && lb.project_id == project)
+                .find(|lb| lb.id == id && (admin || lb.project_id == project))
             else {
                 return fault(
                     StatusCode::NOT_FOUND,

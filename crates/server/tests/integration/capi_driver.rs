@@ -763,32 +763,33 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
             .await
             .unwrap(),
     };
-    let alpha = &fixture["users"]["alpha-member"];
-    let alpha_project = alpha["project_id"].as_str().unwrap().to_owned();
+    // The credential clusters act with: an application credential of the admin, whose role
+    // lets it see every project's load balancers — the driver must still touch only its own
+    // project's.
+    let own_project = admin["project_id"].as_str().unwrap().to_owned();
     let beta_project = fixture["users"]["beta-member"]["project_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let alpha_token = password_token(
-        &http,
-        &auth_url,
-        "alpha-member",
-        alpha["password"].as_str().unwrap(),
-        alpha["project"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
-    // The credential clusters act with: alpha's own application credential.
+    let admin_user_id = {
+        let response = http
+            .get(format!("{auth_url}/auth/tokens"))
+            .header("X-Auth-Token", &keystone.token)
+            .header("X-Subject-Token", &keystone.token)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["token"]["user"]["id"].as_str().unwrap().to_owned()
+    };
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let credentials_path = format!(
-        "/users/{}/application_credentials",
-        alpha["user_id"].as_str().unwrap()
-    );
+    let credentials_path = format!("/users/{admin_user_id}/application_credentials");
+    let owner_token = keystone.token.clone();
     let credential = keystone
         .call(
             reqwest::Method::POST,
             &credentials_path,
-            &alpha_token,
+            &owner_token,
             Some(json!({"application_credential": {"name": format!("magnum-test-{suffix}")}})),
         )
         .await;
@@ -801,6 +802,8 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
     )
     .await
     .unwrap();
+    // Pages of two: the cluster's load balancers are spread over several.
+    octavia.set_page_size(2);
     let region = format!("test-{suffix}");
     let admin_token = keystone.token.clone();
     keystone
@@ -874,17 +877,19 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
     let name = magnum_driver_capi::names::cluster_name(uuid::Uuid::parse_str(&uuid).unwrap());
 
     // What the cloud provider made for the cluster's Services, beside what it must not touch:
-    // another cluster's in the same project, and one of another project under the same name.
-    let web = octavia.add(&format!("kube_service_{name}_default_web"), &alpha_project);
-    let ingress = octavia.add(
-        &format!("kube_service_{name}_kube-system_ingress"),
-        &alpha_project,
-    );
+    // another cluster's in the same project, and one of another project under the same name
+    // (visible to the admin credential).
+    let foreign = octavia.add(&format!("kube_service_{name}_default_web"), &beta_project);
+    let web = octavia.add(&format!("kube_service_{name}_default_web"), &own_project);
     let neighbour = octavia.add(
         "kube_service_kube-0000000000000000_default_web",
-        &alpha_project,
+        &own_project,
     );
-    let foreign = octavia.add(&format!("kube_service_{name}_default_web"), &beta_project);
+    let ingress = octavia.add(
+        &format!("kube_service_{name}_kube-system_ingress"),
+        &own_project,
+    );
+    let api = octavia.add(&format!("kube_service_{name}_default_api"), &own_project);
 
     // When CAPI is first asked to delete the Cluster.
     let clusters = ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters");
@@ -924,11 +929,11 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
     let deletions = octavia.deletions();
     let mut removed: Vec<&str> = deletions.iter().map(|d| d.id.as_str()).collect();
     removed.sort_unstable();
-    let mut expected = vec![web.as_str(), ingress.as_str()];
+    let mut expected = vec![web.as_str(), ingress.as_str(), api.as_str()];
     expected.sort_unstable();
     assert_eq!(removed, expected, "{deletions:?}");
     for deletion in &deletions {
-        assert_eq!(deletion.project_id, alpha_project);
+        assert_eq!(deletion.project_id, own_project);
         assert!(
             deletion.at < cluster_deleted_at,
             "the load balancers went before the Cluster"
@@ -974,7 +979,7 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
         .call(
             reqwest::Method::DELETE,
             &format!("{credentials_path}/{}", access.credential_id),
-            &alpha_token,
+            &owner_token,
             None,
         )
         .await;
