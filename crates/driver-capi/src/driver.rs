@@ -38,6 +38,8 @@ const CREDENTIAL_OWNER: &str = "magnum-rs.openstack.org/application-credential-o
 /// selects by, and when (RFC 3339).
 const ABANDONED: &str = "magnum-rs.openstack.org/abandoned";
 const ABANDONED_AT: &str = "magnum-rs.openstack.org/abandoned-at";
+/// On the marker secret (`<cluster>-abandoned`) a force delete leaves: the reaper's record.
+const ABANDONED_MARKER: &str = "magnum-rs.openstack.org/abandoned-marker";
 /// How long a delete waits for the cloud provider's load balancers to go.
 const LOAD_BALANCER_WAIT: Duration = Duration::from_secs(600);
 /// How long a delete keeps trying a cloud it cannot reach before it goes on without it.
@@ -887,11 +889,55 @@ pub fn openstack_leftovers(kind: Kind, object: &Value) -> Vec<String> {
     found
 }
 
-/// Finishes the deletes an admin forced (see [`Driver::abandon`]): a Cluster still there
-/// past the grace is released from its finalizers with everything CAPI made for it, what it
-/// may have left in OpenStack is logged, and once the Cluster is gone its secrets go and its
-/// credential is revoked. Everything it needs is on the management cluster (labels and
-/// annotations), so a restart loses nothing.
+/// The name of the marker secret a force delete leaves for a cluster.
+fn abandoned_marker(cluster_name: &str) -> String {
+    format!("{cluster_name}-abandoned")
+}
+
+/// Labels everything the driver made for a force-deleted cluster (by its uuid) as abandoned
+/// and asks for its Cluster to go.
+async fn mark_abandoned(
+    management: &Management,
+    name: &str,
+    uuid: &str,
+    at: &str,
+) -> Result<(), ManagementError> {
+    let mark = json!({"metadata": {
+        "labels": {ABANDONED: "true"},
+        "annotations": {ABANDONED_AT: at},
+    }});
+    let ours = format!("{}={uuid},{ABANDONED}!=true", label::CLUSTER_UUID);
+    for kind in [Kind::Secret, Kind::ClusterResourceSet] {
+        for object in management.list(kind, &ours).await? {
+            if object["metadata"]["labels"].get(ABANDONED_MARKER).is_some() {
+                continue;
+            }
+            let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
+            management
+                .merge_if_present(kind, object_name, &mark)
+                .await?;
+        }
+    }
+    if let Some(cluster) = management.get(Kind::Cluster, name).await? {
+        if cluster["metadata"]["labels"].get(ABANDONED).is_none() {
+            management
+                .merge_if_present(Kind::Cluster, name, &mark)
+                .await?;
+        }
+        if cluster["metadata"]["deletionTimestamp"].is_null() {
+            management.delete(Kind::Cluster, name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Finishes the deletes an admin forced (see [`Driver::abandon`]), from the marker secrets
+/// they left: everything of the cluster is marked again (a converge that was still running
+/// may have written more), a Cluster still there past the grace is released from its
+/// finalizers and deleted with everything CAPI made for it (what it may have left in
+/// OpenStack is logged), and once nothing of it is left its secrets go, its credential is
+/// revoked and the marker goes. Everything it needs is on the management cluster, so a
+/// restart loses nothing; one cluster's trouble never holds up another's.
 async fn reap_abandoned(
     management: Management,
     credentials: Arc<dyn CredentialIssuer>,
@@ -900,85 +946,123 @@ async fn reap_abandoned(
     loop {
         tokio::time::sleep(REAP_INTERVAL.min(grace)).await;
         if let Err(error) = reap_once(&management, credentials.as_ref(), grace).await {
-            tracing::warn!(%error, "cannot finish the force-deleted clusters' cleanup yet");
+            tracing::warn!(%error, "cannot list the force-deleted clusters yet");
         }
     }
 }
 
-/// One pass of the reaper.
+/// One pass of the reaper over every marker.
 pub async fn reap_once(
     management: &Management,
     credentials: &dyn CredentialIssuer,
     grace: Duration,
 ) -> Result<(), ManagementError> {
-    let selector = format!("{ABANDONED}=true");
-    let now = chrono::Utc::now();
-    for cluster in management.list(Kind::Cluster, &selector).await? {
-        let name = cluster["metadata"]["name"]
+    for marker in management
+        .list(Kind::Secret, &format!("{ABANDONED_MARKER}=true"))
+        .await?
+    {
+        let name = marker["metadata"]["labels"][label::CAPI_CLUSTER_NAME]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let abandoned = cluster["metadata"]["annotations"][ABANDONED_AT]
-            .as_str()
-            .and_then(|text| chrono::DateTime::parse_from_rfc3339(text).ok());
-        let due = abandoned
-            .is_none_or(|at| now.signed_duration_since(at).to_std().unwrap_or_default() >= grace);
-        if !due {
-            continue;
+        if let Err(error) = reap_cluster(management, credentials, grace, &marker).await {
+            tracing::warn!(cluster = %name, %error, "cannot finish a force-deleted cluster's cleanup yet");
         }
-        if cluster["metadata"]["deletionTimestamp"].is_null() {
-            management.delete(Kind::Cluster, &name).await?;
-        }
-        let children = format!("{}={name}", label::CAPI_CLUSTER_NAME);
-        let mut leftovers = Vec::new();
-        for kind in Kind::OF_A_CLUSTER {
-            let objects = if kind == Kind::Cluster {
-                vec![cluster.clone()]
-            } else {
-                management.list(kind, &children).await?
-            };
-            for object in objects {
-                leftovers.extend(openstack_leftovers(kind, &object));
-                let has_finalizers = object["metadata"]["finalizers"]
-                    .as_array()
-                    .is_some_and(|finalizers| !finalizers.is_empty());
-                if has_finalizers {
-                    let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
-                    management.drop_finalizers(kind, object_name).await?;
-                }
+    }
+    Ok(())
+}
+
+async fn reap_cluster(
+    management: &Management,
+    credentials: &dyn CredentialIssuer,
+    grace: Duration,
+    marker: &Value,
+) -> Result<(), ManagementError> {
+    let labels = &marker["metadata"]["labels"];
+    let name = labels[label::CAPI_CLUSTER_NAME]
+        .as_str()
+        .unwrap_or_default();
+    let uuid = labels[label::CLUSTER_UUID].as_str().unwrap_or_default();
+    if name.is_empty() || uuid.is_empty() {
+        return Ok(());
+    }
+    let at = marker["metadata"]["annotations"][ABANDONED_AT]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    mark_abandoned(management, name, uuid, &at).await?;
+    let due = chrono::DateTime::parse_from_rfc3339(&at)
+        .ok()
+        .is_none_or(|at| {
+            chrono::Utc::now()
+                .signed_duration_since(at)
+                .to_std()
+                .unwrap_or_default()
+                >= grace
+        });
+    let children = format!("{}={name}", label::CAPI_CLUSTER_NAME);
+    let mut left = 0;
+    let mut leftovers = Vec::new();
+    for kind in Kind::OF_A_CLUSTER {
+        let objects = if kind == Kind::Cluster {
+            management
+                .get(Kind::Cluster, name)
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            management.list(kind, &children).await?
+        };
+        for object in objects {
+            left += 1;
+            if !due {
+                continue;
             }
+            // Past the grace: what CAPI could not finish is released and deleted (what the
+            // garbage collector would do for the children once the Cluster is gone).
+            leftovers.extend(openstack_leftovers(kind, &object));
+            let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let has_finalizers = object["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|finalizers| !finalizers.is_empty());
+            if has_finalizers {
+                management.drop_finalizers(kind, object_name).await?;
+            }
+            management.delete(kind, object_name).await?;
         }
+    }
+    if due && !leftovers.is_empty() {
         tracing::warn!(
             cluster = %name,
-            may_have_leaked = %if leftovers.is_empty() { "nothing CAPO recorded".to_owned() } else { leftovers.join(", ") },
+            may_have_leaked = %leftovers.join(", "),
             "a force-deleted cluster was released from Cluster API's finalizers after its grace: check OpenStack for what it may have left"
         );
     }
-    // The secrets (and resource set) of force-deleted clusters, once their Cluster is gone.
+    if left > 0 {
+        // CAPO still needs the credential to tear the machines down.
+        return Ok(());
+    }
+    let abandoned = format!("{}={uuid},{ABANDONED}=true", label::CLUSTER_UUID);
     for kind in [Kind::Secret, Kind::ClusterResourceSet] {
-        for object in management.list(kind, &selector).await? {
-            let cluster = object["metadata"]["labels"][label::CAPI_CLUSTER_NAME]
-                .as_str()
-                .unwrap_or_default();
-            // Only what names its cluster, and only once that cluster is gone: CAPO needs the
-            // credential until the end.
-            if cluster.is_empty() || management.get(Kind::Cluster, cluster).await?.is_some() {
-                continue;
-            }
+        for object in management.list(kind, &abandoned).await? {
             let annotations = &object["metadata"]["annotations"];
             if let (Some(id), Some(owner)) = (
                 annotations[CREDENTIAL_ID].as_str(),
                 annotations[CREDENTIAL_OWNER].as_str(),
             ) {
-                if let Err(error) = credentials.revoke(owner, id).await {
-                    tracing::warn!(%error, credential = %id, "cannot revoke a force-deleted cluster's credential yet");
-                    continue;
-                }
+                credentials
+                    .revoke(owner, id)
+                    .await
+                    .map_err(ManagementError::Unavailable)?;
             }
             let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
             management.delete(kind, object_name).await?;
         }
     }
+    management
+        .delete(Kind::Secret, &abandoned_marker(name))
+        .await?;
+    tracing::info!(cluster = %name, "a force-deleted cluster's cleanup is finished");
     Ok(())
 }
 
@@ -1031,6 +1115,16 @@ impl Driver for CapiDriver {
         progress: &dyn Progress,
     ) -> Result<Observed, DriverError> {
         let spec = request.spec;
+        let marker = abandoned_marker(&names::cluster_name(spec.cluster.uuid));
+        if self
+            .retrying(progress, || self.management.get(Kind::Secret, &marker))
+            .await?
+            .is_some()
+        {
+            return Err(failed(
+                "The cluster was force-deleted: nothing more is done for it.",
+            ));
+        }
         let resolved = self.resolve(spec)?;
         let mut rendered = render::render_cluster(
             &self.settings,
@@ -1198,34 +1292,35 @@ impl Driver for CapiDriver {
     }
 
     async fn abandon(&self, cluster: &magnum_domain::cluster::Cluster) -> Result<(), DriverError> {
-        // Marked first, deleted second: whatever is found later carries the mark, so the
-        // reaper finishes the job even if this process dies right after.
+        // The marker first: it is the durable record the reaper works from (and converges
+        // check), so whatever a converge still in flight writes afterwards is found and
+        // removed too, even if this process dies right after.
         let name = names::cluster_name(cluster.uuid);
         // Milliseconds: the grace is never cut short by a truncated second.
         let at = chrono::Utc::now()
             .format("%Y-%m-%dT%H:%M:%S%.3fZ")
             .to_string();
-        let mark = json!({"metadata": {
-            "labels": {ABANDONED: "true"},
-            "annotations": {ABANDONED_AT: at},
-        }});
-        // Every secret and resource set the driver made for the cluster carries its uuid.
-        let ours = format!("{}={}", label::CLUSTER_UUID, cluster.uuid);
-        for kind in [Kind::Secret, Kind::ClusterResourceSet] {
-            for object in self.management.list(kind, &ours).await.map_err(failed)? {
-                let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
-                self.management
-                    .merge_if_present(kind, object_name, &mark)
-                    .await
-                    .map_err(failed)?;
-            }
-        }
+        let marker = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": abandoned_marker(&name),
+                "namespace": self.settings.namespace,
+                "labels": {
+                    ABANDONED_MARKER: "true",
+                    label::CAPI_CLUSTER_NAME: name,
+                    label::CLUSTER_UUID: cluster.uuid.to_string(),
+                    label::MANAGED_BY: label::MANAGED_BY_VALUE,
+                },
+                "annotations": {ABANDONED_AT: at},
+            },
+        });
         self.management
-            .merge_if_present(Kind::Cluster, &name, &mark)
+            .create_if_absent(&marker)
             .await
             .map_err(failed)?;
-        self.management
-            .delete(Kind::Cluster, &name)
+        mark_abandoned(&self.management, &name, &cluster.uuid.to_string(), &at)
             .await
             .map_err(failed)?;
         tracing::warn!(cluster = %name, "force-deleted: Cluster API tears it down; the driver releases what is left after its grace");
