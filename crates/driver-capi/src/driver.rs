@@ -42,6 +42,8 @@ const ABANDONED_AT: &str = "magnum-rs.openstack.org/abandoned-at";
 const ABANDONED_MARKER: &str = "magnum-rs.openstack.org/abandoned-marker";
 /// How long a delete waits for the cloud provider's load balancers to go.
 const LOAD_BALANCER_WAIT: Duration = Duration::from_secs(600);
+/// How often a delete looks for load balancers again while Cluster API tears the cluster down.
+const LOAD_BALANCER_REPASS: Duration = Duration::from_secs(20);
 /// How long a delete keeps trying a cloud it cannot reach before it goes on without it.
 const CLOUD_UNREACHABLE_WAIT: Duration = Duration::from_secs(120);
 /// How long the start-up check of the management cluster's kinds may take.
@@ -351,52 +353,65 @@ impl CapiDriver {
         Ok(())
     }
 
+    /// The credential the cluster's machines and cloud provider act with, from its
+    /// `clouds.yaml` secret; None when none was ever written.
+    async fn cluster_credential(
+        &self,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Option<ApplicationCredential> {
+        let secret_name = names::cloud_config_secret(name);
+        let secret = self
+            .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
+            .await
+            .ok()??;
+        crate::openstack::credential_of_clouds_yaml(&decode(&secret["data"]["clouds.yaml"]))
+    }
+
+    /// One pass over the cluster's load balancers: those found (of its name prefix, in the
+    /// credential's project), deleted unless already going.
+    async fn load_balancer_pass(
+        &self,
+        name: &str,
+        credential: &ApplicationCredential,
+    ) -> Result<Vec<crate::openstack::LoadBalancer>, crate::openstack::CloudError> {
+        let prefix = crate::openstack::load_balancer_prefix(name);
+        let session = self.cloud.authenticate(credential).await?;
+        let Some(endpoint) = self.cloud.endpoint(&session, "load-balancer") else {
+            // A cloud without Octavia: the cloud provider made none.
+            return Ok(Vec::new());
+        };
+        let found = self
+            .cloud
+            .load_balancers(&session, &endpoint, &prefix)
+            .await?;
+        for lb in &found {
+            if lb.provisioning_status == "ACTIVE" || lb.provisioning_status == "ERROR" {
+                self.cloud
+                    .delete_load_balancer(&session, &endpoint, &lb.id)
+                    .await?;
+            }
+        }
+        Ok(found)
+    }
+
     /// Removes the load balancers the cluster's cloud provider made for its `LoadBalancer`
     /// Services, with the cluster's own credential, and waits until they are gone: CAPO cannot
     /// delete the cluster's network under them. Never fails the delete: what it cannot do is
     /// reported, and the delete goes on.
-    async fn release_load_balancers(&self, spec: &ClusterSpec, progress: &dyn Progress) {
-        use crate::openstack::{self, CloudError};
-        let name = names::cluster_name(spec.cluster.uuid);
-        let secret_name = names::cloud_config_secret(&name);
-        let Ok(Some(secret)) = self
-            .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
-            .await
-        else {
-            // No credential was ever written: the cluster never ran a cloud provider.
-            return;
-        };
-        let Some(credential) =
-            openstack::credential_of_clouds_yaml(&decode(&secret["data"]["clouds.yaml"]))
-        else {
-            return;
-        };
-        let prefix = openstack::load_balancer_prefix(&name);
+    async fn release_load_balancers(
+        &self,
+        name: &str,
+        credential: &ApplicationCredential,
+        progress: &dyn Progress,
+    ) {
+        use crate::openstack::CloudError;
         let deadline = tokio::time::Instant::now() + LOAD_BALANCER_WAIT;
         let mut pause = Duration::from_secs(1);
         let mut reported = String::new();
         let mut unreachable_since = None;
         loop {
-            let pass = async {
-                let session = self.cloud.authenticate(&credential).await?;
-                let Some(endpoint) = self.cloud.endpoint(&session, "load-balancer") else {
-                    // A cloud without Octavia: the cloud provider made none.
-                    return Ok(Vec::new());
-                };
-                let found = self
-                    .cloud
-                    .load_balancers(&session, &endpoint, &prefix)
-                    .await?;
-                for lb in &found {
-                    if lb.provisioning_status == "ACTIVE" || lb.provisioning_status == "ERROR" {
-                        self.cloud
-                            .delete_load_balancer(&session, &endpoint, &lb.id)
-                            .await?;
-                    }
-                }
-                Ok::<_, CloudError>(found)
-            };
-            let message = match pass.await {
+            let message = match self.load_balancer_pass(&name, &credential).await {
                 Ok(left) if left.is_empty() => return,
                 Ok(left) => {
                     unreachable_since = None;
@@ -1203,15 +1218,32 @@ impl Driver for CapiDriver {
 
     async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {
         let name = names::cluster_name(spec.cluster.uuid);
-        if self.settings.delete_load_balancers {
-            self.release_load_balancers(spec, progress).await;
+        let credential = if self.settings.delete_load_balancers {
+            self.cluster_credential(&name, progress).await
+        } else {
+            None
+        };
+        if let Some(credential) = &credential {
+            self.release_load_balancers(&name, credential, progress)
+                .await;
         }
         // The Cluster next: CAPO still needs the credential to tear the machines down.
         self.retrying(progress, || self.management.delete(Kind::Cluster, &name))
             .await?;
         let mut changes = self.cache.subscribe_cluster(&name);
         let mut reported = String::new();
+        // The cloud provider runs until the control plane is gone and recreates the load
+        // balancer of a Service that still exists: until then, another pass now and then.
+        let mut last_pass = tokio::time::Instant::now();
         loop {
+            if let Some(credential) = &credential {
+                if last_pass.elapsed() >= LOAD_BALANCER_REPASS {
+                    if let Err(error) = self.load_balancer_pass(&name, credential).await {
+                        tracing::debug!(cluster = %name, %error, "a load balancer pass during the delete failed");
+                    }
+                    last_pass = tokio::time::Instant::now();
+                }
+            }
             let (objects, synced) = self.cache.snapshot(&name);
             let cluster = objects.first(Kind::Cluster);
             // The cache may never sync (a CRD or a permission missing): the GET decides.

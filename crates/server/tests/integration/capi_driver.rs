@@ -840,7 +840,8 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
 
     let server = management_cluster().await;
     let kubeconfig = server.write_kubeconfig().unwrap();
-    let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    let controllers = capi.clone().spawn(Duration::from_millis(50));
     let access = CloudAccess {
         auth_url: auth_url.clone(),
         credential_id: credential["id"].as_str().unwrap().to_owned(),
@@ -908,6 +909,7 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
             }
         })
     };
+    capi.set(|knobs| knobs.stuck_deletes = true);
     let deleted = app
         .send_at(
             "latest",
@@ -923,10 +925,26 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
         "{}",
         String::from_utf8_lossy(&deleted.raw)
     );
-    wait(&app, &uuid, 60, |c| c["errors"][0]["status"] == 404).await;
+    // CAPO takes its time over the machines; meanwhile the cloud provider, still running,
+    // recreates the load balancer of a Service that still exists.
     let cluster_deleted_at = watcher.await.unwrap();
+    let recreated = octavia.add(&format!("kube_service_{name}_default_web"), &own_project);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !octavia.deletions().iter().any(|d| d.id == recreated) {
+        assert!(
+            Instant::now() < deadline,
+            "the recreated load balancer was left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    capi.set(|knobs| knobs.stuck_deletes = false);
+    wait(&app, &uuid, 60, |c| c["errors"][0]["status"] == 404).await;
 
-    let deletions = octavia.deletions();
+    let deletions: Vec<_> = octavia
+        .deletions()
+        .into_iter()
+        .filter(|deletion| deletion.id != recreated)
+        .collect();
     let mut removed: Vec<&str> = deletions.iter().map(|d| d.id.as_str()).collect();
     removed.sort_unstable();
     let mut expected = vec![web.as_str(), ingress.as_str(), api.as_str()];
@@ -939,11 +957,13 @@ async fn deleting_a_cluster_first_removes_the_load_balancers_its_cloud_provider_
             "the load balancers went before the Cluster"
         );
     }
-    // The driver waited until they were gone, not only asked.
+    // The driver waited until they were gone, not only asked (the recreated one may still be
+    // going: CAPO retries the network until it is).
     let left: Vec<String> = octavia
         .load_balancers()
         .into_iter()
         .map(|lb| lb.id)
+        .filter(|id| *id != recreated)
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
     assert!(
