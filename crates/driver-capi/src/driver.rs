@@ -411,7 +411,7 @@ impl CapiDriver {
         let mut reported = String::new();
         let mut unreachable_since = None;
         loop {
-            let message = match self.load_balancer_pass(&name, &credential).await {
+            let message = match self.load_balancer_pass(name, credential).await {
                 Ok(left) if left.is_empty() => return,
                 Ok(left) => {
                     unreachable_since = None;
