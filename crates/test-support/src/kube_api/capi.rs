@@ -183,14 +183,11 @@ impl ScriptedCapi {
     }
 
     fn owned(&self, resource: &ResourceRef, cluster: &str) -> Result<Vec<Value>, ApiError> {
-        Ok(self
-            .controller
-            .list(resource, self.ns())?
-            .into_iter()
-            .filter(|object| {
-                object["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"] == cluster
-            })
-            .collect())
+        self.controller.list_selected(
+            resource,
+            self.ns(),
+            &format!("cluster.x-k8s.io/cluster-name={cluster}"),
+        )
     }
 
     /// Patches `.status` only when it would change: a controller at rest writes nothing.

@@ -469,6 +469,24 @@ impl Controller {
         Ok(listed["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// The objects of `resource` whose labels match `selector` (kube's syntax): only those
+    /// are copied out, which is what keeps a scripted controller cheap at thousands of objects.
+    pub fn list_selected(
+        &self,
+        resource: &ResourceRef,
+        namespace: Option<&str>,
+        selector: &str,
+    ) -> Result<Vec<Value>, ApiError> {
+        let options = store::ListOptions {
+            labels: selectors::LabelSelector::parse(selector)?,
+            ..store::ListOptions::default()
+        };
+        let listed = self
+            .store
+            .list(&self.target(resource)?, namespace, &options)?;
+        Ok(listed["items"].as_array().cloned().unwrap_or_default())
+    }
+
     pub fn get(
         &self,
         resource: &ResourceRef,
