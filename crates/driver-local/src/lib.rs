@@ -448,6 +448,19 @@ impl Driver for LocalDriver {
         self.runtime()?.delete(spec.cluster.uuid, progress).await
     }
 
+    async fn abandon(&self, cluster: &magnum_domain::cluster::Cluster) -> Result<(), DriverError> {
+        // The records go at once; the nodes (seconds of work) go in the background, after
+        // any converge still holding the cluster has let go of it.
+        let runtime = self.runtime()?.clone();
+        let uuid = cluster.uuid;
+        tokio::spawn(async move {
+            if let Err(error) = runtime.delete(uuid, &Unreported).await {
+                tracing::error!(cluster.id = %uuid, %error, "the nodes of a force-deleted cluster could not all be removed");
+            }
+        });
+        Ok(())
+    }
+
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<magnum_driver::DriverEvent>> {
         let runtime = self.runtime().ok()?.clone();
         let sender = self.events.get_or_init(|| {
@@ -456,6 +469,16 @@ impl Driver for LocalDriver {
             sender
         });
         Some(sender.subscribe())
+    }
+}
+
+/// Progress nobody reads (a force-deleted cluster has no record left to show it on).
+struct Unreported;
+
+#[async_trait::async_trait]
+impl Progress for Unreported {
+    async fn report(&self, message: String) {
+        tracing::debug!(%message, "force-deleted cluster");
     }
 }
 
