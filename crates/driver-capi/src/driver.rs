@@ -81,6 +81,9 @@ impl PendingRollout {
         }
     }
 }
+/// How long the admin certificate of a kubeconfig rewritten during a CA rotation is valid
+/// (CAPI's own is a year, renewed before it ends).
+const KUBECONFIG_VALIDITY_DAYS: i64 = 365;
 /// How long the generated etcd and front-proxy CAs are valid.
 const CA_VALIDITY_DAYS: i64 = 3650;
 /// The longest pause between two tries while the management cluster is away.
@@ -553,7 +556,59 @@ impl CapiDriver {
             if step.is_none() {
                 return Ok(None);
             }
+            self.follow_kubeconfig(spec, &pair, progress).await?;
         }
+    }
+
+    /// Rewrites CAPI's `<name>-kubeconfig` (how KCP and the other controllers reach the
+    /// workload cluster) for a rotation step: the step's whole trust bundle, and an admin
+    /// client certificate of the step's signer, so that the controllers can talk to the API
+    /// servers of both generations while the machines roll. CAPI writes it once and rewrites
+    /// it only when its certificate nears expiry; nothing to do before it has made one.
+    async fn follow_kubeconfig(
+        &self,
+        spec: &ClusterSpec,
+        pair: &KeyPair,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let name = names::cluster_name(spec.cluster.uuid);
+        let secret_name = names::kubeconfig_secret(&name);
+        let existing = self
+            .retrying(progress, || self.management.get(Kind::Secret, &secret_name))
+            .await?;
+        let live_cluster = self
+            .retrying(progress, || self.management.get(Kind::Cluster, &name))
+            .await?;
+        let (Some(_), Some(cluster)) = (existing, live_cluster) else {
+            return Ok(());
+        };
+        let Some(server) = status::api_address(&cluster) else {
+            return Ok(());
+        };
+        let signer = rotation::split_bundle(&pair.cert_pem)
+            .into_iter()
+            .next()
+            .ok_or_else(|| failed("The CA secret holds no certificate."))?;
+        let client = magnum_certs::client_key_and_csr("kubernetes-admin", Some("system:masters"))
+            .map_err(failed)?;
+        let certificate = magnum_certs::sign_csr(
+            &magnum_certs::CaMaterial {
+                cert_pem: signer,
+                key_pem: pair.key_pem.clone(),
+            },
+            &client.cert_pem,
+            KUBECONFIG_VALIDITY_DAYS,
+        )
+        .map_err(failed)?;
+        let secret = render::render_kubeconfig_secret(
+            &self.settings,
+            &name,
+            &server,
+            &pair.cert_pem,
+            &certificate,
+            &client.key_pem,
+        );
+        self.apply(progress, &secret).await
     }
 
     /// Applies the cluster, rolling every machine made before `rollout`, and follows it

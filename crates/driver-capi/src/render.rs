@@ -623,6 +623,38 @@ pub fn render_ca_secret(
     })
 }
 
+/// CAPI's `<name>-kubeconfig` secret as CAPI writes it (key `value`, an admin kubeconfig),
+/// with `bundle_pem` as the trusted CAs.
+pub fn render_kubeconfig_secret(
+    settings: &Settings,
+    cluster_name: &str,
+    server: &str,
+    bundle_pem: &str,
+    client_cert_pem: &str,
+    client_key_pem: &str,
+) -> Value {
+    let user = format!("{cluster_name}-admin");
+    let context = format!("{user}@{cluster_name}");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster_name}\n  cluster:\n    server: {}\n    certificate-authority-data: {}\ncontexts:\n- name: {context}\n  context:\n    cluster: {cluster_name}\n    user: {user}\ncurrent-context: {context}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        yaml_quoted(server),
+        encode(bundle_pem),
+        encode(client_cert_pem),
+        encode(client_key_pem),
+    );
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "cluster.x-k8s.io/secret",
+        "metadata": {
+            "name": names::kubeconfig_secret(cluster_name),
+            "namespace": settings.namespace,
+            "labels": {label::CAPI_CLUSTER_NAME: cluster_name},
+        },
+        "data": {"value": encode(&kubeconfig)},
+    })
+}
+
 /// A Keystone application credential made for one cluster.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApplicationCredential {

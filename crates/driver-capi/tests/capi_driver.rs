@@ -1016,6 +1016,34 @@ async fn a_ca_rotation_rolls_every_machine_through_three_trust_steps_and_resumes
         trust.iter().all(|(_, trust)| *trust == [new.clone()]),
         "{trust:?}"
     );
+    // CAPI's kubeconfig, how its controllers reach the cluster, was rewritten at each step:
+    // it trusts the new CA alone now.
+    let kubeconfig = server
+        .controller("test")
+        .get(
+            &resource("secrets"),
+            Some(NAMESPACE),
+            &format!("{NAME}-kubeconfig"),
+        )
+        .unwrap();
+    let text = {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(kubeconfig["data"]["value"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let authority = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("certificate-authority-data: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(bundle(&json!(authority)), std::slice::from_ref(&new));
+    assert!(
+        text.contains("server: \"https://203.0.113.10:6443\""),
+        "{text}"
+    );
     let applied = server
         .controller("test")
         .get(&resource("clusters"), Some(NAMESPACE), NAME)
