@@ -330,6 +330,19 @@ mod tests {
             "interface"
         );
 
+        for grace in [0, 86_401] {
+            let mut bad_grace = good.clone();
+            bad_grace.force_delete_grace = grace;
+            assert_eq!(
+                bad_grace.settings(None).unwrap_err().setting,
+                "force_delete_grace"
+            );
+        }
+        // What an operator did not ask for is off.
+        assert!(!settings.ca_rotation);
+        assert!(settings.delete_load_balancers);
+        assert_eq!(settings.force_delete_grace.as_secs(), 600);
+
         let mut no_keystone = good.clone();
         no_keystone.auth_url = None;
         assert_eq!(no_keystone.settings(None).unwrap_err().setting, "auth_url");
