@@ -248,6 +248,7 @@ impl CapiConfig {
             force_delete_grace: std::time::Duration::from_secs(self.force_delete_grace),
             delete_load_balancers: self.delete_load_balancers,
             ca_rotation: self.ca_rotation,
+            resync_interval: std::time::Duration::from_secs(300),
         })
     }
 

@@ -181,7 +181,11 @@ impl CapiDriver {
         let mut tasks = Vec::new();
         if follow {
             tasks = cache.start(&management);
-            tasks.push(tokio::spawn(follow_health(cache.clone(), events.clone())));
+            tasks.push(tokio::spawn(follow_health(
+                cache.clone(),
+                events.clone(),
+                settings.resync_interval,
+            )));
             tasks.push(tokio::spawn(reap_abandoned(
                 management.clone(),
                 credentials.clone(),
@@ -875,10 +879,51 @@ fn live_state(cluster: &Value, deployments: &[Value]) -> LiveState {
 }
 
 /// Health and live state as the watches see them, pushed to the conductor when they change.
-async fn follow_health(cache: Arc<ObjectCache>, events: broadcast::Sender<DriverEvent>) {
+async fn follow_health(
+    cache: Arc<ObjectCache>,
+    events: broadcast::Sender<DriverEvent>,
+    resync_interval: Duration,
+) {
+    /// What was last pushed for a cluster.
+    struct Reported {
+        uuid: uuid::Uuid,
+        health: ReportedHealth,
+        live: LiveState,
+    }
     let mut changes = cache.subscribe();
-    let mut last: HashMap<String, (ReportedHealth, LiveState)> = HashMap::new();
-    while changes.changed().await.is_ok() {
+    let mut last: HashMap<String, Reported> = HashMap::new();
+    let mut resync = tokio::time::interval(resync_interval);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            _ = resync.tick() => {
+                // A conductor that fell behind the queue lost events for good: everything is
+                // said again now and then (recording what did not change writes nothing),
+                // paced so that the resync itself never overflows the queue.
+                for reported in last.values() {
+                    while events.len() > EVENT_QUEUE / 2 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let _ = events.send(DriverEvent::Health {
+                        cluster: reported.uuid,
+                        status: reported.health.0,
+                        reason: reported.health.1.clone(),
+                    });
+                    if reported.live != LiveState::default() {
+                        let _ = events.send(DriverEvent::Live {
+                            cluster: reported.uuid,
+                            state: reported.live.clone(),
+                        });
+                    }
+                }
+                continue;
+            }
+        }
         for name in cache.take_changed() {
             let (objects, synced) = cache.snapshot(&name);
             let Some(cluster) = objects.first(Kind::Cluster).filter(|_| synced) else {
@@ -903,9 +948,16 @@ async fn follow_health(cache: Arc<ObjectCache>, events: broadcast::Sender<Driver
             let live = live_state(cluster, &objects.all(Kind::MachineDeployment));
             let previous = last.get(&name);
             let health_changed =
-                previous.map(|(health, _)| health) != Some(&(health, reason.clone()));
-            let live_changed = previous.map(|(_, live)| live) != Some(&live);
-            last.insert(name, ((health, reason.clone()), live.clone()));
+                previous.map(|reported| &reported.health) != Some(&(health, reason.clone()));
+            let live_changed = previous.map(|reported| &reported.live) != Some(&live);
+            last.insert(
+                name,
+                Reported {
+                    uuid,
+                    health: (health, reason.clone()),
+                    live: live.clone(),
+                },
+            );
             // Nobody listening yet is not an error: the conductor subscribes when it starts.
             if live_changed && live != LiveState::default() {
                 let _ = events.send(DriverEvent::Live {

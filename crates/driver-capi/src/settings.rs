@@ -36,6 +36,9 @@ pub struct Settings {
     /// Whether `PATCH /v1/certificates/<cluster>` is served (CAPI.md: not yet run against a
     /// real management cluster).
     pub ca_rotation: bool,
+    /// How often the health and live state of every cluster are pushed to the conductor
+    /// again, changed or not (a conductor that fell behind lost events for good).
+    pub resync_interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +117,7 @@ impl Settings {
             force_delete_grace: std::time::Duration::from_secs(600),
             delete_load_balancers: true,
             ca_rotation: false,
+            resync_interval: std::time::Duration::from_secs(300),
         }
     }
 }

@@ -1303,3 +1303,57 @@ async fn a_rotation_step_found_without_its_rollout_time_is_rolled_out_before_the
     );
     controllers.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_live_state_are_pushed_again_now_and_then_for_a_conductor_that_missed_them() {
+    let server = stand_in().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let mut quick = settings();
+    quick.resync_interval = Duration::from_millis(700);
+    let driver = Arc::new(
+        CapiDriver::connect(
+            quick,
+            catalog(),
+            kubeconfig.path(),
+            Arc::new(Issuer::default()),
+            true,
+        )
+        .await
+        .unwrap(),
+    );
+    let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
+    let spec = Arc::new(spec());
+    spawn_create(&driver, &spec, Arc::default())
+        .await
+        .unwrap()
+        .unwrap();
+    // A conductor that subscribes only now has seen nothing; CAPI is at rest, so nothing
+    // changes — and yet both arrive.
+    let mut events = driver.events().unwrap();
+    let mut health = None;
+    let mut live = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while health.is_none() || live.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Ok(magnum_driver::DriverEvent::Health {
+                cluster, status, ..
+            })) => {
+                assert_eq!(cluster, spec.cluster.uuid);
+                health = Some(status);
+            }
+            Ok(Ok(magnum_driver::DriverEvent::Live { cluster, state })) => {
+                assert_eq!(cluster, spec.cluster.uuid);
+                live = Some(state);
+            }
+            Ok(Err(error)) => panic!("{error}"),
+            Err(_) => panic!("nothing pushed again within 5 s: {health:?} {live:?}"),
+        }
+    }
+    assert_eq!(health, Some(magnum_domain::cluster::HealthStatus::Healthy));
+    assert_eq!(
+        live.unwrap().api_address.as_deref(),
+        Some("https://203.0.113.10:6443")
+    );
+    controllers.abort();
+}
