@@ -606,6 +606,34 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
         Default::default();
     let (mut kills, mut node_kills, mut rotations, mut violations) = (0, 0, 0, Vec::new());
     let mut tls_checks = 0;
+    // Every step and every violation goes to the log file as it happens: a run stopped early
+    // (or one that hangs) still tells what it saw.
+    let log_file = std::env::var("MAGNUM_CHAOS_LOG_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir())
+        .join(format!("magnum-local-chaos-{seed}.log"));
+    let _ = std::fs::write(&log_file, format!("seed {seed}\n"));
+    let append = {
+        let log_file = log_file.clone();
+        move |line: &str| {
+            use std::io::Write;
+            if let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&log_file) {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    };
+    let record_step = {
+        let append = append.clone();
+        move |log: &mut Vec<String>, line: String| {
+            append(&line);
+            log.push(line);
+        }
+    };
+    let record = move |violations: &mut Vec<String>, line: String| {
+        eprintln!("local chaos violation: {line}");
+        append(&format!("VIOLATION {line}"));
+        violations.push(line);
+    };
     let mut log = vec![format!("seed {seed}")];
     // A helper's panic must not leave sandboxes behind: the clusters are deleted through the
     // API before the state directory goes.
@@ -695,7 +723,7 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                     }
                 }
             };
-            log.push(format!("trial {trial}: {description}"));
+            record_step(&mut log, format!("trial {trial}: {description}"));
             // A long run shows where it is, so that one stopped early still tells something.
             if trial > 0 && trial % 50 == 0 {
                 eprintln!(
@@ -711,7 +739,10 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 (child, address) = start(&state_arg);
-                log.push(format!("trial {trial}: magnumd killed and restarted"));
+                record_step(
+                    &mut log,
+                    format!("trial {trial}: magnumd killed and restarted"),
+                );
             }
             // A node of a cluster dies too, sometimes.
             if random(100) < 30 && !live.is_empty() {
@@ -723,7 +754,7 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 if let Ok(pid) = std::fs::read_to_string(&pid_file) {
                     node_kills += 1;
                     let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-                    log.push(format!("trial {trial}: node n1 of {uuid} killed"));
+                    record_step(&mut log, format!("trial {trial}: node n1 of {uuid} killed"));
                 }
             }
             for uuid in live.clone() {
@@ -739,22 +770,31 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                         .unwrap_or_default()
                         .is_empty()
                     {
-                        violations.push(format!("trial {trial}: {uuid} {status} without a reason"));
+                        record(
+                            &mut violations,
+                            format!("trial {trial}: {uuid} {status} without a reason"),
+                        );
                     }
                     continue;
                 }
                 if !status.ends_with("COMPLETE") {
-                    violations.push(format!("trial {trial}: {uuid} is {status:?}"));
+                    record(
+                        &mut violations,
+                        format!("trial {trial}: {uuid} is {status:?}"),
+                    );
                     continue;
                 }
                 // The extra nodegroup is there exactly when its creation was accepted and its
                 // deletion was not.
                 let has_extra = groups.iter().any(|group| group["name"] == "extra");
                 if has_extra != extra_groups.contains(&uuid) {
-                    violations.push(format!(
+                    record(
+                        &mut violations,
+                        format!(
                         "trial {trial}: {uuid} nodegroup extra present: {has_extra}, expected {}",
                         extra_groups.contains(&uuid)
-                    ));
+                    ),
+                    );
                 }
                 // One running sandbox per node the API reports, once healing had its chance.
                 let wanted: i64 = groups
@@ -787,9 +827,12 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                     seen = running();
                 }
                 if seen != wanted {
-                    violations.push(format!(
-                        "trial {trial}: {uuid} reports {wanted} nodes, {seen} sandboxes run"
-                    ));
+                    record(
+                        &mut violations,
+                        format!(
+                            "trial {trial}: {uuid} reports {wanted} nodes, {seen} sandboxes run"
+                        ),
+                    );
                 }
                 // The CA is intact: the same as before unless rotated, and the nodes serve TLS
                 // under it to a client certificate the API signs now.
@@ -797,14 +840,17 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                     http("GET", &address, &format!("/v1/certificates/{uuid}"), None);
                 let ca: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 let Some(pem) = ca["pem"].as_str().filter(|_| status == 200) else {
-                    violations.push(format!(
-                        "trial {trial}: {uuid} CA unreadable: {status} {body}"
-                    ));
+                    record(
+                        &mut violations,
+                        format!("trial {trial}: {uuid} CA unreadable: {status} {body}"),
+                    );
                     continue;
                 };
                 match cas.get(&uuid) {
-                    Some(known) if known != pem => violations
-                        .push(format!("trial {trial}: {uuid} CA changed without rotation")),
+                    Some(known) if known != pem => record(
+                        &mut violations,
+                        format!("trial {trial}: {uuid} CA changed without rotation"),
+                    ),
                     Some(_) => {}
                     None => {
                         cas.insert(uuid.clone(), pem.to_owned());
@@ -814,13 +860,19 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 let client = tempfile::tempdir().unwrap();
                 tls_checks += 1;
                 if !sign_client(&address, &uuid, client.path()) {
-                    violations.push(format!("trial {trial}: {uuid} signs no client certificate"));
+                    record(
+                        &mut violations,
+                        format!("trial {trial}: {uuid} signs no client certificate"),
+                    );
                     continue;
                 }
                 if let Err(output) = docker_answers(client.path(), api_address) {
-                    violations.push(format!(
+                    record(
+                        &mut violations,
+                        format!(
                         "trial {trial}: {uuid} at {api_address} refuses a current client: {output}"
-                    ));
+                    ),
+                    );
                 }
                 let rotated_away = stale_clients.get(&uuid).is_some_and(|stale| {
                     std::fs::read_to_string(stale.path().join("ca.pem")).is_ok_and(|old| old != pem)
@@ -834,9 +886,12 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                         &["version", "--format", "{{.Server.Version}}"],
                     );
                     if accepted {
-                        violations.push(format!(
+                        record(
+                            &mut violations,
+                            format!(
                             "trial {trial}: {uuid} still accepts a client of its rotated-away CA"
-                        ));
+                        ),
+                        );
                     }
                 }
             }
@@ -845,9 +900,10 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 let left = crate::local_driver::leftovers(uuid);
                 let records = crate::local_driver::state_leftovers(&state, uuid);
                 if !left.is_empty() || !records.is_empty() {
-                    violations.push(format!(
-                        "trial {trial}: deleted {uuid} left {left:?} {records:?}"
-                    ));
+                    record(
+                        &mut violations,
+                        format!("trial {trial}: deleted {uuid} left {left:?} {records:?}"),
+                    );
                 }
             }
         }
@@ -883,7 +939,8 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
     log.extend(violations.iter().cloned());
     assert!(
         violations.is_empty(),
-        "{summary}; replay with MAGNUM_LOCAL_CHAOS_SEED={seed}:\n{}",
+        "{summary}; replay with MAGNUM_LOCAL_CHAOS_SEED={seed} (log: {}):\n{}",
+        log_file.display(),
         log.join("\n")
     );
 }
