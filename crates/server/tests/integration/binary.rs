@@ -791,8 +791,14 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                     record(
                         &mut violations,
                         format!(
-                        "trial {trial}: {uuid} nodegroup extra present: {has_extra}, expected {}",
-                        extra_groups.contains(&uuid)
+                        "trial {trial}: {uuid} nodegroup extra present: {has_extra}, expected {} (extra: {}; the cluster's last reason: {})",
+                        extra_groups.contains(&uuid),
+                        groups
+                            .iter()
+                            .find(|group| group["name"] == "extra")
+                            .map(|group| format!("{} {}", group["status"], group["status_reason"]))
+                            .unwrap_or_else(|| "absent".to_owned()),
+                        cluster["status_reason"]
                     ),
                     );
                 }
