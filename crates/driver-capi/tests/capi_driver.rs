@@ -430,6 +430,19 @@ async fn driver(
         .unwrap()
 }
 
+/// A driver with `settings` other than the fixtures', watching the stand-in.
+async fn driver_with(
+    settings: magnum_driver_capi::settings::Settings,
+    kubeconfig: &std::path::Path,
+    issuer: Arc<Issuer>,
+) -> Arc<CapiDriver> {
+    Arc::new(
+        CapiDriver::connect(settings, catalog(), kubeconfig, issuer, true)
+            .await
+            .unwrap(),
+    )
+}
+
 /// A create converging in the background, reporting to `reports`.
 fn spawn_create(
     driver: &Arc<CapiDriver>,
@@ -911,17 +924,7 @@ async fn a_ca_rotation_rolls_every_machine_through_three_trust_steps_and_resumes
     let kubeconfig = server.write_kubeconfig().unwrap();
     let mut rotating = settings();
     rotating.ca_rotation = true;
-    let driver = Arc::new(
-        CapiDriver::connect(
-            rotating,
-            catalog(),
-            kubeconfig.path(),
-            Arc::new(Issuer::default()),
-            true,
-        )
-        .await
-        .unwrap(),
-    );
+    let driver = driver_with(rotating, kubeconfig.path(), Arc::default()).await;
     assert!(driver.supports(Action::RotateCa));
     let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
     let mut spec = spec();
@@ -1074,11 +1077,7 @@ async fn a_force_deleted_cluster_is_released_after_its_grace_and_its_secrets_go_
     let issuer = Arc::new(Issuer::default());
     let mut quick = settings();
     quick.force_delete_grace = Duration::from_secs(2);
-    let driver = Arc::new(
-        CapiDriver::connect(quick, catalog(), kubeconfig.path(), issuer.clone(), true)
-            .await
-            .unwrap(),
-    );
+    let driver = driver_with(quick, kubeconfig.path(), issuer.clone()).await;
     let capi = ScriptedCapi::new(&server, NAMESPACE);
     // CAPO cannot remove the servers: every delete would hang for ever.
     capi.set(|knobs| knobs.stuck_deletes = true);
@@ -1242,17 +1241,7 @@ async fn a_rotation_step_found_without_its_rollout_time_is_rolled_out_before_the
     let kubeconfig = server.write_kubeconfig().unwrap();
     let mut rotating = settings();
     rotating.ca_rotation = true;
-    let driver = Arc::new(
-        CapiDriver::connect(
-            rotating,
-            catalog(),
-            kubeconfig.path(),
-            Arc::new(Issuer::default()),
-            true,
-        )
-        .await
-        .unwrap(),
-    );
+    let driver = driver_with(rotating, kubeconfig.path(), Arc::default()).await;
     let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
     let mut spec = spec();
     let old = spec.authority.clone().unwrap();
@@ -1310,17 +1299,7 @@ async fn health_and_live_state_are_pushed_again_now_and_then_for_a_conductor_tha
     let kubeconfig = server.write_kubeconfig().unwrap();
     let mut quick = settings();
     quick.resync_interval = Duration::from_millis(700);
-    let driver = Arc::new(
-        CapiDriver::connect(
-            quick,
-            catalog(),
-            kubeconfig.path(),
-            Arc::new(Issuer::default()),
-            true,
-        )
-        .await
-        .unwrap(),
-    );
+    let driver = driver_with(quick, kubeconfig.path(), Arc::default()).await;
     let controllers = ScriptedCapi::new(&server, NAMESPACE).spawn(Duration::from_millis(50));
     let spec = Arc::new(spec());
     spawn_create(&driver, &spec, Arc::default())
