@@ -92,6 +92,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A worker not Ready this long into the wait gets its dockerd restarted, once.
 const NODE_REJOIN_NUDGE: Duration = Duration::from_secs(40);
+/// How often one wait for Ready nodes starts dead nodes again before it lets the deadline
+/// decide: a node that dies again and again is a failure to report, not to hide.
+const MAX_REVIVALS_PER_WAIT: u32 = 3;
 
 async fn run(program: &str, arguments: &[&str]) -> Result<String, DriverError> {
     let running = Command::new(program)

@@ -71,6 +71,8 @@ impl Runtime {
             ],
         )
         .await?;
+        // The manager may have died while this node started: the join needs it.
+        self.revive_dead_nodes(spec, state, progress).await?;
         let swarm_id = self.join(spec, state, &node).await?;
         if let Some(stored) = state
             .nodes
@@ -240,16 +242,9 @@ impl Runtime {
         state.auto_healing = spec.cluster.labels.get("auto_healing_enabled") == Some("true");
         self.save(cluster, &state)?;
         self.ensure_bridge(cluster, &state).await?;
-        // Nodes whose dockerd died (a host restart, a kill) are started again on their data.
+        self.revive_dead_nodes(spec, &state, progress).await?;
         for node in state.nodes.clone() {
-            if node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none() {
-                progress
-                    .report(format!("Restarting the dockerd of node {}.", node.name))
-                    .await;
-                self.create_network(cluster, &node.name, &node.address)
-                    .await?;
-                self.start_dockerd(spec, &node).await?;
-            } else if node.swarm_id.is_none() {
+            if node.swarm_id.is_none() {
                 // Interrupted while being added: start it over, without waiting for it.
                 self.teardown_node_within(cluster, &node.name, Duration::ZERO)
                     .await;
@@ -287,6 +282,8 @@ impl Runtime {
                     break;
                 }
                 if members.len() < wanted {
+                    // A new node joins through the manager: it must be running.
+                    self.revive_dead_nodes(spec, &state, progress).await?;
                     self.add_node(spec, &mut state, group, progress).await?;
                 } else {
                     let victim = members
@@ -326,6 +323,30 @@ impl Runtime {
         self.observe(spec, &state).await
     }
 
+    /// Starts again, on their data, the joined nodes whose dockerd died (a host restart, a
+    /// kill). The health monitor's auto-healing waits while an operation holds the cluster, so
+    /// the operation does it itself: a node killed in the middle of a change is the change's
+    /// to bring back, not a reason to fail it.
+    pub(super) async fn revive_dead_nodes(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+        progress: &dyn Progress,
+    ) -> Result<(), DriverError> {
+        let cluster = spec.cluster.uuid;
+        for node in &state.nodes {
+            if node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none() {
+                progress
+                    .report(format!("Restarting the dockerd of node {}.", node.name))
+                    .await;
+                self.create_network(cluster, &node.name, &node.address)
+                    .await?;
+                self.start_dockerd(spec, node).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Done means every node is Ready in the managers' view.
     pub(super) async fn wait_until_ready(
         &self,
@@ -343,7 +364,18 @@ impl Runtime {
         let mut deadline = started + NODES_READY_TIMEOUT;
         let mut reported_ready = None;
         let mut restarted: Vec<String> = Vec::new();
+        let mut revivals = 0;
         loop {
+            // A node that died while the change waits (the manager included: then nobody
+            // answers `node ls`) is started again, a bounded number of times per wait.
+            let dead = state.nodes.iter().any(|node| {
+                node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none()
+            });
+            if dead && revivals < MAX_REVIVALS_PER_WAIT {
+                revivals += 1;
+                self.revive_dead_nodes(spec, state, progress).await?;
+                deadline = deadline.max(Instant::now() + NODE_REJOIN_NUDGE);
+            }
             let listing = self
                 .docker(
                     cluster,

@@ -4,10 +4,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const MAGNUMD: &str = env!("CARGO_BIN_EXE_magnumd");
+/// The magnumd under test: this build's, or `MAGNUM_TEST_MAGNUMD` (a copy, with
+/// magnum-node-authz beside it, lets a two-hour campaign run while the tree is rebuilt).
+fn magnumd_binary() -> String {
+    std::env::var("MAGNUM_TEST_MAGNUMD")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_magnumd").to_owned())
+}
 
 fn magnumd(arguments: &[&str]) -> Command {
-    let mut command = Command::new(MAGNUMD);
+    let mut command = Command::new(magnumd_binary());
     command.args(arguments);
     for (name, _) in std::env::vars() {
         if name.starts_with("MAGNUM_") && name.contains("__") {
@@ -355,9 +360,20 @@ fn start_local_in(state: &str, pool: &str, environment: &[(&str, &str)]) -> (Chi
     command
         .env("MAGNUM_DRIVERS__LOCAL__NETWORK_POOL", pool)
         .envs(environment.iter().copied());
+    // A campaign keeps what every magnumd it started logged, beside its own log.
+    let stderr = std::env::var("MAGNUM_CHAOS_LOG_DIR")
+        .ok()
+        .and_then(|directory| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(std::path::Path::new(&directory).join("magnumd.log"))
+                .ok()
+        })
+        .map_or_else(Stdio::null, Stdio::from);
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -606,6 +622,10 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
         Default::default();
     let (mut kills, mut node_kills, mut rotations, mut violations) = (0, 0, 0, Vec::new());
     let mut tls_checks = 0;
+    // Changes that failed with a reason (allowed, but counted and published), and each
+    // cluster's last failure, so that one is counted once however many trials it stays.
+    let mut failed_changes = 0;
+    let mut failures: std::collections::HashMap<String, String> = Default::default();
     // Every step and every violation goes to the log file as it happens: a run stopped early
     // (or one that hangs) still tells what it saw.
     let log_file = std::env::var("MAGNUM_CHAOS_LOG_DIR")
@@ -727,7 +747,7 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
             // A long run shows where it is, so that one stopped early still tells something.
             if trial > 0 && trial % 50 == 0 {
                 eprintln!(
-                    "local chaos: {trial} trials, {kills} kills, {node_kills} node kills, {rotations} CA rotations, {} deleted, {} violations so far, {} s",
+                    "local chaos: {trial} trials, {kills} kills, {node_kills} node kills, {rotations} CA rotations, {} deleted, {failed_changes} failed changes, {} violations so far, {} s",
                     deleted.len(),
                     violations.len(),
                     started.elapsed().as_secs()
@@ -765,16 +785,48 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
                 let cluster: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 let status = cluster["status"].as_str().unwrap_or_default();
                 if status.ends_with("FAILED") {
-                    if cluster["status_reason"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .is_empty()
-                    {
+                    let reason = cluster["status_reason"].as_str().unwrap_or_default();
+                    if reason.is_empty() {
                         record(
                             &mut violations,
                             format!("trial {trial}: {uuid} {status} without a reason"),
                         );
                     }
+                    // A change may fail, with its reason: counted and logged, each once.
+                    let failure = format!("{status} {reason} {}", cluster["updated_at"]);
+                    if failures.get(&uuid) != Some(&failure) {
+                        failed_changes += 1;
+                        record_step(
+                            &mut log,
+                            format!("trial {trial}: {uuid} {status}: {reason}"),
+                        );
+                        failures.insert(uuid.clone(), failure);
+                    }
+                }
+                // A nodegroup whose accepted deletion failed stays, saying why (as upstream's
+                // DELETE_FAILED does): the tenant deletes it again. Gone without a trace, or
+                // still there without a failure, is a lost request.
+                let failed_deletion = groups.iter().find(|group| {
+                    group["name"] == "extra"
+                        && group["status"] == "DELETE_FAILED"
+                        && !group["status_reason"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .is_empty()
+                });
+                if let Some(group) = failed_deletion {
+                    if extra_groups.insert(uuid.clone()) {
+                        failed_changes += 1;
+                        record_step(
+                            &mut log,
+                            format!(
+                                "trial {trial}: {uuid} deletion of nodegroup extra failed: {}",
+                                group["status_reason"]
+                            ),
+                        );
+                    }
+                }
+                if status.ends_with("FAILED") {
                     continue;
                 }
                 if !status.ends_with("COMPLETE") {
@@ -903,7 +955,10 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
             }
             for uuid in &deleted {
                 wait_for(&address, uuid, |status, _| status == 404);
-                let left = crate::local_driver::leftovers(uuid);
+            }
+            let host = crate::local_driver::HostView::read();
+            for uuid in &deleted {
+                let left = host.leftovers(uuid);
                 let records = crate::local_driver::state_leftovers(&state, uuid);
                 if !left.is_empty() || !records.is_empty() {
                     record(
@@ -935,8 +990,8 @@ fn a_local_campaign_of_kills_leaves_the_host_as_the_api_says() {
     assert_eq!(terminate(&mut child), 0);
     let summary = format!(
         "local chaos: seed {seed}, {trials} trials, {kills} kills of magnumd, {node_kills} node \
-         kills, {rotations} CA rotations, {tls_checks} TLS checks, {} clusters deleted, {} \
-         invariant violations, {} s",
+         kills, {rotations} CA rotations, {tls_checks} TLS checks, {} clusters deleted, \
+         {failed_changes} changes failed with a reason, {} invariant violations, {} s",
         deleted.len(),
         violations.len(),
         started.elapsed().as_secs()
