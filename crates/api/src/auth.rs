@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use axum::http::HeaderMap;
 use magnum_domain::Identity;
-use magnum_keystone::{Keystone, KeystoneError};
+use magnum_keystone::{DelegatedCredential, Keystone, KeystoneError};
 
 /// Why a request has no identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,24 @@ pub trait Authenticator: Send + Sync + 'static {
     /// an identity service every project id is taken as given.
     async fn project_exists(&self, _project_id: &str) -> Result<bool, AuthFailure> {
         Ok(true)
+    }
+
+    /// Creates an application credential in the caller's own name (with the caller's token:
+    /// Keystone lets nobody else), for a cluster to act with. `Ok(None)` where there is no
+    /// identity service to delegate with.
+    async fn delegate_credential(
+        &self,
+        _token: Option<&str>,
+        _identity: &Identity,
+        _name: &str,
+        _description: &str,
+    ) -> Result<Option<DelegatedCredential>, KeystoneError> {
+        Ok(None)
+    }
+
+    /// Revokes a delegated credential that a request which failed afterwards created.
+    async fn revoke_credential(&self, _user_id: &str, _id: &str) -> Result<(), KeystoneError> {
+        Ok(())
     }
 }
 
@@ -128,7 +146,11 @@ impl Authenticator for KeystoneAuth {
                 })
             }
             Err(KeystoneError::InvalidToken) => Err(self.unauthenticated()),
-            Err(KeystoneError::Unavailable(reason) | KeystoneError::Setup(reason)) => {
+            Err(
+                KeystoneError::Unavailable(reason)
+                | KeystoneError::Setup(reason)
+                | KeystoneError::Refused(reason),
+            ) => {
                 tracing::warn!(%reason, "cannot validate a token: answering 503");
                 Err(AuthFailure::Unavailable)
             }
@@ -143,6 +165,26 @@ impl Authenticator for KeystoneAuth {
                 tracing::warn!(%error, project_id, "cannot look up a project: answering 503");
                 AuthFailure::Unavailable
             })
+    }
+
+    async fn delegate_credential(
+        &self,
+        token: Option<&str>,
+        identity: &Identity,
+        name: &str,
+        description: &str,
+    ) -> Result<Option<DelegatedCredential>, KeystoneError> {
+        let token = token.ok_or(KeystoneError::InvalidToken)?;
+        self.keystone
+            .create_application_credential(token, &identity.user_id, name, description)
+            .await
+            .map(Some)
+    }
+
+    async fn revoke_credential(&self, user_id: &str, id: &str) -> Result<(), KeystoneError> {
+        self.keystone
+            .delete_application_credential(user_id, id)
+            .await
     }
 }
 

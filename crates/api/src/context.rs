@@ -16,6 +16,18 @@ pub struct RequestContext {
     pub base_url: String,
     pub version: Version,
     pub identity: Identity,
+    /// The caller's `X-Auth-Token`, for what Keystone lets only the user do in their own name
+    /// (an application credential for a cluster).
+    pub auth_token: Option<AuthToken>,
+}
+
+/// A bearer token: never printed.
+pub struct AuthToken(pub String);
+
+impl std::fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
 }
 
 /// The base URL clients reached us at; a proxy's `X-Forwarded-Proto`/`-Host` only when the

@@ -194,11 +194,16 @@ async fn route(
         return routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id);
     }
 
+    let auth_token = headers
+        .get("x-auth-token")
+        .and_then(|value| value.to_str().ok())
+        .map(|token| crate::context::AuthToken(token.trim().to_owned()));
     let context = RequestContext {
         request_id: request_id.to_owned(),
         base_url: base,
         version,
         identity,
+        auth_token,
     };
     let query = QueryArguments::parse(parts.uri.query());
     if rest.iter().any(|segment| segment.contains('\0')) || query.contains_nul() {

@@ -68,6 +68,7 @@ pub struct Conductor {
     wake: Arc<Notify>,
     notifier: Arc<dyn Notifier>,
     certificates: magnum_keystore::ClusterCertificates,
+    revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
 }
 
 impl Conductor {
@@ -87,7 +88,18 @@ impl Conductor {
             wake,
             notifier,
             certificates,
+            revoker: None,
         }
+    }
+
+    /// Who revokes the delegated credentials clusters no longer use (Keystone, with
+    /// magnum-rs's own login); without one they are forgotten only with their cluster.
+    pub fn with_credential_revoker(
+        mut self,
+        revoker: Arc<dyn magnum_driver::CredentialRevoker>,
+    ) -> Self {
+        self.revoker = Some(revoker);
+        self
     }
 
     /// Records the first heartbeat, so that the conductor is listed as soon as it starts.
@@ -116,6 +128,7 @@ impl Conductor {
             self.notifier,
             self.certificates,
         )
+        .with_credential_revoker(self.revoker)
         .run(shutdown)
         .await;
         let _ = heartbeat.await;

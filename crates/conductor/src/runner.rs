@@ -8,6 +8,7 @@ use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup};
 use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverEvent, DriverRegistry, Progress};
+use magnum_store::StoredCredential;
 use magnum_store::{Outcome, Store, StoreError, TemplateScope};
 use tokio::sync::{watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
@@ -26,6 +27,7 @@ pub(crate) struct Runner {
     wake: Arc<Notify>,
     notifier: Arc<dyn Notifier>,
     certificates: magnum_keystore::ClusterCertificates,
+    revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
     /// This process's name on the leases it holds.
     owner: String,
 }
@@ -141,7 +143,70 @@ impl Runner {
             wake,
             notifier,
             certificates,
+            revoker: None,
             owner,
+        }
+    }
+
+    pub(crate) fn with_credential_revoker(
+        mut self,
+        revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
+    ) -> Self {
+        self.revoker = revoker;
+        self
+    }
+
+    /// Revokes `credentials` in Keystone and forgets each one revoked. One that cannot be
+    /// revoked now stays recorded (while its cluster does) and is tried again after the next
+    /// change; the failure is the operator's to see, not the tenant's.
+    async fn revoke_credentials(&self, cluster: Uuid, credentials: &[StoredCredential]) {
+        let Some(revoker) = &self.revoker else {
+            return;
+        };
+        for credential in credentials {
+            match revoker
+                .revoke(&credential.user_id, &credential.credential_id)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(cluster.id = %cluster, credential.id = %credential.credential_id,
+                        "delegated application credential revoked");
+                    if let Err(error) = self
+                        .store
+                        .remove_cluster_credential(cluster, &credential.credential_id)
+                        .await
+                    {
+                        tracing::warn!(cluster.id = %cluster, %error, "cannot forget a revoked credential");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(cluster.id = %cluster, credential.id = %credential.credential_id,
+                        %error, "cannot revoke a delegated application credential; it stays recorded");
+                }
+            }
+        }
+    }
+
+    /// After a change put the delegated credential `applied` in place, the ones recorded
+    /// before it go (not any added since: a rotation accepted meanwhile has yet to apply it).
+    async fn revoke_replaced_credentials(&self, cluster: Uuid, applied: Option<&str>) {
+        let Some(applied) = applied else {
+            return;
+        };
+        match self.store.cluster_credentials(cluster).await {
+            Ok(credentials) => {
+                let Some(position) = credentials
+                    .iter()
+                    .position(|credential| credential.credential_id == applied)
+                else {
+                    return;
+                };
+                self.revoke_credentials(cluster, &credentials[..position])
+                    .await;
+            }
+            Err(error) => {
+                tracing::warn!(cluster.id = %cluster, %error, "cannot read the cluster's credentials");
+            }
         }
     }
 
@@ -365,7 +430,9 @@ impl Runner {
             .converge_once(&operation, &parameters, &cluster, phase, deadline)
             .await?;
         match attempt {
-            Ok(observed) => {
+            Ok((observed, applied)) => {
+                self.revoke_replaced_credentials(cluster.uuid, applied.as_deref())
+                    .await;
                 self.complete(&operation, &parameters, phase, observed)
                     .await
             }
@@ -386,7 +453,7 @@ impl Runner {
         cluster: &Cluster,
         phase: Phase,
         deadline: Option<Timestamp>,
-    ) -> Result<Result<magnum_driver::Observed, String>, StoreError> {
+    ) -> Result<Result<(magnum_driver::Observed, Option<String>), String>, StoreError> {
         let (spec, driver) = match self.spec_and_driver(cluster).await? {
             Ok(found) => found,
             Err(reason) => return Ok(Err(reason)),
@@ -404,7 +471,17 @@ impl Runner {
             nodes_to_remove: &parameters.nodes_to_remove,
             max_batch_size: parameters.max_batch_size,
         };
-        let work = driver.converge(request, &progress);
+        // The delegated credential this converge puts in place.
+        let applied = spec
+            .credential
+            .as_ref()
+            .map(|credential| credential.id.clone());
+        let work = async {
+            driver
+                .converge(request, &progress)
+                .await
+                .map(|observed| (observed, applied))
+        };
         Ok(match remaining(deadline) {
             None => work.await.map_err(|error| error.to_string()),
             Some(left) if left.is_zero() => Err(timed_out(phase, operation, cluster)),
@@ -444,12 +521,32 @@ impl Runner {
             .authority(cluster.uuid, "kubernetes")
             .await
             .ok();
+        let credential = if driver.delegates_credentials() {
+            match self.store.cluster_credentials(cluster.uuid).await?.pop() {
+                Some(stored) => match self.certificates.unseal_credential(&stored).await {
+                    Ok(secret) => Some(magnum_driver::ClusterCredential {
+                        id: stored.credential_id,
+                        secret,
+                        user_id: stored.user_id,
+                    }),
+                    Err(error) => {
+                        return Ok(Err(format!(
+                            "The cluster's application credential cannot be read: {error}"
+                        )))
+                    }
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
         Ok(Ok((
             ClusterSpec {
                 cluster: cluster.clone(),
                 template,
                 nodegroups,
                 authority,
+                credential,
             },
             driver,
         )))
@@ -578,7 +675,9 @@ impl Runner {
             .converge_once(operation, parameters, &cluster, Phase::Rollback, deadline)
             .await?
         {
-            Ok(observed) => {
+            Ok((observed, applied)) => {
+                self.revoke_replaced_credentials(cluster.uuid, applied.as_deref())
+                    .await;
                 self.complete(operation, parameters, Phase::Rollback, observed)
                     .await?;
                 Ok(Outcome::Failed {
@@ -665,6 +764,10 @@ impl Runner {
         };
         match failure {
             None => {
+                // The driver is done with every credential: none outlives the cluster (the
+                // driver revokes the one in use too; a second revocation is harmless).
+                let credentials = self.store.cluster_credentials(cluster.uuid).await?;
+                self.revoke_credentials(cluster.uuid, &credentials).await;
                 self.store.purge_cluster(cluster.uuid).await?;
                 self.certificates.forget(cluster.uuid).await;
                 let mut gone = cluster;

@@ -45,6 +45,11 @@ pub struct CapiConfig {
     /// Serve CA rotation (three rolls of every machine; see CAPI.md for what has not been
     /// checked on a real management cluster yet). Off by default.
     pub ca_rotation: bool,
+    /// Give every cluster a Keystone application credential of its own, created in its
+    /// owner's name with their token when the cluster is created (needs `auth.strategy =
+    /// "keystone"`). Then `credential` and `allowed_projects` are optional: no cluster sees
+    /// another's credential. Default: on exactly when Keystone authenticates.
+    pub delegated_credentials: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -107,6 +112,7 @@ impl Default for CapiConfig {
             force_delete_grace: 600,
             delete_load_balancers: true,
             ca_rotation: false,
+            delegated_credentials: None,
         }
     }
 }
@@ -156,7 +162,8 @@ impl CapiConfig {
                 format!("{} is outside 1 to 86400 seconds", self.force_delete_grace),
             ));
         }
-        if self.allowed_projects.is_empty() {
+        let delegated = self.delegated_credentials.unwrap_or(false);
+        if self.allowed_projects.is_empty() && !delegated {
             return Err(error(
                 "allowed_projects",
                 "list the project(s) whose clusters may share the configured credential (every cluster admin can read it)",
@@ -199,9 +206,9 @@ impl CapiConfig {
                 Some(text)
             }
         };
-        if self.credential.application_credential_id.is_empty()
-            || self.credential.application_credential_secret.is_empty()
-        {
+        let no_shared_credential = self.credential.application_credential_id.is_empty()
+            || self.credential.application_credential_secret.is_empty();
+        if no_shared_credential && !delegated {
             return Err(error(
                 "credential",
                 "application_credential_id and application_credential_secret are required",
@@ -248,33 +255,56 @@ impl CapiConfig {
             force_delete_grace: std::time::Duration::from_secs(self.force_delete_grace),
             delete_load_balancers: self.delete_load_balancers,
             ca_rotation: self.ca_rotation,
+            delegated_credentials: delegated,
             resync_interval: std::time::Duration::from_secs(300),
         })
     }
 
-    pub fn credential(&self) -> ApplicationCredential {
-        ApplicationCredential {
-            id: self.credential.application_credential_id.clone(),
-            secret: self.credential.application_credential_secret.clone(),
-        }
+    /// The shared credential, when one is configured.
+    pub fn credential(&self) -> Option<ApplicationCredential> {
+        let configured = &self.credential;
+        (!configured.application_credential_id.is_empty()
+            && !configured.application_credential_secret.is_empty())
+        .then(|| ApplicationCredential {
+            id: configured.application_credential_id.clone(),
+            secret: configured.application_credential_secret.clone(),
+        })
     }
 }
 
-/// Gives every cluster the configured credential, and never revokes it (it is the
-/// operator's).
-pub struct ConfiguredCredential(pub ApplicationCredential);
+/// Gives each cluster the credential delegated to it in its owner's name
+/// (`ClusterSpec::credential`) or, without one, the configured shared credential; revokes
+/// delegated ones through `revoker`, never the shared one (it is the operator's).
+pub struct ConfiguredCredential {
+    pub shared: Option<ApplicationCredential>,
+    pub revoker: Option<std::sync::Arc<dyn magnum_driver::CredentialRevoker>>,
+}
 
 #[async_trait::async_trait]
 impl crate::driver::CredentialIssuer for ConfiguredCredential {
     async fn issue(
         &self,
-        _spec: &magnum_driver::ClusterSpec,
+        spec: &magnum_driver::ClusterSpec,
     ) -> Result<ApplicationCredential, String> {
-        Ok(self.0.clone())
+        if let Some(delegated) = &spec.credential {
+            return Ok(ApplicationCredential {
+                id: delegated.id.clone(),
+                secret: delegated.secret.clone(),
+            });
+        }
+        self.shared.clone().ok_or_else(|| {
+            "This cluster has no application credential of its own (it was created before drivers.capi.delegated_credentials was turned on): rotate its credentials (PATCH /v1/credentials/<cluster>) to give it one.".to_owned()
+        })
     }
 
-    async fn revoke(&self, _owner: &str, _id: &str) -> Result<(), String> {
-        Ok(())
+    async fn revoke(&self, owner: &str, id: &str) -> Result<(), String> {
+        if self.shared.as_ref().is_some_and(|shared| shared.id == id) {
+            return Ok(());
+        }
+        match &self.revoker {
+            Some(revoker) => revoker.revoke(owner, id).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -653,10 +653,16 @@ impl CapiDriver {
             .as_ref()
             .and_then(|secret| secret["metadata"]["annotations"][CREDENTIAL_ID].as_str())
             .map(str::to_owned);
-        if existing.is_some() && !rotate {
-            return Ok(());
-        }
-        let credential = self.credentials.issue(spec).await.map_err(failed)?;
+        // The credential to use is the newest delegated one (or the shared one): applied
+        // whenever it is not the one in place, whatever the action, so that a rotation
+        // accepted while another change ran is put in place by whichever converge comes.
+        let credential = match self.credentials.issue(spec).await {
+            Ok(credential) if previous.as_deref() == Some(credential.id.as_str()) => return Ok(()),
+            Ok(credential) => credential,
+            // A cluster from before delegated credentials keeps the one it has until rotated.
+            Err(_) if existing.is_some() && !rotate => return Ok(()),
+            Err(reason) => return Err(failed(reason)),
+        };
         let mut objects =
             render::render_cloud_credentials(&self.settings, &spec.cluster, &credential);
         objects[0]["metadata"]["annotations"] =
@@ -1212,6 +1218,10 @@ impl Driver for CapiDriver {
 
     fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
         self.catalog.validate(references)
+    }
+
+    fn delegates_credentials(&self) -> bool {
+        self.settings.delegated_credentials
     }
 
     fn permits_project(&self, project_id: &str) -> Result<(), String> {

@@ -36,6 +36,9 @@ pub struct Settings {
     /// Whether `PATCH /v1/certificates/<cluster>` is served (CAPI.md: not yet run against a
     /// real management cluster).
     pub ca_rotation: bool,
+    /// Whether each cluster acts with an application credential delegated in its owner's name
+    /// (created by the API with the owner's token) rather than the shared one.
+    pub delegated_credentials: bool,
     /// How often the health and live state of every cluster are pushed to the conductor
     /// again, changed or not (a conductor that fell behind lost events for good).
     pub resync_interval: std::time::Duration,
@@ -117,6 +120,7 @@ impl Settings {
             force_delete_grace: std::time::Duration::from_secs(600),
             delete_load_balancers: true,
             ca_rotation: false,
+            delegated_credentials: false,
             resync_interval: std::time::Duration::from_secs(300),
         }
     }

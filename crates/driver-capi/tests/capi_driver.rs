@@ -166,6 +166,7 @@ fn spec() -> ClusterSpec {
         template,
         nodegroups,
         authority: Some(magnum_certs::generate_ca("prod", 30).unwrap()),
+        credential: None,
     }
 }
 

@@ -150,6 +150,35 @@ pub struct ClusterSpec {
     /// a rotation (`Action::RotateCa`) it is the new one, and certificates signed by the old
     /// one must stop being accepted.
     pub authority: Option<magnum_certs::CaMaterial>,
+    /// The Keystone application credential delegated to the cluster in its owner's name (the
+    /// newest, when a rotation added one), for drivers that [`Driver::delegates_credentials`].
+    pub credential: Option<ClusterCredential>,
+}
+
+/// A Keystone application credential a cluster acts with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterCredential {
+    pub id: String,
+    pub secret: String,
+    /// The Keystone user it belongs to.
+    pub user_id: String,
+}
+
+impl std::fmt::Debug for ClusterCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCredential")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Revokes delegated credentials a cluster no longer uses (replaced by a rotation, or left by
+/// a deleted cluster).
+#[async_trait::async_trait]
+pub trait CredentialRevoker: Send + Sync {
+    /// Revoking one that is gone already succeeds.
+    async fn revoke(&self, user_id: &str, id: &str) -> Result<(), String>;
 }
 
 /// The action being converged and its hints.
@@ -199,6 +228,12 @@ pub enum DriverEvent {
 pub trait Driver: Send + Sync + 'static {
     /// The name templates record in their `driver` field.
     fn name(&self) -> &str;
+
+    /// Whether clusters of this driver act with a Keystone application credential created
+    /// in their owner's name when they are created (and again on `PATCH /v1/credentials`).
+    fn delegates_credentials(&self) -> bool {
+        false
+    }
 
     /// The cluster types this driver builds.
     fn provides(&self) -> Vec<ClusterType>;

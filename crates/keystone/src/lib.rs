@@ -127,7 +127,31 @@ pub enum KeystoneError {
     Unavailable(String),
     #[error("{0}")]
     Setup(String),
+    /// Keystone refused what the caller's own token asked for (a 403 or 400 of Keystone's),
+    /// with Keystone's message.
+    #[error("{0}")]
+    Refused(String),
 }
+
+/// An application credential Keystone created in a user's name: the secret is shown once.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DelegatedCredential {
+    pub id: String,
+    pub secret: String,
+    pub user_id: String,
+}
+
+impl std::fmt::Debug for DelegatedCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegatedCredential")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest application credential name Keystone takes.
+const MAX_CREDENTIAL_NAME: usize = 255;
 
 #[derive(Debug, Clone)]
 struct ServiceToken {
@@ -314,6 +338,88 @@ impl Keystone {
             404 => Ok(false),
             other => Err(KeystoneError::Unavailable(format!(
                 "GET {path} answered HTTP {other}"
+            ))),
+        }
+    }
+
+    /// Creates an application credential in the name of the user of `user_token` (Keystone
+    /// lets only the user do that), restricted (it cannot make more credentials or trusts),
+    /// with the token's roles on its project.
+    pub async fn create_application_credential(
+        &self,
+        user_token: &str,
+        user_id: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<DelegatedCredential, KeystoneError> {
+        let path = format!(
+            "/users/{}/application_credentials",
+            percent_encode_segment(user_id)
+        );
+        let name: String = name.chars().take(MAX_CREDENTIAL_NAME).collect();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.auth_url))
+            .header("X-Auth-Token", user_token)
+            .header("Accept", "application/json")
+            .json(&json!({"application_credential": {
+                "name": name,
+                "description": description,
+                "unrestricted": false,
+            }}))
+            .send()
+            .await
+            .map_err(|error| unreachable(&self.auth_url, &error))?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        match status {
+            201 => {
+                let credential = &body["application_credential"];
+                match (credential["id"].as_str(), credential["secret"].as_str()) {
+                    (Some(id), Some(secret)) => Ok(DelegatedCredential {
+                        id: id.to_owned(),
+                        secret: secret.to_owned(),
+                        user_id: user_id.to_owned(),
+                    }),
+                    _ => Err(KeystoneError::Unavailable(format!(
+                        "POST {path} answered without an id and secret"
+                    ))),
+                }
+            }
+            401 => Err(KeystoneError::InvalidToken),
+            400 | 403 | 409 => Err(KeystoneError::Refused(format!(
+                "Keystone refused to create an application credential for the cluster (HTTP {status}): {}",
+                body["error"]["message"].as_str().unwrap_or("no reason given")
+            ))),
+            other => Err(KeystoneError::Unavailable(format!(
+                "POST {path} answered HTTP {other}"
+            ))),
+        }
+    }
+
+    /// Deletes an application credential of `user_id` with magnum-rs's own login (which needs
+    /// the admin role for another user's credential). One that is gone already is fine.
+    pub async fn delete_application_credential(
+        &self,
+        user_id: &str,
+        id: &str,
+    ) -> Result<(), KeystoneError> {
+        let path = format!(
+            "/users/{}/application_credentials/{}",
+            percent_encode_segment(user_id),
+            percent_encode_segment(id)
+        );
+        let (status, _) = self
+            .as_service(|service_token| {
+                self.http
+                    .delete(format!("{}{path}", self.auth_url))
+                    .header("X-Auth-Token", service_token)
+            })
+            .await?;
+        match status {
+            204 | 404 => Ok(()),
+            other => Err(KeystoneError::Unavailable(format!(
+                "DELETE {path} answered HTTP {other}"
             ))),
         }
     }

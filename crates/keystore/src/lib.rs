@@ -19,7 +19,7 @@ use magnum_certs::{
     KeySealer,
 };
 use magnum_domain::time::Timestamp;
-use magnum_store::{Store, StoreError, StoredCertificate};
+use magnum_store::{Store, StoreError, StoredCertificate, StoredCredential};
 use uuid::Uuid;
 
 /// The CAs every cluster has (`ca_cert_type`), in upstream's names.
@@ -420,6 +420,71 @@ impl ClusterCertificates {
         )?)
     }
 
+    /// Seals the secret of a credential delegated to `cluster` for storage beside it (`Some`),
+    /// or writes it to a 0600 file of the state directory (`None`), as CA keys are.
+    pub async fn seal_credential(
+        &self,
+        cluster: Uuid,
+        credential_id: &str,
+        secret: &str,
+    ) -> Result<Option<String>, KeystoreError> {
+        let context = seal_context(cluster, &format!("credential/{credential_id}"));
+        match self.storage.as_ref() {
+            KeyStorage::Database(sealer) => Ok(Some(sealer.seal(secret.as_bytes(), &context))),
+            KeyStorage::Files(directory) => {
+                let path = Self::credential_path(directory, cluster, credential_id)?;
+                let secret = secret.to_owned();
+                off_runtime(move || write_private(&path, secret.as_bytes())).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The secret of a stored delegated credential.
+    pub async fn unseal_credential(
+        &self,
+        stored: &StoredCredential,
+    ) -> Result<String, KeystoreError> {
+        let cluster = stored.cluster_uuid;
+        let context = seal_context(cluster, &format!("credential/{}", stored.credential_id));
+        let bytes = match (self.storage.as_ref(), &stored.sealed_secret) {
+            (KeyStorage::Database(sealer), Some(sealed)) => sealer
+                .open(sealed, &context)
+                .map_err(|error| KeystoreError::Key(error.to_string()))?,
+            (KeyStorage::Files(directory), _) => {
+                let path = Self::credential_path(directory, cluster, &stored.credential_id)?;
+                off_runtime(move || {
+                    std::fs::read(&path).map_err(|error| {
+                        KeystoreError::Key(format!("cannot read {}: {error}", path.display()))
+                    })
+                })
+                .await?
+            }
+            (KeyStorage::Database(_), None) => {
+                return Err(KeystoreError::Key(
+                    "the credential's secret was stored in a file, and certificates.cert_manager_type is now x509keypair".to_owned(),
+                ))
+            }
+        };
+        String::from_utf8(bytes).map_err(|_| KeystoreError::Key("not UTF-8".to_owned()))
+    }
+
+    fn credential_path(
+        directory: &Path,
+        cluster: Uuid,
+        credential_id: &str,
+    ) -> Result<PathBuf, KeystoreError> {
+        // Keystone's ids are hex; anything else must not name a path.
+        if credential_id.is_empty() || !credential_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(KeystoreError::Key(format!(
+                "{credential_id:?} is not an application credential id"
+            )));
+        }
+        Ok(directory
+            .join(cluster.to_string())
+            .join(format!("credential-{credential_id}.secret")))
+    }
+
     /// Removes key files of a deleted cluster (the rows go with the cluster).
     pub async fn forget(&self, cluster: Uuid) {
         if let KeyStorage::Files(directory) = self.storage.as_ref() {
@@ -642,6 +707,83 @@ mod tests {
                 "{order:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn credential_secrets_are_sealed_per_cluster_and_credential() {
+        let scratch = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}",
+            scratch.path().join("magnum.sqlite").display()
+        );
+        let store = Store::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let sealer = load_key_file(&scratch.path().join("key"), true).unwrap();
+        let sealed_store =
+            ClusterCertificates::new(store.clone(), KeyStorage::Database(Box::new(sealer)), 30);
+        let files =
+            ClusterCertificates::new(store, KeyStorage::Files(scratch.path().join("keys")), 30);
+        let (cluster, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let record = |cluster, id: &str, sealed_secret| StoredCredential {
+            cluster_uuid: cluster,
+            credential_id: id.to_owned(),
+            user_id: "u1".to_owned(),
+            sealed_secret,
+            created_at: Timestamp::now(),
+        };
+        // Sealed in the database: the text holds no secret, and it opens only for the
+        // cluster and credential it was sealed for.
+        let sealed = sealed_store
+            .seal_credential(cluster, "abc123", "the-secret")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!sealed.contains("the-secret"));
+        assert_eq!(
+            sealed_store
+                .unseal_credential(&record(cluster, "abc123", Some(sealed.clone())))
+                .await
+                .unwrap(),
+            "the-secret"
+        );
+        assert!(sealed_store
+            .unseal_credential(&record(other, "abc123", Some(sealed.clone())))
+            .await
+            .is_err());
+        assert!(sealed_store
+            .unseal_credential(&record(cluster, "def456", Some(sealed)))
+            .await
+            .is_err());
+        // In a private file with `local`; an id that is not Keystone's names no path.
+        assert_eq!(
+            files
+                .seal_credential(cluster, "abc123", "s2")
+                .await
+                .unwrap(),
+            None
+        );
+        let path = scratch
+            .path()
+            .join("keys")
+            .join(cluster.to_string())
+            .join("credential-abc123.secret");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            files
+                .unseal_credential(&record(cluster, "abc123", None))
+                .await
+                .unwrap(),
+            "s2"
+        );
+        assert!(files
+            .seal_credential(cluster, "../../etc", "s3")
+            .await
+            .is_err());
+        files.forget(cluster).await;
+        assert!(!path.exists());
     }
 
     #[test]

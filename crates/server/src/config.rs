@@ -610,7 +610,18 @@ impl Config {
     pub fn capi_settings(&self) -> anyhow::Result<magnum_driver_capi::settings::Settings> {
         let keystone = self.auth.keystone.auth_url.trim();
         let keystone = (!keystone.is_empty()).then_some(keystone);
-        Ok(self.drivers.capi.settings(keystone)?)
+        let authenticates = self.auth.strategy == AuthStrategy::Keystone;
+        let mut capi = self.drivers.capi.clone();
+        // Delegation needs the owner's Keystone token: on by default exactly when there is one.
+        match capi.delegated_credentials {
+            Some(true) if !authenticates => bail!(
+                "drivers.capi.delegated_credentials = true needs auth.strategy = \"keystone\": \
+                 a cluster's credential is created with its owner's token"
+            ),
+            Some(_) => {}
+            None => capi.delegated_credentials = Some(authenticates),
+        }
+        Ok(capi.settings(keystone)?)
     }
 
     /// `[auth.keystone]` with its credentials file read; errors name the key or file at fault.
@@ -768,6 +779,35 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             overrides,
         )
+    }
+
+    #[test]
+    fn clusters_get_credentials_of_their_own_exactly_when_keystone_authenticates() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().unwrap();
+        let kubeconfig = directory.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
+        std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut config = load(None, &[], &Overrides::default()).unwrap();
+        config.drivers.capi.kubeconfig = Some(kubeconfig);
+        config.drivers.capi.auth_url = Some("https://keystone.test/v3".to_owned());
+        // noauth: no token to delegate with, so the shared credential and its projects are
+        // required, and asking for delegation is an error.
+        let refused = config.capi_settings().unwrap_err().to_string();
+        assert!(refused.contains("allowed_projects"), "{refused}");
+        config.drivers.capi.delegated_credentials = Some(true);
+        let refused = config.capi_settings().unwrap_err().to_string();
+        assert!(refused.contains("auth.strategy"), "{refused}");
+        // keystone: delegation by default, with neither a shared credential nor a project list.
+        config.drivers.capi.delegated_credentials = None;
+        config.auth.strategy = AuthStrategy::Keystone;
+        let settings = config.capi_settings().unwrap();
+        assert!(settings.delegated_credentials);
+        assert!(settings.allowed_projects.is_empty());
+        // Turned off under keystone, the shared credential is required again.
+        config.drivers.capi.delegated_credentials = Some(false);
+        let refused = config.capi_settings().unwrap_err().to_string();
+        assert!(refused.contains("allowed_projects"), "{refused}");
     }
 
     #[test]

@@ -117,10 +117,36 @@ fn restrict_to_owner(_directory: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Revokes the application credentials delegated to clusters, with magnum-rs's own Keystone
+/// login (it needs the admin role to delete another user's credential).
+struct KeystoneRevoker(Arc<magnum_keystone::Keystone>);
+
+#[async_trait::async_trait]
+impl magnum_driver::CredentialRevoker for KeystoneRevoker {
+    async fn revoke(&self, user_id: &str, id: &str) -> Result<(), String> {
+        self.0
+            .delete_application_credential(user_id, id)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// magnumd's one Keystone client (token validation, delegation and revocation), when
+/// Keystone authenticates.
+fn keystone(config: &Config) -> anyhow::Result<Option<Arc<magnum_keystone::Keystone>>> {
+    if config.auth.strategy != AuthStrategy::Keystone {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(magnum_keystone::Keystone::new(
+        config.keystone_settings()?,
+    )?)))
+}
+
 async fn drivers(
     config: &Config,
     role: Role,
     extra: &[Arc<dyn Driver>],
+    keystone: Option<&Arc<magnum_keystone::Keystone>>,
 ) -> anyhow::Result<DriverRegistry> {
     let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
@@ -131,9 +157,13 @@ async fn drivers(
                 .kubeconfig
                 .clone()
                 .context("drivers.capi.kubeconfig is required")?;
-            let credential = Arc::new(magnum_driver_capi::config::ConfiguredCredential(
-                capi.credential(),
-            ));
+            let credential = Arc::new(magnum_driver_capi::config::ConfiguredCredential {
+                shared: capi.credential(),
+                revoker: keystone.map(|keystone| {
+                    Arc::new(KeystoneRevoker(keystone.clone()))
+                        as Arc<dyn magnum_driver::CredentialRevoker>
+                }),
+            });
             // An API process only validates; the watches are for whoever converges.
             let driver = magnum_driver_capi::driver::CapiDriver::connect(
                 settings,
@@ -164,28 +194,27 @@ fn api_state(
     drivers: DriverRegistry,
     operations_enqueued: Arc<Notify>,
     certificates: ClusterCertificates,
+    keystone: Option<Arc<magnum_keystone::Keystone>>,
 ) -> anyhow::Result<AppState> {
-    let authenticator: Arc<dyn magnum_api::Authenticator> =
-        if config.auth.strategy == AuthStrategy::Keystone {
-            let keystone = Arc::new(magnum_keystone::Keystone::new(config.keystone_settings()?)?);
-            let first_login = keystone.clone();
-            // Keystone may come up after magnumd; until it does, requests get 503, and wrong
-            // service credentials are reported here rather than only per request.
-            tokio::spawn(async move {
-                match first_login.check_service_login().await {
-                    Ok(()) => {
-                        tracing::info!(auth_url = first_login.auth_url(), "logged in to Keystone")
-                    }
-                    Err(error) => tracing::error!(%error, "cannot log in to Keystone"),
+    let authenticator: Arc<dyn magnum_api::Authenticator> = if let Some(keystone) = keystone {
+        let first_login = keystone.clone();
+        // Keystone may come up after magnumd; until it does, requests get 503, and wrong
+        // service credentials are reported here rather than only per request.
+        tokio::spawn(async move {
+            match first_login.check_service_login().await {
+                Ok(()) => {
+                    tracing::info!(auth_url = first_login.auth_url(), "logged in to Keystone")
                 }
-            });
-            Arc::new(KeystoneAuth::new(keystone, &config.www_authenticate_uri()))
-        } else {
-            let noauth = &config.auth.noauth;
-            let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
-            let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
-            Arc::new(NoAuth::new(default_identity))
-        };
+                Err(error) => tracing::error!(%error, "cannot log in to Keystone"),
+            }
+        });
+        Arc::new(KeystoneAuth::new(keystone, &config.www_authenticate_uri()))
+    } else {
+        let noauth = &config.auth.noauth;
+        let roles: Vec<&str> = noauth.roles.iter().map(String::as_str).collect();
+        let default_identity = Identity::new(&noauth.project_id, &noauth.user_id, &roles);
+        Arc::new(NoAuth::new(default_identity))
+    };
     Ok(AppState {
         store,
         drivers,
@@ -316,7 +345,8 @@ pub async fn start_with_drivers(
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut address = None;
-    let registry = drivers(config, role, extra_drivers).await?;
+    let keystone = keystone(config)?;
+    let registry = drivers(config, role, extra_drivers, keystone.as_ref()).await?;
     let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
     let mut audit = None;
@@ -331,6 +361,12 @@ pub async fn start_with_drivers(
             events,
             certificates.clone(),
         );
+        let conductor = match &keystone {
+            Some(keystone) => {
+                conductor.with_credential_revoker(Arc::new(KeystoneRevoker(keystone.clone())))
+            }
+            None => conductor,
+        };
         conductor
             .register()
             .await
@@ -344,6 +380,7 @@ pub async fn start_with_drivers(
             registry.clone(),
             operations_enqueued.clone(),
             certificates.clone(),
+            keystone.clone(),
         )?);
         let listener = tokio::net::TcpListener::bind(listen)
             .await

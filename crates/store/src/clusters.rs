@@ -12,6 +12,7 @@ use sqlx::query::Query;
 use sqlx::{Any, Row};
 use uuid::Uuid;
 
+use crate::credentials::StoredCredential;
 use crate::pagination::{int_value, marker_of, text_value, Bound, Keyset, Page, SortValue};
 use crate::{bool_to_sql, text_column, Store, StoreError};
 
@@ -160,8 +161,24 @@ impl Store {
         operation: &Operation,
         cluster_limit: Option<i64>,
     ) -> Result<Cluster, StoreError> {
-        self.retrying(|| self.create_cluster_once(cluster, nodegroups, operation, cluster_limit))
+        self.create_cluster_with_credential(cluster, nodegroups, operation, cluster_limit, None)
             .await
+    }
+
+    /// [`Store::create_cluster`], with the credential delegated to the cluster written in
+    /// the same transaction: a cluster never exists without the credential it was given.
+    pub async fn create_cluster_with_credential(
+        &self,
+        cluster: &Cluster,
+        nodegroups: &[NodeGroup],
+        operation: &Operation,
+        cluster_limit: Option<i64>,
+        credential: Option<&StoredCredential>,
+    ) -> Result<Cluster, StoreError> {
+        self.retrying(|| {
+            self.create_cluster_once(cluster, nodegroups, operation, cluster_limit, credential)
+        })
+        .await
     }
 
     async fn create_cluster_once(
@@ -170,6 +187,7 @@ impl Store {
         nodegroups: &[NodeGroup],
         operation: &Operation,
         cluster_limit: Option<i64>,
+        credential: Option<&StoredCredential>,
     ) -> Result<Cluster, StoreError> {
         let mut transaction = self.begin_write().await?;
         // Bumping the generation first row-locks it until commit, so concurrent creates on
@@ -216,6 +234,9 @@ impl Store {
             self.insert_nodegroup(&mut transaction, nodegroup).await?;
         }
         self.insert_operation(&mut transaction, operation).await?;
+        if let Some(credential) = credential {
+            self.insert_credential(&mut transaction, credential).await?;
+        }
         transaction.commit().await?;
         self.cluster_by_uuid(cluster.uuid)
             .await?
@@ -345,6 +366,7 @@ impl Store {
             "DELETE FROM nodegroup WHERE cluster_uuid = ?",
             "DELETE FROM operation WHERE cluster_uuid = ?",
             "DELETE FROM cluster_certificate WHERE cluster_uuid = ?",
+            "DELETE FROM cluster_credential WHERE cluster_uuid = ?",
         ] {
             let sql = self.sql(statement);
             sqlx::query(&sql)

@@ -5,6 +5,7 @@
 mod certificates;
 mod cluster_templates;
 mod clusters;
+mod credentials;
 mod error;
 mod migrations;
 mod modify;
@@ -23,6 +24,7 @@ use sqlx::{AnyPool, Executor};
 pub use certificates::StoredCertificate;
 pub use cluster_templates::{TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 pub use clusters::{ClusterScope, CLUSTER_SORT_KEYS, NODEGROUP_SORT_KEYS};
+pub use credentials::StoredCredential;
 pub use error::StoreError;
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use modify::MODIFY_ATTEMPTS;

@@ -221,6 +221,19 @@ pub const MIGRATIONS: &[Migration] = &[
             CONSTRAINT uniq_cluster_certificate_kind UNIQUE (cluster_uuid, kind)
         ){table_options}"],
     },
+    Migration {
+        version: 8,
+        name: "application credentials delegated to clusters",
+        statements: &["CREATE TABLE cluster_credential (
+            id {pk},
+            cluster_uuid VARCHAR(36) NOT NULL,
+            credential_id VARCHAR(64) NOT NULL,
+            user_id VARCHAR(255) NOT NULL,
+            sealed_secret {text},
+            created_at BIGINT NOT NULL,
+            CONSTRAINT uniq_cluster_credential UNIQUE (cluster_uuid, credential_id)
+        ){table_options}"],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

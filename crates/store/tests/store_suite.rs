@@ -969,6 +969,95 @@ mod clusters {
         finish(store, database).await;
     }
 
+    engine_tests!(delegated_credentials_come_with_their_cluster_and_go_with_it);
+    async fn delegated_credentials_come_with_their_cluster_and_go_with_it(engine: Engine) {
+        use magnum_store::StoredCredential;
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let wanted = cluster(template.uuid, "c1");
+        let credential = |cluster: Uuid, id: &str| StoredCredential {
+            cluster_uuid: cluster,
+            credential_id: id.to_owned(),
+            user_id: "u-1".to_owned(),
+            sealed_secret: Some(format!("sealed-{id}")),
+            created_at: now(),
+        };
+        let build = |cluster: Uuid| {
+            Operation::new(
+                cluster,
+                OperationKind::CreateCluster,
+                "{}".to_owned(),
+                now(),
+            )
+        };
+        // A create refused (here: its template is gone) keeps no credential either.
+        let orphan = cluster(Uuid::new_v4(), "orphan");
+        assert!(store
+            .create_cluster_with_credential(
+                &orphan,
+                &[],
+                &build(orphan.uuid),
+                None,
+                Some(&credential(orphan.uuid, "c0"))
+            )
+            .await
+            .is_err());
+        assert!(store
+            .cluster_credentials(orphan.uuid)
+            .await
+            .unwrap()
+            .is_empty());
+        store
+            .create_cluster_with_credential(
+                &wanted,
+                &[],
+                &build(wanted.uuid),
+                None,
+                Some(&credential(wanted.uuid, "c1")),
+            )
+            .await
+            .unwrap();
+        store
+            .add_cluster_credential(&credential(wanted.uuid, "c2"))
+            .await
+            .unwrap();
+        let ids = |list: Vec<StoredCredential>| -> Vec<String> {
+            list.into_iter().map(|c| c.credential_id).collect()
+        };
+        let listed = store.cluster_credentials(wanted.uuid).await.unwrap();
+        assert_eq!(
+            listed[0],
+            credential(wanted.uuid, "c1"),
+            "{}",
+            engine.name()
+        );
+        assert_eq!(ids(listed), ["c1", "c2"], "oldest first");
+        store
+            .remove_cluster_credential(wanted.uuid, "c1")
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store.cluster_credentials(wanted.uuid).await.unwrap()),
+            ["c2"]
+        );
+        // None for a cluster that is gone, and none left behind by one purged.
+        let gone = store
+            .add_cluster_credential(&credential(Uuid::new_v4(), "c3"))
+            .await
+            .unwrap_err();
+        assert!(matches!(gone, StoreError::NotFound), "{gone}");
+        assert!(store.purge_cluster(wanted.uuid).await.unwrap());
+        assert!(store
+            .cluster_credentials(wanted.uuid)
+            .await
+            .unwrap()
+            .is_empty());
+        finish(store, database).await;
+    }
+
     engine_tests!(status_changes_are_compare_and_set);
     async fn status_changes_are_compare_and_set(engine: Engine) {
         let (store, database) = fresh_store(engine).await;

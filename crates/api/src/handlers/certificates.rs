@@ -9,15 +9,19 @@ use magnum_domain::cluster::{Cluster, ClusterStatus};
 use magnum_domain::operation::OperationKind;
 use magnum_domain::policy::Target;
 use magnum_driver::Action;
+use magnum_driver::Driver;
+use magnum_keystone::KeystoneError;
 use magnum_keystore::{ca_kind, KeystoreError};
-use magnum_store::ClusterScope;
+use magnum_store::{ClusterScope, StoredCredential};
 use serde_json::{json, Value};
 
 use super::{respond, sorted_object};
+use crate::context::RequestContext;
 use crate::error::{ApiError, ChangeError};
 use crate::input::{attribute, body_object, mandatory, parse_object, Attribute, Kind};
 use crate::lookup::{change_request, driver_for, resolve_cluster as resolve, template_of};
 use crate::routing::ResourceRequest;
+use crate::AppState;
 
 const SIGN_SCHEMA: &[Attribute] = &[
     mandatory("cluster_uuid", Kind::Text { min: 1, max: 255 }),
@@ -201,6 +205,82 @@ pub(crate) async fn rotate_ca(
     ))
 }
 
+/// A Keystone application credential for `cluster`, created in the caller's name with the
+/// caller's token and sealed for storage, when the cluster's driver acts with one (and the
+/// service has Keystone to delegate with): `None` otherwise.
+pub(crate) async fn delegate_credential(
+    state: &AppState,
+    context: &RequestContext,
+    driver: &dyn Driver,
+    cluster: uuid::Uuid,
+) -> Result<Option<StoredCredential>, ApiError> {
+    if !driver.delegates_credentials() {
+        return Ok(None);
+    }
+    let delegated = state
+        .authenticator
+        .delegate_credential(
+            context.auth_token.as_ref().map(|token| token.0.as_str()),
+            &context.identity,
+            // Unique per user, as Keystone wants, across a cluster's rotations.
+            &format!(
+                "magnum-rs-{cluster}-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            &format!(
+                "Created by magnum-rs for cluster {cluster}: the cluster's nodes and Cluster API act with it. Revoked when the cluster is deleted or its credentials rotated."
+            ),
+        )
+        .await
+        .map_err(|error| match error {
+            KeystoneError::Refused(reason) => ApiError::forbidden(reason),
+            KeystoneError::InvalidToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "The request you have made requires authentication.",
+            ),
+            KeystoneError::Unavailable(reason) | KeystoneError::Setup(reason) => {
+                tracing::warn!(%reason, "cannot create a cluster's application credential: answering 503");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The identity service is unavailable. Retry later.",
+                )
+            }
+        })?;
+    let Some(delegated) = delegated else {
+        return Ok(None);
+    };
+    let sealed = state
+        .certificates
+        .seal_credential(cluster, &delegated.id, &delegated.secret)
+        .await;
+    let stored = |sealed_secret| StoredCredential {
+        cluster_uuid: cluster,
+        credential_id: delegated.id.clone(),
+        user_id: delegated.user_id.clone(),
+        sealed_secret,
+        created_at: magnum_domain::time::Timestamp::now(),
+    };
+    match sealed {
+        Ok(sealed_secret) => Ok(Some(stored(sealed_secret))),
+        Err(error) => {
+            undo_delegation(state, &stored(None)).await;
+            Err(ApiError::internal(error))
+        }
+    }
+}
+
+/// Revokes a credential [`delegate_credential`] created for a request that then failed.
+pub(crate) async fn undo_delegation(state: &AppState, credential: &StoredCredential) {
+    if let Err(error) = state
+        .authenticator
+        .revoke_credential(&credential.user_id, &credential.credential_id)
+        .await
+    {
+        tracing::warn!(credential.id = %credential.credential_id, %error,
+            "cannot revoke the application credential of a refused request");
+    }
+}
+
 pub(crate) async fn rotate_credentials(
     request: ResourceRequest<'_>,
     ident: &str,
@@ -224,14 +304,34 @@ pub(crate) async fn rotate_credentials(
         )));
     }
     let template = template_of(state, &cluster).await?;
-    driver_for(state, &template, Action::RotateCredentials)?;
-    start_operation(
+    let driver = driver_for(state, &template, Action::RotateCredentials)?;
+    // The new credential is recorded before the operation that applies it; the converge
+    // puts it in place and the conductor then revokes the ones before it.
+    let credential = delegate_credential(state, request.context, &*driver, cluster.uuid).await?;
+    if let Some(credential) = &credential {
+        if let Err(error) = state.store.add_cluster_credential(credential).await {
+            undo_delegation(state, credential).await;
+            return Err(error.into());
+        }
+    }
+    let started = start_operation(
         &request,
         &cluster,
         OperationKind::RotateCredentials,
         "Rotating the credentials of the cluster's nodes.",
     )
-    .await?;
+    .await;
+    if let Err(refused) = started {
+        // A refused rotation changes nothing: its credential goes again.
+        if let Some(credential) = &credential {
+            let _ = state
+                .store
+                .remove_cluster_credential(cluster.uuid, &credential.credential_id)
+                .await;
+            undo_delegation(state, credential).await;
+        }
+        return Err(refused);
+    }
     Ok(respond(
         request.context,
         StatusCode::ACCEPTED,

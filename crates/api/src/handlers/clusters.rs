@@ -502,16 +502,23 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
     let Some(operation) = &created.operation else {
         return Err(ApiError::internal("a new cluster comes with its operation"));
     };
-    let stored = match state
+    let credential =
+        super::certificates::delegate_credential(state, context, &*driver, created.cluster.uuid)
+            .await?;
+    let stored = state
         .store
-        .create_cluster(
+        .create_cluster_with_credential(
             &created.cluster,
             &created.nodegroups,
             operation,
             Some(limit),
+            credential.as_ref(),
         )
-        .await
-    {
+        .await;
+    if let (Err(_), Some(credential)) = (&stored, &credential) {
+        super::certificates::undo_delegation(state, credential).await;
+    }
+    let stored = match stored {
         Ok(stored) => stored,
         Err(StoreError::LimitReached { limit }) => return Err(limit_reached(limit)),
         Err(StoreError::NotFound) => {

@@ -1470,3 +1470,259 @@ async fn an_api_process_validates_with_the_catalog_and_watches_nothing() {
     }
     assert_eq!(watching, 6);
 }
+
+/// The application credential in a cluster's `clouds.yaml` on the management cluster.
+fn credential_in_use(server: &KubeApiServer, uuid: &str) -> (String, String) {
+    use base64::Engine as _;
+    let name = magnum_driver_capi::names::cluster_name(uuid::Uuid::parse_str(uuid).unwrap());
+    let secret = server
+        .controller("test")
+        .get(
+            &ResourceRef::core("secrets"),
+            Some(NAMESPACE),
+            &magnum_driver_capi::names::cloud_config_secret(&name),
+        )
+        .unwrap();
+    let clouds = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["clouds.yaml"].as_str().unwrap())
+        .unwrap();
+    let clouds = String::from_utf8(clouds).unwrap();
+    let value = |key: &str| {
+        clouds
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} in {clouds}"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    (
+        value("application_credential_id"),
+        value("application_credential_secret"),
+    )
+}
+
+/// What Keystone says of a login with an application credential: the user and project of
+/// its token, or the refusal's status.
+async fn application_credential_login(
+    auth_url: &str,
+    (id, secret): &(String, String),
+) -> Result<(String, String), u16> {
+    let response = reqwest::Client::new()
+        .post(format!("{auth_url}/auth/tokens"))
+        .json(
+            &json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": id, "secret": secret}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    if status != 201 {
+        return Err(status);
+    }
+    let body: Value = response.json().await.unwrap();
+    Ok((
+        body["token"]["user"]["id"].as_str().unwrap().to_owned(),
+        body["token"]["project"]["id"].as_str().unwrap().to_owned(),
+    ))
+}
+
+/// With Keystone authenticating, every cluster acts with an application credential of its
+/// own, made in its owner's name when it is created; `PATCH /v1/credentials` replaces it and
+/// revokes the old one; the delete revokes it; another tenant can do none of it, and a
+/// caller whose token cannot make credentials gets Keystone's refusal with nothing stored.
+#[tokio::test]
+async fn each_cluster_acts_with_an_application_credential_of_its_owner() {
+    use crate::keystone::{call, Fixture};
+    let fixture = Fixture::load();
+    let auth_url = fixture.auth_url().to_owned();
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    let controllers = capi.clone().spawn(Duration::from_millis(50));
+    // No shared credential and no project list: each cluster brings its own.
+    let section = drivers_section(kubeconfig.path())
+        .replace("allowed_projects = [\"default\", \"p-admin\"]\n", "")
+        .replace(
+            "[capi.credential]\napplication_credential_id = \"operator-credential\"\napplication_credential_secret = \"s3cret\"\n",
+            "",
+        );
+    let app = TestApp::spawn_with(Engine::Sqlite, Role::All, |config| {
+        fixture.configure(config, 0);
+        config.drivers = toml::from_str(&section).unwrap();
+    })
+    .await;
+    let alpha = fixture.token("alpha-member").await;
+    let alpha_user = fixture.user("alpha-member")["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alpha_project = fixture.user("alpha-member")["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let beta = fixture.token("beta-member").await;
+    let template = call(
+        &app,
+        "POST",
+        "/v1/clustertemplates",
+        &alpha,
+        Some(
+            json!({"name": "k8s", "coe": "kubernetes", "image_id": "ubuntu-2404-kube-v1.33",
+                    "external_network_id": "public", "flavor_id": "m1.medium",
+                    "master_flavor_id": "m1.large", "network_driver": "calico"}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        template.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&template.raw)
+    );
+    let reply = call(
+        &app,
+        "POST",
+        "/v1/clusters",
+        &alpha,
+        Some(json!({"name": "own", "cluster_template_id": "k8s", "node_count": 1})),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = call(&app, "GET", &format!("/v1/clusters/{uuid}"), &alpha, None).await;
+        if shown.body["status"] != "CREATE_IN_PROGRESS" {
+            assert_eq!(shown.body["status"], "CREATE_COMPLETE", "{}", shown.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", shown.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // CAPO acts as the owner, in the owner's project.
+    let first = credential_in_use(&server, &uuid);
+    assert_eq!(
+        application_credential_login(&auth_url, &first).await,
+        Ok((alpha_user.clone(), alpha_project.clone()))
+    );
+
+    // Another tenant cannot rotate it (the cluster is not theirs to see).
+    let refused = call(
+        &app,
+        "PATCH",
+        &format!("/v1/credentials/{uuid}"),
+        &beta,
+        None,
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&refused.raw)
+    );
+    assert_eq!(credential_in_use(&server, &uuid), first);
+
+    // The owner rotates it: a new one in place, the old one revoked.
+    let rotated = call(
+        &app,
+        "PATCH",
+        &format!("/v1/credentials/{uuid}"),
+        &alpha,
+        None,
+    )
+    .await;
+    assert_eq!(
+        rotated.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&rotated.raw)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let now = credential_in_use(&server, &uuid);
+        let shown = call(&app, "GET", &format!("/v1/clusters/{uuid}"), &alpha, None).await;
+        if now != first && shown.body["status"] == "UPDATE_COMPLETE" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "{}", shown.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        application_credential_login(&auth_url, &second).await,
+        Ok((alpha_user.clone(), alpha_project.clone()))
+    );
+    // Keystone answers a login with a credential it no longer has with 404.
+    let login = application_credential_login(&auth_url, &first).await;
+    assert!(
+        matches!(login, Err(401 | 404)),
+        "the replaced credential was revoked: {login:?}"
+    );
+
+    // A caller logged in with an application credential cannot make another (Keystone
+    // forbids it): the create is refused with Keystone's reason, and nothing is stored.
+    let (restricted, _) = crate::keystone::login(
+        &auth_url,
+        json!({"auth": {"identity": {"methods": ["application_credential"],
+            "application_credential": {"id": second.0, "secret": second.1}}}}),
+    )
+    .await;
+    let before = call(&app, "GET", "/v1/clusters", &alpha, None).await;
+    let refused = call(
+        &app,
+        "POST",
+        "/v1/clusters",
+        &restricted,
+        Some(json!({"name": "via-credential", "cluster_template_id": "k8s", "node_count": 1})),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        403,
+        "{}",
+        String::from_utf8_lossy(&refused.raw)
+    );
+    let message = refused.body["errors"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("application credential"),
+        "{}",
+        refused.body
+    );
+    let after = call(&app, "GET", "/v1/clusters", &alpha, None).await;
+    assert_eq!(before.body, after.body);
+
+    // Deleting the cluster revokes what it acted with.
+    let deleted = call(
+        &app,
+        "DELETE",
+        &format!("/v1/clusters/{uuid}"),
+        &alpha,
+        None,
+    )
+    .await;
+    assert_eq!(
+        deleted.status,
+        204,
+        "{}",
+        String::from_utf8_lossy(&deleted.raw)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while call(&app, "GET", &format!("/v1/clusters/{uuid}"), &alpha, None)
+        .await
+        .status
+        != 404
+    {
+        assert!(Instant::now() < deadline, "the cluster was never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Keystone answers a login with a credential it no longer has with 404.
+    let login = application_credential_login(&auth_url, &second).await;
+    assert!(
+        matches!(login, Err(401 | 404)),
+        "the deleted cluster's credential was revoked: {login:?}"
+    );
+    controllers.abort();
+}

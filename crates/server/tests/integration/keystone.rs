@@ -10,18 +10,18 @@ use serde_json::{json, Value};
 
 use crate::support::{engines, Reply, TestApp};
 
-struct Fixture(Value);
+pub(crate) struct Fixture(pub(crate) Value);
 
 impl Fixture {
-    fn load() -> Self {
+    pub(crate) fn load() -> Self {
         Self(magnum_test_support::keystone_fixture())
     }
 
-    fn auth_url(&self) -> &str {
+    pub(crate) fn auth_url(&self) -> &str {
         self.0["auth_url"].as_str().unwrap()
     }
 
-    fn user(&self, name: &str) -> &Value {
+    pub(crate) fn user(&self, name: &str) -> &Value {
         &self.0["users"][name]
     }
 
@@ -33,7 +33,7 @@ impl Fixture {
             .to_owned()
     }
 
-    fn configure(&self, config: &mut magnumd::Config, cache_seconds: u64) {
+    pub(crate) fn configure(&self, config: &mut magnumd::Config, cache_seconds: u64) {
         config.auth.strategy = magnumd::config::AuthStrategy::Keystone;
         config.auth.keystone.auth_url = self.auth_url().to_owned();
         config.auth.keystone.credentials_file =
@@ -42,7 +42,7 @@ impl Fixture {
     }
 
     /// A project-scoped token of a fixture user (or the admin).
-    async fn token(&self, user: &str) -> String {
+    pub(crate) async fn token(&self, user: &str) -> String {
         let (project, password) = if user == "admin" {
             (&self.0["admin"]["project"], &self.0["admin"]["password"])
         } else {
@@ -63,7 +63,7 @@ impl Fixture {
 }
 
 /// POST /v3/auth/tokens: the token and the validation body.
-async fn login(auth_url: &str, body: Value) -> (String, Value) {
+pub(crate) async fn login(auth_url: &str, body: Value) -> (String, Value) {
     let response = reqwest::Client::new()
         .post(format!("{auth_url}/auth/tokens"))
         .json(&body)
@@ -101,7 +101,13 @@ async fn keystone_admin(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-async fn call(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+pub(crate) async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Reply {
     let headers = [
         ("X-Auth-Token", token),
         ("OpenStack-API-Version", "container-infra latest"),
