@@ -34,14 +34,21 @@ pub trait Authenticator: Send + Sync + 'static {
         &self,
         _token: Option<&str>,
         _identity: &Identity,
+        _roles: &[String],
         _name: &str,
         _description: &str,
     ) -> Result<Option<DelegatedCredential>, KeystoneError> {
         Ok(None)
     }
 
-    /// Revokes a delegated credential that a request which failed afterwards created.
-    async fn revoke_credential(&self, _user_id: &str, _id: &str) -> Result<(), KeystoneError> {
+    /// Revokes a delegated credential that a request which failed afterwards created: with
+    /// the caller's token first, magnum-rs's own login otherwise.
+    async fn revoke_credential(
+        &self,
+        _token: Option<&str>,
+        _user_id: &str,
+        _id: &str,
+    ) -> Result<(), KeystoneError> {
         Ok(())
     }
 }
@@ -171,17 +178,33 @@ impl Authenticator for KeystoneAuth {
         &self,
         token: Option<&str>,
         identity: &Identity,
+        roles: &[String],
         name: &str,
         description: &str,
     ) -> Result<Option<DelegatedCredential>, KeystoneError> {
         let token = token.ok_or(KeystoneError::InvalidToken)?;
         self.keystone
-            .create_application_credential(token, &identity.user_id, name, description)
+            .create_application_credential(token, &identity.user_id, roles, name, description)
             .await
             .map(Some)
     }
 
-    async fn revoke_credential(&self, user_id: &str, id: &str) -> Result<(), KeystoneError> {
+    async fn revoke_credential(
+        &self,
+        token: Option<&str>,
+        user_id: &str,
+        id: &str,
+    ) -> Result<(), KeystoneError> {
+        if let Some(token) = token {
+            if self
+                .keystone
+                .delete_own_application_credential(token, user_id, id)
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
         self.keystone
             .delete_application_credential(user_id, id)
             .await

@@ -13,7 +13,7 @@ use crate::context::{add_version_headers, json_response};
 use crate::microversion::{unsupported_description, Version, MAX_VERSION, MIN_VERSION};
 
 /// An error a controller raises: code `client` (4xx) or `server` (5xx), with version headers.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
@@ -98,6 +98,7 @@ impl From<ReferenceError> for ApiError {
                 StatusCode::CONFLICT
             }
             ReferenceError::KeypairNotFound(_) => StatusCode::NOT_FOUND,
+            ReferenceError::CloudUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, error.to_string())

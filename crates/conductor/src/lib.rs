@@ -45,6 +45,8 @@ pub struct ConductorSettings {
     pub max_attempts: i64,
     /// How long an update or delete may take before it is failed.
     pub operation_timeout: Duration,
+    /// How long a replaced delegated credential stays valid after its successor is in place.
+    pub replaced_credential_grace: Duration,
 }
 
 impl ConductorSettings {
@@ -57,6 +59,7 @@ impl ConductorSettings {
             max_concurrent_operations: 16,
             max_attempts: 5,
             operation_timeout: Duration::from_secs(3600),
+            replaced_credential_grace: Duration::from_secs(86_400),
         }
     }
 }
@@ -120,6 +123,14 @@ impl Conductor {
             shutdown.clone(),
         ));
         let events = runner::spawn_event_listeners(&self.store, &self.drivers, shutdown.clone());
+        let sweep = self.revoker.clone().map(|revoker| {
+            tokio::spawn(runner::revocation_sweep(
+                self.store.clone(),
+                revoker,
+                self.settings.replaced_credential_grace,
+                shutdown.clone(),
+            ))
+        });
         runner::Runner::new(
             self.store,
             self.drivers,
@@ -132,6 +143,9 @@ impl Conductor {
         .run(shutdown)
         .await;
         let _ = heartbeat.await;
+        if let Some(sweep) = sweep {
+            let _ = sweep.await;
+        }
         for listener in events {
             listener.abort();
         }

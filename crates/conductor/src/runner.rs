@@ -156,57 +156,27 @@ impl Runner {
         self
     }
 
-    /// Revokes `credentials` in Keystone and forgets each one revoked. One that cannot be
-    /// revoked now stays recorded (while its cluster does) and is tried again after the next
-    /// change; the failure is the operator's to see, not the tenant's.
-    async fn revoke_credentials(&self, cluster: Uuid, credentials: &[StoredCredential]) {
-        let Some(revoker) = &self.revoker else {
-            return;
-        };
-        for credential in credentials {
-            match revoker
-                .revoke(&credential.user_id, &credential.credential_id)
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(cluster.id = %cluster, credential.id = %credential.credential_id,
-                        "delegated application credential revoked");
-                    if let Err(error) = self
-                        .store
-                        .remove_cluster_credential(cluster, &credential.credential_id)
-                        .await
-                    {
-                        tracing::warn!(cluster.id = %cluster, %error, "cannot forget a revoked credential");
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(cluster.id = %cluster, credential.id = %credential.credential_id,
-                        %error, "cannot revoke a delegated application credential; it stays recorded");
-                }
-            }
+    async fn revoke_credentials(&self, credentials: &[StoredCredential]) {
+        if let Some(revoker) = &self.revoker {
+            revoke_credentials(&self.store, revoker.as_ref(), credentials).await;
         }
     }
 
     /// After a change put the delegated credential `applied` in place, the ones recorded
-    /// before it go (not any added since: a rotation accepted meanwhile has yet to apply it).
+    /// before it are revoked once the grace has passed (not any added since: a rotation
+    /// accepted meanwhile has yet to apply it).
     async fn revoke_replaced_credentials(&self, cluster: Uuid, applied: Option<&str>) {
         let Some(applied) = applied else {
             return;
         };
-        match self.store.cluster_credentials(cluster).await {
-            Ok(credentials) => {
-                let Some(position) = credentials
-                    .iter()
-                    .position(|credential| credential.credential_id == applied)
-                else {
-                    return;
-                };
-                self.revoke_credentials(cluster, &credentials[..position])
-                    .await;
-            }
-            Err(error) => {
-                tracing::warn!(cluster.id = %cluster, %error, "cannot read the cluster's credentials");
-            }
+        let grace = i64::try_from(self.settings.replaced_credential_grace.as_secs()).unwrap_or(0);
+        let at = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + grace);
+        if let Err(error) = self
+            .store
+            .schedule_credential_revocation(cluster, Some(applied), at)
+            .await
+        {
+            tracing::warn!(cluster.id = %cluster, %error, "cannot schedule the revocation of replaced credentials");
         }
     }
 
@@ -521,24 +491,29 @@ impl Runner {
             .authority(cluster.uuid, "kubernetes")
             .await
             .ok();
-        let credential = if driver.delegates_credentials() {
-            match self.store.cluster_credentials(cluster.uuid).await?.pop() {
-                Some(stored) => match self.certificates.unseal_credential(&stored).await {
-                    Ok(secret) => Some(magnum_driver::ClusterCredential {
-                        id: stored.credential_id,
-                        secret,
-                        user_id: stored.user_id,
-                    }),
-                    Err(error) => {
-                        return Ok(Err(format!(
-                            "The cluster's application credential cannot be read: {error}"
-                        )))
-                    }
-                },
-                None => None,
-            }
-        } else {
-            None
+        // Whatever this process's configuration says, a cluster that was given a credential
+        // acts with it (the newest).
+        let credential = match self.store.cluster_credentials(cluster.uuid).await?.pop() {
+            Some(stored) => match self.certificates.unseal_credential(&stored).await {
+                Ok(secret) => Some(magnum_driver::ClusterCredential {
+                    id: stored.credential_id,
+                    secret,
+                    user_id: stored.user_id,
+                }),
+                // A delete does not need it: an unreadable one must not keep a cluster.
+                Err(error) if cluster.status == ClusterStatus::DeleteInProgress => {
+                    tracing::warn!(cluster.id = %cluster.uuid, %error, "the cluster's application credential cannot be read; deleting without it");
+                    None
+                }
+                Err(error) => {
+                    tracing::error!(cluster.id = %cluster.uuid, %error, "the cluster's application credential cannot be read");
+                    return Ok(Err(
+                        "The cluster's application credential cannot be read (the operator's log says why)."
+                            .to_owned(),
+                    ));
+                }
+            },
+            None => None,
         };
         Ok(Ok((
             ClusterSpec {
@@ -767,7 +742,7 @@ impl Runner {
                 // The driver is done with every credential: none outlives the cluster (the
                 // driver revokes the one in use too; a second revocation is harmless).
                 let credentials = self.store.cluster_credentials(cluster.uuid).await?;
-                self.revoke_credentials(cluster.uuid, &credentials).await;
+                self.revoke_credentials(&credentials).await;
                 self.store.purge_cluster(cluster.uuid).await?;
                 self.certificates.forget(cluster.uuid).await;
                 let mut gone = cluster;
@@ -1065,6 +1040,64 @@ mod dead_conductor_tests {
             !conductor_is_dead(&other_boot, "vm/"),
             "another machine or boot"
         );
+    }
+}
+
+/// How often at most the conductor looks for delegated credentials whose revocation is due
+/// (twice per grace when the grace is shorter), and how many it revokes per look.
+const REVOCATION_SWEEP: Duration = Duration::from_secs(60);
+const REVOCATIONS_PER_SWEEP: i64 = 100;
+
+/// Revokes `credentials` in Keystone and forgets each one revoked. One that cannot be revoked
+/// now stays recorded and is tried again by the next sweep; the failure is the operator's to
+/// see, not a tenant's.
+pub(crate) async fn revoke_credentials(
+    store: &Store,
+    revoker: &dyn magnum_driver::CredentialRevoker,
+    credentials: &[StoredCredential],
+) {
+    for credential in credentials {
+        let (cluster, id) = (credential.cluster_uuid, &credential.credential_id);
+        match revoker.revoke(&credential.user_id, id).await {
+            Ok(()) => {
+                tracing::info!(cluster.id = %cluster, credential.id = %id, "delegated application credential revoked");
+                if let Err(error) = store.remove_cluster_credential(cluster, id).await {
+                    tracing::warn!(cluster.id = %cluster, %error, "cannot forget a revoked credential");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(cluster.id = %cluster, credential.id = %id, %error,
+                    "cannot revoke a delegated application credential; the next sweep tries again");
+            }
+        }
+    }
+}
+
+/// Every [`REVOCATION_SWEEP`] (or half the grace): revokes the delegated credentials that are
+/// due (replaced and past their grace, left by a deleted cluster, or scheduled by a force
+/// delete).
+pub(crate) async fn revocation_sweep(
+    store: Store,
+    revoker: Arc<dyn magnum_driver::CredentialRevoker>,
+    grace: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let interval = (grace / 2).clamp(Duration::from_secs(1), REVOCATION_SWEEP);
+    loop {
+        match store
+            .credentials_due_for_revocation(Timestamp::now(), REVOCATIONS_PER_SWEEP)
+            .await
+        {
+            Ok(due) => revoke_credentials(&store, revoker.as_ref(), &due).await,
+            Err(error) => tracing::warn!(%error, "cannot look for credentials to revoke"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
     }
 }
 

@@ -103,43 +103,132 @@ impl Catalog {
             .flatten()
     }
 
+    /// Whether the configuration lists nothing: references are then looked up in the cloud.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+            && self.flavors.is_empty()
+            && self.external_networks.is_empty()
+            && self.fixed_networks.is_empty()
+            && self.fixed_subnets.is_empty()
+            && self.keypairs.is_empty()
+    }
+
     /// Upstream's checks of a template's or cluster's references, with its messages.
     pub fn validate(&self, references: &References<'_>) -> Result<(), ReferenceError> {
-        let boot_volume_size = match references.boot_volume_size {
-            Some(text) => text
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| ReferenceError::InvalidBootVolumeSize(text.to_owned()))?,
-            None => 0,
-        };
-        for reference in [references.flavor_id, references.master_flavor_id]
-            .into_iter()
-            .flatten()
-        {
-            let flavor = self
-                .flavor(reference)
-                .ok_or_else(|| ReferenceError::FlavorNotFound(reference.to_owned()))?;
-            if flavor.disk_gib == 0 && boot_volume_size <= 0 {
-                return Err(ReferenceError::FlavorWithoutRootDisk);
-            }
-        }
-        if let Some(reference) = references.external_network_id {
-            self.external_network(reference)?
-                .ok_or_else(|| ReferenceError::ExternalNetworkNotFound(reference.to_owned()))?;
-        }
-        if let Some(reference) = references.fixed_network {
-            self.fixed_network(reference)
-                .ok_or_else(|| ReferenceError::FixedNetworkNotFound(reference.to_owned()))?;
-        }
-        if let Some(reference) = references.fixed_subnet {
-            self.fixed_subnet(reference)
-                .ok_or_else(|| ReferenceError::FixedSubnetNotFound(reference.to_owned()))?;
-        }
-        if let Some(keypair) = references.keypair {
-            if !self.keypairs.iter().any(|known| known == keypair) {
-                return Err(ReferenceError::KeypairNotFound(keypair.to_owned()));
-            }
-        }
-        Ok(())
+        ready(validate(self, references))
     }
+}
+
+/// Where references are looked up: the configured catalog, or the cloud's Glance, Nova and
+/// Neutron (`crate::lookup`). A reference is an id or a unique name.
+#[async_trait::async_trait]
+pub trait Lookups: Send + Sync {
+    async fn image(&self, reference: &str) -> Result<Option<CatalogImage>, ReferenceError>;
+    async fn flavor(&self, reference: &str) -> Result<Option<CatalogFlavor>, ReferenceError>;
+    async fn external_network(
+        &self,
+        reference: &str,
+    ) -> Result<Option<CatalogNetwork>, ReferenceError>;
+    async fn fixed_network(
+        &self,
+        reference: &str,
+    ) -> Result<Option<CatalogNetwork>, ReferenceError>;
+    async fn fixed_subnet(&self, reference: &str)
+        -> Result<Option<CatalogNetwork>, ReferenceError>;
+    async fn has_keypair(&self, name: &str) -> Result<bool, ReferenceError>;
+}
+
+#[async_trait::async_trait]
+impl Lookups for Catalog {
+    async fn image(&self, reference: &str) -> Result<Option<CatalogImage>, ReferenceError> {
+        Catalog::image(self, reference).map(|found| found.cloned())
+    }
+    async fn flavor(&self, reference: &str) -> Result<Option<CatalogFlavor>, ReferenceError> {
+        Ok(Catalog::flavor(self, reference).cloned())
+    }
+    async fn external_network(
+        &self,
+        reference: &str,
+    ) -> Result<Option<CatalogNetwork>, ReferenceError> {
+        Catalog::external_network(self, reference).map(|found| found.cloned())
+    }
+    async fn fixed_network(
+        &self,
+        reference: &str,
+    ) -> Result<Option<CatalogNetwork>, ReferenceError> {
+        Ok(Catalog::fixed_network(self, reference).cloned())
+    }
+    async fn fixed_subnet(
+        &self,
+        reference: &str,
+    ) -> Result<Option<CatalogNetwork>, ReferenceError> {
+        Ok(Catalog::fixed_subnet(self, reference).cloned())
+    }
+    async fn has_keypair(&self, name: &str) -> Result<bool, ReferenceError> {
+        Ok(self.keypairs.iter().any(|known| known == name))
+    }
+}
+
+/// The value of a future that never waits: the catalog's lookups answer at once, so its
+/// synchronous callers share [`validate`] with the cloud's asynchronous ones.
+fn ready<T>(future: impl std::future::Future<Output = T>) -> T {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(value) => value,
+        std::task::Poll::Pending => unreachable!("a catalog lookup never waits"),
+    }
+}
+
+/// Upstream's checks of a template's or cluster's references, with its messages, against
+/// `lookups`.
+pub async fn validate(
+    lookups: &dyn Lookups,
+    references: &References<'_>,
+) -> Result<(), ReferenceError> {
+    let boot_volume_size = match references.boot_volume_size {
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| ReferenceError::InvalidBootVolumeSize(text.to_owned()))?,
+        None => 0,
+    };
+    for reference in [references.flavor_id, references.master_flavor_id]
+        .into_iter()
+        .flatten()
+    {
+        let flavor = lookups
+            .flavor(reference)
+            .await?
+            .ok_or_else(|| ReferenceError::FlavorNotFound(reference.to_owned()))?;
+        if flavor.disk_gib == 0 && boot_volume_size <= 0 {
+            return Err(ReferenceError::FlavorWithoutRootDisk);
+        }
+    }
+    if let Some(reference) = references.external_network_id {
+        lookups
+            .external_network(reference)
+            .await?
+            .ok_or_else(|| ReferenceError::ExternalNetworkNotFound(reference.to_owned()))?;
+    }
+    if let Some(reference) = references.fixed_network {
+        lookups
+            .fixed_network(reference)
+            .await?
+            .ok_or_else(|| ReferenceError::FixedNetworkNotFound(reference.to_owned()))?;
+    }
+    if let Some(reference) = references.fixed_subnet {
+        lookups
+            .fixed_subnet(reference)
+            .await?
+            .ok_or_else(|| ReferenceError::FixedSubnetNotFound(reference.to_owned()))?;
+    }
+    if let Some(keypair) = references.keypair {
+        if !lookups.has_keypair(keypair).await? {
+            return Err(ReferenceError::KeypairNotFound(keypair.to_owned()));
+        }
+    }
+    Ok(())
 }

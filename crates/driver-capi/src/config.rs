@@ -50,6 +50,9 @@ pub struct CapiConfig {
     /// "keystone"`). Then `credential` and `allowed_projects` are optional: no cluster sees
     /// another's credential. Default: on exactly when Keystone authenticates.
     pub delegated_credentials: Option<bool>,
+    /// The roles a delegated credential gets (each must be the owner's on the project);
+    /// empty: all of the owner's. Magnum's `[trust] roles`.
+    pub credential_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -113,6 +116,7 @@ impl Default for CapiConfig {
             delete_load_balancers: true,
             ca_rotation: false,
             delegated_credentials: None,
+            credential_roles: Vec::new(),
         }
     }
 }
@@ -256,6 +260,7 @@ impl CapiConfig {
             delete_load_balancers: self.delete_load_balancers,
             ca_rotation: self.ca_rotation,
             delegated_credentials: delegated,
+            credential_roles: self.credential_roles.clone(),
             resync_interval: std::time::Duration::from_secs(300),
         })
     }
@@ -273,11 +278,12 @@ impl CapiConfig {
 }
 
 /// Gives each cluster the credential delegated to it in its owner's name
-/// (`ClusterSpec::credential`) or, without one, the configured shared credential; revokes
-/// delegated ones through `revoker`, never the shared one (it is the operator's).
+/// (`ClusterSpec::credential`) or, without one, the configured shared credential, and that
+/// only to clusters of `shared_projects` (delegation lets `allowed_projects` be empty: the
+/// operator's credential must not go to every project then).
 pub struct ConfiguredCredential {
     pub shared: Option<ApplicationCredential>,
-    pub revoker: Option<std::sync::Arc<dyn magnum_driver::CredentialRevoker>>,
+    pub shared_projects: Vec<String>,
 }
 
 #[async_trait::async_trait]
@@ -292,18 +298,12 @@ impl crate::driver::CredentialIssuer for ConfiguredCredential {
                 secret: delegated.secret.clone(),
             });
         }
-        self.shared.clone().ok_or_else(|| {
-            "This cluster has no application credential of its own (it was created before drivers.capi.delegated_credentials was turned on): rotate its credentials (PATCH /v1/credentials/<cluster>) to give it one.".to_owned()
-        })
-    }
-
-    async fn revoke(&self, owner: &str, id: &str) -> Result<(), String> {
-        if self.shared.as_ref().is_some_and(|shared| shared.id == id) {
-            return Ok(());
-        }
-        match &self.revoker {
-            Some(revoker) => revoker.revoke(owner, id).await,
-            None => Ok(()),
+        let project = &spec.cluster.project_id;
+        match &self.shared {
+            Some(shared) if self.shared_projects.iter().any(|allowed| allowed == project) => {
+                Ok(shared.clone())
+            }
+            _ => Err("This cluster has no application credential of its own (it was created before drivers.capi.delegated_credentials was on): rotate its credentials (PATCH /v1/credentials/<cluster>) to give it one.".to_owned()),
         }
     }
 }

@@ -17,8 +17,9 @@ use tokio::sync::broadcast;
 
 use crate::addons;
 use crate::cache::ObjectCache;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Lookups};
 use crate::class;
+use crate::lookup::CloudLookups;
 use crate::management::{Kind, Management, ManagementError};
 use crate::names::{self, label, CaPurpose};
 use crate::render::{self, ApplicationCredential, ClusterInput, KeyPair, Resolved};
@@ -96,11 +97,9 @@ const EVENT_QUEUE: usize = 1024;
 /// Where each cluster's OpenStack credential comes from.
 #[async_trait::async_trait]
 pub trait CredentialIssuer: Send + Sync {
-    /// A credential for `cluster`, in its owner's name, good for CAPO and the cloud provider.
+    /// The credential `cluster` acts with now, good for CAPO and the cloud provider: the
+    /// same one until it is rotated (its lifetime, revocation included, is the conductor's).
     async fn issue(&self, spec: &ClusterSpec) -> Result<ApplicationCredential, String>;
-    /// Revokes a credential issued earlier to the user `owner`; revoking one that is gone
-    /// succeeds.
-    async fn revoke(&self, owner: &str, id: &str) -> Result<(), String>;
 }
 
 pub struct CapiDriver {
@@ -113,6 +112,89 @@ pub struct CapiDriver {
     class_variables: ClassVariables,
     events: broadcast::Sender<DriverEvent>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The OpenStack ids of what the cluster refers to, as `lookups` give them.
+async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resolved, DriverError> {
+    let mut resolved = Resolved::default();
+    let mut image_references: Vec<&str> = vec![&spec.template.image_id];
+    image_references.extend(
+        spec.nodegroups
+            .iter()
+            .filter_map(|group| group.image_id.as_deref()),
+    );
+    for reference in image_references {
+        let image = lookups
+            .image(reference)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| failed(ReferenceError::ImageNotFound(reference.to_owned())))?;
+        if reference == spec.template.image_id {
+            resolved.os_distro = image.os_distro.clone().unwrap_or_default();
+        }
+        resolved
+            .images
+            .insert(reference.to_owned(), image.id.clone());
+    }
+    let cluster = &spec.cluster;
+    let template = &spec.template;
+    let flavors = [
+        cluster.flavor_id.as_deref(),
+        cluster.master_flavor_id.as_deref(),
+        template.flavor_id.as_deref(),
+        template.master_flavor_id.as_deref(),
+    ];
+    for reference in flavors.into_iter().flatten().chain(
+        spec.nodegroups
+            .iter()
+            .filter_map(|group| group.flavor_id.as_deref()),
+    ) {
+        let flavor = lookups
+            .flavor(reference)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| failed(ReferenceError::FlavorNotFound(reference.to_owned())))?;
+        resolved
+            .flavors
+            .insert(reference.to_owned(), flavor.name.clone());
+    }
+    if let Some(reference) = template.external_network_id.as_deref() {
+        let network = lookups
+            .external_network(reference)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| {
+                failed(ReferenceError::ExternalNetworkNotFound(
+                    reference.to_owned(),
+                ))
+            })?;
+        resolved.external_network_id = Some(network.id.clone());
+    }
+    let fixed_network = cluster
+        .fixed_network
+        .as_deref()
+        .or(template.fixed_network.as_deref());
+    if let Some(reference) = fixed_network {
+        let network = lookups
+            .fixed_network(reference)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| failed(ReferenceError::FixedNetworkNotFound(reference.to_owned())))?;
+        resolved.fixed_network_id = Some(network.id.clone());
+    }
+    let fixed_subnet = cluster
+        .fixed_subnet
+        .as_deref()
+        .or(template.fixed_subnet.as_deref());
+    if let Some(reference) = fixed_subnet {
+        let subnet = lookups
+            .fixed_subnet(reference)
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| failed(ReferenceError::FixedSubnetNotFound(reference.to_owned())))?;
+        resolved.fixed_subnet_id = Some(subnet.id.clone());
+    }
+    Ok(resolved)
 }
 
 impl Drop for CapiDriver {
@@ -188,7 +270,6 @@ impl CapiDriver {
             )));
             tasks.push(tokio::spawn(reap_abandoned(
                 management.clone(),
-                credentials.clone(),
                 settings.force_delete_grace,
             )));
         }
@@ -205,83 +286,31 @@ impl CapiDriver {
         })
     }
 
-    /// The OpenStack ids of what the cluster refers to.
-    fn resolve(&self, spec: &ClusterSpec) -> Result<Resolved, DriverError> {
-        let mut resolved = Resolved::default();
-        let mut image_references: Vec<&str> = vec![&spec.template.image_id];
-        image_references.extend(
-            spec.nodegroups
-                .iter()
-                .filter_map(|group| group.image_id.as_deref()),
-        );
-        for reference in image_references {
-            let image = self
-                .catalog
-                .image(reference)
-                .map_err(failed)?
-                .ok_or_else(|| failed(ReferenceError::ImageNotFound(reference.to_owned())))?;
-            if reference == spec.template.image_id {
-                resolved.os_distro = image.os_distro.clone().unwrap_or_default();
-            }
-            resolved
-                .images
-                .insert(reference.to_owned(), image.id.clone());
+    /// The cloud as the API's caller sees it.
+    async fn caller_lookups(
+        &self,
+        caller_token: Option<&str>,
+    ) -> Result<CloudLookups<'_>, ReferenceError> {
+        let token = caller_token.ok_or_else(|| {
+            ReferenceError::DriverUnavailable(
+                "The capi driver looks references up in the cloud with the caller's Keystone token, and this request has none (configure [drivers.capi.catalog] without Keystone auth).".to_owned(),
+            )
+        })?;
+        CloudLookups::of_token(&self.cloud, token).await
+    }
+
+    /// The OpenStack ids of what the cluster refers to: from the configured catalog, or from
+    /// the cloud as the cluster's own credential sees it (what CAPO will act with).
+    async fn resolve(&self, spec: &ClusterSpec) -> Result<Resolved, DriverError> {
+        if self.catalog.is_empty() {
+            let credential = self.credentials.issue(spec).await.map_err(failed)?;
+            let lookups = CloudLookups::of_credential(&self.cloud, &credential)
+                .await
+                .map_err(failed)?;
+            resolve_with(&lookups, spec).await
+        } else {
+            resolve_with(&self.catalog, spec).await
         }
-        let cluster = &spec.cluster;
-        let template = &spec.template;
-        let flavors = [
-            cluster.flavor_id.as_deref(),
-            cluster.master_flavor_id.as_deref(),
-            template.flavor_id.as_deref(),
-            template.master_flavor_id.as_deref(),
-        ];
-        for reference in flavors.into_iter().flatten().chain(
-            spec.nodegroups
-                .iter()
-                .filter_map(|group| group.flavor_id.as_deref()),
-        ) {
-            let flavor = self
-                .catalog
-                .flavor(reference)
-                .ok_or_else(|| failed(ReferenceError::FlavorNotFound(reference.to_owned())))?;
-            resolved
-                .flavors
-                .insert(reference.to_owned(), flavor.name.clone());
-        }
-        if let Some(reference) = template.external_network_id.as_deref() {
-            let network = self
-                .catalog
-                .external_network(reference)
-                .map_err(failed)?
-                .ok_or_else(|| {
-                    failed(ReferenceError::ExternalNetworkNotFound(
-                        reference.to_owned(),
-                    ))
-                })?;
-            resolved.external_network_id = Some(network.id.clone());
-        }
-        let fixed_network = cluster
-            .fixed_network
-            .as_deref()
-            .or(template.fixed_network.as_deref());
-        if let Some(reference) = fixed_network {
-            let network = self.catalog.fixed_network(reference).ok_or_else(|| {
-                failed(ReferenceError::FixedNetworkNotFound(reference.to_owned()))
-            })?;
-            resolved.fixed_network_id = Some(network.id.clone());
-        }
-        let fixed_subnet = cluster
-            .fixed_subnet
-            .as_deref()
-            .or(template.fixed_subnet.as_deref());
-        if let Some(reference) = fixed_subnet {
-            let subnet = self
-                .catalog
-                .fixed_subnet(reference)
-                .ok_or_else(|| failed(ReferenceError::FixedSubnetNotFound(reference.to_owned())))?;
-            resolved.fixed_subnet_id = Some(subnet.id.clone());
-        }
-        Ok(resolved)
     }
 
     /// Runs `attempt` until it succeeds or is refused; while the management cluster is away
@@ -670,12 +699,8 @@ impl CapiDriver {
         for object in &objects {
             self.apply(progress, object).await?;
         }
-        if let Some(old) = previous.filter(|old| *old != credential.id) {
-            self.credentials
-                .revoke(&spec.cluster.user_id, &old)
-                .await
-                .map_err(failed)?;
-        }
+        // The one replaced is revoked by the conductor, after its grace: what in the workload
+        // cluster read it at its start still acts with it until restarted.
         Ok(())
     }
 
@@ -1063,28 +1088,20 @@ async fn mark_abandoned(
 /// they left: everything of the cluster is marked again (a converge that was still running
 /// may have written more), a Cluster still there past the grace is released from its
 /// finalizers and deleted with everything CAPI made for it (what it may have left in
-/// OpenStack is logged), and once nothing of it is left its secrets go, its credential is
-/// revoked and the marker goes. Everything it needs is on the management cluster, so a
+/// OpenStack is logged), and once nothing of it is left its secrets go and the marker goes
+/// (its credential is the conductor's to revoke, after the longest grace). Everything it needs is on the management cluster, so a
 /// restart loses nothing; one cluster's trouble never holds up another's.
-async fn reap_abandoned(
-    management: Management,
-    credentials: Arc<dyn CredentialIssuer>,
-    grace: Duration,
-) {
+async fn reap_abandoned(management: Management, grace: Duration) {
     loop {
         tokio::time::sleep(REAP_INTERVAL.min(grace)).await;
-        if let Err(error) = reap_once(&management, credentials.as_ref(), grace).await {
+        if let Err(error) = reap_once(&management, grace).await {
             tracing::warn!(%error, "cannot list the force-deleted clusters yet");
         }
     }
 }
 
 /// One pass of the reaper over every marker.
-pub async fn reap_once(
-    management: &Management,
-    credentials: &dyn CredentialIssuer,
-    grace: Duration,
-) -> Result<(), ManagementError> {
+pub async fn reap_once(management: &Management, grace: Duration) -> Result<(), ManagementError> {
     for marker in management
         .list(Kind::Secret, &format!("{ABANDONED_MARKER}=true"))
         .await?
@@ -1093,7 +1110,7 @@ pub async fn reap_once(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if let Err(error) = reap_cluster(management, credentials, grace, &marker).await {
+        if let Err(error) = reap_cluster(management, grace, &marker).await {
             tracing::warn!(cluster = %name, %error, "cannot finish a force-deleted cluster's cleanup yet");
         }
     }
@@ -1102,7 +1119,6 @@ pub async fn reap_once(
 
 async fn reap_cluster(
     management: &Management,
-    credentials: &dyn CredentialIssuer,
     grace: Duration,
     marker: &Value,
 ) -> Result<(), ManagementError> {
@@ -1173,16 +1189,8 @@ async fn reap_cluster(
     let abandoned = format!("{}={uuid},{ABANDONED}=true", label::CLUSTER_UUID);
     for kind in [Kind::Secret, Kind::ClusterResourceSet] {
         for object in management.list(kind, &abandoned).await? {
-            let annotations = &object["metadata"]["annotations"];
-            if let (Some(id), Some(owner)) = (
-                annotations[CREDENTIAL_ID].as_str(),
-                annotations[CREDENTIAL_OWNER].as_str(),
-            ) {
-                credentials
-                    .revoke(owner, id)
-                    .await
-                    .map_err(ManagementError::Unavailable)?;
-            }
+            // The credential itself is the conductor's to revoke (the force delete scheduled
+            // it for after the longest grace).
             let object_name = object["metadata"]["name"].as_str().unwrap_or_default();
             management.delete(kind, object_name).await?;
         }
@@ -1212,16 +1220,59 @@ impl Driver for CapiDriver {
             .collect()
     }
 
+    /// Without a configured catalog, images are looked up in the cloud only as a caller sees
+    /// it ([`Driver::find_image_as`]).
     fn find_image(&self, reference: &str) -> Result<Option<Image>, ReferenceError> {
         self.catalog.find_image(reference)
     }
 
+    fn looks_up_in_cloud(&self) -> bool {
+        self.catalog.is_empty()
+    }
+
+    async fn find_image_as(
+        &self,
+        caller_token: Option<&str>,
+        reference: &str,
+    ) -> Result<Option<Image>, ReferenceError> {
+        if !self.catalog.is_empty() {
+            return self.catalog.find_image(reference);
+        }
+        let lookups = self.caller_lookups(caller_token).await?;
+        Ok(lookups.image(reference).await?.map(|image| Image {
+            id: image.id,
+            name: image.name,
+            os_distro: image.os_distro,
+        }))
+    }
+
+    /// Without a configured catalog this checks nothing: the API checked the references in
+    /// the cloud as its caller ([`Driver::validate_references_as`]) before.
     fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
+        if self.catalog.is_empty() {
+            return Ok(());
+        }
         self.catalog.validate(references)
+    }
+
+    async fn validate_references_as(
+        &self,
+        caller_token: Option<&str>,
+        references: &References<'_>,
+    ) -> Result<(), ReferenceError> {
+        if !self.catalog.is_empty() {
+            return self.catalog.validate(references);
+        }
+        let lookups = self.caller_lookups(caller_token).await?;
+        crate::catalog::validate(&lookups, references).await
     }
 
     fn delegates_credentials(&self) -> bool {
         self.settings.delegated_credentials
+    }
+
+    fn delegated_roles(&self) -> Vec<String> {
+        self.settings.credential_roles.clone()
     }
 
     fn permits_project(&self, project_id: &str) -> Result<(), String> {
@@ -1257,7 +1308,7 @@ impl Driver for CapiDriver {
                 "The cluster was force-deleted: nothing more is done for it.",
             ));
         }
-        let resolved = self.resolve(spec)?;
+        let resolved = self.resolve(spec).await?;
         let mut rendered = render::render_cluster(
             &self.settings,
             ClusterInput {
@@ -1408,11 +1459,6 @@ impl Driver for CapiDriver {
             .await;
         let credential_secret_name = names::cloud_config_secret(&name);
         let resource_set_name = names::cloud_config_resource_set(&name);
-        let credential_secret = self
-            .retrying(progress, || {
-                self.management.get(Kind::Secret, &credential_secret_name)
-            })
-            .await?;
         let mut secrets: Vec<String> = CaPurpose::ALL
             .iter()
             .map(|purpose| names::ca_secret(&name, *purpose))
@@ -1428,15 +1474,7 @@ impl Driver for CapiDriver {
             self.retrying(progress, || self.management.delete(Kind::Secret, secret))
                 .await?;
         }
-        if let Some(id) = credential_secret
-            .as_ref()
-            .and_then(|secret| secret["metadata"]["annotations"][CREDENTIAL_ID].as_str())
-        {
-            self.credentials
-                .revoke(&spec.cluster.user_id, id)
-                .await
-                .map_err(failed)?;
-        }
+        // The credential is revoked by the conductor once the delete is done.
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod class;
 pub mod config;
 pub mod driver;
+pub mod lookup;
 pub mod management;
 pub mod names;
 pub mod openstack;

@@ -136,6 +136,65 @@ impl Cloud {
         })
     }
 
+    /// The session of a token someone else logged in for (the API's caller): Keystone
+    /// validates it, with its own token, and gives its project and catalog.
+    pub async fn session_of_token(&self, token: &str) -> Result<Session, CloudError> {
+        let url = format!(
+            "{}/auth/tokens",
+            self.settings.auth_url.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .get(&url)
+            .header("X-Auth-Token", token)
+            .header("X-Subject-Token", token)
+            .send()
+            .await
+            .map_err(|error| CloudError::Unavailable(format!("Keystone: {error}")))?;
+        let status = response.status();
+        let body = read_json(response, "Keystone").await;
+        if !status.is_success() {
+            return Err(classify(status, "Keystone", &body.unwrap_or_default()));
+        }
+        let body = body?;
+        let project_id = body["token"]["project"]["id"]
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| CloudError::Refused("the token is not scoped to a project".to_owned()))?
+            .to_owned();
+        Ok(Session {
+            token: token.to_owned(),
+            project_id,
+            catalog: body["token"]["catalog"].clone(),
+        })
+    }
+
+    /// GET `url` with the session's token: `None` for a 404.
+    pub async fn get(
+        &self,
+        session: &Session,
+        url: reqwest::Url,
+        service: &str,
+    ) -> Result<Option<Value>, CloudError> {
+        let response = self
+            .http
+            .get(url)
+            .header("X-Auth-Token", &session.token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|error| CloudError::Unavailable(format!("{service}: {error}")))?;
+        let status = response.status();
+        if status == 404 {
+            return Ok(None);
+        }
+        let body = read_json(response, service).await;
+        if !status.is_success() {
+            return Err(classify(status, service, &body.unwrap_or_default()));
+        }
+        body.map(Some)
+    }
+
     /// The URL of `service_type` in the session's catalog, for the configured interface and
     /// region (any region when none is configured).
     pub fn endpoint(&self, session: &Session, service_type: &str) -> Option<String> {

@@ -39,6 +39,8 @@ pub struct Settings {
     /// Whether each cluster acts with an application credential delegated in its owner's name
     /// (created by the API with the owner's token) rather than the shared one.
     pub delegated_credentials: bool,
+    /// The roles of a delegated credential; empty: all of the owner's.
+    pub credential_roles: Vec<String>,
     /// How often the health and live state of every cluster are pushed to the conductor
     /// again, changed or not (a conductor that fell behind lost events for good).
     pub resync_interval: std::time::Duration,
@@ -121,6 +123,7 @@ impl Settings {
             delete_load_balancers: true,
             ca_rotation: false,
             delegated_credentials: false,
+            credential_roles: Vec::new(),
             resync_interval: std::time::Duration::from_secs(300),
         }
     }

@@ -87,6 +87,9 @@ pub enum ReferenceError {
     /// The driver cannot work on this host (what is missing, and how to get it).
     #[error("{0}")]
     DriverUnavailable(String),
+    /// The cloud the references are looked up in does not answer now (retry later).
+    #[error("{0}")]
+    CloudUnavailable(String),
 }
 
 /// Why no driver can serve a template.
@@ -235,11 +238,44 @@ pub trait Driver: Send + Sync + 'static {
         false
     }
 
+    /// The roles a delegated credential is given (none named: all of the owner's on the
+    /// project).
+    fn delegated_roles(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The cluster types this driver builds.
     fn provides(&self) -> Vec<ClusterType>;
 
     /// Looks an image up by id or name.
     fn find_image(&self, reference: &str) -> Result<Option<Image>, ReferenceError>;
+
+    /// Whether references are looked up in the cloud as the caller sees it (then only the
+    /// `_as` checks check anything).
+    fn looks_up_in_cloud(&self) -> bool {
+        false
+    }
+
+    /// [`Driver::find_image`] as the caller sees the cloud (their Keystone token), for
+    /// drivers that look references up in the cloud rather than in their configuration.
+    async fn find_image_as(
+        &self,
+        caller_token: Option<&str>,
+        reference: &str,
+    ) -> Result<Option<Image>, ReferenceError> {
+        let _ = caller_token;
+        self.find_image(reference)
+    }
+
+    /// [`Driver::validate_references`] as the caller sees the cloud.
+    async fn validate_references_as(
+        &self,
+        caller_token: Option<&str>,
+        references: &References<'_>,
+    ) -> Result<(), ReferenceError> {
+        let _ = caller_token;
+        self.validate_references(references)
+    }
 
     /// Checks every reference that is set. The default root-disk rule of upstream applies
     /// to flavors: without a positive `boot_volume_size`, a flavor needs a root disk.
@@ -375,6 +411,43 @@ impl DriverRegistry {
                 break;
             }
         }
+        self.resolution(candidates, found, image_reference, server_type, coe)
+    }
+
+    /// [`DriverRegistry::resolve`] with images looked up as the caller (whose Keystone
+    /// token drivers that ask the cloud use: a tenant names only images it can see).
+    pub async fn resolve_as(
+        &self,
+        caller_token: Option<&str>,
+        requested_driver: Option<&str>,
+        image_reference: &str,
+        server_type: ServerType,
+        coe: Coe,
+    ) -> Result<Resolved, ResolutionError> {
+        let candidates: Vec<Arc<dyn Driver>> = match requested_driver {
+            Some(name) => vec![self
+                .by_name(name)
+                .ok_or_else(|| ResolutionError::UnknownDriver(name.to_owned()))?],
+            None => self.drivers.clone(),
+        };
+        let mut found = None;
+        for driver in &candidates {
+            if let Some(image) = driver.find_image_as(caller_token, image_reference).await? {
+                found = Some((driver.clone(), image));
+                break;
+            }
+        }
+        self.resolution(candidates, found, image_reference, server_type, coe)
+    }
+
+    fn resolution(
+        &self,
+        candidates: Vec<Arc<dyn Driver>>,
+        found: Option<(Arc<dyn Driver>, Image)>,
+        image_reference: &str,
+        server_type: ServerType,
+        coe: Coe,
+    ) -> Result<Resolved, ResolutionError> {
         let (owner, image) =
             found.ok_or_else(|| ReferenceError::ImageNotFound(image_reference.to_owned()))?;
         let os_distro = image

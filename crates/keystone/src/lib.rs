@@ -349,6 +349,7 @@ impl Keystone {
         &self,
         user_token: &str,
         user_id: &str,
+        roles: &[String],
         name: &str,
         description: &str,
     ) -> Result<DelegatedCredential, KeystoneError> {
@@ -362,11 +363,18 @@ impl Keystone {
             .post(format!("{}{path}", self.auth_url))
             .header("X-Auth-Token", user_token)
             .header("Accept", "application/json")
-            .json(&json!({"application_credential": {
-                "name": name,
-                "description": description,
-                "unrestricted": false,
-            }}))
+            .json(&{
+                let mut credential = json!({
+                    "name": name,
+                    "description": description,
+                    "unrestricted": false,
+                });
+                // None named: all of the token's roles on its project.
+                if !roles.is_empty() {
+                    credential["roles"] = roles.iter().map(|role| json!({"name": role})).collect();
+                }
+                json!({"application_credential": credential})
+            })
             .send()
             .await
             .map_err(|error| unreachable(&self.auth_url, &error))?;
@@ -387,12 +395,45 @@ impl Keystone {
                 }
             }
             401 => Err(KeystoneError::InvalidToken),
-            400 | 403 | 409 => Err(KeystoneError::Refused(format!(
+            // Not the caller's to fix: a request of ours Keystone finds wrong.
+            400 | 409 => Err(KeystoneError::Setup(format!(
+                "Keystone refused to create an application credential (HTTP {status}): {}",
+                body["error"]["message"].as_str().unwrap_or("no reason given")
+            ))),
+            403 => Err(KeystoneError::Refused(format!(
                 "Keystone refused to create an application credential for the cluster (HTTP {status}): {}",
                 body["error"]["message"].as_str().unwrap_or("no reason given")
             ))),
             other => Err(KeystoneError::Unavailable(format!(
                 "POST {path} answered HTTP {other}"
+            ))),
+        }
+    }
+
+    /// Deletes an application credential of the user of `user_token` with that token (a
+    /// user may delete their own). One that is gone already is fine.
+    pub async fn delete_own_application_credential(
+        &self,
+        user_token: &str,
+        user_id: &str,
+        id: &str,
+    ) -> Result<(), KeystoneError> {
+        let path = format!(
+            "/users/{}/application_credentials/{}",
+            percent_encode_segment(user_id),
+            percent_encode_segment(id)
+        );
+        let response = self
+            .http
+            .delete(format!("{}{path}", self.auth_url))
+            .header("X-Auth-Token", user_token)
+            .send()
+            .await
+            .map_err(|error| unreachable(&self.auth_url, &error))?;
+        match response.status().as_u16() {
+            204 | 404 => Ok(()),
+            other => Err(KeystoneError::Unavailable(format!(
+                "DELETE {path} with the user's token answered HTTP {other}"
             ))),
         }
     }

@@ -730,6 +730,7 @@ mod tests {
             user_id: "u1".to_owned(),
             sealed_secret,
             created_at: Timestamp::now(),
+            revoke_after: None,
         };
         // Sealed in the database: the text holds no secret, and it opens only for the
         // cluster and credential it was sealed for.

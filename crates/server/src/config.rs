@@ -251,6 +251,10 @@ pub struct ConductorConfig {
     pub max_attempts: i64,
     /// Seconds an update or delete may take before it is failed.
     pub operation_timeout: u64,
+    /// Seconds a cluster's replaced application credential stays valid after its successor
+    /// was put in place (0 to 604,800), for whatever in the workload cluster read the old one
+    /// at its start (the cloud provider, Cinder CSI) to be restarted.
+    pub replaced_credential_grace: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -348,6 +352,7 @@ impl Default for ConductorConfig {
             max_concurrent_operations: 16,
             max_attempts: 5,
             operation_timeout: 3600,
+            replaced_credential_grace: 86_400,
         }
     }
 }
@@ -486,6 +491,9 @@ impl Config {
         if self.conductor.max_attempts < 1 || self.conductor.operation_timeout == 0 {
             bail!("conductor.max_attempts and conductor.operation_timeout must be at least 1");
         }
+        if self.conductor.replaced_credential_grace > 604_800 {
+            bail!("conductor.replaced_credential_grace is at most 604800 seconds (a week)");
+        }
         if self.certificates.term_of_validity < 1 {
             bail!("certificates.term_of_validity must be at least 1 day");
         }
@@ -621,6 +629,12 @@ impl Config {
             Some(_) => {}
             None => capi.delegated_credentials = Some(authenticates),
         }
+        if !authenticates && capi.catalog.is_empty() {
+            bail!(
+                "drivers.capi.catalog lists nothing: without auth.strategy = \"keystone\" there \
+                 is no caller's token to look images, flavors and networks up in the cloud with"
+            );
+        }
         Ok(capi.settings(keystone)?)
     }
 
@@ -711,6 +725,7 @@ impl Config {
             max_concurrent_operations: conductor.max_concurrent_operations,
             max_attempts: conductor.max_attempts,
             operation_timeout: Duration::from_secs(conductor.operation_timeout),
+            replaced_credential_grace: Duration::from_secs(conductor.replaced_credential_grace),
         }
     }
 
@@ -791,8 +806,12 @@ mod tests {
         let mut config = load(None, &[], &Overrides::default()).unwrap();
         config.drivers.capi.kubeconfig = Some(kubeconfig);
         config.drivers.capi.auth_url = Some("https://keystone.test/v3".to_owned());
-        // noauth: no token to delegate with, so the shared credential and its projects are
+        // noauth: no token to look references up in the cloud with, so the catalog is
+        // required; nor to delegate with, so the shared credential and its projects are
         // required, and asking for delegation is an error.
+        let refused = config.capi_settings().unwrap_err().to_string();
+        assert!(refused.contains("drivers.capi.catalog"), "{refused}");
+        config.drivers.capi.catalog.keypairs = vec!["k".to_owned()];
         let refused = config.capi_settings().unwrap_err().to_string();
         assert!(refused.contains("allowed_projects"), "{refused}");
         config.drivers.capi.delegated_credentials = Some(true);

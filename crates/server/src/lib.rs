@@ -146,7 +146,6 @@ async fn drivers(
     config: &Config,
     role: Role,
     extra: &[Arc<dyn Driver>],
-    keystone: Option<&Arc<magnum_keystone::Keystone>>,
 ) -> anyhow::Result<DriverRegistry> {
     let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
@@ -159,10 +158,7 @@ async fn drivers(
                 .context("drivers.capi.kubeconfig is required")?;
             let credential = Arc::new(magnum_driver_capi::config::ConfiguredCredential {
                 shared: capi.credential(),
-                revoker: keystone.map(|keystone| {
-                    Arc::new(KeystoneRevoker(keystone.clone()))
-                        as Arc<dyn magnum_driver::CredentialRevoker>
-                }),
+                shared_projects: capi.allowed_projects.clone(),
             });
             // An API process only validates; the watches are for whoever converges.
             let driver = magnum_driver_capi::driver::CapiDriver::connect(
@@ -346,7 +342,7 @@ pub async fn start_with_drivers(
     let mut tasks = Vec::new();
     let mut address = None;
     let keystone = keystone(config)?;
-    let registry = drivers(config, role, extra_drivers, keystone.as_ref()).await?;
+    let registry = drivers(config, role, extra_drivers).await?;
     let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
     let mut audit = None;

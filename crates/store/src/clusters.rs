@@ -359,14 +359,15 @@ impl Store {
         ))
     }
 
-    /// Removes the cluster, its nodegroups and its operations. False when it was gone.
+    /// Removes the cluster, its nodegroups and its operations. False when it was gone. Its
+    /// delegated credentials stay recorded until they are revoked
+    /// ([`Store::credentials_due_for_revocation`]).
     pub async fn purge_cluster(&self, uuid: Uuid) -> Result<bool, StoreError> {
         let mut transaction = self.begin_write().await?;
         for statement in [
             "DELETE FROM nodegroup WHERE cluster_uuid = ?",
             "DELETE FROM operation WHERE cluster_uuid = ?",
             "DELETE FROM cluster_certificate WHERE cluster_uuid = ?",
-            "DELETE FROM cluster_credential WHERE cluster_uuid = ?",
         ] {
             let sql = self.sql(statement);
             sqlx::query(&sql)

@@ -231,6 +231,7 @@ pub const MIGRATIONS: &[Migration] = &[
             user_id VARCHAR(255) NOT NULL,
             sealed_secret {text},
             created_at BIGINT NOT NULL,
+            revoke_after BIGINT,
             CONSTRAINT uniq_cluster_credential UNIQUE (cluster_uuid, credential_id)
         ){table_options}"],
     },

@@ -984,6 +984,7 @@ mod clusters {
             user_id: "u-1".to_owned(),
             sealed_secret: Some(format!("sealed-{id}")),
             created_at: now(),
+            revoke_after: None,
         };
         let build = |cluster: Uuid| {
             Operation::new(
@@ -1043,13 +1044,72 @@ mod clusters {
             ids(store.cluster_credentials(wanted.uuid).await.unwrap()),
             ["c2"]
         );
-        // None for a cluster that is gone, and none left behind by one purged.
+        // Replaced ones are revoked after their grace; none is due before.
+        store
+            .add_cluster_credential(&credential(wanted.uuid, "c3"))
+            .await
+            .unwrap();
+        let at = |seconds| Timestamp::from_unix_seconds(now().unix_seconds() + seconds);
+        store
+            .schedule_credential_revocation(wanted.uuid, Some("c3"), at(100))
+            .await
+            .unwrap();
+        assert!(store
+            .credentials_due_for_revocation(at(99), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(100), 10)
+                .await
+                .unwrap()),
+            ["c2"]
+        );
+        // A schedule is never pushed back by a later one.
+        store
+            .schedule_credential_revocation(wanted.uuid, Some("c3"), at(500))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(100), 10)
+                .await
+                .unwrap()),
+            ["c2"]
+        );
+        // None for a cluster that is gone; a purged cluster's credentials stay recorded and
+        // are due at once (unless scheduled later, as a force delete does).
         let gone = store
-            .add_cluster_credential(&credential(Uuid::new_v4(), "c3"))
+            .add_cluster_credential(&credential(Uuid::new_v4(), "c4"))
             .await
             .unwrap_err();
         assert!(matches!(gone, StoreError::NotFound), "{gone}");
         assert!(store.purge_cluster(wanted.uuid).await.unwrap());
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(0), 10)
+                .await
+                .unwrap()),
+            ["c3"]
+        );
+        store
+            .schedule_credential_revocation(wanted.uuid, None, at(1000))
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(999), 10)
+                .await
+                .unwrap()),
+            ["c2"]
+        );
+        for id in ["c2", "c3"] {
+            store
+                .remove_cluster_credential(wanted.uuid, id)
+                .await
+                .unwrap();
+        }
         assert!(store
             .cluster_credentials(wanted.uuid)
             .await

@@ -217,11 +217,13 @@ pub(crate) async fn delegate_credential(
     if !driver.delegates_credentials() {
         return Ok(None);
     }
+    let token = context.auth_token.as_ref().map(|token| token.0.as_str());
     let delegated = state
         .authenticator
         .delegate_credential(
-            context.auth_token.as_ref().map(|token| token.0.as_str()),
+            token,
             &context.identity,
+            &driver.delegated_roles(),
             // Unique per user, as Keystone wants, across a cluster's rotations.
             &format!(
                 "magnum-rs-{cluster}-{}",
@@ -238,13 +240,14 @@ pub(crate) async fn delegate_credential(
                 StatusCode::UNAUTHORIZED,
                 "The request you have made requires authentication.",
             ),
-            KeystoneError::Unavailable(reason) | KeystoneError::Setup(reason) => {
+            KeystoneError::Unavailable(reason) => {
                 tracing::warn!(%reason, "cannot create a cluster's application credential: answering 503");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "The identity service is unavailable. Retry later.",
                 )
             }
+            KeystoneError::Setup(reason) => ApiError::internal(reason),
         })?;
     let Some(delegated) = delegated else {
         return Ok(None);
@@ -259,25 +262,31 @@ pub(crate) async fn delegate_credential(
         user_id: delegated.user_id.clone(),
         sealed_secret,
         created_at: magnum_domain::time::Timestamp::now(),
+        revoke_after: None,
     };
     match sealed {
         Ok(sealed_secret) => Ok(Some(stored(sealed_secret))),
         Err(error) => {
-            undo_delegation(state, &stored(None)).await;
+            undo_delegation(state, token, &stored(None)).await;
             Err(ApiError::internal(error))
         }
     }
 }
 
-/// Revokes a credential [`delegate_credential`] created for a request that then failed.
-pub(crate) async fn undo_delegation(state: &AppState, credential: &StoredCredential) {
+/// Revokes a credential [`delegate_credential`] created for a request that then failed (with
+/// the caller's own token: a user may delete their own credentials).
+pub(crate) async fn undo_delegation(
+    state: &AppState,
+    token: Option<&str>,
+    credential: &StoredCredential,
+) {
     if let Err(error) = state
         .authenticator
-        .revoke_credential(&credential.user_id, &credential.credential_id)
+        .revoke_credential(token, &credential.user_id, &credential.credential_id)
         .await
     {
-        tracing::warn!(credential.id = %credential.credential_id, %error,
-            "cannot revoke the application credential of a refused request");
+        tracing::error!(credential.id = %credential.credential_id, user.id = %credential.user_id,
+            %error, "cannot revoke the application credential of a refused request: it stays in Keystone");
     }
 }
 
@@ -305,33 +314,45 @@ pub(crate) async fn rotate_credentials(
     }
     let template = template_of(state, &cluster).await?;
     let driver = driver_for(state, &template, Action::RotateCredentials)?;
-    // The new credential is recorded before the operation that applies it; the converge
-    // puts it in place and the conductor then revokes the ones before it.
-    let credential = delegate_credential(state, request.context, &*driver, cluster.uuid).await?;
+    // A rotation the cluster's status refuses makes no credential: the operation start below
+    // gives the refusal.
+    let would_start = cluster
+        .status
+        .apply(magnum_domain::cluster::StatusEvent::UpdateStarted)
+        .is_ok();
+    let credential = if would_start {
+        delegate_credential(state, request.context, &*driver, cluster.uuid).await?
+    } else {
+        None
+    };
+    // Recorded before the operation that applies it; the converge puts it in place and the
+    // conductor schedules the revocation of the ones before it. Should the operation be
+    // refused after all (another change started in between), the credential stays recorded
+    // and the cluster's next change puts it in place: revoking it now could pull it from
+    // under a converge that already read it.
     if let Some(credential) = &credential {
         if let Err(error) = state.store.add_cluster_credential(credential).await {
-            undo_delegation(state, credential).await;
-            return Err(error.into());
+            let token = request
+                .context
+                .auth_token
+                .as_ref()
+                .map(|token| token.0.as_str());
+            undo_delegation(state, token, credential).await;
+            return Err(match error {
+                magnum_store::StoreError::NotFound => {
+                    ApiError::not_found(format!("Cluster {} could not be found.", cluster.uuid))
+                }
+                other => other.into(),
+            });
         }
     }
-    let started = start_operation(
+    start_operation(
         &request,
         &cluster,
         OperationKind::RotateCredentials,
         "Rotating the credentials of the cluster's nodes.",
     )
-    .await;
-    if let Err(refused) = started {
-        // A refused rotation changes nothing: its credential goes again.
-        if let Some(credential) = &credential {
-            let _ = state
-                .store
-                .remove_cluster_credential(cluster.uuid, &credential.credential_id)
-                .await;
-            undo_delegation(state, credential).await;
-        }
-        return Err(refused);
-    }
+    .await?;
     Ok(respond(
         request.context,
         StatusCode::ACCEPTED,

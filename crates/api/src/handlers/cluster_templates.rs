@@ -388,12 +388,17 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
     };
     let mut template = from_attributes(&attributes, coe, owner);
     check_rules(&state.settings.template_rules, &mut template)?;
-    let resolved = state.drivers.resolve(
-        template.driver.as_deref(),
-        &template.image_id,
-        template.server_type,
-        template.coe,
-    )?;
+    let token = context.auth_token.as_ref().map(|token| token.0.as_str());
+    let resolved = state
+        .drivers
+        .resolve_as(
+            token,
+            template.driver.as_deref(),
+            &template.image_id,
+            template.server_type,
+            template.coe,
+        )
+        .await?;
     state.policy.enforce(
         "clustertemplate:create",
         identity,
@@ -401,7 +406,8 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
     )?;
     resolved
         .driver
-        .validate_references(&references(&template))?;
+        .validate_references_as(token, &references(&template))
+        .await?;
     template.cluster_distro = Some(resolved.os_distro.clone());
     template.driver = Some(resolved.driver.name().to_owned());
     if (template.public || template.hidden)
@@ -464,43 +470,83 @@ pub(crate) async fn update(
     let identity = &context.identity;
     let scope = scope(state, identity, "clustertemplate:update_all_projects");
     let resolved = resolve(state, ident, scope).await?;
+    let patched = |current: &ClusterTemplate| -> Result<ClusterTemplate, ChangeError> {
+        state
+            .policy
+            .enforce("clustertemplate:update", identity, &target(current))?;
+        let mut document = match serde_json::to_value(view(current, &context.base_url)) {
+            Ok(Value::Object(document)) => document,
+            _ => return Err(ApiError::internal("a template view is a JSON object").into()),
+        };
+        apply_patch(&mut document, &operations, &PATCH_RULES)?;
+        let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
+        let coe = parse_coe(&attributes)?;
+        let mut updated = from_attributes(&attributes, coe, ServerSet::of(current));
+        check_rules(&state.settings.template_rules, &mut updated)?;
+        if (updated.public != current.public || updated.hidden != current.hidden)
+            && !state.policy.allows(
+                "clustertemplate:publish",
+                identity,
+                &Target::caller(identity),
+            )
+        {
+            return Err(publish_denied().into());
+        }
+        Ok(updated)
+    };
+    // References are checked as the caller sees the cloud before the write, which cannot
+    // wait on the cloud; the write uses that check while the template it patches is the one
+    // checked, and checks again (in the configuration) when a concurrent change came first.
+    let token = context.auth_token.as_ref().map(|token| token.0.as_str());
+    let preview = patched(&resolved).map_err(|error| error.answer(|| not_found(ident)))?;
+    let checked = match state
+        .drivers
+        .resolve_as(
+            token,
+            preview.driver.as_deref(),
+            &preview.image_id,
+            preview.server_type,
+            preview.coe,
+        )
+        .await
+    {
+        Ok(found) => found
+            .driver
+            .validate_references_as(token, &references(&preview))
+            .await
+            .map(|()| found)
+            .map_err(ApiError::from),
+        Err(error) => Err(ApiError::from(error)),
+    };
+    let same_references = |updated: &ClusterTemplate| {
+        updated.driver == preview.driver
+            && updated.image_id == preview.image_id
+            && updated.server_type == preview.server_type
+            && updated.coe == preview.coe
+            && references(updated) == references(&preview)
+    };
     let stored = state
         .store
         .modify_cluster_template(resolved.uuid, |current| -> Result<_, ChangeError> {
-            state
-                .policy
-                .enforce("clustertemplate:update", identity, &target(current))?;
-            let mut document = match serde_json::to_value(view(current, &context.base_url)) {
-                Ok(Value::Object(document)) => document,
-                _ => return Err(ApiError::internal("a template view is a JSON object").into()),
+            let mut updated = patched(current)?;
+            let resolved = if same_references(&updated) {
+                checked.clone()?
+            } else {
+                let resolved = state
+                    .drivers
+                    .resolve(
+                        updated.driver.as_deref(),
+                        &updated.image_id,
+                        updated.server_type,
+                        updated.coe,
+                    )
+                    .map_err(ApiError::from)?;
+                resolved
+                    .driver
+                    .validate_references(&references(&updated))
+                    .map_err(ApiError::from)?;
+                resolved
             };
-            apply_patch(&mut document, &operations, &PATCH_RULES)?;
-            let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
-            let coe = parse_coe(&attributes)?;
-            let mut updated = from_attributes(&attributes, coe, ServerSet::of(current));
-            check_rules(&state.settings.template_rules, &mut updated)?;
-            if (updated.public != current.public || updated.hidden != current.hidden)
-                && !state.policy.allows(
-                    "clustertemplate:publish",
-                    identity,
-                    &Target::caller(identity),
-                )
-            {
-                return Err(publish_denied().into());
-            }
-            let resolved = state
-                .drivers
-                .resolve(
-                    updated.driver.as_deref(),
-                    &updated.image_id,
-                    updated.server_type,
-                    updated.coe,
-                )
-                .map_err(ApiError::from)?;
-            resolved
-                .driver
-                .validate_references(&references(&updated))
-                .map_err(ApiError::from)?;
             if updated.cluster_distro != current.cluster_distro
                 && updated.cluster_distro.as_deref() != Some(resolved.os_distro.as_str())
             {

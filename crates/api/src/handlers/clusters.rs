@@ -388,15 +388,21 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
     let floating_ip_enabled = attributes
         .boolean("floating_ip_enabled")
         .unwrap_or(template.floating_ip_enabled);
-    driver.validate_references(&References {
-        flavor_id: flavor_id.as_deref(),
-        master_flavor_id: master_flavor_id.as_deref(),
-        external_network_id: template.external_network_id.as_deref(),
-        fixed_network: fixed_network.as_deref(),
-        fixed_subnet: fixed_subnet.as_deref(),
-        keypair: keypair.as_deref(),
-        boot_volume_size: labels.get("boot_volume_size"),
-    })?;
+    let token = context.auth_token.as_ref().map(|token| token.0.as_str());
+    driver
+        .validate_references_as(
+            token,
+            &References {
+                flavor_id: flavor_id.as_deref(),
+                master_flavor_id: master_flavor_id.as_deref(),
+                external_network_id: template.external_network_id.as_deref(),
+                fixed_network: fixed_network.as_deref(),
+                fixed_subnet: fixed_subnet.as_deref(),
+                keypair: keypair.as_deref(),
+                boot_volume_size: labels.get("boot_volume_size"),
+            },
+        )
+        .await?;
     if master_count > 1 && !master_lb_enabled {
         return Err(ApiError::bad_request(
             "master_count must be 1 when master_lb_enabled is False",
@@ -516,7 +522,7 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
         )
         .await;
     if let (Err(_), Some(credential)) = (&stored, &credential) {
-        super::certificates::undo_delegation(state, credential).await;
+        super::certificates::undo_delegation(state, token, credential).await;
     }
     let stored = match stored {
         Ok(stored) => stored,
@@ -726,6 +732,10 @@ fn patched_health_status(document: &Map<String, Value>) -> Result<Option<HealthS
     }
 }
 
+/// How long the credentials of a force-deleted cluster stay valid: the longest
+/// `force_delete_grace` (a day) and an hour.
+const FORCE_DELETED_CREDENTIAL_GRACE_SECONDS: i64 = 86_400 + 3_600;
+
 /// How long a force delete waits for the driver to start releasing the cluster's resources.
 const ABANDON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -787,6 +797,19 @@ pub(crate) async fn delete(
                 }
             }
         }
+        // Cluster API still tears the cluster down with its credential: revoked only after
+        // the longest teardown the driver allows (force_delete_grace, at most a day) and an
+        // hour more, by the conductor's sweep.
+        state
+            .store
+            .schedule_credential_revocation(
+                cluster.uuid,
+                None,
+                Timestamp::from_unix_seconds(
+                    Timestamp::now().unix_seconds() + FORCE_DELETED_CREDENTIAL_GRACE_SECONDS,
+                ),
+            )
+            .await?;
         state.store.purge_cluster(cluster.uuid).await?;
         tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
         return Ok(respond_empty(context, StatusCode::NO_CONTENT));

@@ -241,6 +241,32 @@ pub(crate) async fn create(
         .enforce("nodegroup:create", identity, &Target::caller(identity))?;
     let template = template_of(state, &cluster).await?;
     let driver = driver_for(state, &template, Action::CreateNodegroup);
+    // The flavor is checked as the caller sees the cloud before the write (which cannot wait
+    // on the cloud); the write checks it again in the driver's configuration.
+    if let Some(driver) = driver
+        .as_ref()
+        .ok()
+        .filter(|driver| driver.looks_up_in_cloud())
+    {
+        let labels = Labels::inherit(
+            &cluster.labels,
+            attributes.labels("labels"),
+            attributes.boolean("merge_labels").unwrap_or(false),
+        )
+        .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
+        let flavor_id = attributes.text("flavor_id").or(cluster.flavor_id.clone());
+        let token = context.auth_token.as_ref().map(|token| token.0.as_str());
+        driver
+            .validate_references_as(
+                token,
+                &References {
+                    flavor_id: flavor_id.as_deref(),
+                    boot_volume_size: labels.get("boot_volume_size"),
+                    ..References::default()
+                },
+            )
+            .await?;
+    }
     let request = change_request(identity);
     let new_uuid = Uuid::new_v4();
     let (_, stored) = state

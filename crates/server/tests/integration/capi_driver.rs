@@ -1550,6 +1550,8 @@ async fn each_cluster_acts_with_an_application_credential_of_its_owner() {
     let app = TestApp::spawn_with(Engine::Sqlite, Role::All, |config| {
         fixture.configure(config, 0);
         config.drivers = toml::from_str(&section).unwrap();
+        // What read the replaced credential gets 3 s to move on.
+        config.conductor.replaced_credential_grace = 3;
     })
     .await;
     let alpha = fixture.token("alpha-member").await;
@@ -1649,16 +1651,32 @@ async fn each_cluster_acts_with_an_application_credential_of_its_owner() {
         assert!(Instant::now() < deadline, "{}", shown.body);
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let rotated_at = Instant::now();
     assert_eq!(
         application_credential_login(&auth_url, &second).await,
         Ok((alpha_user.clone(), alpha_project.clone()))
     );
-    // Keystone answers a login with a credential it no longer has with 404.
-    let login = application_credential_login(&auth_url, &first).await;
-    assert!(
-        matches!(login, Err(401 | 404)),
-        "the replaced credential was revoked: {login:?}"
+    // The replaced one stays valid for its grace (the workload's cloud provider read it at
+    // its start), then the conductor revokes it; Keystone answers a login with a credential
+    // it no longer has with 404.
+    assert_eq!(
+        application_credential_login(&auth_url, &first).await,
+        Ok((alpha_user.clone(), alpha_project.clone())),
+        "the replaced credential lives through its grace"
     );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let revoked_after = loop {
+        let login = application_credential_login(&auth_url, &first).await;
+        if matches!(login, Err(401 | 404)) {
+            break rotated_at.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replaced credential was never revoked: {login:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(revoked_after >= Duration::from_secs(2), "{revoked_after:?}");
 
     // A caller logged in with an application credential cannot make another (Keystone
     // forbids it): the create is refused with Keystone's reason, and nothing is stored.
