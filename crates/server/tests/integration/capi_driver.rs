@@ -1744,3 +1744,385 @@ async fn each_cluster_acts_with_an_application_credential_of_its_owner() {
     );
     controllers.abort();
 }
+
+/// Without a configured catalog, references are looked up in the cloud: Glance, Nova and
+/// Neutron from Keystone's catalog, with the caller's token at the API (a tenant names only
+/// what it can see: another project's private image is not found) and with the cluster's own
+/// credential at converge time (the image uuid CAPO boots is the one that credential sees).
+/// Upstream's answers hold: an ambiguous name is 409, a missing keypair 404, a flavor without
+/// a root disk 400, and a cloud that is away is 503, never a stored template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_are_looked_up_in_the_cloud_as_the_caller_sees_it() {
+    use crate::keystone::{call, Fixture};
+    use magnum_test_support::cloud::CloudStandIn;
+    let fixture = Fixture::load();
+    let auth_url = fixture.auth_url().to_owned();
+    let admin = &fixture.0["admin"];
+    let admin_login = (
+        admin["user"].as_str().unwrap(),
+        admin["password"].as_str().unwrap(),
+        admin["project"].as_str().unwrap(),
+    );
+    let cloud = CloudStandIn::start(&auth_url, admin_login).await.unwrap();
+    let alpha_project = fixture.user("alpha-member")["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alpha_user = fixture.user("alpha-member")["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let beta_project = fixture.user("beta-member")["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let private_image = cloud.add_image("ubuntu-alpha", Some("ubuntu"), Some(&alpha_project));
+    cloud.add_image("shared-name", Some("ubuntu"), None);
+    cloud.add_image("shared-name", Some("ubuntu"), None);
+    cloud.add_image("no-distro", None, None);
+    cloud.add_flavor("m1.medium", 20);
+    cloud.add_flavor("m1.bfv", 0);
+    cloud.add_network("public", &beta_project, true);
+    cloud.add_network("alpha-net", &alpha_project, false);
+    cloud.add_subnet("alpha-subnet", &alpha_project);
+    cloud.add_keypair(&alpha_user, "alpha-key");
+
+    // The stand-in in a region of this test's own, so that parallel tests never share it.
+    let http = reqwest::Client::new();
+    let keystone = KeystoneAdmin {
+        http: http.clone(),
+        auth_url: auth_url.clone(),
+        token: magnum_test_support::octavia::password_token(
+            &http,
+            &auth_url,
+            admin_login.0,
+            admin_login.1,
+            admin_login.2,
+        )
+        .await
+        .unwrap(),
+    };
+    let admin_token = keystone.token.clone();
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let region = format!("cloud-{suffix}");
+    keystone
+        .call(
+            reqwest::Method::POST,
+            "/regions",
+            &admin_token,
+            Some(json!({"region": {"id": region}})),
+        )
+        .await;
+    let mut registered = Vec::new();
+    for (service_type, url) in cloud.endpoints() {
+        let service = keystone
+            .call(
+                reqwest::Method::POST,
+                "/services",
+                &admin_token,
+                Some(json!({"service": {"type": service_type, "name": format!("{service_type}-{suffix}")}})),
+            )
+            .await;
+        let service_id = service["service"]["id"].as_str().unwrap().to_owned();
+        let endpoint = keystone
+            .call(
+                reqwest::Method::POST,
+                "/endpoints",
+                &admin_token,
+                Some(
+                    json!({"endpoint": {"service_id": service_id, "interface": "public",
+                                         "url": url, "region_id": region}}),
+                ),
+            )
+            .await;
+        registered.push((
+            service_id,
+            endpoint["endpoint"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+
+    let server = management_cluster().await;
+    let kubeconfig = server.write_kubeconfig().unwrap();
+    let capi = ScriptedCapi::new(&server, NAMESPACE);
+    let controllers = capi.clone().spawn(Duration::from_millis(50));
+    // No catalog: every reference is the cloud's.
+    let mut section = drivers_section(kubeconfig.path())
+        .replace("allowed_projects = [\"default\", \"p-admin\"]\n", "")
+        .replace(
+            "auth_url = \"https://keystone.cloud.test:5000/v3\"",
+            &format!("auth_url = \"{auth_url}\"\nregion_name = \"{region}\""),
+        );
+    section.truncate(section.find("[capi.credential]").unwrap());
+    let app = TestApp::spawn_with(Engine::Sqlite, Role::All, |config| {
+        fixture.configure(config, 0);
+        config.drivers = toml::from_str(&section).unwrap();
+    })
+    .await;
+    let alpha = fixture.token("alpha-member").await;
+    let beta = fixture.token("beta-member").await;
+    let template = |name: &str, image: &str, flavor: &str, network: &str| {
+        json!({"name": name, "coe": "kubernetes", "image_id": image,
+               "external_network_id": network, "flavor_id": flavor,
+               "master_flavor_id": flavor, "network_driver": "calico",
+               "fixed_network": "alpha-net", "fixed_subnet": "alpha-subnet"})
+    };
+    let create = |token: &str, body: Value| {
+        let (app, token) = (&app, token.to_owned());
+        async move { call(app, "POST", "/v1/clustertemplates", &token, Some(body)).await }
+    };
+    let detail = |reply: &crate::support::Reply| {
+        reply.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Alpha names its own private image by name, and the rest by name too.
+    let made = create(
+        &alpha,
+        template("k8s", "ubuntu-alpha", "m1.medium", "public"),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.raw));
+    assert_eq!(made.body["cluster_distro"], "ubuntu");
+    // Beta cannot see it, as Glance would not show it.
+    let hidden = create(
+        &beta,
+        template("k8s", "ubuntu-alpha", "m1.medium", "public"),
+    )
+    .await;
+    assert_eq!(
+        hidden.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&hidden.raw)
+    );
+    assert_eq!(detail(&hidden), "Image ubuntu-alpha could not be found.");
+    let by_id = create(
+        &beta,
+        template("k8s", &private_image, "m1.medium", "public"),
+    )
+    .await;
+    assert_eq!(by_id.status, 400, "{}", String::from_utf8_lossy(&by_id.raw));
+    // Upstream's other answers.
+    let ambiguous = create(&alpha, template("a", "shared-name", "m1.medium", "public")).await;
+    assert_eq!(ambiguous.status, 409, "{}", detail(&ambiguous));
+    let no_distro = create(&alpha, template("b", "no-distro", "m1.medium", "public")).await;
+    assert_eq!(no_distro.status, 400);
+    assert_eq!(
+        detail(&no_distro),
+        "Image no-distro doesn't contain os_distro field."
+    );
+    let no_disk = create(&alpha, template("c", "ubuntu-alpha", "m1.bfv", "public")).await;
+    assert_eq!(no_disk.status, 400);
+    assert!(
+        detail(&no_disk).contains("zero root volume"),
+        "{}",
+        detail(&no_disk)
+    );
+    let no_network = create(
+        &alpha,
+        template("d", "ubuntu-alpha", "m1.medium", "nowhere"),
+    )
+    .await;
+    assert_eq!(no_network.status, 400);
+    assert_eq!(
+        detail(&no_network),
+        "Unable to find external network nowhere."
+    );
+    let climbing = create(&alpha, template("e", "ubuntu-alpha", "..", "public")).await;
+    assert_eq!(climbing.status, 400);
+    assert_eq!(detail(&climbing), "Unable to find flavor ...");
+    // A keypair is the user's own.
+    let missing_key = call(
+        &app,
+        "POST",
+        "/v1/clusters",
+        &alpha,
+        Some(json!({"name": "k", "cluster_template_id": "k8s", "keypair": "beta-key"})),
+    )
+    .await;
+    assert_eq!(missing_key.status, 404, "{}", detail(&missing_key));
+    assert_eq!(detail(&missing_key), "Unable to find keypair beta-key.");
+
+    // The cluster is built with the image uuid its own credential sees.
+    let before = cloud.seen().len();
+    let reply = call(
+        &app,
+        "POST",
+        "/v1/clusters",
+        &alpha,
+        Some(
+            json!({"name": "web", "cluster_template_id": "k8s", "keypair": "alpha-key",
+                    "node_count": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = call(&app, "GET", &format!("/v1/clusters/{uuid}"), &alpha, None).await;
+        if shown.body["status"] != "CREATE_IN_PROGRESS" {
+            assert_eq!(shown.body["status"], "CREATE_COMPLETE", "{}", shown.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", shown.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let name = magnum_driver_capi::names::cluster_name(uuid::Uuid::parse_str(&uuid).unwrap());
+    let cluster = server
+        .controller("test")
+        .get(
+            &ResourceRef::new("cluster.x-k8s.io", "v1beta2", "clusters"),
+            Some(NAMESPACE),
+            &name,
+        )
+        .unwrap();
+    assert!(
+        cluster["spec"]["topology"]
+            .to_string()
+            .contains(&private_image),
+        "{}",
+        cluster["spec"]["topology"]
+    );
+    // Every lookup was made as alpha (the caller, then the cluster's credential).
+    let lookups = &cloud.seen()[before..];
+    assert!(lookups.iter().any(|seen| seen.path.starts_with("/image/")));
+    assert!(
+        lookups.iter().all(|seen| seen.project_id == alpha_project),
+        "{lookups:?}"
+    );
+
+    // A nodegroup's flavor and a template update are looked up the same way.
+    let nodegroup = call(
+        &app,
+        "POST",
+        &format!("/v1/clusters/{uuid}/nodegroups"),
+        &alpha,
+        Some(json!({"name": "bfv", "flavor_id": "m1.bfv", "node_count": 1})),
+    )
+    .await;
+    assert_eq!(
+        nodegroup.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&nodegroup.raw)
+    );
+    assert!(
+        detail(&nodegroup).contains("zero root volume"),
+        "{}",
+        detail(&nodegroup)
+    );
+    let nodegroup = call(
+        &app,
+        "POST",
+        &format!("/v1/clusters/{uuid}/nodegroups"),
+        &alpha,
+        Some(json!({"name": "more", "flavor_id": "m1.medium", "node_count": 1})),
+    )
+    .await;
+    assert_eq!(
+        nodegroup.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&nodegroup.raw)
+    );
+    let free = create(
+        &alpha,
+        template("free", "ubuntu-alpha", "m1.medium", "public"),
+    )
+    .await;
+    assert_eq!(free.status, 201, "{}", String::from_utf8_lossy(&free.raw));
+    let patched = call(
+        &app,
+        "PATCH",
+        "/v1/clustertemplates/free",
+        &alpha,
+        Some(json!([{"op": "replace", "path": "/image_id", "value": "shared-name"}])),
+    )
+    .await;
+    assert_eq!(
+        patched.status,
+        409,
+        "{}",
+        String::from_utf8_lossy(&patched.raw)
+    );
+    let patched = call(
+        &app,
+        "PATCH",
+        "/v1/clustertemplates/free",
+        &beta,
+        Some(json!([{"op": "replace", "path": "/flavor_id", "value": "m1.bfv"}])),
+    )
+    .await;
+    assert_eq!(
+        patched.status, 404,
+        "another project's template is not found"
+    );
+    let patched = call(
+        &app,
+        "PATCH",
+        "/v1/clustertemplates/free",
+        &alpha,
+        Some(json!([{"op": "replace", "path": "/flavor_id", "value": "m1.bfv"}])),
+    )
+    .await;
+    assert_eq!(
+        patched.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&patched.raw)
+    );
+    let shown = call(&app, "GET", "/v1/clustertemplates/free", &alpha, None).await;
+    assert_eq!(shown.body["flavor_id"], "m1.medium");
+
+    // A cloud that is away: 503, and nothing stored.
+    for (service_id, endpoint_id) in &registered {
+        keystone
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/endpoints/{endpoint_id}"),
+                &admin_token,
+                Some(json!({"endpoint": {"url": "http://127.0.0.1:9/unreachable"}})),
+            )
+            .await;
+        let _ = service_id;
+    }
+    let away = create(
+        &alpha,
+        template("later", "ubuntu-alpha", "m1.medium", "public"),
+    )
+    .await;
+    assert_eq!(away.status, 503, "{}", String::from_utf8_lossy(&away.raw));
+    let listed = call(&app, "GET", "/v1/clustertemplates", &alpha, None).await;
+    assert_eq!(listed.body["clustertemplates"].as_array().unwrap().len(), 2);
+
+    for (service_id, endpoint_id) in registered {
+        keystone
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/endpoints/{endpoint_id}"),
+                &admin_token,
+                None,
+            )
+            .await;
+        keystone
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/services/{service_id}"),
+                &admin_token,
+                None,
+            )
+            .await;
+    }
+    keystone
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/regions/{region}"),
+            &admin_token,
+            None,
+        )
+        .await;
+    controllers.abort();
+}
