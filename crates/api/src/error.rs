@@ -94,9 +94,10 @@ impl From<TemplateRuleError> for ApiError {
 impl From<ReferenceError> for ApiError {
     fn from(error: ReferenceError) -> Self {
         let status = match error {
-            ReferenceError::ImageAmbiguous(_) | ReferenceError::ExternalNetworkAmbiguous(_) => {
-                StatusCode::CONFLICT
-            }
+            ReferenceError::ImageAmbiguous(_)
+            | ReferenceError::ExternalNetworkAmbiguous(_)
+            | ReferenceError::FixedNetworkAmbiguous(_)
+            | ReferenceError::FixedSubnetAmbiguous(_) => StatusCode::CONFLICT,
             ReferenceError::KeypairNotFound(_) => StatusCode::NOT_FOUND,
             ReferenceError::CloudUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,

@@ -739,8 +739,8 @@ impl Runner {
         };
         match failure {
             None => {
-                // The driver is done with every credential: none outlives the cluster (the
-                // driver revokes the one in use too; a second revocation is harmless).
+                // Nothing of the cluster needs its credentials any more: revoked now, and the
+                // sweep retries any Keystone refused (their records outlive the cluster).
                 let credentials = self.store.cluster_credentials(cluster.uuid).await?;
                 self.revoke_credentials(&credentials).await;
                 self.store.purge_cluster(cluster.uuid).await?;
@@ -1066,8 +1066,11 @@ pub(crate) async fn revoke_credentials(
                 }
             }
             Err(error) => {
-                tracing::warn!(cluster.id = %cluster, credential.id = %id, %error,
+                tracing::error!(cluster.id = %cluster, credential.id = %id, %error,
                     "cannot revoke a delegated application credential; the next sweep tries again");
+                if let Err(error) = store.record_revocation_failure(cluster, id).await {
+                    tracing::warn!(cluster.id = %cluster, %error, "cannot count a failed revocation");
+                }
             }
         }
     }

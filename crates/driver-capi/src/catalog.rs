@@ -91,16 +91,17 @@ impl Catalog {
             .map_err(|()| ReferenceError::ExternalNetworkAmbiguous(reference.to_owned()))
     }
 
-    pub fn fixed_network(&self, reference: &str) -> Option<&CatalogNetwork> {
+    pub fn fixed_network(
+        &self,
+        reference: &str,
+    ) -> Result<Option<&CatalogNetwork>, ReferenceError> {
         find(&self.fixed_networks, reference, |n| &n.id, |n| &n.name)
-            .ok()
-            .flatten()
+            .map_err(|()| ReferenceError::FixedNetworkAmbiguous(reference.to_owned()))
     }
 
-    pub fn fixed_subnet(&self, reference: &str) -> Option<&CatalogNetwork> {
+    pub fn fixed_subnet(&self, reference: &str) -> Result<Option<&CatalogNetwork>, ReferenceError> {
         find(&self.fixed_subnets, reference, |n| &n.id, |n| &n.name)
-            .ok()
-            .flatten()
+            .map_err(|()| ReferenceError::FixedSubnetAmbiguous(reference.to_owned()))
     }
 
     /// Whether the configuration lists nothing: references are then looked up in the cloud.
@@ -156,13 +157,13 @@ impl Lookups for Catalog {
         &self,
         reference: &str,
     ) -> Result<Option<CatalogNetwork>, ReferenceError> {
-        Ok(Catalog::fixed_network(self, reference).cloned())
+        Catalog::fixed_network(self, reference).map(|found| found.cloned())
     }
     async fn fixed_subnet(
         &self,
         reference: &str,
     ) -> Result<Option<CatalogNetwork>, ReferenceError> {
-        Ok(Catalog::fixed_subnet(self, reference).cloned())
+        Catalog::fixed_subnet(self, reference).map(|found| found.cloned())
     }
     async fn has_keypair(&self, name: &str) -> Result<bool, ReferenceError> {
         Ok(self.keypairs.iter().any(|known| known == name))

@@ -115,7 +115,10 @@ pub struct CapiDriver {
 }
 
 /// The OpenStack ids of what the cluster refers to, as `lookups` give them.
-async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resolved, DriverError> {
+async fn resolve_with(
+    lookups: &dyn Lookups,
+    spec: &ClusterSpec,
+) -> Result<Resolved, ReferenceError> {
     let mut resolved = Resolved::default();
     let mut image_references: Vec<&str> = vec![&spec.template.image_id];
     image_references.extend(
@@ -124,11 +127,14 @@ async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resol
             .filter_map(|group| group.image_id.as_deref()),
     );
     for reference in image_references {
+        // Each reference once: the cloud is asked at most once per name.
+        if resolved.images.contains_key(reference) {
+            continue;
+        }
         let image = lookups
             .image(reference)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| failed(ReferenceError::ImageNotFound(reference.to_owned())))?;
+            .await?
+            .ok_or_else(|| ReferenceError::ImageNotFound(reference.to_owned()))?;
         if reference == spec.template.image_id {
             resolved.os_distro = image.os_distro.clone().unwrap_or_default();
         }
@@ -149,11 +155,13 @@ async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resol
             .iter()
             .filter_map(|group| group.flavor_id.as_deref()),
     ) {
+        if resolved.flavors.contains_key(reference) {
+            continue;
+        }
         let flavor = lookups
             .flavor(reference)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| failed(ReferenceError::FlavorNotFound(reference.to_owned())))?;
+            .await?
+            .ok_or_else(|| ReferenceError::FlavorNotFound(reference.to_owned()))?;
         resolved
             .flavors
             .insert(reference.to_owned(), flavor.name.clone());
@@ -161,13 +169,8 @@ async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resol
     if let Some(reference) = template.external_network_id.as_deref() {
         let network = lookups
             .external_network(reference)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| {
-                failed(ReferenceError::ExternalNetworkNotFound(
-                    reference.to_owned(),
-                ))
-            })?;
+            .await?
+            .ok_or_else(|| ReferenceError::ExternalNetworkNotFound(reference.to_owned()))?;
         resolved.external_network_id = Some(network.id.clone());
     }
     let fixed_network = cluster
@@ -177,9 +180,8 @@ async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resol
     if let Some(reference) = fixed_network {
         let network = lookups
             .fixed_network(reference)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| failed(ReferenceError::FixedNetworkNotFound(reference.to_owned())))?;
+            .await?
+            .ok_or_else(|| ReferenceError::FixedNetworkNotFound(reference.to_owned()))?;
         resolved.fixed_network_id = Some(network.id.clone());
     }
     let fixed_subnet = cluster
@@ -189,9 +191,8 @@ async fn resolve_with(lookups: &dyn Lookups, spec: &ClusterSpec) -> Result<Resol
     if let Some(reference) = fixed_subnet {
         let subnet = lookups
             .fixed_subnet(reference)
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| failed(ReferenceError::FixedSubnetNotFound(reference.to_owned())))?;
+            .await?
+            .ok_or_else(|| ReferenceError::FixedSubnetNotFound(reference.to_owned()))?;
         resolved.fixed_subnet_id = Some(subnet.id.clone());
     }
     Ok(resolved)
@@ -301,15 +302,32 @@ impl CapiDriver {
 
     /// The OpenStack ids of what the cluster refers to: from the configured catalog, or from
     /// the cloud as the cluster's own credential sees it (what CAPO will act with).
-    async fn resolve(&self, spec: &ClusterSpec) -> Result<Resolved, DriverError> {
-        if self.catalog.is_empty() {
-            let credential = self.credentials.issue(spec).await.map_err(failed)?;
-            let lookups = CloudLookups::of_credential(&self.cloud, &credential)
-                .await
-                .map_err(failed)?;
-            resolve_with(&lookups, spec).await
-        } else {
-            resolve_with(&self.catalog, spec).await
+    async fn resolve(
+        &self,
+        spec: &ClusterSpec,
+        progress: &dyn Progress,
+    ) -> Result<Resolved, DriverError> {
+        if !self.catalog.is_empty() {
+            return resolve_with(&self.catalog, spec).await.map_err(failed);
+        }
+        let credential = self.credentials.issue(spec).await.map_err(failed)?;
+        // A cloud that is away for a while fails nothing: the conductor's deadline bounds
+        // the wait, as it does for the management cluster.
+        let mut pause = Duration::from_millis(500);
+        loop {
+            let attempt = async {
+                let lookups = CloudLookups::of_credential(&self.cloud, &credential).await?;
+                resolve_with(&lookups, spec).await
+            };
+            match attempt.await {
+                Ok(resolved) => return Ok(resolved),
+                Err(ReferenceError::CloudUnavailable(reason)) => {
+                    progress.report(reason).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                Err(refused) => return Err(failed(refused)),
+            }
         }
     }
 
@@ -1308,7 +1326,7 @@ impl Driver for CapiDriver {
                 "The cluster was force-deleted: nothing more is done for it.",
             ));
         }
-        let resolved = self.resolve(spec).await?;
+        let resolved = self.resolve(spec, progress).await?;
         let mut rendered = render::render_cluster(
             &self.settings,
             ClusterInput {

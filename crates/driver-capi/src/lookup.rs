@@ -11,10 +11,14 @@ use crate::openstack::{Cloud, CloudError, Session};
 
 /// Most entries one list request asks for (a name matches a handful; flavors are listed).
 const LIST_LIMIT: usize = 1000;
+/// How long all the lookups of one check (one request, or one converge's resolution) may
+/// take together, whatever each request's own 15 s.
+const LOOKUPS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct CloudLookups<'a> {
     cloud: &'a Cloud,
     session: Session,
+    deadline: tokio::time::Instant,
 }
 
 fn unavailable(error: CloudError) -> ReferenceError {
@@ -30,7 +34,11 @@ fn unavailable(error: CloudError) -> ReferenceError {
 
 impl<'a> CloudLookups<'a> {
     pub fn new(cloud: &'a Cloud, session: Session) -> Self {
-        Self { cloud, session }
+        Self {
+            cloud,
+            session,
+            deadline: tokio::time::Instant::now() + LOOKUPS_DEADLINE,
+        }
     }
 
     /// Lookups as the holder of `token` (the API's caller) sees the cloud.
@@ -63,9 +71,14 @@ impl<'a> CloudLookups<'a> {
     }
 
     async fn get(&self, url: reqwest::Url, service: &str) -> Result<Option<Value>, ReferenceError> {
-        self.cloud
-            .get(&self.session, url, service)
+        tokio::time::timeout_at(self.deadline, self.cloud.get(&self.session, url, service))
             .await
+            .map_err(|_| {
+                ReferenceError::CloudUnavailable(format!(
+                    "The cloud took more than {} s to answer about the references.",
+                    LOOKUPS_DEADLINE.as_secs()
+                ))
+            })?
             .map_err(unavailable)
     }
 
@@ -82,11 +95,15 @@ impl<'a> CloudLookups<'a> {
         url.query_pairs_mut()
             .extend_pairs(query)
             .append_pair("limit", &LIST_LIMIT.to_string());
-        Ok(self
-            .get(url, service)
-            .await?
+        // A list that is not there is a wrong endpoint, not an empty answer.
+        let body = self.get(url, service).await?;
+        body.as_ref()
             .and_then(|body| body[key].as_array().cloned())
-            .unwrap_or_default())
+            .ok_or_else(|| {
+                ReferenceError::CloudUnavailable(format!(
+                    "{service} answered {path} without a list of {key}: is the catalog's {service_type} endpoint right?"
+                ))
+            })
     }
 
     /// A network or subnet by id, else by unique name; several of one name are `ambiguous`.
@@ -102,6 +119,7 @@ impl<'a> CloudLookups<'a> {
         if external {
             filters.push(("router:external", "true"));
         }
+        let own = self.session.project_id();
         for key in ["id", "name"] {
             let mut query = filters.clone();
             query.push((key, reference));
@@ -111,6 +129,15 @@ impl<'a> CloudLookups<'a> {
             let found: Vec<CatalogNetwork> = found
                 .iter()
                 .filter(|item| item[key].as_str() == Some(reference))
+                .filter(|item| !external || item["router:external"] == true)
+                // An admin's token lists every project's: only its own, shared or external
+                // ones are the caller's to name.
+                .filter(|item| {
+                    item["project_id"].as_str() == Some(own)
+                        || item["tenant_id"].as_str() == Some(own)
+                        || item["shared"] == true
+                        || item["router:external"] == true
+                })
                 .filter_map(|item| {
                     Some(CatalogNetwork {
                         id: item["id"].as_str()?.to_owned(),
@@ -168,10 +195,17 @@ impl Lookups for CloudLookups<'_> {
     async fn image(&self, reference: &str) -> Result<Option<CatalogImage>, ReferenceError> {
         if uuid::Uuid::parse_str(reference).is_ok() {
             let url = self.endpoint("image", &format!("/v2/images/{}", segment(reference)))?;
-            if let Some(image) = self.get(url, "Glance").await?.as_ref().and_then(image_of) {
-                return Ok(Some(image));
+            let by_id = self
+                .get(url, "Glance")
+                .await?
+                .as_ref()
+                .and_then(image_of)
+                .filter(|image| image.id == reference);
+            if by_id.is_some() {
+                return Ok(by_id);
             }
         }
+        let own = self.session.project_id();
         let named: Vec<CatalogImage> = self
             .list(
                 "image",
@@ -183,6 +217,15 @@ impl Lookups for CloudLookups<'_> {
             .await?
             .iter()
             .filter(|image| image["name"].as_str() == Some(reference))
+            // An admin's token lists every project's images: another project's private one
+            // of the same name must neither be chosen nor make the name ambiguous.
+            .filter(|image| {
+                image["owner"].as_str() == Some(own)
+                    || matches!(
+                        image["visibility"].as_str(),
+                        Some("public" | "community" | "shared")
+                    )
+            })
             .filter_map(image_of)
             .collect();
         match named.as_slice() {
@@ -236,37 +279,26 @@ impl Lookups for CloudLookups<'_> {
         &self,
         reference: &str,
     ) -> Result<Option<CatalogNetwork>, ReferenceError> {
-        // Upstream refuses an ambiguous fixed network as not found.
-        match self
-            .neutron(
-                "networks",
-                reference,
-                false,
-                ReferenceError::FixedNetworkNotFound,
-            )
-            .await
-        {
-            Err(ReferenceError::FixedNetworkNotFound(_)) => Ok(None),
-            other => other,
-        }
+        self.neutron(
+            "networks",
+            reference,
+            false,
+            ReferenceError::FixedNetworkAmbiguous,
+        )
+        .await
     }
 
     async fn fixed_subnet(
         &self,
         reference: &str,
     ) -> Result<Option<CatalogNetwork>, ReferenceError> {
-        match self
-            .neutron(
-                "subnets",
-                reference,
-                false,
-                ReferenceError::FixedSubnetNotFound,
-            )
-            .await
-        {
-            Err(ReferenceError::FixedSubnetNotFound(_)) => Ok(None),
-            other => other,
-        }
+        self.neutron(
+            "subnets",
+            reference,
+            false,
+            ReferenceError::FixedSubnetAmbiguous,
+        )
+        .await
     }
 
     async fn has_keypair(&self, name: &str) -> Result<bool, ReferenceError> {
@@ -274,7 +306,10 @@ impl Lookups for CloudLookups<'_> {
             return Ok(false);
         }
         let url = self.endpoint("compute", &format!("/os-keypairs/{}", segment(name)))?;
-        Ok(self.get(url, "Nova").await?.is_some())
+        Ok(self
+            .get(url, "Nova")
+            .await?
+            .is_some_and(|body| body["keypair"]["name"].as_str() == Some(name)))
     }
 }
 

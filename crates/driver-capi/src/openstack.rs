@@ -36,6 +36,13 @@ pub struct Session {
     catalog: Value,
 }
 
+impl Session {
+    /// The project the token is scoped to.
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+}
+
 /// A load balancer as Octavia lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadBalancer {

@@ -572,6 +572,20 @@ async fn a_cluster_is_created_from_applied_objects_and_its_status_follows_the_wa
         ["10.0.1.20", "10.0.1.21"]
     );
     assert!(*issuer.issued.lock().unwrap() >= 1);
+    // CAPO acts with the cluster's credential, named on its secret.
+    let cloud_config = server
+        .controller("t")
+        .get(
+            &resource("secrets"),
+            Some(NAMESPACE),
+            &format!("{NAME}-cloud-config"),
+        )
+        .unwrap();
+    assert_eq!(
+        cloud_config["metadata"]["annotations"]
+            ["magnum-rs.openstack.org/application-credential-id"],
+        "credential-1"
+    );
 
     // Every write was a server-side apply under one manager with strict validation, or the
     // creation of a generated key that must never be replaced; no PUT, no DELETE.

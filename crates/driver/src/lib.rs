@@ -78,8 +78,12 @@ pub enum ReferenceError {
     ExternalNetworkAmbiguous(String),
     #[error("Unable to find fixed network {0}.")]
     FixedNetworkNotFound(String),
+    #[error("Multiple networks exist with same name '{0}'. Please use the network ID instead.")]
+    FixedNetworkAmbiguous(String),
     #[error("Unable to find fixed subnet {0}.")]
     FixedSubnetNotFound(String),
+    #[error("Multiple subnets exist with same name '{0}'. Please use the subnet ID instead.")]
+    FixedSubnetAmbiguous(String),
     #[error("Unable to find keypair {0}.")]
     KeypairNotFound(String),
     #[error("Invalid boot_volume_size label {0:?}: expected an integer.")]

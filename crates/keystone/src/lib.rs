@@ -395,13 +395,14 @@ impl Keystone {
                 }
             }
             401 => Err(KeystoneError::InvalidToken),
-            // Not the caller's to fix: a request of ours Keystone finds wrong.
-            400 | 409 => Err(KeystoneError::Setup(format!(
-                "Keystone refused to create an application credential (HTTP {status}): {}",
+            // A role the caller lacks (drivers.capi.credential_roles) is a 400 of Keystone's.
+            400 | 403 => Err(KeystoneError::Refused(format!(
+                "Keystone refused to create an application credential for the cluster (HTTP {status}): {}",
                 body["error"]["message"].as_str().unwrap_or("no reason given")
             ))),
-            403 => Err(KeystoneError::Refused(format!(
-                "Keystone refused to create an application credential for the cluster (HTTP {status}): {}",
+            // A role name Keystone does not know (404), a name clash (409): ours to fix.
+            404 | 409 => Err(KeystoneError::Setup(format!(
+                "Keystone refused to create an application credential (HTTP {status}): {}",
                 body["error"]["message"].as_str().unwrap_or("no reason given")
             ))),
             other => Err(KeystoneError::Unavailable(format!(

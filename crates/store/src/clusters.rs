@@ -363,7 +363,28 @@ impl Store {
     /// delegated credentials stay recorded until they are revoked
     /// ([`Store::credentials_due_for_revocation`]).
     pub async fn purge_cluster(&self, uuid: Uuid) -> Result<bool, StoreError> {
+        self.purge_cluster_revoking_after(uuid, None).await
+    }
+
+    /// [`Store::purge_cluster`], scheduling in the same transaction the revocation of the
+    /// cluster's unscheduled credentials for `revoke_after` (a force delete: Cluster API still
+    /// tears the cluster down with them).
+    pub async fn purge_cluster_revoking_after(
+        &self,
+        uuid: Uuid,
+        revoke_after: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
         let mut transaction = self.begin_write().await?;
+        if let Some(at) = revoke_after {
+            sqlx::query(&self.sql(
+                "UPDATE cluster_credential SET revoke_after = ? WHERE cluster_uuid = ? \
+                 AND revoke_after IS NULL",
+            ))
+            .bind(at.unix_seconds())
+            .bind(uuid.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        }
         for statement in [
             "DELETE FROM nodegroup WHERE cluster_uuid = ?",
             "DELETE FROM operation WHERE cluster_uuid = ?",

@@ -144,7 +144,7 @@ impl Store {
             "SELECT cluster_uuid, credential_id, user_id, sealed_secret, created_at, revoke_after \
              FROM cluster_credential c WHERE revoke_after <= ? OR (revoke_after IS NULL AND \
              NOT EXISTS (SELECT 1 FROM cluster WHERE cluster.uuid = c.cluster_uuid)) \
-             ORDER BY id LIMIT ?",
+             ORDER BY revoke_attempts, id LIMIT ?",
         );
         let rows = sqlx::query(&sql)
             .bind(now.unix_seconds())
@@ -159,6 +159,24 @@ impl Store {
                 credential_of(row, cluster)
             })
             .collect()
+    }
+
+    /// Counts a failed revocation, so that credentials Keystone keeps refusing to revoke go
+    /// after the others in the next sweep instead of taking all of its turns.
+    pub async fn record_revocation_failure(
+        &self,
+        cluster_uuid: Uuid,
+        credential_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "UPDATE cluster_credential SET revoke_attempts = revoke_attempts + 1 \
+             WHERE cluster_uuid = ? AND credential_id = ?",
+        ))
+        .bind(cluster_uuid.to_string())
+        .bind(credential_id.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Forgets one credential of the cluster (after it was revoked).

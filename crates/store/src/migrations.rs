@@ -232,6 +232,7 @@ pub const MIGRATIONS: &[Migration] = &[
             sealed_secret {text},
             created_at BIGINT NOT NULL,
             revoke_after BIGINT,
+            revoke_attempts BIGINT NOT NULL DEFAULT 0,
             CONSTRAINT uniq_cluster_credential UNIQUE (cluster_uuid, credential_id)
         ){table_options}"],
     },

@@ -1104,6 +1104,25 @@ mod clusters {
                 .unwrap()),
             ["c2"]
         );
+        // Credentials Keystone keeps refusing to revoke go after the others.
+        store
+            .record_revocation_failure(wanted.uuid, "c2")
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(2000), 10)
+                .await
+                .unwrap()),
+            ["c3", "c2"]
+        );
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(2000), 1)
+                .await
+                .unwrap()),
+            ["c3"]
+        );
         for id in ["c2", "c3"] {
             store
                 .remove_cluster_credential(wanted.uuid, id)
@@ -1115,6 +1134,34 @@ mod clusters {
             .await
             .unwrap()
             .is_empty());
+        // A force delete schedules the revocation in the purge's own transaction.
+        let forced = cluster(template.uuid, "forced");
+        store
+            .create_cluster_with_credential(
+                &forced,
+                &[],
+                &build(forced.uuid),
+                None,
+                Some(&credential(forced.uuid, "f1")),
+            )
+            .await
+            .unwrap();
+        assert!(store
+            .purge_cluster_revoking_after(forced.uuid, Some(at(5000)))
+            .await
+            .unwrap());
+        assert!(store
+            .credentials_due_for_revocation(at(4999), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            ids(store
+                .credentials_due_for_revocation(at(5000), 10)
+                .await
+                .unwrap()),
+            ["f1"]
+        );
         finish(store, database).await;
     }
 

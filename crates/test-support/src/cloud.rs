@@ -41,11 +41,12 @@ pub struct Network {
     pub external: bool,
 }
 
-/// A request the stand-in answered: method, path, and the project of its token.
+/// A request the stand-in answered: method, path and query, and the project of its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub project_id: String,
 }
 
@@ -58,8 +59,8 @@ struct State {
     subnets: Vec<Network>,
     /// (user id, keypair name).
     keypairs: Vec<(String, String)>,
-    /// Token → (project, user), as Keystone validated it (None: refused).
-    tokens: HashMap<String, Option<(String, String)>>,
+    /// Token → (project, user, has the admin role), as Keystone validated it (None: refused).
+    tokens: HashMap<String, Option<(String, String, bool)>>,
     seen: Vec<Seen>,
 }
 
@@ -224,7 +225,7 @@ fn not_found(what: &str) -> Response<Full<Bytes>> {
 }
 
 /// The project and user of a token, as Keystone says (cached); None when it refuses it.
-async fn owner_of(shared: &Shared, token: &str) -> Result<Option<(String, String)>, String> {
+async fn owner_of(shared: &Shared, token: &str) -> Result<Option<(String, String, bool)>, String> {
     if let Some(known) = shared.state.lock().unwrap().tokens.get(token) {
         return Ok(known.clone());
     }
@@ -238,11 +239,16 @@ async fn owner_of(shared: &Shared, token: &str) -> Result<Option<(String, String
         .map_err(|error| error.to_string())?;
     let owner = if response.status().is_success() {
         let body: Value = response.json().await.map_err(|error| error.to_string())?;
+        let admin = body["token"]["roles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|role| role["name"] == "admin");
         match (
             body["token"]["project"]["id"].as_str(),
             body["token"]["user"]["id"].as_str(),
         ) {
-            (Some(project), Some(user)) => Some((project.to_owned(), user.to_owned())),
+            (Some(project), Some(user)) => Some((project.to_owned(), user.to_owned(), admin)),
             _ => None,
         }
     } else if response.status() == StatusCode::NOT_FOUND
@@ -308,7 +314,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             json!({"error": "Authentication required"}),
         );
     };
-    let (project, user) = match owner_of(shared, &token).await {
+    let (project, user, admin) = match owner_of(shared, &token).await {
         Ok(Some(owner)) => owner,
         Ok(None) => {
             return respond(
@@ -319,7 +325,8 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
         Err(error) => return respond(StatusCode::SERVICE_UNAVAILABLE, json!({"error": error})),
     };
     let path = request.uri().path().trim_end_matches('/').to_owned();
-    let query = query_pairs(request.uri().query().unwrap_or_default());
+    let raw_query = request.uri().query().unwrap_or_default().to_owned();
+    let query = query_pairs(&raw_query);
     let filter = |key: &str| {
         query
             .iter()
@@ -330,18 +337,30 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     state.seen.push(Seen {
         method: request.method().to_string(),
         path: path.clone(),
+        query: raw_query,
         project_id: project.clone(),
     });
     if request.method() != Method::GET {
         return respond(StatusCode::METHOD_NOT_ALLOWED, json!({}));
     }
+    // As the services do, an admin's token sees every project's.
     let visible_image = |image: &&Image| {
-        image
-            .project_id
-            .as_ref()
-            .is_none_or(|owner| *owner == project)
+        admin
+            || image
+                .project_id
+                .as_ref()
+                .is_none_or(|owner| *owner == project)
     };
-    let visible_network = |network: &&Network| network.external || network.project_id == project;
+    let visible_network =
+        |network: &&Network| admin || network.external || network.project_id == project;
+    // Nova answers its version document at its root: a lookup that climbed there must not
+    // read it as a keypair or a flavor.
+    if path == "/compute/v2.1" {
+        return respond(
+            StatusCode::OK,
+            json!({"version": {"id": "v2.1", "status": "CURRENT"}}),
+        );
+    }
     if path == "/image/v2/images" {
         let name = filter("name");
         let images: Vec<Value> = state
@@ -401,7 +420,13 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     let (collection, items) = match path.as_str() {
         "/network/v2.0/networks" => ("networks", &state.networks),
         "/network/v2.0/subnets" => ("subnets", &state.subnets),
-        _ => return not_found("The resource"),
+        // A path no service has: the driver asked the wrong thing, not for a missing item.
+        _ => {
+            return respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("no such path {path}")}),
+            )
+        }
     };
     let (id, name, external) = (filter("id"), filter("name"), filter("router:external"));
     let found: Vec<Value> = items

@@ -205,6 +205,77 @@ pub(crate) async fn rotate_ca(
     ))
 }
 
+/// How long a credential whose request ended without recording it is left alone before it is
+/// revoked: a commit whose answer was lost may still have recorded it.
+const UNRECORDED_CREDENTIAL_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A credential made for a request and not recorded yet. Unless [`PendingDelegation::recorded`]
+/// says it was, dropping it — a refused write, an error, a request cancelled by a client
+/// that went away — revokes it in the background once the store shows it was not recorded
+/// after all, so that no credential outlives its request unrecorded.
+pub(crate) struct PendingDelegation {
+    credential: StoredCredential,
+    release: Option<Release>,
+}
+
+struct Release {
+    authenticator: std::sync::Arc<dyn crate::Authenticator>,
+    store: magnum_store::Store,
+    token: Option<String>,
+}
+
+impl PendingDelegation {
+    pub(crate) fn credential(&self) -> &StoredCredential {
+        &self.credential
+    }
+
+    /// The credential is in the store: it lives with its cluster now.
+    pub(crate) fn recorded(mut self) {
+        self.release = None;
+    }
+}
+
+impl Drop for PendingDelegation {
+    fn drop(&mut self) {
+        let Some(release) = self.release.take() else {
+            return;
+        };
+        let credential = self.credential.clone();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(credential.id = %credential.credential_id, user.id = %credential.user_id,
+                "an unrecorded application credential cannot be revoked: it stays in Keystone");
+            return;
+        };
+        runtime.spawn(async move {
+            tokio::time::sleep(UNRECORDED_CREDENTIAL_DELAY).await;
+            match release.store.cluster_credentials(credential.cluster_uuid).await {
+                Ok(recorded)
+                    if recorded
+                        .iter()
+                        .any(|kept| kept.credential_id == credential.credential_id) => {}
+                Ok(_) => {
+                    if let Err(error) = release
+                        .authenticator
+                        .revoke_credential(
+                            release.token.as_deref(),
+                            &credential.user_id,
+                            &credential.credential_id,
+                        )
+                        .await
+                    {
+                        tracing::error!(credential.id = %credential.credential_id, user.id = %credential.user_id,
+                            %error, "cannot revoke the application credential of a refused request: it stays in Keystone");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(credential.id = %credential.credential_id, user.id = %credential.user_id,
+                        %error, "cannot tell whether an application credential was recorded: it stays in Keystone");
+                }
+            }
+        });
+    }
+}
+
 /// A Keystone application credential for `cluster`, created in the caller's name with the
 /// caller's token and sealed for storage, when the cluster's driver acts with one (and the
 /// service has Keystone to delegate with): `None` otherwise.
@@ -213,7 +284,7 @@ pub(crate) async fn delegate_credential(
     context: &RequestContext,
     driver: &dyn Driver,
     cluster: uuid::Uuid,
-) -> Result<Option<StoredCredential>, ApiError> {
+) -> Result<Option<PendingDelegation>, ApiError> {
     if !driver.delegates_credentials() {
         return Ok(None);
     }
@@ -264,29 +335,22 @@ pub(crate) async fn delegate_credential(
         created_at: magnum_domain::time::Timestamp::now(),
         revoke_after: None,
     };
+    // From here on, whatever happens to the request, the credential is recorded or revoked
+    // (with the caller's own token first: a user may delete their own credentials).
+    let pending = |sealed_secret| PendingDelegation {
+        credential: stored(sealed_secret),
+        release: Some(Release {
+            authenticator: state.authenticator.clone(),
+            store: state.store.clone(),
+            token: token.map(str::to_owned),
+        }),
+    };
     match sealed {
-        Ok(sealed_secret) => Ok(Some(stored(sealed_secret))),
+        Ok(sealed_secret) => Ok(Some(pending(sealed_secret))),
         Err(error) => {
-            undo_delegation(state, token, &stored(None)).await;
+            drop(pending(None));
             Err(ApiError::internal(error))
         }
-    }
-}
-
-/// Revokes a credential [`delegate_credential`] created for a request that then failed (with
-/// the caller's own token: a user may delete their own credentials).
-pub(crate) async fn undo_delegation(
-    state: &AppState,
-    token: Option<&str>,
-    credential: &StoredCredential,
-) {
-    if let Err(error) = state
-        .authenticator
-        .revoke_credential(token, &credential.user_id, &credential.credential_id)
-        .await
-    {
-        tracing::error!(credential.id = %credential.credential_id, user.id = %credential.user_id,
-            %error, "cannot revoke the application credential of a refused request: it stays in Keystone");
     }
 }
 
@@ -330,14 +394,12 @@ pub(crate) async fn rotate_credentials(
     // refused after all (another change started in between), the credential stays recorded
     // and the cluster's next change puts it in place: revoking it now could pull it from
     // under a converge that already read it.
-    if let Some(credential) = &credential {
-        if let Err(error) = state.store.add_cluster_credential(credential).await {
-            let token = request
-                .context
-                .auth_token
-                .as_ref()
-                .map(|token| token.0.as_str());
-            undo_delegation(state, token, credential).await;
+    if let Some(pending) = credential {
+        if let Err(error) = state
+            .store
+            .add_cluster_credential(pending.credential())
+            .await
+        {
             return Err(match error {
                 magnum_store::StoreError::NotFound => {
                     ApiError::not_found(format!("Cluster {} could not be found.", cluster.uuid))
@@ -345,6 +407,7 @@ pub(crate) async fn rotate_credentials(
                 other => other.into(),
             });
         }
+        pending.recorded();
     }
     start_operation(
         &request,

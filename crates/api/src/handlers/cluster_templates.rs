@@ -518,6 +518,9 @@ pub(crate) async fn update(
             .map_err(ApiError::from),
         Err(error) => Err(ApiError::from(error)),
     };
+    let preview_driver_looks_up_in_cloud = checked
+        .as_ref()
+        .is_ok_and(|found| found.driver.looks_up_in_cloud());
     let same_references = |updated: &ClusterTemplate| {
         updated.driver == preview.driver
             && updated.image_id == preview.image_id
@@ -531,6 +534,12 @@ pub(crate) async fn update(
             let mut updated = patched(current)?;
             let resolved = if same_references(&updated) {
                 checked.clone()?
+            } else if preview_driver_looks_up_in_cloud {
+                // The cloud cannot be asked inside the write: the caller asks again.
+                return Err(ApiError::conflict(
+                    "The cluster template was changed while this update was checked; retry it.",
+                )
+                .into());
             } else {
                 let resolved = state
                     .drivers

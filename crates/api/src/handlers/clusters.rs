@@ -389,6 +389,16 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
         .boolean("floating_ip_enabled")
         .unwrap_or(template.floating_ip_enabled);
     let token = context.auth_token.as_ref().map(|token| token.0.as_str());
+    // As upstream, the template's image too: the caller must see it (a public template may
+    // name an image only its owner's project sees).
+    if driver.looks_up_in_cloud()
+        && driver
+            .find_image_as(token, &template.image_id)
+            .await?
+            .is_none()
+    {
+        return Err(magnum_driver::ReferenceError::ImageNotFound(template.image_id.clone()).into());
+    }
     driver
         .validate_references_as(
             token,
@@ -518,11 +528,12 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
             &created.nodegroups,
             operation,
             Some(limit),
-            credential.as_ref(),
+            credential.as_ref().map(|pending| pending.credential()),
         )
         .await;
-    if let (Err(_), Some(credential)) = (&stored, &credential) {
-        super::certificates::undo_delegation(state, token, credential).await;
+    // Recorded with the cluster; otherwise the guard revokes it once it is sure it was not.
+    if let (Ok(_), Some(pending)) = (&stored, credential) {
+        pending.recorded();
     }
     let stored = match stored {
         Ok(stored) => stored,
@@ -802,15 +813,13 @@ pub(crate) async fn delete(
         // hour more, by the conductor's sweep.
         state
             .store
-            .schedule_credential_revocation(
+            .purge_cluster_revoking_after(
                 cluster.uuid,
-                None,
-                Timestamp::from_unix_seconds(
+                Some(Timestamp::from_unix_seconds(
                     Timestamp::now().unix_seconds() + FORCE_DELETED_CREDENTIAL_GRACE_SECONDS,
-                ),
+                )),
             )
             .await?;
-        state.store.purge_cluster(cluster.uuid).await?;
         tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
         return Ok(respond_empty(context, StatusCode::NO_CONTENT));
     }

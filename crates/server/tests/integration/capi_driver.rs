@@ -1785,6 +1785,8 @@ async fn references_are_looked_up_in_the_cloud_as_the_caller_sees_it() {
     cloud.add_network("public", &beta_project, true);
     cloud.add_network("alpha-net", &alpha_project, false);
     cloud.add_subnet("alpha-subnet", &alpha_project);
+    cloud.add_network("dup-net", &alpha_project, false);
+    cloud.add_network("dup-net", &alpha_project, false);
     cloud.add_keypair(&alpha_user, "alpha-key");
 
     // The stand-in in a region of this test's own, so that parallel tests never share it.
@@ -1930,9 +1932,62 @@ async fn references_are_looked_up_in_the_cloud_as_the_caller_sees_it() {
         detail(&no_network),
         "Unable to find external network nowhere."
     );
+    let mut duplicate = template("f", "ubuntu-alpha", "m1.medium", "public");
+    duplicate["fixed_network"] = json!("dup-net");
+    let ambiguous_network = create(&alpha, duplicate).await;
+    assert_eq!(
+        ambiguous_network.status,
+        409,
+        "{}",
+        detail(&ambiguous_network)
+    );
+    assert_eq!(
+        detail(&ambiguous_network),
+        "Multiple networks exist with same name 'dup-net'. Please use the network ID instead."
+    );
+    // An admin's token sees every project's images (as Glance shows them): another project's
+    // private image is still not the admin's to name.
+    let admin_token = fixture.token("admin").await;
+    let foreign = create(
+        &admin_token,
+        template("g", "ubuntu-alpha", "m1.medium", "public"),
+    )
+    .await;
+    assert_eq!(
+        foreign.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&foreign.raw)
+    );
+    assert_eq!(detail(&foreign), "Image ubuntu-alpha could not be found.");
+    // "." and ".." name nothing: never a path that climbs to a service's root.
     let climbing = create(&alpha, template("e", "ubuntu-alpha", "..", "public")).await;
     assert_eq!(climbing.status, 400);
     assert_eq!(detail(&climbing), "Unable to find flavor ...");
+    let climbing_key = call(
+        &app,
+        "POST",
+        "/v1/clusters",
+        &alpha,
+        Some(json!({"name": "k", "cluster_template_id": "k8s", "keypair": ".."})),
+    )
+    .await;
+    assert_eq!(climbing_key.status, 404, "{}", detail(&climbing_key));
+    assert!(
+        cloud.seen().iter().all(|seen| seen.path != "/compute/v2.1"),
+        "{:?}",
+        cloud.seen()
+    );
+    // Lists are asked bounded, and external networks by their flag.
+    assert!(cloud
+        .seen()
+        .iter()
+        .filter(|seen| seen.path == "/network/v2.0/networks")
+        .all(|seen| seen.query.contains("limit=1000")));
+    assert!(cloud
+        .seen()
+        .iter()
+        .any(|seen| seen.query.contains("router%3Aexternal=true")));
     // A keypair is the user's own.
     let missing_key = call(
         &app,
