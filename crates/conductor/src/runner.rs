@@ -493,7 +493,12 @@ impl Runner {
             .ok();
         // Whatever this process's configuration says, a cluster that was given a credential
         // acts with it (the newest).
-        let credential = match self.store.cluster_credentials(cluster.uuid).await?.pop() {
+        let recorded = if driver.may_hold_credentials() {
+            self.store.cluster_credentials(cluster.uuid).await?
+        } else {
+            Vec::new()
+        };
+        let credential = match recorded.into_iter().last() {
             Some(stored) => match self.certificates.unseal_credential(&stored).await {
                 Ok(secret) => Some(magnum_driver::ClusterCredential {
                     id: stored.credential_id,

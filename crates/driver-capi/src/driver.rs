@@ -1289,6 +1289,12 @@ impl Driver for CapiDriver {
         self.settings.delegated_credentials
     }
 
+    /// Whatever this process's configuration says: another process (or an earlier
+    /// configuration) may have given a cluster its credential.
+    fn may_hold_credentials(&self) -> bool {
+        true
+    }
+
     fn delegated_roles(&self) -> Vec<String> {
         self.settings.credential_roles.clone()
     }

@@ -242,6 +242,13 @@ pub trait Driver: Send + Sync + 'static {
         false
     }
 
+    /// Whether clusters of this driver may hold delegated credentials (given them when this
+    /// or another process delegated), so that the conductor looks for them; drivers that never
+    /// delegate spare every operation that query.
+    fn may_hold_credentials(&self) -> bool {
+        self.delegates_credentials()
+    }
+
     /// The roles a delegated credential is given (none named: all of the owner's on the
     /// project).
     fn delegated_roles(&self) -> Vec<String> {
