@@ -409,12 +409,7 @@ impl DriverRegistry {
         server_type: ServerType,
         coe: Coe,
     ) -> Result<Resolved, ResolutionError> {
-        let candidates: Vec<Arc<dyn Driver>> = match requested_driver {
-            Some(name) => vec![self
-                .by_name(name)
-                .ok_or_else(|| ResolutionError::UnknownDriver(name.to_owned()))?],
-            None => self.drivers.clone(),
-        };
+        let candidates = self.candidates(requested_driver)?;
         let mut found = None;
         for driver in &candidates {
             if let Some(image) = driver.find_image(image_reference)? {
@@ -435,12 +430,7 @@ impl DriverRegistry {
         server_type: ServerType,
         coe: Coe,
     ) -> Result<Resolved, ResolutionError> {
-        let candidates: Vec<Arc<dyn Driver>> = match requested_driver {
-            Some(name) => vec![self
-                .by_name(name)
-                .ok_or_else(|| ResolutionError::UnknownDriver(name.to_owned()))?],
-            None => self.drivers.clone(),
-        };
+        let candidates = self.candidates(requested_driver)?;
         let mut found = None;
         for driver in &candidates {
             if let Some(image) = driver.find_image_as(caller_token, image_reference).await? {
@@ -449,6 +439,19 @@ impl DriverRegistry {
             }
         }
         self.resolution(candidates, found, image_reference, server_type, coe)
+    }
+
+    /// The named driver, or every enabled one.
+    fn candidates(
+        &self,
+        requested_driver: Option<&str>,
+    ) -> Result<Vec<Arc<dyn Driver>>, ResolutionError> {
+        Ok(match requested_driver {
+            Some(name) => vec![self
+                .by_name(name)
+                .ok_or_else(|| ResolutionError::UnknownDriver(name.to_owned()))?],
+            None => self.drivers.clone(),
+        })
     }
 
     fn resolution(

@@ -419,11 +419,7 @@ impl Keystone {
         user_id: &str,
         id: &str,
     ) -> Result<(), KeystoneError> {
-        let path = format!(
-            "/users/{}/application_credentials/{}",
-            percent_encode_segment(user_id),
-            percent_encode_segment(id)
-        );
+        let path = application_credential_path(user_id, id);
         let response = self
             .http
             .delete(format!("{}{path}", self.auth_url))
@@ -446,11 +442,7 @@ impl Keystone {
         user_id: &str,
         id: &str,
     ) -> Result<(), KeystoneError> {
-        let path = format!(
-            "/users/{}/application_credentials/{}",
-            percent_encode_segment(user_id),
-            percent_encode_segment(id)
-        );
+        let path = application_credential_path(user_id, id);
         let (status, _) = self
             .as_service(|service_token| {
                 self.http
@@ -638,6 +630,15 @@ impl Keystone {
             })?;
         Ok(ServiceToken { token, expires_at })
     }
+}
+
+/// `/users/<user>/application_credentials/<id>`, each segment encoded.
+fn application_credential_path(user_id: &str, id: &str) -> String {
+    format!(
+        "/users/{}/application_credentials/{}",
+        percent_encode_segment(user_id),
+        percent_encode_segment(id)
+    )
 }
 
 fn unreachable(auth_url: &str, error: &reqwest::Error) -> KeystoneError {
