@@ -79,6 +79,23 @@ pub fn accepts_json_at_all(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Whether the client takes Server-Sent Events (`text/event-stream`).
+pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("accept")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|range| {
+            range
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("text/event-stream")
+        })
+}
+
 pub fn new_request_id() -> String {
     format!("req-{}", uuid::Uuid::new_v4())
 }

@@ -10,6 +10,7 @@ mod auth;
 mod cache;
 mod context;
 mod error;
+mod events;
 mod handlers;
 mod input;
 mod lookup;
@@ -28,6 +29,7 @@ use magnum_driver::DriverRegistry;
 use magnum_store::Store;
 
 pub use auth::{AuthFailure, Authenticator, KeystoneAuth, NoAuth};
+pub use events::{EventHub, EventStreamSettings};
 pub use microversion::{MAX_VERSION, MIN_VERSION};
 
 /// Settings the API takes from configuration.
@@ -54,6 +56,8 @@ pub struct ApiSettings {
     pub allowed_hosts: Vec<String>,
     /// How long a client has to send a request body.
     pub body_timeout: std::time::Duration,
+    /// Event streams (`watch=true`).
+    pub event_streams: EventStreamSettings,
 }
 
 impl Default for ApiSettings {
@@ -69,6 +73,7 @@ impl Default for ApiSettings {
             browser_guard: false,
             allowed_hosts: Vec::new(),
             body_timeout: std::time::Duration::from_secs(30),
+            event_streams: EventStreamSettings::default(),
         }
     }
 }
@@ -89,13 +94,19 @@ pub struct AppState {
 /// The API as an axum router.
 pub fn router(state: AppState) -> axum::Router {
     let cache = cache::ResponseCache::new(state.settings.response_cache_bytes);
+    let events = EventHub::new(state.store.clone(), state.settings.event_streams.clone());
     axum::Router::new()
         .fallback(routing::dispatch)
-        .with_state(Arc::new(Shared { state, cache }))
+        .with_state(Arc::new(Shared {
+            state,
+            cache,
+            events,
+        }))
 }
 
 /// What the router holds: the application state and process-local caches.
 pub(crate) struct Shared {
     pub state: AppState,
     pub cache: cache::ResponseCache,
+    pub events: Arc<EventHub>,
 }

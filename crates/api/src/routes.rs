@@ -6,7 +6,7 @@ use axum::http::{Method, Response};
 
 use crate::error::ApiError;
 use crate::handlers::{
-    certificates, cluster_templates, clusters, nodegroups, quotas, services, stats,
+    certificates, cluster_templates, clusters, events, nodegroups, quotas, services, stats,
 };
 use crate::microversion::Version;
 use crate::routing::{ResourceRequest, Routed};
@@ -22,6 +22,7 @@ pub(crate) async fn route(
             nodegroups_of_clusters(request).await
         }
         "clusters" => clusters_routes(request).await,
+        "events" => events_routes(request).await,
         "credentials" => credentials_routes(request).await,
         "mservices" => services_routes(request).await,
         "quotas" => quotas_routes(request).await,
@@ -75,6 +76,8 @@ async fn clusters_routes(request: ResourceRequest<'_>) -> Result<Response<Body>,
         ([ident], &Method::PATCH) => Ok(clusters::update(request, ident).await?),
         ([ident], &Method::DELETE) => Ok(clusters::delete(&request, ident).await?),
         ([_], _) => Err(Routed::MethodNotAllowed),
+        ([ident, "events"], &Method::GET) => Ok(events::of_cluster(&request, ident).await?),
+        ([_, "events"], _) => Err(Routed::MethodNotAllowed),
         ([_, "detail"], _) => Err(Routed::Error(ApiError::not_found(
             "The %(name)s resource %(id)s could not be found.",
         ))),
@@ -163,6 +166,15 @@ async fn quotas_routes(request: ResourceRequest<'_>) -> Result<Response<Body>, R
             Ok(quotas::delete(&request, project, resource).await?)
         }
         ([_, _], _) => Err(Routed::MethodNotAllowed),
+        _ => Err(Routed::NotFound),
+    }
+}
+
+/// `/v1/events`: the caller's project's cluster events (a magnum-rs extension).
+async fn events_routes(request: ResourceRequest<'_>) -> Result<Response<Body>, Routed> {
+    match (request.rest.len(), request.method) {
+        (0, &Method::GET) => Ok(events::of_project(&request).await?),
+        (0, _) => Err(Routed::MethodNotAllowed),
         _ => Err(Routed::NotFound),
     }
 }

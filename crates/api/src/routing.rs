@@ -10,10 +10,11 @@ use axum::http::{HeaderValue, Method, Request, Response, StatusCode};
 use crate::auth::AuthFailure;
 use crate::cache::ResponseCache;
 use crate::context::{
-    accepts_json_at_all, accepts_json_explicitly, base_url, json_response, new_request_id,
-    RequestContext,
+    accepts_event_stream, accepts_json_at_all, accepts_json_explicitly, base_url, json_response,
+    new_request_id, RequestContext,
 };
 use crate::error::{routing_error, unsupported_version, ApiError};
+use crate::events::EventHub;
 use crate::handlers::root;
 use crate::input::{decode_path_segment, json_body, QueryArguments, NUL_REFUSED};
 use crate::microversion::{negotiate, VersionError};
@@ -23,11 +24,12 @@ use crate::{AppState, Shared};
 const MAX_BODY_BYTES: usize = 112 * 1024;
 
 /// Collections of the v1 API that this build serves.
-const SERVED_COLLECTIONS: [&str; 7] = [
+const SERVED_COLLECTIONS: [&str; 8] = [
     "certificates",
     "clustertemplates",
     "clusters",
     "credentials",
+    "events",
     "mservices",
     "quotas",
     "stats",
@@ -38,7 +40,7 @@ pub async fn dispatch(State(shared): State<Arc<Shared>>, request: Request<Body>)
     let request_id = new_request_id();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let response = route(&shared.state, &shared.cache, &request_id, request).await;
+    let response = route(&shared, &request_id, request).await;
     let status = response.status();
     if status.is_server_error() {
         tracing::warn!(request.id = %request_id, %method, %path, status = status.as_u16(),
@@ -64,12 +66,8 @@ fn healthcheck(request_id: &str) -> Response<Body> {
     response
 }
 
-async fn route(
-    state: &AppState,
-    cache: &ResponseCache,
-    request_id: &str,
-    request: Request<Body>,
-) -> Response<Body> {
+async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Response<Body> {
+    let (state, cache) = (&shared.state, &shared.cache);
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let accepts_json = accepts_json_explicitly(headers);
@@ -167,7 +165,9 @@ async fn route(
             return unsupported_version(requested, accepts_json, request_id)
         }
     };
-    if !accepts_json_at_all(headers) {
+    // Event streams are asked for as `text/event-stream`; nothing else is.
+    let event_stream_path = segments.last() == Some(&"events");
+    if !accepts_json_at_all(headers) && !(event_stream_path && accepts_event_stream(headers)) {
         return routing_error(StatusCode::NOT_ACCEPTABLE, "", accepts_json, request_id);
     }
 
@@ -260,6 +260,8 @@ async fn route(
     let request = ResourceRequest {
         state,
         cache,
+        events: &shared.events,
+        headers,
         context: &context,
         method: &method,
         rest: &rest,
@@ -371,6 +373,9 @@ fn unauthorized(www_authenticate: &str, request_id: &str) -> Response<Body> {
 pub struct ResourceRequest<'a> {
     pub state: &'a AppState,
     pub cache: &'a ResponseCache,
+    /// The process's event pump, for streams.
+    pub events: &'a Arc<EventHub>,
+    pub headers: &'a axum::http::HeaderMap,
     pub context: &'a RequestContext,
     pub method: &'a Method,
     /// Path segments after the collection name.

@@ -229,6 +229,46 @@ impl Client {
         Ok(items)
     }
 
+    /// Opens a Server-Sent Events stream (`…?watch=true` of the events API), resuming after
+    /// `last_event_id`. `Ok(None)` when the server has no such stream (upstream Magnum: the
+    /// caller falls back to polling).
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<Option<EventStream>, ClientError> {
+        let mut request = self
+            .request(reqwest::Method::GET, path)
+            .header("Accept", "text/event-stream")
+            // A stream lasts as long as the server keeps it (at most a day); silence is
+            // caught by the keep-alive wait in `EventStream::next`.
+            .timeout(Duration::from_secs(90_000));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|_| ClientError::Unreachable(self.endpoint.clone()))?;
+        let status = response.status().as_u16();
+        let is_stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("text/event-stream"));
+        if status == 200 && is_stream {
+            return Ok(Some(EventStream {
+                response,
+                buffer: String::new(),
+            }));
+        }
+        if status >= 400 && status != 404 && status != 405 && status != 406 {
+            let text = response.text().await.unwrap_or_default();
+            return Err(first_error(status, &text));
+        }
+        Ok(None)
+    }
+
     pub async fn cluster(&self, ident: &str) -> Result<Value, ClientError> {
         self.get(&format!("/clusters/{ident}")).await
     }
@@ -244,5 +284,65 @@ impl Client {
             Some(json!({"cluster_uuid": cluster, "csr": csr})),
         )
         .await
+    }
+}
+
+/// One Server-Sent Event: `cluster_event` (data: an event document) or `end` (data: why the
+/// server ended the stream, and the id to resume from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamEvent {
+    pub id: Option<i64>,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// An open event stream.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// Longer than this without a byte (the server sends a keep-alive every 15 s by default):
+/// the connection is taken as lost.
+const STREAM_SILENCE: Duration = Duration::from_secs(90);
+/// The longest event block kept while it arrives.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+impl EventStream {
+    /// The next event; `Ok(None)` when the stream ended or went silent.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = StreamEvent {
+                    id: None,
+                    kind: "message".to_owned(),
+                    data: Value::Null,
+                };
+                let mut has_data = false;
+                for line in block.lines() {
+                    if let Some(id) = line.strip_prefix("id:") {
+                        event.id = id.trim().parse().ok();
+                    } else if let Some(kind) = line.strip_prefix("event:") {
+                        event.kind = kind.trim().to_owned();
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        event.data = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                        has_data = true;
+                    }
+                }
+                if has_data {
+                    return Ok(Some(event));
+                }
+            }
+            if self.buffer.len() > MAX_EVENT_BYTES {
+                return Err(ClientError::Setup(
+                    "the server sent an event larger than 1 MiB".to_owned(),
+                ));
+            }
+            match tokio::time::timeout(STREAM_SILENCE, self.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return Ok(None),
+            }
+        }
     }
 }

@@ -133,6 +133,13 @@ enum ClusterCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// A cluster's events, oldest first (a magnum-rs extension). Example: coe cluster events c1 --watch
+    Events {
+        cluster: String,
+        /// Go on showing events as they happen.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Write a client configuration and print how to use it. Example: eval $(coe cluster config c1)
     Config {
         cluster: String,
@@ -396,15 +403,203 @@ fn node_summary(cluster: &Value) -> String {
     )
 }
 
-/// Follows a cluster to a terminal status: progress on a terminal, plain lines otherwise.
+/// What `--wait` shows of a cluster: its status, then the latest word on it.
+fn status_line(name: &str, status: &str, reason: &str, nodes: &str) -> String {
+    let reason = reason.trim();
+    match (reason.is_empty(), nodes.is_empty()) {
+        (true, true) => format!("{name}: {status}"),
+        (true, false) => format!("{name}: {status} {nodes}"),
+        (false, true) => format!("{name}: {status} — {reason}"),
+        (false, false) => format!("{name}: {status} — {reason} {nodes}"),
+    }
+}
+
+/// Prints a progress line: rewritten in place on a terminal, one per change otherwise.
+struct Progress {
+    started: Instant,
+    terminal: bool,
+    last: String,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, line: String) {
+        if line == self.last {
+            return;
+        }
+        if self.terminal {
+            eprint!("\r\x1b[2K{line} [{}s]", self.started.elapsed().as_secs());
+        } else {
+            eprintln!("{line} [{}s]", self.started.elapsed().as_secs());
+        }
+        self.last = line;
+    }
+
+    /// Each event on a line of its own (they are history), the status line after.
+    fn event(&mut self, line: String) {
+        if self.terminal {
+            eprintln!("\r\x1b[2K{line} [{}s]", self.started.elapsed().as_secs());
+        } else {
+            eprintln!("{line} [{}s]", self.started.elapsed().as_secs());
+        }
+        self.last.clear();
+    }
+
+    fn done(&self) {
+        if self.terminal && !self.last.is_empty() {
+            eprintln!();
+        }
+    }
+}
+
+/// Where a cluster is: done (deleted or complete), failed (with why) or still going.
+enum Standing {
+    Done,
+    Failed(String),
+    Going,
+}
+
+fn standing(cluster: &str, status: &str, reason: &str, gone: bool) -> Standing {
+    if status.ends_with("_FAILED") {
+        Standing::Failed(format!("{cluster} is {status}: {reason}"))
+    } else if !gone && status.ends_with("_COMPLETE") {
+        Standing::Done
+    } else {
+        Standing::Going
+    }
+}
+
+/// Follows a cluster to a terminal status, showing each event as it happens when the server
+/// streams them (magnum-rs), by polling once a second otherwise (upstream Magnum).
 async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), ClientError> {
-    let started = Instant::now();
-    let terminal = std::io::stderr().is_terminal();
-    let mut last = String::new();
+    let mut progress = Progress::new();
+    let outcome = follow_stream(client, cluster, gone, &mut progress).await;
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => poll(client, cluster, gone, &mut progress).await,
+    };
+    progress.done();
+    outcome
+}
+
+/// `None` when the server has no event stream (or it broke before the end): poll instead.
+async fn follow_stream(
+    client: &Client,
+    cluster: &str,
+    gone: bool,
+    progress: &mut Progress,
+) -> Option<Result<(), ClientError>> {
+    // Opened before the cluster is read: nothing that happens in between is missed.
+    let path = format!("/clusters/{cluster}/events?watch=true");
+    let mut stream = match client.open_stream(&path, None).await {
+        Ok(Some(stream)) => stream,
+        Ok(None) => return None,
+        Err(ClientError::Api { status: 404, .. }) if gone => {
+            eprintln!(
+                "{cluster}: deleted ({}s)",
+                progress.started.elapsed().as_secs()
+            );
+            return Some(Ok(()));
+        }
+        Err(error) => return Some(Err(error)),
+    };
+    let body = match client.cluster(cluster).await {
+        Err(ClientError::Api { status: 404, .. }) if gone => {
+            eprintln!(
+                "{cluster}: deleted ({}s)",
+                progress.started.elapsed().as_secs()
+            );
+            return Some(Ok(()));
+        }
+        Err(error) => return Some(Err(error)),
+        Ok(body) => body,
+    };
+    let name = body["name"].as_str().unwrap_or(cluster).to_owned();
+    let status = body["status"].as_str().unwrap_or_default().to_owned();
+    let reason = body["status_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    progress.show(status_line(&name, &status, &reason, &node_summary(&body)));
+    match standing(cluster, &status, &reason, gone) {
+        Standing::Done => return Some(Ok(())),
+        Standing::Failed(why) => {
+            return Some(Err(ClientError::Api {
+                status: 0,
+                message: why,
+            }))
+        }
+        Standing::Going => {}
+    }
+    loop {
+        let event = match stream.next().await {
+            Ok(Some(event)) => event,
+            // The stream broke off: the rest by polling, which needs nothing of it.
+            Ok(None) | Err(_) => return None,
+        };
+        if event.kind == "end" {
+            if event.data["reason"] == "cluster_deleted" && gone {
+                eprintln!(
+                    "{cluster}: deleted ({}s)",
+                    progress.started.elapsed().as_secs()
+                );
+                return Some(Ok(()));
+            }
+            return None;
+        }
+        if event.kind != "cluster_event" {
+            continue;
+        }
+        let data = &event.data;
+        let status = data["cluster"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let message = data["message"].as_str().unwrap_or_default();
+        let kind = data["type"].as_str().unwrap_or("Normal");
+        let reason = data["reason"].as_str().unwrap_or_default();
+        progress.event(format!("{name}: {kind} {reason}: {message}"));
+        if gone && reason == "Deleted" {
+            eprintln!(
+                "{cluster}: deleted ({}s)",
+                progress.started.elapsed().as_secs()
+            );
+            return Some(Ok(()));
+        }
+        match standing(cluster, &status, message, gone) {
+            Standing::Done => return Some(Ok(())),
+            Standing::Failed(why) => {
+                return Some(Err(ClientError::Api {
+                    status: 0,
+                    message: why,
+                }))
+            }
+            Standing::Going => {}
+        }
+    }
+}
+
+/// Follows a cluster by reading it once a second.
+async fn poll(
+    client: &Client,
+    cluster: &str,
+    gone: bool,
+    progress: &mut Progress,
+) -> Result<(), ClientError> {
     loop {
         match client.cluster(cluster).await {
             Err(ClientError::Api { status: 404, .. }) if gone => {
-                eprintln!("{cluster}: deleted ({}s)", started.elapsed().as_secs());
+                eprintln!(
+                    "{cluster}: deleted ({}s)",
+                    progress.started.elapsed().as_secs()
+                );
                 return Ok(());
             }
             Err(error) => return Err(error),
@@ -415,32 +610,83 @@ async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), Clie
                     .unwrap_or_default()
                     .to_owned();
                 let name = body["name"].as_str().unwrap_or(cluster);
-                let line = format!("{name}: {status} — {reason} {}", node_summary(&body));
-                if line != last {
-                    if terminal {
-                        eprint!("\r\x1b[2K{line} [{}s]", started.elapsed().as_secs());
-                    } else {
-                        eprintln!("{line} [{}s]", started.elapsed().as_secs());
+                progress.show(status_line(name, &status, &reason, &node_summary(&body)));
+                match standing(cluster, &status, &reason, gone) {
+                    Standing::Done => return Ok(()),
+                    Standing::Failed(why) => {
+                        return Err(ClientError::Api {
+                            status: 0,
+                            message: why,
+                        })
                     }
-                    last = line;
-                }
-                if status.ends_with("_FAILED") {
-                    if terminal {
-                        eprintln!();
-                    }
-                    return Err(ClientError::Api {
-                        status: 0,
-                        message: format!("{cluster} is {status}: {reason}"),
-                    });
-                }
-                if !gone && status.ends_with("_COMPLETE") {
-                    if terminal {
-                        eprintln!();
-                    }
-                    return Ok(());
+                    Standing::Going => {}
                 }
             }
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Columns `coe cluster events` shows by default.
+const EVENT_COLUMNS: [&str; 6] = [
+    "created_at",
+    "type",
+    "reason",
+    "nodegroup",
+    "node",
+    "message",
+];
+
+/// `coe cluster events`: the list, then (`--watch`) each event as it comes, resuming after
+/// the server ends a stream for a reason a reconnection cures.
+async fn cluster_events(
+    client: &Client,
+    out: &Output,
+    cluster: &str,
+    watch: bool,
+) -> Result<(), ClientError> {
+    let events = client
+        .list_all(&format!("/clusters/{cluster}/events"), "events")
+        .await?;
+    out.list(&events, &EVENT_COLUMNS);
+    if !watch {
+        return Ok(());
+    }
+    let mut last = events.last().and_then(|event| event["sequence"].as_i64());
+    loop {
+        let path = format!("/clusters/{cluster}/events?watch=true");
+        let Some(mut stream) = client.open_stream(&path, last).await? else {
+            return Err(ClientError::Setup(
+                "this server does not stream events (--watch needs magnum-rs)".to_owned(),
+            ));
+        };
+        loop {
+            match stream.next().await? {
+                None => break,
+                Some(event) if event.kind == "end" => {
+                    let reason = event.data["reason"].as_str().unwrap_or_default();
+                    match reason {
+                        "cluster_deleted" => return Ok(()),
+                        "token_expired" => {
+                            return Err(ClientError::Api {
+                                status: 401,
+                                message: event.data["message"]
+                                    .as_str()
+                                    .unwrap_or("the token expired")
+                                    .to_owned(),
+                            })
+                        }
+                        _ => break,
+                    }
+                }
+                Some(event) if event.kind == "cluster_event" => {
+                    last = event.id.or(last);
+                    out.stream_row(&event.data, &EVENT_COLUMNS);
+                }
+                Some(_) => {}
+            }
+        }
+        // Reconnected after a pause, from the last event shown.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -666,6 +912,9 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 );
             }
             ClusterCommand::Show { cluster } => out.show(&client.cluster(cluster).await?),
+            ClusterCommand::Events { cluster, watch } => {
+                cluster_events(&client, &out, cluster, *watch).await?
+            }
             ClusterCommand::Update {
                 cluster,
                 node_count,

@@ -144,6 +144,29 @@ impl Output {
         }
     }
 
+    /// One resource of a list that goes on (`--watch`): a line per resource, as soon as it
+    /// comes (JSON: one object per line).
+    pub fn stream_row(&self, item: &Value, columns: &[&str]) {
+        let columns = self.chosen(columns);
+        let picked: serde_json::Map<String, Value> = columns
+            .iter()
+            .map(|column| {
+                (
+                    (*column).to_owned(),
+                    item.get(*column).cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        match self.format {
+            Format::Json => println!("{}", Value::Object(picked)),
+            Format::Yaml => println!("---\n{}", yaml(&Value::Object(picked), 0)),
+            Format::Value | Format::Table => println!(
+                "{}",
+                picked.values().map(cell).collect::<Vec<_>>().join(" ")
+            ),
+        }
+    }
+
     /// Many resources, with default columns.
     pub fn list(&self, items: &[Value], columns: &[&str]) {
         let columns = self.chosen(columns);

@@ -47,6 +47,8 @@ pub struct ConductorSettings {
     pub operation_timeout: Duration,
     /// How long a replaced delegated credential stays valid after its successor is in place.
     pub replaced_credential_grace: Duration,
+    /// How many cluster events are kept, and for how long.
+    pub event_retention: magnum_store::EventRetention,
 }
 
 impl ConductorSettings {
@@ -60,6 +62,11 @@ impl ConductorSettings {
             max_attempts: 5,
             operation_timeout: Duration::from_secs(3600),
             replaced_credential_grace: Duration::from_secs(86_400),
+            event_retention: magnum_store::EventRetention {
+                max_per_cluster: 1_000,
+                max_age: 30 * 86_400,
+                keep_after_delete: 7 * 86_400,
+            },
         }
     }
 }
@@ -131,6 +138,11 @@ impl Conductor {
                 shutdown.clone(),
             ))
         });
+        let pruning = tokio::spawn(event_pruning(
+            self.store.clone(),
+            self.settings.event_retention,
+            shutdown.clone(),
+        ));
         runner::Runner::new(
             self.store,
             self.drivers,
@@ -143,6 +155,7 @@ impl Conductor {
         .run(shutdown)
         .await;
         let _ = heartbeat.await;
+        let _ = pruning.await;
         if let Some(sweep) = sweep {
             let _ = sweep.await;
         }
@@ -150,6 +163,44 @@ impl Conductor {
             listener.abort();
         }
         tracing::info!(conductor.host = %host, "conductor stopped");
+    }
+}
+
+/// How often old cluster events are dropped.
+const EVENT_PRUNING_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Every [`EVENT_PRUNING_INTERVAL`]: drops cluster events past the retention (every conductor
+/// does; the deletes are idempotent). Counts are checked for the clusters that had events
+/// since the last pass.
+async fn event_pruning(
+    store: Store,
+    retention: magnum_store::EventRetention,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut checked_up_to = 0;
+    loop {
+        let newest = store.latest_event_sequence().await;
+        match store
+            .prune_events(retention, checked_up_to, Timestamp::now())
+            .await
+        {
+            Ok(removed) => {
+                if removed > 0 {
+                    tracing::info!(removed, "old cluster events dropped");
+                }
+                if let Ok(newest) = newest {
+                    checked_up_to = newest;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot drop old cluster events"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EVENT_PRUNING_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
     }
 }
 

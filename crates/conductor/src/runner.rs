@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use magnum_domain::aggregate::{ChangeRefused, ClusterAggregate, Phase};
 use magnum_domain::cluster::{Cluster, ClusterStatus, NodeGroup};
+use magnum_domain::event::{Cause, ClusterEvent};
 use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverEvent, DriverRegistry, Progress};
@@ -69,6 +70,9 @@ struct StatusReasonProgress {
     status: ClusterStatus,
     /// What the driver said last: a timeout names what the change was waiting for.
     last: std::sync::Mutex<Option<String>>,
+    /// The operation whose events these are, and how many it recorded.
+    operation: Uuid,
+    events: std::sync::atomic::AtomicUsize,
 }
 
 impl StatusReasonProgress {
@@ -101,6 +105,28 @@ impl Progress for StatusReasonProgress {
             .await
         {
             tracing::warn!(cluster.id = %self.cluster, %error, "cannot record progress");
+        }
+    }
+
+    async fn event(&self, event: ClusterEvent) {
+        let recorded = self
+            .events
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if recorded >= magnum_driver::MAX_EVENTS_PER_OPERATION {
+            if recorded == magnum_driver::MAX_EVENTS_PER_OPERATION {
+                tracing::warn!(cluster.id = %self.cluster, operation.id = %self.operation, "the driver's further events of this operation are not recorded");
+            }
+            return;
+        }
+        if let Err(error) = record_event(
+            &self.store,
+            self.cluster,
+            &Cause::operation(self.operation),
+            event,
+        )
+        .await
+        {
+            tracing::warn!(cluster.id = %self.cluster, %error, "cannot record an event");
         }
     }
 }
@@ -364,6 +390,21 @@ impl Runner {
             );
             return self.fail(&operation, &parameters, phase, reason).await;
         }
+        if operation.attempts > 1 {
+            let resumed = ClusterEvent::warning(
+                "ConductorLost",
+                format!(
+                    "The conductor running this {} stopped before it finished; another run \
+                     resumes it (attempt {}).",
+                    operation.kind.as_str().replace('_', " "),
+                    operation.attempts
+                ),
+            );
+            let cause = Cause::operation(operation.uuid);
+            if let Err(error) = record_event(&self.store, cluster.uuid, &cause, resumed).await {
+                tracing::warn!(cluster.id = %cluster.uuid, %error, "cannot record an event");
+            }
+        }
         if operation.attempts == 1 && phase != Phase::Rollback {
             self.audit(
                 audit_action(phase),
@@ -434,6 +475,8 @@ impl Runner {
             cluster: cluster.uuid,
             status: cluster.status,
             last: Default::default(),
+            operation: operation.uuid,
+            events: Default::default(),
         };
         let request = Converge {
             action,
@@ -539,6 +582,7 @@ impl Runner {
     async fn record<T, F>(
         &self,
         uuid: Uuid,
+        cause: &Cause,
         mut outcome: F,
     ) -> Result<Option<Result<(T, Cluster), ChangeRefused>>, StoreError>
     where
@@ -546,7 +590,7 @@ impl Runner {
     {
         let written = self
             .store
-            .modify_cluster(uuid, |aggregate| -> Result<T, Refusal> {
+            .modify_cluster(uuid, cause, |aggregate| -> Result<T, Refusal> {
                 outcome(aggregate).map_err(Refusal::Refused)
             })
             .await;
@@ -569,11 +613,26 @@ impl Runner {
     ) -> Result<Outcome, StoreError> {
         let now = Timestamp::now();
         let written = self
-            .record(operation.cluster_uuid, |aggregate| {
-                let settle_status = !aggregate.has_newer_operation(operation.id);
-                aggregate.succeed(phase, settle_status, &observed, now)?;
-                Ok(settle_status)
-            })
+            .record(
+                operation.cluster_uuid,
+                &Cause::operation(operation.uuid),
+                |aggregate| {
+                    let settle_status = !aggregate.has_newer_operation(operation.id);
+                    aggregate.succeed(phase, settle_status, &observed, now)?;
+                    match operation.kind {
+                        OperationKind::RotateCa => aggregate.record(ClusterEvent::normal(
+                            "CARotated",
+                            "Every node trusts the cluster's new certificate authority.",
+                        )),
+                        OperationKind::RotateCredentials => aggregate.record(ClusterEvent::normal(
+                            "CredentialsRotated",
+                            "The cluster acts with its new credentials.",
+                        )),
+                        _ => {}
+                    }
+                    Ok(settle_status)
+                },
+            )
             .await?;
         match written {
             Some(Ok((true, cluster))) => {
@@ -602,11 +661,15 @@ impl Runner {
     ) -> Result<Outcome, StoreError> {
         let now = Timestamp::now();
         let written = self
-            .record(operation.cluster_uuid, |aggregate| {
-                let settle_status = !aggregate.has_newer_operation(operation.id);
-                aggregate.fail(phase, settle_status, &reason, parameters, now)?;
-                Ok(settle_status)
-            })
+            .record(
+                operation.cluster_uuid,
+                &Cause::operation(operation.uuid),
+                |aggregate| {
+                    let settle_status = !aggregate.has_newer_operation(operation.id);
+                    aggregate.fail(phase, settle_status, &reason, parameters, now)?;
+                    Ok(settle_status)
+                },
+            )
             .await?;
         match written {
             Some(Ok((true, cluster))) => {
@@ -638,9 +701,11 @@ impl Runner {
     ) -> Result<Outcome, StoreError> {
         let now = Timestamp::now();
         let started = self
-            .record(operation.cluster_uuid, |aggregate| {
-                aggregate.start_rollback(&reason, parameters, now)
-            })
+            .record(
+                operation.cluster_uuid,
+                &Cause::operation(operation.uuid),
+                |aggregate| aggregate.start_rollback(&reason, parameters, now),
+            )
             .await?;
         let cluster = match started {
             Some(Ok(((), cluster))) => cluster,
@@ -722,6 +787,8 @@ impl Runner {
                         cluster: cluster.uuid,
                         status: ClusterStatus::DeleteInProgress,
                         last: Default::default(),
+                        operation: operation.uuid,
+                        events: Default::default(),
                     };
                     let deadline = Timestamp::from_unix_seconds(
                         operation.created_at.unix_seconds()
@@ -748,7 +815,9 @@ impl Runner {
                 // sweep retries any Keystone refused (their records outlive the cluster).
                 let credentials = self.store.cluster_credentials(cluster.uuid).await?;
                 self.revoke_credentials(&credentials).await;
-                self.store.purge_cluster(cluster.uuid).await?;
+                self.store
+                    .purge_cluster(cluster.uuid, &Cause::operation(operation.uuid))
+                    .await?;
                 self.certificates.forget(cluster.uuid).await;
                 let mut gone = cluster;
                 gone.status = ClusterStatus::DeleteComplete;
@@ -766,9 +835,11 @@ impl Runner {
             Some(reason) => {
                 let now = Timestamp::now();
                 let written = self
-                    .record(cluster.uuid, |aggregate| {
-                        aggregate.delete_failed(&reason, now)
-                    })
+                    .record(
+                        cluster.uuid,
+                        &Cause::operation(operation.uuid),
+                        |aggregate| aggregate.delete_failed(&reason, now),
+                    )
                     .await?;
                 if let Some(Err(refused)) = &written {
                     tracing::warn!(cluster.id = %cluster.uuid, %refused, "the failed deletion could not be recorded");
@@ -823,7 +894,7 @@ impl Runner {
                 "The change under way was lost before it finished; retry it or delete the cluster.";
             let now = Timestamp::now();
             let written = self
-                .record(cluster.uuid, |aggregate| {
+                .record(cluster.uuid, &Cause::none(), |aggregate| {
                     // Only a cluster still in progress with no operation is stranded; it may
                     // have moved on, or been given work, since it was listed.
                     if !aggregate.cluster.status.is_in_progress()
@@ -905,6 +976,13 @@ pub(crate) fn spawn_event_listeners(
                             tracing::warn!(cluster.id = %cluster, %error, "cannot record health");
                         }
                     }
+                    Ok(DriverEvent::Event { cluster, event }) => {
+                        if let Err(error) =
+                            record_event(&store, cluster, &Cause::none(), event).await
+                        {
+                            tracing::warn!(cluster.id = %cluster, %error, "cannot record an event");
+                        }
+                    }
                     Ok(DriverEvent::Live { cluster, state }) => {
                         if let Err(error) = record_live(&store, cluster, &state).await {
                             tracing::warn!(cluster.id = %cluster, %error, "cannot record what the driver saw");
@@ -929,8 +1007,31 @@ async fn record_health(
 ) -> Result<(), StoreError> {
     let now = Timestamp::now();
     match store
-        .modify_cluster(uuid, |aggregate| -> Result<(), StoreError> {
-            aggregate.set_health(Some(status), reason.clone(), now);
+        .modify_cluster(
+            uuid,
+            &Cause::none(),
+            |aggregate| -> Result<(), StoreError> {
+                aggregate.set_health(Some(status), reason.clone(), now);
+                Ok(())
+            },
+        )
+        .await
+    {
+        Ok(_) | Err(StoreError::NotFound) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// A step a driver told, recorded with the cluster as it is (gone: nothing to record).
+async fn record_event(
+    store: &Store,
+    uuid: Uuid,
+    cause: &Cause,
+    event: ClusterEvent,
+) -> Result<(), StoreError> {
+    match store
+        .modify_cluster(uuid, cause, |aggregate| -> Result<(), StoreError> {
+            aggregate.record(event.clone());
             Ok(())
         })
         .await
@@ -947,9 +1048,11 @@ async fn record_live(
 ) -> Result<(), StoreError> {
     let now = Timestamp::now();
     match store
-        .modify_cluster(uuid, |aggregate| -> Result<bool, StoreError> {
-            Ok(aggregate.follow_live(state, now))
-        })
+        .modify_cluster(
+            uuid,
+            &Cause::none(),
+            |aggregate| -> Result<bool, StoreError> { Ok(aggregate.follow_live(state, now)) },
+        )
         .await
     {
         Ok(_) | Err(StoreError::NotFound) => Ok(()),

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::cluster::{Cluster, ClusterStatus, HealthStatus, NodeGroup, StatusEvent};
 use crate::cluster::{NodegroupEvent, NodegroupTransitionRefused, TransitionRefused};
+use crate::event::ClusterEvent;
 use crate::operation::{Initiator, Operation, OperationKind, OperationParameters};
 use crate::time::Timestamp;
 
@@ -21,6 +22,9 @@ pub struct ClusterAggregate {
     /// Ids of the cluster's operations not finished yet, as read with the cluster (so that a
     /// decision retried after a lost race sees the ones queued meanwhile).
     pub unfinished_operations: Vec<i64>,
+    /// Steps of this change no stored field shows (a node started, a CA rotated), recorded
+    /// as events with the ones the change itself tells (`event::describe_change`).
+    pub events: Vec<ClusterEvent>,
 }
 
 /// Why a change is refused; the messages are upstream's.
@@ -167,11 +171,17 @@ impl ClusterAggregate {
             nodegroups,
             operation: None,
             unfinished_operations: Vec::new(),
+            events: Vec::new(),
         }
     }
 
     /// Whether an operation queued after `operation_id` waits: it, not the older one,
     /// settles the cluster's status.
+    /// Adds a step this change should tell (see `event`).
+    pub fn record(&mut self, event: ClusterEvent) {
+        self.events.push(event);
+    }
+
     pub fn has_newer_operation(&self, operation_id: i64) -> bool {
         self.unfinished_operations
             .iter()
@@ -192,6 +202,7 @@ impl ClusterAggregate {
             nodegroups,
             operation: Some(operation),
             unfinished_operations: Vec::new(),
+            events: Vec::new(),
         }
     }
 

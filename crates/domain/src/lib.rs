@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod cluster;
 pub mod cluster_template;
+pub mod event;
 pub mod identity;
 pub mod labels;
 pub mod names;

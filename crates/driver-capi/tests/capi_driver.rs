@@ -1333,6 +1333,7 @@ async fn health_and_live_state_are_pushed_again_now_and_then_for_a_conductor_tha
                 assert_eq!(cluster, spec.cluster.uuid);
                 live = Some(state);
             }
+            Ok(Ok(magnum_driver::DriverEvent::Event { .. })) => {}
             Ok(Err(error)) => panic!("{error}"),
             Err(_) => panic!("nothing pushed again within 5 s: {health:?} {live:?}"),
         }

@@ -499,9 +499,12 @@ async fn monitor_health(
         }
         runtime.restore_firewalls().await;
         for cluster in runtime.known_clusters() {
-            let Some((status, reason)) = runtime.check_health(cluster).await else {
+            let Some((status, reason, events)) = runtime.check_health(cluster).await else {
                 continue;
             };
+            for event in events {
+                let _ = sender.send(magnum_driver::DriverEvent::Event { cluster, event });
+            }
             let current = (status, reason.clone());
             if last.get(&cluster) != Some(&current) {
                 last.insert(cluster, current);

@@ -215,7 +215,20 @@ pub enum DriverError {
 #[async_trait::async_trait]
 pub trait Progress: Send + Sync {
     async fn report(&self, message: String);
+
+    /// Records a step of the change as a cluster event (a node started, a swarm joined),
+    /// with the operation that made it. At most [`MAX_EVENTS_PER_OPERATION`] are kept of one
+    /// operation.
+    async fn event(&self, event: ClusterEvent) {
+        let _ = event;
+    }
 }
+
+/// The most events one operation records through [`Progress::event`]; later ones are
+/// dropped (and logged), so that a driver in a loop cannot flood the events table.
+pub const MAX_EVENTS_PER_OPERATION: usize = 500;
+
+pub use magnum_domain::event::ClusterEvent;
 
 /// What a driver tells the conductor without being asked.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +241,8 @@ pub enum DriverEvent {
         status: HealthStatus,
         reason: Map<String, Value>,
     },
+    /// A step seen between operations (a node found dead, restarted, replaced).
+    Event { cluster: Uuid, event: ClusterEvent },
 }
 
 /// A cluster driver. Implementations live in their own crates (`magnum-driver-local`, …).

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use magnum_driver_local::Catalog;
@@ -18,11 +19,101 @@ pub struct Config {
     pub api: ApiConfig,
     pub cluster_template: ClusterTemplateConfig,
     pub conductor: ConductorConfig,
+    pub events: EventsConfig,
     pub quotas: QuotasConfig,
     pub certificates: CertificatesConfig,
     pub notifications: NotificationsConfig,
     pub drivers: DriversConfig,
     pub log: LogConfig,
+}
+
+/// `[events]`: cluster events, how long they are kept and how they are streamed.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Events kept per cluster (the oldest go first), 10 to 100,000.
+    pub max_per_cluster: i64,
+    /// Seconds an event is kept at most (1 hour to a year).
+    pub max_age: i64,
+    /// Seconds a deleted cluster's events stay readable (0 to a year).
+    pub keep_after_delete: i64,
+    /// Streams one API process serves at once (1 to 100,000).
+    pub max_streams: usize,
+    /// Streams one project holds at once in one API process (1 to max_streams).
+    pub max_streams_per_project: usize,
+    /// Milliseconds between an API process's looks for new events (50 to 5,000).
+    pub poll_interval_ms: u64,
+    /// Seconds a stream lasts before the server ends it (60 to 86,400); clients reconnect.
+    pub max_stream_duration: u64,
+    /// Seconds between keep-alive comments on an idle stream (1 to 300).
+    pub keepalive: u64,
+    /// Seconds between checks of a stream's token (1 to 3,600).
+    pub recheck_token: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_cluster: 1_000,
+            max_age: 30 * 86_400,
+            keep_after_delete: 7 * 86_400,
+            max_streams: 4_096,
+            max_streams_per_project: 1_024,
+            poll_interval_ms: 200,
+            max_stream_duration: 3_600,
+            keepalive: 15,
+            recheck_token: 30,
+        }
+    }
+}
+
+impl EventsConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        let year = 366 * 86_400;
+        if !(10..=100_000).contains(&self.max_per_cluster) {
+            bail!("events.max_per_cluster must be between 10 and 100000");
+        }
+        if !(3_600..=year).contains(&self.max_age) {
+            bail!("events.max_age must be between 3600 and {year} seconds");
+        }
+        if !(0..=year).contains(&self.keep_after_delete) {
+            bail!("events.keep_after_delete must be between 0 and {year} seconds");
+        }
+        if !(1..=100_000).contains(&self.max_streams)
+            || !(1..=self.max_streams).contains(&self.max_streams_per_project)
+        {
+            bail!("events.max_streams must be between 1 and 100000, and events.max_streams_per_project between 1 and events.max_streams");
+        }
+        if !(50..=5_000).contains(&self.poll_interval_ms) {
+            bail!("events.poll_interval_ms must be between 50 and 5000");
+        }
+        if !(60..=86_400).contains(&self.max_stream_duration)
+            || !(1..=300).contains(&self.keepalive)
+            || !(1..=3_600).contains(&self.recheck_token)
+        {
+            bail!("events.max_stream_duration must be between 60 and 86400 seconds, events.keepalive between 1 and 300, events.recheck_token between 1 and 3600");
+        }
+        Ok(())
+    }
+
+    pub fn retention(&self) -> magnum_store::EventRetention {
+        magnum_store::EventRetention {
+            max_per_cluster: self.max_per_cluster,
+            max_age: self.max_age,
+            keep_after_delete: self.keep_after_delete,
+        }
+    }
+
+    pub fn stream_settings(&self) -> magnum_api::EventStreamSettings {
+        magnum_api::EventStreamSettings {
+            max_streams: self.max_streams,
+            max_streams_per_project: self.max_streams_per_project,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            max_duration: Duration::from_secs(self.max_stream_duration),
+            keepalive: Duration::from_secs(self.keepalive),
+            recheck_token: Duration::from_secs(self.recheck_token),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -491,6 +582,7 @@ impl Config {
         if self.conductor.max_attempts < 1 || self.conductor.operation_timeout == 0 {
             bail!("conductor.max_attempts and conductor.operation_timeout must be at least 1");
         }
+        self.events.check()?;
         if self.conductor.replaced_credential_grace > 604_800 {
             bail!("conductor.replaced_credential_grace is at most 604800 seconds (a week)");
         }
@@ -726,6 +818,7 @@ impl Config {
             max_attempts: conductor.max_attempts,
             operation_timeout: Duration::from_secs(conductor.operation_timeout),
             replaced_credential_grace: Duration::from_secs(conductor.replaced_credential_grace),
+            event_retention: self.events.retention(),
         }
     }
 

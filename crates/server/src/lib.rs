@@ -234,6 +234,7 @@ fn api_state(
                 .map(|host| host.to_ascii_lowercase())
                 .collect(),
             body_timeout: std::time::Duration::from_secs(config.api.body_timeout),
+            event_streams: config.events.stream_settings(),
         },
     })
 }

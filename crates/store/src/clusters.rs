@@ -3,6 +3,7 @@
 //! is going to work on.
 
 use magnum_domain::cluster::{Cluster, ClusterStatus, HealthStatus, NodeGroup, Taint};
+use magnum_domain::event::{describe_creation, Cause, ClusterEvent};
 use magnum_domain::labels::Labels;
 use magnum_domain::operation::Operation;
 use magnum_domain::time::Timestamp;
@@ -106,6 +107,9 @@ pub(crate) struct ClusterChange<'a> {
     pub nodegroups: &'a [NodeGroup],
     pub removed_nodegroups: &'a [Uuid],
     pub operation: Option<&'a Operation>,
+    /// What the change tells (`magnum_domain::event::describe_change`), and why it happened.
+    pub events: &'a [ClusterEvent],
+    pub cause: &'a Cause,
 }
 
 fn placeholders(columns: &str) -> String {
@@ -161,8 +165,15 @@ impl Store {
         operation: &Operation,
         cluster_limit: Option<i64>,
     ) -> Result<Cluster, StoreError> {
-        self.create_cluster_with_credential(cluster, nodegroups, operation, cluster_limit, None)
-            .await
+        self.create_cluster_with_credential(
+            cluster,
+            nodegroups,
+            operation,
+            cluster_limit,
+            None,
+            &Cause::none(),
+        )
+        .await
     }
 
     /// [`Store::create_cluster`], with the credential delegated to the cluster written in
@@ -174,9 +185,21 @@ impl Store {
         operation: &Operation,
         cluster_limit: Option<i64>,
         credential: Option<&StoredCredential>,
+        cause: &Cause,
     ) -> Result<Cluster, StoreError> {
+        let cause = Cause {
+            operation: cause.operation.or(Some(operation.uuid)),
+            ..cause.clone()
+        };
         self.retrying(|| {
-            self.create_cluster_once(cluster, nodegroups, operation, cluster_limit, credential)
+            self.create_cluster_once(
+                cluster,
+                nodegroups,
+                operation,
+                cluster_limit,
+                credential,
+                &cause,
+            )
         })
         .await
     }
@@ -188,6 +211,7 @@ impl Store {
         operation: &Operation,
         cluster_limit: Option<i64>,
         credential: Option<&StoredCredential>,
+        cause: &Cause,
     ) -> Result<Cluster, StoreError> {
         let mut transaction = self.begin_write().await?;
         // Bumping the generation first row-locks it until commit, so concurrent creates on
@@ -237,6 +261,9 @@ impl Store {
         if let Some(credential) = credential {
             self.insert_credential(&mut transaction, credential).await?;
         }
+        let events = describe_creation(nodegroups);
+        self.insert_events(&mut transaction, &stored, &events, cause, stored.created_at)
+            .await?;
         transaction.commit().await?;
         self.cluster_by_uuid(cluster.uuid)
             .await?
@@ -349,6 +376,16 @@ impl Store {
         }
         self.bump_generation(&mut transaction, CLUSTER_GENERATION)
             .await?;
+        let cause = Cause {
+            operation: change
+                .cause
+                .operation
+                .or(change.operation.map(|operation| operation.uuid)),
+            ..change.cause.clone()
+        };
+        let now = stored.updated_at.unwrap_or_else(Timestamp::now);
+        self.insert_events(&mut transaction, &stored, change.events, &cause, now)
+            .await?;
         transaction.commit().await?;
         Ok((
             Cluster {
@@ -362,8 +399,8 @@ impl Store {
     /// Removes the cluster, its nodegroups and its operations. False when it was gone. Its
     /// delegated credentials stay recorded until they are revoked
     /// ([`Store::credentials_due_for_revocation`]).
-    pub async fn purge_cluster(&self, uuid: Uuid) -> Result<bool, StoreError> {
-        self.purge_cluster_revoking_after(uuid, None).await
+    pub async fn purge_cluster(&self, uuid: Uuid, cause: &Cause) -> Result<bool, StoreError> {
+        self.purge_cluster_revoking_after(uuid, None, cause).await
     }
 
     /// [`Store::purge_cluster`], scheduling in the same transaction the revocation of the
@@ -373,6 +410,7 @@ impl Store {
         &self,
         uuid: Uuid,
         revoke_after: Option<Timestamp>,
+        cause: &Cause,
     ) -> Result<bool, StoreError> {
         let mut transaction = self.begin_write().await?;
         if let Some(at) = revoke_after {
@@ -396,6 +434,12 @@ impl Store {
                 .execute(&mut *transaction)
                 .await?;
         }
+        let query = format!("SELECT {CLUSTER_COLUMNS} FROM cluster WHERE uuid = ?");
+        let row = sqlx::query(&self.sql(&query))
+            .bind(uuid.to_string())
+            .fetch_optional(&mut *transaction)
+            .await?;
+        let last_seen = row.as_ref().map(cluster_from_row).transpose()?;
         let sql = self.sql("DELETE FROM cluster WHERE uuid = ?");
         let deleted = sqlx::query(&sql)
             .bind(uuid.to_string())
@@ -403,6 +447,23 @@ impl Store {
             .await?;
         self.bump_generation(&mut transaction, CLUSTER_GENERATION)
             .await?;
+        if let Some(mut cluster) = last_seen {
+            let now = Timestamp::now();
+            cluster.status = ClusterStatus::DeleteComplete;
+            let event = if revoke_after.is_some() {
+                ClusterEvent::warning(
+                    "Deleted",
+                    "The cluster's records were removed by a force delete; what the driver \
+                     made is released in the background.",
+                )
+            } else {
+                ClusterEvent::normal("Deleted", "The cluster was deleted.")
+            };
+            self.insert_events(&mut transaction, &cluster, &[event], cause, now)
+                .await?;
+            self.mark_events_of_deleted(&mut transaction, uuid, now)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(deleted.rows_affected() == 1)
     }

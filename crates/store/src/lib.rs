@@ -7,6 +7,7 @@ mod cluster_templates;
 mod clusters;
 mod credentials;
 mod error;
+mod events;
 mod migrations;
 mod modify;
 mod operations;
@@ -26,6 +27,7 @@ pub use cluster_templates::{TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 pub use clusters::{ClusterScope, CLUSTER_SORT_KEYS, NODEGROUP_SORT_KEYS};
 pub use credentials::StoredCredential;
 pub use error::StoreError;
+pub use events::{EventRetention, EventScope, MAX_EVENTS_PER_READ, SEQUENCE_STRIDE};
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use modify::MODIFY_ATTEMPTS;
 pub use operations::Outcome;
@@ -153,6 +155,20 @@ impl Store {
             .execute(&mut **transaction)
             .await?;
         Ok(())
+    }
+
+    /// The value of a generation inside a transaction that bumped it (and so holds its row).
+    async fn current_generation(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+        name: &str,
+    ) -> Result<i64, StoreError> {
+        let sql = self.sql("SELECT value FROM magnum_generation WHERE name = ?");
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_one(&mut **transaction)
+            .await?;
+        Ok(sqlx::Row::try_get(&row, "value")?)
     }
 
     /// Rewrites `?` placeholders into the engine's form.

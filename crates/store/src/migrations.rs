@@ -236,6 +236,39 @@ pub const MIGRATIONS: &[Migration] = &[
             CONSTRAINT uniq_cluster_credential UNIQUE (cluster_uuid, credential_id)
         ){table_options}"],
     },
+    Migration {
+        version: 9,
+        name: "cluster events",
+        statements: &[
+            "CREATE TABLE cluster_event (
+            id {pk},
+            sequence BIGINT NOT NULL,
+            uuid VARCHAR(36) NOT NULL,
+            cluster_uuid VARCHAR(36) NOT NULL,
+            project_id VARCHAR(255) NOT NULL,
+            user_id VARCHAR(255) NOT NULL,
+            created_at BIGINT NOT NULL,
+            event_type VARCHAR(16) NOT NULL,
+            reason VARCHAR(64) NOT NULL,
+            message {text} NOT NULL,
+            nodegroup VARCHAR(255),
+            node VARCHAR(255),
+            operation_uuid VARCHAR(36),
+            request_id VARCHAR(255),
+            cluster_name VARCHAR(255),
+            cluster_status VARCHAR(32) NOT NULL,
+            health_status VARCHAR(32),
+            node_count BIGINT NOT NULL,
+            master_count BIGINT NOT NULL,
+            cluster_deleted_at BIGINT,
+            CONSTRAINT uniq_cluster_event_sequence UNIQUE (sequence),
+            CONSTRAINT uniq_cluster_event_uuid UNIQUE (uuid)
+        ){table_options}",
+            "CREATE INDEX ix_cluster_event_cluster ON cluster_event (cluster_uuid, sequence)",
+            "CREATE INDEX ix_cluster_event_project ON cluster_event (project_id, sequence)",
+            "CREATE INDEX ix_cluster_event_created ON cluster_event (created_at)",
+        ],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use magnum_domain::aggregate::ClusterAggregate;
 use magnum_domain::cluster::NodeGroup;
 use magnum_domain::cluster_template::ClusterTemplate;
+use magnum_domain::event::{describe_change, Cause};
 use uuid::Uuid;
 
 use crate::clusters::ClusterChange;
@@ -66,7 +67,8 @@ impl Store {
 
     /// The one way to change a cluster: reads it with its nodegroups, lets `decide` change
     /// them (and name an operation), and writes the difference compare-and-set with the
-    /// operation in one transaction; on a lost race, again on fresh data. `decide` must be
+    /// operation and the events the change tells (caused by `cause`) in one transaction; on
+    /// a lost race, again on fresh data. `decide` must be
     /// pure: it may run several times. Nothing is written when it changes nothing.
     ///
     /// Returns what `decide` returned with the aggregate as stored. `NotFound` when the
@@ -74,6 +76,7 @@ impl Store {
     pub async fn modify_cluster<T, E, F>(
         &self,
         uuid: Uuid,
+        cause: &Cause,
         mut decide: F,
     ) -> Result<(T, ClusterAggregate), E>
     where
@@ -98,7 +101,7 @@ impl Store {
             if changed == original {
                 return Ok((value, original));
             }
-            match self.commit_aggregate(&original, &changed).await {
+            match self.commit_aggregate(&original, &changed, cause).await {
                 Ok(stored) => return Ok((value, stored)),
                 Err(error) if error.is_transient() => {
                     attempt += 1;
@@ -158,7 +161,9 @@ impl Store {
         &self,
         original: &ClusterAggregate,
         changed: &ClusterAggregate,
+        cause: &Cause,
     ) -> Result<ClusterAggregate, StoreError> {
+        let events = describe_change(original, changed);
         let written: Vec<NodeGroup> = changed
             .nodegroups
             .iter()
@@ -189,6 +194,8 @@ impl Store {
                 nodegroups: &written,
                 removed_nodegroups: &removed,
                 operation: changed.operation.as_ref(),
+                events: &events,
+                cause,
             })
             .await?;
         Ok(ClusterAggregate {
@@ -196,6 +203,7 @@ impl Store {
             nodegroups,
             operation: changed.operation.clone(),
             unfinished_operations: changed.unfinished_operations.clone(),
+            events: Vec::new(),
         })
     }
 }

@@ -1002,7 +1002,8 @@ mod clusters {
                 &[],
                 &build(orphan.uuid),
                 None,
-                Some(&credential(orphan.uuid, "c0"))
+                Some(&credential(orphan.uuid, "c0")),
+                &magnum_domain::event::Cause::none(),
             )
             .await
             .is_err());
@@ -1018,6 +1019,7 @@ mod clusters {
                 &build(wanted.uuid),
                 None,
                 Some(&credential(wanted.uuid, "c1")),
+                &magnum_domain::event::Cause::none(),
             )
             .await
             .unwrap();
@@ -1085,7 +1087,10 @@ mod clusters {
             .await
             .unwrap_err();
         assert!(matches!(gone, StoreError::NotFound), "{gone}");
-        assert!(store.purge_cluster(wanted.uuid).await.unwrap());
+        assert!(store
+            .purge_cluster(wanted.uuid, &magnum_domain::event::Cause::none())
+            .await
+            .unwrap());
         assert_eq!(
             ids(store
                 .credentials_due_for_revocation(at(0), 10)
@@ -1143,11 +1148,16 @@ mod clusters {
                 &build(forced.uuid),
                 None,
                 Some(&credential(forced.uuid, "f1")),
+                &magnum_domain::event::Cause::none(),
             )
             .await
             .unwrap();
         assert!(store
-            .purge_cluster_revoking_after(forced.uuid, Some(at(5000)))
+            .purge_cluster_revoking_after(
+                forced.uuid,
+                Some(at(5000)),
+                &magnum_domain::event::Cause::none()
+            )
             .await
             .unwrap());
         assert!(store

@@ -266,7 +266,17 @@ impl Driver for ScriptedDriver {
                         .or_default()
                         .entry(nodegroup.uuid)
                         .or_default()
-                        .push(address);
+                        .push(address.clone());
+                    progress
+                        .event(
+                            magnum_driver::ClusterEvent::normal(
+                                "NodeStarted",
+                                format!("Node {address} started."),
+                            )
+                            .in_nodegroup(&nodegroup.name)
+                            .on_node(&address),
+                        )
+                        .await;
                 } else {
                     progress
                         .report(format!(

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use magnum_domain::cluster::{Cluster, ClusterStatus};
+use magnum_domain::event::Cause;
 use magnum_domain::operation::OperationKind;
 use magnum_domain::policy::Target;
 use magnum_driver::Action;
@@ -143,9 +144,13 @@ async fn start_operation(
     let change = change_request(&request.context.identity);
     state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<(), ChangeError> {
-            Ok(aggregate.start_rotation(kind, reason, &change)?)
-        })
+        .modify_cluster(
+            cluster.uuid,
+            &Cause::request(&request.context.request_id),
+            |aggregate| -> Result<(), ChangeError> {
+                Ok(aggregate.start_rotation(kind, reason, &change)?)
+            },
+        )
         .await
         .map_err(|error| {
             error.answer(|| {

@@ -12,6 +12,7 @@ use magnum_domain::cluster::{
     DEFAULT_WORKER_NODEGROUP,
 };
 use magnum_domain::cluster_template::TemplateRules;
+use magnum_domain::event::Cause;
 use magnum_domain::labels::Labels;
 use magnum_domain::names::generate_name;
 use magnum_domain::nodegroup::MAX_NODE_COUNT;
@@ -529,6 +530,7 @@ pub(crate) async fn create(request: ResourceRequest<'_>) -> Result<Response<Body
             operation,
             Some(limit),
             credential.as_ref().map(|pending| pending.credential()),
+            &Cause::request(&context.request_id),
         )
         .await;
     // Recorded with the cluster; otherwise the guard revokes it once it is sure it was not.
@@ -612,63 +614,67 @@ pub(crate) async fn update(
     let request = change_request(identity);
     let outcome = state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<bool, ChangeError> {
-            let cluster = &aggregate.cluster;
-            let worker_count = aggregate
-                .default_worker()
-                .map_or(0, |worker| worker.node_count);
-            let mut original = view(cluster, None, true, version, &context.base_url);
-            original.insert("node_count", json!(worker_count));
-            let original: Map<String, Value> = original
-                .into_iter()
-                .map(|(key, value)| (key.to_owned(), value))
-                .collect();
-            let mut document = original.clone();
-            apply_patch(&mut document, &operations, &PATCH_RULES)?;
-            let mut changed: Vec<&str> = original
-                .keys()
-                .chain(document.keys())
-                .map(String::as_str)
-                .filter(|key| original.get(*key) != document.get(*key))
-                .collect();
-            changed.sort_unstable();
-            changed.dedup();
-            let forbidden: Vec<&str> = changed
-                .iter()
-                .copied()
-                .filter(|key| !PATCHABLE.contains(key))
-                .collect();
-            if !forbidden.is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "cannot change cluster property(ies) {}.",
-                    forbidden.join(", ")
-                ))
-                .into());
-            }
-            let node_count = patched_node_count(&document, version)?;
-            let health_status = patched_health_status(&document)?;
-            let health_status_reason = match document.get("health_status_reason") {
-                Some(Value::Object(reason)) => reason.clone(),
-                _ => Map::new(),
-            };
-            if health_status_reason != cluster.health_status_reason {
-                crate::input::check_health_status_reason(&health_status_reason)?;
-            }
-            aggregate.set_health(health_status, health_status_reason, request.now);
-            if node_count == worker_count {
-                return Ok(false);
-            }
-            let driver = driver
-                .as_ref()
-                .map_err(|error| ApiError::new(error.status, error.detail.clone()))?;
-            check_capacity(
-                &**driver,
-                &aggregate.cluster.project_id,
-                node_count.saturating_sub(worker_count),
-            )?;
-            aggregate.scale_default_workers(node_count, rollback, &request)?;
-            Ok(true)
-        })
+        .modify_cluster(
+            cluster.uuid,
+            &Cause::request(&context.request_id),
+            |aggregate| -> Result<bool, ChangeError> {
+                let cluster = &aggregate.cluster;
+                let worker_count = aggregate
+                    .default_worker()
+                    .map_or(0, |worker| worker.node_count);
+                let mut original = view(cluster, None, true, version, &context.base_url);
+                original.insert("node_count", json!(worker_count));
+                let original: Map<String, Value> = original
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value))
+                    .collect();
+                let mut document = original.clone();
+                apply_patch(&mut document, &operations, &PATCH_RULES)?;
+                let mut changed: Vec<&str> = original
+                    .keys()
+                    .chain(document.keys())
+                    .map(String::as_str)
+                    .filter(|key| original.get(*key) != document.get(*key))
+                    .collect();
+                changed.sort_unstable();
+                changed.dedup();
+                let forbidden: Vec<&str> = changed
+                    .iter()
+                    .copied()
+                    .filter(|key| !PATCHABLE.contains(key))
+                    .collect();
+                if !forbidden.is_empty() {
+                    return Err(ApiError::bad_request(format!(
+                        "cannot change cluster property(ies) {}.",
+                        forbidden.join(", ")
+                    ))
+                    .into());
+                }
+                let node_count = patched_node_count(&document, version)?;
+                let health_status = patched_health_status(&document)?;
+                let health_status_reason = match document.get("health_status_reason") {
+                    Some(Value::Object(reason)) => reason.clone(),
+                    _ => Map::new(),
+                };
+                if health_status_reason != cluster.health_status_reason {
+                    crate::input::check_health_status_reason(&health_status_reason)?;
+                }
+                aggregate.set_health(health_status, health_status_reason, request.now);
+                if node_count == worker_count {
+                    return Ok(false);
+                }
+                let driver = driver
+                    .as_ref()
+                    .map_err(|error| ApiError::new(error.status, error.detail.clone()))?;
+                check_capacity(
+                    &**driver,
+                    &aggregate.cluster.project_id,
+                    node_count.saturating_sub(worker_count),
+                )?;
+                aggregate.scale_default_workers(node_count, rollback, &request)?;
+                Ok(true)
+            },
+        )
         .await
         .map_err(|error| error.answer(|| not_found(ident)))?;
     let (queued, stored) = outcome;
@@ -818,6 +824,7 @@ pub(crate) async fn delete(
                 Some(Timestamp::from_unix_seconds(
                     Timestamp::now().unix_seconds() + FORCE_DELETED_CREDENTIAL_GRACE_SECONDS,
                 )),
+                &Cause::request(&context.request_id),
             )
             .await?;
         tracing::warn!(cluster.id = %cluster.uuid, user.id = %identity.user_id, "cluster force-deleted");
@@ -834,13 +841,17 @@ pub(crate) async fn delete(
     let request = change_request(identity);
     let (queued, _) = state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<bool, ChangeError> {
-            if deletion_queued && aggregate.is_being_deleted() {
-                return Ok(false);
-            }
-            aggregate.start_delete(&request)?;
-            Ok(true)
-        })
+        .modify_cluster(
+            cluster.uuid,
+            &Cause::request(&context.request_id),
+            |aggregate| -> Result<bool, ChangeError> {
+                if deletion_queued && aggregate.is_being_deleted() {
+                    return Ok(false);
+                }
+                aggregate.start_delete(&request)?;
+                Ok(true)
+            },
+        )
         .await
         .map_err(|error| error.answer(|| not_found(ident)))?;
     if queued {
@@ -917,37 +928,41 @@ pub(crate) async fn resize(
     let request = change_request(identity);
     let (nodegroup, _) = state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<String, ChangeError> {
-            let nodegroup = match &requested {
-                Some(name) => aggregate
-                    .nodegroup(name)
-                    .ok_or_else(|| nodegroup_not_found(name))?,
-                None => aggregate
-                    .default_worker()
-                    .ok_or_else(|| nodegroup_not_found(DEFAULT_WORKER_NODEGROUP))?,
-            }
-            .clone();
-            let driver = if nodegroup.is_master() {
-                let driver = masters.as_ref().map_err(copy_error)?;
-                driver
-                    .check_master_count(node_count)
-                    .map_err(ApiError::bad_request)?;
-                driver
-            } else {
-                ClusterAggregate::check_resize_range(&nodegroup, node_count)?;
-                if node_count == 0 && version < Version::new(1, 10) {
-                    return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED).into());
+        .modify_cluster(
+            cluster.uuid,
+            &Cause::request(&context.request_id),
+            |aggregate| -> Result<String, ChangeError> {
+                let nodegroup = match &requested {
+                    Some(name) => aggregate
+                        .nodegroup(name)
+                        .ok_or_else(|| nodegroup_not_found(name))?,
+                    None => aggregate
+                        .default_worker()
+                        .ok_or_else(|| nodegroup_not_found(DEFAULT_WORKER_NODEGROUP))?,
                 }
-                workers.as_ref().map_err(copy_error)?
-            };
-            check_capacity(
-                &**driver,
-                &aggregate.cluster.project_id,
-                node_count.saturating_sub(nodegroup.node_count),
-            )?;
-            aggregate.resize(nodegroup.uuid, node_count, removals.clone(), &request)?;
-            Ok(nodegroup.name)
-        })
+                .clone();
+                let driver = if nodegroup.is_master() {
+                    let driver = masters.as_ref().map_err(copy_error)?;
+                    driver
+                        .check_master_count(node_count)
+                        .map_err(ApiError::bad_request)?;
+                    driver
+                } else {
+                    ClusterAggregate::check_resize_range(&nodegroup, node_count)?;
+                    if node_count == 0 && version < Version::new(1, 10) {
+                        return Err(ApiError::bad_request(ZERO_NODES_UNSUPPORTED).into());
+                    }
+                    workers.as_ref().map_err(copy_error)?
+                };
+                check_capacity(
+                    &**driver,
+                    &aggregate.cluster.project_id,
+                    node_count.saturating_sub(nodegroup.node_count),
+                )?;
+                aggregate.resize(nodegroup.uuid, node_count, removals.clone(), &request)?;
+                Ok(nodegroup.name)
+            },
+        )
         .await
         .map_err(|error| error.answer(|| not_found(ident)))?;
     state.operations_enqueued.notify_one();
@@ -1021,7 +1036,7 @@ pub(crate) async fn upgrade(
     let request = change_request(identity);
     state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<(), ChangeError> {
+        .modify_cluster(cluster.uuid, &Cause::request(&context.request_id), |aggregate| -> Result<(), ChangeError> {
             aggregate.upgrade_targets(&upgrade)?;
             let driver = driver.as_ref().map_err(copy_error)?;
             driver

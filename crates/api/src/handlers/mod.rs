@@ -1,6 +1,7 @@
 pub mod certificates;
 pub mod cluster_templates;
 pub mod clusters;
+pub mod events;
 pub mod nodegroups;
 pub mod quotas;
 pub mod root;

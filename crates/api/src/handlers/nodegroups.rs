@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use magnum_domain::aggregate::{find_nodegroup, ChangeRefused};
 use magnum_domain::cluster::{ClusterStatus, NodeGroup};
+use magnum_domain::event::Cause;
 use magnum_domain::labels::Labels;
 use magnum_domain::nodegroup::{
     check_counts, check_node_labels, parse_node_taints, NodeGroupInvalid, MAX_NODE_COUNT,
@@ -271,72 +272,76 @@ pub(crate) async fn create(
     let new_uuid = Uuid::new_v4();
     let (_, stored) = state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<(), ChangeError> {
-            aggregate.check_nodegroup_name(&name)?;
-            let role = attributes
-                .text("role")
-                .unwrap_or_else(|| "worker".to_owned());
-            let node_count = attributes.integer("node_count").unwrap_or(1);
-            let min_node_count = attributes.integer("min_node_count").unwrap_or(0);
-            let max_node_count = attributes.integer("max_node_count");
-            check_counts(&name, node_count, min_node_count, max_node_count).map_err(invalid)?;
-            let node_labels = node_labels_of(&name, &role, object.get("node_labels"))?;
-            let node_taints = match object.get("node_taints") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(value) => parse_node_taints(&name, &role, value).map_err(invalid)?,
-            };
-            if role == "master" {
-                return Err(ChangeRefused::MasterNodegroup.into());
-            }
-            let driver = driver.as_ref().map_err(copy_error)?;
-            check_capacity(&**driver, &aggregate.cluster.project_id, node_count)?;
-            let labels = Labels::inherit(
-                &aggregate.cluster.labels,
-                attributes.labels("labels"),
-                attributes.boolean("merge_labels").unwrap_or(false),
-            )
-            .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
-            let flavor_id = attributes
-                .text("flavor_id")
-                .or(aggregate.cluster.flavor_id.clone());
-            driver
-                .validate_references(&References {
-                    flavor_id: flavor_id.as_deref(),
-                    boot_volume_size: labels.get("boot_volume_size"),
-                    ..References::default()
-                })
-                .map_err(ApiError::from)?;
-            let nodegroup = NodeGroup {
-                id: 0,
-                uuid: new_uuid,
-                cluster_uuid: aggregate.cluster.uuid,
-                project_id: identity.project_id.clone(),
-                name: name.clone(),
-                docker_volume_size: attributes.integer("docker_volume_size"),
-                labels,
-                flavor_id,
-                image_id: attributes
-                    .text("image_id")
-                    .or(Some(template.image_id.clone())),
-                node_addresses: Vec::new(),
-                node_count,
-                role,
-                min_node_count,
-                max_node_count,
-                is_default: false,
-                stack_id: None,
-                status: ClusterStatus::CreateInProgress,
-                status_reason: None,
-                coe_version: None,
-                node_labels,
-                node_taints,
-                created_at: request.now,
-                updated_at: None,
-                version: 0,
-            };
-            aggregate.add_nodegroup(nodegroup, &request)?;
-            Ok(())
-        })
+        .modify_cluster(
+            cluster.uuid,
+            &Cause::request(&context.request_id),
+            |aggregate| -> Result<(), ChangeError> {
+                aggregate.check_nodegroup_name(&name)?;
+                let role = attributes
+                    .text("role")
+                    .unwrap_or_else(|| "worker".to_owned());
+                let node_count = attributes.integer("node_count").unwrap_or(1);
+                let min_node_count = attributes.integer("min_node_count").unwrap_or(0);
+                let max_node_count = attributes.integer("max_node_count");
+                check_counts(&name, node_count, min_node_count, max_node_count).map_err(invalid)?;
+                let node_labels = node_labels_of(&name, &role, object.get("node_labels"))?;
+                let node_taints = match object.get("node_taints") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(value) => parse_node_taints(&name, &role, value).map_err(invalid)?,
+                };
+                if role == "master" {
+                    return Err(ChangeRefused::MasterNodegroup.into());
+                }
+                let driver = driver.as_ref().map_err(copy_error)?;
+                check_capacity(&**driver, &aggregate.cluster.project_id, node_count)?;
+                let labels = Labels::inherit(
+                    &aggregate.cluster.labels,
+                    attributes.labels("labels"),
+                    attributes.boolean("merge_labels").unwrap_or(false),
+                )
+                .map_err(|error| crate::input::labels_beyond_bounds("labels", &error))?;
+                let flavor_id = attributes
+                    .text("flavor_id")
+                    .or(aggregate.cluster.flavor_id.clone());
+                driver
+                    .validate_references(&References {
+                        flavor_id: flavor_id.as_deref(),
+                        boot_volume_size: labels.get("boot_volume_size"),
+                        ..References::default()
+                    })
+                    .map_err(ApiError::from)?;
+                let nodegroup = NodeGroup {
+                    id: 0,
+                    uuid: new_uuid,
+                    cluster_uuid: aggregate.cluster.uuid,
+                    project_id: identity.project_id.clone(),
+                    name: name.clone(),
+                    docker_volume_size: attributes.integer("docker_volume_size"),
+                    labels,
+                    flavor_id,
+                    image_id: attributes
+                        .text("image_id")
+                        .or(Some(template.image_id.clone())),
+                    node_addresses: Vec::new(),
+                    node_count,
+                    role,
+                    min_node_count,
+                    max_node_count,
+                    is_default: false,
+                    stack_id: None,
+                    status: ClusterStatus::CreateInProgress,
+                    status_reason: None,
+                    coe_version: None,
+                    node_labels,
+                    node_taints,
+                    created_at: request.now,
+                    updated_at: None,
+                    version: 0,
+                };
+                aggregate.add_nodegroup(nodegroup, &request)?;
+                Ok(())
+            },
+        )
         .await
         .map_err(|error| match error {
             // Taken as the database compares names (MariaDB ignores trailing spaces).
@@ -431,6 +436,7 @@ pub(crate) async fn update(
         .store
         .modify_cluster(
             cluster.uuid,
+            &Cause::request(&context.request_id),
             |aggregate| -> Result<Option<Uuid>, ChangeError> {
                 let current = aggregate
                     .nodegroup(ident)
@@ -528,20 +534,24 @@ pub(crate) async fn delete(
     let request = change_request(identity);
     let (queued, _) = state
         .store
-        .modify_cluster(cluster.uuid, |aggregate| -> Result<bool, ChangeError> {
-            let nodegroup = aggregate
-                .nodegroup(ident)
-                .ok_or_else(|| nodegroup_not_found(ident))?;
-            if nodegroup.is_default {
-                return Err(ChangeRefused::DefaultNodegroup.into());
-            }
-            if nodegroup.status == ClusterStatus::DeleteInProgress {
-                return Ok(false);
-            }
-            let uuid = nodegroup.uuid;
-            driver.as_ref().map_err(copy_error)?;
-            Ok(aggregate.remove_nodegroup(uuid, &request)?)
-        })
+        .modify_cluster(
+            cluster.uuid,
+            &Cause::request(&context.request_id),
+            |aggregate| -> Result<bool, ChangeError> {
+                let nodegroup = aggregate
+                    .nodegroup(ident)
+                    .ok_or_else(|| nodegroup_not_found(ident))?;
+                if nodegroup.is_default {
+                    return Err(ChangeRefused::DefaultNodegroup.into());
+                }
+                if nodegroup.status == ClusterStatus::DeleteInProgress {
+                    return Ok(false);
+                }
+                let uuid = nodegroup.uuid;
+                driver.as_ref().map_err(copy_error)?;
+                Ok(aggregate.remove_nodegroup(uuid, &request)?)
+            },
+        )
         .await
         .map_err(|error| error.answer(|| nodegroup_not_found(ident)))?;
     if queued {

@@ -12,6 +12,7 @@ impl Runtime {
     ) -> Option<(
         magnum_domain::cluster::HealthStatus,
         serde_json::Map<String, serde_json::Value>,
+        Vec<ClusterEvent>,
     )> {
         use magnum_domain::cluster::HealthStatus;
         use serde_json::Value;
@@ -69,6 +70,7 @@ impl Runtime {
             HealthStatus::Unhealthy
         };
         // Healing comes after the report, so that what was seen is what is published.
+        let mut events = Vec::new();
         if state.auto_healing && status == HealthStatus::Unhealthy {
             for node in &state.nodes {
                 if self.node_pid(cluster, &node.name).is_none() {
@@ -80,12 +82,34 @@ impl Runtime {
                         self.launch_dockerd(cluster, node, state.tls, &hostname)
                             .await
                     };
-                    if let Err(error) = restarted.await {
-                        tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "auto-healing failed");
+                    match restarted.await {
+                        Ok(()) => events.push(
+                            ClusterEvent::warning(
+                                "NodeRestarted",
+                                format!(
+                                    "Auto-healing restarted node {} after its dockerd died.",
+                                    node.name
+                                ),
+                            )
+                            .on_node(&node.name),
+                        ),
+                        Err(error) => {
+                            tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "auto-healing failed");
+                            events.push(
+                                ClusterEvent::warning(
+                                    "NodeHealFailed",
+                                    format!(
+                                        "Auto-healing could not restart node {}: {error}",
+                                        node.name
+                                    ),
+                                )
+                                .on_node(&node.name),
+                            );
+                        }
                     }
                 }
             }
         }
-        Some((status, reason))
+        Some((status, reason, events))
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use magnum_driver::{
-    Action, ClusterSpec, Converge, DriverError, Observed, ObservedNodeGroup, Progress,
+    Action, ClusterEvent, ClusterSpec, Converge, DriverError, Observed, ObservedNodeGroup, Progress,
 };
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;

@@ -71,9 +71,44 @@ impl Runtime {
             ],
         )
         .await?;
+        progress
+            .event(
+                ClusterEvent::normal(
+                    "NodeStarted",
+                    format!("Node {} ({}) started.", node.name, node.address),
+                )
+                .in_nodegroup(&nodegroup.name)
+                .on_node(&node.name),
+            )
+            .await;
         // The manager may have died while this node started: the join needs it.
         self.revive_dead_nodes(spec, state, progress).await?;
+        let first = Self::manager(state).is_none();
         let swarm_id = self.join(spec, state, &node).await?;
+        let joined = if first {
+            format!(
+                "Node {} initialized the swarm as its first manager.",
+                node.name
+            )
+        } else if node.role == "master" {
+            format!("Node {} joined the swarm as a manager.", node.name)
+        } else {
+            format!("Node {} joined the swarm as a worker.", node.name)
+        };
+        progress
+            .event(
+                ClusterEvent::normal(
+                    if first {
+                        "SwarmInitialized"
+                    } else {
+                        "SwarmJoined"
+                    },
+                    joined,
+                )
+                .in_nodegroup(&nodegroup.name)
+                .on_node(&node.name),
+            )
+            .await;
         if let Some(stored) = state
             .nodes
             .iter_mut()
@@ -182,6 +217,12 @@ impl Runtime {
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
         progress.report(format!("Removing node {name}.")).await;
+        progress
+            .event(
+                ClusterEvent::normal("NodeRemoving", format!("Removing node {name}."))
+                    .on_node(name),
+            )
+            .await;
         let node = state.nodes.iter().find(|node| node.name == name).cloned();
         let manager = Self::manager(state)
             .filter(|manager| manager.name != name)
@@ -252,6 +293,8 @@ impl Runtime {
                 self.save(cluster, &state)?;
             }
         }
+        // Nodes this change adds: their readiness is an event.
+        let known: Vec<String> = state.nodes.iter().map(|node| node.name.clone()).collect();
         if request.action == Action::RotateCa {
             progress
                 .report("Issuing new server certificates from the new CA.".to_owned())
@@ -319,7 +362,14 @@ impl Runtime {
             self.remove_node(cluster, &mut state, &name, progress)
                 .await?;
         }
-        self.wait_until_ready(spec, &state, progress).await?;
+        let fresh: Vec<String> = state
+            .nodes
+            .iter()
+            .filter(|node| !known.contains(&node.name))
+            .map(|node| node.name.clone())
+            .collect();
+        self.wait_until_ready(spec, &state, &fresh, progress)
+            .await?;
         self.observe(spec, &state).await
     }
 
@@ -339,6 +389,18 @@ impl Runtime {
                 progress
                     .report(format!("Restarting the dockerd of node {}.", node.name))
                     .await;
+                progress
+                    .event(
+                        ClusterEvent::warning(
+                            "NodeRestarted",
+                            format!(
+                                "Node {}'s dockerd was not running; the change restarts it.",
+                                node.name
+                            ),
+                        )
+                        .on_node(&node.name),
+                    )
+                    .await;
                 self.create_network(cluster, &node.name, &node.address)
                     .await?;
                 self.start_dockerd(spec, node).await?;
@@ -352,12 +414,14 @@ impl Runtime {
         &self,
         spec: &ClusterSpec,
         state: &ClusterState,
+        fresh: &[String],
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
         let cluster = spec.cluster.uuid;
         let Some(manager) = Self::manager(state) else {
             return Ok(());
         };
+        let mut announced: Vec<&str> = Vec::new();
         // Generous: on a loaded host a restarted manager (CA rotation) and its workers can
         // take a while to find each other again.
         let started = Instant::now();
@@ -392,6 +456,25 @@ impl Runtime {
                     !listing.lines().any(|line| line == format!("{id} Ready"))
                 })
                 .collect();
+            let newly_ready: Vec<&NodeState> = state
+                .nodes
+                .iter()
+                .filter(|node| {
+                    fresh.contains(&node.name)
+                        && !announced.contains(&node.name.as_str())
+                        && !not_ready.iter().any(|late| late.name == node.name)
+                })
+                .collect();
+            for node in newly_ready {
+                announced.push(&node.name);
+                progress
+                    .event(
+                        ClusterEvent::normal("NodeReady", format!("Node {} is Ready.", node.name))
+                            .in_nodegroup(&group_name(spec, node.nodegroup))
+                            .on_node(&node.name),
+                    )
+                    .await;
+            }
             if not_ready.is_empty() {
                 return Ok(());
             }
@@ -553,4 +636,12 @@ fn manager_view<'a>(listing: &'a str, node: &NodeState) -> &'a str {
         .lines()
         .find_map(|line| line.strip_prefix(id)?.strip_prefix(' '))
         .unwrap_or("absent")
+}
+
+/// A nodegroup's name as the spec has it (its uuid when it is gone).
+fn group_name(spec: &ClusterSpec, uuid: Uuid) -> String {
+    spec.nodegroups
+        .iter()
+        .find(|group| group.uuid == uuid)
+        .map_or_else(|| uuid.to_string(), |group| group.name.clone())
 }

@@ -1,0 +1,321 @@
+//! Cluster events (`cluster_event`), written in the transaction of the change they describe.
+//!
+//! An event's `sequence` is the cluster generation its transaction bumped, times
+//! [`SEQUENCE_STRIDE`], plus its index in the change. Every cluster write bumps that one row
+//! first or last and holds its lock until commit, so sequences grow in commit order on every
+//! engine: a reader that has seen sequence *n* never later finds a committed event below *n*.
+//! That is what lets a stream resume from a position and let a cheap indexed poll
+//! (`sequence > ?`) follow changes made by other processes without missing one.
+
+use magnum_domain::cluster::{Cluster, ClusterStatus, HealthStatus};
+use magnum_domain::event::{
+    Cause, ClusterEvent, ClusterSnapshot, EventType, StoredEvent, MAX_EVENTS_PER_CHANGE,
+};
+use magnum_domain::time::Timestamp;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row};
+use uuid::Uuid;
+
+use crate::{text_column, Store, StoreError};
+
+/// Sequences of one change: `generation * SEQUENCE_STRIDE + index`.
+pub const SEQUENCE_STRIDE: i64 = 1_024;
+const _: () = assert!(MAX_EVENTS_PER_CHANGE as i64 <= SEQUENCE_STRIDE);
+
+/// The most events one read returns.
+pub const MAX_EVENTS_PER_READ: i64 = 1_000;
+
+const EVENT_COLUMNS: &str = "sequence, uuid, cluster_uuid, project_id, user_id, created_at, \
+    event_type, reason, message, nodegroup, node, operation_uuid, request_id, cluster_name, \
+    cluster_status, health_status, node_count, master_count";
+
+/// Which events a read covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventScope {
+    Cluster(Uuid),
+    Project(String),
+    All,
+}
+
+/// How long and how many events are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRetention {
+    pub max_per_cluster: i64,
+    /// Seconds.
+    pub max_age: i64,
+    /// Seconds after the cluster's deletion.
+    pub keep_after_delete: i64,
+}
+
+impl Store {
+    /// Writes `events` of a change in its transaction, after the cluster generation was
+    /// bumped (see the module's documentation).
+    pub(crate) async fn insert_events(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, Any>,
+        cluster: &Cluster,
+        events: &[ClusterEvent],
+        cause: &Cause,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let generation = self.current_generation(transaction, "cluster").await?;
+        let snapshot = ClusterSnapshot::of(cluster);
+        let query = format!(
+            "INSERT INTO cluster_event ({EVENT_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        let sql = self.sql(&query);
+        for (index, event) in events.iter().take(MAX_EVENTS_PER_CHANGE).enumerate() {
+            sqlx::query(&sql)
+                .bind(generation * SEQUENCE_STRIDE + index as i64)
+                .bind(Uuid::new_v4().to_string())
+                .bind(cluster.uuid.to_string())
+                .bind(cluster.project_id.clone())
+                .bind(cluster.user_id.clone())
+                .bind(now.unix_seconds())
+                .bind(event.event_type.as_str())
+                .bind(event.reason.clone())
+                .bind(event.message.clone())
+                .bind(event.nodegroup.clone())
+                .bind(event.node.clone())
+                .bind(cause.operation.map(|uuid| uuid.to_string()))
+                .bind(cause.request_id.clone())
+                .bind(snapshot.name.clone())
+                .bind(snapshot.status.as_str())
+                .bind(snapshot.health_status.map(HealthStatus::as_str))
+                .bind(snapshot.node_count)
+                .bind(snapshot.master_count)
+                .execute(&mut **transaction)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Marks a purged cluster's events, so that they are kept `keep_after_delete` from now.
+    pub(crate) async fn mark_events_of_deleted(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, Any>,
+        cluster: Uuid,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(&self.sql(
+            "UPDATE cluster_event SET cluster_deleted_at = ? WHERE cluster_uuid = ? \
+             AND cluster_deleted_at IS NULL",
+        ))
+        .bind(now.unix_seconds())
+        .bind(cluster.to_string())
+        .execute(&mut **transaction)
+        .await?;
+        Ok(())
+    }
+
+    /// Events of `scope` after stream position `after` (all when `None`), oldest first, at
+    /// most `limit` (bounded by [`MAX_EVENTS_PER_READ`]).
+    pub async fn events_after(
+        &self,
+        scope: &EventScope,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read_events(scope, after, false, limit).await
+    }
+
+    /// Events of `scope` before stream position `before` (the newest when `None`), newest
+    /// first, at most `limit`.
+    pub async fn events_before(
+        &self,
+        scope: &EventScope,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read_events(scope, before, true, limit).await
+    }
+
+    async fn read_events(
+        &self,
+        scope: &EventScope,
+        bound: Option<i64>,
+        newest_first: bool,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut arguments = Vec::new();
+        match scope {
+            EventScope::Cluster(uuid) => {
+                conditions.push("cluster_uuid = ?");
+                arguments.push(uuid.to_string());
+            }
+            EventScope::Project(project) => {
+                conditions.push("project_id = ?");
+                arguments.push(project.clone());
+            }
+            EventScope::All => {}
+        }
+        let (comparison, order) = if newest_first {
+            ("sequence < ?", "DESC")
+        } else {
+            ("sequence > ?", "ASC")
+        };
+        if bound.is_some() {
+            conditions.push(comparison);
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let query = format!(
+            "SELECT {EVENT_COLUMNS} FROM cluster_event {filter} ORDER BY sequence {order} LIMIT ?"
+        );
+        let sql = self.sql(&query);
+        let mut statement = sqlx::query(&sql);
+        for argument in arguments {
+            statement = statement.bind(argument);
+        }
+        if let Some(bound) = bound {
+            statement = statement.bind(bound);
+        }
+        let rows = statement
+            .bind(limit.clamp(1, MAX_EVENTS_PER_READ))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// One event by uuid (a pagination marker), in `scope`.
+    pub async fn event_by_uuid(
+        &self,
+        scope: &EventScope,
+        uuid: Uuid,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let query = format!("SELECT {EVENT_COLUMNS} FROM cluster_event WHERE uuid = ?");
+        let sql = self.sql(&query);
+        let row = sqlx::query(&sql)
+            .bind(uuid.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let event = row.as_ref().map(event_from_row).transpose()?;
+        Ok(event.filter(|event| match scope {
+            EventScope::Cluster(cluster) => event.cluster_uuid == *cluster,
+            EventScope::Project(project) => event.project_id == *project,
+            EventScope::All => true,
+        }))
+    }
+
+    /// The newest stream position (0 with no event).
+    pub async fn latest_event_sequence(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(sequence) AS newest FROM cluster_event")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("newest")?.unwrap_or(0))
+    }
+
+    /// Drops events past `retention`: older than its age, of clusters deleted longer ago than
+    /// it keeps them, and beyond its count for the clusters that had events after stream
+    /// position `changed_after` (those whose count can have grown). Returns how many went.
+    pub async fn prune_events(
+        &self,
+        retention: EventRetention,
+        changed_after: i64,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        let now = now.unix_seconds();
+        removed += sqlx::query(&self.sql("DELETE FROM cluster_event WHERE created_at < ?"))
+            .bind(now.saturating_sub(retention.max_age))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        removed += sqlx::query(&self.sql(
+            "DELETE FROM cluster_event WHERE cluster_deleted_at IS NOT NULL \
+             AND cluster_deleted_at < ?",
+        ))
+        .bind(now.saturating_sub(retention.keep_after_delete))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let rows =
+            sqlx::query(&self.sql(
+                "SELECT DISTINCT cluster_uuid FROM cluster_event WHERE sequence > ? LIMIT 10000",
+            ))
+            .bind(changed_after)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in rows {
+            let cluster: String = row.try_get("cluster_uuid")?;
+            let cutoff = sqlx::query(&self.sql(
+                "SELECT sequence FROM cluster_event WHERE cluster_uuid = ? \
+                 ORDER BY sequence DESC LIMIT 1 OFFSET ?",
+            ))
+            .bind(cluster.clone())
+            .bind(retention.max_per_cluster.max(1) - 1)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(cutoff) = cutoff {
+                let oldest_kept: i64 = cutoff.try_get("sequence")?;
+                removed += sqlx::query(
+                    &self.sql("DELETE FROM cluster_event WHERE cluster_uuid = ? AND sequence < ?"),
+                )
+                .bind(cluster)
+                .bind(oldest_kept)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn event_from_row(row: &AnyRow) -> Result<StoredEvent, StoreError> {
+    let corrupt = |column: &str, text: &str| StoreError::Corrupt(format!("{column} {text:?}"));
+    let uuid_of = |column: &str| -> Result<Uuid, StoreError> {
+        let text: String = row.try_get(column)?;
+        Uuid::parse_str(&text).map_err(|_| corrupt(column, &text))
+    };
+    let event_type: String = row.try_get("event_type")?;
+    let status: String = row.try_get("cluster_status")?;
+    let health_status = match row.try_get::<Option<String>, _>("health_status")? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<HealthStatus>()
+                .map_err(|()| corrupt("health_status", &text))?,
+        ),
+    };
+    let operation = match row.try_get::<Option<String>, _>("operation_uuid")? {
+        None => None,
+        Some(text) => Some(Uuid::parse_str(&text).map_err(|_| corrupt("operation_uuid", &text))?),
+    };
+    Ok(StoredEvent {
+        sequence: row.try_get("sequence")?,
+        uuid: uuid_of("uuid")?,
+        cluster_uuid: uuid_of("cluster_uuid")?,
+        project_id: row.try_get("project_id")?,
+        user_id: row.try_get("user_id")?,
+        created_at: Timestamp::from_unix_seconds(row.try_get("created_at")?),
+        event: ClusterEvent {
+            event_type: EventType::parse(&event_type)
+                .ok_or_else(|| corrupt("event_type", &event_type))?,
+            reason: row.try_get("reason")?,
+            message: text_column(row, "message")?.unwrap_or_default(),
+            nodegroup: row.try_get("nodegroup")?,
+            node: row.try_get("node")?,
+        },
+        cause: Cause {
+            request_id: row.try_get("request_id")?,
+            operation,
+        },
+        snapshot: ClusterSnapshot {
+            name: row.try_get("cluster_name")?,
+            status: status
+                .parse::<ClusterStatus>()
+                .map_err(|()| corrupt("cluster_status", &status))?,
+            health_status,
+            node_count: row.try_get("node_count")?,
+            master_count: row.try_get("master_count")?,
+        },
+    })
+}
