@@ -574,7 +574,15 @@ async fn follow_stream(
             return Some(Ok(()));
         }
         match standing(cluster, &status, message, gone) {
-            Standing::Done => return Some(Ok(())),
+            Standing::Done => {
+                // The last line says where the cluster ended, nodes included.
+                if let Ok(body) = client.cluster(cluster).await {
+                    let reason = body["status_reason"].as_str().unwrap_or_default();
+                    let status = body["status"].as_str().unwrap_or_default();
+                    progress.show(status_line(&name, status, reason, &node_summary(&body)));
+                }
+                return Some(Ok(()));
+            }
             Standing::Failed(why) => {
                 return Some(Err(ClientError::Api {
                     status: 0,

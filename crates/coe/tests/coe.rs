@@ -337,8 +337,57 @@ async fn every_verb_against_a_real_server() {
     )
     .await;
 
+    // Events: listed, then followed live until the cluster goes.
+    let events = json(&server, &["cluster", "events", "c1"]).await;
+    let reasons: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.first(), Some(&"CreateStarted"), "{events}");
+    assert!(reasons.contains(&"CreateCompleted"), "{events}");
+    assert_eq!(
+        events[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        [
+            "created_at",
+            "type",
+            "reason",
+            "nodegroup",
+            "node",
+            "message"
+        ]
+    );
+    let url = server.url.clone();
+    let watcher = std::process::Command::new(env!("CARGO_BIN_EXE_coe"))
+        .args([
+            "cluster", "events", "c1", "--watch", "-f", "value", "-c", "reason",
+        ])
+        .env("MAGNUM_URL", url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let deleted = ok(&server, &["cluster", "delete", "c1", "--wait"]).await;
     assert!(deleted.contains("Request to delete cluster c1 has been accepted."));
+    let watched = tokio::task::spawn_blocking(move || watcher.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(watched.status.success(), "--watch ends with the cluster");
+    let watched = String::from_utf8_lossy(&watched.stdout).into_owned();
+    let lines: Vec<&str> = watched.lines().collect();
+    assert_eq!(lines.first(), Some(&"CreateStarted"), "{watched}");
+    assert_eq!(lines.last(), Some(&"Deleted"), "{watched}");
+    assert!(lines.contains(&"DeleteStarted"), "{watched}");
+    let missing = coe(&server, &["cluster", "events", "no-such-cluster"]).await;
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing
+            .stderr
+            .contains("Cluster no-such-cluster could not be found."),
+        "{}",
+        missing.stderr
+    );
     assert_eq!(
         json(&server, &["cluster", "list"]).await,
         serde_json::json!([])
@@ -396,7 +445,22 @@ async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
     let nodes = String::from_utf8_lossy(&output.stdout).into_owned();
     let deleted = coe(&server, &["cluster", "delete", "real", "--wait"]).await;
     assert_eq!(created.code, 0, "{}", created.stderr);
-    // Not a terminal: one plain line per change, ending with every wanted node up.
+    // Not a terminal: one plain line per change, each event as it happened (from the
+    // stream), ending with every wanted node up.
+    for step in [
+        "real: Normal NodeStarted: Node n1",
+        "real: Normal SwarmInitialized:",
+        "real: Normal SwarmJoined: Node n2 joined the swarm as a worker.",
+        "real: Normal NodeReady: Node n3 is Ready.",
+        "real: Normal CreateCompleted: CREATE_COMPLETE: Cluster created.",
+    ] {
+        assert!(created.stderr.contains(step), "{step}: {}", created.stderr);
+    }
+    assert!(
+        !created.stderr.contains(" —  "),
+        "no empty reason: {}",
+        created.stderr
+    );
     let last = created.stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("real: CREATE_COMPLETE"),
