@@ -383,9 +383,14 @@ impl Store {
                 .or(change.operation.map(|operation| operation.uuid)),
             ..change.cause.clone()
         };
-        let now = stored.updated_at.unwrap_or_else(Timestamp::now);
-        self.insert_events(&mut transaction, &stored, change.events, &cause, now)
-            .await?;
+        self.insert_events(
+            &mut transaction,
+            &stored,
+            change.events,
+            &cause,
+            Timestamp::now(),
+        )
+        .await?;
         transaction.commit().await?;
         Ok((
             Cluster {

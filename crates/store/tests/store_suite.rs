@@ -805,6 +805,190 @@ mod clusters {
         }
     }
 
+    /// A cluster with a master, stored with its create operation.
+    async fn stored_cluster(store: &magnum_store::Store, template: Uuid, name: &str) -> Uuid {
+        let wanted = cluster(template, name);
+        let groups = [nodegroup(&wanted, DEFAULT_MASTER_NODEGROUP, "master", 1)];
+        let build = Operation::new(
+            wanted.uuid,
+            OperationKind::CreateCluster,
+            "{}".to_owned(),
+            now(),
+        );
+        store
+            .create_cluster(&wanted, &groups, &build, None)
+            .await
+            .unwrap();
+        wanted.uuid
+    }
+
+    async fn note(store: &magnum_store::Store, uuid: Uuid, message: String) {
+        use magnum_domain::event::{Cause, ClusterEvent};
+        store
+            .modify_cluster(
+                uuid,
+                &Cause::none(),
+                |aggregate| -> Result<(), StoreError> {
+                    aggregate.record(ClusterEvent::normal("NodeStarted", message.clone()));
+                    Ok(())
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    engine_tests!(
+        events_are_read_in_commit_order_while_written_concurrently,
+        multi_thread
+    );
+    async fn events_are_read_in_commit_order_while_written_concurrently(engine: Engine) {
+        use magnum_store::EventScope;
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let mut clusters = Vec::new();
+        for index in 0..4 {
+            clusters.push(stored_cluster(&store, template.uuid, &format!("c{index}")).await);
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A reader that only ever asks for what follows the last sequence it saw: if any
+        // event committed with a lower sequence after it read, it would be lost to it.
+        let reader = {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut last = 0;
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                    let batch = store
+                        .events_after(&EventScope::All, Some(last), 1000)
+                        .await
+                        .unwrap();
+                    for event in batch {
+                        assert!(event.sequence > last);
+                        last = event.sequence;
+                        seen.push(event.uuid);
+                    }
+                    if finished {
+                        return seen;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut writers = Vec::new();
+        for (index, uuid) in clusters.iter().copied().enumerate() {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for step in 0..12 {
+                    note(&store, uuid, format!("writer {index} step {step}")).await;
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = reader.await.unwrap();
+        let all = store
+            .events_after(&EventScope::All, None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 4 + 4 * 12, "{}", engine.name());
+        assert_eq!(
+            seen,
+            all.iter().map(|event| event.uuid).collect::<Vec<_>>(),
+            "{}: the follower saw every event once, in order",
+            engine.name()
+        );
+        // Each cluster's own events, in its order, with the snapshot of its state.
+        let first = store
+            .events_after(&EventScope::Cluster(clusters[0]), None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 13);
+        assert_eq!(first[0].event.reason, "CreateStarted");
+        assert_eq!(first[0].snapshot.status, ClusterStatus::CreateInProgress);
+        assert_eq!(first[12].event.message, "writer 0 step 11");
+        let project = store
+            .events_before(&EventScope::Project("p-2".to_owned()), None, 10)
+            .await
+            .unwrap();
+        assert!(project.is_empty());
+        finish(store, database).await;
+    }
+
+    engine_tests!(events_are_kept_within_their_count_age_and_deletion_bounds);
+    async fn events_are_kept_within_their_count_age_and_deletion_bounds(engine: Engine) {
+        use magnum_domain::event::Cause;
+        use magnum_store::{EventRetention, EventScope};
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let busy = stored_cluster(&store, template.uuid, "busy").await;
+        let gone = stored_cluster(&store, template.uuid, "gone").await;
+        for step in 0..29 {
+            note(&store, busy, format!("step {step}")).await;
+        }
+        let count = |scope| {
+            let store = store.clone();
+            async move { store.events_after(&scope, None, 1000).await.unwrap() }
+        };
+        let retention = EventRetention {
+            max_per_cluster: 10,
+            max_age: 30 * 86_400,
+            keep_after_delete: 3_600,
+        };
+        // Only clusters with events after the given position are counted again.
+        let newest = store.latest_event_sequence().await.unwrap();
+        assert_eq!(
+            store
+                .prune_events(retention, newest, Timestamp::now())
+                .await
+                .unwrap(),
+            0
+        );
+        let removed = store
+            .prune_events(retention, 0, Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(removed, 20, "{}", engine.name());
+        let kept = count(EventScope::Cluster(busy)).await;
+        assert_eq!(kept.len(), 10);
+        assert_eq!(kept[0].event.message, "step 19", "the newest are kept");
+        // A deleted cluster's events stay readable, with its deletion, for a while.
+        assert!(store
+            .purge_cluster(gone, &Cause::request("req-1"))
+            .await
+            .unwrap());
+        let told = count(EventScope::Cluster(gone)).await;
+        assert_eq!(told.last().unwrap().event.reason, "Deleted");
+        assert_eq!(
+            told.last().unwrap().cause.request_id.as_deref(),
+            Some("req-1")
+        );
+        assert_eq!(
+            told.last().unwrap().snapshot.status,
+            ClusterStatus::DeleteComplete
+        );
+        let soon = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3_000);
+        store.prune_events(retention, 0, soon).await.unwrap();
+        assert_eq!(count(EventScope::Cluster(gone)).await.len(), 2);
+        let later = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3_700);
+        store.prune_events(retention, 0, later).await.unwrap();
+        assert!(count(EventScope::Cluster(gone)).await.is_empty());
+        assert_eq!(count(EventScope::Cluster(busy)).await.len(), 10);
+        // And nothing outlives its age.
+        let far = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 31 * 86_400);
+        store.prune_events(retention, 0, far).await.unwrap();
+        assert!(count(EventScope::All).await.is_empty());
+        finish(store, database).await;
+    }
+
     engine_tests!(
         concurrent_creates_never_exceed_the_cluster_limit,
         multi_thread
