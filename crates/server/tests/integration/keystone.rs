@@ -847,3 +847,68 @@ async fn wrong_service_credentials_mean_503_for_every_token() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_ends_with_a_clear_event_when_its_token_is_revoked() {
+    let fixture = Fixture::load();
+    let (app, _driver) = TestApp::spawn_scripted_with(engines()[0], |config| {
+        fixture.configure(config, 1);
+        config.events.recheck_token = 1;
+    })
+    .await;
+    let token = fixture.token("alpha-member").await;
+    let mut response = crate::support::test_client()
+        .get(format!("{}/v1/events?watch=true", app.base_url))
+        .header("Accept", "text/event-stream")
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let other = fixture.token("beta-member").await;
+    let (status, _) = keystone_admin(
+        &fixture,
+        reqwest::Method::DELETE,
+        "/auth/tokens",
+        &[("X-Subject-Token", token.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    // Within the cache time and a recheck: an `end` event naming why, then the end.
+    let mut received = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(Ok(Some(bytes))) => received.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) => break,
+            Ok(Err(error)) => panic!("{error}: {received}"),
+            Err(_) => panic!("the stream outlived its revoked token: {received}"),
+        }
+    }
+    let end = received
+        .split("\n\n")
+        .find(|block| block.starts_with("event: end"))
+        .unwrap_or_else(|| panic!("no end event: {received}"));
+    let data: Value = serde_json::from_str(end.trim_start_matches("event: end\ndata: ")).unwrap();
+    assert_eq!(data["reason"], "token_expired", "{received}");
+    // Another user's stream goes on.
+    let still = crate::support::test_client()
+        .get(format!("{}/v1/events?watch=true", app.base_url))
+        .header("Accept", "text/event-stream")
+        .header("X-Auth-Token", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), 200);
+    // A revoked token cannot open a stream at all.
+    let refused = crate::support::test_client()
+        .get(format!("{}/v1/events?watch=true", app.base_url))
+        .header("Accept", "text/event-stream")
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    app.stop().await;
+}
