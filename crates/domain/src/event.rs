@@ -181,7 +181,8 @@ pub struct StoredEvent {
 }
 
 /// The events a change tells: read off the difference between the aggregate as read
-/// (`before`) and as decided (`after`), followed by the explicit events the use case added.
+/// (`before`) and as decided (`after`): nodegroups added, scaled, deleted or failed, then the
+/// explicit events the use case added, then the cluster's new status and health.
 pub fn describe_change(before: &ClusterAggregate, after: &ClusterAggregate) -> Vec<ClusterEvent> {
     let mut events = Vec::new();
     for nodegroup in &after.nodegroups {
@@ -216,9 +217,10 @@ pub fn describe_change(before: &ClusterAggregate, after: &ClusterAggregate) -> V
             );
         }
     }
+    // The steps a change took come before the status it ended in.
+    events.extend(after.events.iter().cloned());
     describe_status(&before.cluster, &after.cluster, &mut events);
     describe_health(&before.cluster, &after.cluster, &mut events);
-    events.extend(after.events.iter().cloned());
     bound(events)
 }
 

@@ -458,6 +458,55 @@ async fn tls_cluster_life(app: &TestApp) {
     app.wait_for_cluster(&uuid, OWNER, 180, |reply| reply.status == 404)
         .await;
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
+
+    // The cluster's life, as its events tell it (readable after the deletion).
+    let events = app.get(&format!("{path}/events"), OWNER).await;
+    assert_eq!(events.status, 200);
+    let told: Vec<(String, String)> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| {
+            (
+                event["reason"].as_str().unwrap().to_owned(),
+                event["node"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("CreateStarted", ""),
+        ("NodeStarted", "n1"),
+        ("SwarmInitialized", "n1"),
+        ("NodeStarted", "n2"),
+        ("SwarmJoined", "n2"),
+        ("NodeStarted", "n3"),
+        ("SwarmJoined", "n3"),
+        ("NodeReady", "n1"),
+        ("CreateCompleted", ""),
+        ("UpdateStarted", ""),
+        ("CARotated", ""),
+        ("UpdateCompleted", ""),
+        ("ScaledOut", ""),
+        ("UpdateStarted", ""),
+        ("NodeStarted", "n4"),
+        ("SwarmJoined", "n4"),
+        ("NodeReady", "n4"),
+        ("UpdateCompleted", ""),
+        ("ScaledIn", ""),
+        ("UpdateStarted", ""),
+        ("NodeRemoving", ""),
+        ("UpdateCompleted", ""),
+        ("DeleteStarted", ""),
+        ("Deleted", ""),
+    ];
+    let mut rest = told.iter();
+    for (reason, node) in expected {
+        assert!(
+            rest.any(|(told_reason, told_node)| told_reason == reason
+                && (node.is_empty() || told_node == node)),
+            "{reason} {node} missing or out of order in {told:?}"
+        );
+    }
 }
 
 #[tokio::test]
