@@ -975,3 +975,41 @@ async fn openstack_coe_builds_resizes_and_deletes_a_real_local_cluster() {
     assert!(!String::from_utf8_lossy(&namespaces.stdout).contains(&short));
     app.stop().await;
 }
+
+/// openstacksdk (the library behind `openstack` and many tools) drives templates and
+/// clusters through its own container-infra proxy, unchanged.
+#[tokio::test]
+async fn openstacksdk_creates_lists_and_deletes_templates_and_clusters() {
+    let (app, _driver) = TestApp::spawn_scripted(engines()[0]).await;
+    let python = openstack_binary().with_file_name("python");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openstacksdk_lifecycle.py");
+    let endpoint = format!("{}/v1", app.base_url);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .arg(endpoint)
+            .env_remove("OS_CLOUD")
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("the script's JSON");
+    assert_eq!(seen["template_name"], "sdk-template");
+    assert_eq!(seen["templates"], serde_json::json!(["sdk-template"]));
+    assert_eq!(seen["status"], "CREATE_COMPLETE");
+    assert_eq!(seen["node_count"], 2);
+    assert_eq!(seen["clusters"], serde_json::json!(["sdk-cluster"]));
+    assert_eq!(seen["found"], seen["cluster_id"]);
+    assert_eq!(seen["found_name"], "sdk-cluster");
+    assert_eq!(seen["clusters_after_delete"], serde_json::json!([]));
+    assert_eq!(seen["templates_after_delete"], serde_json::json!([]));
+    app.stop().await;
+}
