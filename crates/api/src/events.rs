@@ -50,7 +50,7 @@ impl Default for EventStreamSettings {
     fn default() -> Self {
         Self {
             max_streams: 4_096,
-            max_streams_per_project: 1_024,
+            max_streams_per_project: 256,
             poll_interval: Duration::from_millis(200),
             max_duration: Duration::from_secs(3_600),
             keepalive: Duration::from_secs(15),

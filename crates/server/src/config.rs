@@ -58,7 +58,7 @@ impl Default for EventsConfig {
             max_age: 30 * 86_400,
             keep_after_delete: 7 * 86_400,
             max_streams: 4_096,
-            max_streams_per_project: 1_024,
+            max_streams_per_project: 256,
             poll_interval_ms: 200,
             max_stream_duration: 3_600,
             keepalive: 15,
