@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
 use magnum_domain::event::StoredEvent;
 use magnum_store::{EventScope, Store};
 use serde_json::{json, Map, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::auth::{AuthFailure, Authenticator};
 use crate::error::ApiError;
@@ -49,7 +49,7 @@ pub struct EventStreamSettings {
 impl Default for EventStreamSettings {
     fn default() -> Self {
         Self {
-            max_streams: 4_096,
+            max_streams: 512,
             max_streams_per_project: 256,
             poll_interval: Duration::from_millis(200),
             max_duration: Duration::from_secs(3_600),
@@ -65,6 +65,8 @@ const BROADCAST_CAPACITY: usize = 4_096;
 const CATCH_UP_BATCH: i64 = 500;
 /// Frames queued for one client's connection.
 const FRAMES_PER_STREAM: usize = 64;
+/// How long a new stream waits for the pump's first look at the table (503 after).
+const PUMP_START_WAIT: Duration = Duration::from_secs(5);
 
 /// The process's event pump and its streams.
 pub struct EventHub {
@@ -74,6 +76,10 @@ pub struct EventHub {
     pump_started: std::sync::Once,
     streams: AtomicUsize,
     per_project: Mutex<HashMap<String, usize>>,
+    /// The sequence the pump started from, once it has looked: streams start after it.
+    pump_position: watch::Sender<Option<i64>>,
+    /// Turned true when the server stops: every stream ends with `server_stopping`.
+    stopping: watch::Sender<bool>,
 }
 
 impl EventHub {
@@ -86,7 +92,14 @@ impl EventHub {
             pump_started: std::sync::Once::new(),
             streams: AtomicUsize::new(0),
             per_project: Mutex::new(HashMap::new()),
+            pump_position: watch::channel(None).0,
+            stopping: watch::channel(false).0,
         })
+    }
+
+    /// Ends every stream (`server_stopping`) and refuses new ones: the server is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Streams open in this process.
@@ -168,6 +181,7 @@ async fn pump(hub: std::sync::Weak<EventHub>) {
         let read = match position {
             None => hub.store.latest_event_sequence().await.map(|newest| {
                 position = Some(newest);
+                hub.pump_position.send_replace(Some(newest));
                 Vec::new()
             }),
             Some(after) => {
@@ -223,11 +237,31 @@ pub async fn stream(
     authenticator: Arc<dyn Authenticator>,
     request: StreamRequest,
 ) -> Result<Response<Body>, ApiError> {
+    if *hub.stopping.borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is stopping. Retry later.",
+        ));
+    }
     let slot = hub.claim(&request.project)?;
     hub.start_pump();
     // Subscribed before anything is read, so that nothing broadcast from now on is missed;
-    // what was broadcast before is in the table for the first catch-up.
+    // what was broadcast before is in the table for the first catch-up. The pump must have
+    // taken its starting point first: it broadcasts only what follows it, and an event
+    // committed between this stream's catch-up and a later start of the pump would be in
+    // neither.
     let receiver = hub.sender.subscribe();
+    let mut pump_position = hub.pump_position.subscribe();
+    let started = tokio::time::timeout(PUMP_START_WAIT, async {
+        pump_position.wait_for(Option::is_some).await.is_ok()
+    })
+    .await;
+    if started != Ok(true) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Events cannot be read right now. Retry later.",
+        ));
+    }
     let start = match request.resume_after {
         Some(after) => after,
         None => hub.store.latest_event_sequence().await?,
@@ -304,8 +338,16 @@ async fn follow(
         recheck.reset();
         let deadline = tokio::time::sleep(settings.max_duration);
         tokio::pin!(deadline);
+        let mut stopping = hub.stopping.subscribe();
         loop {
+            if *stopping.borrow_and_update() {
+                break 'stream End::Ended(
+                    "server_stopping",
+                    "The server is stopping; reconnect with Last-Event-ID.".to_owned(),
+                );
+            }
             tokio::select! {
+                _ = stopping.changed() => continue,
                 received = receiver.recv() => match received {
                     Ok(event) => {
                         if event.sequence <= sent_up_to || !in_scope(&event, &request.scope) {
@@ -356,7 +398,8 @@ async fn follow(
     if let End::Ended(reason, message) = end {
         tracing::debug!(request.id = %request.request_id, started = ?started.elapsed(), reason, "event stream ended");
         let data = json!({"reason": reason, "message": message, "last_event_id": sent_up_to});
-        let frame = format!("event: end\ndata: {data}\n\n");
+        // With the id a reconnecting client (EventSource included) resumes where this ended.
+        let frame = format!("id: {sent_up_to}\nevent: end\ndata: {data}\n\n");
         let _ = frames.send(Bytes::from(frame)).await;
     }
 }

@@ -84,6 +84,18 @@ impl QueryArguments {
             .any(|(name, value)| name.contains('\0') || value.contains('\0'))
     }
 
+    /// The same arguments but `name`.
+    pub fn without(&self, name: &str) -> Self {
+        Self {
+            arguments: self
+                .arguments
+                .iter()
+                .filter(|(key, _)| key != name)
+                .cloned()
+                .collect(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.arguments
             .iter()

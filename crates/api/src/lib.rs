@@ -93,15 +93,21 @@ pub struct AppState {
 
 /// The API as an axum router.
 pub fn router(state: AppState) -> axum::Router {
+    router_with_events(state).0
+}
+
+/// The API as an axum router, with its event hub (to end its streams when stopping).
+pub fn router_with_events(state: AppState) -> (axum::Router, Arc<EventHub>) {
     let cache = cache::ResponseCache::new(state.settings.response_cache_bytes);
     let events = EventHub::new(state.store.clone(), state.settings.event_streams.clone());
-    axum::Router::new()
+    let router = axum::Router::new()
         .fallback(routing::dispatch)
         .with_state(Arc::new(Shared {
             state,
             cache,
-            events,
-        }))
+            events: events.clone(),
+        }));
+    (router, events)
 }
 
 /// What the router holds: the application state and process-local caches.

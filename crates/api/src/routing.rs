@@ -167,7 +167,9 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
     };
     // Event streams are asked for as `text/event-stream`; nothing else is.
     let event_stream_path = segments.last() == Some(&"events");
-    if !accepts_json_at_all(headers) && !(event_stream_path && accepts_event_stream(headers)) {
+    let acceptable =
+        accepts_json_at_all(headers) || (event_stream_path && accepts_event_stream(headers));
+    if !acceptable {
         return routing_error(StatusCode::NOT_ACCEPTABLE, "", accepts_json, request_id);
     }
 

@@ -230,8 +230,9 @@ impl Client {
     }
 
     /// Opens a Server-Sent Events stream (`…?watch=true` of the events API), resuming after
-    /// `last_event_id`. `Ok(None)` when the server has no such stream (upstream Magnum: the
-    /// caller falls back to polling).
+    /// `last_event_id`. `Ok(None)` when the server gives no stream (upstream Magnum has none;
+    /// a magnum-rs at its stream limit answers 503): the caller falls back to polling. Only
+    /// 401 and 403 are errors.
     pub async fn open_stream(
         &self,
         path: &str,
@@ -262,7 +263,9 @@ impl Client {
                 buffer: String::new(),
             }));
         }
-        if status >= 400 && status != 404 && status != 405 && status != 406 {
+        // Refused credentials are the caller's to know; anything else (a server without
+        // streams, one at its stream limit, a proxy in the way) is a reason to poll instead.
+        if status == 401 || status == 403 {
             let text = response.text().await.unwrap_or_default();
             return Err(first_error(status, &text));
         }

@@ -489,6 +489,9 @@ async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), Clie
     outcome
 }
 
+/// How long `--wait` follows a stream without an event before it reads the cluster again.
+const STREAM_RECHECK: Duration = Duration::from_secs(30);
+
 /// `None` when the server has no event stream (or it broke before the end): poll instead.
 async fn follow_stream(
     client: &Client,
@@ -501,13 +504,6 @@ async fn follow_stream(
     let mut stream = match client.open_stream(&path, None).await {
         Ok(Some(stream)) => stream,
         Ok(None) => return None,
-        Err(ClientError::Api { status: 404, .. }) if gone => {
-            eprintln!(
-                "{cluster}: deleted ({}s)",
-                progress.started.elapsed().as_secs()
-            );
-            return Some(Ok(()));
-        }
         Err(error) => return Some(Err(error)),
     };
     let body = match client.cluster(cluster).await {
@@ -539,10 +535,37 @@ async fn follow_stream(
         Standing::Going => {}
     }
     loop {
-        let event = match stream.next().await {
-            Ok(Some(event)) => event,
+        // The cluster is read again now and then: a stream that missed the end (or a server
+        // that never sends it) cannot keep --wait waiting.
+        let event = match tokio::time::timeout(STREAM_RECHECK, stream.next()).await {
+            Ok(Ok(Some(event))) => event,
             // The stream broke off: the rest by polling, which needs nothing of it.
-            Ok(None) | Err(_) => return None,
+            Ok(Ok(None)) | Ok(Err(_)) => return None,
+            Err(_) => match client.cluster(cluster).await {
+                Err(ClientError::Api { status: 404, .. }) if gone => {
+                    eprintln!(
+                        "{cluster}: deleted ({}s)",
+                        progress.started.elapsed().as_secs()
+                    );
+                    return Some(Ok(()));
+                }
+                Err(error) => return Some(Err(error)),
+                Ok(body) => {
+                    let status = body["status"].as_str().unwrap_or_default();
+                    let reason = body["status_reason"].as_str().unwrap_or_default();
+                    progress.show(status_line(&name, status, reason, &node_summary(&body)));
+                    match standing(cluster, status, reason, gone) {
+                        Standing::Done => return Some(Ok(())),
+                        Standing::Failed(why) => {
+                            return Some(Err(ClientError::Api {
+                                status: 0,
+                                message: why,
+                            }))
+                        }
+                        Standing::Going => continue,
+                    }
+                }
+            },
         };
         if event.kind == "end" {
             if event.data["reason"] == "cluster_deleted" && gone {
@@ -672,6 +695,7 @@ async fn cluster_events(
             match stream.next().await? {
                 None => break,
                 Some(event) if event.kind == "end" => {
+                    last = event.id.or(last);
                     let reason = event.data["reason"].as_str().unwrap_or_default();
                     match reason {
                         "cluster_deleted" => return Ok(()),

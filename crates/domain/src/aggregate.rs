@@ -175,13 +175,13 @@ impl ClusterAggregate {
         }
     }
 
-    /// Whether an operation queued after `operation_id` waits: it, not the older one,
-    /// settles the cluster's status.
     /// Adds a step this change should tell (see `event`).
     pub fn record(&mut self, event: ClusterEvent) {
         self.events.push(event);
     }
 
+    /// Whether an operation queued after `operation_id` waits: it, not the older one,
+    /// settles the cluster's status.
     pub fn has_newer_operation(&self, operation_id: i64) -> bool {
         self.unfinished_operations
             .iter()
@@ -859,6 +859,21 @@ mod tests {
             updated_at: None,
             version: 1,
         }
+    }
+
+    #[test]
+    fn a_change_with_too_many_steps_still_tells_its_outcome() {
+        use crate::event::{describe_change, ClusterEvent, MAX_EVENTS_PER_CHANGE};
+        let before = aggregate(UpdateInProgress);
+        let mut after = before.clone();
+        after.cluster.status = UpdateComplete;
+        for index in 0..300 {
+            after.record(ClusterEvent::normal("NodeStarted", format!("node {index}")));
+        }
+        let events = describe_change(&before, &after);
+        assert_eq!(events.len(), MAX_EVENTS_PER_CHANGE);
+        assert_eq!(events[events.len() - 2].reason, "EventsDropped");
+        assert_eq!(events.last().unwrap().reason, "UpdateCompleted");
     }
 
     fn aggregate(status: ClusterStatus) -> ClusterAggregate {

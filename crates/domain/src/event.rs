@@ -217,11 +217,15 @@ pub fn describe_change(before: &ClusterAggregate, after: &ClusterAggregate) -> V
             );
         }
     }
-    // The steps a change took come before the status it ended in.
+    // The steps a change took come before the status it ended in; when there are too many,
+    // steps are dropped, never the status or health they led to.
     events.extend(after.events.iter().cloned());
-    describe_status(&before.cluster, &after.cluster, &mut events);
-    describe_health(&before.cluster, &after.cluster, &mut events);
-    bound(events)
+    let mut outcome = Vec::new();
+    describe_status(&before.cluster, &after.cluster, &mut outcome);
+    describe_health(&before.cluster, &after.cluster, &mut outcome);
+    let mut events = bound(events, MAX_EVENTS_PER_CHANGE - outcome.len());
+    events.extend(outcome);
+    events
 }
 
 /// The events of a new cluster: its create started, with the nodegroups it starts with.
@@ -236,10 +240,11 @@ pub fn describe_creation(nodegroups: &[NodeGroup]) -> Vec<ClusterEvent> {
     )]
 }
 
-fn bound(mut events: Vec<ClusterEvent>) -> Vec<ClusterEvent> {
-    if events.len() > MAX_EVENTS_PER_CHANGE {
-        let dropped = events.len() - (MAX_EVENTS_PER_CHANGE - 1);
-        events.truncate(MAX_EVENTS_PER_CHANGE - 1);
+/// At most `limit` events: past it, the first `limit - 1` and one saying how many were left out.
+fn bound(mut events: Vec<ClusterEvent>, limit: usize) -> Vec<ClusterEvent> {
+    if events.len() > limit {
+        let dropped = events.len() - (limit - 1);
+        events.truncate(limit - 1);
         events.push(ClusterEvent::warning(
             "EventsDropped",
             format!("{dropped} more events of this change were not recorded."),
@@ -376,6 +381,7 @@ mod tests {
             (0..250)
                 .map(|index| ClusterEvent::normal("NodeStarted", format!("node {index}")))
                 .collect(),
+            MAX_EVENTS_PER_CHANGE,
         );
         assert_eq!(events.len(), MAX_EVENTS_PER_CHANGE);
         let last = events.last().expect("a last event");

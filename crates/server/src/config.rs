@@ -57,7 +57,7 @@ impl Default for EventsConfig {
             max_per_cluster: 1_000,
             max_age: 30 * 86_400,
             keep_after_delete: 7 * 86_400,
-            max_streams: 4_096,
+            max_streams: 512,
             max_streams_per_project: 256,
             poll_interval_ms: 200,
             max_stream_duration: 3_600,
@@ -583,6 +583,13 @@ impl Config {
             bail!("conductor.max_attempts and conductor.operation_timeout must be at least 1");
         }
         self.events.check()?;
+        if self.events.max_streams >= self.api.max_connections {
+            bail!(
+                "events.max_streams ({}) must stay below api.max_connections ({}): streams hold connections",
+                self.events.max_streams,
+                self.api.max_connections
+            );
+        }
         if self.conductor.replaced_credential_grace > 604_800 {
             bail!("conductor.replaced_credential_grace is at most 604800 seconds (a week)");
         }

@@ -371,7 +371,7 @@ pub async fn start_with_drivers(
         tasks.push(tokio::spawn(conductor.run(shutdown_receiver.clone())));
     }
     if role != Role::Conductor {
-        let router = magnum_api::router(api_state(
+        let (router, events) = magnum_api::router_with_events(api_state(
             config,
             store.clone(),
             registry.clone(),
@@ -379,6 +379,16 @@ pub async fn start_with_drivers(
             certificates.clone(),
             keystone.clone(),
         )?);
+        // Streams end with `server_stopping` as soon as a stop begins, not at the grace's end.
+        let mut stopping = shutdown_receiver.clone();
+        tasks.push(tokio::spawn(async move {
+            while !*stopping.borrow() {
+                if stopping.changed().await.is_err() {
+                    break;
+                }
+            }
+            events.stop();
+        }));
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;

@@ -182,7 +182,7 @@ impl Store {
             .bind(limit.clamp(1, MAX_EVENTS_PER_READ))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(event_from_row).collect()
+        Ok(rows.iter().filter_map(readable).collect())
     }
 
     /// One event by uuid (a pagination marker), in `scope`.
@@ -197,7 +197,7 @@ impl Store {
             .bind(uuid.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        let event = row.as_ref().map(event_from_row).transpose()?;
+        let event = row.as_ref().and_then(readable);
         Ok(event.filter(|event| match scope {
             EventScope::Cluster(cluster) => event.cluster_uuid == *cluster,
             EventScope::Project(project) => event.project_id == *project,
@@ -215,58 +215,113 @@ impl Store {
 
     /// Drops events past `retention`: older than its age, of clusters deleted longer ago than
     /// it keeps them, and beyond its count for the clusters that had events after stream
-    /// position `changed_after` (those whose count can have grown). Returns how many went.
+    /// position `changed_after` (those whose count can have grown). Every delete goes by the
+    /// sequence index in batches of [`PRUNE_BATCH`], so that no statement scans or locks the
+    /// table (InnoDB's next-key locks would hold up every cluster write). Returns how many
+    /// went.
     pub async fn prune_events(
         &self,
         retention: EventRetention,
         changed_after: i64,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let mut removed = 0;
         let now = now.unix_seconds();
-        removed += sqlx::query(&self.sql("DELETE FROM cluster_event WHERE created_at < ?"))
-            .bind(now.saturating_sub(retention.max_age))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        removed += sqlx::query(&self.sql(
-            "DELETE FROM cluster_event WHERE cluster_deleted_at IS NOT NULL \
-             AND cluster_deleted_at < ?",
-        ))
-        .bind(now.saturating_sub(retention.keep_after_delete))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let rows =
-            sqlx::query(&self.sql(
-                "SELECT DISTINCT cluster_uuid FROM cluster_event WHERE sequence > ? LIMIT 10000",
-            ))
-            .bind(changed_after)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut removed = 0;
+        for (condition, bound) in [
+            ("created_at < ?", now.saturating_sub(retention.max_age)),
+            (
+                "cluster_deleted_at IS NOT NULL AND cluster_deleted_at < ?",
+                now.saturating_sub(retention.keep_after_delete),
+            ),
+        ] {
+            let query = format!("SELECT sequence FROM cluster_event WHERE {condition} LIMIT ?");
+            loop {
+                let rows = sqlx::query(&self.sql(&query))
+                    .bind(bound)
+                    .bind(PRUNE_BATCH)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let sequences = rows
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>("sequence"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                removed += self.delete_events(&sequences).await?;
+                if (sequences.len() as i64) < PRUNE_BATCH {
+                    break;
+                }
+            }
+        }
+        let rows = sqlx::query(
+            &self.sql("SELECT DISTINCT cluster_uuid FROM cluster_event WHERE sequence > ?"),
+        )
+        .bind(changed_after)
+        .fetch_all(&self.pool)
+        .await?;
         for row in rows {
             let cluster: String = row.try_get("cluster_uuid")?;
-            let cutoff = sqlx::query(&self.sql(
-                "SELECT sequence FROM cluster_event WHERE cluster_uuid = ? \
-                 ORDER BY sequence DESC LIMIT 1 OFFSET ?",
-            ))
-            .bind(cluster.clone())
-            .bind(retention.max_per_cluster.max(1) - 1)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(cutoff) = cutoff {
+            loop {
+                let cutoff = sqlx::query(&self.sql(
+                    "SELECT sequence FROM cluster_event WHERE cluster_uuid = ? \
+                     ORDER BY sequence DESC LIMIT 1 OFFSET ?",
+                ))
+                .bind(cluster.clone())
+                .bind(retention.max_per_cluster.max(1) - 1)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(cutoff) = cutoff else {
+                    break;
+                };
                 let oldest_kept: i64 = cutoff.try_get("sequence")?;
-                removed += sqlx::query(
-                    &self.sql("DELETE FROM cluster_event WHERE cluster_uuid = ? AND sequence < ?"),
-                )
-                .bind(cluster)
+                let rows = sqlx::query(&self.sql(
+                    "SELECT sequence FROM cluster_event WHERE cluster_uuid = ? AND sequence < ? \
+                     ORDER BY sequence LIMIT ?",
+                ))
+                .bind(cluster.clone())
                 .bind(oldest_kept)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+                .bind(PRUNE_BATCH)
+                .fetch_all(&self.pool)
+                .await?;
+                let sequences = rows
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>("sequence"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                removed += self.delete_events(&sequences).await?;
+                if (sequences.len() as i64) < PRUNE_BATCH {
+                    break;
+                }
             }
         }
         Ok(removed)
+    }
+
+    async fn delete_events(&self, sequences: &[i64]) -> Result<u64, StoreError> {
+        if sequences.is_empty() {
+            return Ok(0);
+        }
+        let placeholders = vec!["?"; sequences.len()].join(", ");
+        let query = format!("DELETE FROM cluster_event WHERE sequence IN ({placeholders})");
+        let sql = self.sql(&query);
+        let mut statement = sqlx::query(&sql);
+        for sequence in sequences {
+            statement = statement.bind(*sequence);
+        }
+        Ok(statement.execute(&self.pool).await?.rows_affected())
+    }
+}
+
+/// Events one pruning statement removes at most.
+pub const PRUNE_BATCH: i64 = 500;
+
+/// A row this binary cannot read (written by a newer one during a rolling upgrade, say) is
+/// left out with a warning rather than stopping every reader at it.
+fn readable(row: &AnyRow) -> Option<StoredEvent> {
+    match event_from_row(row) {
+        Ok(event) => Some(event),
+        Err(error) => {
+            let sequence = row.try_get::<i64, _>("sequence").unwrap_or_default();
+            tracing::warn!(sequence, %error, "a cluster event cannot be read; it is left out");
+            None
+        }
     }
 }
 

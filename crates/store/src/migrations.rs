@@ -267,6 +267,7 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX ix_cluster_event_cluster ON cluster_event (cluster_uuid, sequence)",
             "CREATE INDEX ix_cluster_event_project ON cluster_event (project_id, sequence)",
             "CREATE INDEX ix_cluster_event_created ON cluster_event (created_at)",
+            "CREATE INDEX ix_cluster_event_deleted ON cluster_event (cluster_deleted_at)",
         ],
     },
 ];

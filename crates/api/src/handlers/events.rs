@@ -127,11 +127,25 @@ async fn respond_events(
         crate::context::add_version_headers(response.headers_mut(), context.version);
         return Ok(response);
     }
+    // A marker is an event's uuid, or its sequence (what `next` links carry: the event it
+    // names may have been pruned by the time the next page is asked for).
+    let marker_sequence = query
+        .get("marker")
+        .and_then(|text| text.trim().parse::<i64>().ok())
+        .filter(|sequence| *sequence >= 0);
+    let without_marker;
+    let query = if marker_sequence.is_some() {
+        without_marker = query.without("marker");
+        &without_marker
+    } else {
+        *query
+    };
     let mut page = page_from_query(query, EVENT_SORT_KEYS, state.settings.max_limit)?;
     page.limit = page.limit.min(magnum_store::MAX_EVENTS_PER_READ as u32);
-    let bound = match page.marker {
-        None => None,
-        Some(marker) => Some(
+    let bound = match (marker_sequence, page.marker) {
+        (Some(sequence), _) => Some(sequence),
+        (None, None) => None,
+        (None, Some(marker)) => Some(
             state
                 .store
                 .event_by_uuid(&scope, marker)
@@ -153,7 +167,7 @@ async fn respond_events(
         path,
         &page,
         found.len(),
-        found.last().map(|event| event.uuid.to_string()),
+        found.last().map(|event| event.sequence.to_string()),
     );
     let mut document = json!({ "events": documents });
     if let Some(next) = next {

@@ -505,7 +505,19 @@ async fn a_stream_follows_another_api_process_and_resumes_without_loss(engine: E
         bad_resume.detail(),
         "Last-Event-ID must be the id of an event this stream sent."
     );
-    peer.stop().await;
+    // A stopping server ends its streams at once, saying so, with where to resume.
+    let mut last = Stream::open(&peer_app.base_url, "/v1/events?watch=true", ALICE, None).await;
+    let stopping = tokio::spawn(peer.stop());
+    let ended = last
+        .until(Duration::from_secs(10), |frame| frame.event == "end")
+        .await;
+    let end = ended.last().unwrap();
+    assert_eq!(end.data["reason"], "server_stopping");
+    assert_eq!(end.id, end.data["last_event_id"].as_i64());
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the peer stops without waiting out its grace")
+        .unwrap();
     app.stop().await;
 }
 

@@ -888,9 +888,14 @@ async fn a_stream_ends_with_a_clear_event_when_its_token_is_revoked() {
     }
     let end = received
         .split("\n\n")
-        .find(|block| block.starts_with("event: end"))
+        .find(|block| block.lines().any(|line| line == "event: end"))
         .unwrap_or_else(|| panic!("no end event: {received}"));
-    let data: Value = serde_json::from_str(end.trim_start_matches("event: end\ndata: ")).unwrap();
+    let data: Value = serde_json::from_str(
+        end.lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(data["reason"], "token_expired", "{received}");
     // Another user's stream goes on.
     let still = crate::support::test_client()
