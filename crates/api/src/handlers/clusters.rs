@@ -41,7 +41,7 @@ use crate::views::cluster::view;
 use crate::AppState;
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
-const NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_.-]*$";
+pub(crate) const NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_.-]*$";
 const DEFAULT_CREATE_TIMEOUT: i64 = 60;
 
 pub(crate) const CREATE_SCHEMA: &[Attribute] = &[

@@ -122,7 +122,7 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .errors(MARKER_UNKNOWN),
         TemplateCreate => op("Create a cluster template", created("ClusterTemplate"))
             .describe("Answers 201 with the template and its Location.")
-            .body(body_schema(cluster_templates::CREATE_SCHEMA, &[]))
+            .body(body_schema(cluster_templates::CREATE_SCHEMA, &[], &["coe"]))
             .errors(CREATE_CONFLICTS),
         TemplateGet => op("Show a cluster template", ok("ClusterTemplate")),
         TemplateUpdate => op("Update a cluster template", ok("ClusterTemplate"))
@@ -140,7 +140,11 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .errors(MARKER_UNKNOWN),
         ClusterCreate => op("Create a cluster", accepted("Uuid"))
             .describe("Asynchronous: the cluster is stored in CREATE_IN_PROGRESS and built by the conductor. An unknown template is 400 below 1.10, 404 from 1.10. The project's cluster quota is 403 when reached.")
-            .body(body_schema(clusters::CREATE_SCHEMA, &[]))
+            .body(body_schema(
+                clusters::CREATE_SCHEMA,
+                &schemas::cluster_body_overrides(clusters::NAME_PATTERN),
+                &[],
+            ))
             .errors(CREATE_CONFLICTS),
         ClusterGet => op("Show a cluster", ok("ClusterDetail")),
         ClusterUpdate => op("Update a cluster", accepted("Uuid"))
@@ -160,10 +164,10 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             )]),
         ClusterResize => op("Resize a nodegroup of a cluster", accepted("Uuid"))
             .describe("From microversion 1.7 (406 below). The default worker nodegroup unless nodegroup names one; 0 nodes from 1.10.")
-            .body(body_schema(clusters::RESIZE_SCHEMA, &schemas::resize_body_overrides())),
+            .body(body_schema(clusters::RESIZE_SCHEMA, &schemas::resize_body_overrides(), &[])),
         ClusterUpgrade => op("Upgrade a cluster to another template", accepted("Uuid"))
             .describe("From microversion 1.8: 406 below 1.7, 400 at 1.7, as upstream.")
-            .body(body_schema(clusters::UPGRADE_SCHEMA, &[])),
+            .body(body_schema(clusters::UPGRADE_SCHEMA, &[], &[])),
         NodegroupList => op("List the nodegroups of a cluster", ok("NodegroupCollection"))
             .describe("From microversion 1.9 (406 below, for every method under nodegroups).")
             .query({
@@ -180,6 +184,7 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .body(body_schema(
                 nodegroups::CREATE_SCHEMA,
                 &schemas::nodegroup_body_overrides(),
+                &["name"],
             ))
             .errors(&[(503, "A cloud service the driver looks references up in is unavailable.")]),
         NodegroupGet => op("Show a nodegroup", ok("NodegroupDetail"))
@@ -191,7 +196,7 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .describe("From microversion 1.9. Default nodegroups cannot be deleted (400)."),
         CertificateSign => op("Sign a certificate signing request", created("SignedCertificate"))
             .describe("With the cluster's CA (ca_cert_type: kubernetes, etcd, front_proxy). An unknown cluster is 400, as upstream.")
-            .body(body_schema(certificates::SIGN_SCHEMA, &[]))
+            .body(body_schema(certificates::SIGN_SCHEMA, &[], &[]))
             .errors(&[(409, "The cluster name is ambiguous, or its CA is not made yet.")]),
         CertificateGet => op("Show a cluster's CA certificate", ok("Certificate"))
             .query(vec![query_parameter(
@@ -218,7 +223,7 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .errors(MARKER_UNKNOWN),
         QuotaCreate => op("Create a quota", created("Quota"))
             .describe("Admin only.")
-            .body(body_schema(quotas::SCHEMA, &[]))
+            .body(body_schema(quotas::SCHEMA, &[], &["project_id"]))
             .errors(&[
                 (404, "The project does not exist (Keystone)."),
                 (409, "The project has a quota for this resource already."),
@@ -228,7 +233,7 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .describe("A project without a quota row gets the configured default."),
         QuotaUpdate => op("Update a quota", accepted("Quota"))
             .describe("Admin only. A plain quota object (not a JSON patch); the path names the quota, hard_limit defaults to 1.")
-            .body(body_schema(quotas::SCHEMA, &[])),
+            .body(body_schema(quotas::SCHEMA, &[], &[])),
         QuotaDelete => op("Delete a quota", NO_CONTENT).describe("Admin only."),
         Stats => op("Count clusters and nodes", ok("Stats"))
             .describe("The caller's project, or for an admin every project unless project_id names one.")
@@ -252,7 +257,7 @@ fn query_parameter(name: &str, schema: Value, description: &str) -> Value {
 
 /// A boolean in a query string: parsed as upstream's lenient booleans.
 fn boolean_text() -> Value {
-    json!({"enum": ["true", "false", "True", "False", "1", "0", "yes", "no", "on", "off"]})
+    schemas::lenient_boolean(false)
 }
 
 /// `limit`, `marker`, `sort_key` (the resource's sortable columns) and `sort_dir`.
@@ -266,8 +271,8 @@ fn pagination(sort_keys: &[(&str, bool)], marker: Marker) -> Vec<Value> {
         ),
         Marker::Integer => query_parameter(
             "marker",
-            json!({"type": "integer"}),
-            "The id of the last item of the previous page.",
+            json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}),
+            "The id of the last item of the previous page (404 when no item has it).",
         ),
     };
     vec![
@@ -532,7 +537,8 @@ carries the effective version in `OpenStack-API-Version` and the range in \
 `OpenStack-API-Minimum-Version`/`-Maximum-Version`. Paths are also served without `/v1` and \
 with a trailing slash. Errors use Magnum's envelope `{\"errors\": [{\"request_id\", \"code\", \
 \"status\", \"title\", \"detail\", \"links\"}]}`, except Keystone's 401 and the unsupported \
-microversion 406.";
+microversion 406. Integers in bodies are written without a fraction (`3`, not `3.0`) and \
+fit in 64 bits, as upstream reads them.";
 
 fn components() -> Value {
     json!({
@@ -542,7 +548,11 @@ fn components() -> Value {
                 "name": "OpenStack-API-Version",
                 "in": "header",
                 "required": false,
-                "schema": {"type": "string", "pattern": version_header_pattern()},
+                "schema": {
+                    "type": "string",
+                    "pattern": version_header_pattern(),
+                    "examples": [format!("container-infra {MAX_VERSION}"), "container-infra latest".to_owned()],
+                },
                 "description": format!(
                     "`<service> <X.Y>`: the service token in any case, the version from {MIN_VERSION} to {MAX_VERSION} or latest. Absent: {MIN_VERSION}."
                 ),

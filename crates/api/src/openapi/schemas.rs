@@ -85,40 +85,93 @@ fn health_statuses() -> Value {
 }
 
 /// The JSON Schema of a request body checked by `crate::input::parse_object` against
-/// `attributes`: declared attributes only (unknown ones are refused), `null` as absent.
-/// Read-only attributes are left out: sending one is refused (400). `overrides` give the
-/// shape of attributes the table only marks `Ignored` because a handler checks them itself.
-pub(crate) fn body_schema(attributes: &[Attribute], overrides: &[(&str, Value)]) -> Value {
+/// `attributes`: declared attributes only (unknown ones are refused), `null` as absent (so
+/// not for mandatory ones). Read-only attributes are left out: sending one is refused (400).
+/// `overrides` give the shape of attributes a handler checks further itself (or that the
+/// table only marks `Ignored` because the handler reads them), `required` those a handler
+/// refuses to go without although the table has them optional.
+pub(crate) fn body_schema(
+    attributes: &[Attribute],
+    overrides: &[(&str, Value)],
+    required: &[&str],
+) -> Value {
     let mut properties = Map::new();
-    let mut required = Vec::new();
+    let mut names = Vec::new();
     for attribute in attributes {
+        let needed = attribute.mandatory || required.contains(&attribute.name);
         let schema = match overrides.iter().find(|(name, _)| *name == attribute.name) {
             Some((_, schema)) => schema.clone(),
-            None => match kind_schema(attribute.kind) {
+            None => match kind_schema(attribute.kind, !needed) {
                 Some(schema) => schema,
                 None => continue,
             },
         };
-        if attribute.mandatory {
-            required.push(attribute.name);
+        if needed {
+            names.push(attribute.name);
         }
         properties.insert(attribute.name.to_owned(), schema);
     }
     json!({
         "type": "object",
-        "required": required,
+        "required": names,
         "properties": properties,
         "additionalProperties": false,
     })
 }
 
-fn kind_schema(kind: Kind) -> Option<Value> {
+/// `kind` (or `kind` or null).
+fn typed(kind: &str, nullable: bool) -> Value {
+    if nullable {
+        json!([kind, "null"])
+    } else {
+        json!(kind)
+    }
+}
+
+/// The strings `crate::input::parse_bool` takes, in any case, around whitespace.
+fn boolean_words() -> String {
+    let words: Vec<String> = [
+        "true", "false", "1", "0", "yes", "no", "on", "off", "t", "f", "y", "n",
+    ]
+    .iter()
+    .map(|word| {
+        word.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c, c.to_ascii_uppercase())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    })
+    .collect();
+    format!("^\\s*({})\\s*$", words.join("|"))
+}
+
+/// A boolean as upstream reads one: JSON's, or one of its words in a string.
+pub(crate) fn lenient_boolean(nullable: bool) -> Value {
+    let mut choices = vec![
+        json!({"type": "boolean"}),
+        json!({"type": "string", "pattern": boolean_words()}),
+    ];
+    if nullable {
+        choices.push(json!({"type": "null"}));
+    }
+    json!({
+        "anyOf": choices,
+        "description": "A JSON boolean, or one of the strings true/false, 1/0, yes/no, on/off, \
+            t/f, y/n (any case).",
+    })
+}
+
+fn kind_schema(kind: Kind, nullable: bool) -> Option<Value> {
     Some(match kind {
         Kind::Text { min, max } => {
-            json!({"type": ["string", "null"], "minLength": min, "maxLength": max})
+            json!({"type": typed("string", nullable), "minLength": min, "maxLength": max})
         }
         Kind::Integer { min, max } => {
-            let mut schema = json!({"type": ["integer", "null"]});
+            let mut schema = json!({"type": typed("integer", nullable)});
             if let Some(min) = min {
                 schema["minimum"] = json!(min);
             }
@@ -127,22 +180,20 @@ fn kind_schema(kind: Kind) -> Option<Value> {
             }
             schema
         }
-        Kind::Boolean => json!({
-            "type": ["boolean", "string", "null"],
-            "description": "A JSON boolean, or one of the strings true/false, 1/0, yes/no, \
-                on/off, t/f, y/n (any case).",
-        }),
+        Kind::Boolean => lenient_boolean(nullable),
         Kind::Choice(choices) => {
             let mut values: Vec<Value> = choices.iter().map(|c| Value::from(*c)).collect();
-            values.push(Value::Null);
+            if nullable {
+                values.push(Value::Null);
+            }
             json!({"enum": values})
         }
         Kind::Labels => labels_input(),
-        Kind::Uuid => json!({"type": ["string", "null"], "format": "uuid"}),
+        Kind::Uuid => json!({"type": typed("string", nullable), "format": "uuid"}),
         Kind::ReadOnly => return None,
         Kind::Ignored => json!({"description": "Accepted and ignored."}),
         Kind::Timestamp => json!({
-            "type": ["string", "null"],
+            "type": typed("string", nullable),
             "format": "date-time",
             "description": "Accepted when it is a timestamp, and ignored: the server sets it.",
         }),
@@ -192,6 +243,14 @@ pub(crate) fn nodegroup_body_overrides() -> Vec<(&'static str, Value)> {
             json!({"type": ["array", "null"], "items": taint()}),
         ),
     ]
+}
+
+/// A cluster's `name` on create (checked by the handler against upstream's pattern).
+pub(crate) fn cluster_body_overrides(pattern: &str) -> Vec<(&'static str, Value)> {
+    vec![(
+        "name",
+        json!({"type": ["string", "null"], "minLength": 1, "maxLength": 242, "pattern": pattern}),
+    )]
 }
 
 /// `nodes_to_remove` on resize (checked by the handler).
@@ -499,28 +558,41 @@ fn keystone_error() -> Value {
 }
 
 fn json_patch() -> Value {
-    let operation = object(
+    let path = json!({"type": "string", "pattern": "^(/[A-Za-z0-9_-]+)+$"});
+    let remove = object(
         &["op", "path"],
         vec![
-            ("op", json!({"enum": ["add", "replace", "remove"]})),
+            ("op", json!({"const": "remove"})),
+            ("path", path.clone()),
             (
-                "path",
-                json!({"type": "string", "pattern": "^(/[A-Za-z0-9_-]+)+$"}),
+                "value",
+                json!({"type": ["string", "integer", "boolean", "null"]}),
             ),
+        ],
+    );
+    let set = object(
+        &["op", "path", "value"],
+        vec![
+            ("op", json!({"enum": ["add", "replace"]})),
+            ("path", path),
             (
                 "value",
                 with_description(
-                    json!({"type": ["string", "integer", "boolean", "null"]}),
-                    "Needed by add and replace. Dictionaries (labels, health_status_reason, \
-                     node_labels, node_taints) are replaced by a string holding a Python or \
-                     JSON literal.",
+                    json!({
+                        "type": ["string", "integer", "boolean"],
+                        "minimum": i64::MIN,
+                        "maximum": i64::MAX,
+                    }),
+                    "Dictionaries (labels, health_status_reason, node_labels, node_taints) \
+                     are replaced by a string holding a Python or JSON literal.",
                 ),
             ),
         ],
     );
     with_description(
-        json!({"type": "array", "items": operation}),
-        "A JSON patch (RFC 6902) limited to add, replace and remove.",
+        json!({"type": "array", "items": {"oneOf": [remove, set]}}),
+        "A JSON patch (RFC 6902) limited to add, replace and remove. Which paths a resource \
+         lets change is in the operation's description; others are 400.",
     )
 }
 

@@ -191,7 +191,11 @@ fn every_reference_resolves_and_every_path_parameter_is_declared() {
 
 #[test]
 fn request_bodies_follow_the_handlers_attribute_tables() {
-    let schema = body_schema(clusters::CREATE_SCHEMA, &[]);
+    let schema = body_schema(
+        clusters::CREATE_SCHEMA,
+        &schemas::cluster_body_overrides(clusters::NAME_PATTERN),
+        &[],
+    );
     assert_eq!(schema["required"], json!(["cluster_template_id"]));
     assert_eq!(schema["additionalProperties"], json!(false));
     let properties = schema["properties"].as_object().unwrap();
@@ -199,6 +203,10 @@ fn request_bodies_follow_the_handlers_attribute_tables() {
     assert!(!properties.contains_key("api_address"));
     assert_eq!(properties["node_count"]["minimum"], json!(0));
     assert_eq!(properties["name"]["maxLength"], json!(242));
+    assert_eq!(properties["name"]["pattern"], json!(clusters::NAME_PATTERN));
+    // A mandatory attribute cannot be null (null is absent).
+    assert_eq!(properties["cluster_template_id"]["type"], json!("string"));
+    assert_eq!(properties["keypair"]["type"], json!(["string", "null"]));
     let declared = clusters::CREATE_SCHEMA
         .iter()
         .filter(|attribute| !matches!(attribute.kind, crate::input::Kind::ReadOnly))

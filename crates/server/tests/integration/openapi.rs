@@ -92,6 +92,10 @@ async fn the_document_is_public_and_every_operation_in_it_is_served() {
                         reply.status
                     );
                 }
+                // As upstream, PATCH and DELETE on a detail list name a resource "detail".
+                None if path.ends_with("/detail") && matches!(method, "patch" | "delete") => {
+                    assert_eq!(reply.body["errors"][0]["code"], "client", "{described}");
+                }
                 None => assert_eq!(reply.status, 405, "{described}"),
             }
         }
@@ -117,8 +121,9 @@ fn schemathesis_binary() -> PathBuf {
 }
 
 /// Resources for the fuzzer's identifiers to find: a template, a cluster with a nodegroup
-/// of its own, a quota. Returns the dictionaries of identifiers, by parameter.
-async fn seed(app: &TestApp) -> Vec<(&'static str, Vec<String>)> {
+/// of its own, a quota. Returns values for parameters and body attributes (schemathesis's
+/// `path.<name>` and `body.<name>`), which they take half of the time.
+async fn seed(app: &TestApp, scratch: &std::path::Path) -> Vec<(&'static str, Vec<String>)> {
     let template = app
         .create_scripted_template(ADMIN, json!({"name": "fuzz-template"}))
         .await;
@@ -164,41 +169,65 @@ async fn seed(app: &TestApp) -> Vec<(&'static str, Vec<String>)> {
         )
         .await;
     assert_eq!(quota.status, 201, "{}", String::from_utf8_lossy(&quota.raw));
+    let templates = vec![template_uuid.clone(), "fuzz-template".to_owned()];
+    let clusters = vec![cluster_uuid.clone(), "fuzz-cluster".to_owned()];
+    let strings = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>();
     vec![
+        ("path.clustertemplate_ident", templates.clone()),
+        ("path.cluster_ident", clusters.clone()),
         (
-            "clustertemplate_ident",
-            vec![template_uuid.clone(), "fuzz-template".to_owned()],
-        ),
-        (
-            "cluster_ident",
-            vec![cluster_uuid.clone(), "fuzz-cluster".to_owned()],
-        ),
-        (
-            "nodegroup_ident",
+            "path.nodegroup_ident",
             vec![
                 "fuzz-workers".to_owned(),
                 "default-worker".to_owned(),
                 nodegroup.body["uuid"].as_str().unwrap().to_owned(),
             ],
         ),
-        ("project_id", vec![ADMIN.project_id.to_owned()]),
-        ("resource", vec!["Cluster".to_owned()]),
+        ("path.project_id", strings(&[ADMIN.project_id])),
+        ("path.resource", strings(&["Cluster"])),
+        // Without a version header a request is at 1.1, where nodegroups, actions and
+        // credentials are 406: recent versions half of the time reach their handlers.
+        (
+            "header.OpenStack-API-Version",
+            strings(&[
+                "container-infra latest",
+                "container-infra 1.9",
+                "container-infra 1.12",
+            ]),
+        ),
+        // What the scripted driver's catalog has, for creates that can succeed.
+        ("body.image_id", strings(&["scripted-image"])),
+        ("body.coe", strings(&["swarm-mode"])),
+        ("body.flavor_id", strings(&["s.small"])),
+        ("body.master_flavor_id", strings(&["s.small"])),
+        ("body.external_network_id", strings(&["public"])),
+        ("body.cluster_template_id", templates.clone()),
+        ("body.cluster_template", templates),
+        ("body.cluster_uuid", clusters),
+        (
+            "body.csr",
+            vec![crate::certificates::new_csr(scratch, "fuzz")],
+        ),
     ]
 }
 
-/// `schemathesis.toml`: path parameters take a seeded identifier half of the time.
+/// `schemathesis.toml`: each seeded parameter or attribute takes a seeded value half of the
+/// time, a generated one otherwise.
 fn configuration(dictionaries: &[(&str, Vec<String>)]) -> String {
+    let name = |key: &str| key.replace(['.', '-'], "_");
     let mut text = String::new();
-    for (name, values) in dictionaries {
+    for (key, values) in dictionaries {
         text.push_str(&format!(
-            "[dictionaries.{name}]\nvalues = {}\n\n",
+            "[dictionaries.{}]\nvalues = {}\n\n",
+            name(key),
             json!(values)
         ));
     }
     text.push_str("[parameters]\n");
-    for (name, _) in dictionaries {
+    for (key, _) in dictionaries {
         text.push_str(&format!(
-            "\"path.{name}\" = {{ dictionary = \"{name}\", probability = 0.5 }}\n"
+            "\"{key}\" = {{ dictionary = \"{}\", probability = 0.5 }}\n",
+            name(key)
         ));
     }
     text
@@ -208,8 +237,8 @@ fn configuration(dictionaries: &[(&str, Vec<String>)]) -> String {
 async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_describe() {
     let binary = schemathesis_binary();
     let (app, _driver) = TestApp::spawn_scripted(Engine::Sqlite).await;
-    let dictionaries = seed(&app).await;
     let scratch = tempfile::tempdir().unwrap();
+    let dictionaries = seed(&app, scratch.path()).await;
     let config = scratch.path().join("schemathesis.toml");
     std::fs::write(&config, configuration(&dictionaries)).unwrap();
     let examples = std::env::var("MAGNUM_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
@@ -229,8 +258,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
             &examples,
             "--seed",
             &seed,
+            // One worker: hypothesis's lambda descriptions are not thread-safe on Python 3.11
+            // (ast.parse: "AST constructor recursion depth mismatch").
             "--workers",
-            "2",
+            "1",
             "--request-timeout",
             "10",
             "--generation-database",
@@ -266,23 +297,27 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
         output.status.success(),
         "schemathesis found failures:\n{stdout}\n{stderr}"
     );
-    // It did test every operation (a document it could not read would test none).
+    // It did test every operation (a document it could not read would test none), but the
+    // document itself, which it reads first.
     let junit = std::fs::read_to_string(&report).unwrap();
-    let tested: BTreeSet<&str> = junit
+    let tested: BTreeSet<String> = junit
         .split("<testcase ")
         .skip(1)
-        .filter_map(|case| case.split("name=\"").nth(1)?.split('"').next())
+        .filter_map(|case| Some(case.split("name=\"").nth(1)?.split('"').next()?.to_owned()))
+        .filter(|name| name != "Stateful tests")
         .collect();
     let document: Value = app
         .send("GET", "/v1/openapi.json", None, &[], None)
         .await
         .body;
-    let operations: usize = document["paths"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|item| METHODS.iter().filter(|m| item.get(**m).is_some()).count())
-        .sum();
-    assert_eq!(tested.len(), operations, "{tested:?}");
+    let mut operations = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if item.get(method).is_some() && path != "/v1/openapi.json" {
+                operations.insert(format!("{} {path}", method.to_ascii_uppercase()));
+            }
+        }
+    }
+    assert_eq!(tested, operations);
     app.stop().await;
 }
