@@ -10,6 +10,8 @@
 
 mod schemas;
 
+use std::sync::OnceLock;
+
 use axum::body::Body;
 use axum::http::{Method, Response, StatusCode};
 use magnum_store::{
@@ -26,13 +28,34 @@ use schemas::{body_schema, schema_ref};
 /// The document's name under `/v1/`.
 pub(crate) const DOCUMENT: &str = "openapi.json";
 
-/// `GET /v1/openapi.json`.
+/// `GET /v1/openapi.json`: the document encoded once per process, the request's base URL
+/// put in as its server (an unauthenticated route should cost a copy, not a build).
 pub(crate) fn respond(base_url: &str, request_id: &str, version: Version) -> Response<Body> {
-    let body = magnum_types::encode(&document(base_url));
+    static ENCODED: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    let (head, tail) = ENCODED.get_or_init(|| {
+        let encoded = magnum_types::encode(&document(SERVER_PLACEHOLDER));
+        let placeholder = magnum_types::encode(SERVER_PLACEHOLDER);
+        let at = encoded
+            .windows(placeholder.len())
+            .position(|window| window == placeholder)
+            .expect("the document names its server");
+        (
+            encoded[..at].to_vec(),
+            encoded[at + placeholder.len()..].to_vec(),
+        )
+    });
+    let server = magnum_types::encode(base_url);
+    let mut body = Vec::with_capacity(head.len() + server.len() + tail.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(&server);
+    body.extend_from_slice(tail);
     let mut response = json_response(StatusCode::OK, body, request_id);
     add_version_headers(response.headers_mut(), version);
     response
 }
+
+/// Stands for the base URL in the cached document; appears nowhere else in it.
+const SERVER_PLACEHOLDER: &str = "\u{0}server\u{0}";
 
 /// How one endpoint is documented; the generator adds what every route shares.
 pub(crate) struct Operation {
@@ -45,6 +68,8 @@ pub(crate) struct Operation {
     success: (u16, Option<Value>),
     /// Statuses beyond those the route's shape implies (see [`responses`]).
     errors: &'static [(u16, &'static str)],
+    /// When the success may also be a `text/event-stream` (server-sent events): what it sends.
+    event_stream: Option<&'static str>,
 }
 
 fn op(summary: &'static str, success: (u16, Option<Value>)) -> Operation {
@@ -55,6 +80,7 @@ fn op(summary: &'static str, success: (u16, Option<Value>)) -> Operation {
         body: None,
         success,
         errors: &[],
+        event_stream: None,
     }
 }
 
@@ -79,6 +105,18 @@ impl Operation {
 
     fn errors(self, errors: &'static [(u16, &'static str)]) -> Self {
         Self { errors, ..self }
+    }
+
+    /// The success answer may be `text/event-stream` too (e.g. with `?watch=true`).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "for the event routes, which come next")
+    )]
+    fn event_stream(self, description: &'static str) -> Self {
+        Self {
+            event_stream: Some(description),
+            ..self
+        }
     }
 }
 
@@ -343,6 +381,11 @@ fn responses(route: &Route, operation: &Operation) -> Map<String, Value> {
     });
     if let Some(schema) = schema {
         success["content"] = json!({"application/json": {"schema": schema}});
+    }
+    if let Some(description) = operation.event_stream {
+        success["content"]["text/event-stream"] = json!({
+            "schema": {"type": "string", "description": description},
+        });
     }
     if route.endpoint == Endpoint::TemplateCreate {
         success["headers"]["Location"] = json!({

@@ -252,3 +252,34 @@ fn the_document_is_openapi_3_1_and_names_its_server() {
         BTreeSet::from(["request_id", "code", "status", "title", "detail", "links"])
     );
 }
+
+#[tokio::test]
+async fn the_served_document_is_the_generated_one_with_the_request_base() {
+    for base in ["http://127.0.0.1:9511", "https://h\"x/container-infra"] {
+        let response = respond(base, "req-1", MIN_VERSION);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let served: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(served, document(base));
+    }
+}
+
+#[test]
+fn an_event_stream_is_documented_beside_json() {
+    let route = Route {
+        method: Method::GET,
+        path: "clusters/{cluster_ident}/events",
+        endpoint: Endpoint::ClusterGet,
+        since: None,
+    };
+    let operation = op("Watch", ok("ClusterDetail")).event_stream("One event per change.");
+    let responses = responses(&route, &operation);
+    let content = &responses["200"]["content"];
+    assert_eq!(
+        content["application/json"]["schema"],
+        schema_ref("ClusterDetail")
+    );
+    assert_eq!(content["text/event-stream"]["schema"]["type"], "string");
+    assert!(responses.contains_key("404"));
+}
