@@ -356,6 +356,17 @@ fn version_header_pattern() -> String {
     )
 }
 
+/// `container-infra latest` and `container-infra <X.Y>` for every supported version.
+fn canonical_versions() -> Vec<String> {
+    std::iter::once("container-infra latest".to_owned())
+        .chain(
+            (MIN_VERSION.minor..=MAX_VERSION.minor)
+                .rev()
+                .map(|minor| format!("container-infra {}.{minor}", MAX_VERSION.major)),
+        )
+        .collect()
+}
+
 fn error_response(description: &str, schema: Value) -> Value {
     json!({
         "description": description,
@@ -398,6 +409,8 @@ fn responses(route: &Route, operation: &Operation) -> Map<String, Value> {
 
     let has_body = operation.body.is_some();
     let has_parameters = route.path.contains('{');
+    // A cluster, template or nodegroup may be named, and names need not be unique.
+    let names_a_resource = route.path.contains("_ident}");
     let mut errors: Vec<(u16, String)> = vec![
         (400, "The request is not valid: an unknown query argument, a value of the wrong form, a body that does not fit, a NUL character anywhere, or what the resource's rules refuse.".to_owned()),
         (401, "Authentication failed (Keystone): no valid token.".to_owned()),
@@ -410,6 +423,8 @@ fn responses(route: &Route, operation: &Operation) -> Map<String, Value> {
             404,
             "The resource does not exist, or the caller cannot see it.".to_owned(),
         ));
+    }
+    if names_a_resource {
         errors.push((
             409,
             "The name matches several resources (use the uuid), or a concurrent change won."
@@ -591,11 +606,12 @@ fn components() -> Value {
                 "name": "OpenStack-API-Version",
                 "in": "header",
                 "required": false,
-                "schema": {
-                    "type": "string",
-                    "pattern": version_header_pattern(),
-                    "examples": [format!("container-infra {MAX_VERSION}"), "container-infra latest".to_owned()],
-                },
+                // The canonical values first: generators (schemathesis's coverage phase among
+                // them) take an enumeration where they cannot draw from a pattern.
+                "schema": {"anyOf": [
+                    {"enum": canonical_versions()},
+                    {"type": "string", "pattern": version_header_pattern()},
+                ]},
                 "description": format!(
                     "`<service> <X.Y>`: the service token in any case, the version from {MIN_VERSION} to {MAX_VERSION} or latest. Absent: {MIN_VERSION}."
                 ),

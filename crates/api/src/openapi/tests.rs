@@ -225,6 +225,10 @@ fn the_version_header_pattern_names_the_supported_range() {
     let pattern = version_header_pattern();
     assert!(pattern.contains("(latest|1\\.(14|13|12|11|10|9|8|7|6|5|4|3|2|1))$"));
     assert!(pattern.starts_with("^(container-infra|"));
+    let canonical = canonical_versions();
+    assert_eq!(canonical.len(), 15);
+    assert_eq!(canonical[1], "container-infra 1.14");
+    assert_eq!(canonical[14], "container-infra 1.1");
 }
 
 #[test]

@@ -120,6 +120,25 @@ fn schemathesis_binary() -> PathBuf {
     path
 }
 
+/// The reports: JUnit always (to see what was tested); with `MAGNUM_SCHEMATHESIS_REPORT_DIR`,
+/// also an NDJSON record of every request and answer there, to study a run.
+fn reports(junit: &std::path::Path) -> Vec<String> {
+    let mut arguments = vec![
+        "--report-junit-path".to_owned(),
+        junit.display().to_string(),
+    ];
+    match std::env::var("MAGNUM_SCHEMATHESIS_REPORT_DIR") {
+        Ok(directory) => arguments.extend([
+            "--report".to_owned(),
+            "junit,ndjson".to_owned(),
+            "--report-dir".to_owned(),
+            directory,
+        ]),
+        Err(_) => arguments.extend(["--report".to_owned(), "junit".to_owned()]),
+    }
+    arguments
+}
+
 /// Resources for the fuzzer's identifiers to find: a template, a cluster with a nodegroup
 /// of its own, a quota. Returns values for parameters and body attributes (schemathesis's
 /// `path.<name>` and `body.<name>`), which they take half of the time.
@@ -275,11 +294,8 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
             &format!("X-User-Id: {}", ADMIN.user_id),
             "-H",
             &format!("X-Roles: {}", ADMIN.roles),
-            "--report",
-            "junit",
-            "--report-junit-path",
         ])
-        .arg(&report)
+        .args(reports(&report))
         .current_dir(scratch.path())
         .kill_on_drop(true);
     let started = std::time::Instant::now();
