@@ -261,6 +261,14 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
     let config = scratch.path().join("schemathesis.toml");
     std::fs::write(&config, configuration(&dictionaries)).unwrap();
     let examples = std::env::var("MAGNUM_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
+    // To study a run: MAGNUM_SCHEMATHESIS_CHECKS names other checks (negative_data_rejection,
+    // …), MAGNUM_SCHEMATHESIS_ARGS adds arguments (split at whitespace).
+    let checks = std::env::var("MAGNUM_SCHEMATHESIS_CHECKS").unwrap_or_else(|_| {
+        "not_a_server_error,status_code_conformance,content_type_conformance,\
+         response_headers_conformance,response_schema_conformance"
+            .into()
+    });
+    let extra = std::env::var("MAGNUM_SCHEMATHESIS_ARGS").unwrap_or_default();
     let seed = std::env::var("MAGNUM_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261126".into());
     let location = format!("{}/v1/openapi.json", app.base_url);
     let report = scratch.path().join("junit.xml");
@@ -271,8 +279,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
         .args(["--no-color", "run", &location])
         .args([
             "--checks",
-            "not_a_server_error,status_code_conformance,content_type_conformance,\
-             response_headers_conformance,response_schema_conformance",
+            &checks,
             "--max-examples",
             &examples,
             "--seed",
@@ -296,6 +303,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
             &format!("X-Roles: {}", ADMIN.roles),
         ])
         .args(reports(&report))
+        .args(extra.split_whitespace())
         .current_dir(scratch.path())
         .kill_on_drop(true);
     let started = std::time::Instant::now();
