@@ -1,6 +1,7 @@
 //! The OpenAPI document against a real magnumd: served without authentication at
 //! `/v1/openapi.json`, an OpenAPI 3.1 document whose every operation the server answers (and
-//! whose paths answer no other method), and a seeded, bounded run of schemathesis (the
+//! whose paths answer no other method) and that meets the OpenAPI 3.1 meta-schema, and a
+//! seeded, bounded run of schemathesis (the
 //! property-based API fuzzer from PyPI, installed by `scripts/test` into the ignored
 //! `.venv-schemathesis`, or named by `MAGNUM_SCHEMATHESIS`) that must find no server error and
 //! no answer the document does not describe. `MAGNUM_SCHEMATHESIS_EXAMPLES` (default 40 per
@@ -118,6 +119,45 @@ fn schemathesis_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The served document against the OpenAPI 3.1 meta-schema schemathesis ships (and checks on
+/// loading), with the JSON Schema validator of its venv; and a document broken on purpose is
+/// refused, so that the check can fail.
+async fn meets_the_openapi_3_1_schema(
+    schemathesis: &std::path::Path,
+    app: &TestApp,
+    scratch: &std::path::Path,
+) {
+    let document = app.send("GET", "/v1/openapi.json", None, &[], None).await;
+    let path = scratch.join("openapi.json");
+    std::fs::write(&path, &document.raw).unwrap();
+    let python = schemathesis.with_file_name("python");
+    let script = r#"
+import json, sys
+import jsonschema_rs
+from schemathesis.specs.openapi.definitions import OPENAPI_31
+validator = jsonschema_rs.validator_for(OPENAPI_31)
+document = json.load(open(sys.argv[1]))
+errors = [str(error) for error in validator.iter_errors(document)]
+document["paths"]["/v1/clusters"]["get"]["responses"] = "broken"
+broken = len(list(validator.iter_errors(document)))
+print(json.dumps({"errors": errors, "broken": broken}))
+"#;
+    let output = tokio::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .await
+        .expect("the venv's python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let verdict: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(verdict["errors"], json!([]), "not OpenAPI 3.1");
+    assert!(verdict["broken"].as_u64().unwrap() > 0, "{verdict}");
 }
 
 /// The reports: JUnit always (to see what was tested); with `MAGNUM_SCHEMATHESIS_REPORT_DIR`,
@@ -257,6 +297,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_the_document_does_not_
     let binary = schemathesis_binary();
     let (app, _driver) = TestApp::spawn_scripted(Engine::Sqlite).await;
     let scratch = tempfile::tempdir().unwrap();
+    meets_the_openapi_3_1_schema(&binary, &app, scratch.path()).await;
     let dictionaries = seed(&app, scratch.path()).await;
     let config = scratch.path().join("schemathesis.toml");
     std::fs::write(&config, configuration(&dictionaries)).unwrap();
