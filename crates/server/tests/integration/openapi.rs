@@ -1,11 +1,10 @@
 //! The OpenAPI document against a real magnumd: served without authentication at
-//! `/v1/openapi.json`, an OpenAPI 3.1 document whose every operation the server answers (and
-//! whose paths answer no other method) and that meets the OpenAPI 3.1 meta-schema, and a
-//! seeded, bounded run of schemathesis (the
-//! property-based API fuzzer from PyPI, installed by `scripts/test` into the ignored
-//! `.venv-schemathesis`, or named by `MAGNUM_SCHEMATHESIS`) that must find no server error and
-//! no answer the document does not describe. `MAGNUM_SCHEMATHESIS_EXAMPLES` (default 40 per
-//! operation) and `MAGNUM_SCHEMATHESIS_SEED` widen or replay the run.
+//! `/v1/openapi.json`, an OpenAPI 3.1 document (checked against the meta-schema) whose every
+//! operation the server answers, and whose paths answer no other method; and a seeded, bounded
+//! run of schemathesis (the property-based API fuzzer from PyPI, installed by `scripts/test`
+//! into the ignored `.venv-schemathesis`, or named by `MAGNUM_SCHEMATHESIS`) that must find no
+//! server error and no answer the document does not describe. `MAGNUM_SCHEMATHESIS_EXAMPLES`
+//! (default 40 per operation) and `MAGNUM_SCHEMATHESIS_SEED` widen or replay the run.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
