@@ -70,6 +70,8 @@ pub(crate) struct Operation {
     errors: &'static [(u16, &'static str)],
     /// When the success may also be a `text/event-stream` (server-sent events): what it sends.
     event_stream: Option<&'static str>,
+    /// The first microversion the endpoint works at, when later than its route's gate.
+    works_from: Option<Version>,
 }
 
 fn op(summary: &'static str, success: (u16, Option<Value>)) -> Operation {
@@ -81,6 +83,7 @@ fn op(summary: &'static str, success: (u16, Option<Value>)) -> Operation {
         success,
         errors: &[],
         event_stream: None,
+        works_from: None,
     }
 }
 
@@ -105,6 +108,13 @@ impl Operation {
 
     fn errors(self, errors: &'static [(u16, &'static str)]) -> Self {
         Self { errors, ..self }
+    }
+
+    fn works_from(self, version: Version) -> Self {
+        Self {
+            works_from: Some(version),
+            ..self
+        }
     }
 
     /// The success answer may be `text/event-stream` too (e.g. with `?watch=true`).
@@ -205,6 +215,7 @@ pub(crate) fn operation(endpoint: Endpoint) -> Operation {
             .body(body_schema(clusters::RESIZE_SCHEMA, &schemas::resize_body_overrides(), &[])),
         ClusterUpgrade => op("Upgrade a cluster to another template", accepted("Uuid"))
             .describe("From microversion 1.8: 406 below 1.7, 400 at 1.7, as upstream.")
+            .works_from(Version::new(1, 8))
             .body(body_schema(clusters::UPGRADE_SCHEMA, &[], &[])),
         NodegroupList => op("List the nodegroups of a cluster", ok("NodegroupCollection"))
             .describe("From microversion 1.9 (406 below, for every method under nodegroups).")
@@ -470,6 +481,15 @@ fn version_headers() -> Value {
     })
 }
 
+/// The collection a path is about: its first segment, or a nested collection.
+fn tag(path: &str) -> &str {
+    if path.contains("/nodegroups") {
+        "nodegroups"
+    } else {
+        path.split('/').next().unwrap_or_default()
+    }
+}
+
 fn operation_id(route: &Route) -> String {
     format!("{:?}", route.endpoint)
 }
@@ -490,13 +510,16 @@ fn operation_object(route: &Route) -> Value {
     }
     let mut object = json!({
         "operationId": operation_id(route),
-        "tags": [route.path.split('/').next().unwrap_or_default()],
+        "tags": [tag(route.path)],
         "summary": operation.summary,
         "description": description.trim(),
         "parameters": parameters,
         "responses": responses(route, &operation),
     });
-    if let Some((version, _)) = route.since {
+    if let Some(version) = operation
+        .works_from
+        .or(route.since.map(|(version, _)| version))
+    {
         object["x-openstack-min-microversion"] = json!(version.to_string());
     }
     if let Some(body) = &operation.body {

@@ -244,6 +244,14 @@ fn the_document_is_openapi_3_1_and_names_its_server() {
             ["x-openstack-min-microversion"],
         "1.7"
     );
+    assert_eq!(
+        document["paths"]["/v1/clusters/{cluster_ident}/actions/upgrade"]["post"]
+            ["x-openstack-min-microversion"],
+        "1.8"
+    );
+    assert!(document["paths"]["/v1/clusters"]["get"]
+        .get("x-openstack-min-microversion")
+        .is_none());
     let error = &document["components"]["schemas"]["Error"]["properties"]["errors"]["items"];
     let keys: BTreeSet<&str> = error["required"]
         .as_array()
