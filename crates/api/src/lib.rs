@@ -15,6 +15,7 @@ mod handlers;
 mod input;
 mod lookup;
 mod microversion;
+mod openapi;
 mod pagination;
 mod patch;
 mod routes;

@@ -23,8 +23,8 @@ use crate::{AppState, Shared};
 /// oslo.middleware's `max_request_body_size` default (112 KiB), which OpenStack APIs apply.
 const MAX_BODY_BYTES: usize = 112 * 1024;
 
-/// Collections of the v1 API that this build serves.
-const SERVED_COLLECTIONS: [&str; 8] = [
+/// Collections of the v1 API that this build serves (the first segments of `routes::ROUTES`).
+pub(crate) const SERVED_COLLECTIONS: [&str; 8] = [
     "certificates",
     "clustertemplates",
     "clusters",
@@ -117,8 +117,10 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
         segments.insert(0, "v1");
     }
     let is_version_document = segments.len() == 1;
+    // Public like the version documents: it describes the API and holds no tenant data.
+    let is_openapi_document = segments == ["v1", crate::openapi::DOCUMENT];
 
-    let identity = if is_version_document {
+    let identity = if is_version_document || is_openapi_document {
         None
     } else {
         match state.authenticator.authenticate(headers).await {
@@ -175,6 +177,9 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
 
     let Some(identity) = identity else {
         return match parts.method {
+            Method::GET if is_openapi_document => {
+                crate::openapi::respond(&base, request_id, version)
+            }
             Method::GET => root::v1_document(&base, request_id, version),
             _ => routing_error(StatusCode::METHOD_NOT_ALLOWED, "", accepts_json, request_id),
         };

@@ -24,7 +24,7 @@ use crate::lookup::{change_request, driver_for, resolve_cluster as resolve, temp
 use crate::routing::ResourceRequest;
 use crate::AppState;
 
-const SIGN_SCHEMA: &[Attribute] = &[
+pub(crate) const SIGN_SCHEMA: &[Attribute] = &[
     mandatory("cluster_uuid", Kind::Text { min: 1, max: 255 }),
     mandatory("csr", Kind::Text { min: 1, max: 65536 }),
     attribute("ca_cert_type", Kind::Text { min: 0, max: 255 }),

@@ -30,7 +30,7 @@ const TEXT: Kind = Kind::Text { min: 1, max: 255 };
 const COE_CHOICES: &[&str] = &["kubernetes", "swarm-mode"];
 
 /// The writable attributes of a template, and those upstream knows but sets itself.
-const CREATE_SCHEMA: &[Attribute] = &[
+pub(crate) const CREATE_SCHEMA: &[Attribute] = &[
     attribute("uuid", Kind::Uuid),
     attribute("name", TEXT),
     attribute("coe", Kind::Choice(COE_CHOICES)),

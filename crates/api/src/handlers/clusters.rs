@@ -42,10 +42,10 @@ use crate::views::cluster::view;
 use crate::AppState;
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
-const NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_.-]*$";
+pub(crate) const NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_.-]*$";
 const DEFAULT_CREATE_TIMEOUT: i64 = 60;
 
-const CREATE_SCHEMA: &[Attribute] = &[
+pub(crate) const CREATE_SCHEMA: &[Attribute] = &[
     attribute("uuid", Kind::Uuid),
     attribute("name", Kind::Text { min: 1, max: 242 }),
     mandatory("cluster_template_id", TEXT),
@@ -861,7 +861,7 @@ pub(crate) async fn delete(
     Ok(respond_empty(context, StatusCode::NO_CONTENT))
 }
 
-const RESIZE_SCHEMA: &[Attribute] = &[
+pub(crate) const RESIZE_SCHEMA: &[Attribute] = &[
     mandatory(
         "node_count",
         Kind::Integer {
@@ -974,7 +974,7 @@ pub(crate) async fn resize(
     ))
 }
 
-const UPGRADE_SCHEMA: &[Attribute] = &[
+pub(crate) const UPGRADE_SCHEMA: &[Attribute] = &[
     mandatory("cluster_template", TEXT),
     attribute(
         "max_batch_size",

@@ -15,7 +15,8 @@ use crate::pagination::{next_link, page_from_query};
 use crate::routing::ResourceRequest;
 
 /// Every sort key means the events' own order (commit order).
-const EVENT_SORT_KEYS: &[(&str, bool)] = &[("id", true), ("sequence", true), ("created_at", true)];
+pub(crate) const EVENT_SORT_KEYS: &[(&str, bool)] =
+    &[("id", true), ("sequence", true), ("created_at", true)];
 const ARGUMENTS: [&str; 5] = ["limit", "marker", "sort_key", "sort_dir", "watch"];
 
 /// `GET /v1/clusters/{ident}/events`: the cluster's events, also after it was deleted (by

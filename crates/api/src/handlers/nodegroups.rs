@@ -35,7 +35,7 @@ const ARGUMENT: &str = "nodegroup";
 
 const TEXT: Kind = Kind::Text { min: 1, max: 255 };
 
-const CREATE_SCHEMA: &[Attribute] = &[
+pub(crate) const CREATE_SCHEMA: &[Attribute] = &[
     attribute("uuid", Kind::Uuid),
     attribute("name", TEXT),
     attribute(

@@ -21,7 +21,7 @@ use crate::views::quota::view;
 /// How upstream names the body in its messages.
 const ARGUMENT: &str = "quota";
 
-const SCHEMA: &[Attribute] = &[
+pub(crate) const SCHEMA: &[Attribute] = &[
     attribute("project_id", Kind::Text { min: 1, max: 255 }),
     attribute("resource", Kind::Choice(&[CLUSTER_RESOURCE])),
     attribute(

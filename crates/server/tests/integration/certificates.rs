@@ -24,7 +24,7 @@ fn openssl(arguments: &[&str], directory: &Path) -> (bool, String) {
     )
 }
 
-fn new_csr(directory: &Path, name: &str) -> String {
+pub(crate) fn new_csr(directory: &Path, name: &str) -> String {
     let (ok, output) = openssl(
         &[
             "req",

@@ -171,8 +171,8 @@ async fn requests_without_a_valid_token_get_keystonemiddlewares_401() {
             )
         );
     }
-    // The version documents stay public.
-    for path in ["/", "/v1"] {
+    // The version documents stay public, and so does the OpenAPI document.
+    for path in ["/", "/v1", "/v1/openapi.json"] {
         assert_eq!(app.send("GET", path, None, &[], None).await.status, 200);
     }
     let token = fixture.token("alpha-member").await;
