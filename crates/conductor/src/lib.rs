@@ -11,6 +11,7 @@
 //! indexed query per tick) and at driver events.
 
 pub mod amqp;
+mod monitors;
 mod notifications;
 mod runner;
 
@@ -143,17 +144,25 @@ impl Conductor {
             self.settings.event_retention,
             shutdown.clone(),
         ));
-        runner::Runner::new(
-            self.store,
-            self.drivers,
-            self.settings,
+        let runner = runner::Runner::new(
+            self.store.clone(),
+            self.drivers.clone(),
+            self.settings.clone(),
             self.wake,
             self.notifier,
             self.certificates,
         )
-        .with_credential_revoker(self.revoker)
-        .run(shutdown)
-        .await;
+        .with_credential_revoker(self.revoker);
+        let monitors = monitors::MonitorLeases {
+            store: self.store,
+            drivers: self.drivers,
+            owner: runner.owner().to_owned(),
+            host: host.clone(),
+            lease: self.settings.lease,
+        };
+        // One future: a conductor stopped at once (aborted, as a killed process) leaves its
+        // monitor leases to run out, and its drivers stop watching before they do.
+        tokio::join!(runner.run(shutdown.clone()), monitors.run(shutdown));
         let _ = heartbeat.await;
         let _ = pruning.await;
         if let Some(sweep) = sweep {

@@ -1,0 +1,239 @@
+//! The health monitor: health is pushed, not polled. Every running node's first process (the
+//! `unshare` recorded in `node.pid`) is watched through a pidfd, which becomes readable the
+//! moment that process exits (dockerd died: docker-init exits with it, and the node's PID
+//! namespace with them); the monitor then looks at that cluster at once. A poll every
+//! [`HEALTH_INTERVAL`] stays as the safety net (a swarm that lost a node's heartbeat, a node
+//! started while nobody watched, a kernel without pidfds).
+//!
+//! It looks only at clusters whose monitor lease this process's conductor holds
+//! ([`Shared::hold`]), so that with several conductors one at a time reports and heals a
+//! cluster. Bounds: one watch per node (at most [`MAX_WATCHED_NODES`]), one heal under way per
+//! cluster and at most one started per [`HEALTH_INTERVAL`], a burst of deaths looked at once after [`WAKE_DEBOUNCE`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use magnum_domain::cluster::HealthStatus;
+use magnum_driver::DriverEvent;
+use tokio::sync::{broadcast, Notify};
+use uuid::Uuid;
+
+use crate::runtime::Runtime;
+
+/// How often every held cluster is looked at even when no node died.
+pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long after a death the monitor waits for others (a manager and its workers killed
+/// together) before looking: one look for all of them.
+pub(crate) const WAKE_DEBOUNCE: Duration = Duration::from_millis(50);
+/// The most node processes watched at once; past it, the poll covers the rest.
+pub(crate) const MAX_WATCHED_NODES: usize = 4096;
+
+/// What the monitor shares with the driver and with its node watches.
+#[derive(Default)]
+pub(crate) struct Shared {
+    held: Mutex<Held>,
+    /// Clusters to look at now (a node died, the lease was just taken).
+    woken: Mutex<HashSet<Uuid>>,
+    wake: Notify,
+    /// The PID watched per (cluster, node).
+    watched: Mutex<HashMap<(Uuid, String), i32>>,
+}
+
+#[derive(Default)]
+struct Held {
+    clusters: HashSet<Uuid>,
+    until: Option<Instant>,
+}
+
+impl Held {
+    fn current(&self) -> Option<&HashSet<Uuid>> {
+        self.until
+            .is_some_and(|until| Instant::now() < until)
+            .then_some(&self.clusters)
+    }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// The clusters this process holds monitor leases of, until `until`. Clusters newly
+    /// held are looked at at once (a holder that died may have left one dead).
+    pub(crate) fn hold(&self, clusters: HashSet<Uuid>, until: Instant) {
+        let added: Vec<Uuid> = {
+            let mut held = locked(&self.held);
+            let before = held.current().cloned().unwrap_or_default();
+            let added = clusters.difference(&before).copied().collect();
+            *held = Held {
+                clusters,
+                until: Some(until),
+            };
+            added
+        };
+        for cluster in added {
+            self.wake_for(cluster);
+        }
+    }
+
+    fn holds(&self, cluster: Uuid) -> bool {
+        locked(&self.held)
+            .current()
+            .is_some_and(|clusters| clusters.contains(&cluster))
+    }
+
+    fn held_now(&self) -> HashSet<Uuid> {
+        locked(&self.held).current().cloned().unwrap_or_default()
+    }
+
+    fn wake_for(&self, cluster: Uuid) {
+        locked(&self.woken).insert(cluster);
+        self.wake.notify_one();
+    }
+
+    fn take_woken(&self) -> Vec<Uuid> {
+        locked(&self.woken).drain().collect()
+    }
+
+    /// Watches `pid`, the node's first process, unless it is watched already: its exit
+    /// wakes the monitor for `cluster`. A process gone already, or a kernel without pidfds
+    /// (before Linux 5.3), is left to the poll.
+    fn watch(self: &Arc<Self>, runtime: &Runtime, cluster: Uuid, node: &str, pid: i32) {
+        let key = (cluster, node.to_owned());
+        let mut watched = locked(&self.watched);
+        if watched.get(&key) == Some(&pid)
+            || (!watched.contains_key(&key) && watched.len() >= MAX_WATCHED_NODES)
+        {
+            return;
+        }
+        let Some(process) = rustix::process::Pid::from_raw(pid) else {
+            return;
+        };
+        let Ok(descriptor) =
+            rustix::process::pidfd_open(process, rustix::process::PidfdFlags::empty())
+        else {
+            return;
+        };
+        // The PID was the node's when read; still the node's now that the descriptor is
+        // open, the descriptor is the node's (a PID reused in between is never watched).
+        if runtime.node_pid(cluster, node) != Some(pid) {
+            return;
+        }
+        let Ok(descriptor) = readable_when_exited(descriptor) else {
+            return;
+        };
+        watched.insert(key.clone(), pid);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            // Readable once the process has exited; an error ends the watch the same way.
+            let _ = descriptor.readable().await;
+            {
+                let mut watched = locked(&shared.watched);
+                if watched.get(&key) == Some(&pid) {
+                    watched.remove(&key);
+                }
+            }
+            tracing::debug!(cluster.id = %key.0, node = %key.1, pid, "node process exited");
+            shared.wake_for(key.0);
+        });
+    }
+}
+
+/// The pidfd registered with tokio's reactor (it is readable once the process has exited).
+#[expect(
+    deprecated,
+    reason = "the safe constructor is deprecated for descriptors an `AsRawFd` type may swap or \
+              close behind tokio's back; an `OwnedFd` owns one descriptor for its whole life, \
+              and unsafe code (the replacement) is forbidden in this workspace"
+)]
+fn readable_when_exited(
+    descriptor: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    tokio::io::unix::AsyncFd::with_interest(descriptor, tokio::io::Interest::READABLE)
+}
+
+/// Publishes the health of the clusters this process holds whenever it changes (and once
+/// when a cluster is taken), heals them when asked, and ends when nobody listens.
+pub(crate) async fn run(
+    runtime: Runtime,
+    sender: broadcast::Sender<DriverEvent>,
+    shared: Arc<Shared>,
+) {
+    let mut last: HashMap<Uuid, (HealthStatus, serde_json::Map<String, serde_json::Value>)> =
+        HashMap::new();
+    let healing: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+    let mut next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
+    loop {
+        let woken = tokio::select! {
+            () = tokio::time::sleep_until(next_tick) => false,
+            () = shared.wake.notified() => true,
+        };
+        if sender.receiver_count() == 0 {
+            break;
+        }
+        let clusters: Vec<Uuid> = if woken {
+            tokio::time::sleep(WAKE_DEBOUNCE).await;
+            shared
+                .take_woken()
+                .into_iter()
+                .filter(|cluster| shared.holds(*cluster))
+                .collect()
+        } else {
+            next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
+            runtime.restore_firewalls().await;
+            let held = shared.held_now();
+            // A cluster held again later is published again.
+            last.retain(|cluster, _| held.contains(cluster));
+            runtime
+                .known_clusters()
+                .into_iter()
+                .filter(|cluster| held.contains(cluster))
+                .collect()
+        };
+        for cluster in clusters {
+            let Some(report) = runtime.check_health(cluster).await else {
+                continue;
+            };
+            for (node, pid) in runtime.node_pids(cluster) {
+                shared.watch(&runtime, cluster, &node, pid);
+            }
+            let current = (report.status, report.reason.clone());
+            if last.get(&cluster) != Some(&current) {
+                last.insert(cluster, current);
+                tracing::debug!(cluster.id = %cluster, status = %report.status.as_str(), "health changed");
+                // No subscriber (no conductor in this process) is fine: nobody to tell.
+                let _ = sender.send(DriverEvent::Health {
+                    cluster,
+                    status: report.status,
+                    reason: report.reason,
+                });
+            }
+            // Healing comes after the report, so that the death is told at once; it runs
+            // beside the monitor (a restart takes seconds), one per cluster.
+            if report.needs_healing && locked(&healing).insert(cluster) {
+                let (runtime, sender, shared, healing) = (
+                    runtime.clone(),
+                    sender.clone(),
+                    shared.clone(),
+                    healing.clone(),
+                );
+                tokio::spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    if shared.holds(cluster) {
+                        for event in runtime.heal(cluster).await {
+                            let _ = sender.send(DriverEvent::Event { cluster, event });
+                        }
+                    }
+                    // Looked at again at once: the new node is watched, its health told.
+                    shared.wake_for(cluster);
+                    // A node that keeps dying is restarted at most once per interval.
+                    tokio::time::sleep_until(started + HEALTH_INTERVAL).await;
+                    locked(&healing).remove(&cluster);
+                });
+            }
+        }
+    }
+}
