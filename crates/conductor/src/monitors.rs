@@ -111,7 +111,7 @@ impl MonitorLeases {
             // What the drivers were told runs out on its own.
             Err(error) => tracing::warn!(%error, "cannot renew cluster monitor leases"),
         }
-        if passes % STALE_SWEEP_PASSES == 0 {
+        if passes.is_multiple_of(STALE_SWEEP_PASSES) {
             let before =
                 Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() - STALE_AFTER_SECONDS);
             if let Err(error) = self.store.forget_stale_monitors(before).await {
