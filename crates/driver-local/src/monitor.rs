@@ -101,7 +101,15 @@ impl Shared {
     /// Watches `pid`, the node's first process, unless it is watched already: its exit
     /// wakes the monitor for `cluster`. A process gone already, or a kernel without pidfds
     /// (before Linux 5.3), is left to the poll.
-    fn watch(self: &Arc<Self>, runtime: &Runtime, cluster: Uuid, node: &str, pid: i32) {
+    /// `still_the_node` says whether `pid` is still the node's (checked once the descriptor
+    /// is open).
+    fn watch(
+        self: &Arc<Self>,
+        cluster: Uuid,
+        node: &str,
+        pid: i32,
+        still_the_node: impl FnOnce() -> bool,
+    ) {
         let key = (cluster, node.to_owned());
         let mut watched = locked(&self.watched);
         if watched.get(&key) == Some(&pid)
@@ -119,7 +127,7 @@ impl Shared {
         };
         // The PID was the node's when read; still the node's now that the descriptor is
         // open, the descriptor is the node's (a PID reused in between is never watched).
-        if runtime.node_pid(cluster, node) != Some(pid) {
+        if !still_the_node() {
             return;
         }
         let Ok(descriptor) = readable_when_exited(descriptor) else {
@@ -198,7 +206,9 @@ pub(crate) async fn run(
                 continue;
             };
             for (node, pid) in runtime.node_pids(cluster) {
-                shared.watch(&runtime, cluster, &node, pid);
+                shared.watch(cluster, &node, pid, || {
+                    runtime.node_pid(cluster, &node) == Some(pid)
+                });
             }
             let current = (report.status, report.reason.clone());
             if last.get(&cluster) != Some(&current) {
@@ -235,5 +245,66 @@ pub(crate) async fn run(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_clusters_are_looked_at_when_taken_and_lapse_at_their_deadline() {
+        let shared = Shared::default();
+        let (kept, dropped) = (Uuid::new_v4(), Uuid::new_v4());
+        let later = Instant::now() + Duration::from_secs(60);
+        shared.hold(HashSet::from([kept, dropped]), later);
+        assert!(shared.holds(kept) && shared.holds(dropped));
+        let mut woken = shared.take_woken();
+        woken.sort_unstable();
+        let mut expected = vec![kept, dropped];
+        expected.sort_unstable();
+        assert_eq!(woken, expected, "newly held clusters are looked at at once");
+        shared.hold(HashSet::from([kept]), later);
+        assert!(
+            shared.take_woken().is_empty(),
+            "renewed: nothing new to look at"
+        );
+        assert!(shared.holds(kept) && !shared.holds(dropped));
+        // A conductor that could not renew: nothing is held past the deadline.
+        shared.hold(HashSet::from([kept]), Instant::now());
+        assert!(!shared.holds(kept));
+        assert!(shared.held_now().is_empty());
+        // Held again after lapsing: looked at again.
+        shared.hold(HashSet::from([kept]), later);
+        assert_eq!(shared.take_woken(), vec![kept]);
+    }
+
+    /// The pidfd wakes the monitor when the process exits, once per watch, and a process
+    /// watched already is not watched twice.
+    #[tokio::test]
+    async fn a_watched_process_that_exits_wakes_the_monitor_for_its_cluster() {
+        let shared = Arc::new(Shared::default());
+        let cluster = Uuid::new_v4();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let pid = i32::try_from(child.id()).unwrap();
+        shared.watch(cluster, "n1", pid, || true);
+        shared.watch(cluster, "n1", pid, || true);
+        assert_eq!(locked(&shared.watched).len(), 1);
+        // A PID that is no longer the node's once opened is not watched.
+        shared.watch(cluster, "n2", pid, || false);
+        assert_eq!(locked(&shared.watched).len(), 1);
+        assert!(shared.take_woken().is_empty());
+        let killed = Instant::now();
+        child.kill().unwrap();
+        tokio::time::timeout(Duration::from_secs(1), shared.wake.notified())
+            .await
+            .expect("woken within a second of the exit");
+        println!("woken {} µs after the kill", killed.elapsed().as_micros());
+        assert_eq!(shared.take_woken(), vec![cluster]);
+        assert!(locked(&shared.watched).is_empty(), "the watch ended");
+        child.wait().unwrap();
     }
 }
