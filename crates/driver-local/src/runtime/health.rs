@@ -10,7 +10,7 @@ impl Runtime {
         use magnum_domain::cluster::HealthStatus;
         use serde_json::Value;
         // An operation changing the cluster has the lock: its nodes are in flux.
-        let _lock = self.cluster_lock(cluster).try_lock_owned().ok()?;
+        let _held = self.try_hold_cluster(cluster)?;
         if self.is_being_deleted(cluster) {
             return None;
         }
@@ -91,7 +91,7 @@ impl Runtime {
     /// events say what was done. Nothing while an operation holds the cluster or it is being
     /// deleted (the operation deals with its nodes).
     pub async fn heal(&self, cluster: Uuid) -> Vec<ClusterEvent> {
-        let Ok(_lock) = self.cluster_lock(cluster).try_lock_owned() else {
+        let Some(_held) = self.try_hold_cluster(cluster) else {
             return Vec::new();
         };
         if self.is_being_deleted(cluster) {
