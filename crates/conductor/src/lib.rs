@@ -8,7 +8,9 @@
 //! operation again and converges once more, which is harmless by the driver contract.
 //!
 //! Nothing here walks over clusters at rest: the loop looks at the operations queue (one
-//! indexed query per tick) and at driver events.
+//! indexed query per tick) and at driver events. The one exception is for drivers that watch
+//! health themselves (the local driver): their clusters' monitor leases are renewed every
+//! fifth of the lease, so that one conductor at a time watches and heals each (`monitors`).
 
 pub mod amqp;
 mod monitors;
