@@ -8,7 +8,9 @@
 //! It looks only at clusters whose monitor lease this process's conductor holds
 //! ([`Shared::hold`]), so that with several conductors one at a time reports and heals a
 //! cluster. Bounds: one watch per node (at most [`MAX_WATCHED_NODES`]), one heal under way per
-//! cluster and at most one started per [`HEALTH_INTERVAL`], a burst of deaths looked at once after [`WAKE_DEBOUNCE`].
+//! cluster and at most one started per [`HEALTH_INTERVAL`], a burst of deaths looked at once
+//! after [`WAKE_DEBOUNCE`], one look under way per cluster (its manager gets
+//! [`crate::runtime::HEALTH_COMMAND_TIMEOUT`] to answer).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -164,7 +166,9 @@ fn readable_when_exited(
 }
 
 /// Publishes the health of the clusters this process holds whenever it changes (and once
-/// when a cluster is taken), heals them when asked, and ends when nobody listens.
+/// when a cluster is taken), heals them when asked, and ends when nobody listens. Each look
+/// runs as a task of its own (one per cluster at a time; a cluster woken meanwhile is looked
+/// at again once it ends), so that a manager slow to answer delays only its own cluster.
 pub(crate) async fn run(
     runtime: Runtime,
     sender: broadcast::Sender<DriverEvent>,
@@ -173,78 +177,116 @@ pub(crate) async fn run(
     let mut last: HashMap<Uuid, (HealthStatus, serde_json::Map<String, serde_json::Value>)> =
         HashMap::new();
     let healing: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+    let (checked, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let mut looks = Looks {
+        in_flight: HashSet::new(),
+        again: HashSet::new(),
+        runtime: runtime.clone(),
+        checked,
+    };
+    let mut firewall_repair: Option<tokio::task::JoinHandle<()>> = None;
     let mut next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
     loop {
-        let woken = tokio::select! {
-            () = tokio::time::sleep_until(next_tick) => false,
-            () = shared.wake.notified() => true,
-        };
+        tokio::select! {
+            () = tokio::time::sleep_until(next_tick) => {
+                next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
+                if firewall_repair.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                    let runtime = runtime.clone();
+                    firewall_repair =
+                        Some(tokio::spawn(async move { runtime.restore_firewalls().await }));
+                }
+                let held = shared.held_now();
+                // A cluster held again later is published again.
+                last.retain(|cluster, _| held.contains(cluster));
+                for cluster in runtime.known_clusters() {
+                    if held.contains(&cluster) {
+                        looks.start(cluster);
+                    }
+                }
+            }
+            () = shared.wake.notified() => {
+                tokio::time::sleep(WAKE_DEBOUNCE).await;
+                for cluster in shared.take_woken() {
+                    if shared.holds(cluster) {
+                        looks.start(cluster);
+                    }
+                }
+            }
+            Some((cluster, report)) = results.recv() => {
+                looks.in_flight.remove(&cluster);
+                if looks.again.remove(&cluster) && shared.holds(cluster) {
+                    looks.start(cluster);
+                }
+                let Some(report) = report else {
+                    continue;
+                };
+                for (node, pid) in runtime.node_pids(cluster) {
+                    shared.watch(cluster, &node, pid, || {
+                        runtime.node_pid(cluster, &node) == Some(pid)
+                    });
+                }
+                let current = (report.status, report.reason.clone());
+                if last.get(&cluster) != Some(&current) {
+                    last.insert(cluster, current);
+                    tracing::debug!(cluster.id = %cluster, status = %report.status.as_str(), "health changed");
+                    // No subscriber (no conductor in this process) is fine: nobody to tell.
+                    let _ = sender.send(DriverEvent::Health {
+                        cluster,
+                        status: report.status,
+                        reason: report.reason,
+                    });
+                }
+                // Healing comes after the report, so that the death is told at once; it runs
+                // beside the monitor (a restart takes seconds), one per cluster.
+                if report.needs_healing && locked(&healing).insert(cluster) {
+                    let (runtime, sender, shared, healing) = (
+                        runtime.clone(),
+                        sender.clone(),
+                        shared.clone(),
+                        healing.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let started = tokio::time::Instant::now();
+                        if shared.holds(cluster) {
+                            for event in runtime.heal(cluster).await {
+                                let _ = sender.send(DriverEvent::Event { cluster, event });
+                            }
+                        }
+                        // Looked at again at once: the new node is watched, its health told.
+                        shared.wake_for(cluster);
+                        // A node that keeps dying is restarted at most once per interval.
+                        tokio::time::sleep_until(started + HEALTH_INTERVAL).await;
+                        locked(&healing).remove(&cluster);
+                    });
+                }
+            }
+        }
         if sender.receiver_count() == 0 {
             break;
         }
-        let clusters: Vec<Uuid> = if woken {
-            tokio::time::sleep(WAKE_DEBOUNCE).await;
-            shared
-                .take_woken()
-                .into_iter()
-                .filter(|cluster| shared.holds(*cluster))
-                .collect()
-        } else {
-            next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
-            runtime.restore_firewalls().await;
-            let held = shared.held_now();
-            // A cluster held again later is published again.
-            last.retain(|cluster, _| held.contains(cluster));
-            runtime
-                .known_clusters()
-                .into_iter()
-                .filter(|cluster| held.contains(cluster))
-                .collect()
-        };
-        for cluster in clusters {
-            let Some(report) = runtime.check_health(cluster).await else {
-                continue;
-            };
-            for (node, pid) in runtime.node_pids(cluster) {
-                shared.watch(cluster, &node, pid, || {
-                    runtime.node_pid(cluster, &node) == Some(pid)
-                });
-            }
-            let current = (report.status, report.reason.clone());
-            if last.get(&cluster) != Some(&current) {
-                last.insert(cluster, current);
-                tracing::debug!(cluster.id = %cluster, status = %report.status.as_str(), "health changed");
-                // No subscriber (no conductor in this process) is fine: nobody to tell.
-                let _ = sender.send(DriverEvent::Health {
-                    cluster,
-                    status: report.status,
-                    reason: report.reason,
-                });
-            }
-            // Healing comes after the report, so that the death is told at once; it runs
-            // beside the monitor (a restart takes seconds), one per cluster.
-            if report.needs_healing && locked(&healing).insert(cluster) {
-                let (runtime, sender, shared, healing) = (
-                    runtime.clone(),
-                    sender.clone(),
-                    shared.clone(),
-                    healing.clone(),
-                );
-                tokio::spawn(async move {
-                    let started = tokio::time::Instant::now();
-                    if shared.holds(cluster) {
-                        for event in runtime.heal(cluster).await {
-                            let _ = sender.send(DriverEvent::Event { cluster, event });
-                        }
-                    }
-                    // Looked at again at once: the new node is watched, its health told.
-                    shared.wake_for(cluster);
-                    // A node that keeps dying is restarted at most once per interval.
-                    tokio::time::sleep_until(started + HEALTH_INTERVAL).await;
-                    locked(&healing).remove(&cluster);
-                });
-            }
+    }
+}
+
+/// The looks under way: at most one per cluster.
+struct Looks {
+    in_flight: HashSet<Uuid>,
+    /// Clusters woken while a look was under way: looked at again when it ends.
+    again: HashSet<Uuid>,
+    runtime: Runtime,
+    checked: tokio::sync::mpsc::UnboundedSender<(Uuid, Option<crate::runtime::HealthReport>)>,
+}
+
+impl Looks {
+    fn start(&mut self, cluster: Uuid) {
+        if !self.in_flight.insert(cluster) {
+            self.again.insert(cluster);
+            return;
         }
+        let (runtime, checked) = (self.runtime.clone(), self.checked.clone());
+        tokio::spawn(async move {
+            let report = runtime.check_health(cluster).await;
+            let _ = checked.send((cluster, report));
+        });
     }
 }
 

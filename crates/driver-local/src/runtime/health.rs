@@ -27,14 +27,22 @@ impl Runtime {
             .iter()
             .find(|node| node.role == "master" && self.node_pid(cluster, &node.name).is_some());
         let listing = match manager {
-            Some(manager) => self
-                .docker(
+            Some(manager) => {
+                let listed = self.docker(
                     cluster,
                     &manager.name,
                     &["node", "ls", "--format", "{{.ID}} {{.Status}}"],
-                )
-                .await
-                .map_err(|error| error.to_string()),
+                );
+                // Dropped at the deadline, the command is killed (kill_on_drop).
+                match tokio::time::timeout(HEALTH_COMMAND_TIMEOUT, listed).await {
+                    Ok(listed) => listed.map_err(|error| error.to_string()),
+                    Err(_) => Err(format!(
+                        "manager {} did not list the nodes within {} s",
+                        manager.name,
+                        HEALTH_COMMAND_TIMEOUT.as_secs()
+                    )),
+                }
+            }
             None => Err("no manager is running".to_owned()),
         };
         let api_ok = listing.is_ok();

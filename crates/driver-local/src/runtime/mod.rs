@@ -23,6 +23,8 @@ mod node;
 mod state;
 mod swarm;
 
+pub use health::HealthReport;
+
 /// The image every node gets, made from busybox-static.
 pub const NODE_IMAGE: &str = "magnum/local-node:1";
 const SWARM_PORT: u16 = 2377;
@@ -100,6 +102,10 @@ fn failed(message: impl Into<String>) -> DriverError {
 /// `swarm join`, take about a second): a hung command fails its operation instead of holding
 /// the cluster in progress.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a manager gets to answer the health monitor's `node ls`: one that cannot is
+/// reported as such (the cluster is UNHEALTHY) rather than holding its look for the
+/// [`COMMAND_TIMEOUT`] an operation's commands get.
+pub(crate) const HEALTH_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long every node of a cluster gets to be Ready in its managers' view.
 const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A worker not Ready this long into the wait gets its dockerd restarted, once.
