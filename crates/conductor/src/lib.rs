@@ -8,9 +8,12 @@
 //! operation again and converges once more, which is harmless by the driver contract.
 //!
 //! Nothing here walks over clusters at rest: the loop looks at the operations queue (one
-//! indexed query per tick) and at driver events.
+//! indexed query per tick) and at driver events. The one exception is for drivers that watch
+//! health themselves (the local driver): their clusters' monitor leases are renewed every
+//! fifth of the lease, so that one conductor at a time watches and heals each (`monitors`).
 
 pub mod amqp;
+mod monitors;
 mod notifications;
 mod runner;
 
@@ -143,17 +146,25 @@ impl Conductor {
             self.settings.event_retention,
             shutdown.clone(),
         ));
-        runner::Runner::new(
-            self.store,
-            self.drivers,
-            self.settings,
+        let runner = runner::Runner::new(
+            self.store.clone(),
+            self.drivers.clone(),
+            self.settings.clone(),
             self.wake,
             self.notifier,
             self.certificates,
         )
-        .with_credential_revoker(self.revoker)
-        .run(shutdown)
-        .await;
+        .with_credential_revoker(self.revoker);
+        let monitors = monitors::MonitorLeases {
+            store: self.store,
+            drivers: self.drivers,
+            owner: runner.owner().to_owned(),
+            host: host.clone(),
+            lease: self.settings.lease,
+        };
+        // One future: a conductor stopped at once (aborted, as a killed process) leaves its
+        // monitor leases to run out, and its drivers stop watching before they do.
+        tokio::join!(runner.run(shutdown.clone()), monitors.run(shutdown));
         let _ = heartbeat.await;
         let _ = pruning.await;
         if let Some(sweep) = sweep {

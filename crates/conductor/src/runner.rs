@@ -174,6 +174,11 @@ impl Runner {
         }
     }
 
+    /// This conductor's name on the leases it holds.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
     pub(crate) fn with_credential_revoker(
         mut self,
         revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
@@ -1097,7 +1102,7 @@ fn process_scope() -> String {
 /// Whether the conductor that named itself `owner` (`<host>/<pid>-<random>@<pid namespace>`)
 /// is certainly gone: same host, same PID namespace, and no process with its PID. A PID
 /// reused since is taken as alive; its leases then run out as usual.
-fn conductor_is_dead(owner: &str, host_prefix: &str) -> bool {
+pub(crate) fn conductor_is_dead(owner: &str, host_prefix: &str) -> bool {
     let Some(rest) = owner.strip_prefix(host_prefix) else {
         return false;
     };

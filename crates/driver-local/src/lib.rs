@@ -3,6 +3,7 @@
 //! networks templates may refer to — loaded from configuration.
 
 use magnum_domain::cluster_template::{Coe, ServerType};
+mod monitor;
 mod runtime;
 mod sandbox;
 
@@ -120,6 +121,8 @@ pub struct LocalDriver {
     runtime: Option<runtime::Runtime>,
     /// Health changes, published by the monitor started on first subscription.
     events: std::sync::OnceLock<tokio::sync::broadcast::Sender<magnum_driver::DriverEvent>>,
+    /// The clusters the monitor may look at (this process's monitor leases), and its wake-ups.
+    monitor: std::sync::Arc<monitor::Shared>,
     /// Why clusters cannot be built here, when they cannot.
     unavailable: Option<String>,
 }
@@ -215,6 +218,7 @@ impl LocalDriver {
             catalog,
             runtime: None,
             events: std::sync::OnceLock::new(),
+            monitor: std::sync::Arc::default(),
             unavailable: None,
         }
     }
@@ -247,6 +251,7 @@ impl LocalDriver {
             catalog,
             runtime: Some(runtime),
             events: std::sync::OnceLock::new(),
+            monitor: std::sync::Arc::default(),
             unavailable,
         }
     }
@@ -465,10 +470,26 @@ impl Driver for LocalDriver {
         let runtime = self.runtime().ok()?.clone();
         let sender = self.events.get_or_init(|| {
             let (sender, _) = tokio::sync::broadcast::channel(256);
-            tokio::spawn(monitor_health(runtime, sender.clone()));
+            tokio::spawn(monitor::run(runtime, sender.clone(), self.monitor.clone()));
             sender
         });
         Some(sender.subscribe())
+    }
+
+    async fn monitorable_clusters(&self) -> Option<Vec<uuid::Uuid>> {
+        let runtime = self.runtime().ok()?.clone();
+        // A directory listing: kept off the async runtime.
+        tokio::task::spawn_blocking(move || runtime.known_clusters())
+            .await
+            .ok()
+    }
+
+    fn monitor_only(
+        &self,
+        clusters: std::collections::HashSet<uuid::Uuid>,
+        until: std::time::Instant,
+    ) {
+        self.monitor.hold(clusters, until);
     }
 }
 
@@ -479,43 +500,6 @@ struct Unreported;
 impl Progress for Unreported {
     async fn report(&self, message: String) {
         tracing::debug!(%message, "force-deleted cluster");
-    }
-}
-
-/// How often node processes and managers are looked at.
-const HEALTH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Publishes a cluster's health whenever it changes (and once at start). The cost follows
-/// the nodes this host runs: a /proc lookup per node and one `node ls` per cluster.
-async fn monitor_health(
-    runtime: runtime::Runtime,
-    sender: tokio::sync::broadcast::Sender<magnum_driver::DriverEvent>,
-) {
-    let mut last = std::collections::HashMap::new();
-    loop {
-        tokio::time::sleep(HEALTH_INTERVAL).await;
-        if sender.receiver_count() == 0 {
-            break;
-        }
-        runtime.restore_firewalls().await;
-        for cluster in runtime.known_clusters() {
-            let Some((status, reason, events)) = runtime.check_health(cluster).await else {
-                continue;
-            };
-            for event in events {
-                let _ = sender.send(magnum_driver::DriverEvent::Event { cluster, event });
-            }
-            let current = (status, reason.clone());
-            if last.get(&cluster) != Some(&current) {
-                last.insert(cluster, current);
-                // No subscriber (no conductor in this process) is fine: nobody to tell.
-                let _ = sender.send(magnum_driver::DriverEvent::Health {
-                    cluster,
-                    status,
-                    reason,
-                });
-            }
-        }
     }
 }
 

@@ -381,6 +381,22 @@ pub trait Driver: Send + Sync + 'static {
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<DriverEvent>> {
         None
     }
+
+    /// Clusters whose health this driver can watch (and heal) from this process, when its
+    /// watching must be done by one conductor at a time (the local driver: the clusters with
+    /// nodes on this host). The conductor takes a monitor lease on each and tells the driver
+    /// which it holds with [`Driver::monitor_only`]. `None`: the driver needs no leases (what
+    /// it pushes may harmlessly come twice).
+    async fn monitorable_clusters(&self) -> Option<Vec<Uuid>> {
+        None
+    }
+
+    /// The clusters whose monitor leases this process holds, until `until`: the driver
+    /// watches and heals those only, and none once `until` has passed without a newer call
+    /// (a conductor that can no longer renew must not act beside the next holder).
+    fn monitor_only(&self, clusters: std::collections::HashSet<Uuid>, until: std::time::Instant) {
+        let _ = (clusters, until);
+    }
 }
 
 /// The outcome of resolving a template's driver.

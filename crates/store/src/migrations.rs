@@ -270,6 +270,18 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX ix_cluster_event_deleted ON cluster_event (cluster_deleted_at)",
         ],
     },
+    Migration {
+        version: 10,
+        name: "cluster monitor leases",
+        statements: &[
+            "CREATE TABLE cluster_monitor (
+            cluster_uuid VARCHAR(36) NOT NULL PRIMARY KEY,
+            owner VARCHAR(255) NOT NULL,
+            lease_until BIGINT NOT NULL
+        ){table_options}",
+            "CREATE INDEX ix_cluster_monitor_owner ON cluster_monitor (owner)",
+        ],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

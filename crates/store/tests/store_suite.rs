@@ -1436,3 +1436,130 @@ mod clusters {
         finish(store, database).await;
     }
 }
+
+mod monitors {
+    use std::collections::HashSet;
+
+    use magnum_domain::time::Timestamp;
+    use uuid::Uuid;
+
+    use super::{finish, fresh_store};
+    use magnum_test_support::{engine_tests, Engine};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(1_795_425_533 + seconds)
+    }
+
+    fn sorted(mut clusters: Vec<Uuid>) -> Vec<Uuid> {
+        clusters.sort_unstable();
+        clusters
+    }
+
+    engine_tests!(monitor_leases_are_exclusive_renewed_handed_back_and_taken_over);
+    async fn monitor_leases_are_exclusive_renewed_handed_back_and_taken_over(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let name = engine.name();
+        let (x, y, z) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let claim = |owner: &'static str, clusters: Vec<Uuid>, second: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_monitors(owner, &clusters, at(second), 10)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            claim("a", vec![x, y], 0).await,
+            sorted(vec![x, y]),
+            "{name}"
+        );
+        // Held leases are not taken; what nobody holds is.
+        assert_eq!(claim("b", vec![x, y, z], 1).await, vec![z], "{name}");
+        // a renews until 15: at 14 b still gets nothing of a's.
+        assert_eq!(claim("a", vec![x, y], 5).await, sorted(vec![x, y]));
+        assert_eq!(claim("b", vec![x, y, z], 14).await, vec![z]);
+        // a stops renewing (dead): once its lease ran out, b takes its clusters over.
+        assert_eq!(
+            claim("b", vec![x, y, z], 16).await,
+            sorted(vec![x, y, z]),
+            "{name}"
+        );
+        assert_eq!(claim("a", vec![x, y], 17).await, Vec::<Uuid>::new());
+        assert_eq!(
+            store.monitor_owners("").await.unwrap(),
+            vec!["b".to_owned()]
+        );
+        assert_eq!(
+            store.monitor_owners("a").await.unwrap(),
+            Vec::<String>::new()
+        );
+        // A same-host conductor that sees b's process gone ends its leases at once.
+        assert_eq!(store.expire_monitors("b").await.unwrap(), 3);
+        assert_eq!(claim("a", vec![x], 18).await, vec![x], "{name}");
+        // b no longer has z among its clusters (deleted): its row goes.
+        assert_eq!(claim("b", vec![y], 18).await, vec![y]);
+        assert_eq!(store.monitors_of("b").await.unwrap(), vec![y]);
+        // A graceful stop hands back at once: b gets x without waiting for a's lease.
+        assert_eq!(store.release_monitors("a").await.unwrap(), 1);
+        assert_eq!(
+            claim("b", vec![x, y], 19).await,
+            sorted(vec![x, y]),
+            "{name}"
+        );
+        // Leases nobody renewed for long are forgotten; live ones stay.
+        assert_eq!(
+            store.claim_monitors("c", &[z], at(0), 1).await.unwrap(),
+            vec![z]
+        );
+        assert_eq!(store.forget_stale_monitors(at(25)).await.unwrap(), 1);
+        assert_eq!(store.monitors_of("c").await.unwrap(), Vec::<Uuid>::new());
+        assert_eq!(store.monitors_of("b").await.unwrap().len(), 2);
+        finish(store, database).await;
+    }
+
+    engine_tests!(
+        concurrent_monitor_claims_give_each_cluster_one_holder,
+        multi_thread
+    );
+    async fn concurrent_monitor_claims_give_each_cluster_one_holder(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        // More than one statement's worth of clusters.
+        let clusters: Vec<Uuid> = (0..magnum_store::MONITOR_CLAIM_CHUNK + 50)
+            .map(|_| Uuid::new_v4())
+            .collect();
+        let mut claimers = Vec::new();
+        for claimer in 0..4 {
+            let store = store.clone();
+            let clusters = clusters.clone();
+            claimers.push(tokio::spawn(async move {
+                let owner = format!("conductor-{claimer}");
+                let held = store
+                    .claim_monitors(&owner, &clusters, at(0), 30)
+                    .await
+                    .unwrap();
+                (owner, held)
+            }));
+        }
+        let mut seen = HashSet::new();
+        for claimer in claimers {
+            let (owner, held) = claimer.await.unwrap();
+            // What a claim says it holds is what the table says.
+            assert_eq!(store.monitors_of(&owner).await.unwrap().len(), held.len());
+            for cluster in held {
+                assert!(
+                    seen.insert(cluster),
+                    "{}: {cluster} has two holders",
+                    engine.name()
+                );
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            clusters.len(),
+            "{}: every cluster held",
+            engine.name()
+        );
+        finish(store, database).await;
+    }
+}

@@ -3,21 +3,14 @@
 use super::*;
 
 impl Runtime {
-    /// The cluster's health from its managers' view and its node processes, restarting
-    /// nodes whose dockerd died when the cluster asked for auto-healing. `None` while an
-    /// operation changes the cluster or it has no nodes yet.
-    pub async fn check_health(
-        &self,
-        cluster: Uuid,
-    ) -> Option<(
-        magnum_domain::cluster::HealthStatus,
-        serde_json::Map<String, serde_json::Value>,
-        Vec<ClusterEvent>,
-    )> {
+    /// The cluster's health from its managers' view and its node processes, and whether a
+    /// node is down in a cluster that asked for auto-healing (see [`Runtime::heal`]). `None`
+    /// while an operation changes the cluster or it has no nodes yet.
+    pub async fn check_health(&self, cluster: Uuid) -> Option<HealthReport> {
         use magnum_domain::cluster::HealthStatus;
         use serde_json::Value;
         // An operation changing the cluster has the lock: its nodes are in flux.
-        let _lock = self.cluster_lock(cluster).try_lock_owned().ok()?;
+        let _held = self.try_hold_cluster(cluster)?;
         if self.is_being_deleted(cluster) {
             return None;
         }
@@ -34,14 +27,22 @@ impl Runtime {
             .iter()
             .find(|node| node.role == "master" && self.node_pid(cluster, &node.name).is_some());
         let listing = match manager {
-            Some(manager) => self
-                .docker(
+            Some(manager) => {
+                let listed = self.docker(
                     cluster,
                     &manager.name,
                     &["node", "ls", "--format", "{{.ID}} {{.Status}}"],
-                )
-                .await
-                .map_err(|error| error.to_string()),
+                );
+                // Dropped at the deadline, the command is killed (kill_on_drop).
+                match tokio::time::timeout(HEALTH_COMMAND_TIMEOUT, listed).await {
+                    Ok(listed) => listed.map_err(|error| error.to_string()),
+                    Err(_) => Err(format!(
+                        "manager {} did not list the nodes within {} s",
+                        manager.name,
+                        HEALTH_COMMAND_TIMEOUT.as_secs()
+                    )),
+                }
+            }
             None => Err("no manager is running".to_owned()),
         };
         let api_ok = listing.is_ok();
@@ -69,47 +70,91 @@ impl Runtime {
         } else {
             HealthStatus::Unhealthy
         };
-        // Healing comes after the report, so that what was seen is what is published.
+        let needs_healing = state.auto_healing
+            && status == HealthStatus::Unhealthy
+            && state
+                .nodes
+                .iter()
+                .any(|node| self.node_pid(cluster, &node.name).is_none());
+        Some(HealthReport {
+            status,
+            reason,
+            needs_healing,
+        })
+    }
+
+    /// The host PIDs of the cluster's running nodes, by node name.
+    pub fn node_pids(&self, cluster: Uuid) -> Vec<(String, i32)> {
+        let Some(state) = self.load(cluster) else {
+            return Vec::new();
+        };
+        state
+            .nodes
+            .iter()
+            .filter_map(|node| Some((node.name.clone(), self.node_pid(cluster, &node.name)?)))
+            .collect()
+    }
+
+    /// Restarts the nodes whose dockerd died, when the cluster asked for auto-healing; the
+    /// events say what was done. Nothing while an operation holds the cluster or it is being
+    /// deleted (the operation deals with its nodes).
+    pub async fn heal(&self, cluster: Uuid) -> Vec<ClusterEvent> {
+        let Some(_held) = self.try_hold_cluster(cluster) else {
+            return Vec::new();
+        };
+        if self.is_being_deleted(cluster) {
+            return Vec::new();
+        }
+        let Some(state) = self.load(cluster) else {
+            return Vec::new();
+        };
         let mut events = Vec::new();
-        if state.auto_healing && status == HealthStatus::Unhealthy {
-            for node in &state.nodes {
-                if self.node_pid(cluster, &node.name).is_none() {
-                    tracing::warn!(cluster.id = %cluster, node = %node.name, "node dockerd is down; restarting it (auto-healing)");
-                    let hostname = node_hostname(&state.name, &node.name);
-                    let restarted = async {
-                        self.create_network(cluster, &node.name, &node.address)
-                            .await?;
-                        self.launch_dockerd(cluster, node, state.tls, &hostname)
-                            .await
-                    };
-                    match restarted.await {
-                        Ok(()) => events.push(
-                            ClusterEvent::warning(
-                                "NodeRestarted",
-                                format!(
-                                    "Auto-healing restarted node {} after its dockerd died.",
-                                    node.name
-                                ),
-                            )
-                            .on_node(&node.name),
+        if !state.auto_healing {
+            return events;
+        }
+        for node in &state.nodes {
+            if self.node_pid(cluster, &node.name).is_some() {
+                continue;
+            }
+            tracing::warn!(cluster.id = %cluster, node = %node.name, "node dockerd is down; restarting it (auto-healing)");
+            let hostname = node_hostname(&state.name, &node.name);
+            let restarted = async {
+                self.create_network(cluster, &node.name, &node.address)
+                    .await?;
+                self.launch_dockerd(cluster, node, state.tls, &hostname)
+                    .await
+            };
+            match restarted.await {
+                Ok(()) => events.push(
+                    ClusterEvent::warning(
+                        "NodeRestarted",
+                        format!(
+                            "Auto-healing restarted node {} after its dockerd died.",
+                            node.name
                         ),
-                        Err(error) => {
-                            tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "auto-healing failed");
-                            events.push(
-                                ClusterEvent::warning(
-                                    "NodeHealFailed",
-                                    format!(
-                                        "Auto-healing could not restart node {}: {error}",
-                                        node.name
-                                    ),
-                                )
-                                .on_node(&node.name),
-                            );
-                        }
-                    }
+                    )
+                    .on_node(&node.name),
+                ),
+                Err(error) => {
+                    tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "auto-healing failed");
+                    events.push(
+                        ClusterEvent::warning(
+                            "NodeHealFailed",
+                            format!("Auto-healing could not restart node {}: {error}", node.name),
+                        )
+                        .on_node(&node.name),
+                    );
                 }
             }
         }
-        Some((status, reason, events))
+        events
     }
+}
+
+/// What the health monitor saw of one cluster.
+pub struct HealthReport {
+    pub status: magnum_domain::cluster::HealthStatus,
+    pub reason: serde_json::Map<String, serde_json::Value>,
+    /// A node is down and the cluster asked for auto-healing.
+    pub needs_healing: bool,
 }

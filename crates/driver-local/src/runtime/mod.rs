@@ -23,6 +23,8 @@ mod node;
 mod state;
 mod swarm;
 
+pub use health::HealthReport;
+
 /// The image every node gets, made from busybox-static.
 pub const NODE_IMAGE: &str = "magnum/local-node:1";
 const SWARM_PORT: u16 = 2377;
@@ -80,6 +82,18 @@ pub struct Runtime {
 
 pub type ClusterLock = std::sync::Arc<tokio::sync::Mutex<()>>;
 
+/// A cluster held by an operation or the health monitor: this process's lock and, across
+/// the magnumd processes of this host that share the state directory, an advisory lock
+/// (`flock`) on `<cluster dir>/lock`, so that one process's healing never runs beside
+/// another's operation on the same nodes. Both are let go when dropped.
+pub struct ClusterGuard {
+    _in_process: tokio::sync::OwnedMutexGuard<()>,
+    _on_host: Option<std::fs::File>,
+}
+
+/// How often an operation waiting for another process's hold on a cluster tries again.
+const HOST_LOCK_RETRY: Duration = Duration::from_millis(50);
+
 fn failed(message: impl Into<String>) -> DriverError {
     DriverError::Failed(message.into())
 }
@@ -88,6 +102,10 @@ fn failed(message: impl Into<String>) -> DriverError {
 /// `swarm join`, take about a second): a hung command fails its operation instead of holding
 /// the cluster in progress.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a manager gets to answer the health monitor's `node ls`: one that cannot is
+/// reported as such (the cluster is UNHEALTHY) rather than holding its look for the
+/// [`COMMAND_TIMEOUT`] an operation's commands get.
+pub(crate) const HEALTH_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long every node of a cluster gets to be Ready in its managers' view.
 const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A worker not Ready this long into the wait gets its dockerd restarted, once.
@@ -212,6 +230,65 @@ impl Runtime {
         locks.entry(cluster).or_default().clone()
     }
 
+    fn lock_file(&self, cluster: Uuid, create: bool) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let directory = self.cluster_dir(cluster);
+        if create {
+            std::fs::create_dir_all(&directory)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(create)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(directory.join("lock"))
+    }
+
+    /// Holds the cluster for an operation, waiting for whoever holds it in this process and
+    /// in others (a heal takes seconds; an operation of another process is stopped by its
+    /// lease guard once this one is a deletion overtaking it).
+    pub(super) async fn hold_cluster(&self, cluster: Uuid) -> Result<ClusterGuard, DriverError> {
+        let in_process = self.cluster_lock(cluster).lock_owned().await;
+        let file = self
+            .lock_file(cluster, true)
+            .map_err(|error| failed(format!("cannot lock the cluster's records: {error}")))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(ClusterGuard {
+                        _in_process: in_process,
+                        _on_host: Some(file),
+                    })
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(HOST_LOCK_RETRY).await;
+                }
+                Err(std::fs::TryLockError::Error(error)) => {
+                    return Err(failed(format!(
+                        "cannot lock the cluster's records: {error}"
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The cluster held for the health monitor, unless anyone (in any process of this host)
+    /// holds it. A cluster without records needs no host-wide lock: there is nothing to heal.
+    pub(super) fn try_hold_cluster(&self, cluster: Uuid) -> Option<ClusterGuard> {
+        let in_process = self.cluster_lock(cluster).try_lock_owned().ok()?;
+        let on_host = match self.lock_file(cluster, false) {
+            Ok(file) => {
+                file.try_lock().ok()?;
+                Some(file)
+            }
+            Err(_) => None,
+        };
+        Some(ClusterGuard {
+            _in_process: in_process,
+            _on_host: on_host,
+        })
+    }
+
     fn forget_lock(&self, cluster: Uuid) {
         let mut locks = self
             .locks
@@ -280,6 +357,57 @@ mod tests {
             .unwrap()
             .count();
         assert_eq!(claimed, 32);
+    }
+
+    fn scratch_runtime(scratch: &std::path::Path) -> Runtime {
+        Runtime {
+            state_dir: scratch.join("state"),
+            pool: [10, 251],
+            max_nodes: 64,
+            flavors: std::collections::HashMap::new(),
+            locks: std::sync::Arc::default(),
+            authz_binary: PathBuf::from("unused"),
+            max_pids_per_node: 64,
+            claims: std::sync::Arc::new(HostClaims::scratch(scratch)),
+        }
+    }
+
+    /// Two magnumd on one state directory (two runtimes with their own in-process locks):
+    /// while one holds a cluster, the other's health monitor keeps off it and its operation
+    /// waits.
+    #[tokio::test]
+    async fn a_cluster_held_by_one_process_is_left_alone_by_another() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            scratch_runtime(scratch.path()),
+            scratch_runtime(scratch.path()),
+        );
+        let cluster = Uuid::new_v4();
+        // No records yet: nothing to keep the monitor off.
+        assert!(second.try_hold_cluster(cluster).is_some());
+        let held = first.hold_cluster(cluster).await.unwrap();
+        assert!(
+            first.try_hold_cluster(cluster).is_none(),
+            "held in this process"
+        );
+        assert!(
+            second.try_hold_cluster(cluster).is_none(),
+            "held on this host"
+        );
+        let waiting = tokio::spawn(async move {
+            let started = Instant::now();
+            let _held = second.hold_cluster(cluster).await.unwrap();
+            started.elapsed()
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the other process's operation waits"
+        );
+        drop(held);
+        let waited = waiting.await.unwrap();
+        assert!(waited >= Duration::from_millis(300), "{waited:?}");
+        assert!(first.try_hold_cluster(cluster).is_some(), "let go");
     }
 
     #[test]

@@ -93,8 +93,7 @@ impl Runtime {
             }
             // A delete removes the table before the cluster's records: one under way (it
             // holds the cluster's lock, or has marked the cluster) must not get it back.
-            let lock = self.cluster_lock(cluster);
-            let Ok(_guard) = lock.try_lock() else {
+            let Some(_held) = self.try_hold_cluster(cluster) else {
                 continue;
             };
             if self.load(cluster).is_none() || self.cluster_dir(cluster).join("deleting").exists() {

@@ -5,7 +5,7 @@ use super::*;
 
 impl Runtime {
     /// The host PID of the node's sandbox while it runs.
-    pub(super) fn node_pid(&self, cluster: Uuid, node: &str) -> Option<i32> {
+    pub(crate) fn node_pid(&self, cluster: Uuid, node: &str) -> Option<i32> {
         self.sandbox(cluster, node, "").pid()
     }
 

@@ -263,7 +263,7 @@ impl Runtime {
     ) -> Result<Observed, DriverError> {
         let spec = request.spec;
         let cluster = spec.cluster.uuid;
-        let _lock = self.cluster_lock(cluster).lock_owned().await;
+        let _held = self.hold_cluster(cluster).await?;
         let mut state = match self.load(cluster) {
             Some(state) => state,
             None => self.allocate(
@@ -594,8 +594,7 @@ impl Runtime {
     }
 
     pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
-        let lock = self.cluster_lock(cluster);
-        let _guard = lock.lock().await;
+        let _held = self.hold_cluster(cluster).await?;
         if let Some(state) = self.load(cluster) {
             write_private(&self.cluster_dir(cluster).join("deleting"), b"")?;
             progress

@@ -781,6 +781,220 @@ async fn healing(app: &TestApp) {
     }
 }
 
+/// Kills the dockerd of a node of `cluster` (the process itself, inside the node: its
+/// docker-init and with it the node's PID namespace end).
+fn kill_dockerd(cluster: &str, node: &str) {
+    let netns = format!("mc{}-{node}", &cluster.replace('-', "")[..8]);
+    let (ok, pids) = run("ip", &["netns", "pids", &netns], Path::new("/"));
+    assert!(ok, "{pids}");
+    let dockerd: Vec<&str> = pids
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim() == "dockerd")
+        })
+        .collect();
+    assert_eq!(dockerd.len(), 1, "one dockerd in {netns}: {pids}");
+    let (ok, output) = run("kill", &["-KILL", dockerd[0]], Path::new("/"));
+    assert!(ok, "{output}");
+}
+
+/// The cluster's events with `reason`.
+async fn events_with_reason(app: &TestApp, cluster: &str, reason: &str) -> Vec<Value> {
+    let reply = app
+        .get(&format!("/v1/clusters/{cluster}/events?limit=1000"), OWNER)
+        .await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.raw));
+    reply.body["events"]
+        .as_array()
+        .expect("an events list")
+        .iter()
+        .filter(|event| event["reason"] == reason)
+        .cloned()
+        .collect()
+}
+
+/// How many HealthChanged warnings of the cluster say that `node_key` is not Ready.
+async fn unhealthy_warnings(app: &TestApp, cluster: &str, node_key: &str) -> usize {
+    let not_ready = format!("{node_key}: False");
+    events_with_reason(app, cluster, "HealthChanged")
+        .await
+        .iter()
+        .filter(|event| {
+            event["type"] == "Warning"
+                && event["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains(&not_ready))
+        })
+        .count()
+}
+
+/// Polls until the cluster reads UNHEALTHY with `node` not Ready and a HealthChanged warning
+/// says so; returns how long that took from `since`.
+async fn until_told_unhealthy(
+    app: &TestApp,
+    cluster: &str,
+    node_key: &str,
+    warnings_before: usize,
+    since: std::time::Instant,
+    within: std::time::Duration,
+) -> std::time::Duration {
+    loop {
+        let reply = app
+            .send_at(
+                "latest",
+                "GET",
+                &format!("/v1/clusters/{cluster}"),
+                OWNER,
+                None,
+            )
+            .await;
+        let unhealthy = reply.body["health_status"] == "UNHEALTHY"
+            && reply.body["health_status_reason"][node_key] == "False";
+        if unhealthy {
+            let warnings = unhealthy_warnings(app, cluster, node_key).await;
+            if warnings > warnings_before {
+                return since.elapsed();
+            }
+        }
+        assert!(
+            since.elapsed() < within + std::time::Duration::from_secs(10),
+            "not told UNHEALTHY in time: {}",
+            reply.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Health is pushed: a node's dockerd dies and, within a second, the cluster reads UNHEALTHY
+/// and a HealthChanged warning is listed. With two conductors on one database and host, the
+/// one holding the cluster's monitor lease heals it, once; when that conductor dies, the
+/// other takes the cluster over within the lease.
+#[tokio::test]
+async fn a_dead_node_is_told_within_a_second_and_one_conductor_of_two_heals_it() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::Api, |config| {
+        config.drivers.local.network_pool = "10.97.0.0/16".to_owned();
+    })
+    .await;
+    guarded(app, |app| async move { pushed_health(&app).await }).await;
+}
+
+async fn pushed_health(app: &TestApp) {
+    let scratch = app.notifications.parent().unwrap().to_owned();
+    let lease = std::time::Duration::from_secs(3);
+    let peer = |host: &'static str| {
+        let scratch = scratch.clone();
+        app.start_peer_conductor_with(host, &[], move |config| {
+            config.server.state_dir = Some(scratch);
+            config.conductor.lease = lease.as_secs();
+            config.drivers.local.network_pool = "10.97.0.0/16".to_owned();
+            config.drivers.local.authz_binary = Some(std::path::PathBuf::from(env!(
+                "CARGO_BIN_EXE_magnum-node-authz"
+            )));
+        })
+    };
+    // The first conductor builds the cluster and takes its monitor lease.
+    let first = peer("conductor-first").await;
+    app.create_template(OWNER, json!({"name": "push"})).await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(
+                json!({"cluster_template_id": "push", "name": "p", "node_count": 1,
+                "labels": {"auto_healing_enabled": "true"}}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
+            reply.body["status"] != "CREATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    app.wait_for_cluster(&uuid, OWNER, 20, |reply| {
+        reply.body["health_status"] == "HEALTHY"
+    })
+    .await;
+    // The second conductor runs beside it, long enough to have tried to take the lease.
+    let second = peer("conductor-second").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+
+    let warnings = unhealthy_warnings(app, &uuid, "p-n2.Ready").await;
+    let killed = std::time::Instant::now();
+    kill_dockerd(&uuid, "n2");
+    let told = until_told_unhealthy(
+        app,
+        &uuid,
+        "p-n2.Ready",
+        warnings,
+        killed,
+        std::time::Duration::from_secs(1),
+    )
+    .await;
+    println!(
+        "a dead node's dockerd: UNHEALTHY and its HealthChanged event {} ms after the kill",
+        told.as_millis()
+    );
+    assert!(
+        told < std::time::Duration::from_secs(1),
+        "told after {told:?}"
+    );
+    // Healed by the lease holder only: one restart, while both conductors run.
+    app.wait_for_cluster(&uuid, OWNER, 60, |reply| {
+        reply.body["health_status"] == "HEALTHY"
+    })
+    .await;
+    tokio::time::sleep(lease).await;
+    let restarts = events_with_reason(app, &uuid, "NodeRestarted").await;
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    assert_eq!(restarts[0]["node"], "n2", "{restarts:?}");
+
+    // The holder dies (aborted: it hands nothing back); the other takes the cluster over
+    // once the lease has run out, and heals the node killed meanwhile.
+    first.abort().await;
+    let aborted = std::time::Instant::now();
+    let warnings = unhealthy_warnings(app, &uuid, "p-n2.Ready").await;
+    kill_dockerd(&uuid, "n2");
+    let taken_over = until_told_unhealthy(app, &uuid, "p-n2.Ready", warnings, aborted, lease).await;
+    println!(
+        "the other conductor took the cluster over {} ms after the holder died (lease {} s)",
+        taken_over.as_millis(),
+        lease.as_secs()
+    );
+    // The lease, up to a second of rounding (leases end on whole seconds), one lease pass
+    // (600 ms) and a look.
+    assert!(
+        taken_over < lease + std::time::Duration::from_millis(2_500),
+        "taken over after {taken_over:?}"
+    );
+    app.wait_for_cluster(&uuid, OWNER, 60, |reply| {
+        reply.body["health_status"] == "HEALTHY"
+    })
+    .await;
+    assert_eq!(
+        events_with_reason(app, &uuid, "NodeRestarted").await.len(),
+        2
+    );
+
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), OWNER)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, OWNER, 120, |reply| reply.status == 404)
+        .await;
+    second.stop().await;
+    assert_eq!(leftovers(&uuid), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn requests_past_the_hosts_capacity_are_refused_up_front() {
     let engine = engines()[0];

@@ -168,6 +168,16 @@ impl TestApp {
 
     /// A conductor-only process on the same database, with the given drivers.
     pub async fn start_peer_conductor(&self, host: &str, drivers: &[Arc<dyn Driver>]) -> Running {
+        self.start_peer_conductor_with(host, drivers, |_| {}).await
+    }
+
+    /// A peer conductor whose configuration `adjust` changes last.
+    pub async fn start_peer_conductor_with(
+        &self,
+        host: &str,
+        drivers: &[Arc<dyn Driver>],
+        adjust: impl FnOnce(&mut Config),
+    ) -> Running {
         let mut config = Config::default();
         config.certificates.key_file = Some(self.key_file());
         config.database.url = Some(self.database_url.clone());
@@ -177,6 +187,7 @@ impl TestApp {
         config.conductor.lease = 3;
         config.conductor.poll_interval_ms = 100;
         config.notifications.sink = magnumd::config::NotificationSink::None;
+        adjust(&mut config);
         magnumd::start_with_drivers(&config, Role::Conductor, drivers)
             .await
             .expect("peer conductor starts")
