@@ -177,6 +177,7 @@ pub(crate) async fn run(
     let mut last: HashMap<Uuid, (HealthStatus, serde_json::Map<String, serde_json::Value>)> =
         HashMap::new();
     let healing: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+    let pacer: Arc<Mutex<Pacer>> = Arc::default();
     let (checked, mut results) = tokio::sync::mpsc::unbounded_channel();
     let mut looks = Looks {
         in_flight: HashSet::new(),
@@ -239,17 +240,21 @@ pub(crate) async fn run(
                 // Healing comes after the report, so that the death is told at once; it runs
                 // beside the monitor (a restart takes seconds), one per cluster.
                 if report.needs_healing && locked(&healing).insert(cluster) {
-                    let (runtime, sender, shared, healing) = (
+                    let (runtime, sender, shared, healing, pacer) = (
                         runtime.clone(),
                         sender.clone(),
                         shared.clone(),
                         healing.clone(),
+                        pacer.clone(),
                     );
                     tokio::spawn(async move {
                         let started = tokio::time::Instant::now();
                         if shared.holds(cluster) {
                             for event in runtime.heal(cluster).await {
-                                let _ = sender.send(DriverEvent::Event { cluster, event });
+                                let now = tokio::time::Instant::now();
+                                if let Some(event) = paced(&pacer, cluster, event, now) {
+                                    let _ = sender.send(DriverEvent::Event { cluster, event });
+                                }
                             }
                         }
                         // Looked at again at once: the new node is watched, its health told.
@@ -348,5 +353,79 @@ mod tests {
         assert_eq!(shared.take_woken(), vec![cluster]);
         assert!(locked(&shared.watched).is_empty(), "the watch ended");
         child.wait().unwrap();
+    }
+}
+
+/// A node that keeps dying is restarted every interval; its events are told at most once per
+/// [`EVENT_PACE`] per node and reason (the next one says how many were left out), so that a
+/// crash-looping node cannot push a cluster's history out of its bounded event log.
+const EVENT_PACE: std::time::Duration = std::time::Duration::from_secs(60);
+/// Nodes and reasons the pacer remembers; past it, entries older than the pace are dropped.
+const PACED_ENTRIES: usize = 4_096;
+
+type Pacer = std::collections::HashMap<(Uuid, String, String), (tokio::time::Instant, u32)>;
+
+fn paced(
+    pacer: &Mutex<Pacer>,
+    cluster: Uuid,
+    mut event: magnum_driver::ClusterEvent,
+    now: tokio::time::Instant,
+) -> Option<magnum_driver::ClusterEvent> {
+    let mut pacer = locked(pacer);
+    if pacer.len() >= PACED_ENTRIES {
+        pacer.retain(|_, (told, _)| now.duration_since(*told) < EVENT_PACE);
+    }
+    let key = (
+        cluster,
+        event.node.clone().unwrap_or_default(),
+        event.reason.clone(),
+    );
+    match pacer.get_mut(&key) {
+        Some((told, left_out)) if now.duration_since(*told) < EVENT_PACE => {
+            *left_out += 1;
+            None
+        }
+        Some((told, left_out)) => {
+            if *left_out > 0 {
+                event.message = format!(
+                    "{} ({} more times since the last such event.)",
+                    event.message, left_out
+                );
+            }
+            *told = now;
+            *left_out = 0;
+            Some(event)
+        }
+        None => {
+            pacer.insert(key, (now, 0));
+            Some(event)
+        }
+    }
+}
+
+#[cfg(test)]
+mod pacing_tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_looping_node_is_told_once_a_minute_with_a_count() {
+        let pacer = Mutex::new(Pacer::default());
+        let cluster = Uuid::new_v4();
+        let start = tokio::time::Instant::now();
+        let at = |seconds: u64| start + std::time::Duration::from_secs(seconds);
+        let restarted =
+            || magnum_driver::ClusterEvent::warning("NodeRestarted", "restarted n2.").on_node("n2");
+        assert!(paced(&pacer, cluster, restarted(), at(0)).is_some());
+        for tick in 1..30 {
+            assert!(paced(&pacer, cluster, restarted(), at(2 * tick)).is_none());
+        }
+        // Another node is not held up by this one.
+        let other = magnum_driver::ClusterEvent::warning("NodeRestarted", "x").on_node("n3");
+        assert!(paced(&pacer, cluster, other, at(58)).is_some());
+        let told = paced(&pacer, cluster, restarted(), at(60)).expect("a minute later");
+        assert_eq!(
+            told.message,
+            "restarted n2. (29 more times since the last such event.)"
+        );
     }
 }
