@@ -13,6 +13,7 @@ mod error;
 mod handlers;
 mod input;
 mod lookup;
+mod metrics;
 mod microversion;
 mod pagination;
 mod patch;
@@ -28,6 +29,7 @@ use magnum_driver::DriverRegistry;
 use magnum_store::Store;
 
 pub use auth::{AuthFailure, Authenticator, KeystoneAuth, NoAuth};
+pub use metrics::{metrics_router, MetricsAccess, MetricsEndpoint, Network};
 pub use microversion::{MAX_VERSION, MIN_VERSION};
 
 /// Settings the API takes from configuration.
@@ -84,6 +86,8 @@ pub struct AppState {
     pub policy: Policy,
     pub authenticator: Arc<dyn Authenticator>,
     pub settings: ApiSettings,
+    /// `GET /metrics` and the request metrics.
+    pub metrics: Arc<MetricsEndpoint>,
 }
 
 /// The API as an axum router.

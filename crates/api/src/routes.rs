@@ -11,6 +11,32 @@ use crate::handlers::{
 use crate::microversion::Version;
 use crate::routing::{ResourceRequest, Routed};
 
+/// Every path the table below serves, as the `route` label of request metrics
+/// (`crate::metrics`): `{name}` stands for one segment, literals come before the template
+/// they would also match. A route added below is added here too (else its requests are
+/// counted as `unmatched`).
+pub(crate) const ROUTE_TEMPLATES: &[&str] = &[
+    "/",
+    "/v1",
+    "/v1/clustertemplates",
+    "/v1/clustertemplates/detail",
+    "/v1/clustertemplates/{ident}",
+    "/v1/clusters",
+    "/v1/clusters/detail",
+    "/v1/clusters/{ident}",
+    "/v1/clusters/{ident}/actions/resize",
+    "/v1/clusters/{ident}/actions/upgrade",
+    "/v1/clusters/{cluster}/nodegroups",
+    "/v1/clusters/{cluster}/nodegroups/{ident}",
+    "/v1/certificates",
+    "/v1/certificates/{ident}",
+    "/v1/credentials/{ident}",
+    "/v1/quotas",
+    "/v1/quotas/{project}/{resource}",
+    "/v1/stats",
+    "/v1/mservices",
+];
+
 pub(crate) async fn route(
     collection: &str,
     request: ResourceRequest<'_>,

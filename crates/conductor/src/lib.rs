@@ -72,6 +72,7 @@ pub struct Conductor {
     notifier: Arc<dyn Notifier>,
     certificates: magnum_keystore::ClusterCertificates,
     revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
+    metrics: magnum_metrics::OperationMetrics,
 }
 
 impl Conductor {
@@ -92,7 +93,14 @@ impl Conductor {
             notifier,
             certificates,
             revoker: None,
+            metrics: magnum_metrics::OperationMetrics::default(),
         }
+    }
+
+    /// Records the operations it ends into `metrics` (magnumd's registry).
+    pub fn with_metrics(mut self, metrics: magnum_metrics::OperationMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Who revokes the delegated credentials clusters no longer use (Keystone, with
@@ -140,6 +148,7 @@ impl Conductor {
             self.certificates,
         )
         .with_credential_revoker(self.revoker)
+        .with_metrics(self.metrics)
         .run(shutdown)
         .await;
         let _ = heartbeat.await;

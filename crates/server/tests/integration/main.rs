@@ -12,6 +12,7 @@ mod hardening;
 mod input_bounds;
 mod keystone;
 mod local_driver;
+mod metrics;
 mod openstack_cli;
 mod sandbox;
 mod support;
