@@ -568,4 +568,81 @@ mod tests {
             Decision::NeedsAdminToken
         );
     }
+
+    /// The endpoint over an in-memory database, admin tokens checked by noauth headers
+    /// (`X-Roles`) so that every refusal can be seen without Keystone.
+    async fn endpoint(access: MetricsAccess) -> MetricsEndpoint {
+        let store = Store::connect("sqlite::memory:", 1).await.unwrap();
+        store.migrate().await.unwrap();
+        let identity = magnum_domain::Identity::new("p", "u", &["member"]);
+        MetricsEndpoint::new(
+            Arc::new(Metrics::new()),
+            store,
+            &magnum_driver::DriverRegistry::new(Vec::new()),
+            access,
+        )
+        .with_admin_tokens(
+            Arc::new(crate::auth::NoAuth::new(identity)),
+            Policy::default(),
+        )
+    }
+
+    fn scrape(peer: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut request = Request::get("/metrics")
+            .extension(ConnectInfo(SocketAddr::new(peer.parse().unwrap(), 40000)));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    async fn answer(endpoint: &MetricsEndpoint, parts: Parts) -> (u16, String) {
+        let response = endpoint.answer(&parts, "req-1").await;
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn strangers_get_the_error_envelope_and_admins_the_metrics() {
+        let closed = endpoint(MetricsAccess::default()).await;
+        let (status, body) = answer(&closed, scrape("127.0.0.1", &[])).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("magnum_operations_pending 0"), "{body}");
+        assert!(body.ends_with("# EOF\n"));
+        let (status, body) = answer(&closed, scrape("192.0.2.1", &[])).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("metrics.allowed_networks"), "{body}");
+        assert!(body.starts_with("{\"errors\": [{"), "{body}");
+        // Admin tokens are not accepted unless configured, whatever is sent.
+        let admin = [("x-auth-token", "t"), ("x-roles", "admin")];
+        assert_eq!(answer(&closed, scrape("192.0.2.1", &admin)).await.0, 403);
+
+        let tokens = endpoint(MetricsAccess {
+            networks: vec![Network::parse("198.51.100.0/24").unwrap()],
+            admin_tokens: true,
+        })
+        .await;
+        assert_eq!(answer(&tokens, scrape("198.51.100.20", &[])).await.0, 200);
+        let (status, body) = answer(&tokens, scrape("192.0.2.1", &[])).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("X-Auth-Token"), "{body}");
+        let member = [("x-auth-token", "t"), ("x-roles", "member")];
+        assert_eq!(answer(&tokens, scrape("192.0.2.1", &member)).await.0, 403);
+        let (status, body) = answer(&tokens, scrape("192.0.2.1", &admin)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("magnum_db_pool_max_connections 1"), "{body}");
+        // A request without a known peer is nobody's.
+        let unknown = Request::get("/metrics").body(()).unwrap().into_parts().0;
+        assert_eq!(answer(&closed, unknown).await.0, 403);
+        let post = Request::post("/metrics")
+            .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(answer(&closed, post).await.0, 405);
+    }
 }
