@@ -320,3 +320,129 @@ async fn a_real_prometheus_scrapes_the_api_and_a_conductor_only_process() {
     conductor.stop().await;
     app.stop().await;
 }
+
+/// A measurement, not a check (docs/PERFORMANCE.md): one scrape over 10,000 clusters and
+/// 1,000 pending operations on SQLite, cold (the database read) and warm (within the
+/// second), and a storm of concurrent scrapes.
+#[tokio::test]
+#[ignore = "a measurement: cargo test --release -p magnumd --test integration -- --ignored --nocapture scrape_cost"]
+async fn scrape_cost() {
+    use sqlx::Connection;
+    let (app, _driver) = TestApp::spawn_scripted(Engine::Sqlite).await;
+    let template = app
+        .create_scripted_template(ADMIN, json!({"name": "t"}))
+        .await;
+    let template = template["uuid"].as_str().unwrap().to_owned();
+    let mut connection = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let statuses = [
+        "CREATE_COMPLETE",
+        "UPDATE_COMPLETE",
+        "CREATE_FAILED",
+        "DELETE_IN_PROGRESS",
+    ];
+    let healths = ["'HEALTHY'", "'UNHEALTHY'", "NULL"];
+    for batch in 0..20 {
+        let rows: Vec<String> = (0..500)
+            .map(|index| {
+                let n = batch * 500 + index;
+                format!(
+                    "('{}', 1, 'c', 'p-{}', 'u', '{template}', '{{}}', 1, 0, '{}', {}, 0)",
+                    uuid::Uuid::new_v4(),
+                    n % 300,
+                    statuses[n % statuses.len()],
+                    healths[n % healths.len()],
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO cluster (uuid, version, name, project_id, user_id, cluster_template_id, \
+             labels, floating_ip_enabled, master_lb_enabled, status, health_status, created_at) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        sqlx::query(&sql).execute(&mut connection).await.unwrap();
+    }
+    let rows: Vec<String> = (0..1000)
+        .map(|index| {
+            format!(
+                "('{}', '{}', 'update_cluster', '{{}}', 'pending', 0, {})",
+                uuid::Uuid::new_v4(),
+                uuid::Uuid::new_v4(),
+                1_700_000_000 + index
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO operation (uuid, cluster_uuid, kind, payload, state, attempts, created_at) \
+         VALUES {}",
+        rows.join(", ")
+    );
+    sqlx::query(&sql).execute(&mut connection).await.unwrap();
+    connection.close().await.unwrap();
+    // Requests of many kinds, for a realistic number of request series.
+    for path in [
+        "/v1/clusters",
+        "/v1/clustertemplates",
+        "/v1/mservices",
+        "/v1/stats",
+        "/nope",
+    ] {
+        for _ in 0..5 {
+            app.get(path, ADMIN).await;
+        }
+    }
+
+    let client = reqwest::Client::new();
+    let url = format!("{}/metrics", app.base_url);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = Instant::now();
+    let text = client.get(&url).send().await.unwrap().text().await.unwrap();
+    let cold = started.elapsed();
+    assert!(text.contains("magnum_operations_pending 1000"), "{text}");
+    let started = Instant::now();
+    let warm_scrapes = 200;
+    for _ in 0..warm_scrapes {
+        client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let warm = started.elapsed() / warm_scrapes;
+    let started = Instant::now();
+    let storm: Vec<_> = (0..64)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    client
+                        .get(&url)
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for scraper in storm {
+        scraper.await.unwrap();
+    }
+    let storm_time = started.elapsed();
+    println!(
+        "exposition: {} bytes, {} series lines; cold scrape (database read): {cold:?}; \
+         warm scrape: {warm:?}; 64 scrapers x 20 scrapes: {storm_time:?} ({:.0} scrapes/s)",
+        text.len(),
+        text.lines().filter(|line| !line.starts_with('#')).count(),
+        1280.0 / storm_time.as_secs_f64()
+    );
+    app.stop().await;
+}
