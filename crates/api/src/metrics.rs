@@ -106,7 +106,12 @@ enum Decision {
     Refuse,
 }
 
+/// Headers a proxy adds: behind one, the peer is the proxy (often on loopback), not the
+/// client, so its address proves nothing.
+const PROXY_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
+
 impl MetricsAccess {
+    /// `peer`: the connection's address, none when a proxy forwarded the request.
     fn decide(&self, peer: Option<IpAddr>) -> Decision {
         let open = peer.is_some_and(|peer| {
             peer.to_canonical().is_loopback()
@@ -174,19 +179,27 @@ impl MetricsEndpoint {
     /// Answers `GET /metrics` (any other method: 405).
     pub(crate) async fn answer(&self, parts: &Parts, request_id: &str) -> Response<Body> {
         if parts.method != Method::GET && parts.method != Method::HEAD {
-            return routing_error(StatusCode::METHOD_NOT_ALLOWED, "", true, request_id);
+            let mut refusal = routing_error(StatusCode::METHOD_NOT_ALLOWED, "", true, request_id);
+            refusal
+                .headers_mut()
+                .insert("allow", HeaderValue::from_static("GET, HEAD"));
+            return refusal;
         }
+        let proxied = PROXY_HEADERS
+            .iter()
+            .any(|name| parts.headers.contains_key(*name));
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip());
+            .map(|ConnectInfo(address)| address.ip())
+            .filter(|_| !proxied);
         match self.access.decide(peer) {
             Decision::Serve => {}
             Decision::Refuse => {
                 return routing_error(
                     StatusCode::FORBIDDEN,
                     "Metrics are served only to loopback clients and the networks in \
-                     metrics.allowed_networks.",
+                     metrics.allowed_networks, and not through proxies.",
                     true,
                     request_id,
                 )
@@ -653,16 +666,24 @@ mod tests {
         let (status, body) = answer(&tokens, scrape("192.0.2.1", &admin)).await;
         assert_eq!(status, 200, "{body}");
         assert!(body.contains("magnum_db_pool_max_connections 1"), "{body}");
-        // A request without a known peer is nobody's.
+        // A request without a known peer is nobody's, nor one a proxy on loopback forwarded.
         let unknown = Request::get("/metrics").body(()).unwrap().into_parts().0;
         assert_eq!(answer(&closed, unknown).await.0, 403);
+        for header in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+            let proxied = scrape("127.0.0.1", &[(header, "for=203.0.113.9")]);
+            assert_eq!(answer(&closed, proxied).await.0, 403, "{header}");
+            let proxied = scrape("198.51.100.20", &[(header, "203.0.113.9")]);
+            assert_eq!(answer(&tokens, proxied).await.0, 401, "{header}");
+        }
         let post = Request::post("/metrics")
             .extension(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))))
             .body(())
             .unwrap()
             .into_parts()
             .0;
-        assert_eq!(answer(&closed, post).await.0, 405);
+        let refused = closed.answer(&post, "req-2").await;
+        assert_eq!(refused.status(), 405);
+        assert_eq!(refused.headers()["allow"], "GET, HEAD");
     }
 
     /// A measurement, not a check (docs/PERFORMANCE.md): what labelling and recording one
