@@ -355,21 +355,23 @@ pub(crate) fn record_request(
 /// Segments of the longest route template; a path with more is `unmatched`.
 const MAX_SEGMENTS: usize = 8;
 
-/// The route templates, split into segments (`None`: any one segment) once.
-static TEMPLATES: std::sync::LazyLock<Vec<(&'static str, Vec<Option<&'static str>>)>> =
-    std::sync::LazyLock::new(|| {
-        ROUTE_TEMPLATES
-            .iter()
-            .map(|template| {
-                let parts = template
-                    .split('/')
-                    .filter(|part| !part.is_empty())
-                    .map(|part| (!(part.starts_with('{') && part.ends_with('}'))).then_some(part))
-                    .collect();
-                (*template, parts)
-            })
-            .collect()
-    });
+/// A route template and its segments (`None`: any one segment).
+type SplitTemplate = (&'static str, Vec<Option<&'static str>>);
+
+/// The route templates, split once.
+static TEMPLATES: std::sync::LazyLock<Vec<SplitTemplate>> = std::sync::LazyLock::new(|| {
+    ROUTE_TEMPLATES
+        .iter()
+        .map(|template| {
+            let parts = template
+                .split('/')
+                .filter(|part| !part.is_empty())
+                .map(|part| (!(part.starts_with('{') && part.ends_with('}'))).then_some(part))
+                .collect();
+            (*template, parts)
+        })
+        .collect()
+});
 
 /// The route template a path is served by, as the router sees it (the configured prefix
 /// stripped, empty segments dropped, `/v1` implied); [`UNMATCHED`] for any other path.
