@@ -1,7 +1,7 @@
 //! The metrics magnumd exports at `GET /metrics`, in Prometheus's text exposition format
 //! (OpenMetrics 1.0).
 //!
-//! One [`Metrics`] per process (per [`magnumd::start`], so that tests starting several
+//! One [`Metrics`] per process (per `magnumd::start`, so that tests starting several
 //! services in one process keep them apart) owns the registry; the crates that record — the
 //! API, the conductor, Keystone and the local driver — are handed clones of the small handle
 //! they need ([`HttpMetrics`], [`OperationMetrics`], [`KeystoneMetrics`],
@@ -12,8 +12,6 @@
 //! Every label value is a `&'static str` (the clusters' driver name is picked from the
 //! enabled drivers' names): no label can carry a uuid, a project, a name or a raw path, so
 //! the exposition is bounded whatever clients send or the database holds.
-//!
-//! [`magnumd::start`]: https://docs.rs/magnumd
 
 use std::time::{Duration, Instant};
 
