@@ -14,6 +14,7 @@ mod events;
 mod handlers;
 mod input;
 mod lookup;
+mod metrics;
 mod microversion;
 mod openapi;
 mod pagination;
@@ -31,6 +32,7 @@ use magnum_store::Store;
 
 pub use auth::{AuthFailure, Authenticator, KeystoneAuth, NoAuth};
 pub use events::{EventHub, EventStreamSettings};
+pub use metrics::{metrics_router, MetricsAccess, MetricsEndpoint, Network};
 pub use microversion::{MAX_VERSION, MIN_VERSION};
 
 /// Settings the API takes from configuration.
@@ -90,6 +92,8 @@ pub struct AppState {
     pub policy: Policy,
     pub authenticator: Arc<dyn Authenticator>,
     pub settings: ApiSettings,
+    /// `GET /metrics` and the request metrics.
+    pub metrics: Arc<MetricsEndpoint>,
 }
 
 /// The API as an axum router.

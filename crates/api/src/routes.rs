@@ -203,6 +203,21 @@ pub(crate) static ROUTES: &[Route] = {
     ]
 };
 
+/// Every path template served, for metrics labels: `/`, `/v1`, the OpenAPI document, and
+/// each route's path under `/v1` (built once from [`ROUTES`], so a new route is labelled).
+pub(crate) static ROUTE_TEMPLATES: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| {
+        let mut templates = vec!["/", "/v1", "/v1/openapi.json"];
+        for route in ROUTES {
+            let template = format!("/v1/{}", route.path);
+            if !templates.iter().any(|known| *known == template) {
+                // Leaked once per route, at first use: the set is fixed.
+                templates.push(Box::leak(template.into_boxed_str()));
+            }
+        }
+        templates
+    });
+
 impl Route {
     /// The parameters of `segments` (collection first) when they fit this route's path.
     pub(crate) fn matches<'a>(&self, segments: &[&'a str]) -> Option<Vec<&'a str>> {

@@ -42,6 +42,16 @@ pub async fn dispatch(State(shared): State<Arc<Shared>>, request: Request<Body>)
     let path = request.uri().path().to_owned();
     let response = route(&shared, &request_id, request).await;
     let status = response.status();
+    let prefix = &shared.state.settings.path_prefix;
+    let elapsed = started.elapsed();
+    crate::metrics::record_request(
+        &shared.state.metrics,
+        &method,
+        &path,
+        prefix,
+        status,
+        elapsed,
+    );
     if status.is_server_error() {
         tracing::warn!(request.id = %request_id, %method, %path, status = status.as_u16(),
             duration_ms = started.elapsed().as_millis() as u64, "request failed");
@@ -96,6 +106,9 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
             return ApiError::forbidden(refusal)
                 .into_response(request_id, crate::microversion::MIN_VERSION);
         }
+    }
+    if raw_path == "/metrics" {
+        return state.metrics.answer(&parts, request_id).await;
     }
     let mut segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
     let base = format!(

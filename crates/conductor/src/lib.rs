@@ -82,6 +82,7 @@ pub struct Conductor {
     notifier: Arc<dyn Notifier>,
     certificates: magnum_keystore::ClusterCertificates,
     revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
+    metrics: magnum_metrics::OperationMetrics,
 }
 
 impl Conductor {
@@ -102,7 +103,14 @@ impl Conductor {
             notifier,
             certificates,
             revoker: None,
+            metrics: magnum_metrics::OperationMetrics::default(),
         }
+    }
+
+    /// Records the operations it ends into `metrics` (magnumd's registry).
+    pub fn with_metrics(mut self, metrics: magnum_metrics::OperationMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Who revokes the delegated credentials clusters no longer use (Keystone, with
@@ -154,7 +162,8 @@ impl Conductor {
             self.notifier,
             self.certificates,
         )
-        .with_credential_revoker(self.revoker);
+        .with_credential_revoker(self.revoker)
+        .with_metrics(self.metrics);
         let monitors = monitors::MonitorLeases {
             store: self.store,
             drivers: self.drivers,

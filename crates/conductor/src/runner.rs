@@ -9,6 +9,7 @@ use magnum_domain::event::{Cause, ClusterEvent};
 use magnum_domain::operation::{Operation, OperationKind, OperationParameters};
 use magnum_domain::time::Timestamp;
 use magnum_driver::{Action, ClusterSpec, Converge, Driver, DriverEvent, DriverRegistry, Progress};
+use magnum_metrics::OperationOutcome;
 use magnum_store::StoredCredential;
 use magnum_store::{Outcome, Store, StoreError, TemplateScope};
 use tokio::sync::{watch, Notify};
@@ -31,6 +32,7 @@ pub(crate) struct Runner {
     revoker: Option<Arc<dyn magnum_driver::CredentialRevoker>>,
     /// This process's name on the leases it holds.
     owner: String,
+    metrics: magnum_metrics::OperationMetrics,
 }
 
 fn audit_action(phase: Phase) -> AuditAction {
@@ -171,12 +173,18 @@ impl Runner {
             certificates,
             revoker: None,
             owner,
+            metrics: magnum_metrics::OperationMetrics::default(),
         }
     }
 
     /// This conductor's name on the leases it holds.
     pub(crate) fn owner(&self) -> &str {
         &self.owner
+    }
+
+    pub(crate) fn with_metrics(mut self, metrics: magnum_metrics::OperationMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub(crate) fn with_credential_revoker(
@@ -295,9 +303,15 @@ impl Runner {
     async fn run_operation(self: Arc<Self>, operation: Operation) {
         tracing::info!(operation.id = %operation.uuid, operation.kind = %operation.kind,
             cluster.id = %operation.cluster_uuid, attempt = operation.attempts, "operation started");
+        let started = std::time::Instant::now();
+        let action = operation.kind.as_str();
+        let interrupted = || {
+            self.metrics
+                .record(action, OperationOutcome::Interrupted, started.elapsed())
+        };
         let outcome = tokio::select! {
             outcome = self.clone().execute(operation.clone()) => outcome,
-            () = self.clone().guard(operation.clone()) => return,
+            () = self.clone().guard(operation.clone()) => return interrupted(),
         };
         let outcome = match outcome {
             Ok(outcome) => outcome,
@@ -305,9 +319,14 @@ impl Runner {
                 // The database failed us; leave the lease to run out so that the operation
                 // is tried again.
                 tracing::warn!(operation.id = %operation.uuid, %error, "operation interrupted");
-                return;
+                return interrupted();
             }
         };
+        let ended = match outcome {
+            Outcome::Succeeded => OperationOutcome::Succeeded,
+            Outcome::Failed { .. } => OperationOutcome::Failed,
+        };
+        self.metrics.record(action, ended, started.elapsed());
         tracing::info!(operation.id = %operation.uuid, outcome = ?outcome, "operation finished");
         if let Err(error) = self
             .store

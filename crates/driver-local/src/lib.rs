@@ -246,6 +246,7 @@ impl LocalDriver {
             authz_binary: authz.unwrap_or_default(),
             max_pids_per_node: catalog.max_pids_per_node,
             claims: std::sync::Arc::default(),
+            metrics: Default::default(),
         };
         Self {
             catalog,
@@ -254,6 +255,15 @@ impl LocalDriver {
             monitor: std::sync::Arc::default(),
             unavailable,
         }
+    }
+
+    /// Records how long its steps take (a node's start, swarm init and join) into
+    /// `metrics` (magnumd's registry).
+    pub fn with_metrics(mut self, metrics: magnum_metrics::DriverStepMetrics) -> Self {
+        if let Some(runtime) = &mut self.runtime {
+            runtime.metrics = metrics;
+        }
+        self
     }
 
     /// Why this host cannot run clusters, if it cannot.

@@ -247,6 +247,8 @@ pub struct Keystone {
     /// Held across a login so that concurrent requests share one.
     service_token: tokio::sync::Mutex<Option<ServiceToken>>,
     cache: std::sync::Mutex<TokenCache>,
+    /// Validation latency and cache hits, for magnumd's `/metrics`.
+    metrics: magnum_metrics::KeystoneMetrics,
 }
 
 /// A service token this close to its expiry is replaced before use.
@@ -289,7 +291,14 @@ impl Keystone {
             max_cached_bytes: MAX_CACHED_BYTES,
             service_token: tokio::sync::Mutex::new(None),
             cache: std::sync::Mutex::new(TokenCache::default()),
+            metrics: magnum_metrics::KeystoneMetrics::default(),
         })
+    }
+
+    /// Records validations and cache lookups into `metrics` (magnumd's registry).
+    pub fn with_metrics(mut self, metrics: magnum_metrics::KeystoneMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn auth_url(&self) -> &str {
@@ -307,11 +316,21 @@ impl Keystone {
         let key = token_digest(token);
         let now = Utc::now();
         if let Some(cached) = self.cached(&key, now) {
+            self.metrics.cache_lookup(true);
             return cached.ok_or(KeystoneError::InvalidToken);
         }
+        self.metrics.cache_lookup(false);
+        let asked = std::time::Instant::now();
+        let answer = self.validate_with_keystone(token).await;
+        let outcome = match &answer {
+            Ok(_) => "valid",
+            Err(KeystoneError::InvalidToken) => "invalid",
+            Err(_) => "unavailable",
+        };
+        self.metrics.validated(outcome, asked.elapsed());
         // Refusals are remembered too, so that a client repeating a bad token does not make
         // every one of its requests a round trip to Keystone.
-        let validated = match self.validate_with_keystone(token).await {
+        let validated = match answer {
             Ok(validated) if validated.expires_at > Utc::now() => validated,
             Ok(_) | Err(KeystoneError::InvalidToken) => {
                 self.remember(key, None, now + self.cache_for);

@@ -25,6 +25,22 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub drivers: DriversConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: who may read `GET /metrics`, and where a process without the API serves it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A second address serving only `GET /metrics` (HOST:PORT), e.g. for `magnumd
+    /// conductor`, which has no API; none by default.
+    pub listen: Option<String>,
+    /// Networks (CIDR, or single addresses) whose clients read `/metrics` without
+    /// credentials, besides loopback, which always may.
+    pub allowed_networks: Vec<String>,
+    /// Also serve clients elsewhere that send an admin's Keystone token (`X-Auth-Token`);
+    /// needs `auth.strategy = "keystone"`.
+    pub admin_token: bool,
 }
 
 /// `[events]`: cluster events, how long they are kept and how they are streamed.
@@ -603,6 +619,8 @@ impl Config {
             magnum_conductor::amqp::AmqpAddress::parse(&self.notifications.transport_url)
                 .map_err(|error| anyhow::anyhow!("notifications.transport_url: {error}"))?;
         }
+        self.metrics_access()?;
+        self.metrics_listen_address()?;
         if self.database.max_connections == 0 {
             bail!("database.max_connections must be at least 1");
         }
@@ -635,6 +653,34 @@ impl Config {
                 })?;
         }
         Ok(())
+    }
+
+    /// Who may read `/metrics`, as `[metrics]` says.
+    pub fn metrics_access(&self) -> anyhow::Result<magnum_api::MetricsAccess> {
+        let networks = self
+            .metrics
+            .allowed_networks
+            .iter()
+            .map(|network| magnum_api::Network::parse(network))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| anyhow::anyhow!("metrics.allowed_networks: {error}"))?;
+        if self.metrics.admin_token && self.auth.strategy != AuthStrategy::Keystone {
+            bail!("metrics.admin_token needs auth.strategy = \"keystone\": without Keystone no token proves anything");
+        }
+        Ok(magnum_api::MetricsAccess {
+            networks,
+            admin_tokens: self.metrics.admin_token,
+        })
+    }
+
+    /// `metrics.listen`, when set.
+    pub fn metrics_listen_address(&self) -> anyhow::Result<Option<SocketAddr>> {
+        let Some(listen) = &self.metrics.listen else {
+            return Ok(None);
+        };
+        listen.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("metrics.listen = {listen:?} is not HOST:PORT with an IP address host")
+        })
     }
 
     pub fn listen_address(&self) -> anyhow::Result<SocketAddr> {
@@ -1091,5 +1137,36 @@ mod tests {
             2,
             "unset parts keep their defaults"
         );
+    }
+
+    #[test]
+    fn metrics_access_is_loopback_unless_configured_and_checked_at_load() {
+        let defaults = load(None, &[], &Overrides::default()).unwrap();
+        let access = defaults.metrics_access().unwrap();
+        assert!(access.networks.is_empty() && !access.admin_tokens);
+        assert_eq!(defaults.metrics_listen_address().unwrap(), None);
+        let file = "[metrics]\nlisten = \"127.0.0.1:9512\"\nallowed_networks = [\"10.0.0.0/8\", \"192.0.2.7\"]\n";
+        let config = load(Some(file), &[], &Overrides::default()).unwrap();
+        assert_eq!(config.metrics_access().unwrap().networks.len(), 2);
+        assert_eq!(
+            config.metrics_listen_address().unwrap(),
+            Some("127.0.0.1:9512".parse().unwrap())
+        );
+        for (file, named) in [
+            (
+                "[metrics]\nallowed_networks = [\"10.0.0.0/40\"]\n",
+                "metrics.allowed_networks",
+            ),
+            (
+                "[metrics]\nallowed_networks = [\"intranet\"]\n",
+                "metrics.allowed_networks",
+            ),
+            ("[metrics]\nlisten = \"anywhere:1\"\n", "metrics.listen"),
+            ("[metrics]\nadmin_token = true\n", "auth.strategy"),
+            ("[metrics]\nallow_from = []\n", "allow_from"),
+        ] {
+            let error = load(Some(file), &[], &Overrides::default()).unwrap_err();
+            assert!(format!("{error:#}").contains(named), "{file}: {error:#}");
+        }
     }
 }

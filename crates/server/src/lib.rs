@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub enum Role {
 pub struct Running {
     /// Where the API listens, when this role serves it.
     pub address: Option<SocketAddr>,
+    /// Where `metrics.listen` serves `/metrics`, when it is set.
+    pub metrics_address: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     store: Store,
@@ -133,19 +136,24 @@ impl magnum_driver::CredentialRevoker for KeystoneRevoker {
 
 /// magnumd's one Keystone client (token validation, delegation and revocation), when
 /// Keystone authenticates.
-fn keystone(config: &Config) -> anyhow::Result<Option<Arc<magnum_keystone::Keystone>>> {
+fn keystone(
+    config: &Config,
+    metrics: &magnum_metrics::Metrics,
+) -> anyhow::Result<Option<Arc<magnum_keystone::Keystone>>> {
     if config.auth.strategy != AuthStrategy::Keystone {
         return Ok(None);
     }
-    Ok(Some(Arc::new(magnum_keystone::Keystone::new(
-        config.keystone_settings()?,
-    )?)))
+    Ok(Some(Arc::new(
+        magnum_keystone::Keystone::new(config.keystone_settings()?)?
+            .with_metrics(metrics.keystone.clone()),
+    )))
 }
 
 async fn drivers(
     config: &Config,
     role: Role,
     extra: &[Arc<dyn Driver>],
+    metrics: &magnum_metrics::Metrics,
 ) -> anyhow::Result<DriverRegistry> {
     let mut drivers: Vec<Arc<dyn Driver>> = extra.to_vec();
     for name in &config.drivers.enabled {
@@ -174,7 +182,8 @@ async fn drivers(
             let driver = LocalDriver::with_state_dir(
                 config.drivers.local.clone(),
                 config.state_dir().join("local-driver"),
-            );
+            )
+            .with_metrics(metrics.driver_steps.clone());
             if let Some(reason) = driver.unavailable() {
                 tracing::warn!("{reason}");
             }
@@ -191,6 +200,7 @@ fn api_state(
     operations_enqueued: Arc<Notify>,
     certificates: ClusterCertificates,
     keystone: Option<Arc<magnum_keystone::Keystone>>,
+    metrics: Arc<magnum_api::MetricsEndpoint>,
 ) -> anyhow::Result<AppState> {
     let authenticator: Arc<dyn magnum_api::Authenticator> = if let Some(keystone) = keystone {
         let first_login = keystone.clone();
@@ -236,6 +246,7 @@ fn api_state(
             body_timeout: std::time::Duration::from_secs(config.api.body_timeout),
             event_streams: config.events.stream_settings(),
         },
+        metrics,
     })
 }
 
@@ -342,8 +353,11 @@ pub async fn start_with_drivers(
     let (shutdown, shutdown_receiver) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut address = None;
-    let keystone = keystone(config)?;
-    let registry = drivers(config, role, extra_drivers).await?;
+    let metrics = Arc::new(magnum_metrics::Metrics::new());
+    let keystone = keystone(config, &metrics)?;
+    let registry = drivers(config, role, extra_drivers, &metrics).await?;
+    let metrics_endpoint =
+        metrics::endpoint(config, &metrics, &store, &registry, keystone.as_ref())?;
     let certificates = cluster_certificates(config, &store, role)?;
     let operations_enqueued = Arc::new(Notify::new());
     let mut audit = None;
@@ -357,7 +371,8 @@ pub async fn start_with_drivers(
             operations_enqueued.clone(),
             events,
             certificates.clone(),
-        );
+        )
+        .with_metrics(metrics.operations.clone());
         let conductor = match &keystone {
             Some(keystone) => {
                 conductor.with_credential_revoker(Arc::new(KeystoneRevoker(keystone.clone())))
@@ -378,6 +393,7 @@ pub async fn start_with_drivers(
             operations_enqueued.clone(),
             certificates.clone(),
             keystone.clone(),
+            metrics_endpoint.clone(),
         )?);
         // Streams end with `server_stopping` as soon as a stop begins, not at the grace's end.
         let mut stopping = shutdown_receiver.clone();
@@ -410,8 +426,16 @@ pub async fn start_with_drivers(
         )));
         tracing::info!(address = %bound, "API listening");
     }
+    let mut metrics_address = None;
+    if let Some((bound, task)) =
+        metrics::listen(config, &metrics_endpoint, shutdown_receiver.clone()).await?
+    {
+        metrics_address = Some(bound);
+        tasks.push(task);
+    }
     Ok(Running {
         address,
+        metrics_address,
         shutdown,
         tasks,
         store,
@@ -708,7 +732,11 @@ async fn serve_api(
             rewritten: Vec::new(),
             rewritten_at: 0,
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // The peer's address, for who may read `/metrics`.
+        let router = router
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let service = hyper_util::service::TowerToHyperService::new(router);
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())

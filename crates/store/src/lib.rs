@@ -11,6 +11,7 @@ mod events;
 mod migrations;
 mod modify;
 mod monitors;
+mod observe;
 mod operations;
 mod pagination;
 mod quotas;
@@ -32,6 +33,7 @@ pub use events::{EventRetention, EventScope, MAX_EVENTS_PER_READ, SEQUENCE_STRID
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use modify::MODIFY_ATTEMPTS;
 pub use monitors::MONITOR_CLAIM_CHUNK;
+pub use observe::{ClusterTally, PoolUsage, QueueSummary, MAX_CLUSTER_TALLIES};
 pub use operations::Outcome;
 pub use pagination::{Page, SortDirection};
 pub use quotas::{QuotaPage, QUOTA_SORT_KEYS};

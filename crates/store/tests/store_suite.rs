@@ -1563,3 +1563,81 @@ mod monitors {
         finish(store, database).await;
     }
 }
+
+engine_tests!(monitoring_reads_the_queue_clusters_and_pool);
+async fn monitoring_reads_the_queue_clusters_and_pool(engine: Engine) {
+    use magnum_domain::operation::{Operation, OperationKind};
+    let (store, database) = fresh_store(engine).await;
+    let empty = store.queue_summary().await.unwrap();
+    assert_eq!(
+        empty,
+        magnum_store::QueueSummary::default(),
+        "{}",
+        engine.name()
+    );
+    assert!(store.cluster_tallies().await.unwrap().is_empty());
+    let at = |seconds: i64| Timestamp::from_unix_seconds(1_795_425_533 + seconds);
+    let first = Operation::new(
+        Uuid::new_v4(),
+        OperationKind::CreateCluster,
+        "{}".to_owned(),
+        at(5),
+    );
+    store.enqueue_operation(&first).await.unwrap();
+    let second = Operation::new(
+        Uuid::new_v4(),
+        OperationKind::RotateCa,
+        "{}".to_owned(),
+        at(9),
+    );
+    store.enqueue_operation(&second).await.unwrap();
+    let third = Operation::new(
+        Uuid::new_v4(),
+        OperationKind::DeleteCluster,
+        "{}".to_owned(),
+        at(1),
+    );
+    store.enqueue_operation(&third).await.unwrap();
+    // The first enqueued is claimed; the oldest still waiting was enqueued at second 1.
+    let claimed = store
+        .claim_operation("a", at(20), 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.uuid, first.uuid);
+    let summary = store.queue_summary().await.unwrap();
+    assert_eq!(
+        summary,
+        magnum_store::QueueSummary {
+            pending: 2,
+            running: 1,
+            oldest_pending_created_at: Some(at(1).unix_seconds()),
+        },
+        "{}",
+        engine.name()
+    );
+
+    let stored = store
+        .insert_cluster_template(&template("monitored", "p-1"))
+        .await
+        .unwrap();
+    insert_cluster_using(&database, stored.uuid).await;
+    insert_cluster_using(&database, stored.uuid).await;
+    let tallies = store.cluster_tallies().await.unwrap();
+    assert_eq!(
+        tallies,
+        vec![magnum_store::ClusterTally {
+            driver: Some("local".to_owned()),
+            status: "CREATE_IN_PROGRESS".to_owned(),
+            health_status: None,
+            count: 2,
+        }],
+        "{}",
+        engine.name()
+    );
+    let pool = store.pool_usage();
+    assert_eq!(pool.max, 4);
+    assert!(pool.open >= 1 && pool.open <= 4, "{pool:?}");
+    assert!(pool.idle <= pool.open as usize, "{pool:?}");
+    finish(store, database).await;
+}

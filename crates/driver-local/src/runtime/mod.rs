@@ -78,6 +78,8 @@ pub struct Runtime {
     /// Processes a node's containers may run together (pids.max of their cgroup).
     pub max_pids_per_node: u32,
     pub claims: std::sync::Arc<HostClaims>,
+    /// How long node starts and swarm init/join take, for magnumd's `/metrics`.
+    pub metrics: magnum_metrics::DriverStepMetrics,
 }
 
 pub type ClusterLock = std::sync::Arc<tokio::sync::Mutex<()>>;
@@ -322,6 +324,7 @@ mod tests {
             authz_binary: PathBuf::from("unused"),
             max_pids_per_node: 64,
             claims: std::sync::Arc::new(HostClaims::scratch(scratch.path())),
+            metrics: Default::default(),
         };
         let racers: Vec<_> = (0..32)
             .map(|_| {
@@ -369,6 +372,7 @@ mod tests {
             authz_binary: PathBuf::from("unused"),
             max_pids_per_node: 64,
             claims: std::sync::Arc::new(HostClaims::scratch(scratch)),
+            metrics: Default::default(),
         }
     }
 

@@ -49,20 +49,27 @@ impl Runtime {
         write_private(&directory.join("key.pem"), server.key_pem.as_bytes())
     }
 
+    /// Starts a node's dockerd (timed as the `node_start` step).
     pub(super) async fn start_dockerd(
         &self,
         spec: &ClusterSpec,
         node: &NodeState,
     ) -> Result<(), DriverError> {
-        self.write_server_certificates(spec, node)?;
-        let hostname = node_hostname(&spec.cluster.display_name(), &node.name);
-        self.launch_dockerd(
-            spec.cluster.uuid,
-            node,
-            !spec.template.tls_disabled,
-            &hostname,
-        )
-        .await
+        let timer = self.metrics.start(crate::DRIVER_NAME, "node_start");
+        let started = async {
+            self.write_server_certificates(spec, node)?;
+            let hostname = node_hostname(&spec.cluster.display_name(), &node.name);
+            self.launch_dockerd(
+                spec.cluster.uuid,
+                node,
+                !spec.template.tls_disabled,
+                &hostname,
+            )
+            .await
+        }
+        .await;
+        timer.finish(started.is_ok());
+        started
     }
 
     /// Starts the node's sandbox and waits until its dockerd answers.

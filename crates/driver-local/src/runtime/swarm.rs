@@ -119,7 +119,26 @@ impl Runtime {
         self.save(cluster, state)
     }
 
+    /// Makes `node` the swarm's first manager (`swarm_init`) or joins it to the swarm
+    /// (`swarm_join`), timed as that step.
     pub(super) async fn join(
+        &self,
+        spec: &ClusterSpec,
+        state: &ClusterState,
+        node: &NodeState,
+    ) -> Result<String, DriverError> {
+        let step = if Self::manager(state).is_none() {
+            "swarm_init"
+        } else {
+            "swarm_join"
+        };
+        let timer = self.metrics.start(crate::DRIVER_NAME, step);
+        let joined = self.join_unmeasured(spec, state, node).await;
+        timer.finish(joined.is_ok());
+        joined
+    }
+
+    async fn join_unmeasured(
         &self,
         spec: &ClusterSpec,
         state: &ClusterState,

@@ -176,12 +176,40 @@ async fn requests_without_a_valid_token_get_keystonemiddlewares_401() {
         assert_eq!(app.send("GET", path, None, &[], None).await.status, 200);
     }
     let token = fixture.token("alpha-member").await;
-    assert_eq!(
-        call(&app, "GET", "/v1/clustertemplates", &token, None)
-            .await
-            .status,
-        200
-    );
+    for _ in 0..2 {
+        assert_eq!(
+            call(&app, "GET", "/v1/clustertemplates", &token, None)
+                .await
+                .status,
+            200
+        );
+    }
+    // /metrics saw Keystone's answers and the cache (the second use of the token a hit).
+    let metrics = app.send("GET", "/metrics", None, &[], None).await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.raw);
+    for (series, at_least) in [
+        (
+            "magnum_keystone_token_cache_lookups_total{result=\"hit\"}",
+            1,
+        ),
+        (
+            "magnum_keystone_token_cache_lookups_total{result=\"miss\"}",
+            2,
+        ),
+        (
+            "magnum_keystone_token_validation_duration_seconds_count{outcome=\"valid\"}",
+            1,
+        ),
+        (
+            "magnum_keystone_token_validation_duration_seconds_count{outcome=\"invalid\"}",
+            1,
+        ),
+    ] {
+        let value = crate::support::sample(&text, series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value >= at_least as f64, "{series} = {value}");
+    }
     app.stop().await;
 }
 

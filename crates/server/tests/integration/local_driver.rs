@@ -297,6 +297,21 @@ async fn tls_cluster_life(app: &TestApp) {
         .await
         .body;
     assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    // Its steps were timed: a start per node, one swarm init, a join per other node.
+    let metrics = app.send("GET", "/metrics", None, &[], None).await;
+    let text = String::from_utf8_lossy(&metrics.raw);
+    for (step, at_least) in [
+        ("node_start", 3.0),
+        ("swarm_init", 1.0),
+        ("swarm_join", 2.0),
+    ] {
+        let series = format!(
+            "magnum_driver_step_duration_seconds_count{{driver=\"local\",step=\"{step}\",outcome=\"succeeded\"}}"
+        );
+        let count = crate::support::sample(&text, &series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(count >= at_least, "{series} = {count}");
+    }
     let address = cluster["api_address"].as_str().unwrap().to_owned();
     assert!(address.starts_with("tcp://10.91."), "{address}");
     assert!(address.ends_with(":2376"));

@@ -13,6 +13,7 @@ mod hardening;
 mod input_bounds;
 mod keystone;
 mod local_driver;
+mod metrics;
 mod openapi;
 mod openstack_cli;
 mod sandbox;

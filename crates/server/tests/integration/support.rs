@@ -444,3 +444,15 @@ pub fn test_client() -> reqwest::Client {
         .build()
         .expect("a reqwest client")
 }
+
+/// The value of one series (`name{labels}`, exactly as exposed) in a `/metrics` text.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
