@@ -492,6 +492,42 @@ async fn wait_for(client: &Client, cluster: &str, gone: bool) -> Result<(), Clie
 /// How long `--wait` follows a stream without an event before it reads the cluster again.
 const STREAM_RECHECK: Duration = Duration::from_secs(30);
 
+/// Reads the cluster once and shows where it is; with `gone`, a cluster no longer found is
+/// where the wait ends. Returns where it stands and its name.
+async fn look(
+    client: &Client,
+    cluster: &str,
+    gone: bool,
+    progress: &mut Progress,
+) -> Result<(Standing, String), ClientError> {
+    match client.cluster(cluster).await {
+        Err(ClientError::Api { status: 404, .. }) if gone => {
+            eprintln!(
+                "{cluster}: deleted ({}s)",
+                progress.started.elapsed().as_secs()
+            );
+            Ok((Standing::Done, cluster.to_owned()))
+        }
+        Err(error) => Err(error),
+        Ok(body) => {
+            let name = body["name"].as_str().unwrap_or(cluster).to_owned();
+            let status = body["status"].as_str().unwrap_or_default();
+            let reason = body["status_reason"].as_str().unwrap_or_default();
+            progress.show(status_line(&name, status, reason, &node_summary(&body)));
+            Ok((standing(cluster, status, reason, gone), name))
+        }
+    }
+}
+
+/// What a wait ends with, once the cluster stands somewhere final.
+fn ended(standing: Standing) -> Option<Result<(), ClientError>> {
+    match standing {
+        Standing::Done => Some(Ok(())),
+        Standing::Failed(message) => Some(Err(ClientError::Api { status: 0, message })),
+        Standing::Going => None,
+    }
+}
+
 /// `None` when the server has no event stream (or it broke before the end): poll instead.
 async fn follow_stream(
     client: &Client,
@@ -506,34 +542,13 @@ async fn follow_stream(
         Ok(None) => return None,
         Err(error) => return Some(Err(error)),
     };
-    let body = match client.cluster(cluster).await {
-        Err(ClientError::Api { status: 404, .. }) if gone => {
-            eprintln!(
-                "{cluster}: deleted ({}s)",
-                progress.started.elapsed().as_secs()
-            );
-            return Some(Ok(()));
-        }
+    let name = match look(client, cluster, gone, progress).await {
         Err(error) => return Some(Err(error)),
-        Ok(body) => body,
+        Ok((standing, name)) => match ended(standing) {
+            Some(outcome) => return Some(outcome),
+            None => name,
+        },
     };
-    let name = body["name"].as_str().unwrap_or(cluster).to_owned();
-    let status = body["status"].as_str().unwrap_or_default().to_owned();
-    let reason = body["status_reason"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    progress.show(status_line(&name, &status, &reason, &node_summary(&body)));
-    match standing(cluster, &status, &reason, gone) {
-        Standing::Done => return Some(Ok(())),
-        Standing::Failed(why) => {
-            return Some(Err(ClientError::Api {
-                status: 0,
-                message: why,
-            }))
-        }
-        Standing::Going => {}
-    }
     loop {
         // The cluster is read again now and then: a stream that missed the end (or a server
         // that never sends it) cannot keep --wait waiting.
@@ -541,30 +556,12 @@ async fn follow_stream(
             Ok(Ok(Some(event))) => event,
             // The stream broke off: the rest by polling, which needs nothing of it.
             Ok(Ok(None)) | Ok(Err(_)) => return None,
-            Err(_) => match client.cluster(cluster).await {
-                Err(ClientError::Api { status: 404, .. }) if gone => {
-                    eprintln!(
-                        "{cluster}: deleted ({}s)",
-                        progress.started.elapsed().as_secs()
-                    );
-                    return Some(Ok(()));
-                }
+            Err(_) => match look(client, cluster, gone, progress).await {
                 Err(error) => return Some(Err(error)),
-                Ok(body) => {
-                    let status = body["status"].as_str().unwrap_or_default();
-                    let reason = body["status_reason"].as_str().unwrap_or_default();
-                    progress.show(status_line(&name, status, reason, &node_summary(&body)));
-                    match standing(cluster, status, reason, gone) {
-                        Standing::Done => return Some(Ok(())),
-                        Standing::Failed(why) => {
-                            return Some(Err(ClientError::Api {
-                                status: 0,
-                                message: why,
-                            }))
-                        }
-                        Standing::Going => continue,
-                    }
-                }
+                Ok((standing, _)) => match ended(standing) {
+                    Some(outcome) => return Some(outcome),
+                    None => continue,
+                },
             },
         };
         if event.kind == "end" {
@@ -581,10 +578,7 @@ async fn follow_stream(
             continue;
         }
         let data = &event.data;
-        let status = data["cluster"]["status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let status = data["cluster"]["status"].as_str().unwrap_or_default();
         let message = data["message"].as_str().unwrap_or_default();
         let kind = data["type"].as_str().unwrap_or("Normal");
         let reason = data["reason"].as_str().unwrap_or_default();
@@ -596,23 +590,17 @@ async fn follow_stream(
             );
             return Some(Ok(()));
         }
-        match standing(cluster, &status, message, gone) {
+        match standing(cluster, status, message, gone) {
+            // The last line says where the cluster ended, nodes included.
             Standing::Done => {
-                // The last line says where the cluster ended, nodes included.
-                if let Ok(body) = client.cluster(cluster).await {
-                    let reason = body["status_reason"].as_str().unwrap_or_default();
-                    let status = body["status"].as_str().unwrap_or_default();
-                    progress.show(status_line(&name, status, reason, &node_summary(&body)));
-                }
+                let _ = look(client, cluster, gone, progress).await;
                 return Some(Ok(()));
             }
-            Standing::Failed(why) => {
-                return Some(Err(ClientError::Api {
-                    status: 0,
-                    message: why,
-                }))
+            other => {
+                if let Some(outcome) = ended(other) {
+                    return Some(outcome);
+                }
             }
-            Standing::Going => {}
         }
     }
 }
@@ -625,34 +613,9 @@ async fn poll(
     progress: &mut Progress,
 ) -> Result<(), ClientError> {
     loop {
-        match client.cluster(cluster).await {
-            Err(ClientError::Api { status: 404, .. }) if gone => {
-                eprintln!(
-                    "{cluster}: deleted ({}s)",
-                    progress.started.elapsed().as_secs()
-                );
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-            Ok(body) => {
-                let status = body["status"].as_str().unwrap_or_default().to_owned();
-                let reason = body["status_reason"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let name = body["name"].as_str().unwrap_or(cluster);
-                progress.show(status_line(name, &status, &reason, &node_summary(&body)));
-                match standing(cluster, &status, &reason, gone) {
-                    Standing::Done => return Ok(()),
-                    Standing::Failed(why) => {
-                        return Err(ClientError::Api {
-                            status: 0,
-                            message: why,
-                        })
-                    }
-                    Standing::Going => {}
-                }
-            }
+        let (standing, _) = look(client, cluster, gone, progress).await?;
+        if let Some(outcome) = ended(standing) {
+            return outcome;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

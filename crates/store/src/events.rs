@@ -241,12 +241,9 @@ impl Store {
                     .bind(PRUNE_BATCH)
                     .fetch_all(&self.pool)
                     .await?;
-                let sequences = rows
-                    .iter()
-                    .map(|row| row.try_get::<i64, _>("sequence"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                removed += self.delete_events(&sequences).await?;
-                if (sequences.len() as i64) < PRUNE_BATCH {
+                let (deleted, more) = self.delete_listed(&rows).await?;
+                removed += deleted;
+                if !more {
                     break;
                 }
             }
@@ -281,17 +278,25 @@ impl Store {
                 .bind(PRUNE_BATCH)
                 .fetch_all(&self.pool)
                 .await?;
-                let sequences = rows
-                    .iter()
-                    .map(|row| row.try_get::<i64, _>("sequence"))
-                    .collect::<Result<Vec<_>, _>>()?;
-                removed += self.delete_events(&sequences).await?;
-                if (sequences.len() as i64) < PRUNE_BATCH {
+                let (deleted, more) = self.delete_listed(&rows).await?;
+                removed += deleted;
+                if !more {
                     break;
                 }
             }
         }
         Ok(removed)
+    }
+
+    /// Deletes the events whose sequences `rows` list (a batch of at most [`PRUNE_BATCH`]);
+    /// says how many went and whether the batch was full (more may match).
+    async fn delete_listed(&self, rows: &[AnyRow]) -> Result<(u64, bool), StoreError> {
+        let sequences = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>("sequence"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let deleted = self.delete_events(&sequences).await?;
+        Ok((deleted, sequences.len() as i64 >= PRUNE_BATCH))
     }
 
     async fn delete_events(&self, sequences: &[i64]) -> Result<u64, StoreError> {
