@@ -22,6 +22,7 @@ mod network;
 mod node;
 mod state;
 mod swarm;
+mod teardown;
 
 /// The image every node gets, made from busybox-static.
 pub const NODE_IMAGE: &str = "magnum/local-node:1";
