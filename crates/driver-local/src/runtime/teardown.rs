@@ -1,7 +1,10 @@
 //! Deleting a whole cluster, fast. Its data is thrown away, so no node gets a clean shutdown:
 //! every process of every node is SIGKILLed at once (killing a node's PID 1 takes its whole
-//! PID namespace with it), the cluster's links and namespaces go in one `ip -batch`, and its
-//! cgroups, firewall table, host-wide claims and directories after them. Removing one node
+//! PID namespace with it), the cluster's namespaces and bridge go in one `ip -batch`, and its
+//! cgroups, firewall table, host-wide claims and directories after them. The nodes' veths go
+//! with their namespaces: once a namespace's last process is dead the kernel removes all its
+//! devices in one batch (20 explicit `link del` took about 0.6 s here, 20 namespaces about
+//! 0.14 s). Removing one node
 //! from a cluster that lives on (scale in) keeps its graceful path (`remove_node`,
 //! `teardown_node`): the swarm is told, and the node's dockerd gets `STOP_GRACE` to stop.
 
@@ -15,6 +18,9 @@ use super::*;
 const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Node directories (a node's Docker data: images, swarm state, containers) removed at once.
 const PARALLEL_REMOVALS: usize = 4;
+/// How long the kernel gets to remove the veths of dead namespaces before they are deleted
+/// one by one.
+const VETH_WAIT: Duration = Duration::from_secs(5);
 
 impl Runtime {
     /// Deletes the cluster: everything it has on this host goes, its records last. Safe to run
@@ -23,6 +29,7 @@ impl Runtime {
     pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
         let lock = self.cluster_lock(cluster);
         let _guard = lock.lock().await;
+        let started = Instant::now();
         let directory = self.cluster_dir(cluster);
         // First: after a crash from here on, nothing restarts the cluster's nodes (the health
         // monitor and its firewall repair read the marker), and a resumed delete starts over.
@@ -41,7 +48,7 @@ impl Runtime {
             .report(format!("Deleting {} nodes.", nodes.len()))
             .await;
         // Every node is killed at once; while the kernel takes their processes down, the
-        // network and the firewall table go.
+        // namespaces' names, the bridge and the firewall table go.
         let killing = {
             let sandboxes: Vec<NodeSandbox> = nodes
                 .iter()
@@ -59,6 +66,7 @@ impl Runtime {
             tracing::debug!(cluster.id = %cluster, %error, "ip -batch of the cluster's teardown");
         }
         sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
+        let network = started.elapsed();
         let alive = killing
             .await
             .map_err(|error| failed(format!("cannot stop the cluster's nodes: {error}")))?;
@@ -69,6 +77,18 @@ impl Runtime {
                 KILL_WAIT.as_secs()
             )));
         }
+        let veths: Vec<String> = nodes.iter().map(|node| Self::veth(cluster, node)).collect();
+        let veths_left = blocking(move || wait_until_gone(veths)).await?;
+        if !veths_left.is_empty() {
+            let batch: String = veths_left
+                .iter()
+                .map(|veth| format!("link del {veth}\n"))
+                .collect();
+            if let Err(error) = run_with_input("ip", &["-force", "-batch", "-"], &batch).await {
+                tracing::warn!(cluster.id = %cluster, %error, "cannot delete the cluster's veths");
+            }
+        }
+        let nodes_gone = started.elapsed();
         let cgroup_prefix = format!("magnum-{short}-");
         let left = blocking(move || sandbox::remove_cgroups_with_prefix(&cgroup_prefix)).await?;
         if !left.is_empty() {
@@ -84,6 +104,14 @@ impl Runtime {
         })
         .await?;
         self.forget_lock(cluster);
+        tracing::info!(
+            cluster.id = %cluster,
+            nodes = nodes.len(),
+            network_ms = network.as_millis(),
+            nodes_gone_ms = nodes_gone.as_millis(),
+            total_ms = started.elapsed().as_millis(),
+            "cluster removed from this host"
+        );
         Ok(())
     }
 }
@@ -166,18 +194,32 @@ fn kill_cluster(sandboxes: &[NodeSandbox], cgroup_prefix: &str, netns_prefix: &s
     }
 }
 
-/// One `ip -batch` for the cluster's links and namespaces: each node's veth (deleting it takes
-/// the node's end along), each node's network namespace, then the bridge.
+/// One `ip -batch` for the cluster's network: each node's namespace (its name; the namespace
+/// itself, with its end of the veth and the veth, goes when its last process is dead), then
+/// the bridge.
 fn network_teardown(cluster: Uuid, nodes: &[String]) -> String {
     let mut batch = String::new();
-    for node in nodes {
-        batch.push_str(&format!("link del {}\n", Runtime::veth(cluster, node)));
-    }
     for node in nodes {
         batch.push_str(&format!("netns del {}\n", Runtime::netns(cluster, node)));
     }
     batch.push_str(&format!("link del {}\n", Runtime::bridge(cluster)));
     batch
+}
+
+/// Waits, at most `VETH_WAIT`, until none of `links` exists; returns those still there.
+fn wait_until_gone(links: Vec<String>) -> Vec<String> {
+    let deadline = Instant::now() + VETH_WAIT;
+    loop {
+        let left: Vec<String> = links
+            .iter()
+            .filter(|link| std::path::Path::new("/sys/class/net").join(link).exists())
+            .cloned()
+            .collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Runs `program` with `input` on its standard input, within the command timeout.
@@ -270,13 +312,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_batch_removes_every_veth_and_namespace_then_the_bridge() {
+    fn one_batch_removes_every_namespace_then_the_bridge() {
         let cluster: Uuid = "1a2b3c4d-0000-4000-8000-000000000000".parse().unwrap();
         let batch = network_teardown(cluster, &["n1".to_owned(), "n12".to_owned()]);
         assert_eq!(
             batch,
-            "link del v1a2b3cn1\nlink del v1a2b3cn12\nnetns del mc1a2b3c4d-n1\n\
-             netns del mc1a2b3c4d-n12\nlink del mb1a2b3c4d\n"
+            "netns del mc1a2b3c4d-n1\nnetns del mc1a2b3c4d-n12\nlink del mb1a2b3c4d\n"
         );
     }
 
