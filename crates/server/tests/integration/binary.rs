@@ -573,13 +573,14 @@ fn a_local_delete_killed_midway_is_finished_by_the_next_magnumd() {
             )),
         );
         assert_eq!(status, 202, "{body}");
-        clusters.push(body.split('"').nth(3).unwrap().to_owned());
-    }
-    for uuid in &clusters {
-        let body = wait_for(&address, uuid, |_, body| {
+        let uuid = body.split('"').nth(3).unwrap().to_owned();
+        // One after the other: two first creates on a fresh state directory race to build
+        // the node image.
+        let body = wait_for(&address, &uuid, |_, body| {
             !body.contains("CREATE_IN_PROGRESS")
         });
         assert!(body.contains("\"status\": \"CREATE_COMPLETE\""), "{body}");
+        clusters.push(uuid);
     }
     for (moment, uuid) in ["marked", "nodes dead"].into_iter().zip(&clusters) {
         let records = state.join("local-driver/clusters").join(uuid);
