@@ -471,26 +471,35 @@ mod tests {
             ("/v1/clusters/detail", "/v1/clusters/detail"),
             (
                 "/v1/clusters/6f0a3a3e-2d43-4ae4-8b53-34b9f1b3f2e4",
-                "/v1/clusters/{ident}",
+                "/v1/clusters/{cluster_ident}",
             ),
             (
                 "/v1/clusters/c1/actions/resize",
-                "/v1/clusters/{ident}/actions/resize",
+                "/v1/clusters/{cluster_ident}/actions/resize",
             ),
             (
                 "/v1/clusters/c1/nodegroups",
-                "/v1/clusters/{cluster}/nodegroups",
+                "/v1/clusters/{cluster_ident}/nodegroups",
             ),
             (
                 "/v1/clusters/c1/nodegroups/ng",
-                "/v1/clusters/{cluster}/nodegroups/{ident}",
+                "/v1/clusters/{cluster_ident}/nodegroups/{nodegroup_ident}",
             ),
-            ("/v1/clustertemplates/t1", "/v1/clustertemplates/{ident}"),
-            ("/v1/quotas/p/Cluster", "/v1/quotas/{project}/{resource}"),
-            ("/v1/certificates/c1", "/v1/certificates/{ident}"),
-            ("/v1/credentials/c1", "/v1/credentials/{ident}"),
+            (
+                "/v1/clustertemplates/t1",
+                "/v1/clustertemplates/{clustertemplate_ident}",
+            ),
+            ("/v1/quotas/p/Cluster", "/v1/quotas/{project_id}/{resource}"),
+            ("/v1/certificates/c1", "/v1/certificates/{cluster_ident}"),
+            ("/v1/credentials/c1", "/v1/credentials/{cluster_ident}"),
             ("/v1/mservices", "/v1/mservices"),
             ("/v1/stats", "/v1/stats"),
+            (
+                "/v1/clusters/c1/events",
+                "/v1/clusters/{cluster_ident}/events",
+            ),
+            ("/v1/events", "/v1/events"),
+            ("/v1/openapi.json", "/v1/openapi.json"),
             ("/v1/nothing", UNMATCHED),
             ("/v1/clusters/a/b/c/d/e", UNMATCHED),
             ("/v1/clusters/c1/actions/explode", UNMATCHED),
@@ -501,7 +510,7 @@ mod tests {
         }
         assert_eq!(
             route_label("/container-infra/v1/clusters/x", "/container-infra"),
-            "/v1/clusters/{ident}"
+            "/v1/clusters/{cluster_ident}"
         );
         assert_eq!(
             route_label("/container-infra/metrics", "/container-infra"),

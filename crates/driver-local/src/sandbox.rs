@@ -525,8 +525,23 @@ fn child_of(parent: i32) -> Option<i32> {
 
 /// Removes every cgroup whose name starts with `prefix` (a cluster's nodes), killing what is
 /// left in them first: a node whose launch was cut short before it was recorded is found
-/// only this way.
-pub fn remove_cgroups_with_prefix(prefix: &str) {
+/// only this way. Returns the cgroups that are still there (a process that did not die yet).
+pub fn remove_cgroups_with_prefix(prefix: &str) -> Vec<PathBuf> {
+    let trees = cgroups_with_prefix(prefix);
+    let mut members = std::collections::BTreeSet::new();
+    for tree in &trees {
+        collect_members(tree, &mut members);
+    }
+    kill_processes(&members.into_iter().collect::<Vec<_>>());
+    for tree in &trees {
+        remove_cgroup_tree(tree);
+    }
+    trees.into_iter().filter(|tree| tree.exists()).collect()
+}
+
+/// The cgroups, in every hierarchy, whose name starts with `prefix`.
+fn cgroups_with_prefix(prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
     for hierarchy in HIERARCHIES {
         let root = Path::new("/sys/fs/cgroup").join(hierarchy);
         let Ok(entries) = std::fs::read_dir(&root) else {
@@ -537,32 +552,90 @@ pub fn remove_cgroups_with_prefix(prefix: &str) {
                 .file_name()
                 .to_str()
                 .is_some_and(|name| name.starts_with(prefix));
-            if !matches {
-                continue;
+            if matches {
+                found.push(entry.path());
             }
-            kill_members(&entry.path());
-            remove_cgroup_tree(&entry.path());
         }
     }
+    found
 }
 
-/// SIGKILLs every process of a cgroup tree.
-fn kill_members(path: &Path) {
+/// Every process of a cgroup tree.
+fn collect_members(path: &Path, pids: &mut std::collections::BTreeSet<i32>) {
     if let Ok(members) = std::fs::read_to_string(path.join("cgroup.procs")) {
-        for pid in members.split_whitespace() {
-            // Gone already is what we want.
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", pid])
-                .status();
-        }
+        pids.extend(
+            members
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<i32>().ok()),
+        );
     }
     if let Ok(children) = std::fs::read_dir(path) {
         for child in children.flatten() {
             if child.path().is_dir() {
-                kill_members(&child.path());
+                collect_members(&child.path(), pids);
             }
         }
     }
+}
+
+/// Every process of a cluster's nodes, from two places, read without running anything:
+/// the members of every cgroup whose name starts with `cgroup_prefix` (a node's cgroup and
+/// its `containers` below it, in every hierarchy: the node moves itself there before it
+/// makes its namespaces, so everything it starts is in them) and every process in a network
+/// namespace of /run/netns whose name starts with `netns_prefix` (a process some other way
+/// put in a node's namespace). Processes that have exited (zombies) are in neither.
+pub fn cluster_processes(cgroup_prefix: &str, netns_prefix: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut pids = std::collections::BTreeSet::new();
+    for tree in cgroups_with_prefix(cgroup_prefix) {
+        collect_members(&tree, &mut pids);
+    }
+    // A namespace is known by its nsfs device and inode, as `ip netns identify` knows it.
+    let namespaces: Vec<(u64, u64)> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(netns_prefix))
+        })
+        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
+        .map(|meta| (meta.dev(), meta.ino()))
+        .collect();
+    if !namespaces.is_empty() {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let inside = std::fs::metadata(entry.path().join("ns/net"))
+                .is_ok_and(|meta| namespaces.contains(&(meta.dev(), meta.ino())));
+            if inside {
+                pids.insert(pid);
+            }
+        }
+    }
+    pids.into_iter().collect()
+}
+
+/// SIGKILLs `pids` with one `kill` (blocking: call it off the async runtime). A PID that is
+/// gone already is what the caller wants anyway.
+pub fn kill_processes(pids: &[i32]) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg("--")
+        .args(pids.iter().map(i32::to_string))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 fn remove_cgroup_tree(path: &Path) {
@@ -682,6 +755,29 @@ impl HostClaims {
                 .flatten()
             {
                 if std::fs::read_link(claim.path()).is_ok_and(|held| held == owner) {
+                    // One that cannot go is stale once the owner's directory is removed.
+                    let _ = std::fs::remove_file(claim.path());
+                }
+            }
+        }
+    }
+
+    /// Gives up every claim whose owner is `directory` or lies under it (a cluster and all
+    /// its nodes), of every kind, under one lock.
+    pub fn release_within(&self, directory: &Path) {
+        let Ok(_lock) = self.lock() else {
+            return;
+        };
+        let Ok(kinds) = std::fs::read_dir(&self.directory) else {
+            return;
+        };
+        for kind in kinds.flatten().filter(|kind| kind.path().is_dir()) {
+            for claim in std::fs::read_dir(kind.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if std::fs::read_link(claim.path()).is_ok_and(|held| held.starts_with(directory)) {
                     // One that cannot go is stale once the owner's directory is removed.
                     let _ = std::fs::remove_file(claim.path());
                 }
@@ -947,6 +1043,31 @@ mod tests {
         assert!(std::fs::read_link(range(b)).is_ok());
         claims.release(&second);
         assert!(std::fs::read_link(range(b)).is_err());
+    }
+
+    #[test]
+    fn a_clusters_claims_go_together_and_no_other() {
+        let scratch = tempfile::tempdir().unwrap();
+        let claims = claims_in(scratch.path(), "SUB_UID_MAX 1048575\n", "");
+        let cluster = scratch.path().join("clusters/a");
+        let sibling = scratch.path().join("clusters/ab");
+        for directory in [cluster.join("n1"), cluster.join("n2"), sibling.join("n1")] {
+            std::fs::create_dir_all(&directory).unwrap();
+            claims.claim_uid_slot(&directory, None).unwrap();
+        }
+        let lock = claims.lock().unwrap();
+        claims.take(&lock, "names", "a", &cluster).unwrap();
+        claims.take(&lock, "names", "ab", &sibling).unwrap();
+        drop(lock);
+        claims.release_within(&cluster);
+        let mut left: Vec<PathBuf> = ["uid-ranges", "names"]
+            .iter()
+            .flat_map(|kind| std::fs::read_dir(claims.directory.join(kind)).unwrap())
+            .map(|claim| std::fs::read_link(claim.unwrap().path()).unwrap())
+            .collect();
+        left.sort();
+        // A sibling whose name starts the same is another cluster: its claims stay.
+        assert_eq!(left, vec![sibling.clone(), sibling.join("n1")]);
     }
 
     #[test]

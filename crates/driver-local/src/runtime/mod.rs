@@ -22,6 +22,7 @@ mod network;
 mod node;
 mod state;
 mod swarm;
+mod teardown;
 
 pub use health::HealthReport;
 

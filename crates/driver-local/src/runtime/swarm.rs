@@ -1,5 +1,5 @@
 //! Converging a cluster: nodes added (joined to the swarm) and removed, every node Ready,
-//! what the driver observed, and deletion.
+//! and what the driver observed (deleting a whole cluster: teardown.rs).
 
 use super::*;
 
@@ -610,39 +610,6 @@ impl Runtime {
                 })
                 .collect(),
         })
-    }
-
-    pub async fn delete(&self, cluster: Uuid, progress: &dyn Progress) -> Result<(), DriverError> {
-        let _held = self.hold_cluster(cluster).await?;
-        if let Some(state) = self.load(cluster) {
-            write_private(&self.cluster_dir(cluster).join("deleting"), b"")?;
-            progress
-                .report(format!("Stopping {} nodes.", state.nodes.len()))
-                .await;
-            // All nodes stop in parallel; each is then torn down.
-            let mut stops = tokio::task::JoinSet::new();
-            for node in &state.nodes {
-                let sandbox = self.sandbox(cluster, &node.name, "");
-                stops.spawn(async move { sandbox.stop(sandbox::STOP_GRACE).await });
-            }
-            stops.join_all().await;
-            for node in &state.nodes {
-                self.teardown_node(cluster, &node.name).await;
-            }
-        }
-        // Cgroups of a node whose launch a crash cut short before it was recorded.
-        let prefix = format!("magnum-{}-", super::short(cluster));
-        tokio::task::spawn_blocking(move || sandbox::remove_cgroups_with_prefix(&prefix))
-            .await
-            .map_err(|error| {
-                DriverError::Failed(format!("cannot remove the cluster's cgroups: {error}"))
-            })?;
-        run_quietly("ip", &["link", "del", &Self::bridge(cluster)]).await;
-        sandbox::remove_firewall(&Self::firewall_table(cluster)).await;
-        self.claims.release(&self.cluster_dir(cluster));
-        remove_tree(&self.cluster_dir(cluster));
-        self.forget_lock(cluster);
-        Ok(())
     }
 }
 

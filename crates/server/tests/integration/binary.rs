@@ -535,6 +535,114 @@ fn a_local_cluster_survives_magnumd_killed_mid_create_and_deletes_cleanly() {
     assert_eq!(terminate(&mut child), 0);
 }
 
+/// A node's first process (`unshare`) is running: not gone, and not a zombie (whose command
+/// line is empty).
+fn node_running(pid: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| line.starts_with(b"unshare"))
+}
+
+/// A delete cut short by a SIGKILL of magnumd is finished by the next magnumd, leaving nothing
+/// of the cluster on the host. Two moments: just after the driver marked the cluster for
+/// deletion, and once every node of it is dead and its namespaces gone (links, cgroups,
+/// files, claims and records may be left). The test holds the host's claims lock meanwhile, which the
+/// delete needs for its last steps, so that the kill always lands before the delete's end
+/// however the machine schedules it.
+#[test]
+fn a_local_delete_killed_midway_is_finished_by_the_next_magnumd() {
+    let directory = tempfile::tempdir().unwrap();
+    let state = directory.path().join("state");
+    let state_arg = state.to_str().unwrap();
+    let (mut child, mut address) = start_local(state_arg);
+    let (status, body) = http(
+        "POST",
+        &address,
+        "/v1/clustertemplates",
+        Some(
+            r#"{"name": "t", "coe": "swarm-mode", "image_id": "local-node", "external_network_id": "local"}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{body}");
+    let mut clusters = Vec::new();
+    for name in ["marked", "nodes-dead"] {
+        let (status, body) = http(
+            "POST",
+            &address,
+            "/v1/clusters",
+            Some(&format!(
+                r#"{{"cluster_template_id": "t", "name": "{name}", "node_count": 2}}"#
+            )),
+        );
+        assert_eq!(status, 202, "{body}");
+        let uuid = body.split('"').nth(3).unwrap().to_owned();
+        // One after the other: two first creates on a fresh state directory race to build
+        // the node image.
+        let body = wait_for(&address, &uuid, |_, body| {
+            !body.contains("CREATE_IN_PROGRESS")
+        });
+        assert!(body.contains("\"status\": \"CREATE_COMPLETE\""), "{body}");
+        clusters.push(uuid);
+    }
+    for (moment, uuid) in ["marked", "nodes dead"].into_iter().zip(&clusters) {
+        let records = state.join("local-driver/clusters").join(uuid);
+        let pids: Vec<String> = (1..=3)
+            .map(|node| std::fs::read_to_string(records.join(format!("n{node}/node.pid"))).unwrap())
+            .map(|pid| pid.trim().to_owned())
+            .collect();
+        assert!(
+            pids.iter().all(|pid| node_running(pid)),
+            "{moment}: {pids:?}"
+        );
+        let short: String = uuid.replace('-', "")[..8].to_owned();
+        let claims_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/var/lib/magnum-local/claims/.lock")
+            .unwrap();
+        claims_lock.lock().unwrap();
+        let (status, body) = http("DELETE", &address, &format!("/v1/clusters/{uuid}"), None);
+        assert_eq!(status, 204, "{body}");
+        let started = std::time::Instant::now();
+        loop {
+            let reached = match moment {
+                "marked" => records.join("deleting").exists(),
+                _ => {
+                    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+                    !pids.iter().any(|pid| node_running(pid))
+                        && !String::from_utf8_lossy(&namespaces.stdout).contains(&short)
+                }
+            };
+            if reached {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{moment} never came: {:?}",
+                cluster_status(&address, uuid)
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        claims_lock.unlock().unwrap();
+        // Killed in the middle: the records were still there.
+        assert!(records.join("cluster.json").exists(), "{moment}");
+        (child, address) = start_local(state_arg);
+        wait_for(&address, uuid, |status, _| status == 404);
+        assert_eq!(
+            crate::local_driver::leftovers(uuid),
+            Vec::<String>::new(),
+            "{moment}"
+        );
+        assert_eq!(
+            crate::local_driver::state_leftovers(&state, uuid),
+            Vec::<String>::new(),
+            "{moment}"
+        );
+    }
+    assert_eq!(terminate(&mut child), 0);
+}
+
 #[test]
 fn state_files_are_private_and_secrets_stay_out_of_messages() {
     use std::os::unix::fs::PermissionsExt;

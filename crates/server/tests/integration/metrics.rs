@@ -159,7 +159,7 @@ async fn a_real_prometheus_scrapes_the_api_and_a_conductor_only_process() {
     assert!(text.ends_with("# EOF\n"), "{text}");
     for expected in [
         "magnum_http_requests_total{route=\"/v1/clusters\",method=\"GET\",status=\"200\"}",
-        "magnum_http_requests_total{route=\"/v1/clusters/{ident}\",method=\"GET\",status=\"404\"}",
+        "magnum_http_requests_total{route=\"/v1/clusters/{cluster_ident}\",method=\"GET\",status=\"404\"}",
         "magnum_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}",
         "magnum_operations_total{action=\"create_cluster\",outcome=\"succeeded\"} 1",
         "magnum_clusters{driver=\"scripted\",status=\"CREATE_COMPLETE\",health=\"none\"} 1",
