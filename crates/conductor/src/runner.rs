@@ -1046,21 +1046,15 @@ async fn record_health(
     }
 }
 
-/// A step a driver told, recorded with the cluster as it is (gone: nothing to record).
+/// A step a driver told, appended to the cluster's events (gone: nothing to record).
 async fn record_event(
     store: &Store,
     uuid: Uuid,
     cause: &Cause,
     event: ClusterEvent,
 ) -> Result<(), StoreError> {
-    match store
-        .modify_cluster(uuid, cause, |aggregate| -> Result<(), StoreError> {
-            aggregate.record(event.clone());
-            Ok(())
-        })
-        .await
-    {
-        Ok(_) | Err(StoreError::NotFound) => Ok(()),
+    match store.append_events(uuid, &[event], cause).await {
+        Ok(()) | Err(StoreError::NotFound) => Ok(()),
         Err(error) => Err(error),
     }
 }

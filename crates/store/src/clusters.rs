@@ -439,12 +439,7 @@ impl Store {
                 .execute(&mut *transaction)
                 .await?;
         }
-        let query = format!("SELECT {CLUSTER_COLUMNS} FROM cluster WHERE uuid = ?");
-        let row = sqlx::query(&self.sql(&query))
-            .bind(uuid.to_string())
-            .fetch_optional(&mut *transaction)
-            .await?;
-        let last_seen = row.as_ref().map(cluster_from_row).transpose()?;
+        let last_seen = self.cluster_in_transaction(&mut transaction, uuid).await?;
         let sql = self.sql("DELETE FROM cluster WHERE uuid = ?");
         let deleted = sqlx::query(&sql)
             .bind(uuid.to_string())
@@ -471,6 +466,20 @@ impl Store {
         }
         transaction.commit().await?;
         Ok(deleted.rows_affected() == 1)
+    }
+
+    /// The cluster as a transaction sees it.
+    pub(crate) async fn cluster_in_transaction(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, Any>,
+        uuid: Uuid,
+    ) -> Result<Option<Cluster>, StoreError> {
+        let query = format!("SELECT {CLUSTER_COLUMNS} FROM cluster WHERE uuid = ?");
+        let row = sqlx::query(&self.sql(&query))
+            .bind(uuid.to_string())
+            .fetch_optional(&mut **transaction)
+            .await?;
+        row.as_ref().map(cluster_from_row).transpose()
     }
 
     pub async fn cluster_by_uuid(&self, uuid: Uuid) -> Result<Option<Cluster>, StoreError> {

@@ -94,6 +94,39 @@ impl Store {
         Ok(())
     }
 
+    /// Appends events that change nothing of the cluster (a driver's step, an operation
+    /// resumed): the cluster generation is bumped and the events written with the cluster's
+    /// snapshot in one transaction, without rewriting the cluster (no version change, so no
+    /// concurrent change of the cluster has to retry for them). `NotFound` when the cluster is
+    /// gone. Changes of the cluster tell their events through `modify_cluster`.
+    pub async fn append_events(
+        &self,
+        cluster: Uuid,
+        events: &[ClusterEvent],
+        cause: &Cause,
+    ) -> Result<(), StoreError> {
+        let events = &events[..events.len().min(MAX_EVENTS_PER_CHANGE)];
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.retrying(|| async {
+            let mut transaction = self.begin_write().await?;
+            self.bump_generation(&mut transaction, "cluster").await?;
+            let Some(current) = self
+                .cluster_in_transaction(&mut transaction, cluster)
+                .await?
+            else {
+                transaction.rollback().await?;
+                return Err(StoreError::NotFound);
+            };
+            self.insert_events(&mut transaction, &current, events, cause, Timestamp::now())
+                .await?;
+            transaction.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Marks a purged cluster's events, so that they are kept `keep_after_delete` from now.
     pub(crate) async fn mark_events_of_deleted(
         &self,

@@ -883,7 +883,18 @@ mod clusters {
             let store = store.clone();
             writers.push(tokio::spawn(async move {
                 for step in 0..12 {
-                    note(&store, uuid, format!("writer {index} step {step}")).await;
+                    let message = format!("writer {index} step {step}");
+                    // Half through a change of the cluster, half appended alone.
+                    if index % 2 == 0 {
+                        note(&store, uuid, message).await;
+                    } else {
+                        let event =
+                            magnum_domain::event::ClusterEvent::normal("NodeStarted", message);
+                        store
+                            .append_events(uuid, &[event], &magnum_domain::event::Cause::none())
+                            .await
+                            .unwrap();
+                    }
                 }
             }));
         }
