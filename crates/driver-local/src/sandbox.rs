@@ -742,29 +742,17 @@ impl HostClaims {
 
     /// Gives up every claim `owner` holds, of every kind.
     pub fn release(&self, owner: &Path) {
-        let Ok(_lock) = self.lock() else {
-            return;
-        };
-        let Ok(kinds) = std::fs::read_dir(&self.directory) else {
-            return;
-        };
-        for kind in kinds.flatten().filter(|kind| kind.path().is_dir()) {
-            for claim in std::fs::read_dir(kind.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                if std::fs::read_link(claim.path()).is_ok_and(|held| held == owner) {
-                    // One that cannot go is stale once the owner's directory is removed.
-                    let _ = std::fs::remove_file(claim.path());
-                }
-            }
-        }
+        self.release_where(|held| held == owner);
     }
 
     /// Gives up every claim whose owner is `directory` or lies under it (a cluster and all
     /// its nodes), of every kind, under one lock.
     pub fn release_within(&self, directory: &Path) {
+        self.release_where(|held| held.starts_with(directory));
+    }
+
+    /// Gives up, under the lock, every claim whose owner `held` says is to go.
+    fn release_where(&self, held: impl Fn(&Path) -> bool) {
         let Ok(_lock) = self.lock() else {
             return;
         };
@@ -777,7 +765,7 @@ impl HostClaims {
                 .flatten()
                 .flatten()
             {
-                if std::fs::read_link(claim.path()).is_ok_and(|held| held.starts_with(directory)) {
+                if std::fs::read_link(claim.path()).is_ok_and(|owner| held(&owner)) {
                     // One that cannot go is stale once the owner's directory is removed.
                     let _ = std::fs::remove_file(claim.path());
                 }
