@@ -270,14 +270,19 @@ struct Stream {
     buffer: String,
 }
 
+/// A request for an event stream, as `caller`.
+fn stream_request(base_url: &str, path: &str, caller: Caller) -> reqwest::RequestBuilder {
+    crate::support::test_client()
+        .get(format!("{base_url}{path}"))
+        .header("Accept", "text/event-stream")
+        .header("X-Project-Id", caller.project_id)
+        .header("X-User-Id", caller.user_id)
+        .header("X-Roles", caller.roles)
+}
+
 impl Stream {
     async fn open(base_url: &str, path: &str, caller: Caller, last_event_id: Option<i64>) -> Self {
-        let mut request = crate::support::test_client()
-            .get(format!("{base_url}{path}"))
-            .header("Accept", "text/event-stream")
-            .header("X-Project-Id", caller.project_id)
-            .header("X-User-Id", caller.user_id)
-            .header("X-Roles", caller.roles);
+        let mut request = stream_request(base_url, path, caller);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -475,18 +480,14 @@ async fn a_stream_follows_another_api_process_and_resumes_without_loss(engine: E
     assert!(bobs.next(Duration::from_millis(300)).await.is_none());
 
     // Refusals: a foreign cluster, a bad resume point.
-    let foreign = crate::support::test_client()
-        .get(format!(
-            "{}/v1/clusters/{uuid}/events?watch=true",
-            peer_app.base_url
-        ))
-        .header("Accept", "text/event-stream")
-        .header("X-Project-Id", BOB.project_id)
-        .header("X-User-Id", BOB.user_id)
-        .header("X-Roles", BOB.roles)
-        .send()
-        .await
-        .unwrap();
+    let foreign = stream_request(
+        &peer_app.base_url,
+        &format!("/v1/clusters/{uuid}/events?watch=true"),
+        BOB,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(foreign.status(), 404);
     let bad_resume = app
         .send(
@@ -552,12 +553,7 @@ async fn streams_are_bounded_per_project() {
     drop(_one);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let retry = crate::support::test_client()
-            .get(format!("{}/v1/events?watch=true", app.base_url))
-            .header("Accept", "text/event-stream")
-            .header("X-Project-Id", ALICE.project_id)
-            .header("X-User-Id", ALICE.user_id)
-            .header("X-Roles", ALICE.roles)
+        let retry = stream_request(&app.base_url, "/v1/events?watch=true", ALICE)
             .send()
             .await
             .unwrap();

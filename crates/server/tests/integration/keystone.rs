@@ -884,14 +884,15 @@ async fn a_stream_ends_with_a_clear_event_when_its_token_is_revoked() {
         config.events.recheck_token = 1;
     })
     .await;
+    let watch = |token: String| {
+        crate::support::test_client()
+            .get(format!("{}/v1/events?watch=true", app.base_url))
+            .header("Accept", "text/event-stream")
+            .header("X-Auth-Token", token)
+            .send()
+    };
     let token = fixture.token("alpha-member").await;
-    let mut response = crate::support::test_client()
-        .get(format!("{}/v1/events?watch=true", app.base_url))
-        .header("Accept", "text/event-stream")
-        .header("X-Auth-Token", &token)
-        .send()
-        .await
-        .unwrap();
+    let mut response = watch(token.clone()).await.unwrap();
     assert_eq!(response.status(), 200);
     let other = fixture.token("beta-member").await;
     let (status, _) = keystone_admin(
@@ -926,22 +927,10 @@ async fn a_stream_ends_with_a_clear_event_when_its_token_is_revoked() {
     .unwrap();
     assert_eq!(data["reason"], "token_expired", "{received}");
     // Another user's stream goes on.
-    let still = crate::support::test_client()
-        .get(format!("{}/v1/events?watch=true", app.base_url))
-        .header("Accept", "text/event-stream")
-        .header("X-Auth-Token", &other)
-        .send()
-        .await
-        .unwrap();
+    let still = watch(other.clone()).await.unwrap();
     assert_eq!(still.status(), 200);
     // A revoked token cannot open a stream at all.
-    let refused = crate::support::test_client()
-        .get(format!("{}/v1/events?watch=true", app.base_url))
-        .header("Accept", "text/event-stream")
-        .header("X-Auth-Token", &token)
-        .send()
-        .await
-        .unwrap();
+    let refused = watch(token.clone()).await.unwrap();
     assert_eq!(refused.status(), 401);
     app.stop().await;
 }
