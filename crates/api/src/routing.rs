@@ -110,6 +110,15 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
     if raw_path == "/metrics" {
         return state.metrics.answer(&parts, request_id).await;
     }
+    if let Some(dashboard) = state.dashboard.as_deref() {
+        if crate::dashboard::is_dashboard_path(raw_path) {
+            let path = raw_path.to_owned();
+            return crate::dashboard::serve(
+                state, dashboard, &parts, body, &path, &prefix, request_id,
+            )
+            .await;
+        }
+    }
     let mut segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
     let base = format!(
         "{}{prefix}",
@@ -132,6 +141,30 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
     let is_version_document = segments.len() == 1;
     // Public like the version documents: it describes the API and holds no tenant data.
     let is_openapi_document = segments == ["v1", crate::openapi::DOCUMENT];
+
+    // A dashboard session's cookie stands in for `X-Auth-Token` (and a change it asks for
+    // needs the session's CSRF header); everything else is as for any client.
+    let with_session_token;
+    let headers = match state
+        .dashboard
+        .as_deref()
+        .and_then(crate::dashboard::Dashboard::sessions)
+        .map(|sessions| sessions.authenticate(&parts.method, headers))
+    {
+        Some(crate::dashboard::session::CookieAuth::Token(token)) => {
+            let mut copy = headers.clone();
+            if let Ok(value) = HeaderValue::from_str(&token) {
+                copy.insert("x-auth-token", value);
+            }
+            with_session_token = copy;
+            &with_session_token
+        }
+        Some(crate::dashboard::session::CookieAuth::Refused(reason)) => {
+            return ApiError::forbidden(reason)
+                .into_response(request_id, crate::microversion::MIN_VERSION)
+        }
+        _ => headers,
+    };
 
     let identity = if is_version_document || is_openapi_document {
         None

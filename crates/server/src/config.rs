@@ -26,6 +26,27 @@ pub struct Config {
     pub drivers: DriversConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: the web dashboard at `/dashboard/` of the API's own address.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+    /// With Keystone: the key (a 0600 file of 64 hexadecimal digits) that seals login
+    /// sessions into their cookies. Every API process serving the same users needs the
+    /// same key; unset, `<state_dir>/dashboard-session-key` is created.
+    pub session_key_file: Option<PathBuf>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_key_file: None,
+        }
+    }
 }
 
 /// `[metrics]`: who may read `GET /metrics`, and where a process without the API serves it.
