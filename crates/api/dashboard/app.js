@@ -270,7 +270,7 @@
     select.disabled = true;
     try {
       const session = await request('POST', new URL('session/project', PAGE_BASE).href, { project_id: projectId });
-      setSession(session);
+      setSession((await loadSession().catch(() => null)) || session);
       announce(`Now working in project ${session.project.name || session.project.id}.`, 'ok');
       // A cluster or template of the other project is not visible from this one.
       if (/^#\/(clusters|templates)\/[^/?]+/.test(location.hash) && !/\/new/.test(location.hash)) {
@@ -738,7 +738,9 @@
         form.elements.password.value = '';
         throw error;
       });
-      setSession(session);
+      // The login's answer names only the project logged in to; the session's own
+      // description lists every project of the user (for the switcher).
+      setSession((await loadSession().catch(() => null)) || session);
       announce(`Logged in to project ${session.project.name || session.project.id}.`, 'ok');
       const target = state.returnTo && state.returnTo !== '#/login' ? state.returnTo : '#/clusters';
       state.returnTo = null;

@@ -159,7 +159,8 @@ impl Browser {
             "--disable-client-side-phishing-detection".to_owned(),
             "--disable-dev-shm-usage".to_owned(),
             "--no-proxy-server".to_owned(),
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost".to_owned(),
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"
+                .to_owned(),
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.display()),
         ];
@@ -238,7 +239,10 @@ impl Browser {
             Ok(value)
         } else {
             Err(WebDriverError {
-                error: value["error"].as_str().unwrap_or("unknown error").to_owned(),
+                error: value["error"]
+                    .as_str()
+                    .unwrap_or("unknown error")
+                    .to_owned(),
                 message: value["message"].as_str().unwrap_or_default().to_owned(),
             })
         }
@@ -297,7 +301,9 @@ impl Browser {
             )
             .await
             .ok()?;
-        found[ELEMENT_KEY].as_str().map(|id| Element { id: id.to_owned() })
+        found[ELEMENT_KEY]
+            .as_str()
+            .map(|id| Element { id: id.to_owned() })
     }
 
     /// Waits up to `seconds` for an element matching `css`.
@@ -452,15 +458,23 @@ impl Drop for Browser {
     }
 }
 
-/// Kills chromedriver's process group (Chromium and its helpers with it) and reaps it.
+/// Kills chromedriver's process group (Chromium and its helpers with it) and reaps it
+/// (waiting at most 10 s: a drop must not hang a test). Chromium's crash handlers leave the
+/// group but end with the browser.
 fn kill_group(driver: &mut Child) {
     if let Ok(None) = driver.try_wait() {
         let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", driver.id()))
+            .args(["-KILL", "--", &format!("-{}", driver.id())])
             .stderr(Stdio::null())
             .status();
-        let _ = driver.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Ok(None) = driver.try_wait() {
+            if Instant::now() > deadline {
+                let _ = driver.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
