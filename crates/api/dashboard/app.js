@@ -109,8 +109,8 @@
         h('tbody', {}, rows)));
   }
 
-  function facts(pairs) {
-    return h('dl', { class: 'facts' }, pairs.filter(Boolean).map(([term, value]) =>
+  function facts(pairs, columns = 1) {
+    return h('dl', { class: columns === 2 ? 'facts two' : 'facts' }, pairs.filter(Boolean).map(([term, value]) =>
       [h('dt', {}, term), h('dd', {}, value === null || value === undefined || value === '' ? '—' : value)]));
   }
 
@@ -964,7 +964,7 @@
           ['Created', time(c.created_at)],
           ['Updated', time(c.updated_at)],
           isAdmin() ? ['Project', h('span', { class: 'mono' }, c.project_id)] : null,
-        ]));
+        ], 2));
       drawNodegroups();
       drawNodes();
       drawConnect();
@@ -1507,7 +1507,7 @@
         ['Tags', template.tags],
         ['Created', time(template.created_at)],
         ['Updated', time(template.updated_at)],
-      ])));
+      ], 2)));
   }
 
   const NETWORK_DRIVERS = { 'swarm-mode': ['docker'], kubernetes: ['flannel', 'calico', 'cilium'] };

@@ -410,6 +410,26 @@ impl Browser {
         std::fs::write(path, png).unwrap();
     }
 
+    /// Saves a PNG of the whole page, beyond the viewport (Chromium's DevTools command).
+    pub async fn screenshot_full_page(&self, path: &Path) {
+        let shot = self
+            .must(
+                "POST",
+                "/goog/cdp/execute",
+                Some(json!({"cmd": "Page.captureScreenshot", "params": {
+                    "format": "png", "captureBeyondViewport": true,
+                }})),
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .expect("a base64 PNG");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(path, png).unwrap();
+    }
+
     /// Resizes the window (CSS pixels).
     pub async fn resize(&self, width: u32, height: u32) {
         self.must(

@@ -26,9 +26,7 @@ const WIDE: (u32, u32) = (1280, 1000);
 fn screenshots() -> PathBuf {
     std::env::var_os("MAGNUM_TEST_SCREENSHOTS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.work/screenshots")
-        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.work/screenshots"))
 }
 
 /// The element ids the forms give their controls: `[name=…]` inside a form.
@@ -54,9 +52,19 @@ async fn field_error(browser: &Browser, form: &str, name: &str) -> String {
 /// Deletes what the default noauth identity has left, whatever happened.
 async fn delete_all_clusters(app: &TestApp) {
     let listed = app
-        .send("GET", "/v1/clusters", None, &[("OpenStack-API-Version", "container-infra latest")], None)
+        .send(
+            "GET",
+            "/v1/clusters",
+            None,
+            &[("OpenStack-API-Version", "container-infra latest")],
+            None,
+        )
         .await;
-    for cluster in listed.body["clusters"].as_array().cloned().unwrap_or_default() {
+    for cluster in listed.body["clusters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
         let uuid = cluster["uuid"].as_str().unwrap_or_default().to_owned();
         app.send("DELETE", &format!("/v1/clusters/{uuid}"), None, &[], None)
             .await;
@@ -104,10 +112,11 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.goto(&dashboard).await;
     // noauth: no login, the clusters page with nothing in it yet.
     browser.find("#create-cluster", 20).await;
-    browser
-        .wait_for_text("main h1", "Clusters", 10)
-        .await;
-    assert!(browser.try_find("#logout").await.is_none(), "noauth has no log out");
+    browser.wait_for_text("main h1", "Clusters", 10).await;
+    assert!(
+        browser.try_find("#logout").await.is_none(),
+        "noauth has no log out"
+    );
 
     // A template through the form; first with an image the driver does not have: the API's
     // 400 detail is shown next to the image field.
@@ -117,10 +126,18 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.find(form, 10).await;
     browser.fill(&control(form, "name"), "web-swarm").await;
     browser.choose(&control(form, "coe"), "swarm-mode").await;
-    browser.fill(&control(form, "image_id"), "no-such-image").await;
-    browser.fill(&control(form, "master_flavor_id"), "local.small").await;
-    browser.fill(&control(form, "flavor_id"), "local.small").await;
-    browser.fill(&control(form, "external_network_id"), "local").await;
+    browser
+        .fill(&control(form, "image_id"), "no-such-image")
+        .await;
+    browser
+        .fill(&control(form, "master_flavor_id"), "local.small")
+        .await;
+    browser
+        .fill(&control(form, "flavor_id"), "local.small")
+        .await;
+    browser
+        .fill(&control(form, "external_network_id"), "local")
+        .await;
     browser.click(&format!("{form} button[type=submit]")).await;
     let refused = app
         .send(
@@ -132,7 +149,12 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
                 "master_flavor_id": "local.small", "flavor_id": "local.small", "external_network_id": "local"})),
         )
         .await;
-    assert_eq!(refused.status, 400, "{}", String::from_utf8_lossy(&refused.raw));
+    assert_eq!(
+        refused.status,
+        400,
+        "{}",
+        String::from_utf8_lossy(&refused.raw)
+    );
     let detail = refused.detail().to_owned();
     assert!(detail.contains("no-such-image"), "{detail}");
     browser
@@ -151,7 +173,9 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.screenshot(&shots.join("template-form.png")).await;
     // Labels the form itself refuses, before anything is sent.
     browser.fill(&control(form, "image_id"), "local-node").await;
-    browser.fill(&control(form, "labels"), "no-equals-sign").await;
+    browser
+        .fill(&control(form, "labels"), "no-equals-sign")
+        .await;
     browser.click(&format!("{form} button[type=submit]")).await;
     browser
         .wait_until(
@@ -165,14 +189,18 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.fill(&control(form, "labels"), "").await;
     browser.click(&format!("{form} button[type=submit]")).await;
     browser.wait_for_text("main h1", "web-swarm", 20).await;
-    let templates = app.send("GET", "/v1/clustertemplates", None, &[], None).await;
+    let templates = app
+        .send("GET", "/v1/clustertemplates", None, &[], None)
+        .await;
     let template = templates.body["clustertemplates"][0].clone();
     assert_eq!(template["name"], "web-swarm", "{template}");
     assert_eq!(template["image_id"], "local-node");
     assert_eq!(template["coe"], "swarm-mode");
 
     // A cluster from it: one master, one worker.
-    browser.click("main a.button.primary[href^='#/clusters/new']").await;
+    browser
+        .click("main a.button.primary[href^='#/clusters/new']")
+        .await;
     let form = "#cluster-form";
     browser.find(form, 10).await;
     assert_eq!(
@@ -209,21 +237,30 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         first_status == "CREATE_IN_PROGRESS" || first_status == "CREATE_COMPLETE",
         "{first_status}"
     );
-    browser.wait_for_text("#cluster-status", "CREATE_COMPLETE", 240).await;
+    browser
+        .wait_for_text("#cluster-status", "CREATE_COMPLETE", 240)
+        .await;
     assert_eq!(
-        browser.execute("return window.__dashboardMarker;", json!([])).await,
+        browser
+            .execute("return window.__dashboardMarker;", json!([]))
+            .await,
         json!(uuid),
         "the page was reloaded"
     );
     // The events arrived as they happened (only the stream adds "fresh" items), the nodes
     // report their health.
     let fresh = browser
-        .execute("return document.querySelectorAll('#timeline li.fresh').length;", json!([]))
+        .execute(
+            "return document.querySelectorAll('#timeline li.fresh').length;",
+            json!([]),
+        )
         .await;
     assert!(fresh.as_u64().unwrap_or(0) >= 2, "{fresh}");
     let timeline = browser.text("#timeline").await;
     assert!(timeline.contains("CreateCompleted"), "{timeline}");
-    browser.wait_for_text("#cluster-health", "HEALTHY", 60).await;
+    browser
+        .wait_for_text("#cluster-health", "HEALTHY", 60)
+        .await;
     browser
         .wait_until(
             "two Ready nodes",
@@ -233,7 +270,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
             60,
         )
         .await;
-    browser.screenshot(&shots.join("cluster-details.png")).await;
+    browser.screenshot(&shots.join("cluster-created.png")).await;
 
     // Scale the workers to 2 through the resize dialog; it too is seen live.
     browser.click("#resize").await;
@@ -248,7 +285,9 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
             10,
         )
         .await;
-    browser.wait_for_text("#cluster-status", "UPDATE_COMPLETE", 240).await;
+    browser
+        .wait_for_text("#cluster-status", "UPDATE_COMPLETE", 240)
+        .await;
     browser
         .wait_until(
             "three Ready nodes",
@@ -259,7 +298,9 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         )
         .await;
     assert_eq!(
-        browser.execute("return window.__dashboardMarker;", json!([])).await,
+        browser
+            .execute("return window.__dashboardMarker;", json!([]))
+            .await,
         json!(uuid)
     );
     let cluster = app
@@ -275,14 +316,12 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     let commands = browser.text("#connect-commands").await;
     assert!(commands.contains("tar -xf web.tar"), "{commands}");
     let work = tempfile::tempdir().unwrap();
-    let (ok, listing) = run(
-        "tar",
-        &["-tvf", bundle.to_str().unwrap()],
-        work.path(),
-    );
+    let (ok, listing) = run("tar", &["-tvf", bundle.to_str().unwrap()], work.path());
     assert!(ok, "{listing}");
     assert!(
-        listing.lines().any(|line| line.starts_with("-rw-------") && line.ends_with("web/key.pem")),
+        listing
+            .lines()
+            .any(|line| line.starts_with("-rw-------") && line.ends_with("web/key.pem")),
         "{listing}"
     );
     let (ok, output) = run("tar", &["-xf", bundle.to_str().unwrap()], work.path());
@@ -295,17 +334,26 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
     let env = std::fs::read_to_string(directory.join("env.sh")).unwrap();
     assert!(
-        env.contains(&format!("export DOCKER_HOST={}", cluster["api_address"].as_str().unwrap())),
+        env.contains(&format!(
+            "export DOCKER_HOST={}",
+            cluster["api_address"].as_str().unwrap()
+        )),
         "{env}"
     );
     let (ok, nodes) = run(
         "sh",
-        &["-c", ". ./env.sh && docker node ls --format '{{.Status}} {{.Hostname}}'"],
+        &[
+            "-c",
+            ". ./env.sh && docker node ls --format '{{.Status}} {{.Hostname}}'",
+        ],
         &directory,
     );
     assert!(ok, "{nodes}");
     assert_eq!(
-        nodes.lines().filter(|line| line.starts_with("Ready")).count(),
+        nodes
+            .lines()
+            .filter(|line| line.starts_with("Ready"))
+            .count(),
         3,
         "{nodes}"
     );
@@ -315,16 +363,22 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         &["x509", "-in", "cert.pem", "-noout", "-subject"],
         &directory,
     );
-    assert!(ok && subject.contains("admin") && subject.contains("system:masters"), "{subject}");
-    browser.screenshot(&shots.join("cluster-connect.png")).await;
+    assert!(
+        ok && subject.contains("admin") && subject.contains("system:masters"),
+        "{subject}"
+    );
+    browser
+        .screenshot_full_page(&shots.join("cluster-details.png"))
+        .await;
 
     // The list shows the cluster at a glance.
     browser.click("#nav a[data-section=clusters]").await;
-    browser
-        .find(&format!("tr[data-uuid=\"{uuid}\"]"), 10)
-        .await;
+    browser.find(&format!("tr[data-uuid=\"{uuid}\"]"), 10).await;
     let row = browser.text(&format!("tr[data-uuid=\"{uuid}\"]")).await;
-    assert!(row.contains("UPDATE_COMPLETE") && row.contains("HEALTHY"), "{row}");
+    assert!(
+        row.contains("UPDATE_COMPLETE") && row.contains("HEALTHY"),
+        "{row}"
+    );
     browser.screenshot(&shots.join("clusters.png")).await;
     // Phone width: nothing sticks out sideways.
     browser.resize(390, 844).await;
@@ -340,9 +394,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.resize(WIDE.0, WIDE.1).await;
 
     // Delete with a confirmation; Cancel first, which keeps the cluster.
-    browser
-        .click(&format!("tr[data-uuid=\"{uuid}\"] a"))
-        .await;
+    browser.click(&format!("tr[data-uuid=\"{uuid}\"] a")).await;
     browser.find("#delete-cluster", 10).await;
     browser
         .execute("window.__dashboardMarker = 'before delete';", json!([]))
@@ -363,9 +415,13 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     );
     browser.click("#delete-cluster").await;
     browser.click("dialog[open] button[type=submit]").await;
-    browser.wait_for_text("#cluster-status", "DELETED", 240).await;
+    browser
+        .wait_for_text("#cluster-status", "DELETED", 240)
+        .await;
     assert_eq!(
-        browser.execute("return window.__dashboardMarker;", json!([])).await,
+        browser
+            .execute("return window.__dashboardMarker;", json!([]))
+            .await,
         json!("before delete")
     );
     assert_eq!(
@@ -414,10 +470,15 @@ impl TwoProjectUser {
             .json()
             .await
             .unwrap();
-        let member = roles["roles"][0]["id"].as_str().expect("the member role").to_owned();
+        let member = roles["roles"][0]["id"]
+            .as_str()
+            .expect("the member role")
+            .to_owned();
         for project in projects {
             let granted = client
-                .put(format!("{auth_url}/projects/{project}/users/{id}/roles/{member}"))
+                .put(format!(
+                    "{auth_url}/projects/{project}/users/{id}/roles/{member}"
+                ))
                 .header("X-Auth-Token", &admin_token)
                 .send()
                 .await
@@ -457,7 +518,13 @@ async fn cookie_header(browser: &Browser) -> (String, Vec<Value>) {
     let list = cookies.as_array().cloned().unwrap_or_default();
     let header = list
         .iter()
-        .map(|cookie| format!("{}={}", cookie["name"].as_str().unwrap(), cookie["value"].as_str().unwrap()))
+        .map(|cookie| {
+            format!(
+                "{}={}",
+                cookie["name"].as_str().unwrap(),
+                cookie["value"].as_str().unwrap()
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ");
     (header, list)
@@ -469,8 +536,14 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     let (app, _driver) =
         TestApp::spawn_scripted_with(engines()[0], |config| fixture.configure(config, 5)).await;
     let shots = screenshots();
-    let alpha = fixture.user("alpha-member")["project_id"].as_str().unwrap().to_owned();
-    let beta = fixture.user("beta-member")["project_id"].as_str().unwrap().to_owned();
+    let alpha = fixture.user("alpha-member")["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let beta = fixture.user("beta-member")["project_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // beta's cluster, made through the API.
     let beta_token = fixture.token("beta-member").await;
     let template = call(
@@ -482,16 +555,28 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
             "flavor_id": "s.small", "master_flavor_id": "s.small", "external_network_id": "public"})),
     )
     .await;
-    assert_eq!(template.status, 201, "{}", String::from_utf8_lossy(&template.raw));
+    assert_eq!(
+        template.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&template.raw)
+    );
     let created = call(
         &app,
         "POST",
         "/v1/clusters",
         &beta_token,
-        Some(json!({"cluster_template_id": "beta-template", "name": "beta-secret", "node_count": 1})),
+        Some(
+            json!({"cluster_template_id": "beta-template", "name": "beta-secret", "node_count": 1}),
+        ),
     )
     .await;
-    assert_eq!(created.status, 202, "{}", String::from_utf8_lossy(&created.raw));
+    assert_eq!(
+        created.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&created.raw)
+    );
     let beta_cluster = created.body["uuid"].as_str().unwrap().to_owned();
 
     let browser = Browser::start(WIDE.0, WIDE.1).await;
@@ -521,8 +606,14 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         json!("")
     );
     let (_, cookies) = cookie_header(&browser).await;
-    assert!(cookies.is_empty(), "a failed login sets no cookie: {cookies:?}");
-    let password = fixture.user("alpha-member")["password"].as_str().unwrap().to_owned();
+    assert!(
+        cookies.is_empty(),
+        "a failed login sets no cookie: {cookies:?}"
+    );
+    let password = fixture.user("alpha-member")["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     log_in(&browser, "alpha-member", &password).await;
     browser.wait_for_text("main h1", "Clusters", 20).await;
     assert_eq!(browser.text("#project-name").await, "magnum-alpha");
@@ -542,7 +633,10 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         assert_eq!(item["httpOnly"], true, "{item}");
         assert_eq!(item["sameSite"], "Strict", "{item}");
     }
-    assert_eq!(browser.execute("return document.cookie;", json!([])).await, json!(""));
+    assert_eq!(
+        browser.execute("return document.cookie;", json!([])).await,
+        json!("")
+    );
 
     // beta's cluster is nowhere in alpha's dashboard, not even by its uuid, and not with a
     // project header the page adds itself (the session's token decides).
@@ -561,7 +655,10 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         )
         .await;
     assert_eq!(listed[0], 200, "{listed}");
-    assert!(!listed[1].as_str().unwrap().contains(&beta_cluster), "{listed}");
+    assert!(
+        !listed[1].as_str().unwrap().contains(&beta_cluster),
+        "{listed}"
+    );
 
     // CSRF: a change without the header is refused, from the page and from outside it, with
     // the session cookie; with it, it goes through (the dashboard's own form below).
@@ -619,15 +716,23 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     let form = "#template-form";
     browser.find(form, 20).await;
     browser.fill(&control(form, "name"), "alpha-form").await;
-    browser.fill(&control(form, "image_id"), "scripted-image").await;
+    browser
+        .fill(&control(form, "image_id"), "scripted-image")
+        .await;
     browser.fill(&control(form, "flavor_id"), "s.small").await;
-    browser.fill(&control(form, "master_flavor_id"), "s.small").await;
-    browser.fill(&control(form, "external_network_id"), "public").await;
+    browser
+        .fill(&control(form, "master_flavor_id"), "s.small")
+        .await;
+    browser
+        .fill(&control(form, "external_network_id"), "public")
+        .await;
     browser.click(&format!("{form} button[type=submit]")).await;
     browser.wait_for_text("main h1", "alpha-form", 20).await;
     // Rename and clone through the template page.
     browser.click("#rename-template").await;
-    browser.fill("dialog[open] [name=name]", "alpha-renamed").await;
+    browser
+        .fill("dialog[open] [name=name]", "alpha-renamed")
+        .await;
     browser.click("dialog[open] button[type=submit]").await;
     browser.wait_for_text("main h1", "alpha-renamed", 20).await;
     browser.click("#clone-template").await;
@@ -641,11 +746,15 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         json!("alpha-renamed-copy")
     );
     browser.click("#template-form button[type=submit]").await;
-    browser.wait_for_text("main h1", "alpha-renamed-copy", 20).await;
+    browser
+        .wait_for_text("main h1", "alpha-renamed-copy", 20)
+        .await;
     // Delete the copy with its confirmation.
     browser.click("#delete-template").await;
     browser.click("dialog[open] button[type=submit]").await;
-    browser.wait_for_text("main h1", "Cluster templates", 20).await;
+    browser
+        .wait_for_text("main h1", "Cluster templates", 20)
+        .await;
     let alpha_token = fixture.token("alpha-member").await;
     let names: Vec<String> = call(&app, "GET", "/v1/clustertemplates", &alpha_token, None)
         .await
@@ -656,7 +765,10 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         .map(|template| template["name"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert!(names.contains(&"alpha-renamed".to_owned()), "{names:?}");
-    assert!(!names.contains(&"alpha-renamed-copy".to_owned()), "{names:?}");
+    assert!(
+        !names.contains(&"alpha-renamed-copy".to_owned()),
+        "{names:?}"
+    );
     assert!(!names.contains(&"alpha-form".to_owned()), "{names:?}");
 
     // Log out: back to the login page, the session and its token gone.
@@ -694,8 +806,12 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     browser
         .find(&format!("tr[data-uuid=\"{beta_cluster}\"]"), 20)
         .await;
-    browser.screenshot(&shots.join("clusters-keystone.png")).await;
-    browser.choose("#account select[name=project]", &alpha).await;
+    browser
+        .screenshot(&shots.join("clusters-keystone.png"))
+        .await;
+    browser
+        .choose("#account select[name=project]", &alpha)
+        .await;
     browser
         .wait_until(
             "beta's cluster gone from the list",
