@@ -1521,7 +1521,7 @@
     setTitle(title);
     const s = source || {};
     const value = (name) => (s[name] === null || s[name] === undefined ? '' : String(s[name]));
-    const coe = select('coe', [['swarm-mode', 'Docker Swarm (swarm-mode)'], ['kubernetes', 'Kubernetes']], s.coe || 'swarm-mode', { required: true });
+    const coe = select('coe', [['swarm-mode', 'Docker Swarm'], ['kubernetes', 'Kubernetes']], s.coe || 'swarm-mode', { required: true });
     const networkDriver = select('network_driver', [], '');
     const volumeDriver = select('volume_driver', [], '');
     const fillDrivers = () => {

@@ -170,7 +170,9 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         .await;
     assert_eq!(browser.text(&format!("{form} .form-error")).await, detail);
     assert_eq!(field_error(&browser, form, "flavor_id").await, "");
-    browser.screenshot(&shots.join("template-form.png")).await;
+    browser
+        .screenshot_full_page(&shots.join("template-form.png"))
+        .await;
     // Labels the form itself refuses, before anything is sent.
     browser.fill(&control(form, "image_id"), "local-node").await;
     browser
