@@ -422,9 +422,21 @@
     }
   }
 
+  // Events that arrive while a page is still reading its data wait for its handler (a
+  // page sets `onEvent` once it has something to apply them to); duplicates are the page's
+  // to skip (by sequence).
+  const MAX_PENDING_EVENTS = 500;
   function dispatchEvent(event) {
     const page = state.page;
-    if (page && page.onEvent) page.onEvent(event);
+    if (!page) return;
+    if (page.onEvent) page.onEvent(event);
+    else if (page.pending.length < MAX_PENDING_EVENTS) page.pending.push(event);
+  }
+
+  function listen(page, handler) {
+    page.onEvent = handler;
+    const pending = page.pending.splice(0);
+    for (const event of pending) handler(event);
   }
 
   function refreshPage() {
@@ -471,6 +483,7 @@
       token: state.navigation,
       main,
       onEvent: null,
+      pending: [],
       refresh: null,
       cleanup: null,
       alive() { return this.token === state.navigation; },
@@ -796,7 +809,7 @@
       ], tableRows, 'Clusters'));
     };
     page.refresh = () => load().catch(() => {});
-    page.onEvent = (event) => {
+    listen(page, (event) => {
       const known = rows.get(event.cluster_uuid);
       if (known && event.reason !== 'Deleted') {
         const snapshot = event.cluster || {};
@@ -811,7 +824,7 @@
       // A new or deleted cluster: the list is read again (once for a burst of events).
       clearTimeout(reloadTimer);
       reloadTimer = setTimeout(page.refresh, 300);
-    };
+    });
     page.cleanup = () => clearTimeout(reloadTimer);
     await load();
     show(page,
@@ -1042,7 +1055,7 @@
       for (const button of page.main.querySelectorAll('.cluster-actions button, #download-config, #add-nodegroup')) button.disabled = true;
     };
 
-    page.onEvent = (event) => {
+    const onEvent = (event) => {
       if (event.cluster_uuid !== uuid || seen.has(event.sequence)) return;
       seen.add(event.sequence);
       timeline.prepend(eventItem(event, true));
@@ -1056,11 +1069,12 @@
       if (event.cluster) drawStatus(event.cluster);
       scheduleReload();
     };
+    listen(page, onEvent);
     page.refresh = () => {
       reload().catch((error) => { if (error.status === 404) markDeleted(); });
       api.get(`/clusters/${uuid}/events?limit=50&sort_dir=desc`).then((fresh) => {
         for (const event of (fresh.events || []).reverse()) {
-          if (!seen.has(event.sequence)) page.onEvent(event);
+          if (!seen.has(event.sequence)) onEvent(event);
         }
       }).catch(() => {});
     };

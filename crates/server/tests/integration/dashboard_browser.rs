@@ -111,7 +111,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     let dashboard = format!("{}/dashboard/", app.base_url);
     browser.goto(&dashboard).await;
     // noauth: no login, the clusters page with nothing in it yet.
-    browser.find("#create-cluster", 20).await;
+    browser.find("#create-cluster", 60).await;
     browser.wait_for_text("main h1", "Clusters", 10).await;
     assert!(
         browser.try_find("#logout").await.is_none(),
@@ -190,7 +190,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         .await;
     browser.fill(&control(form, "labels"), "").await;
     browser.click(&format!("{form} button[type=submit]")).await;
-    browser.wait_for_text("main h1", "web-swarm", 20).await;
+    browser.wait_for_text("main h1", "web-swarm", 60).await;
     let templates = app
         .send("GET", "/v1/clustertemplates", None, &[], None)
         .await;
@@ -217,7 +217,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.fill(&control(form, "master_count"), "1").await;
     browser.fill(&control(form, "node_count"), "1").await;
     browser.click(&format!("{form} button[type=submit]")).await;
-    browser.wait_for_text("main h1", "web", 20).await;
+    browser.wait_for_text("main h1", "web", 60).await;
     let url = browser.current_url().await;
     let uuid = url.rsplit('/').next().unwrap().to_owned();
     assert_eq!(uuid.len(), 36, "{url}");
@@ -231,7 +231,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
             "the live stream is open",
             "return document.querySelector('#live-indicator').dataset.mode === 'live';",
             json!([]),
-            20,
+            60,
         )
         .await;
     let first_status = browser.text("#cluster-status").await;
@@ -508,7 +508,7 @@ impl TwoProjectUser {
 
 async fn log_in(browser: &Browser, user: &str, password: &str) {
     let form = "main form";
-    browser.find(&control(form, "username"), 20).await;
+    browser.find(&control(form, "username"), 60).await;
     browser.fill(&control(form, "username"), user).await;
     browser.fill(&control(form, "password"), password).await;
     browser.click(&format!("{form} button[type=submit]")).await;
@@ -585,7 +585,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     let dashboard = format!("{}/dashboard/", app.base_url);
     browser.goto(&dashboard).await;
     // Without a session: the login page.
-    browser.wait_for_text("main h1", "Log in", 20).await;
+    browser.wait_for_text("main h1", "Log in", 60).await;
     assert!(browser.current_url().await.ends_with("#/login"));
     browser.screenshot(&shots.join("login.png")).await;
     // A wrong password: Keystone's refusal is shown, the password field emptied.
@@ -595,7 +595,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
             "the login error",
             "const box = document.querySelector('main .form-error'); return box && box.textContent.length > 0;",
             json!([]),
-            20,
+            60,
         )
         .await;
     assert!(browser.current_url().await.ends_with("#/login"));
@@ -617,7 +617,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         .unwrap()
         .to_owned();
     log_in(&browser, "alpha-member", &password).await;
-    browser.wait_for_text("main h1", "Clusters", 20).await;
+    browser.wait_for_text("main h1", "Clusters", 60).await;
     assert_eq!(browser.text("#project-name").await, "magnum-alpha");
     assert_eq!(browser.text("#user-name").await, "alpha-member");
     browser
@@ -625,7 +625,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
             "the live stream is open",
             "return document.querySelector('#live-indicator').dataset.mode === 'live';",
             json!([]),
-            20,
+            60,
         )
         .await;
     // The session cookie: HttpOnly, SameSite=Strict, not readable by the page's scripts.
@@ -646,7 +646,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     browser
         .goto(&format!("{dashboard}#/clusters/{beta_cluster}"))
         .await;
-    browser.wait_for_text("main h1", "Not found", 20).await;
+    browser.wait_for_text("main h1", "Not found", 60).await;
     let listed = browser
         .execute_async(
             "const done = arguments[arguments.length - 1]; \
@@ -716,7 +716,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     // The dashboard's own form carries the header.
     browser.goto(&format!("{dashboard}#/templates/new")).await;
     let form = "#template-form";
-    browser.find(form, 20).await;
+    browser.find(form, 60).await;
     browser.fill(&control(form, "name"), "alpha-form").await;
     browser
         .fill(&control(form, "image_id"), "scripted-image")
@@ -729,16 +729,16 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         .fill(&control(form, "external_network_id"), "public")
         .await;
     browser.click(&format!("{form} button[type=submit]")).await;
-    browser.wait_for_text("main h1", "alpha-form", 20).await;
+    browser.wait_for_text("main h1", "alpha-form", 60).await;
     // Rename and clone through the template page.
     browser.click("#rename-template").await;
     browser
         .fill("dialog[open] [name=name]", "alpha-renamed")
         .await;
     browser.click("dialog[open] button[type=submit]").await;
-    browser.wait_for_text("main h1", "alpha-renamed", 20).await;
+    browser.wait_for_text("main h1", "alpha-renamed", 60).await;
     browser.click("#clone-template").await;
-    browser.find("#template-form", 20).await;
+    browser.find("#template-form", 60).await;
     assert_eq!(
         browser
             .find(&control("#template-form", "name"), 5)
@@ -775,7 +775,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
 
     // Log out: back to the login page, the session and its token gone.
     browser.click("#logout").await;
-    browser.wait_for_text("main h1", "Log in", 20).await;
+    browser.wait_for_text("main h1", "Log in", 60).await;
     let after = plain
         .get(format!("{}/dashboard/session", app.base_url))
         .header("Cookie", &cookie)
@@ -794,7 +794,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     // A user of two projects switches between them; each shows its own clusters only.
     let both = TwoProjectUser::create(&fixture, &[&alpha, &beta]).await;
     log_in(&browser, &both.name, &both.password).await;
-    browser.wait_for_text("main h1", "Clusters", 20).await;
+    browser.wait_for_text("main h1", "Clusters", 60).await;
     let options = browser
         .execute(
             "return [...document.querySelectorAll('#account select[name=project] option')].map((option) => option.textContent);",
@@ -819,11 +819,11 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
             "beta's cluster gone from the list",
             "return document.querySelector(arguments[0]) === null && document.querySelector('#create-cluster') !== null;",
             json!([format!("tr[data-uuid=\"{beta_cluster}\"]")]),
-            20,
+            60,
         )
         .await;
     browser.click("#logout").await;
-    browser.wait_for_text("main h1", "Log in", 20).await;
+    browser.wait_for_text("main h1", "Log in", 60).await;
     browser.quit().await;
     both.delete().await;
     app.stop().await;
