@@ -49,6 +49,18 @@ async fn field_error(browser: &Browser, form: &str, name: &str) -> String {
         .to_owned()
 }
 
+/// Every control of the page's forms has a label (screen readers name it by that).
+async fn assert_labelled(browser: &Browser, what: &str) {
+    let unlabelled = browser
+        .execute(
+            "return [...document.querySelectorAll('main input, main select, main textarea, dialog input, dialog select, dialog textarea')] \
+               .filter((control) => control.labels.length === 0).map((control) => control.name);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabelled, json!([]), "{what}: controls without a label");
+}
+
 /// Deletes what the default noauth identity has left, whatever happened.
 async fn delete_all_clusters(app: &TestApp) {
     let listed = app
@@ -170,6 +182,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         .await;
     assert_eq!(browser.text(&format!("{form} .form-error")).await, detail);
     assert_eq!(field_error(&browser, form, "flavor_id").await, "");
+    assert_labelled(&browser, "the template form").await;
     browser
         .screenshot_full_page(&shots.join("template-form.png"))
         .await;
@@ -213,6 +226,7 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
             .await,
         template["uuid"]
     );
+    assert_labelled(&browser, "the cluster form").await;
     browser.fill(&control(form, "name"), "web").await;
     browser.fill(&control(form, "master_count"), "1").await;
     browser.fill(&control(form, "node_count"), "1").await;
@@ -275,6 +289,23 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser.screenshot(&shots.join("cluster-created.png")).await;
 
     // Scale the workers to 2 through the resize dialog; it too is seen live.
+    browser.click("#resize").await;
+    browser.find("dialog[open] [name=node_count]", 10).await;
+    assert_labelled(&browser, "the resize dialog").await;
+    // Escape closes a dialog (the native <dialog>), and the focus goes back to its button.
+    browser
+        .find("dialog[open] [name=node_count]", 10)
+        .await
+        .send_keys(&browser, "\u{E00C}")
+        .await;
+    browser
+        .wait_until(
+            "Escape closed the dialog",
+            "return document.querySelector('dialog[open]') === null && document.activeElement.id === 'resize';",
+            json!([]),
+            10,
+        )
+        .await;
     browser.click("#resize").await;
     browser.find("dialog[open] [name=node_count]", 10).await;
     browser.fill("dialog[open] [name=node_count]", "2").await;
@@ -588,6 +619,7 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
     browser.wait_for_text("main h1", "Log in", 60).await;
     assert!(browser.current_url().await.ends_with("#/login"));
     browser.screenshot(&shots.join("login.png")).await;
+    assert_labelled(&browser, "the login form").await;
     // A wrong password: Keystone's refusal is shown, the password field emptied.
     log_in(&browser, "alpha-member", "not-the-password").await;
     browser
