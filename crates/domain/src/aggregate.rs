@@ -876,6 +876,102 @@ mod tests {
         assert_eq!(events.last().unwrap().reason, "UpdateCompleted");
     }
 
+    #[test]
+    fn a_node_that_starts_or_stops_reporting_ready_is_told_while_health_stays() {
+        use crate::event::describe_change;
+        let reason = |pairs: &[(&str, &str)]| -> Map<String, serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), serde_json::json!(value)))
+                .collect()
+        };
+        let mut before = aggregate(UpdateComplete);
+        before.set_health(
+            Some(HealthStatus::Healthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "True"),
+            ]),
+            at(2_000),
+        );
+        // A third node reports (a scale out done): told, though health stays HEALTHY.
+        let mut after = before.clone();
+        after.set_health(
+            Some(HealthStatus::Healthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "True"),
+                ("c-n3.Ready", "True"),
+            ]),
+            at(2_001),
+        );
+        let events = describe_change(&before, &after);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason, "NodeHealthChanged");
+        assert_eq!(events[0].message, "Node c-n3 reports Ready.");
+        assert_eq!(events[0].node.as_deref(), Some("c-n3"));
+        // One goes, another is not Ready but health stays UNHEALTHY: both told.
+        let mut unhealthy = after.clone();
+        unhealthy.set_health(
+            Some(HealthStatus::Unhealthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "False"),
+                ("c-n3.Ready", "True"),
+            ]),
+            at(2_002),
+        );
+        let mut worse = unhealthy.clone();
+        worse.set_health(
+            Some(HealthStatus::Unhealthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "Unknown"),
+                ("c-n2.Ready", "False"),
+            ]),
+            at(2_003),
+        );
+        let told: Vec<(String, String)> = describe_change(&unhealthy, &worse)
+            .into_iter()
+            .map(|event| (event.event_type.as_str().to_owned(), event.message))
+            .collect();
+        assert_eq!(
+            told,
+            vec![
+                (
+                    "Warning".to_owned(),
+                    "Node c-n1 reports Ready: Unknown.".to_owned()
+                ),
+                (
+                    "Normal".to_owned(),
+                    "Node c-n3 no longer reports its health.".to_owned()
+                ),
+            ]
+        );
+        // A change of the overall health is HealthChanged's alone; a report with the same
+        // readiness (another check's text) tells nothing.
+        let reasons: Vec<String> = describe_change(&after, &unhealthy)
+            .into_iter()
+            .map(|event| event.reason)
+            .collect();
+        assert_eq!(reasons, vec!["HealthChanged"]);
+        let mut api_only = after.clone();
+        api_only.set_health(
+            Some(HealthStatus::Healthy),
+            reason(&[
+                ("api", "slow"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "True"),
+                ("c-n3.Ready", "True"),
+            ]),
+            at(2_004),
+        );
+        assert!(describe_change(&after, &api_only).is_empty());
+    }
+
     fn aggregate(status: ClusterStatus) -> ClusterAggregate {
         let cluster = Cluster {
             id: 1,

@@ -105,7 +105,7 @@ impl Keystone {
             }});
             return self.issue(identity, Some(scope), None).await;
         }
-        let unscoped = self.issue(identity, None, None).await?;
+        let unscoped = self.issue(identity.clone(), None, None).await?;
         let projects = self.user_projects(&unscoped.token).await;
         let first = match projects {
             Ok(projects) => projects.into_iter().next(),
@@ -114,8 +114,14 @@ impl Keystone {
                 return Err(error);
             }
         };
+        // The scoped token comes from the password again, not from the unscoped token: a
+        // token made from another shares its audit chain, and Keystone's revocation of the
+        // unscoped token (below) would revoke the session's token with it.
         let scoped = match first {
-            Some(project) => self.rescope(&unscoped.token, &project.id).await,
+            Some(project) => {
+                let scope = json!({"project": {"id": project.id}});
+                self.issue(identity, Some(scope), None).await
+            }
             None => Err(KeystoneError::Refused(
                 "This user has no role on any project.".to_owned(),
             )),

@@ -8,6 +8,7 @@ mod clusters;
 mod compat;
 mod compat_clusters;
 mod dashboard;
+mod dashboard_browser;
 mod events;
 mod fuzz;
 mod hardening;
