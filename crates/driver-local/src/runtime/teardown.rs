@@ -364,6 +364,7 @@ mod tests {
             name: "c".to_owned(),
             tls: false,
             auto_healing: false,
+            groups: Vec::new(),
         };
         // No namespace on this host has this prefix.
         let names = node_names(scratch.path(), Some(&state), "mc-no-such-cluster-");
