@@ -15,8 +15,8 @@
 //!   never autoscaled.
 //! * Only a cluster at rest, with no operation queued or running and its nodegroup settled.
 //! * A user's resize wins: within the cool-down after the last resize a user made of the
-//!   nodegroup (`PATCH node_count`, `actions/resize`), the autoscaler leaves it alone, so it
-//!   never undoes one. After one of its own changes failed, it waits the cool-down as well.
+//!   nodegroup (`PATCH node_count`, `actions/resize`) ended, the autoscaler leaves it alone, so
+//!   it never undoes one. After one of its own changes failed, it waits the cool-down as well.
 //! * A replacement needs `auto_healing_enabled` and the swarm's quorum: more than half of
 //!   its managers reachable without the nodes replaced. A swarm that lost its quorum is never
 //!   "healed" into a split brain.
@@ -102,7 +102,8 @@ pub struct Policy {
 /// What the cluster's recent operations say about a nodegroup's resizes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
-    /// Per nodegroup, when a user last asked for a new size.
+    /// Per nodegroup, when the last resize a user asked for ended (or was asked for, while
+    /// it runs: the decision then declines anyway).
     user_resizes: Vec<(Uuid, Timestamp)>,
     /// Per nodegroup, when the autoscaler's last change that failed ended.
     failed_autoscales: Vec<(Uuid, Timestamp)>,
@@ -119,8 +120,10 @@ impl History {
                 continue;
             };
             match past.kind {
+                // From its end: a resize that took a while still gets the whole cool-down.
                 OperationKind::UpdateCluster | OperationKind::ResizeCluster => {
-                    keep_latest(&mut history.user_resizes, nodegroup, past.created_at);
+                    let ended = past.updated_at.unwrap_or(past.created_at);
+                    keep_latest(&mut history.user_resizes, nodegroup, ended);
                 }
                 OperationKind::AutoscaleCluster if past.state == OperationState::Failed => {
                     let ended = past.updated_at.unwrap_or(past.created_at);
@@ -947,7 +950,7 @@ mod tests {
                 held.decide(&proposal, policy(), &history, at(2_000)),
                 Err(Declined::UserResizeCoolDown {
                     name: "default-worker".to_owned(),
-                    ago: 200,
+                    ago: 180,
                     cool_down: 300
                 })
             );
@@ -967,7 +970,7 @@ mod tests {
                     cool_down_seconds: 0,
                 },
                 &history,
-                at(1_801),
+                at(1_821),
             )
             .unwrap();
     }
