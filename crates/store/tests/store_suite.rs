@@ -542,9 +542,9 @@ mod operations {
         finish(store, database).await;
     }
 
+    engine_tests!(a_clusters_recent_operations_come_newest_first_and_bounded);
     /// What the autoscaler's history is read from: a cluster's newest operations, finished
     /// or not, newest first, at most as many as asked, and only that cluster's.
-    engine_tests!(a_clusters_recent_operations_come_newest_first_and_bounded);
     async fn a_clusters_recent_operations_come_newest_first_and_bounded(engine: Engine) {
         let (store, database) = fresh_store(engine).await;
         let (cluster, other) = (Uuid::new_v4(), Uuid::new_v4());

@@ -317,7 +317,7 @@ impl Runtime {
                     )
                     .await;
                 if drained.is_ok() {
-                    self.wait_for_tasks_to_move(cluster, &manager, node, progress)
+                    self.wait_for_tasks_to_move(cluster, manager, node, progress)
                         .await;
                 }
                 let _ = self
