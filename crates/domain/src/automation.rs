@@ -938,9 +938,10 @@ mod tests {
                 1_950,
             ),
         ]);
+        // From the end of the user's resize (20 s after it was asked for).
         assert_eq!(
             history.last_user_resize(Uuid::from_u128(WORKERS)),
-            Some(at(1_800))
+            Some(at(1_820))
         );
         let mut resized = autoscaled();
         resized.nodegroups[1].node_count = 2;
@@ -958,8 +959,12 @@ mod tests {
             // Once the cool-down has passed, the autoscaler may act again.
             let mut later = resized.clone();
             later
-                .decide(&proposal, policy(), &history, at(2_100))
+                .decide(&proposal, policy(), &history, at(2_120))
                 .unwrap();
+            let mut not_yet = resized.clone();
+            assert!(not_yet
+                .decide(&proposal, policy(), &history, at(2_119))
+                .is_err());
         }
         // A cool-down of 0 never holds anything.
         let mut eager = resized.clone();
