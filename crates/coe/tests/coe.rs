@@ -658,6 +658,7 @@ async fn autoscaling_steps(server: std::sync::Arc<Server>, cool_down: u64) {
             "--endpoint-mode",
             "dnsrr",
             "--no-resolve-image",
+            "--init",
             "magnum/local-node:1",
             "sleep",
             "100000",

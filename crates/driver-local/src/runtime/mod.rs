@@ -48,6 +48,10 @@ pub struct NodeState {
     /// Its nodegroup's flavor when it was added: the limits it restarts with.
     #[serde(default)]
     pub flavor: Option<String>,
+    /// Named for removal by the change under way: it no longer counts towards its
+    /// nodegroup's size, is never revived, and goes once its replacements are in.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

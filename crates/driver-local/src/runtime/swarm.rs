@@ -101,6 +101,7 @@ impl Runtime {
             swarm_id: None,
             uid_slot: None,
             flavor: nodegroup.flavor_id.clone(),
+            leaving: false,
         };
         progress
             .report(format!(
@@ -207,7 +208,12 @@ impl Runtime {
     ) -> Result<String, DriverError> {
         let cluster = spec.cluster.uuid;
         let listen = format!("{}:{SWARM_PORT}", node.address);
-        match Self::manager(state) {
+        // Joined through a manager that runs (one being replaced may be down).
+        let manager = Self::manager(state).map(|first| {
+            self.live_manager(cluster, state, &node.name)
+                .unwrap_or(first)
+        });
+        match manager {
             None => {
                 self.docker(
                     cluster,
@@ -259,8 +265,7 @@ impl Runtime {
                 &["info", "--format", "{{.Swarm.NodeID}}"],
             )
             .await?;
-        let manager =
-            Self::manager(state).map_or(node.name.clone(), |manager| manager.name.clone());
+        let manager = manager.map_or(node.name.clone(), |manager| manager.name.clone());
         let nodegroup = spec
             .nodegroups
             .iter()
@@ -458,15 +463,15 @@ impl Runtime {
             .collect();
         self.save(cluster, &state)?;
         self.ensure_bridge(cluster, &state).await?;
-        // Nodes named for removal go first, whatever the counts (as Heat's removal policies:
-        // with the count kept, they are replaced); the others are running for it.
+        // Nodes named for removal leave, whatever the counts (as Heat's removal policies: with
+        // the count kept, they are replaced). They stop counting now and go at the end, once
+        // their nodegroup has its new nodes: a drained node's tasks then have somewhere to go.
         let named = self.named_for_removal(cluster, &state, &request);
-        self.revive_dead_nodes_except(spec, &state, &named, progress)
-            .await?;
-        for name in named {
-            self.remove_node(cluster, &mut state, &name, progress)
-                .await?;
+        for node in &mut state.nodes {
+            node.leaving = named.contains(&node.name);
         }
+        self.save(cluster, &state)?;
+        self.revive_dead_nodes(spec, &state, progress).await?;
         for node in state.nodes.clone() {
             if node.swarm_id.is_none() {
                 // Interrupted while being added: start it over, without waiting for it.
@@ -501,7 +506,7 @@ impl Runtime {
                 let members: Vec<NodeState> = state
                     .nodes
                     .iter()
-                    .filter(|node| node.nodegroup == group.uuid)
+                    .filter(|node| node.nodegroup == group.uuid && !node.leaving)
                     .cloned()
                     .collect();
                 if members.len() == wanted {
@@ -512,16 +517,9 @@ impl Runtime {
                     self.revive_dead_nodes(spec, &state, progress).await?;
                     self.add_node(spec, &mut state, group, progress).await?;
                 } else {
+                    // The newest goes (the named ones are leaving already).
                     let victim = members
-                        .iter()
-                        .find(|node| {
-                            request.nodes_to_remove.iter().any(|wanted| {
-                                wanted == &node.name
-                                    || wanted == &node.address
-                                    || Some(wanted) == node.swarm_id.as_ref()
-                            })
-                        })
-                        .or_else(|| members.last())
+                        .last()
                         .map(|node| node.name.clone())
                         .unwrap_or_default();
                     self.remove_node(cluster, &mut state, &victim, progress)
@@ -529,15 +527,16 @@ impl Runtime {
                 }
             }
         }
-        // Nodegroups that no longer exist lose their nodes too.
+        // The nodes named for removal, and those of nodegroups that no longer exist, go.
         let orphans: Vec<String> = state
             .nodes
             .iter()
             .filter(|node| {
-                !spec
-                    .nodegroups
-                    .iter()
-                    .any(|group| group.uuid == node.nodegroup)
+                node.leaving
+                    || !spec
+                        .nodegroups
+                        .iter()
+                        .any(|group| group.uuid == node.nodegroup)
             })
             .map(|node| node.name.clone())
             .collect();
@@ -566,21 +565,10 @@ impl Runtime {
         state: &ClusterState,
         progress: &dyn Progress,
     ) -> Result<(), DriverError> {
-        self.revive_dead_nodes_except(spec, state, &[], progress)
-            .await
-    }
-
-    /// [`Runtime::revive_dead_nodes`] but for the nodes `except` (about to be removed).
-    async fn revive_dead_nodes_except(
-        &self,
-        spec: &ClusterSpec,
-        state: &ClusterState,
-        except: &[String],
-        progress: &dyn Progress,
-    ) -> Result<(), DriverError> {
         let cluster = spec.cluster.uuid;
         for node in &state.nodes {
-            if except.contains(&node.name) {
+            // A node leaving (being replaced, perhaps because it cannot start) stays down.
+            if node.leaving {
                 continue;
             }
             if node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none() {

@@ -360,6 +360,7 @@ mod tests {
                 swarm_id: None,
                 uid_slot: None,
                 flavor: None,
+                leaving: false,
             }],
             name: "c".to_owned(),
             tls: false,

@@ -1110,6 +1110,7 @@ async fn replacement(app: &TestApp) {
             "--endpoint-mode",
             "dnsrr",
             "--no-resolve-image",
+            "--init",
             "magnum/local-node:1",
             "sleep",
             "100000",
