@@ -7,10 +7,14 @@
 //!
 //! It looks only at clusters whose monitor lease this process's conductor holds
 //! ([`Shared::hold`]), so that with several conductors one at a time reports and heals a
-//! cluster. Bounds: one watch per node (at most [`MAX_WATCHED_NODES`]), one heal under way per
-//! cluster and at most one started per [`HEALTH_INTERVAL`], a burst of deaths looked at once
-//! after [`WAKE_DEBOUNCE`], one look under way per cluster (its manager gets
-//! [`crate::runtime::HEALTH_COMMAND_TIMEOUT`] to answer).
+//! cluster. Healing restarts dead nodes and proposes replacing those that stay broken; the
+//! autoscaler (every `drivers.local.autoscaler.scan_interval`, HEALTHY clusters with an
+//! autoscaled nodegroup) proposes scaling from the workload. Proposals go to the conductor
+//! (`DriverEvent::Proposal`), where the domain decides. Bounds: one watch per node (at most
+//! [`MAX_WATCHED_NODES`]), one heal under way per cluster and at most one started per
+//! [`HEALTH_INTERVAL`], a burst of deaths looked at once after [`WAKE_DEBOUNCE`], one look and
+//! one autoscaler look under way per cluster (its manager gets
+//! [`crate::runtime::HEALTH_COMMAND_TIMEOUT`] to answer, each API read 10 s).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -236,8 +240,9 @@ pub(crate) async fn run(
                         Some(tokio::spawn(async move { runtime.restore_firewalls().await }));
                 }
                 let held = shared.held_now();
-                // A cluster held again later is published again.
+                // A cluster held again later is published again (and healed afresh).
                 last.retain(|cluster, _| held.contains(cluster));
+                locked(&heal_memory).retain(|(cluster, _), _| held.contains(cluster));
                 for cluster in runtime.known_clusters() {
                     if held.contains(&cluster) {
                         looks.start(cluster);
