@@ -342,6 +342,7 @@
     stop() {
       this.running = false;
       clearTimeout(this.retryTimer);
+      clearTimeout(this.provenTimer);
       this.stopPolling();
       if (this.source) this.source.close();
       this.source = null;
@@ -359,7 +360,11 @@
       this.setMode('connecting');
       source.onopen = () => {
         const resumed = this.failures > 0 || this.mode === 'polling';
-        this.failures = 0;
+        // The back-off is forgiven only once the stream has proved itself (an event, or 30 s
+        // open): a server that opens streams and ends them at once as `unavailable` would
+        // otherwise be asked again every 2 s by every open tab.
+        clearTimeout(this.provenTimer);
+        this.provenTimer = setTimeout(() => { this.failures = 0; }, 30000);
         this.errorsInRow = 0;
         this.stopPolling();
         this.setMode('live');
@@ -368,6 +373,7 @@
         this.opened = true;
       };
       source.addEventListener('cluster_event', (message) => {
+        this.failures = 0;
         let event;
         try { event = JSON.parse(message.data); } catch { return; }
         dispatchEvent(event);
@@ -398,6 +404,7 @@
 
     failure() {
       if (!this.running) return;
+      clearTimeout(this.provenTimer);
       if (this.source) this.source.close();
       this.source = null;
       this.failures += 1;
@@ -505,8 +512,11 @@
         if (link.dataset.section === section) link.setAttribute('aria-current', 'page');
         else link.removeAttribute('aria-current');
       }
+      // A hand-typed `#/clusters/%E0` is no page, not a page stuck loading.
+      let parameters;
+      try { parameters = match.slice(1).map(decodeURIComponent); } catch { break; }
       main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
-      Promise.resolve(render(page, match.slice(1).map(decodeURIComponent), query)).catch((error) => {
+      Promise.resolve(render(page, parameters, query)).catch((error) => {
         if (page.alive()) showPageError(page, error);
       });
       return;

@@ -149,8 +149,9 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
         .dashboard
         .as_deref()
         .and_then(crate::dashboard::Dashboard::sessions)
-        .map(|sessions| sessions.authenticate(&parts.method, headers))
-    {
+        .map(|sessions| {
+            sessions.authenticate(&parts.method, headers, state.settings.trust_proxy_headers)
+        }) {
         Some(crate::dashboard::session::CookieAuth::Token(token)) => {
             let mut copy = headers.clone();
             if let Ok(value) = HeaderValue::from_str(&token) {
@@ -410,7 +411,13 @@ fn has_content_type(headers: &axum::http::HeaderMap) -> bool {
 fn forwarded_prefix(headers: &axum::http::HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-prefix")?.to_str().ok()?.trim();
     let trimmed = value.trim_end_matches('/');
-    (trimmed.starts_with('/') && !trimmed.contains(['?', '#', ' '])).then(|| trimmed.to_owned())
+    // `//host` would make our redirects point elsewhere; `;` or `,` would end a cookie's
+    // `Path` and start another attribute.
+    let acceptable = trimmed.starts_with('/')
+        && !trimmed.starts_with("//")
+        && !trimmed.contains(['?', '#', ' ', ';', ',', '\\'])
+        && !trimmed.chars().any(char::is_control);
+    acceptable.then(|| trimmed.to_owned())
 }
 
 fn unauthorized(www_authenticate: &str, request_id: &str) -> Response<Body> {

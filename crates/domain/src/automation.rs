@@ -667,6 +667,22 @@ mod tests {
     }
 
     #[test]
+    fn a_maximum_in_a_label_is_held_to_the_apis_bound_on_node_counts() {
+        let mut worker = nodegroup(2, "default-worker", "worker", 1);
+        worker
+            .labels
+            .insert("max_node_count", "9223372036854775807");
+        assert_eq!(
+            worker.autoscaling_maximum(),
+            Some(crate::nodegroup::MAX_NODE_COUNT)
+        );
+        worker.labels.insert("max_node_count", "4");
+        assert_eq!(worker.autoscaling_maximum(), Some(4));
+        worker.labels.insert("max_node_count", "many");
+        assert_eq!(worker.autoscaling_maximum(), None);
+    }
+
+    #[test]
     fn scale_out_is_an_operation_with_its_reason_and_events_and_stops_at_the_maximum() {
         let before = autoscaled();
         let mut after = before.clone();

@@ -81,8 +81,27 @@ pub(crate) struct SwarmTask {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct SwarmView {
     pub nodes: Vec<SwarmNode>,
+    /// Sorted by id (looked up for every task).
     pub services: Vec<SwarmService>,
     pub tasks: Vec<SwarmTask>,
+}
+
+/// The most nodes, services and tasks of a swarm one look considers: the swarm is the
+/// tenant's, and the planner's work grows with the product of waiting tasks and nodes.
+/// Beyond these, the rest waits for a later look (the scheduler keeps what it reports
+/// first stable enough for that).
+pub(crate) const MAX_VIEWED_NODES: usize = 1_000;
+pub(crate) const MAX_VIEWED_SERVICES: usize = 2_000;
+pub(crate) const MAX_VIEWED_TASKS: usize = 5_000;
+
+/// The first `most` entries of a JSON array (none when it is not one).
+fn items(value: &Value, most: usize) -> impl Iterator<Item = &Value> {
+    value
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .take(most)
 }
 
 fn text(value: &Value, path: &[&str]) -> String {
@@ -103,9 +122,7 @@ fn number(value: &Value, path: &[&str]) -> i64 {
 impl SwarmView {
     /// From the JSON of `/nodes`, `/services` and `/tasks`; entries it cannot read are left out.
     pub(crate) fn from_api(nodes: &Value, services: &Value, tasks: &Value) -> Self {
-        let items = |value: &Value| value.as_array().cloned().unwrap_or_default();
-        let nodes = items(nodes)
-            .iter()
+        let nodes = items(nodes, MAX_VIEWED_NODES)
             .map(|node| SwarmNode {
                 id: text(node, &["ID"]),
                 manager: text(node, &["Spec", "Role"]) == "manager",
@@ -116,8 +133,7 @@ impl SwarmView {
             })
             .filter(|node| !node.id.is_empty())
             .collect();
-        let services = items(services)
-            .iter()
+        let mut services: Vec<SwarmService> = items(services, MAX_VIEWED_SERVICES)
             .map(|service| {
                 let mode = service.get("Spec").and_then(|spec| spec.get("Mode"));
                 SwarmService {
@@ -130,8 +146,8 @@ impl SwarmView {
             })
             .filter(|service| !service.id.is_empty())
             .collect();
-        let tasks = items(tasks)
-            .iter()
+        services.sort_by(|a, b| a.id.cmp(&b.id));
+        let tasks = items(tasks, MAX_VIEWED_TASKS)
             .map(|task| {
                 let node = text(task, &["NodeID"]);
                 SwarmTask {
@@ -175,16 +191,19 @@ impl SwarmView {
         }
     }
 
-    fn is_global(&self, service: &str) -> bool {
+    fn service(&self, id: &str) -> Option<&SwarmService> {
         self.services
-            .iter()
-            .any(|known| known.id == service && known.global)
+            .binary_search_by(|known| known.id.as_str().cmp(id))
+            .ok()
+            .map(|index| &self.services[index])
+    }
+
+    fn is_global(&self, service: &str) -> bool {
+        self.service(service).is_some_and(|known| known.global)
     }
 
     fn service_name<'a>(&'a self, service: &'a str) -> &'a str {
-        self.services
-            .iter()
-            .find(|known| known.id == service)
+        self.service(service)
             .map_or(service, |known| known.name.as_str())
     }
 }
@@ -238,15 +257,18 @@ impl Watch {
             self.pending_since.clear();
             self.ready_nodes = ready;
         }
+        let waiting_ids: std::collections::HashSet<&str> =
+            waiting.iter().map(|task| task.id.as_str()).collect();
         self.pending_since
-            .retain(|id, _| waiting.iter().any(|task| &task.id == id));
+            .retain(|id, _| waiting_ids.contains(id.as_str()));
         for task in waiting {
             if self.pending_since.len() < MAX_REMEMBERED {
                 self.pending_since.entry(task.id.clone()).or_insert(now);
             }
         }
-        self.busy_at
-            .retain(|id, _| view.nodes.iter().any(|node| &node.id == id));
+        let node_ids: std::collections::HashSet<&str> =
+            view.nodes.iter().map(|node| node.id.as_str()).collect();
+        self.busy_at.retain(|id, _| node_ids.contains(id.as_str()));
         for node in &view.nodes {
             let working = view.tasks.iter().any(|task| {
                 task.node.as_deref() == Some(node.id.as_str())
@@ -389,7 +411,7 @@ pub(crate) fn plan(
         .iter()
         .filter(|task| is_waiting(view, task))
         .collect();
-    let mut taken: Vec<&str> = Vec::new();
+    let mut taken: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut room = room;
     for group in groups {
         let own_node = view

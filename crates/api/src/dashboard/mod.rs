@@ -133,8 +133,16 @@ fn redirect(location: &str) -> Response<Body> {
     response
 }
 
+/// Whether the cookie is `Secure`: the request came over HTTPS as far as we can tell (a
+/// trusted proxy's header, or the page's own `Origin`, which a proxy ending TLS leaves as
+/// the browser sent it).
 fn secure(state: &AppState, parts: &Parts) -> bool {
-    base_url(&parts.headers, state.settings.trust_proxy_headers).starts_with("https://")
+    let origin_https = parts
+        .headers
+        .get("origin")
+        .is_some_and(|origin| origin.as_bytes().starts_with(b"https://"));
+    origin_https
+        || base_url(&parts.headers, state.settings.trust_proxy_headers).starts_with("https://")
 }
 
 fn cookie_path(prefix: &str) -> String {
@@ -215,9 +223,14 @@ async fn describe(
         }
     };
     let project_id = validated.project_id.clone().unwrap_or_default();
-    // The switcher is a convenience: when Keystone cannot list projects, the session still
-    // works in its own.
-    let projects = match sessions.keystone.user_projects(&session.token).await {
+    // The switcher is a convenience: when Keystone cannot list projects, or this process is
+    // already asking Keystone for as many logins and lists as it allows, the session still
+    // works in its own project.
+    let listed = match sessions.logins.try_acquire() {
+        Ok(_slot) => sessions.keystone.user_projects(&session.token).await,
+        Err(_) => Err(KeystoneError::Unavailable("busy".to_owned())),
+    };
+    let projects = match listed {
         Ok(projects) => projects
             .iter()
             .map(|project| json!({"id": project.id, "name": project.name}))
@@ -280,7 +293,7 @@ async fn read_form<T: serde::de::DeserializeOwned>(
             "The dashboard's session endpoints take application/json.",
         ));
     }
-    if !same_origin(&parts.headers) {
+    if !same_origin(&parts.headers, state.settings.trust_proxy_headers) {
         return Err(ApiError::forbidden(
             "A dashboard session's request must come from the dashboard's own origin.",
         ));
@@ -380,13 +393,9 @@ async fn login(
             ApiError::new(status, detail)
         })?;
     if let Some(previous) = sessions.read(&parts.headers) {
-        sessions
-            .keystone
-            .revoke_user_token(&previous.token)
-            .await
-            .ok();
+        end(sessions, &previous).await.ok();
     }
-    let session = sessions.start(&issued);
+    let session = sessions.start(&issued, None);
     started(state, sessions, parts, prefix, &session, &issued)
 }
 
@@ -399,7 +408,8 @@ async fn switch_project(
 ) -> Result<Response<Body>, ApiError> {
     let sessions = dashboard.sessions().ok_or_else(unauthenticated)?;
     let session = sessions.read(&parts.headers).ok_or_else(unauthenticated)?;
-    check_csrf(&session, &parts.headers).map_err(ApiError::forbidden)?;
+    check_csrf(&session, &parts.headers, state.settings.trust_proxy_headers)
+        .map_err(ApiError::forbidden)?;
     let choice: ProjectChoice = read_form(state, parts, body).await?;
     let _slot = sessions.logins.try_acquire().map_err(|_| busy())?;
     let issued = sessions
@@ -415,8 +425,20 @@ async fn switch_project(
                 ApiError::new(status, detail)
             }
         })?;
-    let session = sessions.start(&issued);
+    let session = sessions.start(&issued, Some(&session.login_token));
     started(state, sessions, parts, prefix, &session, &issued)
+}
+
+/// Revokes a session's tokens: the login's, which takes every token of its project switches
+/// with it, and the current one, whose validation this process may have cached.
+async fn end(sessions: &Sessions, session: &SessionData) -> Result<(), KeystoneError> {
+    if session.token != session.login_token {
+        sessions.keystone.revoke_user_token(&session.token).await?;
+    }
+    sessions
+        .keystone
+        .revoke_user_token(&session.login_token)
+        .await
 }
 
 async fn logout(
@@ -438,15 +460,12 @@ async fn logout(
     else {
         return Ok(clear(empty_response(StatusCode::NO_CONTENT, "")));
     };
-    check_csrf(&session, &parts.headers).map_err(ApiError::forbidden)?;
+    check_csrf(&session, &parts.headers, state.settings.trust_proxy_headers)
+        .map_err(ApiError::forbidden)?;
     let sessions = dashboard.sessions().ok_or_else(unauthenticated)?;
-    sessions
-        .keystone
-        .revoke_user_token(&session.token)
-        .await
-        .map_err(|error| {
-            let (status, detail) = login_failure(&error);
-            ApiError::new(status, detail)
-        })?;
+    end(sessions, &session).await.map_err(|error| {
+        let (status, detail) = login_failure(&error);
+        ApiError::new(status, detail)
+    })?;
     Ok(clear(empty_response(StatusCode::NO_CONTENT, "")))
 }

@@ -45,6 +45,11 @@ pub struct SessionData {
     /// Unix seconds.
     #[serde(rename = "e")]
     pub expires: i64,
+    /// The token the login issued, which every token of the session's project switches
+    /// descends from: revoking it at logout revokes them all (Keystone revokes a token's
+    /// whole audit chain), so no earlier cookie of the session outlives the logout.
+    #[serde(rename = "r")]
+    pub login_token: String,
 }
 
 impl SessionData {
@@ -80,8 +85,9 @@ impl Sessions {
         }
     }
 
-    /// A new session for a token Keystone just issued.
-    pub fn start(&self, token: &UserToken) -> SessionData {
+    /// A new session for a token Keystone just issued; `login_token`: the token of the
+    /// login it descends from (a project switch), `None` for a login.
+    pub fn start(&self, token: &UserToken, login_token: Option<&str>) -> SessionData {
         let mut csrf = [0u8; 24];
         SystemRandom::new()
             .fill(&mut csrf)
@@ -92,6 +98,7 @@ impl Sessions {
             user_name: token.user_name.clone(),
             project_name: token.project_name.clone(),
             expires: token.expires_at.timestamp(),
+            login_token: login_token.unwrap_or(&token.token).to_owned(),
         }
     }
 
@@ -111,7 +118,12 @@ impl Sessions {
     }
 
     /// How a request to the API authenticates through the cookie.
-    pub fn authenticate(&self, method: &Method, headers: &HeaderMap) -> CookieAuth {
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        trust_proxy_headers: bool,
+    ) -> CookieAuth {
         if headers.contains_key("x-auth-token") {
             return CookieAuth::Absent;
         }
@@ -119,7 +131,7 @@ impl Sessions {
             return CookieAuth::Absent;
         };
         if !is_safe(method) {
-            if let Err(reason) = check_csrf(&session, headers) {
+            if let Err(reason) = check_csrf(&session, headers, trust_proxy_headers) {
                 return CookieAuth::Refused(reason);
             }
         }
@@ -135,7 +147,11 @@ pub fn is_safe(method: &Method) -> bool {
 /// A state-changing request of a cookie session must carry the session's CSRF token in a
 /// header (which no other site can read or set) and, when the browser says where it comes
 /// from, come from this origin.
-pub fn check_csrf(session: &SessionData, headers: &HeaderMap) -> Result<(), &'static str> {
+pub fn check_csrf(
+    session: &SessionData,
+    headers: &HeaderMap,
+    trust_proxy_headers: bool,
+) -> Result<(), &'static str> {
     let sent = headers
         .get(CSRF_HEADER)
         .map(HeaderValue::as_bytes)
@@ -143,22 +159,23 @@ pub fn check_csrf(session: &SessionData, headers: &HeaderMap) -> Result<(), &'st
     if !constant_time_equal(sent, session.csrf.as_bytes()) {
         return Err("A dashboard session's request needs its X-CSRF-Token header.");
     }
-    if !same_origin(headers) {
+    if !same_origin(headers, trust_proxy_headers) {
         return Err("A dashboard session's request must come from the dashboard's own origin.");
     }
     Ok(())
 }
 
-/// `Origin`, when sent, names the host the request went to.
-pub fn same_origin(headers: &HeaderMap) -> bool {
+/// `Origin`, when sent, names the host the request went to: `Host`, or a trusted proxy's
+/// `X-Forwarded-Host`, as for the links the API answers with. The scheme is not compared: a
+/// proxy that ends TLS makes an `https` page's request an `http` one here.
+pub fn same_origin(headers: &HeaderMap, trust_proxy_headers: bool) -> bool {
     let Some(origin) = headers.get("origin").and_then(|value| value.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get("host"))
-        .and_then(|value| value.to_str().ok())
-        .map(|host| host.split(',').next().unwrap_or(host).trim())
+    let base = crate::context::base_url(headers, trust_proxy_headers);
+    let host = base
+        .split_once("://")
+        .map(|(_, host)| host)
         .unwrap_or_default();
     let origin_host = origin
         .split_once("://")
@@ -171,16 +188,20 @@ fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A cookie's value, from any of the `Cookie` headers.
+/// A cookie's value, from any of the `Cookie` headers; `None` also when the name comes
+/// twice, which is what a neighbouring site setting its own cookie of that name for a
+/// parent domain or a longer path would look like: neither is taken.
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
+    let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim_matches('"').to_owned())
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"').to_owned());
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
 }
 
 /// `Set-Cookie` for a session (or, with `None`, one that removes it).
@@ -271,35 +292,35 @@ mod tests {
     #[test]
     fn reads_only_need_the_cookie_and_changes_need_the_csrf_header_too() {
         let sessions = sessions();
-        let session = sessions.start(&token());
+        let session = sessions.start(&token(), None);
         let sealed = sessions.seal(&session).unwrap();
         let mut headers = with_cookie(&sealed);
         assert!(matches!(
-            sessions.authenticate(&Method::GET, &headers),
+            sessions.authenticate(&Method::GET, &headers, false),
             CookieAuth::Token(token) if token == "gAAAAAB-token"
         ));
         assert!(matches!(
-            sessions.authenticate(&Method::POST, &headers),
+            sessions.authenticate(&Method::POST, &headers, false),
             CookieAuth::Refused(_)
         ));
         headers.insert(CSRF_HEADER, HeaderValue::from_static("not-the-token"));
         assert!(matches!(
-            sessions.authenticate(&Method::DELETE, &headers),
+            sessions.authenticate(&Method::DELETE, &headers, false),
             CookieAuth::Refused(_)
         ));
         headers.insert(CSRF_HEADER, HeaderValue::from_str(&session.csrf).unwrap());
         assert!(matches!(
-            sessions.authenticate(&Method::DELETE, &headers),
+            sessions.authenticate(&Method::DELETE, &headers, false),
             CookieAuth::Token(_)
         ));
         headers.insert("origin", HeaderValue::from_static("http://evil.example"));
         assert!(matches!(
-            sessions.authenticate(&Method::PATCH, &headers),
+            sessions.authenticate(&Method::PATCH, &headers, false),
             CookieAuth::Refused(_)
         ));
         headers.insert("origin", HeaderValue::from_static("http://127.0.0.1:9511"));
         assert!(matches!(
-            sessions.authenticate(&Method::PATCH, &headers),
+            sessions.authenticate(&Method::PATCH, &headers, false),
             CookieAuth::Token(_)
         ));
     }
@@ -308,7 +329,7 @@ mod tests {
     fn a_cookie_sealed_elsewhere_or_altered_or_expired_is_no_session() {
         let sessions = sessions();
         let other = self::sessions();
-        let session = sessions.start(&token());
+        let session = sessions.start(&token(), None);
         let sealed = other.seal(&session).unwrap();
         assert!(sessions.read(&with_cookie(&sealed)).is_none());
         let mut sealed = sessions.seal(&session).unwrap();
@@ -320,16 +341,26 @@ mod tests {
         let sealed = sessions.seal(&expired).unwrap();
         assert!(sessions.read(&with_cookie(&sealed)).is_none());
         assert!(sessions.read(&with_cookie("garbage")).is_none());
+        let sealed = sessions.seal(&session).unwrap();
+        let mut twice = with_cookie(&sealed);
+        twice.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("{COOKIE_NAME}={sealed}")).unwrap(),
+        );
+        assert!(
+            sessions.read(&twice).is_none(),
+            "two session cookies are none"
+        );
     }
 
     #[test]
     fn an_explicit_token_wins_over_the_cookie() {
         let sessions = sessions();
-        let sealed = sessions.seal(&sessions.start(&token())).unwrap();
+        let sealed = sessions.seal(&sessions.start(&token(), None)).unwrap();
         let mut headers = with_cookie(&sealed);
         headers.insert("x-auth-token", HeaderValue::from_static("other"));
         assert!(matches!(
-            sessions.authenticate(&Method::POST, &headers),
+            sessions.authenticate(&Method::POST, &headers, false),
             CookieAuth::Absent
         ));
     }

@@ -375,7 +375,39 @@ async fn a_keystone_session_acts_as_its_user_and_changes_need_the_csrf_token() {
         .await;
     assert_eq!(tampered.status, 401);
 
-    // Logout needs the CSRF token, revokes the token in Keystone, and the cookie is then
+    // A project switch (here into the same project: the fixture's users have one each)
+    // gives a new token and cookie; the logout below must end both cookies.
+    let before_switch = alpha.cookie.clone();
+    let switched = alpha
+        .send(
+            "POST",
+            "/dashboard/session/project",
+            Some(&csrf),
+            Some(json!({"project_id": alpha_project})),
+        )
+        .await;
+    assert_eq!(
+        switched.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&switched.raw)
+    );
+    let alpha = Browser {
+        app: &app,
+        cookie: sent_back(&cookie_of(&switched).expect("a new session cookie")),
+        csrf: switched.body["csrf_token"].as_str().unwrap().to_owned(),
+    };
+    assert_ne!(alpha.cookie, before_switch);
+    let csrf = alpha.csrf.clone();
+    assert_eq!(
+        alpha
+            .send("GET", "/v1/clustertemplates", None, None)
+            .await
+            .status,
+        200
+    );
+
+    // Logout needs the CSRF token, revokes the tokens in Keystone, and the cookies are then
     // worthless (here at once, although tokens are otherwise trusted for 60 s).
     let refused = alpha.send("DELETE", "/dashboard/session", None, None).await;
     assert_eq!(refused.status, 403);
@@ -388,6 +420,19 @@ async fn a_keystone_session_acts_as_its_user_and_changes_need_the_csrf_token() {
     assert_eq!(after.status, 401);
     let session_after = alpha.send("GET", "/dashboard/session", None, None).await;
     assert_eq!(session_after.status, 401);
+    // The cookie from before the switch holds the login's token, which the logout revoked
+    // with its whole chain; it is checked against Keystone again (not cached: a new token
+    // to this process) and refused.
+    let old_cookie = app
+        .send(
+            "GET",
+            "/dashboard/session",
+            None,
+            &[("Cookie", &before_switch)],
+            None,
+        )
+        .await;
+    assert_eq!(old_cookie.status, 401);
     // The template is still there for a fresh session of its owner.
     let again = log_in(&app, &fixture, "alpha-member").await;
     let kept = again
