@@ -418,17 +418,26 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser
         .wait_until(
             "the page fits a phone's width",
-            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
             json!([]),
             5,
         )
         .await;
     browser.screenshot(&shots.join("clusters-phone.png")).await;
+    browser.click(&format!("tr[data-uuid=\"{uuid}\"] a")).await;
+    browser.find("#delete-cluster", 10).await;
+    browser
+        .wait_until(
+            "the cluster's page fits a phone's width",
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+            json!([]),
+            5,
+        )
+        .await;
+    browser.screenshot(&shots.join("cluster-phone.png")).await;
     browser.resize(WIDE.0, WIDE.1).await;
 
     // Delete with a confirmation; Cancel first, which keeps the cluster.
-    browser.click(&format!("tr[data-uuid=\"{uuid}\"] a")).await;
-    browser.find("#delete-cluster", 10).await;
     browser
         .execute("window.__dashboardMarker = 'before delete';", json!([]))
         .await;
