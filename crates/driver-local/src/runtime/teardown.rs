@@ -360,10 +360,12 @@ mod tests {
                 swarm_id: None,
                 uid_slot: None,
                 flavor: None,
+                leaving: false,
             }],
             name: "c".to_owned(),
             tls: false,
             auto_healing: false,
+            groups: Vec::new(),
         };
         // No namespace on this host has this prefix.
         let names = node_names(scratch.path(), Some(&state), "mc-no-such-cluster-");
