@@ -130,6 +130,21 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         "noauth has no log out"
     );
 
+    // The skip link (the first stop of the keyboard) moves the focus to the content.
+    browser
+        .find(".skip-link", 10)
+        .await
+        .send_keys(&browser, "\u{E007}")
+        .await;
+    browser
+        .wait_until(
+            "the focus on the content, the route unchanged",
+            "return document.activeElement.id === 'main' && location.hash === '#/clusters';",
+            json!([]),
+            10,
+        )
+        .await;
+
     // The admin pages (noauth's default identity is an admin): a quota created, changed and
     // deleted; the stats; the conductor reporting.
     browser.click("#nav a[data-section=quotas]").await;
