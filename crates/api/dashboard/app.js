@@ -1723,6 +1723,11 @@
   // --- Start -------------------------------------------------------------------------------
   async function boot() {
     window.addEventListener('hashchange', route);
+    // The skip link moves the focus to the content; as a hash it would be a route.
+    document.querySelector('.skip-link').addEventListener('click', (event) => {
+      event.preventDefault();
+      document.getElementById('main').focus();
+    });
     let session;
     try {
       session = await loadSession();

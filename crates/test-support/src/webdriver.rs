@@ -373,24 +373,47 @@ impl Browser {
         .unwrap_or_default()
     }
 
+    /// Runs `action` on the element matching `css`, finding it again when the page drew it
+    /// anew in between (a live page redraws parts of itself as events arrive).
+    async fn on_element(&self, css: &str, action: &[(&str, Value)]) {
+        let mut attempts = 0;
+        'again: loop {
+            attempts += 1;
+            let element = self.find(css, 10).await;
+            for (path, body) in action {
+                match self
+                    .command("POST", &element.path(path), Some(body.clone()))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(error) if error.error.contains("stale element") && attempts < 10 => {
+                        continue 'again;
+                    }
+                    Err(error) => panic!("WebDriver {path} on {css}: {error}"),
+                }
+            }
+            return;
+        }
+    }
+
     /// Types into the element matching `css` (after clearing it).
     pub async fn fill(&self, css: &str, text: &str) {
-        let element = self.find(css, 10).await;
-        element.clear(self).await;
-        element.send_keys(self, text).await;
+        self.on_element(
+            css,
+            &[("/clear", json!({})), ("/value", json!({ "text": text }))],
+        )
+        .await;
     }
 
     /// Picks the option with `value` of the `<select>` matching `css`, as a click would.
     pub async fn choose(&self, css: &str, value: &str) {
-        let option = self
-            .find(&format!("{css} option[value=\"{value}\"]"), 10)
+        self.click(&format!("{css} option[value=\"{value}\"]"))
             .await;
-        option.click(self).await;
     }
 
     /// Clicks the element matching `css`.
     pub async fn click(&self, css: &str) {
-        self.find(css, 10).await.click(self).await;
+        self.on_element(css, &[("/click", json!({}))]).await;
     }
 
     /// The text of the element matching `css`.

@@ -130,6 +130,81 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
         "noauth has no log out"
     );
 
+    // The skip link (the first stop of the keyboard) moves the focus to the content.
+    browser
+        .find(".skip-link", 10)
+        .await
+        .send_keys(&browser, "\u{E007}")
+        .await;
+    browser
+        .wait_until(
+            "the focus on the content, the route unchanged",
+            "return document.activeElement.id === 'main' && location.hash === '#/clusters';",
+            json!([]),
+            10,
+        )
+        .await;
+
+    // The admin pages (noauth's default identity is an admin): a quota created, changed and
+    // deleted; the stats; the conductor reporting.
+    browser.click("#nav a[data-section=quotas]").await;
+    let form = "#quota-form";
+    browser.find(form, 60).await;
+    assert_eq!(browser.text("#stats-clusters").await, "0");
+    browser.fill(&control(form, "project_id"), "p-other").await;
+    browser.fill(&control(form, "hard_limit"), "3").await;
+    browser.click(&format!("{form} button[type=submit]")).await;
+    browser.find("tr[data-project=p-other]", 60).await;
+    browser.click("tr[data-project=p-other] button").await;
+    browser.fill("dialog[open] [name=hard_limit]", "5").await;
+    browser.click("dialog[open] button[type=submit]").await;
+    browser
+        .wait_until(
+            "the quota is 5",
+            "const row = document.querySelector('tr[data-project=p-other]'); \
+             return row !== null && row.children[2].textContent === '5';",
+            json!([]),
+            60,
+        )
+        .await;
+    let quota = app
+        .send("GET", "/v1/quotas/p-other/Cluster", None, &[], None)
+        .await;
+    assert_eq!(quota.body["hard_limit"], 5, "{}", quota.body);
+    // The same project again: the API's 409 detail in the form.
+    browser.fill(&control(form, "project_id"), "p-other").await;
+    browser.fill(&control(form, "hard_limit"), "3").await;
+    browser.click(&format!("{form} button[type=submit]")).await;
+    browser
+        .wait_until(
+            "the duplicate quota refused",
+            "return document.querySelector('#quota-form .form-error').textContent.includes('already exists');",
+            json!([]),
+            60,
+        )
+        .await;
+    browser
+        .click("tr[data-project=p-other] button:nth-of-type(2)")
+        .await;
+    browser.click("dialog[open] button[type=submit]").await;
+    browser
+        .wait_until(
+            "the quota is gone",
+            "return document.querySelector('tr[data-project=p-other]') === null && document.querySelector('#quota-form') !== null;",
+            json!([]),
+            60,
+        )
+        .await;
+    browser.click("#nav a[data-section=services]").await;
+    browser
+        .wait_until(
+            "a conductor that is up",
+            "return [...document.querySelectorAll('main tbody tr')].some((row) => row.textContent.includes('up'));",
+            json!([]),
+            60,
+        )
+        .await;
+
     // A template through the form; first with an image the driver does not have: the API's
     // 400 detail is shown next to the image field.
     browser.click("#nav a[data-section=templates]").await;
@@ -418,17 +493,26 @@ async fn real_cluster_in_the_browser(app: &TestApp) {
     browser
         .wait_until(
             "the page fits a phone's width",
-            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
             json!([]),
             5,
         )
         .await;
     browser.screenshot(&shots.join("clusters-phone.png")).await;
+    browser.click(&format!("tr[data-uuid=\"{uuid}\"] a")).await;
+    browser.find("#delete-cluster", 10).await;
+    browser
+        .wait_until(
+            "the cluster's page fits a phone's width",
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+            json!([]),
+            5,
+        )
+        .await;
+    browser.screenshot(&shots.join("cluster-phone.png")).await;
     browser.resize(WIDE.0, WIDE.1).await;
 
     // Delete with a confirmation; Cancel first, which keeps the cluster.
-    browser.click(&format!("tr[data-uuid=\"{uuid}\"] a")).await;
-    browser.find("#delete-cluster", 10).await;
     browser
         .execute("window.__dashboardMarker = 'before delete';", json!([]))
         .await;
@@ -804,6 +888,128 @@ async fn keystone_log_in_projects_csrf_and_log_out_in_the_browser() {
         "{names:?}"
     );
     assert!(!names.contains(&"alpha-form".to_owned()), "{names:?}");
+
+    // A cluster of alpha's through the form (the scripted driver finishes at once), then
+    // its nodegroups, an upgrade and a CA rotation through the dialogs.
+    let templates = call(&app, "GET", "/v1/clustertemplates", &alpha_token, None).await;
+    let uuid_of = |name: &str| -> String {
+        templates.body["clustertemplates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|template| template["name"] == name)
+            .and_then(|template| template["uuid"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (renamed, plain_template) = (uuid_of("alpha-renamed"), uuid_of("alpha-plain"));
+    browser.goto(&format!("{dashboard}#/clusters/new")).await;
+    let form = "#cluster-form";
+    browser.find(form, 60).await;
+    browser
+        .choose(&control(form, "cluster_template_id"), &renamed)
+        .await;
+    browser.fill(&control(form, "name"), "alpha-c").await;
+    browser.fill(&control(form, "node_count"), "1").await;
+    browser.click(&format!("{form} button[type=submit]")).await;
+    browser.wait_for_text("main h1", "alpha-c", 60).await;
+    browser
+        .wait_for_text("#cluster-status", "CREATE_COMPLETE", 60)
+        .await;
+    let cluster_url = browser.current_url().await;
+    let cluster = cluster_url.rsplit('/').next().unwrap().to_owned();
+    browser.click("#add-nodegroup").await;
+    browser.fill("dialog[open] [name=name]", "extra").await;
+    browser.fill("dialog[open] [name=node_count]", "2").await;
+    browser.click("dialog[open] button[type=submit]").await;
+    browser
+        .wait_until(
+            "the new nodegroup is complete",
+            "const row = document.querySelector('tr[data-nodegroup=extra]'); \
+             return row !== null && row.textContent.includes('CREATE_COMPLETE');",
+            json!([]),
+            60,
+        )
+        .await;
+    browser.click("[data-key=delete-extra]").await;
+    browser.click("dialog[open] button[type=submit]").await;
+    browser
+        .wait_until(
+            "the nodegroup is gone",
+            "return document.querySelector('tr[data-nodegroup=extra]') === null;",
+            json!([]),
+            60,
+        )
+        .await;
+    browser.click("#upgrade").await;
+    browser
+        .choose("dialog[open] [name=cluster_template]", &plain_template)
+        .await;
+    browser.click("dialog[open] button[type=submit]").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = call(
+            &app,
+            "GET",
+            &format!("/v1/clusters/{cluster}"),
+            &alpha_token,
+            None,
+        )
+        .await;
+        if now.body["cluster_template_id"] == json!(plain_template)
+            && now.body["status"] == "UPDATE_COMPLETE"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not upgraded: {}",
+            now.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    browser
+        .wait_for_text("#cluster-status", "UPDATE_COMPLETE", 60)
+        .await;
+    let authority = |reply: crate::support::Reply| reply.body["pem"].as_str().unwrap().to_owned();
+    let before = authority(
+        call(
+            &app,
+            "GET",
+            &format!("/v1/certificates/{cluster}"),
+            &alpha_token,
+            None,
+        )
+        .await,
+    );
+    browser.click("#rotate-ca").await;
+    browser.click("dialog[open] button[type=submit]").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while authority(
+        call(
+            &app,
+            "GET",
+            &format!("/v1/certificates/{cluster}"),
+            &alpha_token,
+            None,
+        )
+        .await,
+    ) == before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CA was not rotated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    browser
+        .wait_until(
+            "the rotation in the timeline",
+            "return document.querySelector('#timeline').textContent.includes('CARotated');",
+            json!([]),
+            60,
+        )
+        .await;
 
     // Log out: back to the login page, the session and its token gone.
     browser.click("#logout").await;
