@@ -95,7 +95,8 @@ impl Shared {
         locked(&self.held).current().cloned().unwrap_or_default()
     }
 
-    fn wake_for(&self, cluster: Uuid) {
+    /// Looks at `cluster` at once (a node died; a change of it just ended).
+    pub(crate) fn wake_for(&self, cluster: Uuid) {
         locked(&self.woken).insert(cluster);
         self.wake.notify_one();
     }
