@@ -211,7 +211,10 @@ pub(crate) async fn run(
                     let healthy = last
                         .get(&cluster)
                         .is_some_and(|(status, _)| *status == HealthStatus::Healthy);
-                    if !healthy || !runtime.is_autoscaled(cluster) || !locked(&scanning).insert(cluster) {
+                    if !healthy
+                        || !runtime.is_autoscaled(cluster)
+                        || !locked(&scanning).insert(cluster)
+                    {
                         continue;
                     }
                     let (runtime, sender, shared, watches, scanning) = (
@@ -225,8 +228,13 @@ pub(crate) async fn run(
                         let proposals = runtime.autoscale_look(cluster, &watches).await;
                         if shared.holds(cluster) {
                             for proposal in proposals {
-                                tracing::debug!(cluster.id = %cluster, ?proposal, "the autoscaler proposes");
-                                let _ = sender.send(DriverEvent::Proposal { cluster, proposal, policy });
+                                tracing::debug!(cluster.id = %cluster, ?proposal,
+                                    "the autoscaler proposes");
+                                let _ = sender.send(DriverEvent::Proposal {
+                                    cluster,
+                                    proposal,
+                                    policy,
+                                });
                             }
                         }
                         locked(&scanning).remove(&cluster);
@@ -314,8 +322,13 @@ pub(crate) async fn run(
                             // Without the quorum nothing is proposed: the report says why.
                             if quorum.holds() && shared.holds(cluster) {
                                 for proposal in replacements(healed.replace, quorum) {
-                                    tracing::info!(cluster.id = %cluster, ?proposal, "auto-healing asks for a replacement");
-                                    let _ = sender.send(DriverEvent::Proposal { cluster, proposal, policy });
+                                    tracing::info!(cluster.id = %cluster, ?proposal,
+                                        "auto-healing asks for a replacement");
+                                    let _ = sender.send(DriverEvent::Proposal {
+                                        cluster,
+                                        proposal,
+                                        policy,
+                                    });
                                 }
                             }
                         }
