@@ -1108,9 +1108,11 @@ async fn record_live(
 
 /// Decides on a driver's proposal through the one commit path; the kind of the operation
 /// started, or `None` when the domain declined it (logged) or the cluster is gone. The
-/// history (the cluster's newest operations) is read just before: a resize a user asks for
-/// after that read is an unfinished operation when the decision reads the cluster, and the
-/// decision declines.
+/// history (the cluster's newest operations) is read just before, outside the commit's
+/// transaction: a resize a user asks for after that read is still an unfinished operation
+/// when the decision reads the cluster (milliseconds later; claiming and converging it take
+/// longer), and the decision declines. Assumption, not enforced: no user's resize is asked
+/// for, run and finished between these two reads.
 async fn record_proposal(
     store: &Store,
     uuid: Uuid,

@@ -510,7 +510,11 @@ impl Driver for LocalDriver {
         request: Converge<'_>,
         progress: &dyn Progress,
     ) -> Result<Observed, DriverError> {
-        self.runtime()?.converge(request, progress).await
+        let cluster = request.spec.cluster.uuid;
+        let converged = self.runtime()?.converge(request, progress).await;
+        // The change let go of the cluster: its health is told now, not at the next tick.
+        self.monitor.wake_for(cluster);
+        converged
     }
 
     async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {

@@ -95,7 +95,8 @@ impl Shared {
         locked(&self.held).current().cloned().unwrap_or_default()
     }
 
-    fn wake_for(&self, cluster: Uuid) {
+    /// Looks at `cluster` at once (a node died; a change of it just ended).
+    pub(crate) fn wake_for(&self, cluster: Uuid) {
         locked(&self.woken).insert(cluster);
         self.wake.notify_one();
     }
@@ -210,7 +211,10 @@ pub(crate) async fn run(
                     let healthy = last
                         .get(&cluster)
                         .is_some_and(|(status, _)| *status == HealthStatus::Healthy);
-                    if !healthy || !runtime.is_autoscaled(cluster) || !locked(&scanning).insert(cluster) {
+                    if !healthy
+                        || !runtime.is_autoscaled(cluster)
+                        || !locked(&scanning).insert(cluster)
+                    {
                         continue;
                     }
                     let (runtime, sender, shared, watches, scanning) = (
@@ -224,8 +228,13 @@ pub(crate) async fn run(
                         let proposals = runtime.autoscale_look(cluster, &watches).await;
                         if shared.holds(cluster) {
                             for proposal in proposals {
-                                tracing::debug!(cluster.id = %cluster, ?proposal, "the autoscaler proposes");
-                                let _ = sender.send(DriverEvent::Proposal { cluster, proposal, policy });
+                                tracing::debug!(cluster.id = %cluster, ?proposal,
+                                    "the autoscaler proposes");
+                                let _ = sender.send(DriverEvent::Proposal {
+                                    cluster,
+                                    proposal,
+                                    policy,
+                                });
                             }
                         }
                         locked(&scanning).remove(&cluster);
@@ -313,8 +322,13 @@ pub(crate) async fn run(
                             // Without the quorum nothing is proposed: the report says why.
                             if quorum.holds() && shared.holds(cluster) {
                                 for proposal in replacements(healed.replace, quorum) {
-                                    tracing::info!(cluster.id = %cluster, ?proposal, "auto-healing asks for a replacement");
-                                    let _ = sender.send(DriverEvent::Proposal { cluster, proposal, policy });
+                                    tracing::info!(cluster.id = %cluster, ?proposal,
+                                        "auto-healing asks for a replacement");
+                                    let _ = sender.send(DriverEvent::Proposal {
+                                        cluster,
+                                        proposal,
+                                        policy,
+                                    });
                                 }
                             }
                         }

@@ -140,6 +140,11 @@ const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const NODE_REJOIN_NUDGE: Duration = Duration::from_secs(40);
 /// How long a drained node's tasks get to stop (and start elsewhere) before it is removed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node being removed gets to leave the swarm itself (a hung one is removed by
+/// its managers regardless).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a removed node's dockerd gets to stop once it is drained and out of the swarm.
+const REMOVED_NODE_GRACE: Duration = Duration::from_secs(2);
 /// How often one wait for Ready nodes starts dead nodes again before it lets the deadline
 /// decide: a node that dies again and again is a failure to report, not to hide.
 const MAX_REVIVALS_PER_WAIT: u32 = 3;

@@ -325,9 +325,11 @@ impl Runtime {
                     self.wait_for_tasks_to_move(cluster, manager, node, progress)
                         .await;
                 }
-                let _ = self
-                    .docker(cluster, name, &["swarm", "leave", "--force"])
-                    .await;
+                // A node that does not run cannot leave; one that hangs gets a few seconds.
+                if self.node_pid(cluster, name).is_some() {
+                    let leave = self.docker(cluster, name, &["swarm", "leave", "--force"]);
+                    let _ = tokio::time::timeout(LEAVE_TIMEOUT, leave).await;
+                }
                 if node.role == "master" {
                     let _ = self
                         .docker(cluster, &manager.name, &["node", "demote", id])
@@ -338,7 +340,10 @@ impl Runtime {
                     .await;
             }
         }
-        self.teardown_node(cluster, name).await;
+        // Drained and out of the swarm, its data about to be thrown away: nothing is worth
+        // a long graceful stop.
+        self.teardown_node_within(cluster, name, REMOVED_NODE_GRACE)
+            .await;
         state.nodes.retain(|node| node.name != name);
         self.save(cluster, state)
     }
