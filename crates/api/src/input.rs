@@ -640,8 +640,7 @@ mod tests {
     #[test]
     fn integers_as_strings_are_read_in_bodies_only() {
         let body = json!({"image_id": "i", "apiserver_port": " 6443 "});
-        let parsed =
-            parse_object("cluster_template", body.as_object().unwrap(), SCHEMA).unwrap();
+        let parsed = parse_object("cluster_template", body.as_object().unwrap(), SCHEMA).unwrap();
         assert_eq!(parsed.integer("apiserver_port"), Some(6443));
         assert_eq!(
             parse_patched("cluster_template", body.as_object().unwrap(), SCHEMA)

@@ -45,13 +45,15 @@ pub struct Network {
     pub cidr: String,
 }
 
-/// A request the stand-in answered: method, path and query, and the project of its token.
+/// A request the stand-in answered: method, path and query, the project of its token, and
+/// the status it was answered with (500: a path no service has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub method: String,
     pub path: String,
     pub query: String,
     pub project_id: String,
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -223,12 +225,7 @@ impl CloudStandIn {
     /// (`os_distro` fedora-coreos) and one without `os_distro` (which they must not offer),
     /// two flavors, the external network `public` (of `external_owner`), the project's network
     /// `private` with a subnet, the user's keypair `<name>-key`, the zone `nova`.
-    pub fn seed_for_dashboards(
-        &self,
-        user: (&str, &str),
-        project_id: &str,
-        external_owner: &str,
-    ) {
+    pub fn seed_for_dashboards(&self, user: (&str, &str), project_id: &str, external_owner: &str) {
         self.add_image("fedora-coreos-40", Some("fedora-coreos"), None);
         self.add_image("cirros-0.6", None, None);
         self.add_flavor("m1.small", 20);
@@ -394,7 +391,8 @@ fn image_view(image: &Image) -> Value {
 /// Glance's `/v2/schemas/image`, the base properties (what python-glanceclient validates
 /// every image it lists against); extra properties are strings.
 fn image_schema() -> Value {
-    let nullable_string = |description: &str| json!({"type": ["null", "string"], "description": description});
+    let nullable_string =
+        |description: &str| json!({"type": ["null", "string"], "description": description});
     json!({
         "name": "image",
         "properties": {
@@ -514,23 +512,56 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     };
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let raw_query = request.uri().query().unwrap_or_default().to_owned();
-    let query = query_pairs(&raw_query);
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let mut state = shared.state.lock().unwrap();
+    let caller = Caller {
+        project: &project,
+        user: &user,
+        admin,
+    };
+    let response = if request.method() == Method::GET {
+        answer(&state, &caller, &host, &path, &raw_query)
+    } else {
+        respond(StatusCode::METHOD_NOT_ALLOWED, json!({}))
+    };
+    state.seen.push(Seen {
+        method: request.method().to_string(),
+        path,
+        query: raw_query,
+        project_id: project.clone(),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+/// Whose token a request carries.
+struct Caller<'a> {
+    project: &'a str,
+    user: &'a str,
+    admin: bool,
+}
+
+/// The answer to a GET of `path?raw_query` by `caller`.
+fn answer(
+    state: &State,
+    caller: &Caller<'_>,
+    host: &str,
+    path: &str,
+    raw_query: &str,
+) -> Response<Full<Bytes>> {
+    let (project, user, admin) = (caller.project, caller.user, caller.admin);
+    let query = query_pairs(raw_query);
     let filter = |key: &str| {
         query
             .iter()
             .find(|(name, _)| name == key)
             .map(|(_, value)| value.clone())
     };
-    let mut state = shared.state.lock().unwrap();
-    state.seen.push(Seen {
-        method: request.method().to_string(),
-        path: path.clone(),
-        query: raw_query,
-        project_id: project.clone(),
-    });
-    if request.method() != Method::GET {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, json!({}));
-    }
     // As the services do, an admin's token sees every project's.
     let visible_image = |image: &&Image| {
         admin
@@ -548,7 +579,9 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             StatusCode::OK,
             json!({"version": {"id": "v2.1", "status": "CURRENT", "version": NOVA_MAX_VERSION,
                                "min_version": "2.1", "updated": "2013-07-23T11:33:21Z",
-                               "links": [], "media-types": [{"base": "application/json",
+                               "links": [{"rel": "self",
+                                          "href": format!("http://{host}/compute/v2.1/")}],
+                               "media-types": [{"base": "application/json",
                                "type": "application/vnd.openstack.compute+json;version=2.1"}]}}),
         );
     }
@@ -567,7 +600,11 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             .filter(|image| wanted("name", Some(&image.name)))
             .filter(|_| wanted("status", Some("active")))
             .filter(|image| {
-                let visibility = if image.project_id.is_some() { "private" } else { "public" };
+                let visibility = if image.project_id.is_some() {
+                    "private"
+                } else {
+                    "public"
+                };
                 filter("visibility").is_none_or(|wanted| wanted == "all" || wanted == visibility)
             })
             .filter(|image| wanted("owner", image.project_id.as_deref()))
@@ -606,9 +643,10 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
         };
         return match state.flavors.iter().find(|(known, _, _)| *known == id) {
             Some(_) if extra_specs => respond(StatusCode::OK, json!({"extra_specs": {}})),
-            Some((id, name, disk)) => {
-                respond(StatusCode::OK, json!({"flavor": flavor_view(id, name, *disk)}))
-            }
+            Some((id, name, disk)) => respond(
+                StatusCode::OK,
+                json!({"flavor": flavor_view(id, name, *disk)}),
+            ),
             None => not_found(&format!("Flavor {id}")),
         };
     }
@@ -617,7 +655,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             .keypairs
             .iter()
             .filter(|(owner, _)| *owner == user)
-            .map(|(_, name)| json!({"keypair": keypair_view(name, &user)}))
+            .map(|(_, name)| json!({"keypair": keypair_view(name, user)}))
             .collect();
         return respond(StatusCode::OK, json!({ "keypairs": keypairs }));
     }
@@ -628,7 +666,7 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             .iter()
             .any(|(owner, known)| *owner == user && *known == name)
         {
-            let mut keypair = keypair_view(&name, &user);
+            let mut keypair = keypair_view(&name, user);
             keypair["user_id"] = json!(user);
             respond(StatusCode::OK, json!({ "keypair": keypair }))
         } else {
@@ -642,6 +680,29 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             .map(|zone| json!({"zoneName": zone, "zoneState": {"available": true}, "hosts": null}))
             .collect();
         return respond(StatusCode::OK, json!({"availabilityZoneInfo": zones}));
+    }
+    // The project overview's questions: the stand-in runs no servers.
+    if path == "/compute/v2.1/limits" {
+        return respond(
+            StatusCode::OK,
+            json!({"limits": {"rate": [], "absolute": {
+                "maxTotalCores": 20, "maxTotalInstances": 10, "maxTotalRAMSize": 51200,
+                "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
+                "maxPersonalitySize": 10240, "maxTotalKeypairs": 100, "maxServerGroups": 10,
+                "maxServerGroupMembers": 10, "totalCoresUsed": 0, "totalInstancesUsed": 0,
+                "totalRAMUsed": 0, "totalServerGroupsUsed": 0}}}),
+        );
+    }
+    if let Some(tenant) = path.strip_prefix("/compute/v2.1/os-simple-tenant-usage/") {
+        if tenant != project && !admin {
+            return respond(
+                StatusCode::FORBIDDEN,
+                json!({"forbidden": {"code": 403, "message":
+                    "Policy doesn't allow os_compute_api:os-simple-tenant-usage:show to be performed."}}),
+            );
+        }
+        // Nova's answer for a project without servers in the period.
+        return respond(StatusCode::OK, json!({"tenant_usage": {}}));
     }
     if path == "/network/v2.0/extensions" {
         let extensions: Vec<Value> = NEUTRON_EXTENSIONS
@@ -672,9 +733,16 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     };
     let matches = |key: &str, value: &str| {
         let wanted = values(key);
-        wanted.is_empty() || wanted.iter().any(|wanted| *wanted == value.to_ascii_lowercase())
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|wanted| *wanted == value.to_ascii_lowercase())
     };
-    let items = if subnets { &state.subnets } else { &state.networks };
+    let items = if subnets {
+        &state.subnets
+    } else {
+        &state.networks
+    };
     let found: Vec<Value> = items
         .iter()
         .filter(visible_network)

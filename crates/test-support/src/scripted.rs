@@ -500,3 +500,87 @@ impl Driver for ScriptedDriver {
         Some(self.events.subscribe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn references<'a>(flavor: &'a str, network: &'a str, keypair: &'a str) -> References<'a> {
+        References {
+            flavor_id: Some(flavor),
+            master_flavor_id: None,
+            external_network_id: Some(network),
+            fixed_network: None,
+            fixed_subnet: None,
+            keypair: Some(keypair),
+            boot_volume_size: None,
+        }
+    }
+
+    #[test]
+    fn a_cloud_replaces_the_fixed_references_by_id_or_name() {
+        let cloud = ScriptedCloud::from_json(&serde_json::json!({
+            "images": [{"id": "i-1", "name": "fedora-coreos-40", "os_distro": "fedora-coreos"}],
+            "flavors": [{"id": "f-1", "name": "m1.small"}],
+            "external_networks": [{"id": "n-1", "name": "public"}],
+            "keypairs": ["alpha-key"],
+        }))
+        .unwrap();
+        assert_eq!(ScriptedCloud::from_json(&cloud.to_json()).unwrap(), cloud);
+        let driver = ScriptedDriver::with_cloud(Some(cloud));
+        for reference in ["i-1", "fedora-coreos-40"] {
+            let image = driver.find_image(reference).unwrap().unwrap();
+            assert_eq!(image.os_distro.as_deref(), Some("fedora-coreos"));
+        }
+        assert_eq!(driver.find_image(SCRIPTED_IMAGE).unwrap(), None);
+        assert!(driver.provides().contains(&ClusterType {
+            server_type: ServerType::Vm,
+            os_distro: "fedora-coreos".to_owned(),
+            coe: Coe::Kubernetes,
+        }));
+        assert!(driver
+            .validate_references(&references("m1.small", "n-1", "alpha-key"))
+            .is_ok());
+        assert!(driver
+            .validate_references(&references("f-1", "public", "alpha-key"))
+            .is_ok());
+        assert_eq!(
+            driver.validate_references(&references(SCRIPTED_FLAVOR, "public", "alpha-key")),
+            Err(ReferenceError::FlavorNotFound(SCRIPTED_FLAVOR.to_owned()))
+        );
+        assert_eq!(
+            driver.validate_references(&references("m1.small", "private", "alpha-key")),
+            Err(ReferenceError::ExternalNetworkNotFound(
+                "private".to_owned()
+            ))
+        );
+        assert_eq!(
+            driver.validate_references(&references("m1.small", "public", "testkey")),
+            Err(ReferenceError::KeypairNotFound("testkey".to_owned()))
+        );
+        // Without a cloud, the fixed references.
+        let fixed = ScriptedDriver::new();
+        assert!(fixed.find_image(SCRIPTED_IMAGE).unwrap().is_some());
+        assert!(fixed
+            .validate_references(&references(SCRIPTED_FLAVOR, SCRIPTED_NETWORK, "testkey"))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_malformed_cloud_is_refused_with_the_reason() {
+        for (json, reason) in [
+            (serde_json::json!({"images": {}}), "images must be a list"),
+            (
+                serde_json::json!({"flavors": [{"id": "f"}]}),
+                "name must be a string",
+            ),
+            (
+                serde_json::json!({"keypairs": [1]}),
+                "keypairs must be names",
+            ),
+        ] {
+            let error = ScriptedCloud::from_json(&json).unwrap_err();
+            assert!(error.contains(reason), "{error}");
+        }
+    }
+}

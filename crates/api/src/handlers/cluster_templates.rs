@@ -18,7 +18,9 @@ use super::{respond, respond_cached_list, respond_empty, respond_encoded};
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
-use crate::input::{attribute, mandatory, parse_object, parse_patched, Attribute, Attributes, Kind};
+use crate::input::{
+    attribute, mandatory, parse_object, parse_patched, Attribute, Attributes, Kind,
+};
 use crate::lookup::{resolve_template as resolve, template_not_found as not_found};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};

@@ -7,6 +7,7 @@ mod certificates;
 mod clusters;
 mod compat;
 mod compat_clusters;
+mod dashboards;
 mod events;
 mod fuzz;
 mod hardening;
