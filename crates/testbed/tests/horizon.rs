@@ -207,6 +207,7 @@ fn tail(log: &Path) -> String {
 /// What the test set up, for the checks of each step.
 struct World {
     alpha: Api,
+    beta: Api,
     admin: Api,
     alpha_project: String,
     beta_project: String,
@@ -287,6 +288,16 @@ async fn run(
             )
             .await?,
         },
+        beta: Api {
+            http: http.clone(),
+            base: base.clone(),
+            token: token(
+                "beta-member".into(),
+                text(&user("beta-member")["password"]),
+                text(&user("beta-member")["project"]),
+            )
+            .await?,
+        },
         admin: Api {
             http: http.clone(),
             base,
@@ -301,7 +312,9 @@ async fn run(
         beta_project: text(&user("beta-member")["project_id"]),
         external_network_id: cloud.scripted_cloud().external_networks[0].0.clone(),
         names: json!({
-            "api_template": "api-template", "template": "horizon-template",
+            "api_template": "api-template", "api_cluster": "api-cluster",
+            "other_template": "beta-template", "other_cluster": "beta-cluster",
+            "template": "horizon-template",
             "bad_template": "horizon-bad-dns", "cluster": "horizon-cluster",
             "over_quota_cluster": "horizon-over-quota",
         }),
@@ -350,6 +363,8 @@ async fn run(
     let config = json!({
         "horizon": horizon_url, "region": region.region, "screenshots": screenshots,
         "user": {"name": "alpha-member", "password": text(&alpha["password"])},
+        "other_user": {"name": "beta-member",
+                       "password": text(&user("beta-member")["password"])},
         "admin": {"name": text(&fixture["admin"]["user"]),
                   "password": text(&fixture["admin"]["password"])},
         "names": world.names, "image": "fedora-coreos-40", "flavor": "m1.small",
@@ -396,10 +411,12 @@ async fn run(
             started.elapsed().as_secs_f64()
         );
         steps.push(name.to_owned());
-        if let Err(failure) = verify(&world, &mut state, name, &details).await {
-            break Some(format!("after the step {name}: {failure}"));
-        }
-        if stdin.write_all(b"ok\n").await.is_err() {
+        let answer = match verify(&world, &mut state, name, &details).await {
+            Ok(None) => "ok\n".to_owned(),
+            Ok(Some(made)) => format!("ok {made}\n"),
+            Err(failure) => break Some(format!("after the step {name}: {failure}")),
+        };
+        if stdin.write_all(answer.as_bytes()).await.is_err() {
             break None;
         }
     };
@@ -425,6 +442,7 @@ async fn run(
                 "cluster-refused",
                 "cluster-deleted",
                 "template-deleted",
+                "other-project-sees-none",
                 "quotas-listed",
                 "quota-created",
                 "quota-updated",
@@ -479,8 +497,56 @@ struct Progress {
     cluster: Option<String>,
 }
 
-/// Checks through the API what the browser just did.
+/// Checks through the API what the browser just did; returns what it made for the next
+/// steps, if anything.
 async fn verify(
+    world: &World,
+    progress: &mut Progress,
+    step: &str,
+    details: &Value,
+) -> Result<Option<Value>, String> {
+    check_step(world, progress, step, details).await?;
+    if step != "template-deleted" {
+        return Ok(None);
+    }
+    // For the member of another project: a cluster of this project, and a template and a
+    // cluster of its own (what it must see: the proof that its lists were loaded).
+    let mut made = json!({});
+    for (api, template, name, key) in [
+        (&world.beta, None, "beta-cluster", "other"),
+        (&world.alpha, Some("api-template"), "api-cluster", "cluster"),
+    ] {
+        let template = match template {
+            Some(name) => api.named("clustertemplates", name).await[0]["uuid"].clone(),
+            None => {
+                let (status, body) = api
+                    .call(
+                        "POST",
+                        "/v1/clustertemplates",
+                        Some(json!({"name": "beta-template", "coe": "kubernetes",
+                                    "image_id": "fedora-coreos-40",
+                                    "external_network_id": "public", "flavor_id": "m1.small",
+                                    "master_flavor_id": "m1.small"})),
+                    )
+                    .await;
+                check(status == 201, format!("beta's template: {status} {body}"))?;
+                body["uuid"].clone()
+            }
+        };
+        let (status, body) = api
+            .call(
+                "POST",
+                "/v1/clusters",
+                Some(json!({"name": name, "node_count": 1, "cluster_template_id": template})),
+            )
+            .await;
+        check(status == 202, format!("{name}: {status} {body}"))?;
+        made[key] = body["uuid"].clone();
+    }
+    Ok(Some(made))
+}
+
+async fn check_step(
     world: &World,
     progress: &mut Progress,
     step: &str,
@@ -611,6 +677,31 @@ async fn verify(
         "template-deleted" => {
             let uuid = progress.template.clone().unwrap_or_default();
             gone(&world.alpha, &format!("/v1/clustertemplates/{uuid}")).await
+        }
+        "other-project-sees-none" => {
+            let shown = format!("{} {}", details["templates"], details["clusters"]);
+            check(
+                shown.contains("beta-template") && shown.contains("beta-cluster"),
+                format!("beta-member's own are not listed: {shown}"),
+            )?;
+            for (collection, name) in [
+                ("clustertemplates", "api-template"),
+                ("clusters", "api-cluster"),
+            ] {
+                check(
+                    !shown.contains(name),
+                    format!("beta-member was shown {name}: {shown}"),
+                )?;
+                check(
+                    world.alpha.named(collection, name).await.len() == 1
+                        && world.beta.named(collection, name).await.is_empty(),
+                    format!("{name} is not alpha's alone"),
+                )?;
+            }
+            check(
+                message.contains("Unable to retrieve"),
+                format!("alpha's cluster's page showed beta-member {message:?}"),
+            )
         }
         "quotas-listed" => check(
             details["rows"]
