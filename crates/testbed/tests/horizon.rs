@@ -197,10 +197,13 @@ async fn start_horizon(venv: &Path, keystone: &str, state: &Path, log: &Path) ->
     (child, url)
 }
 
-/// The last lines of a log, for a failure's message.
+/// The last lines of Horizon's log but its static files, for a failure's message.
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.contains("\"GET /static/"))
+        .collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
@@ -378,12 +381,17 @@ async fn run(
         .arg(script)
         .arg(config.to_string())
         .env("PYTHONWARNINGS", "ignore")
+        // selenium uses the given chromedriver; it must not look for one on the network.
+        .env("SE_OFFLINE", "true")
+        // A group of its own, with chromedriver and chromium, all killed when the flow ends.
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("the browser flow starts");
+    let _group = ProcessGroup(browser.id().expect("the flow's process id"));
     let mut stdin = browser.stdin.take().unwrap();
     let mut lines = BufReader::new(browser.stdout.take().unwrap()).lines();
     let mut stderr = browser.stderr.take().unwrap();
@@ -480,6 +488,19 @@ async fn run(
     let _ = horizon.kill().await;
     let _ = magnumd.kill().await;
     outcome
+}
+
+/// Kills a process group when dropped: the browser flow's Python, chromedriver and chromium,
+/// whichever way the flow ended (a timeout drops it half-way).
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 fn check(holds: bool, failure: String) -> Result<(), String> {
