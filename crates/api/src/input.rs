@@ -384,11 +384,14 @@ enum Decoding {
     Patched,
 }
 
-/// The value of a string as Python's `int()` reads it (base 10): surrounding whitespace, an
-/// optional sign, digits with single underscores between them. Only ASCII digits (Python
-/// also reads other Unicode decimal digits); `None` beyond i64 or when `int()` would refuse.
+/// The value of a string as Python's `int()` reads it (base 10): surrounding whitespace (as
+/// Python's `str.isspace` has it), an optional sign, digits with single underscores between
+/// them. Only ASCII digits (Python also reads other Unicode decimal digits); `None` beyond
+/// i64 or when `int()` would refuse.
 fn python_int(text: &str) -> Option<i64> {
-    let trimmed = text.trim();
+    // Python's whitespace: Unicode's, and the separators U+001C to U+001F.
+    let trimmed =
+        text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
     let (negative, digits) = match trimmed.as_bytes().first() {
         Some(b'-') => (true, &trimmed[1..]),
         Some(b'+') => (false, &trimmed[1..]),
@@ -659,6 +662,7 @@ mod tests {
             ("-3", Some(-3)),
             ("1_024", Some(1024)),
             ("\t12\n", Some(12)),
+            ("\u{1f}\u{3000}8 ", Some(8)),
             ("", None),
             ("1.5", None),
             ("0x10", None),
