@@ -351,12 +351,73 @@ impl Attributes {
     }
 }
 
-/// Checks a body object against its schema, in WSME's order: declared attributes (sorted by
-/// name) first, then unknown ones.
+/// Checks a request body object against its schema, in WSME's order: declared attributes
+/// (sorted by name) first, then unknown ones. Integer attributes also take a string that
+/// Python's `int()` reads (`"60"`, `" 3 "`), as WSME's JSON decoding converts them before
+/// validation: python-magnumclient callers such as Horizon's magnum-ui send every value of a
+/// create as a string.
 pub fn parse_object(
     argument: &str,
     object: &Map<String, Value>,
     schema: &[Attribute],
+) -> Result<Attributes, ApiError> {
+    parse_with(argument, object, schema, Decoding::Body)
+}
+
+/// [`parse_object`] for a resource document after a JSON patch was applied to it: upstream
+/// sets each attribute on the resource, where an integer must be a JSON integer (the string
+/// `"3"` is refused).
+pub fn parse_patched(
+    argument: &str,
+    object: &Map<String, Value>,
+    schema: &[Attribute],
+) -> Result<Attributes, ApiError> {
+    parse_with(argument, object, schema, Decoding::Patched)
+}
+
+/// Where an object's values come from, which decides how strictly integers are typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoding {
+    /// A request body, decoded by WSME's `fromjson` (`int(value)` for integers).
+    Body,
+    /// Values set one by one on a resource (WSME's `validate_value`: integers only).
+    Patched,
+}
+
+/// The value of a string as Python's `int()` reads it (base 10): surrounding whitespace (as
+/// Python's `str.isspace` has it), an optional sign, digits with single underscores between
+/// them. Only ASCII digits (Python also reads other Unicode decimal digits); `None` beyond
+/// i64 or when `int()` would refuse.
+fn python_int(text: &str) -> Option<i64> {
+    // Python's whitespace: Unicode's, and the separators U+001C to U+001F.
+    let trimmed =
+        text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+    let (negative, digits) = match trimmed.as_bytes().first() {
+        Some(b'-') => (true, &trimmed[1..]),
+        Some(b'+') => (false, &trimmed[1..]),
+        _ => (false, trimmed),
+    };
+    let bytes = digits.as_bytes();
+    let well_formed = !bytes.is_empty()
+        && bytes.first().is_some_and(u8::is_ascii_digit)
+        && bytes.last().is_some_and(u8::is_ascii_digit)
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_digit() || *byte == b'_')
+        && !digits.contains("__");
+    if !well_formed {
+        return None;
+    }
+    let plain: String = digits.chars().filter(|c| *c != '_').collect();
+    let magnitude: i64 = plain.parse().ok()?;
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+fn parse_with(
+    argument: &str,
+    object: &Map<String, Value>,
+    schema: &[Attribute],
+    decoding: Decoding,
 ) -> Result<Attributes, ApiError> {
     let mut sorted: Vec<&Attribute> = schema.iter().collect();
     sorted.sort_by_key(|attribute| attribute.name);
@@ -373,7 +434,7 @@ pub fn parse_object(
             }
             continue;
         };
-        if let Some(parsed) = parse_value(spec, value)? {
+        if let Some(parsed) = parse_value(spec, value, decoding)? {
             attributes.values.insert(spec.name, parsed);
         }
     }
@@ -388,7 +449,11 @@ pub fn parse_object(
     Ok(attributes)
 }
 
-fn parse_value(spec: &Attribute, value: &Value) -> Result<Option<Parsed>, ApiError> {
+fn parse_value(
+    spec: &Attribute,
+    value: &Value,
+    decoding: Decoding,
+) -> Result<Option<Parsed>, ApiError> {
     let field = spec.name;
     Ok(Some(match spec.kind {
         Kind::Text { min, max } => {
@@ -413,7 +478,12 @@ fn parse_value(spec: &Attribute, value: &Value) -> Result<Option<Parsed>, ApiErr
             Parsed::Text(text.clone())
         }
         Kind::Integer { min, max } => {
-            let Some(integer) = value.as_i64().filter(|_| !value.is_boolean()) else {
+            let integer = match value {
+                Value::Number(number) => number.as_i64(),
+                Value::String(text) if decoding == Decoding::Body => python_int(text),
+                _ => None,
+            };
+            let Some(integer) = integer else {
                 return Err(wrong_type(field, value, "<class 'int'>"));
             };
             if let Some(min) = min.filter(|min| integer < *min) {
@@ -562,9 +632,48 @@ mod tests {
             "Invalid input for field/attribute image_id. Value: ''. Value should have a minimum character requirement of 1"
         );
         assert_eq!(
-            detail(json!({"image_id": "i", "apiserver_port": "6443"})),
-            "Invalid input for field/attribute apiserver_port. Value: '6443'. Wrong type. Expected '<class 'int'>', got '<class 'str'>'"
+            detail(json!({"image_id": "i", "apiserver_port": "port"})),
+            "Invalid input for field/attribute apiserver_port. Value: 'port'. Wrong type. Expected '<class 'int'>', got '<class 'str'>'"
         );
+    }
+
+    /// What Horizon's magnum-ui sends (python-magnumclient with every value `str()`-ed):
+    /// a body's integers as strings are read as Python's `int()` reads them; a patched
+    /// document's are refused, as upstream refuses them there.
+    #[test]
+    fn integers_as_strings_are_read_in_bodies_only() {
+        let body = json!({"image_id": "i", "apiserver_port": " 6443 "});
+        let parsed = parse_object("cluster_template", body.as_object().unwrap(), SCHEMA).unwrap();
+        assert_eq!(parsed.integer("apiserver_port"), Some(6443));
+        assert_eq!(
+            parse_patched("cluster_template", body.as_object().unwrap(), SCHEMA)
+                .unwrap_err()
+                .detail,
+            "Invalid input for field/attribute apiserver_port. Value: ' 6443 '. Wrong type. Expected '<class 'int'>', got '<class 'str'>'"
+        );
+        // The bounds apply to the number read.
+        assert_eq!(
+            detail(json!({"image_id": "i", "apiserver_port": "80"})),
+            "Invalid input for field/attribute apiserver_port. Value: '80'. Value should be greater or equal to 1024"
+        );
+        for (text, read) in [
+            ("60", Some(60)),
+            ("+7", Some(7)),
+            ("-3", Some(-3)),
+            ("1_024", Some(1024)),
+            ("\t12\n", Some(12)),
+            ("\u{1f}\u{3000}8 ", Some(8)),
+            ("", None),
+            ("1.5", None),
+            ("0x10", None),
+            ("1__0", None),
+            ("_1", None),
+            ("1_", None),
+            ("--1", None),
+            ("99999999999999999999", None),
+        ] {
+            assert_eq!(python_int(text), read, "{text:?}");
+        }
     }
 
     #[test]

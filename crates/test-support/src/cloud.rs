@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::octavia::password_token;
+use crate::scripted::ScriptedCloud;
 
 /// A Glance image: public when `project_id` is `None`.
 #[derive(Debug, Clone)]
@@ -32,22 +33,27 @@ pub struct Image {
     pub project_id: Option<String>,
 }
 
-/// A Neutron network (external ones are seen by every project) or subnet.
+/// A Neutron network (external ones are seen by every project) or subnet (then `network_id`
+/// names its network, when the test gave one, and `cidr` its range).
 #[derive(Debug, Clone)]
 pub struct Network {
     pub id: String,
     pub name: String,
     pub project_id: String,
     pub external: bool,
+    pub network_id: Option<String>,
+    pub cidr: String,
 }
 
-/// A request the stand-in answered: method, path and query, and the project of its token.
+/// A request the stand-in answered: method, path and query, the project of its token, and
+/// the status it was answered with (500: a path no service has).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub method: String,
     pub path: String,
     pub query: String,
     pub project_id: String,
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -59,6 +65,7 @@ struct State {
     subnets: Vec<Network>,
     /// (user id, keypair name).
     keypairs: Vec<(String, String)>,
+    availability_zones: Vec<String>,
     /// Token → (project, user, has the admin role), as Keystone validated it (None: refused).
     tokens: HashMap<String, Option<(String, String, bool)>>,
     seen: Vec<Seen>,
@@ -171,18 +178,33 @@ impl CloudStandIn {
             name: name.to_owned(),
             project_id: project_id.to_owned(),
             external,
+            network_id: None,
+            cidr: String::new(),
         });
         id
     }
 
     /// Adds a subnet of `project_id`; its id.
     pub fn add_subnet(&self, name: &str, project_id: &str) -> String {
+        self.add_subnet_in(None, name, project_id, "10.0.0.0/24")
+    }
+
+    /// Adds a subnet of `project_id` with range `cidr` to the network `network_id`; its id.
+    pub fn add_subnet_in(
+        &self,
+        network_id: Option<&str>,
+        name: &str,
+        project_id: &str,
+        cidr: &str,
+    ) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         self.lock().subnets.push(Network {
             id: id.clone(),
             name: name.to_owned(),
             project_id: project_id.to_owned(),
             external: false,
+            network_id: network_id.map(str::to_owned),
+            cidr: cidr.to_owned(),
         });
         id
     }
@@ -192,6 +214,64 @@ impl CloudStandIn {
         self.lock()
             .keypairs
             .push((user_id.to_owned(), name.to_owned()));
+    }
+
+    /// Adds an availability zone to Nova's.
+    pub fn add_availability_zone(&self, name: &str) {
+        self.lock().availability_zones.push(name.to_owned());
+    }
+
+    /// What the dashboards' forms offer a user of `project_id`: a Kubernetes-capable image
+    /// (`os_distro` fedora-coreos) and one without `os_distro` (which they must not offer),
+    /// two flavors, the external network `public` (of `external_owner`), the project's network
+    /// `private` with a subnet, the user's keypair `<name>-key`, the zone `nova`.
+    pub fn seed_for_dashboards(&self, user: (&str, &str), project_id: &str, external_owner: &str) {
+        self.add_image("fedora-coreos-40", Some("fedora-coreos"), None);
+        self.add_image("cirros-0.6", None, None);
+        self.add_flavor("m1.small", 20);
+        self.add_flavor("m1.medium", 40);
+        self.add_network("public", external_owner, true);
+        let private = self.add_network("private", project_id, false);
+        self.add_subnet_in(Some(&private), "private-subnet", project_id, "10.0.0.0/24");
+        self.add_keypair(user.0, &format!("{}-key", user.1));
+        self.add_availability_zone("nova");
+    }
+
+    /// The stand-in's references as the scripted driver is to accept them (images with an
+    /// `os_distro`, flavors, networks, subnets, keypairs), so that what a dashboard picks
+    /// from these services is what magnumd's driver knows.
+    pub fn scripted_cloud(&self) -> ScriptedCloud {
+        let state = self.lock();
+        let pairs = |items: &mut dyn Iterator<Item = &Network>| {
+            items
+                .map(|item| (item.id.clone(), item.name.clone()))
+                .collect()
+        };
+        ScriptedCloud {
+            images: state
+                .images
+                .iter()
+                .filter(|image| image.os_distro.is_some())
+                .map(|image| magnum_driver::Image {
+                    id: image.id.clone(),
+                    name: image.name.clone(),
+                    os_distro: image.os_distro.clone(),
+                })
+                .collect(),
+            flavors: state
+                .flavors
+                .iter()
+                .map(|(id, name, _)| (id.clone(), name.clone()))
+                .collect(),
+            external_networks: pairs(&mut state.networks.iter().filter(|n| n.external)),
+            fixed_networks: pairs(&mut state.networks.iter().filter(|n| !n.external)),
+            fixed_subnets: pairs(&mut state.subnets.iter()),
+            keypairs: state
+                .keypairs
+                .iter()
+                .map(|(_, name)| name.clone())
+                .collect(),
+        }
     }
 
     /// Every request answered so far.
@@ -286,21 +366,127 @@ fn decoded(segment: &str) -> String {
         .unwrap_or_else(|| segment.to_owned())
 }
 
+/// A fixed time for every record's `created_at`/`updated_at`: the stand-in has no clock.
+const CREATED_AT: &str = "2026-01-01T00:00:00Z";
+
+/// An image as Glance v2 shows it: its base properties, and `os_distro` among the extra
+/// properties (top-level keys, strings).
 fn image_view(image: &Image) -> Value {
     let mut view = json!({"id": image.id, "name": image.name, "status": "active",
         "visibility": if image.project_id.is_some() { "private" } else { "public" },
-        "owner": image.project_id});
+        "owner": image.project_id, "protected": false, "os_hidden": false,
+        "container_format": "bare", "disk_format": "qcow2", "size": 1_073_741_824_u64,
+        "virtual_size": null, "min_disk": 0, "min_ram": 0, "checksum": null,
+        "os_hash_algo": null, "os_hash_value": null, "tags": [],
+        "created_at": CREATED_AT, "updated_at": CREATED_AT,
+        "self": format!("/v2/images/{}", image.id),
+        "file": format!("/v2/images/{}/file", image.id),
+        "schema": "/v2/schemas/image"});
     if let Some(distro) = &image.os_distro {
         view["os_distro"] = json!(distro);
     }
     view
 }
 
-fn network_view(network: &Network) -> Value {
+/// Glance's `/v2/schemas/image`, the base properties (what python-glanceclient validates
+/// every image it lists against); extra properties are strings.
+fn image_schema() -> Value {
+    let nullable_string =
+        |description: &str| json!({"type": ["null", "string"], "description": description});
+    json!({
+        "name": "image",
+        "properties": {
+            "id": {"type": "string", "description": "An identifier for the image",
+                   "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"},
+            "name": {"type": ["null", "string"], "maxLength": 255,
+                     "description": "Descriptive name for the image"},
+            "status": {"type": "string", "readOnly": true, "description": "Status of the image",
+                       "enum": ["queued", "saving", "active", "killed", "deleted", "uploading",
+                                "importing", "pending_delete", "deactivated"]},
+            "visibility": {"type": "string", "description": "Scope of image accessibility",
+                           "enum": ["community", "public", "private", "shared"]},
+            "protected": {"type": "boolean", "description": "If true, image will not be deletable."},
+            "os_hidden": {"type": "boolean", "description": "If true, image will not appear in default image list response."},
+            "checksum": {"type": ["null", "string"], "readOnly": true, "maxLength": 32,
+                         "description": "md5 hash of image contents."},
+            "os_hash_algo": nullable_string("Algorithm to calculate the os_hash_value"),
+            "os_hash_value": nullable_string("Hexdigest of the image contents using the algorithm specified by the os_hash_algo"),
+            "owner": {"type": ["null", "string"], "maxLength": 255,
+                      "description": "Owner of the image"},
+            "size": {"type": ["null", "integer"], "readOnly": true,
+                     "description": "Size of image file in bytes"},
+            "virtual_size": {"type": ["null", "integer"], "readOnly": true,
+                             "description": "Virtual size of image in bytes"},
+            "container_format": {"type": ["null", "string"], "description": "Format of the container",
+                                 "enum": [null, "ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"]},
+            "disk_format": {"type": ["null", "string"], "description": "Format of the disk",
+                            "enum": [null, "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]},
+            "created_at": {"type": "string", "readOnly": true,
+                           "description": "Date and time of image registration"},
+            "updated_at": {"type": "string", "readOnly": true,
+                           "description": "Date and time of the last image modification"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 255},
+                     "description": "List of strings related to the image"},
+            "min_ram": {"type": "integer", "description": "Amount of ram (in MB) required to boot image."},
+            "min_disk": {"type": "integer", "description": "Amount of disk space (in GB) required to boot image."},
+            "self": {"type": "string", "readOnly": true, "description": "An image self url"},
+            "file": {"type": "string", "readOnly": true, "description": "An image file url"},
+            "schema": {"type": "string", "readOnly": true, "description": "An image schema url"},
+            "os_distro": {"type": "string", "description": "Common name of operating system distribution"},
+        },
+        "additionalProperties": {"type": "string"},
+        "links": [{"rel": "self", "href": "{self}"}, {"rel": "enclosure", "href": "{file}"},
+                  {"rel": "describedby", "href": "{schema}"}],
+    })
+}
+
+fn network_view(network: &Network, subnets: &[Network]) -> Value {
+    let subnet_ids: Vec<&str> = subnets
+        .iter()
+        .filter(|subnet| subnet.network_id.as_deref() == Some(network.id.as_str()))
+        .map(|subnet| subnet.id.as_str())
+        .collect();
     json!({"id": network.id, "name": network.name, "project_id": network.project_id,
            "tenant_id": network.project_id, "router:external": network.external,
-           "status": "ACTIVE"})
+           "shared": false, "admin_state_up": true, "status": "ACTIVE", "subnets": subnet_ids,
+           "mtu": 1500, "availability_zones": ["nova"], "availability_zone_hints": [],
+           "description": "", "tags": [], "created_at": CREATED_AT, "updated_at": CREATED_AT,
+           "revision_number": 1})
 }
+
+fn subnet_view(subnet: &Network) -> Value {
+    let gateway = subnet
+        .cidr
+        .split_once('/')
+        .and_then(|(network, _)| network.rsplit_once('.'))
+        .map(|(prefix, _)| format!("{prefix}.1"));
+    json!({"id": subnet.id, "name": subnet.name, "project_id": subnet.project_id,
+           "tenant_id": subnet.project_id, "network_id": subnet.network_id,
+           "cidr": subnet.cidr, "ip_version": 4, "gateway_ip": gateway, "enable_dhcp": true,
+           "allocation_pools": [], "dns_nameservers": [], "host_routes": [],
+           "ipv6_ra_mode": null, "ipv6_address_mode": null, "subnetpool_id": null,
+           "description": "", "tags": [], "created_at": CREATED_AT, "updated_at": CREATED_AT,
+           "revision_number": 0})
+}
+
+fn flavor_view(id: &str, name: &str, disk: u64) -> Value {
+    json!({"id": id, "name": name, "ram": 4096, "vcpus": 2, "disk": disk, "swap": 0,
+           "OS-FLV-EXT-DATA:ephemeral": 0, "OS-FLV-DISABLED:disabled": false,
+           "os-flavor-access:is_public": true, "rxtx_factor": 1.0, "description": null,
+           "extra_specs": {}, "links": []})
+}
+
+/// The Neutron API extensions the stand-in's answers carry (what clients such as Horizon ask
+/// for before they use an attribute).
+const NEUTRON_EXTENSIONS: [(&str, &str); 4] = [
+    ("external-net", "Neutron external network"),
+    ("network_availability_zone", "Network Availability Zone"),
+    ("project-id", "project_id field enabled"),
+    ("standard-attr-description", "standard-attr-description"),
+];
+
+/// The Nova microversions the stand-in speaks (its answers do not change with them).
+const NOVA_MAX_VERSION: &str = "2.96";
 
 async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let token = request
@@ -326,23 +512,56 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     };
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let raw_query = request.uri().query().unwrap_or_default().to_owned();
-    let query = query_pairs(&raw_query);
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let mut state = shared.state.lock().unwrap();
+    let caller = Caller {
+        project: &project,
+        user: &user,
+        admin,
+    };
+    let response = if request.method() == Method::GET {
+        answer(&state, &caller, &host, &path, &raw_query)
+    } else {
+        respond(StatusCode::METHOD_NOT_ALLOWED, json!({}))
+    };
+    state.seen.push(Seen {
+        method: request.method().to_string(),
+        path,
+        query: raw_query,
+        project_id: project.clone(),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+/// Whose token a request carries.
+struct Caller<'a> {
+    project: &'a str,
+    user: &'a str,
+    admin: bool,
+}
+
+/// The answer to a GET of `path?raw_query` by `caller`.
+fn answer(
+    state: &State,
+    caller: &Caller<'_>,
+    host: &str,
+    path: &str,
+    raw_query: &str,
+) -> Response<Full<Bytes>> {
+    let (project, user, admin) = (caller.project, caller.user, caller.admin);
+    let query = query_pairs(raw_query);
     let filter = |key: &str| {
         query
             .iter()
             .find(|(name, _)| name == key)
             .map(|(_, value)| value.clone())
     };
-    let mut state = shared.state.lock().unwrap();
-    state.seen.push(Seen {
-        method: request.method().to_string(),
-        path: path.clone(),
-        query: raw_query,
-        project_id: project.clone(),
-    });
-    if request.method() != Method::GET {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, json!({}));
-    }
     // As the services do, an admin's token sees every project's.
     let visible_image = |image: &&Image| {
         admin
@@ -358,19 +577,44 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
     if path == "/compute/v2.1" {
         return respond(
             StatusCode::OK,
-            json!({"version": {"id": "v2.1", "status": "CURRENT"}}),
+            json!({"version": {"id": "v2.1", "status": "CURRENT", "version": NOVA_MAX_VERSION,
+                               "min_version": "2.1", "updated": "2013-07-23T11:33:21Z",
+                               "links": [{"rel": "self",
+                                          "href": format!("http://{host}/compute/v2.1/")}],
+                               "media-types": [{"base": "application/json",
+                               "type": "application/vnd.openstack.compute+json;version=2.1"}]}}),
         );
     }
+    if path == "/image/v2/schemas/image" {
+        return respond(StatusCode::OK, image_schema());
+    }
     if path == "/image/v2/images" {
-        let name = filter("name");
+        // Glance's filters on base properties; one page holds every image (no `next`).
+        let wanted = |key: &str, value: Option<&str>| {
+            filter(key).is_none_or(|wanted| value == Some(wanted.as_str()))
+        };
         let images: Vec<Value> = state
             .images
             .iter()
             .filter(visible_image)
-            .filter(|image| name.as_ref().is_none_or(|name| image.name == *name))
+            .filter(|image| wanted("name", Some(&image.name)))
+            .filter(|_| wanted("status", Some("active")))
+            .filter(|image| {
+                let visibility = if image.project_id.is_some() {
+                    "private"
+                } else {
+                    "public"
+                };
+                filter("visibility").is_none_or(|wanted| wanted == "all" || wanted == visibility)
+            })
+            .filter(|image| wanted("owner", image.project_id.as_deref()))
+            .filter(|image| wanted("os_distro", image.os_distro.as_deref()))
             .map(image_view)
             .collect();
-        return respond(StatusCode::OK, json!({"images": images}));
+        return respond(
+            StatusCode::OK,
+            json!({"images": images, "first": "/v2/images", "schema": "/v2/schemas/images"}),
+        );
     }
     if let Some(id) = path.strip_prefix("/image/v2/images/") {
         let id = decoded(id);
@@ -384,23 +628,36 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             None => not_found(&format!("Image {id}")),
         };
     }
-    if path == "/compute/v2.1/flavors/detail" {
+    if path == "/compute/v2.1/flavors/detail" || path == "/compute/v2.1/flavors" {
         let flavors: Vec<Value> = state
             .flavors
             .iter()
-            .map(|(id, name, disk)| json!({"id": id, "name": name, "disk": disk, "vcpus": 2, "ram": 4096}))
+            .map(|(id, name, disk)| flavor_view(id, name, *disk))
             .collect();
-        return respond(StatusCode::OK, json!({"flavors": flavors}));
+        return respond(StatusCode::OK, json!({ "flavors": flavors }));
     }
-    if let Some(id) = path.strip_prefix("/compute/v2.1/flavors/") {
-        let id = decoded(id);
+    if let Some(rest) = path.strip_prefix("/compute/v2.1/flavors/") {
+        let (id, extra_specs) = match rest.strip_suffix("/os-extra_specs") {
+            Some(id) => (decoded(id), true),
+            None => (decoded(rest), false),
+        };
         return match state.flavors.iter().find(|(known, _, _)| *known == id) {
+            Some(_) if extra_specs => respond(StatusCode::OK, json!({"extra_specs": {}})),
             Some((id, name, disk)) => respond(
                 StatusCode::OK,
-                json!({"flavor": {"id": id, "name": name, "disk": disk, "vcpus": 2, "ram": 4096}}),
+                json!({"flavor": flavor_view(id, name, *disk)}),
             ),
             None => not_found(&format!("Flavor {id}")),
         };
+    }
+    if path == "/compute/v2.1/os-keypairs" {
+        let keypairs: Vec<Value> = state
+            .keypairs
+            .iter()
+            .filter(|(owner, _)| *owner == user)
+            .map(|(_, name)| json!({"keypair": keypair_view(name, user)}))
+            .collect();
+        return respond(StatusCode::OK, json!({ "keypairs": keypairs }));
     }
     if let Some(name) = path.strip_prefix("/compute/v2.1/os-keypairs/") {
         let name = decoded(name);
@@ -409,37 +666,111 @@ async fn handle(shared: &Shared, request: Request<Incoming>) -> Response<Full<By
             .iter()
             .any(|(owner, known)| *owner == user && *known == name)
         {
-            respond(
-                StatusCode::OK,
-                json!({"keypair": {"name": name, "user_id": user}}),
-            )
+            let mut keypair = keypair_view(&name, user);
+            keypair["user_id"] = json!(user);
+            respond(StatusCode::OK, json!({ "keypair": keypair }))
         } else {
             not_found(&format!("Keypair {name}"))
         };
     }
-    let (collection, items) = match path.as_str() {
-        "/network/v2.0/networks" => ("networks", &state.networks),
-        "/network/v2.0/subnets" => ("subnets", &state.subnets),
-        // A path no service has: the driver asked the wrong thing, not for a missing item.
-        _ => {
+    if path == "/compute/v2.1/os-availability-zone" {
+        let zones: Vec<Value> = state
+            .availability_zones
+            .iter()
+            .map(|zone| json!({"zoneName": zone, "zoneState": {"available": true}, "hosts": null}))
+            .collect();
+        return respond(StatusCode::OK, json!({"availabilityZoneInfo": zones}));
+    }
+    // The project overview's questions: the stand-in runs no servers.
+    if path == "/compute/v2.1/limits" {
+        return respond(
+            StatusCode::OK,
+            json!({"limits": {"rate": [], "absolute": {
+                "maxTotalCores": 20, "maxTotalInstances": 10, "maxTotalRAMSize": 51200,
+                "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
+                "maxPersonalitySize": 10240, "maxTotalKeypairs": 100, "maxServerGroups": 10,
+                "maxServerGroupMembers": 10, "totalCoresUsed": 0, "totalInstancesUsed": 0,
+                "totalRAMUsed": 0, "totalServerGroupsUsed": 0}}}),
+        );
+    }
+    if let Some(tenant) = path.strip_prefix("/compute/v2.1/os-simple-tenant-usage/") {
+        if tenant != project && !admin {
             return respond(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": format!("no such path {path}")}),
-            )
+                StatusCode::FORBIDDEN,
+                json!({"forbidden": {"code": 403, "message":
+                    "Policy doesn't allow os_compute_api:os-simple-tenant-usage:show to be performed."}}),
+            );
         }
+        // Nova's answer for a project without servers in the period.
+        return respond(StatusCode::OK, json!({"tenant_usage": {}}));
+    }
+    if path == "/network/v2.0/extensions" {
+        let extensions: Vec<Value> = NEUTRON_EXTENSIONS
+            .iter()
+            .map(|(alias, name)| {
+                json!({"alias": alias, "name": name, "description": name,
+                       "updated": CREATED_AT, "links": []})
+            })
+            .collect();
+        return respond(StatusCode::OK, json!({ "extensions": extensions }));
+    }
+    let subnets = path == "/network/v2.0/subnets";
+    if path != "/network/v2.0/networks" && !subnets {
+        // A path no service has: the client asked the wrong thing, not for a missing item.
+        return respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": format!("no such path {path}")}),
+        );
+    }
+    // Neutron's filters: any attribute, several values of one meaning any of them;
+    // booleans as `true`/`false` in any case.
+    let values = |key: &str| -> Vec<String> {
+        query
+            .iter()
+            .filter(|(name, _)| name == key)
+            .map(|(_, value)| value.to_ascii_lowercase())
+            .collect()
     };
-    let (id, name, external) = (filter("id"), filter("name"), filter("router:external"));
+    let matches = |key: &str, value: &str| {
+        let wanted = values(key);
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|wanted| *wanted == value.to_ascii_lowercase())
+    };
+    let items = if subnets {
+        &state.subnets
+    } else {
+        &state.networks
+    };
     let found: Vec<Value> = items
         .iter()
         .filter(visible_network)
-        .filter(|item| id.as_ref().is_none_or(|id| item.id == *id))
-        .filter(|item| name.as_ref().is_none_or(|name| item.name == *name))
-        .filter(|item| {
-            external
-                .as_deref()
-                .is_none_or(|wanted| (wanted == "true") == item.external)
+        .filter(|item| matches("id", &item.id) && matches("name", &item.name))
+        .filter(|item| matches("router:external", &item.external.to_string()))
+        .filter(|_| matches("shared", "false"))
+        .filter(|item| matches("tenant_id", &item.project_id))
+        .filter(|item| matches("project_id", &item.project_id))
+        .filter(|item| matches("network_id", item.network_id.as_deref().unwrap_or_default()))
+        .map(|item| {
+            if subnets {
+                subnet_view(item)
+            } else {
+                network_view(item, &state.subnets)
+            }
         })
-        .map(network_view)
         .collect();
+    let collection = if subnets { "subnets" } else { "networks" };
     respond(StatusCode::OK, json!({ collection: found }))
+}
+
+fn keypair_view(name: &str, user: &str) -> Value {
+    use std::hash::{Hash, Hasher};
+    // A fingerprint made of the owner and name: the stand-in holds no keys.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (user, name).hash(&mut hasher);
+    let digest = hasher.finish().to_be_bytes();
+    let fingerprint: Vec<String> = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    json!({"name": name, "type": "ssh", "fingerprint": fingerprint.join(":"),
+           "public_key": format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{} {name}", fingerprint.concat())})
 }

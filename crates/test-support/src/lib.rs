@@ -6,6 +6,7 @@
 //! `magnum_test_` and is dropped by [`TestDatabase::drop_database`]. `MAGNUM_TEST_BACKENDS`
 //! (comma list of `sqlite,postgres,mysql`) narrows the engines; the default is all three.
 
+pub mod catalog;
 pub mod cloud;
 pub mod kube_api;
 pub mod octavia;

@@ -12,6 +12,11 @@
 //!   nodes for the default worker nodegroup.
 //!
 //! It builds nothing: it keeps an in-memory picture of the nodes it "runs".
+//!
+//! Its references are fixed (`scripted-image`, flavor `s.small`, network `public`, keypair
+//! `testkey`) unless it is given a [`ScriptedCloud`]: the images, flavors, networks and
+//! keypairs of a Glance/Nova/Neutron stand-in, so that a client which picks them from those
+//! services (Horizon's forms) names references the driver knows.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,8 +46,101 @@ pub struct Call {
 }
 
 type World = BTreeMap<Uuid, BTreeMap<Uuid, Vec<String>>>;
+/// A cloud's references as the scripted driver accepts them, each by id or by name. Images
+/// carry their `os_distro`, which the driver then provides (for swarm-mode and Kubernetes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScriptedCloud {
+    pub images: Vec<Image>,
+    /// (id, name) of each flavor, external network, private network and subnet.
+    pub flavors: Vec<(String, String)>,
+    pub external_networks: Vec<(String, String)>,
+    pub fixed_networks: Vec<(String, String)>,
+    pub fixed_subnets: Vec<(String, String)>,
+    pub keypairs: Vec<String>,
+}
+
+impl ScriptedCloud {
+    /// Reads the JSON form `{"images": [{"id", "name", "os_distro"}], "flavors": [{"id",
+    /// "name"}], "external_networks": [...], "fixed_networks": [...], "fixed_subnets": [...],
+    /// "keypairs": ["name"]}` (every key optional).
+    pub fn from_json(value: &Value) -> Result<Self, String> {
+        let text = |item: &Value, key: &str| -> Result<String, String> {
+            item[key]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{key} must be a string in {item}"))
+        };
+        let list = |key: &str| -> Result<Vec<Value>, String> {
+            match &value[key] {
+                Value::Null => Ok(Vec::new()),
+                Value::Array(items) => Ok(items.clone()),
+                other => Err(format!("{key} must be a list, not {other}")),
+            }
+        };
+        let pairs = |key: &str| -> Result<Vec<(String, String)>, String> {
+            list(key)?
+                .iter()
+                .map(|item| Ok((text(item, "id")?, text(item, "name")?)))
+                .collect()
+        };
+        Ok(Self {
+            images: list("images")?
+                .iter()
+                .map(|item| {
+                    Ok(Image {
+                        id: text(item, "id")?,
+                        name: text(item, "name")?,
+                        os_distro: Some(text(item, "os_distro")?),
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            flavors: pairs("flavors")?,
+            external_networks: pairs("external_networks")?,
+            fixed_networks: pairs("fixed_networks")?,
+            fixed_subnets: pairs("fixed_subnets")?,
+            keypairs: list("keypairs")?
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("keypairs must be names, not {item}"))
+                })
+                .collect::<Result<_, String>>()?,
+        })
+    }
+}
+
+impl ScriptedCloud {
+    /// The JSON form [`ScriptedCloud::from_json`] reads.
+    pub fn to_json(&self) -> Value {
+        let pairs = |items: &[(String, String)]| -> Vec<Value> {
+            items
+                .iter()
+                .map(|(id, name)| serde_json::json!({"id": id, "name": name}))
+                .collect()
+        };
+        serde_json::json!({
+            "images": self.images.iter().map(|image| serde_json::json!({
+                "id": image.id, "name": image.name, "os_distro": image.os_distro,
+            })).collect::<Vec<_>>(),
+            "flavors": pairs(&self.flavors),
+            "external_networks": pairs(&self.external_networks),
+            "fixed_networks": pairs(&self.fixed_networks),
+            "fixed_subnets": pairs(&self.fixed_subnets),
+            "keypairs": self.keypairs,
+        })
+    }
+}
+
+/// Whether `reference` is the id or the name of one of `known`.
+fn names_one(known: &[(String, String)], reference: &str) -> bool {
+    known
+        .iter()
+        .any(|(id, name)| id == reference || name == reference)
+}
 
 pub struct ScriptedDriver {
+    cloud: Option<ScriptedCloud>,
     /// Nodes per nodegroup per cluster: the "world".
     world: Arc<Mutex<World>>,
     calls: Mutex<Vec<Call>>,
@@ -59,7 +157,13 @@ impl Default for ScriptedDriver {
 
 impl ScriptedDriver {
     pub fn new() -> Self {
+        Self::with_cloud(None)
+    }
+
+    /// A double whose references are `cloud`'s (the fixed ones when `None`).
+    pub fn with_cloud(cloud: Option<ScriptedCloud>) -> Self {
         Self {
+            cloud,
             world: Arc::new(Mutex::new(BTreeMap::new())),
             calls: Mutex::new(Vec::new()),
             events: broadcast::channel(64).0,
@@ -213,6 +317,39 @@ impl ScriptedDriver {
     }
 }
 
+/// The checks of [`Driver::validate_references`] against a configured cloud.
+fn validate_in(cloud: &ScriptedCloud, references: &References<'_>) -> Result<(), ReferenceError> {
+    for flavor in [references.flavor_id, references.master_flavor_id]
+        .into_iter()
+        .flatten()
+    {
+        if !names_one(&cloud.flavors, flavor) {
+            return Err(ReferenceError::FlavorNotFound(flavor.to_owned()));
+        }
+    }
+    if let Some(network) = references.external_network_id {
+        if !names_one(&cloud.external_networks, network) {
+            return Err(ReferenceError::ExternalNetworkNotFound(network.to_owned()));
+        }
+    }
+    if let Some(network) = references.fixed_network {
+        if !names_one(&cloud.fixed_networks, network) {
+            return Err(ReferenceError::FixedNetworkNotFound(network.to_owned()));
+        }
+    }
+    if let Some(subnet) = references.fixed_subnet {
+        if !names_one(&cloud.fixed_subnets, subnet) {
+            return Err(ReferenceError::FixedSubnetNotFound(subnet.to_owned()));
+        }
+    }
+    if let Some(keypair) = references.keypair {
+        if !cloud.keypairs.iter().any(|known| known == keypair) {
+            return Err(ReferenceError::KeypairNotFound(keypair.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 fn step(spec: &ClusterSpec) -> Duration {
     Duration::from_millis(
         spec.cluster
@@ -230,17 +367,36 @@ impl Driver for ScriptedDriver {
     }
 
     fn provides(&self) -> Vec<ClusterType> {
-        [Coe::SwarmMode, Coe::Kubernetes]
+        let mut distros = vec!["scripted".to_owned()];
+        for image in self.cloud.iter().flat_map(|cloud| &cloud.images) {
+            if let Some(distro) = &image.os_distro {
+                if !distros.contains(distro) {
+                    distros.push(distro.clone());
+                }
+            }
+        }
+        distros
             .into_iter()
-            .map(|coe| ClusterType {
-                server_type: ServerType::Vm,
-                os_distro: "scripted".to_owned(),
-                coe,
+            .flat_map(|os_distro| {
+                [Coe::SwarmMode, Coe::Kubernetes]
+                    .into_iter()
+                    .map(move |coe| ClusterType {
+                        server_type: ServerType::Vm,
+                        os_distro: os_distro.clone(),
+                        coe,
+                    })
             })
             .collect()
     }
 
     fn find_image(&self, reference: &str) -> Result<Option<Image>, ReferenceError> {
+        if let Some(cloud) = &self.cloud {
+            return Ok(cloud
+                .images
+                .iter()
+                .find(|image| image.id == reference || image.name == reference)
+                .cloned());
+        }
         Ok((reference == SCRIPTED_IMAGE).then(|| Image {
             id: SCRIPTED_IMAGE.to_owned(),
             name: SCRIPTED_IMAGE.to_owned(),
@@ -249,6 +405,9 @@ impl Driver for ScriptedDriver {
     }
 
     fn validate_references(&self, references: &References<'_>) -> Result<(), ReferenceError> {
+        if let Some(cloud) = &self.cloud {
+            return validate_in(cloud, references);
+        }
         for flavor in [references.flavor_id, references.master_flavor_id]
             .into_iter()
             .flatten()
@@ -397,5 +556,89 @@ impl Driver for ScriptedDriver {
 
     fn events(&self) -> Option<broadcast::Receiver<DriverEvent>> {
         Some(self.events.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn references<'a>(flavor: &'a str, network: &'a str, keypair: &'a str) -> References<'a> {
+        References {
+            flavor_id: Some(flavor),
+            master_flavor_id: None,
+            external_network_id: Some(network),
+            fixed_network: None,
+            fixed_subnet: None,
+            keypair: Some(keypair),
+            boot_volume_size: None,
+        }
+    }
+
+    #[test]
+    fn a_cloud_replaces_the_fixed_references_by_id_or_name() {
+        let cloud = ScriptedCloud::from_json(&serde_json::json!({
+            "images": [{"id": "i-1", "name": "fedora-coreos-40", "os_distro": "fedora-coreos"}],
+            "flavors": [{"id": "f-1", "name": "m1.small"}],
+            "external_networks": [{"id": "n-1", "name": "public"}],
+            "keypairs": ["alpha-key"],
+        }))
+        .unwrap();
+        assert_eq!(ScriptedCloud::from_json(&cloud.to_json()).unwrap(), cloud);
+        let driver = ScriptedDriver::with_cloud(Some(cloud));
+        for reference in ["i-1", "fedora-coreos-40"] {
+            let image = driver.find_image(reference).unwrap().unwrap();
+            assert_eq!(image.os_distro.as_deref(), Some("fedora-coreos"));
+        }
+        assert_eq!(driver.find_image(SCRIPTED_IMAGE).unwrap(), None);
+        assert!(driver.provides().contains(&ClusterType {
+            server_type: ServerType::Vm,
+            os_distro: "fedora-coreos".to_owned(),
+            coe: Coe::Kubernetes,
+        }));
+        assert!(driver
+            .validate_references(&references("m1.small", "n-1", "alpha-key"))
+            .is_ok());
+        assert!(driver
+            .validate_references(&references("f-1", "public", "alpha-key"))
+            .is_ok());
+        assert_eq!(
+            driver.validate_references(&references(SCRIPTED_FLAVOR, "public", "alpha-key")),
+            Err(ReferenceError::FlavorNotFound(SCRIPTED_FLAVOR.to_owned()))
+        );
+        assert_eq!(
+            driver.validate_references(&references("m1.small", "private", "alpha-key")),
+            Err(ReferenceError::ExternalNetworkNotFound(
+                "private".to_owned()
+            ))
+        );
+        assert_eq!(
+            driver.validate_references(&references("m1.small", "public", "testkey")),
+            Err(ReferenceError::KeypairNotFound("testkey".to_owned()))
+        );
+        // Without a cloud, the fixed references.
+        let fixed = ScriptedDriver::new();
+        assert!(fixed.find_image(SCRIPTED_IMAGE).unwrap().is_some());
+        assert!(fixed
+            .validate_references(&references(SCRIPTED_FLAVOR, SCRIPTED_NETWORK, "testkey"))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_malformed_cloud_is_refused_with_the_reason() {
+        for (json, reason) in [
+            (serde_json::json!({"images": {}}), "images must be a list"),
+            (
+                serde_json::json!({"flavors": [{"id": "f"}]}),
+                "name must be a string",
+            ),
+            (
+                serde_json::json!({"keypairs": [1]}),
+                "keypairs must be names",
+            ),
+        ] {
+            let error = ScriptedCloud::from_json(&json).unwrap_err();
+            assert!(error.contains(reason), "{error}");
+        }
     }
 }

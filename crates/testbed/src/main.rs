@@ -1,10 +1,29 @@
 //! `magnumd-testbed`: magnumd with the scripted driver enabled besides the configured ones.
 //! Only tests use it: the scripted driver builds nothing.
+//!
+//! `MAGNUM_TESTBED_SCRIPTED_CLOUD`, when set, is the JSON of a
+//! [`magnum_test_support::scripted::ScriptedCloud`]: the references of a Glance/Nova/Neutron
+//! stand-in the driver then accepts instead of its fixed ones.
 
 use std::sync::Arc;
 
-use magnum_test_support::scripted::ScriptedDriver;
+use magnum_test_support::scripted::{ScriptedCloud, ScriptedDriver};
+
+const CLOUD_VARIABLE: &str = "MAGNUM_TESTBED_SCRIPTED_CLOUD";
 
 fn main() -> std::process::ExitCode {
-    magnumd::cli::main_with_drivers(vec![Arc::new(ScriptedDriver::new())])
+    let cloud = match std::env::var(CLOUD_VARIABLE) {
+        Ok(text) => match serde_json::from_str(&text)
+            .map_err(|error| error.to_string())
+            .and_then(|value| ScriptedCloud::from_json(&value))
+        {
+            Ok(cloud) => Some(cloud),
+            Err(error) => {
+                eprintln!("magnumd-testbed: {CLOUD_VARIABLE}: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Err(_) => None,
+    };
+    magnumd::cli::main_with_drivers(vec![Arc::new(ScriptedDriver::with_cloud(cloud))])
 }

@@ -18,7 +18,9 @@ use super::{respond, respond_cached_list, respond_empty, respond_encoded};
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
-use crate::input::{attribute, mandatory, parse_object, Attribute, Attributes, Kind};
+use crate::input::{
+    attribute, mandatory, parse_object, parse_patched, Attribute, Attributes, Kind,
+};
 use crate::lookup::{resolve_template as resolve, template_not_found as not_found};
 use crate::pagination::{next_link, page_from_query, PAGINATION_ARGUMENTS};
 use crate::patch::{apply_patch, parse_patch, PatchRules};
@@ -479,7 +481,7 @@ pub(crate) async fn update(
             _ => return Err(ApiError::internal("a template view is a JSON object").into()),
         };
         apply_patch(&mut document, &operations, &PATCH_RULES)?;
-        let attributes = parse_object("cluster_template", &document, PATCHED_SCHEMA)?;
+        let attributes = parse_patched("cluster_template", &document, PATCHED_SCHEMA)?;
         let coe = parse_coe(&attributes)?;
         let mut updated = from_attributes(&attributes, coe, ServerSet::of(current));
         check_rules(&state.settings.template_rules, &mut updated)?;

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{respond, respond_empty, sorted_object};
 use crate::error::{ApiError, ChangeError};
 use crate::input::body_object;
-use crate::input::{attribute, parse_object, Attribute, Kind};
+use crate::input::{attribute, parse_object, parse_patched, Attribute, Kind};
 use crate::lookup::{
     change_request, check_capacity, copy_error, driver_for, nodegroup_not_found,
     resolve_cluster_for as resolve_for, template_of,
@@ -448,7 +448,7 @@ pub(crate) async fn update(
                     .map(|(key, value)| ((*key).to_owned(), value.clone()))
                     .collect();
                 apply_patch(&mut document, &operations, &PATCH_RULES)?;
-                let patched = parse_object(
+                let patched = parse_patched(
                     "nodegroup",
                     &document
                         .iter()

@@ -31,7 +31,17 @@ pub(crate) const SCHEMA: &[Attribute] = &[
             max: None,
         },
     ),
-    attribute("id", Kind::ReadOnly),
+    // Upstream's Quota type has `id` as a writable integer ≥ 1: a PATCH body that carries it
+    // (Horizon's quota form sends the quota back whole) is valid, and the id is not changed.
+    // A create's id is checked the same way and not used either (upstream would insert the
+    // row under it; here the store numbers rows).
+    attribute(
+        "id",
+        Kind::Integer {
+            min: Some(1),
+            max: None,
+        },
+    ),
     attribute("created_at", Kind::Timestamp),
     attribute("updated_at", Kind::Timestamp),
 ];

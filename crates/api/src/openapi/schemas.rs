@@ -171,14 +171,25 @@ fn kind_schema(kind: Kind, nullable: bool) -> Option<Value> {
             json!({"type": typed("string", nullable), "minLength": min, "maxLength": max})
         }
         Kind::Integer { min, max } => {
-            let mut schema = json!({"type": typed("integer", nullable)});
+            let mut number = json!({"type": "integer"});
             if let Some(min) = min {
-                schema["minimum"] = json!(min);
+                number["minimum"] = json!(min);
             }
             if let Some(max) = max {
-                schema["maximum"] = json!(max);
+                number["maximum"] = json!(max);
             }
-            schema
+            let mut choices = vec![
+                number,
+                json!({"type": "string", "pattern": "^\\s*[+-]?[0-9]+(_[0-9]+)*\\s*$"}),
+            ];
+            if nullable {
+                choices.push(json!({"type": "null"}));
+            }
+            json!({
+                "anyOf": choices,
+                "description": "A JSON integer, or a string Python's int() reads (\"60\"), as \
+                    upstream's body decoding takes it; the bounds apply to the number read.",
+            })
         }
         Kind::Boolean => lenient_boolean(nullable),
         Kind::Choice(choices) => {

@@ -9,6 +9,7 @@ mod compat;
 mod compat_clusters;
 mod dashboard;
 mod dashboard_browser;
+mod dashboards;
 mod events;
 mod fuzz;
 mod hardening;
