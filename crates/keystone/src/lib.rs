@@ -633,6 +633,23 @@ impl Keystone {
                 self.credentials
             )));
         }
+        let (token, body) = self.issued_token(response).await?;
+        let expires_at = body["token"]["expires_at"]
+            .as_str()
+            .and_then(parse_time)
+            .ok_or_else(|| {
+                KeystoneError::Unavailable("Keystone's login answer has no expires_at".into())
+            })?;
+        Ok(ServiceToken { token, expires_at })
+    }
+}
+
+impl Keystone {
+    /// A login's answer: the token Keystone issued (`X-Subject-Token`) and the body.
+    async fn issued_token(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<(String, Value), KeystoneError> {
         let token = response
             .headers()
             .get("x-subject-token")
@@ -645,13 +662,7 @@ impl Keystone {
             .json()
             .await
             .map_err(|error| unreachable(&self.auth_url, &error))?;
-        let expires_at = body["token"]["expires_at"]
-            .as_str()
-            .and_then(parse_time)
-            .ok_or_else(|| {
-                KeystoneError::Unavailable("Keystone's login answer has no expires_at".into())
-            })?;
-        Ok(ServiceToken { token, expires_at })
+        Ok((token, body))
     }
 }
 

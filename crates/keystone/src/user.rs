@@ -237,18 +237,7 @@ impl Keystone {
                 )))
             }
         }
-        let token = response
-            .headers()
-            .get("x-subject-token")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                KeystoneError::Unavailable("Keystone's login answer has no X-Subject-Token".into())
-            })?;
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|error| unreachable(&self.auth_url, &error))?;
+        let (token, body) = self.issued_token(response).await?;
         parse_user_token(token, &body["token"])
     }
 
