@@ -9,6 +9,7 @@
 mod auth;
 mod cache;
 mod context;
+mod dashboard;
 mod error;
 mod events;
 mod handlers;
@@ -31,6 +32,7 @@ use magnum_driver::DriverRegistry;
 use magnum_store::Store;
 
 pub use auth::{AuthFailure, Authenticator, KeystoneAuth, NoAuth};
+pub use dashboard::{BundleSize, Dashboard};
 pub use events::{EventHub, EventStreamSettings};
 pub use metrics::{metrics_router, MetricsAccess, MetricsEndpoint, Network};
 pub use microversion::{MAX_VERSION, MIN_VERSION};
@@ -94,6 +96,8 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// `GET /metrics` and the request metrics.
     pub metrics: Arc<MetricsEndpoint>,
+    /// The web dashboard at `/dashboard/`; `None`: not served.
+    pub dashboard: Option<Arc<Dashboard>>,
 }
 
 /// The API as an axum router.

@@ -110,6 +110,15 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
     if raw_path == "/metrics" {
         return state.metrics.answer(&parts, request_id).await;
     }
+    if let Some(dashboard) = state.dashboard.as_deref() {
+        if crate::dashboard::is_dashboard_path(raw_path) {
+            let path = raw_path.to_owned();
+            return crate::dashboard::serve(
+                state, dashboard, &parts, body, &path, &prefix, request_id,
+            )
+            .await;
+        }
+    }
     let mut segments: Vec<&str> = raw_path.split('/').filter(|s| !s.is_empty()).collect();
     let base = format!(
         "{}{prefix}",
@@ -132,6 +141,31 @@ async fn route(shared: &Shared, request_id: &str, request: Request<Body>) -> Res
     let is_version_document = segments.len() == 1;
     // Public like the version documents: it describes the API and holds no tenant data.
     let is_openapi_document = segments == ["v1", crate::openapi::DOCUMENT];
+
+    // A dashboard session's cookie stands in for `X-Auth-Token` (and a change it asks for
+    // needs the session's CSRF header); everything else is as for any client.
+    let with_session_token;
+    let headers = match state
+        .dashboard
+        .as_deref()
+        .and_then(crate::dashboard::Dashboard::sessions)
+        .map(|sessions| {
+            sessions.authenticate(&parts.method, headers, state.settings.trust_proxy_headers)
+        }) {
+        Some(crate::dashboard::session::CookieAuth::Token(token)) => {
+            let mut copy = headers.clone();
+            if let Ok(value) = HeaderValue::from_str(&token) {
+                copy.insert("x-auth-token", value);
+            }
+            with_session_token = copy;
+            &with_session_token
+        }
+        Some(crate::dashboard::session::CookieAuth::Refused(reason)) => {
+            return ApiError::forbidden(reason)
+                .into_response(request_id, crate::microversion::MIN_VERSION)
+        }
+        _ => headers,
+    };
 
     let identity = if is_version_document || is_openapi_document {
         None
@@ -377,7 +411,13 @@ fn has_content_type(headers: &axum::http::HeaderMap) -> bool {
 fn forwarded_prefix(headers: &axum::http::HeaderMap) -> Option<String> {
     let value = headers.get("x-forwarded-prefix")?.to_str().ok()?.trim();
     let trimmed = value.trim_end_matches('/');
-    (trimmed.starts_with('/') && !trimmed.contains(['?', '#', ' '])).then(|| trimmed.to_owned())
+    // `//host` would make our redirects point elsewhere; `;` or `,` would end a cookie's
+    // `Path` and start another attribute.
+    let acceptable = trimmed.starts_with('/')
+        && !trimmed.starts_with("//")
+        && !trimmed.contains(['?', '#', ' ', ';', ',', '\\'])
+        && !trimmed.chars().any(char::is_control);
+    acceptable.then(|| trimmed.to_owned())
 }
 
 fn unauthorized(www_authenticate: &str, request_id: &str) -> Response<Body> {

@@ -15,12 +15,17 @@ struct Server {
 }
 
 async fn start(pool: &str) -> Server {
+    start_with(pool, |_| {}).await
+}
+
+async fn start_with(pool: &str, adjust: impl FnOnce(&mut magnumd::Config)) -> Server {
     let state = tempfile::tempdir().unwrap();
     let mut config = magnumd::Config::default();
     config.server.listen = "127.0.0.1:0".to_owned();
     config.server.state_dir = Some(state.path().to_owned());
     config.conductor.poll_interval_ms = 100;
     config.drivers.local.network_pool = pool.to_owned();
+    adjust(&mut config);
     let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(ScriptedDriver::new())];
     let running = magnumd::start_with_drivers(&config, magnumd::Role::All, &drivers)
         .await
@@ -484,4 +489,340 @@ async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
     );
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
     server.running.stop().await;
+}
+
+/// Runs `docker` against a cluster's API (TLS disabled), for at most three minutes.
+fn docker(address: &str, arguments: &[&str]) -> (bool, String) {
+    let output = Command::new("timeout")
+        .arg("180")
+        .arg("docker")
+        .arg("-H")
+        .arg(address)
+        .args(arguments)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The service's tasks that should run, as `CurrentState` words (`Running`, `Pending`, …).
+fn task_states(address: &str, service: &str) -> Vec<String> {
+    let (_, listed) = docker(
+        address,
+        &[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}",
+        ],
+    );
+    listed
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Polls `coe cluster show` until `done` holds of it (at most `seconds`); returns it.
+async fn until_cluster(
+    server: &Server,
+    cluster: &str,
+    seconds: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let shown = json(server, &["cluster", "show", cluster]).await;
+        if done(&shown) {
+            return shown;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} not within {seconds} s: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Autoscaling on a real cluster, seen with `coe`: a service whose replicas each reserve
+/// more than half a node's memory grows the default worker nodegroup (min 1, max 4) until
+/// every task runs, in one change and no further; a user's `coe cluster resize` is not undone
+/// within the cool-down (after it, the autoscaler takes the nodegroup back to what the tasks
+/// need); once the service is gone, the idle workers go, down to the minimum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_cluster_autoscales_from_its_workload_and_a_users_resize_wins() {
+    let cool_down = 25;
+    let server = start_with("10.99.0.0/16", |config| {
+        let autoscaler = &mut config.drivers.local.autoscaler;
+        autoscaler.scan_interval = 1;
+        autoscaler.scale_out_delay = 2;
+        autoscaler.scale_in_idle = 8;
+        autoscaler.cool_down = cool_down;
+    })
+    .await;
+    ok(
+        &server,
+        &[
+            "cluster",
+            "template",
+            "create",
+            "auto",
+            "--coe",
+            "swarm-mode",
+            "--image",
+            "local-node",
+            "--external-network",
+            "local",
+            "--tls-disabled",
+        ],
+    )
+    .await;
+    let created = coe(
+        &server,
+        &[
+            "cluster",
+            "create",
+            "auto",
+            "--cluster-template",
+            "auto",
+            "--node-count",
+            "1",
+            "--labels",
+            "auto_scaling_enabled=true,min_node_count=1,max_node_count=4",
+            "--wait",
+        ],
+    )
+    .await;
+    // The steps run as a task of their own: whatever they assert, the cluster is deleted.
+    let server = std::sync::Arc::new(server);
+    let outcome = tokio::spawn(autoscaling_steps(server.clone(), cool_down)).await;
+    let deleted = coe(&server, &["cluster", "delete", "auto", "--wait"]).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    if let Err(failure) = outcome {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+    let server = std::sync::Arc::try_unwrap(server)
+        .ok()
+        .expect("the steps are done with the server");
+    server.running.stop().await;
+}
+
+async fn autoscaling_steps(server: std::sync::Arc<Server>, cool_down: u64) {
+    let server = &*server;
+    let cluster = json(server, &["cluster", "show", "auto"]).await;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let address = cluster["api_address"].as_str().unwrap().to_owned();
+    let worker = json(server, &["nodegroup", "show", "auto", "default-worker"]).await;
+    assert_eq!(worker["min_node_count"], 1, "{worker}");
+
+    // Each replica reserves 60 % of a node's memory (as the swarm sees it: the host's).
+    let (ok_listed, ids) = docker(&address, &["node", "ls", "-q"]);
+    assert!(ok_listed, "{ids}");
+    let first = ids.lines().next().unwrap().to_owned();
+    let (_, memory) = docker(
+        &address,
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Description.Resources.MemoryBytes}}",
+            &first,
+        ],
+    );
+    let memory: u64 = memory.trim().parse().expect("a node's memory");
+    let reserve = (memory / 10 * 6).to_string();
+    let started = std::time::Instant::now();
+    let (created, output) = docker(
+        &address,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "big",
+            "--replicas",
+            "4",
+            "--reserve-memory",
+            &reserve,
+            "--endpoint-mode",
+            "dnsrr",
+            "--no-resolve-image",
+            "--init",
+            "magnum/local-node:1",
+            "sleep",
+            "100000",
+        ],
+    );
+    assert!(created, "{output}");
+    // Two run (the master and the worker), two wait: the autoscaler adds two workers in one
+    // change.
+    let grown = until_cluster(server, "auto", 180, "grown to 3 workers", |cluster| {
+        cluster["node_count"] == 3 && cluster["status"] == "UPDATE_COMPLETE"
+    })
+    .await;
+    let reason = grown["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "Autoscaled nodegroup default-worker from 1 to 3 nodes: 2 tasks of service big waiting"
+        ),
+        "{grown}"
+    );
+    assert!(
+        reason.contains("no suitable node (insufficient resources"),
+        "{reason}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while task_states(&address, "big") != ["Running"; 4] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every task runs: {:?}",
+            task_states(&address, "big")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    println!(
+        "autoscaled: every task of the service runs {} ms after it was created",
+        started.elapsed().as_millis()
+    );
+    let worker = json(server, &["nodegroup", "show", "auto", "default-worker"]).await;
+    assert_eq!(worker["node_count"], 3, "{worker}");
+    assert_eq!(worker["status_reason"], reason, "{worker}");
+    // And no further: every task runs, nothing waits.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let settled = json(server, &["cluster", "show", "auto"]).await;
+    assert_eq!(settled["node_count"], 3, "{settled}");
+    assert_eq!(settled["status_reason"], reason, "{settled}");
+    let events = json(server, &["cluster", "events", "auto"]).await;
+    let autoscaled: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["reason"] == "AutoscaledOut")
+        .collect();
+    assert_eq!(autoscaled.len(), 1, "{events}");
+    assert!(
+        autoscaled[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The autoscaler adds 2 nodes to nodegroup default-worker (1 → 3): "),
+        "{events}"
+    );
+
+    // A user's resize wins: one task waits again, and the nodegroup stays at 2 for the
+    // cool-down.
+    ok(
+        server,
+        &[
+            "cluster",
+            "resize",
+            "auto",
+            "2",
+            "--nodegroup",
+            "default-worker",
+            "--wait",
+        ],
+    )
+    .await;
+    let resized_at = std::time::Instant::now();
+    let resized = json(server, &["cluster", "show", "auto"]).await;
+    assert_eq!(resized["node_count"], 2, "{resized}");
+    let mut waited = false;
+    while resized_at.elapsed() < std::time::Duration::from_secs(cool_down - 5) {
+        let shown = json(server, &["cluster", "show", "auto"]).await;
+        assert_eq!(
+            shown["node_count"], 2,
+            "undone within the cool-down: {shown}"
+        );
+        assert_eq!(shown["status"], "UPDATE_COMPLETE", "{shown}");
+        waited |= task_states(&address, "big")
+            .iter()
+            .any(|state| state == "Pending");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(waited, "a task waited while the resize was respected");
+    // After the cool-down, the waiting task gets its node back.
+    let regrown = until_cluster(
+        server,
+        "auto",
+        90,
+        "grown back after the cool-down",
+        |cluster| cluster["node_count"] == 3 && cluster["status"] == "UPDATE_COMPLETE",
+    )
+    .await;
+    // Times are stored in whole seconds: the resize ended at most a second before --wait saw it.
+    assert!(
+        resized_at.elapsed() >= std::time::Duration::from_secs(cool_down - 2),
+        "grown back {} s after the resize",
+        resized_at.elapsed().as_secs()
+    );
+    assert!(
+        regrown["status_reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(
+                "Autoscaled nodegroup default-worker from 2 to 3 nodes: 1 task of service big"
+            ),
+        "{regrown}"
+    );
+
+    // The service goes: the idle workers go, down to the minimum, the master never.
+    let (removed, output) = docker(&address, &["service", "rm", "big"]);
+    assert!(removed, "{output}");
+    let shrunk = until_cluster(server, "auto", 120, "shrunk to 1 worker", |cluster| {
+        cluster["node_count"] == 1 && cluster["status"] == "UPDATE_COMPLETE"
+    })
+    .await;
+    let reason = shrunk["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("Autoscaled nodegroup default-worker from 3 to 1 node (removed "),
+        "{shrunk}"
+    );
+    assert!(reason.contains("ran no task for"), "{reason}");
+    assert_eq!(shrunk["master_count"], 1, "{shrunk}");
+    let (_, statuses) = docker(&address, &["node", "ls", "--format", "{{.Status}}"]);
+    assert_eq!(
+        statuses.lines().collect::<Vec<_>>(),
+        ["Ready", "Ready"],
+        "the removed workers left the swarm: {statuses}"
+    );
+    let events = json(server, &["cluster", "events", "auto"]).await;
+    let reasons: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|reason| **reason == "AutoscaledOut")
+            .count(),
+        2,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|reason| **reason == "AutoscaledIn")
+            .count(),
+        1,
+        "{reasons:?}"
+    );
+    // At the minimum it stays.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    assert_eq!(
+        json(server, &["cluster", "show", "auto"]).await["node_count"],
+        1
+    );
 }

@@ -140,7 +140,8 @@ impl Conductor {
             self.settings.clone(),
             shutdown.clone(),
         ));
-        let events = runner::spawn_event_listeners(&self.store, &self.drivers, shutdown.clone());
+        let events =
+            runner::spawn_event_listeners(&self.store, &self.drivers, &self.wake, shutdown.clone());
         let sweep = self.revoker.clone().map(|revoker| {
             tokio::spawn(runner::revocation_sweep(
                 self.store.clone(),

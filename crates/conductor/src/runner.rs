@@ -45,7 +45,10 @@ fn audit_action(phase: Phase) -> AuditAction {
 fn action_of(kind: OperationKind, nodegroups: &[NodeGroup], target: Option<Uuid>) -> Action {
     match kind {
         OperationKind::CreateCluster => Action::CreateCluster,
-        OperationKind::UpdateCluster | OperationKind::ResizeCluster => {
+        OperationKind::UpdateCluster
+        | OperationKind::ResizeCluster
+        | OperationKind::AutoscaleCluster
+        | OperationKind::ReplaceNodes => {
             let masters = target
                 .and_then(|uuid| nodegroups.iter().find(|ng| ng.uuid == uuid))
                 .is_some_and(NodeGroup::is_master);
@@ -502,10 +505,17 @@ impl Runner {
             operation: operation.uuid,
             events: Default::default(),
         };
+        // A rollback goes back to the previous counts: the nodes the change named for
+        // removal are not removed again.
+        let nodes_to_remove: &[String] = if phase == Phase::Rollback {
+            &[]
+        } else {
+            &parameters.nodes_to_remove
+        };
         let request = Converge {
             action,
             spec: &spec,
-            nodes_to_remove: &parameters.nodes_to_remove,
+            nodes_to_remove,
             max_batch_size: parameters.max_batch_size,
         };
         // The delegated credential this converge puts in place.
@@ -642,7 +652,7 @@ impl Runner {
                 &Cause::operation(operation.uuid),
                 |aggregate| {
                     let settle_status = !aggregate.has_newer_operation(operation.id);
-                    aggregate.succeed(phase, settle_status, &observed, now)?;
+                    aggregate.succeed(phase, settle_status, &observed, parameters, now)?;
                     match operation.kind {
                         OperationKind::RotateCa => aggregate.record(ClusterEvent::normal(
                             "CARotated",
@@ -972,10 +982,13 @@ fn timed_out(phase: Phase, operation: &Operation, cluster: &Cluster) -> String {
     }
 }
 
-/// Health pushed by drivers, written as it arrives.
+/// What drivers push, written as it arrives: health, events, what they see between
+/// operations, and the changes they propose (decided by the domain; an operation started
+/// wakes the runner at once).
 pub(crate) fn spawn_event_listeners(
     store: &Store,
     drivers: &DriverRegistry,
+    wake: &Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let mut listeners = Vec::new();
@@ -984,6 +997,7 @@ pub(crate) fn spawn_event_listeners(
             continue;
         };
         let store = store.clone();
+        let wake = wake.clone();
         let shutdown = shutdown.clone();
         listeners.push(tokio::spawn(async move {
             loop {
@@ -1012,6 +1026,20 @@ pub(crate) fn spawn_event_listeners(
                             tracing::warn!(cluster.id = %cluster, %error, "cannot record what the driver saw");
                         }
                     }
+                    Ok(DriverEvent::Proposal {
+                        cluster,
+                        proposal,
+                        policy,
+                    }) => match record_proposal(&store, cluster, &proposal, policy).await {
+                        Ok(Some(kind)) => {
+                            tracing::info!(cluster.id = %cluster, operation.kind = %kind, ?proposal, "the cluster changes on its own");
+                            wake.notify_one();
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::warn!(cluster.id = %cluster, %error, "cannot decide on a driver's proposal");
+                        }
+                    },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "driver events were missed");
                     }
@@ -1075,6 +1103,50 @@ async fn record_live(
     {
         Ok(_) | Err(StoreError::NotFound) => Ok(()),
         Err(error) => Err(error),
+    }
+}
+
+/// Decides on a driver's proposal through the one commit path; the kind of the operation
+/// started, or `None` when the domain declined it (logged) or the cluster is gone. The
+/// history (the cluster's newest operations) is read just before, outside the commit's
+/// transaction: a resize a user asks for after that read is still an unfinished operation
+/// when the decision reads the cluster (milliseconds later; claiming and converging it take
+/// longer), and the decision declines. Assumption, not enforced: no user's resize is asked
+/// for, run and finished between these two reads.
+async fn record_proposal(
+    store: &Store,
+    uuid: Uuid,
+    proposal: &magnum_driver::Proposal,
+    policy: magnum_driver::Policy,
+) -> Result<Option<OperationKind>, StoreError> {
+    use magnum_domain::automation::{Declined, History, HISTORY_OPERATIONS};
+    enum Decision {
+        Declined(Declined),
+        Store(StoreError),
+    }
+    impl From<StoreError> for Decision {
+        fn from(error: StoreError) -> Self {
+            Decision::Store(error)
+        }
+    }
+    let history =
+        History::from_operations(&store.recent_operations_of(uuid, HISTORY_OPERATIONS).await?);
+    let now = Timestamp::now();
+    let decided = store
+        .modify_cluster(uuid, &Cause::none(), |aggregate| {
+            aggregate
+                .decide(proposal, policy, &history, now)
+                .map_err(Decision::Declined)
+        })
+        .await;
+    match decided {
+        Ok((kind, _)) => Ok(Some(kind)),
+        Err(Decision::Declined(reason)) => {
+            tracing::debug!(cluster.id = %uuid, %reason, ?proposal, "a driver's proposal is declined");
+            Ok(None)
+        }
+        Err(Decision::Store(StoreError::NotFound)) => Ok(None),
+        Err(Decision::Store(error)) => Err(error),
     }
 }
 

@@ -217,14 +217,14 @@ impl ClusterAggregate {
             .find(|nodegroup| nodegroup.is_default && !nodegroup.is_master())
     }
 
-    fn nodegroup_mut(&mut self, uuid: Uuid) -> Result<&mut NodeGroup, ChangeRefused> {
+    pub(crate) fn nodegroup_mut(&mut self, uuid: Uuid) -> Result<&mut NodeGroup, ChangeRefused> {
         self.nodegroups
             .iter_mut()
             .find(|nodegroup| nodegroup.uuid == uuid)
             .ok_or_else(|| ChangeRefused::NodegroupNotFound(uuid.to_string()))
     }
 
-    fn start(
+    pub(crate) fn start(
         &mut self,
         event: StatusEvent,
         reason: Option<String>,
@@ -607,7 +607,7 @@ impl ClusterAggregate {
     }
 
     /// Puts one nodegroup into a change through its transition function, then edits it.
-    fn change_nodegroup(
+    pub(crate) fn change_nodegroup(
         &mut self,
         uuid: Uuid,
         now: Timestamp,
@@ -630,24 +630,29 @@ impl ClusterAggregate {
 
     /// The conductor's record of success. With `settle_status` false (a newer operation
     /// waits and will settle them) the cluster and its nodegroups keep their statuses.
-    /// Otherwise nodegroups in a change settle, and those being deleted go.
+    /// Otherwise nodegroups in a change settle, and those being deleted go. An update that
+    /// names its outcome (`parameters.outcome_reason`: a change the cluster asked for
+    /// itself) records it as the cluster's and its nodegroup's reason.
     pub fn succeed(
         &mut self,
         phase: Phase,
         settle_status: bool,
         observed: &Observed,
+        parameters: &OperationParameters,
         now: Timestamp,
     ) -> Result<(), ChangeRefused> {
+        let outcome = parameters
+            .outcome_reason
+            .clone()
+            .filter(|_| phase == Phase::Update && settle_status);
         if settle_status {
             self.cluster.status = self.cluster.status.apply(phase.success())?;
-            self.cluster.status_reason = Some(
-                match phase {
-                    Phase::Create => "Cluster created.",
-                    Phase::Update => "Cluster updated.",
-                    Phase::Rollback => "The failed update was rolled back.",
-                }
-                .to_owned(),
-            );
+            self.cluster.status_reason = Some(match (&outcome, phase) {
+                (Some(outcome), _) => outcome.clone(),
+                (None, Phase::Create) => "Cluster created.".to_owned(),
+                (None, Phase::Update) => "Cluster updated.".to_owned(),
+                (None, Phase::Rollback) => "The failed update was rolled back.".to_owned(),
+            });
         }
         let cluster = &mut self.cluster;
         for (stored, seen) in [
@@ -682,7 +687,9 @@ impl ClusterAggregate {
                 nodegroup.status = nodegroup
                     .status
                     .apply_to_nodegroup(NodegroupEvent::Succeeded)?;
-                nodegroup.status_reason = None;
+                nodegroup.status_reason = outcome
+                    .clone()
+                    .filter(|_| parameters.nodegroup == Some(nodegroup.uuid));
             }
             if *nodegroup != before {
                 nodegroup.updated_at = Some(now);
@@ -797,7 +804,7 @@ pub fn find_nodegroup<'a>(nodegroups: &'a [NodeGroup], ident: &str) -> Option<&'
     nodegroups.iter().find(|nodegroup| nodegroup.name == ident)
 }
 
-fn operation(
+pub(crate) fn operation(
     cluster: &Cluster,
     kind: OperationKind,
     request: &Request,
@@ -874,6 +881,102 @@ mod tests {
         assert_eq!(events.len(), MAX_EVENTS_PER_CHANGE);
         assert_eq!(events[events.len() - 2].reason, "EventsDropped");
         assert_eq!(events.last().unwrap().reason, "UpdateCompleted");
+    }
+
+    #[test]
+    fn a_node_that_starts_or_stops_reporting_ready_is_told_while_health_stays() {
+        use crate::event::describe_change;
+        let reason = |pairs: &[(&str, &str)]| -> Map<String, serde_json::Value> {
+            pairs
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), serde_json::json!(value)))
+                .collect()
+        };
+        let mut before = aggregate(UpdateComplete);
+        before.set_health(
+            Some(HealthStatus::Healthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "True"),
+            ]),
+            at(2_000),
+        );
+        // A third node reports (a scale out done): told, though health stays HEALTHY.
+        let mut after = before.clone();
+        after.set_health(
+            Some(HealthStatus::Healthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "True"),
+                ("c-n3.Ready", "True"),
+            ]),
+            at(2_001),
+        );
+        let events = describe_change(&before, &after);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason, "NodeHealthChanged");
+        assert_eq!(events[0].message, "Node c-n3 reports Ready.");
+        assert_eq!(events[0].node.as_deref(), Some("c-n3"));
+        // One goes, another is not Ready but health stays UNHEALTHY: both told.
+        let mut unhealthy = after.clone();
+        unhealthy.set_health(
+            Some(HealthStatus::Unhealthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "False"),
+                ("c-n3.Ready", "True"),
+            ]),
+            at(2_002),
+        );
+        let mut worse = unhealthy.clone();
+        worse.set_health(
+            Some(HealthStatus::Unhealthy),
+            reason(&[
+                ("api", "ok"),
+                ("c-n1.Ready", "Unknown"),
+                ("c-n2.Ready", "False"),
+            ]),
+            at(2_003),
+        );
+        let told: Vec<(String, String)> = describe_change(&unhealthy, &worse)
+            .into_iter()
+            .map(|event| (event.event_type.as_str().to_owned(), event.message))
+            .collect();
+        assert_eq!(
+            told,
+            vec![
+                (
+                    "Warning".to_owned(),
+                    "Node c-n1 reports Ready: Unknown.".to_owned()
+                ),
+                (
+                    "Normal".to_owned(),
+                    "Node c-n3 no longer reports its health.".to_owned()
+                ),
+            ]
+        );
+        // A change of the overall health is HealthChanged's alone; a report with the same
+        // readiness (another check's text) tells nothing.
+        let reasons: Vec<String> = describe_change(&after, &unhealthy)
+            .into_iter()
+            .map(|event| event.reason)
+            .collect();
+        assert_eq!(reasons, vec!["HealthChanged"]);
+        let mut api_only = after.clone();
+        api_only.set_health(
+            Some(HealthStatus::Healthy),
+            reason(&[
+                ("api", "slow"),
+                ("c-n1.Ready", "True"),
+                ("c-n2.Ready", "True"),
+                ("c-n3.Ready", "True"),
+            ]),
+            at(2_004),
+        );
+        assert!(describe_change(&after, &api_only).is_empty());
     }
 
     fn aggregate(status: ClusterStatus) -> ClusterAggregate {
@@ -1163,7 +1266,13 @@ mod tests {
         assert_eq!(scaled.cluster.status, RollbackInProgress);
         assert_eq!(scaled.nodegroups[1].node_count, 2);
         scaled
-            .succeed(Phase::Rollback, true, &Observed::default(), at(4_000))
+            .succeed(
+                Phase::Rollback,
+                true,
+                &Observed::default(),
+                &recorded,
+                at(4_000),
+            )
             .unwrap();
         assert_eq!(scaled.cluster.status, RollbackComplete);
         assert_eq!(scaled.nodegroups[1].status, UpdateComplete);
@@ -1216,7 +1325,13 @@ mod tests {
             ..Observed::default()
         };
         removing
-            .succeed(Phase::Update, true, &seen, at(3_000))
+            .succeed(
+                Phase::Update,
+                true,
+                &seen,
+                &OperationParameters::default(),
+                at(3_000),
+            )
             .unwrap();
         assert_eq!(removing.cluster.status, UpdateComplete);
         assert_eq!(removing.cluster.stack_id.as_deref(), Some("stack"), "kept");
@@ -1294,7 +1409,13 @@ mod tests {
         // An outcome the cluster can no longer take is an error, never skipped.
         let mut deleted = aggregate(DeleteInProgress);
         let refused = deleted
-            .succeed(Phase::Update, true, &Observed::default(), at(3_000))
+            .succeed(
+                Phase::Update,
+                true,
+                &Observed::default(),
+                &OperationParameters::default(),
+                at(3_000),
+            )
             .unwrap_err();
         assert!(matches!(refused, ChangeRefused::Transition(_)), "{refused}");
 

@@ -344,12 +344,15 @@ impl NodeGroup {
 
     /// The most nodes an autoscaler may give the nodegroup: its `max_node_count`, or (the
     /// default worker has none, as upstream) its `max_node_count` label; None when unbounded.
+    /// A label is the tenant's free text: it is held to the API's own bound on node counts.
     pub fn autoscaling_maximum(&self) -> Option<i64> {
-        self.max_node_count.or_else(|| {
-            self.labels
-                .get("max_node_count")
-                .and_then(|value| value.trim().parse().ok())
-        })
+        self.max_node_count
+            .or_else(|| {
+                self.labels
+                    .get("max_node_count")
+                    .and_then(|value| value.trim().parse::<i64>().ok())
+            })
+            .map(|maximum| maximum.min(crate::nodegroup::MAX_NODE_COUNT))
     }
 }
 

@@ -332,6 +332,7 @@ fn describe_status(old: &Cluster, new: &Cluster, events: &mut Vec<ClusterEvent>)
 
 fn describe_health(old: &Cluster, new: &Cluster, events: &mut Vec<ClusterEvent>) {
     if new.health_status == old.health_status {
+        describe_node_health(old, new, events);
         return;
     }
     let Some(status) = new.health_status else {
@@ -359,6 +360,57 @@ fn describe_health(old: &Cluster, new: &Cluster, events: &mut Vec<ClusterEvent>)
         message.push_str(&format!(" ({}).", details.join("; ")));
     }
     events.push(ClusterEvent::new(event_type, "HealthChanged", message));
+}
+
+/// The per-node readiness a health report holds (`<node>.Ready` keys, as drivers and
+/// upstream's health monitor write them), when the overall health did not change (a change
+/// of it is told by `HealthChanged`, with the nodes that are not Ready): a node that starts
+/// or stops reporting Ready, or reports another value, gets a `NodeHealthChanged` event, so
+/// that a follower of the stream (the dashboard's node list) learns of it without polling.
+fn describe_node_health(old: &Cluster, new: &Cluster, events: &mut Vec<ClusterEvent>) {
+    if old.health_status_reason == new.health_status_reason {
+        return;
+    }
+    let readiness = |cluster: &Cluster| -> Vec<(String, String)> {
+        cluster
+            .health_status_reason
+            .iter()
+            .filter_map(|(key, value)| {
+                let node = key.strip_suffix(".Ready")?;
+                let shown = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                Some((node.to_owned(), shown))
+            })
+            .collect()
+    };
+    let (before, after) = (readiness(old), readiness(new));
+    for (node, value) in &after {
+        let previous = before.iter().find(|(name, _)| name == node);
+        if previous.map(|(_, old_value)| old_value) == Some(value) {
+            continue;
+        }
+        let event = if value == "True" {
+            ClusterEvent::normal("NodeHealthChanged", format!("Node {node} reports Ready."))
+        } else {
+            ClusterEvent::warning(
+                "NodeHealthChanged",
+                format!("Node {node} reports Ready: {value}."),
+            )
+        };
+        events.push(event.on_node(node));
+    }
+    for (node, _) in &before {
+        if !after.iter().any(|(name, _)| name == node) {
+            events.push(
+                ClusterEvent::normal(
+                    "NodeHealthChanged",
+                    format!("Node {node} no longer reports its health."),
+                )
+                .on_node(node),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

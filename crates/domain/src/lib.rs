@@ -2,6 +2,7 @@
 //! decides who may touch them. Nothing in this crate does IO.
 
 pub mod aggregate;
+pub mod automation;
 pub mod cluster;
 pub mod cluster_template;
 pub mod event;

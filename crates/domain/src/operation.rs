@@ -52,6 +52,8 @@ wire_enum!(
         CreateNodegroup => "create_nodegroup",
         UpdateNodegroup => "update_nodegroup",
         DeleteNodegroup => "delete_nodegroup",
+        AutoscaleCluster => "autoscale_cluster",
+        ReplaceNodes => "replace_nodes",
     }
 );
 
@@ -137,6 +139,11 @@ pub struct OperationParameters {
     pub rollback: bool,
     #[serde(default)]
     pub max_batch_size: Option<i64>,
+    /// What success records as the cluster's (and the nodegroup's) `status_reason` instead of
+    /// "Cluster updated.": why a change the cluster asked for itself (autoscaling, healing
+    /// by replacement) was made, so that it stays readable once the change is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_reason: Option<String>,
 }
 
 impl OperationParameters {

@@ -1334,6 +1334,9 @@ async fn health_and_live_state_are_pushed_again_now_and_then_for_a_conductor_tha
                 live = Some(state);
             }
             Ok(Ok(magnum_driver::DriverEvent::Event { .. })) => {}
+            Ok(Ok(other @ magnum_driver::DriverEvent::Proposal { .. })) => {
+                panic!("the capi driver proposes nothing: {other:?}")
+            }
             Ok(Err(error)) => panic!("{error}"),
             Err(_) => panic!("nothing pushed again within 5 s: {health:?} {live:?}"),
         }

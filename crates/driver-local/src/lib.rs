@@ -3,6 +3,7 @@
 //! networks templates may refer to — loaded from configuration.
 
 use magnum_domain::cluster_template::{Coe, ServerType};
+mod autoscaler;
 mod monitor;
 mod runtime;
 mod sandbox;
@@ -70,6 +71,57 @@ pub struct Catalog {
     pub authz_binary: Option<std::path::PathBuf>,
     /// Processes the containers of one node may run together (their cgroup's pids.max).
     pub max_pids_per_node: u32,
+    /// Autoscaling of swarm-mode clusters from their workload (`[drivers.local.autoscaler]`).
+    pub autoscaler: AutoscalerConfig,
+}
+
+/// `[drivers.local.autoscaler]`: how the monitor autoscales the worker nodegroups of
+/// clusters with `auto_scaling_enabled=true` (times in seconds; bounds in [`Self::check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscalerConfig {
+    /// Whether this process autoscales at all (clusters still opt in with their label).
+    pub enabled: bool,
+    /// How often each autoscaled cluster's swarm is looked at (1 to 300).
+    pub scan_interval: u64,
+    /// How long a task stays pending for want of a node before nodes are added (0 to 3,600).
+    pub scale_out_delay: u64,
+    /// How long a node runs no task (but global services') before it is removed (1 to 86,400).
+    pub scale_in_idle: u64,
+    /// How long after a user's resize of a nodegroup the autoscaler leaves it alone (0 to
+    /// 86,400); also how long it waits after one of its own changes failed.
+    pub cool_down: u64,
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scan_interval: 10,
+            scale_out_delay: 30,
+            scale_in_idle: 600,
+            cool_down: 600,
+        }
+    }
+}
+
+impl AutoscalerConfig {
+    /// The settings' bounds, as a sentence naming the setting that breaks one.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, value, low, high) in [
+            ("scan_interval", self.scan_interval, 1, 300),
+            ("scale_out_delay", self.scale_out_delay, 0, 3_600),
+            ("scale_in_idle", self.scale_in_idle, 1, 86_400),
+            ("cool_down", self.cool_down, 0, 86_400),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(format!(
+                    "drivers.local.autoscaler.{name} must be between {low} and {high} seconds"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Catalog {
@@ -108,6 +160,7 @@ impl Default for Catalog {
             allowed_projects: Vec::new(),
             authz_binary: None,
             max_pids_per_node: 4096,
+            autoscaler: AutoscalerConfig::default(),
         }
     }
 }
@@ -247,6 +300,7 @@ impl LocalDriver {
             max_pids_per_node: catalog.max_pids_per_node,
             claims: std::sync::Arc::default(),
             metrics: Default::default(),
+            autoscaler: catalog.autoscaler,
         };
         Self {
             catalog,
@@ -456,7 +510,11 @@ impl Driver for LocalDriver {
         request: Converge<'_>,
         progress: &dyn Progress,
     ) -> Result<Observed, DriverError> {
-        self.runtime()?.converge(request, progress).await
+        let cluster = request.spec.cluster.uuid;
+        let converged = self.runtime()?.converge(request, progress).await;
+        // The change let go of the cluster: its health is told now, not at the next tick.
+        self.monitor.wake_for(cluster);
+        converged
     }
 
     async fn delete(&self, spec: &ClusterSpec, progress: &dyn Progress) -> Result<(), DriverError> {

@@ -7,10 +7,14 @@
 //!
 //! It looks only at clusters whose monitor lease this process's conductor holds
 //! ([`Shared::hold`]), so that with several conductors one at a time reports and heals a
-//! cluster. Bounds: one watch per node (at most [`MAX_WATCHED_NODES`]), one heal under way per
-//! cluster and at most one started per [`HEALTH_INTERVAL`], a burst of deaths looked at once
-//! after [`WAKE_DEBOUNCE`], one look under way per cluster (its manager gets
-//! [`crate::runtime::HEALTH_COMMAND_TIMEOUT`] to answer).
+//! cluster. Healing restarts dead nodes and proposes replacing those that stay broken; the
+//! autoscaler (every `drivers.local.autoscaler.scan_interval`, HEALTHY clusters with an
+//! autoscaled nodegroup) proposes scaling from the workload. Proposals go to the conductor
+//! (`DriverEvent::Proposal`), where the domain decides. Bounds: one watch per node (at most
+//! [`MAX_WATCHED_NODES`]), one heal under way per cluster and at most one started per
+//! [`HEALTH_INTERVAL`], a burst of deaths looked at once after [`WAKE_DEBOUNCE`], one look and
+//! one autoscaler look under way per cluster (its manager gets
+//! [`crate::runtime::HEALTH_COMMAND_TIMEOUT`] to answer, each API read 10 s).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -91,7 +95,8 @@ impl Shared {
         locked(&self.held).current().cloned().unwrap_or_default()
     }
 
-    fn wake_for(&self, cluster: Uuid) {
+    /// Looks at `cluster` at once (a node died; a change of it just ended).
+    pub(crate) fn wake_for(&self, cluster: Uuid) {
         locked(&self.woken).insert(cluster);
         self.wake.notify_one();
     }
@@ -187,8 +192,55 @@ pub(crate) async fn run(
     };
     let mut firewall_repair: Option<tokio::task::JoinHandle<()>> = None;
     let mut next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
+    let heal_memory: Arc<Mutex<crate::runtime::HealMemory>> = Arc::default();
+    let policy = magnum_driver::Policy {
+        cool_down_seconds: i64::try_from(runtime.autoscaler.cool_down).unwrap_or(i64::MAX),
+    };
+    let scan_interval = Duration::from_secs(runtime.autoscaler.scan_interval.max(1));
+    let mut next_scan = tokio::time::Instant::now() + scan_interval;
+    let watches: Arc<Mutex<HashMap<Uuid, crate::autoscaler::Watch>>> = Arc::default();
+    let scanning: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
     loop {
         tokio::select! {
+            () = tokio::time::sleep_until(next_scan), if runtime.autoscaler.enabled => {
+                next_scan = tokio::time::Instant::now() + scan_interval;
+                let held = shared.held_now();
+                locked(&watches).retain(|cluster, _| held.contains(cluster));
+                for cluster in held {
+                    // Healing comes first: a cluster not known HEALTHY is not autoscaled.
+                    let healthy = last
+                        .get(&cluster)
+                        .is_some_and(|(status, _)| *status == HealthStatus::Healthy);
+                    if !healthy
+                        || !runtime.is_autoscaled(cluster)
+                        || !locked(&scanning).insert(cluster)
+                    {
+                        continue;
+                    }
+                    let (runtime, sender, shared, watches, scanning) = (
+                        runtime.clone(),
+                        sender.clone(),
+                        shared.clone(),
+                        watches.clone(),
+                        scanning.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let proposals = runtime.autoscale_look(cluster, &watches).await;
+                        if shared.holds(cluster) {
+                            for proposal in proposals {
+                                tracing::debug!(cluster.id = %cluster, ?proposal,
+                                    "the autoscaler proposes");
+                                let _ = sender.send(DriverEvent::Proposal {
+                                    cluster,
+                                    proposal,
+                                    policy,
+                                });
+                            }
+                        }
+                        locked(&scanning).remove(&cluster);
+                    });
+                }
+            }
             () = tokio::time::sleep_until(next_tick) => {
                 next_tick = tokio::time::Instant::now() + HEALTH_INTERVAL;
                 if firewall_repair.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
@@ -197,8 +249,9 @@ pub(crate) async fn run(
                         Some(tokio::spawn(async move { runtime.restore_firewalls().await }));
                 }
                 let held = shared.held_now();
-                // A cluster held again later is published again.
+                // A cluster held again later is published again (and healed afresh).
                 last.retain(|cluster, _| held.contains(cluster));
+                locked(&heal_memory).retain(|(cluster, _), _| held.contains(cluster));
                 for cluster in runtime.known_clusters() {
                     if held.contains(&cluster) {
                         looks.start(cluster);
@@ -226,6 +279,13 @@ pub(crate) async fn run(
                         runtime.node_pid(cluster, &node) == Some(pid)
                     });
                 }
+                crate::runtime::settle_healing(
+                    &heal_memory,
+                    cluster,
+                    &report,
+                    &runtime.node_names(cluster),
+                    Instant::now(),
+                );
                 let current = (report.status, report.reason.clone());
                 if last.get(&cluster) != Some(&current) {
                     last.insert(cluster, current);
@@ -240,20 +300,35 @@ pub(crate) async fn run(
                 // Healing comes after the report, so that the death is told at once; it runs
                 // beside the monitor (a restart takes seconds), one per cluster.
                 if report.needs_healing && locked(&healing).insert(cluster) {
-                    let (runtime, sender, shared, healing, pacer) = (
+                    let (runtime, sender, shared, healing, pacer, heal_memory) = (
                         runtime.clone(),
                         sender.clone(),
                         shared.clone(),
                         healing.clone(),
                         pacer.clone(),
+                        heal_memory.clone(),
                     );
+                    let (broken, quorum) = (report.broken, report.quorum);
                     tokio::spawn(async move {
                         let started = tokio::time::Instant::now();
                         if shared.holds(cluster) {
-                            for event in runtime.heal(cluster).await {
+                            let healed = runtime.heal(cluster, &broken, &heal_memory).await;
+                            for event in healed.events {
                                 let now = tokio::time::Instant::now();
                                 if let Some(event) = paced(&pacer, cluster, event, now) {
                                     let _ = sender.send(DriverEvent::Event { cluster, event });
+                                }
+                            }
+                            // Without the quorum nothing is proposed: the report says why.
+                            if quorum.holds() && shared.holds(cluster) {
+                                for proposal in replacements(healed.replace, quorum) {
+                                    tracing::info!(cluster.id = %cluster, ?proposal,
+                                        "auto-healing asks for a replacement");
+                                    let _ = sender.send(DriverEvent::Proposal {
+                                        cluster,
+                                        proposal,
+                                        policy,
+                                    });
                                 }
                             }
                         }
@@ -270,6 +345,40 @@ pub(crate) async fn run(
             break;
         }
     }
+}
+
+/// One replacement proposal per nodegroup, naming its nodes and why each goes.
+fn replacements(
+    nodes: Vec<(Uuid, String, String)>,
+    quorum: magnum_driver::Quorum,
+) -> Vec<magnum_driver::Proposal> {
+    let mut by_group: Vec<(Uuid, Vec<String>, Vec<String>)> = Vec::new();
+    for (group, node, why) in nodes {
+        match by_group.iter_mut().find(|(known, _, _)| *known == group) {
+            Some((_, names, reasons)) => {
+                names.push(node.clone());
+                reasons.push(format!("{node}: {why}"));
+            }
+            None => by_group.push((group, vec![node.clone()], vec![format!("{node}: {why}")])),
+        }
+    }
+    by_group
+        .into_iter()
+        .map(
+            |(nodegroup, nodes, reasons)| magnum_driver::Proposal::Replace {
+                nodegroup,
+                why: if nodes.len() == 1 {
+                    reasons[0]
+                        .split_once(": ")
+                        .map_or(reasons[0].clone(), |(_, why)| why.to_owned())
+                } else {
+                    reasons.join("; ")
+                },
+                nodes,
+                quorum,
+            },
+        )
+        .collect()
 }
 
 /// The looks under way: at most one per cluster.

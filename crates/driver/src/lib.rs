@@ -243,7 +243,17 @@ pub enum DriverEvent {
     },
     /// A step seen between operations (a node found dead, restarted, replaced).
     Event { cluster: Uuid, event: ClusterEvent },
+    /// A change the cluster needs, as the driver watching it sees (autoscaling from its
+    /// workload, replacing a node it could not heal): the domain decides on it
+    /// (`ClusterAggregate::decide`, under `policy`) and the conductor runs the operation.
+    Proposal {
+        cluster: Uuid,
+        proposal: Proposal,
+        policy: magnum_domain::automation::Policy,
+    },
 }
+
+pub use magnum_domain::automation::{Policy, Proposal, Quorum};
 
 /// A cluster driver. Implementations live in their own crates (`magnum-driver-local`, …).
 #[async_trait::async_trait]

@@ -10,6 +10,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+mod user;
+
+pub use user::{PasswordLogin, UserProject, UserToken, MAX_LISTED_PROJECTS, MAX_LOGIN_FIELD};
+
 /// How magnum-rs proves itself to Keystone.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged, deny_unknown_fields)]

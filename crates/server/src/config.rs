@@ -26,6 +26,27 @@ pub struct Config {
     pub drivers: DriversConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub dashboard: DashboardConfig,
+}
+
+/// `[dashboard]`: the web dashboard at `/dashboard/` of the API's own address.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+    /// With Keystone: the key (a 0600 file of 64 hexadecimal digits) that seals login
+    /// sessions into their cookies. Every API process serving the same users needs the
+    /// same key; unset, `<state_dir>/dashboard-session-key` is created.
+    pub session_key_file: Option<PathBuf>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_key_file: None,
+        }
+    }
 }
 
 /// `[metrics]`: who may read `GET /metrics`, and where a process without the API serves it.
@@ -635,6 +656,11 @@ impl Config {
                 bail!("drivers.enabled: unknown driver {driver:?}; available: \"local\", \"capi\"");
             }
         }
+        self.drivers
+            .local
+            .autoscaler
+            .check()
+            .map_err(anyhow::Error::msg)?;
         let rules = self.template_rules();
         for (coe, settings) in [
             (
@@ -1137,6 +1163,61 @@ mod tests {
             2,
             "unset parts keep their defaults"
         );
+    }
+
+    #[test]
+    fn the_local_autoscaler_is_configured_within_its_bounds() {
+        let defaults = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            defaults.drivers.local.autoscaler,
+            magnum_driver_local::AutoscalerConfig::default()
+        );
+        let file =
+            "[drivers.local.autoscaler]\nscan_interval = 1\nscale_out_delay = 0\ncool_down = 30\n";
+        let config = load(
+            Some(file),
+            &[("MAGNUM_DRIVERS__LOCAL__AUTOSCALER__SCALE_IN_IDLE", "5")],
+            &Overrides::default(),
+        )
+        .unwrap();
+        let autoscaler = config.drivers.local.autoscaler;
+        assert_eq!(
+            (
+                autoscaler.enabled,
+                autoscaler.scan_interval,
+                autoscaler.scale_out_delay,
+                autoscaler.scale_in_idle,
+                autoscaler.cool_down
+            ),
+            (true, 1, 0, 5, 30)
+        );
+        for (file, named) in [
+            (
+                "[drivers.local.autoscaler]\nscan_interval = 0\n",
+                "drivers.local.autoscaler.scan_interval must be between 1 and 300 seconds",
+            ),
+            (
+                "[drivers.local.autoscaler]\nscan_interval = 301\n",
+                "scan_interval",
+            ),
+            (
+                "[drivers.local.autoscaler]\nscale_out_delay = 3601\n",
+                "scale_out_delay",
+            ),
+            (
+                "[drivers.local.autoscaler]\nscale_in_idle = 0\n",
+                "scale_in_idle",
+            ),
+            (
+                "[drivers.local.autoscaler]\ncool_down = 86401\n",
+                "cool_down",
+            ),
+            ("[drivers.local.autoscaler]\ncooldown = 1\n", "cooldown"),
+            ("[drivers.local.autoscaler]\ncool_down = -1\n", "cool_down"),
+        ] {
+            let error = load(Some(file), &[], &Overrides::default()).unwrap_err();
+            assert!(format!("{error:#}").contains(named), "{file}: {error:#}");
+        }
     }
 
     #[test]

@@ -202,6 +202,7 @@ fn api_state(
     keystone: Option<Arc<magnum_keystone::Keystone>>,
     metrics: Arc<magnum_api::MetricsEndpoint>,
 ) -> anyhow::Result<AppState> {
+    let dashboard = dashboard(config, keystone.as_ref())?;
     let authenticator: Arc<dyn magnum_api::Authenticator> = if let Some(keystone) = keystone {
         let first_login = keystone.clone();
         // Keystone may come up after magnumd; until it does, requests get 503, and wrong
@@ -247,7 +248,44 @@ fn api_state(
             event_streams: config.events.stream_settings(),
         },
         metrics,
+        dashboard,
     })
+}
+
+/// The dashboard as configured; with Keystone, its session key (created beside the state
+/// when none is named).
+fn dashboard(
+    config: &Config,
+    keystone: Option<&Arc<magnum_keystone::Keystone>>,
+) -> anyhow::Result<Option<Arc<magnum_api::Dashboard>>> {
+    if !config.dashboard.enabled {
+        return Ok(None);
+    }
+    let dashboard = match keystone {
+        None => magnum_api::Dashboard::without_login(),
+        Some(keystone) => {
+            let (path, create) = match &config.dashboard.session_key_file {
+                Some(path) => (path.clone(), false),
+                None => {
+                    let state_dir = config.state_dir();
+                    std::fs::create_dir_all(&state_dir).with_context(|| {
+                        format!("cannot create state directory {}", state_dir.display())
+                    })?;
+                    (state_dir.join("dashboard-session-key"), true)
+                }
+            };
+            let key = magnum_keystore::load_key_file(&path, create)
+                .map_err(|error| anyhow::anyhow!("dashboard.session_key_file: {error}"))?;
+            magnum_api::Dashboard::with_keystone(keystone.clone(), key)
+        }
+    };
+    let size = dashboard.bundle_size();
+    tracing::debug!(
+        raw_bytes = size.raw_bytes,
+        gzip_bytes = size.gzip_bytes,
+        "dashboard files"
+    );
+    Ok(Some(Arc::new(dashboard)))
 }
 
 /// Starts `role` and returns once it is serving.

@@ -257,6 +257,25 @@ impl Store {
         rows.iter().map(operation_from_row).collect()
     }
 
+    /// The newest `limit` operations of one cluster, finished or not, newest first (what the
+    /// autoscaler's history is read from: the last resizes a user asked for).
+    pub async fn recent_operations_of(
+        &self,
+        cluster_uuid: Uuid,
+        limit: i64,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM operation WHERE cluster_uuid = ? ORDER BY id DESC LIMIT ?"
+        );
+        let sql = self.sql(&query);
+        let rows = sqlx::query(&sql)
+            .bind(cluster_uuid.to_string())
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(operation_from_row).collect()
+    }
+
     /// Operations not yet finished, oldest first.
     pub async fn unfinished_operations(&self) -> Result<Vec<Operation>, StoreError> {
         let query = format!(

@@ -542,6 +542,74 @@ mod operations {
         finish(store, database).await;
     }
 
+    engine_tests!(a_clusters_recent_operations_come_newest_first_and_bounded);
+    /// What the autoscaler's history is read from: a cluster's newest operations, finished
+    /// or not, newest first, at most as many as asked, and only that cluster's.
+    async fn a_clusters_recent_operations_come_newest_first_and_bounded(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let (cluster, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut queued = Vec::new();
+        for (second, kind) in [
+            OperationKind::CreateCluster,
+            OperationKind::ResizeCluster,
+            OperationKind::AutoscaleCluster,
+            OperationKind::ReplaceNodes,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let operation = Operation::new(cluster, kind, "{}".to_owned(), at(second as i64));
+            queued.push(store.enqueue_operation(&operation).await.unwrap());
+            store
+                .enqueue_operation(&Operation::new(
+                    other,
+                    OperationKind::UpdateCluster,
+                    "{}".to_owned(),
+                    at(second as i64),
+                ))
+                .await
+                .unwrap();
+        }
+        // The oldest finished: it is still listed, with how it ended.
+        let claimed = store
+            .claim_operation("c", at(5), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.uuid, queued[0].uuid);
+        assert!(store
+            .finish_operation(claimed.uuid, "c", Outcome::Succeeded, at(6))
+            .await
+            .unwrap());
+        let recent = store.recent_operations_of(cluster, 3).await.unwrap();
+        let kinds: Vec<OperationKind> = recent.iter().map(|operation| operation.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                OperationKind::ReplaceNodes,
+                OperationKind::AutoscaleCluster,
+                OperationKind::ResizeCluster
+            ],
+            "{}",
+            engine.name()
+        );
+        let all = store.recent_operations_of(cluster, 50).await.unwrap();
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3].state, OperationState::Succeeded);
+        assert_eq!(all[3].updated_at, Some(at(6)));
+        assert!(store
+            .recent_operations_of(cluster, 0)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .recent_operations_of(Uuid::new_v4(), 50)
+            .await
+            .unwrap()
+            .is_empty());
+        finish(store, database).await;
+    }
+
     engine_tests!(claims_are_exclusive_leased_and_taken_over_after_expiry);
     async fn claims_are_exclusive_leased_and_taken_over_after_expiry(engine: Engine) {
         let (store, database) = fresh_store(engine).await;

@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod kube_api;
 pub mod octavia;
 pub mod scripted;
+pub mod webdriver;
 
 use sqlx::{Connection, Executor};
 

@@ -7,6 +7,9 @@
 //!   those actions fail with a clear reason;
 //! * `test_fail_times`: fail only that many times per cluster (default: always);
 //! * `test_hang_on`: same list: those actions never finish (timeouts, deletes that overtake).
+//! * `test_propose_scale_out`: once a create succeeded, the driver proposes (as the local
+//!   driver's autoscaler would, again at every look until its world has them) that many more
+//!   nodes for the default worker nodegroup.
 //!
 //! It builds nothing: it keeps an in-memory picture of the nodes it "runs".
 //!
@@ -42,6 +45,7 @@ pub struct Call {
     pub nodes_to_remove: Vec<String>,
 }
 
+type World = BTreeMap<Uuid, BTreeMap<Uuid, Vec<String>>>;
 /// A cloud's references as the scripted driver accepts them, each by id or by name. Images
 /// carry their `os_distro`, which the driver then provides (for swarm-mode and Kubernetes).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,7 +142,7 @@ fn names_one(known: &[(String, String)], reference: &str) -> bool {
 pub struct ScriptedDriver {
     cloud: Option<ScriptedCloud>,
     /// Nodes per nodegroup per cluster: the "world".
-    world: Mutex<BTreeMap<Uuid, BTreeMap<Uuid, Vec<String>>>>,
+    world: Arc<Mutex<World>>,
     calls: Mutex<Vec<Call>>,
     events: broadcast::Sender<DriverEvent>,
     next_address: Mutex<u32>,
@@ -160,7 +164,7 @@ impl ScriptedDriver {
     pub fn with_cloud(cloud: Option<ScriptedCloud>) -> Self {
         Self {
             cloud,
-            world: Mutex::new(BTreeMap::new()),
+            world: Arc::new(Mutex::new(BTreeMap::new())),
             calls: Mutex::new(Vec::new()),
             events: broadcast::channel(64).0,
             next_address: Mutex::new(10),
@@ -259,6 +263,57 @@ impl ScriptedDriver {
             }
         }
         Ok(())
+    }
+}
+
+impl ScriptedDriver {
+    /// With `test_propose_scale_out`: proposes the default worker's growth every 300 ms (at
+    /// most 100 times) until the world has the nodes.
+    fn propose_scale_out(&self, spec: &ClusterSpec) {
+        let Some(add) = spec
+            .cluster
+            .labels
+            .get("test_propose_scale_out")
+            .and_then(|value| value.parse::<i64>().ok())
+        else {
+            return;
+        };
+        let Some(worker) = spec
+            .nodegroups
+            .iter()
+            .find(|nodegroup| nodegroup.is_default && !nodegroup.is_master())
+        else {
+            return;
+        };
+        let (cluster, nodegroup) = (spec.cluster.uuid, worker.uuid);
+        let wanted = usize::try_from(worker.node_count + add).unwrap_or(0);
+        let sender = self.events.clone();
+        let world = self.world.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let has = world
+                    .lock()
+                    .unwrap()
+                    .get(&cluster)
+                    .and_then(|groups| groups.get(&nodegroup))
+                    .map_or(0, Vec::len);
+                if has >= wanted {
+                    return;
+                }
+                let _ = sender.send(DriverEvent::Proposal {
+                    cluster,
+                    proposal: magnum_driver::Proposal::ScaleOut {
+                        nodegroup,
+                        add,
+                        why: "the scripted driver was told to ask for more nodes".to_owned(),
+                    },
+                    policy: magnum_driver::Policy {
+                        cool_down_seconds: 0,
+                    },
+                });
+            }
+        });
     }
 }
 
@@ -457,6 +512,9 @@ impl Driver for ScriptedDriver {
                     nodes.remove(chosen);
                 }
             }
+        }
+        if request.action == Action::CreateCluster {
+            self.propose_scale_out(spec);
         }
         let world = self.world.lock().unwrap();
         let groups = world.get(&cluster).cloned().unwrap_or_default();

@@ -298,6 +298,80 @@ async fn a_restarted_magnumd_resumes_a_create_at_once() {
     service.kill();
 }
 
+/// A change the cluster asks for itself (here the scripted driver proposing what the local
+/// driver's autoscaler would) is an operation like any other: killed in the middle of it, a
+/// restarted magnumd resumes it to its end, with the reason it was made, told once.
+#[tokio::test]
+async fn an_autoscaling_change_killed_mid_way_is_resumed_to_its_end() {
+    let engine = engines()[0];
+    let database = TestDatabase::create(engine).await;
+    let state = tempfile::tempdir().unwrap();
+    let url = database.url.clone();
+    let mut service = start(&url, state.path());
+    template(&service, "t1").await;
+    let (status, body) = service
+        .send(
+            "POST",
+            "/v1/clusters",
+            Some(
+                json!({"cluster_template_id": "t1", "name": "auto", "node_count": 1,
+                "labels": {"test_step_ms": "300", "auto_scaling_enabled": "true",
+                    "min_node_count": "1", "max_node_count": "4",
+                    "test_propose_scale_out": "2"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let uuid = body["uuid"].as_str().unwrap().to_owned();
+    // The autoscaler's change has started (the stored count is the new one) and its first
+    // node is being added: killed.
+    service
+        .wait_for(&uuid, |status, body| {
+            status == 200 && body["status"] == "UPDATE_IN_PROGRESS" && body["node_count"] == 3
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    service.kill();
+    service = start(&url, state.path());
+    let cluster = service.wait_for(&uuid, status_is("UPDATE_COMPLETE")).await;
+    assert_eq!(cluster["node_count"], 3, "{cluster}");
+    assert_eq!(
+        cluster["node_addresses"].as_array().unwrap().len(),
+        3,
+        "{cluster}"
+    );
+    assert_eq!(
+        cluster["status_reason"],
+        "Autoscaled nodegroup default-worker from 1 to 3 nodes: the scripted driver was told to ask for more nodes",
+        "{cluster}"
+    );
+    let (status, events) = service
+        .send(
+            "GET",
+            &format!("/v1/clusters/{uuid}/events?limit=1000"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    let reasons: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["reason"].as_str().unwrap())
+        .collect();
+    let count = |wanted: &str| reasons.iter().filter(|reason| **reason == wanted).count();
+    assert_eq!(count("AutoscaledOut"), 1, "{reasons:?}");
+    assert_eq!(count("ConductorLost"), 1, "{reasons:?}");
+    assert_eq!(count("UpdateCompleted"), 1, "{reasons:?}");
+    let (status, _) = service
+        .send("DELETE", &format!("/v1/clusters/{uuid}"), None)
+        .await;
+    assert_eq!(status, 204);
+    service.wait_for(&uuid, |status, _| status == 404).await;
+    service.kill();
+    database.drop_database().await;
+}
+
 /// xorshift64*: reproducible from its seed, no dependency.
 struct Random(u64);
 

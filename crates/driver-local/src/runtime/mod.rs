@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use magnum_domain::automation::{autoscaling_enabled, label_is_true};
 use magnum_driver::{
     Action, ClusterEvent, ClusterSpec, Converge, DriverError, Observed, ObservedNodeGroup, Progress,
 };
@@ -16,6 +17,8 @@ use uuid::Uuid;
 
 use crate::sandbox::{self, write_private, HostClaims, Limits, NodeSandbox};
 
+mod autoscale;
+mod docker_api;
 mod health;
 mod image;
 mod network;
@@ -24,7 +27,7 @@ mod state;
 mod swarm;
 mod teardown;
 
-pub use health::HealthReport;
+pub(crate) use health::{settle as settle_healing, HealMemory, HealthReport};
 
 /// The image every node gets, made from busybox-static.
 pub const NODE_IMAGE: &str = "magnum/local-node:1";
@@ -45,6 +48,10 @@ pub struct NodeState {
     /// Its nodegroup's flavor when it was added: the limits it restarts with.
     #[serde(default)]
     pub flavor: Option<String>,
+    /// Named for removal by the change under way: it no longer counts towards its
+    /// nodegroup's size, is never revived, and goes once its replacements are in.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,6 +67,22 @@ pub struct ClusterState {
     pub tls: bool,
     #[serde(default)]
     pub auto_healing: bool,
+    /// The cluster's nodegroups as of its last change: what the autoscaler and healing by
+    /// replacement need between operations.
+    #[serde(default)]
+    pub groups: Vec<GroupState>,
+}
+
+/// A nodegroup as the monitor needs it between operations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GroupState {
+    pub uuid: Uuid,
+    pub name: String,
+    pub master: bool,
+    /// `auto_scaling_enabled` resolved for this nodegroup (never for masters).
+    pub autoscaled: bool,
+    /// The swarm node labels its nodes get (the nodegroup's `node_labels`).
+    pub node_labels: Vec<(String, String)>,
 }
 
 /// Where the driver keeps its records and how it numbers networks.
@@ -81,6 +104,8 @@ pub struct Runtime {
     pub claims: std::sync::Arc<HostClaims>,
     /// How long node starts and swarm init/join take, for magnumd's `/metrics`.
     pub metrics: magnum_metrics::DriverStepMetrics,
+    /// `[drivers.local.autoscaler]`.
+    pub autoscaler: crate::AutoscalerConfig,
 }
 
 pub type ClusterLock = std::sync::Arc<tokio::sync::Mutex<()>>;
@@ -113,6 +138,13 @@ pub(crate) const HEALTH_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A worker not Ready this long into the wait gets its dockerd restarted, once.
 const NODE_REJOIN_NUDGE: Duration = Duration::from_secs(40);
+/// How long a drained node's tasks get to stop (and start elsewhere) before it is removed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node being removed gets to leave the swarm itself (a hung one is removed by
+/// its managers regardless).
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a removed node's dockerd gets to stop once it is drained and out of the swarm.
+const REMOVED_NODE_GRACE: Duration = Duration::from_secs(2);
 /// How often one wait for Ready nodes starts dead nodes again before it lets the deadline
 /// decide: a node that dies again and again is a failure to report, not to hide.
 const MAX_REVIVALS_PER_WAIT: u32 = 3;
@@ -326,6 +358,7 @@ mod tests {
             max_pids_per_node: 64,
             claims: std::sync::Arc::new(HostClaims::scratch(scratch.path())),
             metrics: Default::default(),
+            autoscaler: Default::default(),
         };
         let racers: Vec<_> = (0..32)
             .map(|_| {
@@ -339,6 +372,7 @@ mod tests {
                         name: "c".to_owned(),
                         tls: true,
                         auto_healing: false,
+                        groups: Vec::new(),
                     };
                     (cluster, runtime.allocate(cluster, state))
                 })
@@ -374,6 +408,7 @@ mod tests {
             max_pids_per_node: 64,
             claims: std::sync::Arc::new(HostClaims::scratch(scratch)),
             metrics: Default::default(),
+            autoscaler: Default::default(),
         }
     }
 

@@ -184,13 +184,9 @@ impl Runtime {
         }
     }
 
-    pub(super) async fn teardown_node(&self, cluster: Uuid, node: &str) {
-        self.teardown_node_within(cluster, node, sandbox::STOP_GRACE)
-            .await;
-    }
-
     /// Tears the node down; its dockerd gets `grace` to stop (none for a node that never
-    /// joined: it holds nothing worth a clean shutdown).
+    /// joined, a little for one removed from a cluster: they hold nothing worth a clean
+    /// shutdown).
     pub(super) async fn teardown_node_within(&self, cluster: Uuid, node: &str, grace: Duration) {
         self.stop_node(cluster, node, grace).await;
         run_quietly("ip", &["link", "del", &Self::veth(cluster, node)]).await;

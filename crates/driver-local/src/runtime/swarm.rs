@@ -11,6 +11,67 @@ impl Runtime {
             .find(|node| node.role == "master" && node.swarm_id.is_some())
     }
 
+    /// A manager that runs, other than `except`: the one to ask for changes of the swarm.
+    pub(super) fn live_manager<'a>(
+        &self,
+        cluster: Uuid,
+        state: &'a ClusterState,
+        except: &str,
+    ) -> Option<&'a NodeState> {
+        state.nodes.iter().find(|node| {
+            node.role == "master"
+                && node.swarm_id.is_some()
+                && node.name != except
+                && self.node_pid(cluster, &node.name).is_some()
+        })
+    }
+
+    /// The nodes a change names for removal (by name, address or swarm id) that this change
+    /// may remove: workers, or masters when it changes the masters, and then only while the
+    /// managers left keep the swarm's quorum (a majority of them running).
+    fn named_for_removal(
+        &self,
+        cluster: Uuid,
+        state: &ClusterState,
+        request: &Converge<'_>,
+    ) -> Vec<String> {
+        let masters = request.action == Action::ScaleMasters;
+        let named: Vec<&NodeState> = state
+            .nodes
+            .iter()
+            .filter(|node| {
+                request.nodes_to_remove.iter().any(|wanted| {
+                    wanted == &node.name
+                        || wanted == &node.address
+                        || Some(wanted) == node.swarm_id.as_ref()
+                })
+            })
+            .filter(|node| (node.role == "master") == masters)
+            .collect();
+        if masters {
+            let managers = state
+                .nodes
+                .iter()
+                .filter(|node| node.role == "master")
+                .count();
+            let running_others = state
+                .nodes
+                .iter()
+                .filter(|node| {
+                    node.role == "master"
+                        && !named.iter().any(|gone| gone.name == node.name)
+                        && self.node_pid(cluster, &node.name).is_some()
+                })
+                .count();
+            if running_others * 2 <= managers {
+                tracing::warn!(cluster.id = %cluster, managers, running_others,
+                    "not removing the managers named: the others would not keep the swarm's quorum");
+                return Vec::new();
+            }
+        }
+        named.into_iter().map(|node| node.name.clone()).collect()
+    }
+
     pub(super) async fn add_node(
         &self,
         spec: &ClusterSpec,
@@ -40,6 +101,7 @@ impl Runtime {
             swarm_id: None,
             uid_slot: None,
             flavor: nodegroup.flavor_id.clone(),
+            leaving: false,
         };
         progress
             .report(format!(
@@ -146,7 +208,12 @@ impl Runtime {
     ) -> Result<String, DriverError> {
         let cluster = spec.cluster.uuid;
         let listen = format!("{}:{SWARM_PORT}", node.address);
-        match Self::manager(state) {
+        // Joined through a manager that runs (one being replaced may be down).
+        let manager = Self::manager(state).map(|first| {
+            self.live_manager(cluster, state, &node.name)
+                .unwrap_or(first)
+        });
+        match manager {
             None => {
                 self.docker(
                     cluster,
@@ -198,8 +265,7 @@ impl Runtime {
                 &["info", "--format", "{{.Swarm.NodeID}}"],
             )
             .await?;
-        let manager =
-            Self::manager(state).map_or(node.name.clone(), |manager| manager.name.clone());
+        let manager = manager.map_or(node.name.clone(), |manager| manager.name.clone());
         let nodegroup = spec
             .nodegroups
             .iter()
@@ -243,23 +309,27 @@ impl Runtime {
             )
             .await;
         let node = state.nodes.iter().find(|node| node.name == name).cloned();
-        let manager = Self::manager(state)
-            .filter(|manager| manager.name != name)
-            .cloned();
+        let manager = self.live_manager(cluster, state, name).cloned();
         if let (Some(node), Some(manager)) = (&node, &manager) {
             if let Some(id) = &node.swarm_id {
                 // Each step is a courtesy to the swarm: the node is torn down below whatever
                 // they answer, and `node rm --force` drops a node that could not leave.
-                let _ = self
+                let drained = self
                     .docker(
                         cluster,
                         &manager.name,
                         &["node", "update", "--availability", "drain", id],
                     )
                     .await;
-                let _ = self
-                    .docker(cluster, name, &["swarm", "leave", "--force"])
-                    .await;
+                if drained.is_ok() {
+                    self.wait_for_tasks_to_move(cluster, manager, node, progress)
+                        .await;
+                }
+                // A node that does not run cannot leave; one that hangs gets a few seconds.
+                if self.node_pid(cluster, name).is_some() {
+                    let leave = self.docker(cluster, name, &["swarm", "leave", "--force"]);
+                    let _ = tokio::time::timeout(LEAVE_TIMEOUT, leave).await;
+                }
                 if node.role == "master" {
                     let _ = self
                         .docker(cluster, &manager.name, &["node", "demote", id])
@@ -270,9 +340,86 @@ impl Runtime {
                     .await;
             }
         }
-        self.teardown_node(cluster, name).await;
+        // Drained and out of the swarm, its data about to be thrown away: nothing is worth
+        // a long graceful stop.
+        self.teardown_node_within(cluster, name, REMOVED_NODE_GRACE)
+            .await;
         state.nodes.retain(|node| node.name != name);
         self.save(cluster, state)
+    }
+
+    /// After a node was drained: waits until the swarm has stopped its tasks (they run
+    /// elsewhere then), at most [`DRAIN_TIMEOUT`]; the removal goes on either way. A node that
+    /// does not run has nothing to stop.
+    async fn wait_for_tasks_to_move(
+        &self,
+        cluster: Uuid,
+        manager: &NodeState,
+        node: &NodeState,
+        progress: &dyn Progress,
+    ) {
+        let Some(id) = node.swarm_id.as_deref() else {
+            return;
+        };
+        if self.node_pid(cluster, &node.name).is_none() {
+            return;
+        }
+        let socket = Self::run_dir(cluster, &manager.name).join("docker.sock");
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let mut reported = None;
+        loop {
+            let tasks = match docker_api::get(&socket, "/tasks").await {
+                Ok(tasks) => tasks,
+                Err(error) => {
+                    tracing::warn!(cluster.id = %cluster, node = %node.name, %error, "cannot follow a drained node's tasks");
+                    return;
+                }
+            };
+            let still = tasks
+                .as_array()
+                .map(|tasks| {
+                    tasks
+                        .iter()
+                        .filter(|task| {
+                            task.get("NodeID").and_then(serde_json::Value::as_str) == Some(id)
+                                && task
+                                    .get("Status")
+                                    .and_then(|status| status.get("State"))
+                                    .and_then(serde_json::Value::as_str)
+                                    .is_some_and(|state| {
+                                        [
+                                            "assigned",
+                                            "accepted",
+                                            "preparing",
+                                            "ready",
+                                            "starting",
+                                            "running",
+                                        ]
+                                        .contains(&state)
+                                    })
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            if still == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(cluster.id = %cluster, node = %node.name, tasks = still,
+                    "a drained node's tasks did not stop in time; removing it anyway");
+                return;
+            }
+            if reported != Some(still) {
+                progress
+                    .report(format!(
+                        "Draining node {}: waiting for its {still} task(s) to move.",
+                        node.name
+                    ))
+                    .await;
+                reported = Some(still);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     pub async fn converge(
@@ -294,14 +441,41 @@ impl Runtime {
                     name: spec.cluster.display_name(),
                     tls: !spec.template.tls_disabled,
                     auto_healing: false,
+                    groups: Vec::new(),
                 },
             )?,
         };
         state.name = spec.cluster.display_name();
         state.tls = !spec.template.tls_disabled;
-        state.auto_healing = spec.cluster.labels.get("auto_healing_enabled") == Some("true");
+        state.auto_healing = label_is_true(&spec.cluster.labels, "auto_healing_enabled");
+        state.groups = spec
+            .nodegroups
+            .iter()
+            .filter(|group| group.status != magnum_domain::cluster::ClusterStatus::DeleteInProgress)
+            .map(|group| GroupState {
+                uuid: group.uuid,
+                name: group.name.clone(),
+                master: group.is_master(),
+                autoscaled: autoscaling_enabled(&spec.cluster.labels, group),
+                node_labels: group
+                    .node_labels
+                    .iter()
+                    .map(|(key, value)| {
+                        (key.clone(), value.as_str().unwrap_or_default().to_owned())
+                    })
+                    .collect(),
+            })
+            .collect();
         self.save(cluster, &state)?;
         self.ensure_bridge(cluster, &state).await?;
+        // Nodes named for removal leave, whatever the counts (as Heat's removal policies: with
+        // the count kept, they are replaced). They stop counting now and go at the end, once
+        // their nodegroup has its new nodes: a drained node's tasks then have somewhere to go.
+        let named = self.named_for_removal(cluster, &state, &request);
+        for node in &mut state.nodes {
+            node.leaving = named.contains(&node.name);
+        }
+        self.save(cluster, &state)?;
         self.revive_dead_nodes(spec, &state, progress).await?;
         for node in state.nodes.clone() {
             if node.swarm_id.is_none() {
@@ -337,7 +511,7 @@ impl Runtime {
                 let members: Vec<NodeState> = state
                     .nodes
                     .iter()
-                    .filter(|node| node.nodegroup == group.uuid)
+                    .filter(|node| node.nodegroup == group.uuid && !node.leaving)
                     .cloned()
                     .collect();
                 if members.len() == wanted {
@@ -348,16 +522,9 @@ impl Runtime {
                     self.revive_dead_nodes(spec, &state, progress).await?;
                     self.add_node(spec, &mut state, group, progress).await?;
                 } else {
+                    // The newest goes (the named ones are leaving already).
                     let victim = members
-                        .iter()
-                        .find(|node| {
-                            request.nodes_to_remove.iter().any(|wanted| {
-                                wanted == &node.name
-                                    || wanted == &node.address
-                                    || Some(wanted) == node.swarm_id.as_ref()
-                            })
-                        })
-                        .or_else(|| members.last())
+                        .last()
                         .map(|node| node.name.clone())
                         .unwrap_or_default();
                     self.remove_node(cluster, &mut state, &victim, progress)
@@ -365,15 +532,16 @@ impl Runtime {
                 }
             }
         }
-        // Nodegroups that no longer exist lose their nodes too.
+        // The nodes named for removal, and those of nodegroups that no longer exist, go.
         let orphans: Vec<String> = state
             .nodes
             .iter()
             .filter(|node| {
-                !spec
-                    .nodegroups
-                    .iter()
-                    .any(|group| group.uuid == node.nodegroup)
+                node.leaving
+                    || !spec
+                        .nodegroups
+                        .iter()
+                        .any(|group| group.uuid == node.nodegroup)
             })
             .map(|node| node.name.clone())
             .collect();
@@ -404,6 +572,10 @@ impl Runtime {
     ) -> Result<(), DriverError> {
         let cluster = spec.cluster.uuid;
         for node in &state.nodes {
+            // A node leaving (being replaced, perhaps because it cannot start) stays down.
+            if node.leaving {
+                continue;
+            }
             if node.swarm_id.is_some() && self.node_pid(cluster, &node.name).is_none() {
                 progress
                     .report(format!("Restarting the dockerd of node {}.", node.name))

@@ -13,9 +13,9 @@
 //! over it; without it they linger, retransmitting, and hold their namespaces (and veths)
 //! for seconds.
 //!
-//! Removing one node from a cluster that lives on (scale in) keeps its graceful path
-//! (`remove_node`, `teardown_node`): the swarm is told, and the node's dockerd gets
-//! `STOP_GRACE` to stop.
+//! Removing one node from a cluster that lives on (scale in, replacement) keeps its graceful
+//! path (`remove_node`): the node is drained, its tasks given time to move, it leaves the
+//! swarm and its managers drop it; then its dockerd gets `REMOVED_NODE_GRACE` to stop.
 
 use std::collections::BTreeSet;
 
@@ -360,10 +360,12 @@ mod tests {
                 swarm_id: None,
                 uid_slot: None,
                 flavor: None,
+                leaving: false,
             }],
             name: "c".to_owned(),
             tls: false,
             auto_healing: false,
+            groups: Vec::new(),
         };
         // No namespace on this host has this prefix.
         let names = node_names(scratch.path(), Some(&state), "mc-no-such-cluster-");

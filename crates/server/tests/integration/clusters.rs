@@ -873,6 +873,11 @@ async fn nodegroups_are_created_updated_and_deleted_with_upstream_rules(engine: 
         (json!({"name": "m2", "role": "master"}), 400, "Creating master nodegroups is currently not supported.".to_owned()),
         (json!({"name": "bad", "min_node_count": 3, "node_count": 1}), 409,
          "min_node_count for bad is invalid (min_node_count (3) should be less or equal to node_count (1)).".to_owned()),
+        // The autoscaler's bounds are checked as upstream checks them.
+        (json!({"name": "bad", "min_node_count": 3, "max_node_count": 2, "node_count": 3}), 409,
+         "max_node_count for bad is invalid (min_node_count (3) should be less or equal to max_node_count (2)).".to_owned()),
+        (json!({"name": "bad", "max_node_count": 2, "node_count": 3}), 409,
+         "max_node_count for bad is invalid (node_count (3) should be less or equal to max_node_count (2)).".to_owned()),
         (json!({"name": "bad", "node_taints": [{"key": "k", "effect": "Bogus"}]}), 409,
          "node_taints for bad is invalid (node_taints[0].effect must be one of NoSchedule, PreferNoSchedule, NoExecute).".to_owned()),
         (json!({"node_count": 1}), 400, "Invalid input for field/attribute name. Value: 'None'. Mandatory field missing.".to_owned()),
@@ -985,6 +990,24 @@ async fn nodegroups_are_created_updated_and_deleted_with_upstream_rules(engine: 
     assert_eq!(
         (reply.status, reply.body["max_node_count"].clone()),
         (202, json!(10))
+    );
+    // A maximum below the nodegroup's size (2) is refused, as upstream does.
+    let reply = app
+        .send_at(
+            "latest",
+            "PATCH",
+            &format!("{base}/gpu"),
+            ALICE,
+            Some(json!([{"op": "replace", "path": "/max_node_count", "value": 1}])),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, detail(&reply)),
+        (
+            409,
+            "max_node_count for gpu is invalid (node_count (2) should be less or equal to max_node_count (1))."
+                .to_owned()
+        )
     );
     let reply = app
         .send_at(

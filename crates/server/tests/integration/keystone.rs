@@ -508,9 +508,9 @@ async fn an_expired_token_is_refused_however_long_the_cache_time() {
     // Keystone caps a token issued for an application credential at the credential's expiry.
     let user = fixture.user("alpha-member");
     let user_token = fixture.token("alpha-member").await;
-    let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(4))
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string();
+    // Long enough for the login and the first call on a loaded machine (4 s was not).
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(12);
+    let expires_at = expires.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
     let response = reqwest::Client::new()
         .post(format!(
             "{}/users/{}/application_credentials",
@@ -543,7 +543,8 @@ async fn an_expired_token_is_refused_however_long_the_cache_time() {
         call(&app, "GET", "/v1/clusters", &token, None).await.status,
         200
     );
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let until_expired = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until_expired + Duration::from_secs(1)).await;
     assert_eq!(
         call(&app, "GET", "/v1/clusters", &token, None).await.status,
         401

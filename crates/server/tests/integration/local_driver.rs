@@ -1010,6 +1010,224 @@ async fn pushed_health(app: &TestApp) {
     assert_eq!(leftovers(&uuid), Vec::<String>::new());
 }
 
+/// Plain `docker -H address` (a cluster whose template disables TLS).
+fn plain_docker(address: &str, arguments: &[&str]) -> (bool, String) {
+    let mut all = vec!["-H", address];
+    all.extend_from_slice(arguments);
+    run("docker", &all, Path::new("/"))
+}
+
+/// Waits until every task of `service` runs, each on its own node; returns the nodes.
+async fn until_spread(address: &str, service: &str, replicas: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, tasks) = plain_docker(
+            address,
+            &[
+                "service",
+                "ps",
+                service,
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Node}} {{.CurrentState}}",
+            ],
+        );
+        let mut hosts: Vec<String> = tasks
+            .lines()
+            .filter(|line| line.contains(" Running "))
+            .filter_map(|line| line.split(' ').next())
+            .map(str::to_owned)
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        if hosts.len() == replicas {
+            return hosts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{service} is not back at full strength: {tasks}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// Healing by replacement: a worker whose network namespace is deleted, then one whose
+/// dockerd's state is corrupted before it dies (so that a restart cannot bring it back), are
+/// each replaced by a new node of their nodegroup; the old node leaves the swarm and the host,
+/// the service is back at full strength and the cluster HEALTHY.
+#[tokio::test]
+async fn a_broken_worker_is_replaced_and_its_service_is_back_at_full_strength() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.network_pool = "10.90.0.0/16".to_owned();
+    })
+    .await;
+    guarded(app, |app| async move { replacement(&app).await }).await;
+}
+
+async fn replacement(app: &TestApp) {
+    app.create_template(OWNER, json!({"name": "mend", "tls_disabled": true}))
+        .await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(
+                json!({"cluster_template_id": "mend", "name": "m", "node_count": 2,
+                "labels": {"auto_healing_enabled": "true"}}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
+            reply.body["status"] != "CREATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    app.wait_for_cluster(&uuid, OWNER, 30, |reply| {
+        reply.body["health_status"] == "HEALTHY"
+    })
+    .await;
+    let address = cluster["api_address"].as_str().unwrap().to_owned();
+    let (ok, output) = plain_docker(
+        &address,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--replicas-max-per-node",
+            "1",
+            "--endpoint-mode",
+            "dnsrr",
+            "--no-resolve-image",
+            "--init",
+            "magnum/local-node:1",
+            "sleep",
+            "100000",
+        ],
+    );
+    assert!(ok, "{output}");
+    until_spread(&address, "web", 3).await;
+    let short = uuid.replace('-', "")[..8].to_owned();
+    let state_dir = app
+        .notifications
+        .parent()
+        .unwrap()
+        .join("local-driver/clusters")
+        .join(&uuid);
+
+    // 1. A worker's network namespace is deleted: it can neither be reached nor restarted
+    // in place, so it is replaced.
+    let broken = std::time::Instant::now();
+    let (ok, output) = run(
+        "ip",
+        &["netns", "del", &format!("mc{short}-n3")],
+        Path::new("/"),
+    );
+    assert!(ok, "{output}");
+    let replaced = until_replaced(app, &uuid, "n3", "its network namespace is gone").await;
+    println!(
+        "a worker's network namespace deleted: replaced, Ready and the cluster HEALTHY {} ms later",
+        broken.elapsed().as_millis()
+    );
+    assert_eq!(replaced["node_count"], 2, "{replaced}");
+    assert_eq!(
+        replaced["health_status_reason"]["m-n4.Ready"], "True",
+        "{replaced}"
+    );
+    assert!(
+        replaced["health_status_reason"].get("m-n3.Ready").is_none(),
+        "{replaced}"
+    );
+    let (_, statuses) = plain_docker(&address, &["node", "ls", "--format", "{{.Status}}"]);
+    assert_eq!(
+        statuses.lines().collect::<Vec<_>>(),
+        ["Ready"; 3],
+        "the old node left the swarm: {statuses}"
+    );
+    until_spread(&address, "web", 3).await;
+    // Nothing of the old node is left on the host.
+    let host = HostView::read();
+    let gone: Vec<String> = host
+        .leftovers(&uuid)
+        .into_iter()
+        .filter(|line| {
+            line.contains(&format!("{}n3", &short[..6])) || line.contains(&format!("{short}-n3"))
+        })
+        .collect();
+    assert_eq!(gone, Vec::<String>::new());
+    assert!(!state_dir.join("n3").exists());
+
+    // 2. A worker's dockerd state is corrupted, then it dies: the restart fails, and it is
+    // replaced.
+    let data = state_dir.join("n2/data");
+    let databases: Vec<std::path::PathBuf> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().join("network/files/local-kv.db"))
+        .filter(|path| path.exists())
+        .collect();
+    assert_eq!(
+        databases.len(),
+        1,
+        "one network database under {}",
+        data.display()
+    );
+    let pid = std::fs::read_to_string(state_dir.join("n2/node.pid")).unwrap();
+    let (ok, output) = run("kill", &["-KILL", pid.trim()], Path::new("/"));
+    assert!(ok, "{output}");
+    std::fs::write(&databases[0], vec![0x5a; 64 * 1024]).unwrap();
+    let replaced = until_replaced(app, &uuid, "n2", "restarting it failed").await;
+    assert_eq!(replaced["node_count"], 2, "{replaced}");
+    let failed = events_with_reason(app, &uuid, "NodeHealFailed").await;
+    assert!(
+        failed.iter().any(|event| event["node"] == "n2"),
+        "{failed:?}"
+    );
+    until_spread(&address, "web", 3).await;
+    let replacing = events_with_reason(app, &uuid, "NodeReplacing").await;
+    let nodes: Vec<&str> = replacing
+        .iter()
+        .map(|event| event["node"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(nodes, ["n3", "n2"], "{replacing:?}");
+
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), OWNER)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, OWNER, 120, |reply| reply.status == 404)
+        .await;
+    assert_eq!(leftovers(&uuid), Vec::<String>::new());
+}
+
+/// Waits until auto-healing replaced `node` (its reason names the node and `why`) and the
+/// cluster is HEALTHY again; returns the cluster.
+async fn until_replaced(app: &TestApp, cluster: &str, node: &str, why: &str) -> Value {
+    let expected = format!("Auto-healing replaced {node} of nodegroup default-worker: {why}");
+    app.wait_for_cluster(cluster, OWNER, 240, |reply| {
+        reply.body["status"] == "UPDATE_COMPLETE"
+            && reply.body["status_reason"]
+                .as_str()
+                .is_some_and(|reason| reason.starts_with(&expected))
+            && reply.body["health_status"] == "HEALTHY"
+    })
+    .await
+    .body
+}
+
 #[tokio::test]
 async fn requests_past_the_hosts_capacity_are_refused_up_front() {
     let engine = engines()[0];

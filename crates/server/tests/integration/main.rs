@@ -7,6 +7,8 @@ mod certificates;
 mod clusters;
 mod compat;
 mod compat_clusters;
+mod dashboard;
+mod dashboard_browser;
 mod dashboards;
 mod events;
 mod fuzz;
