@@ -215,12 +215,7 @@ async fn describe(
             );
             return Ok(response);
         }
-        Err(error) => {
-            return Err(ApiError::new(
-                login_failure(&error).0,
-                login_failure(&error).1,
-            ))
-        }
+        Err(error) => return Err(login_failure(error)),
     };
     let project_id = validated.project_id.clone().unwrap_or_default();
     // The switcher is a convenience: when Keystone cannot list projects, or this process is
@@ -388,10 +383,7 @@ async fn login(
             project_domain: form.project_domain.trim(),
         })
         .await
-        .map_err(|error| {
-            let (status, detail) = login_failure(&error);
-            ApiError::new(status, detail)
-        })?;
+        .map_err(login_failure)?;
     if let Some(previous) = sessions.read(&parts.headers) {
         end(sessions, &previous).await.ok();
     }
@@ -420,10 +412,7 @@ async fn switch_project(
             KeystoneError::InvalidToken => {
                 ApiError::forbidden("You have no role on that project, or your session ended.")
             }
-            other => {
-                let (status, detail) = login_failure(&other);
-                ApiError::new(status, detail)
-            }
+            other => login_failure(other),
         })?;
     let session = sessions.start(&issued, Some(&session.login_token));
     started(state, sessions, parts, prefix, &session, &issued)
@@ -463,9 +452,6 @@ async fn logout(
     check_csrf(&session, &parts.headers, state.settings.trust_proxy_headers)
         .map_err(ApiError::forbidden)?;
     let sessions = dashboard.sessions().ok_or_else(unauthenticated)?;
-    end(sessions, &session).await.map_err(|error| {
-        let (status, detail) = login_failure(&error);
-        ApiError::new(status, detail)
-    })?;
+    end(sessions, &session).await.map_err(login_failure)?;
     Ok(clear(empty_response(StatusCode::NO_CONTENT, "")))
 }

@@ -223,22 +223,21 @@ pub fn set_cookie(
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// How a login failure is told to the browser.
-pub fn login_failure(error: &KeystoneError) -> (axum::http::StatusCode, String) {
+/// How a failure of Keystone's is told to the browser, in Magnum's envelope.
+pub fn login_failure(error: KeystoneError) -> crate::error::ApiError {
     use axum::http::StatusCode;
     match error {
-        KeystoneError::InvalidToken => (
+        KeystoneError::InvalidToken => crate::error::ApiError::new(
             StatusCode::UNAUTHORIZED,
             "The user name, password, domain or project is not right, or the user may not use \
-             that project."
-                .to_owned(),
+             that project.",
         ),
-        KeystoneError::Refused(reason) => (StatusCode::FORBIDDEN, reason.clone()),
+        KeystoneError::Refused(reason) => crate::error::ApiError::forbidden(reason),
         KeystoneError::Unavailable(reason) | KeystoneError::Setup(reason) => {
             tracing::warn!(%reason, "a dashboard login could not reach Keystone");
-            (
+            crate::error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "The identity service is unavailable. Retry later.".to_owned(),
+                "The identity service is unavailable. Retry later.",
             )
         }
     }
