@@ -363,6 +363,32 @@ async fn every_verb_against_a_real_server() {
             "message"
         ]
     );
+    let table = ok(&server, &["cluster", "events", "c1"]).await;
+    let header = table.lines().nth(1).unwrap_or_default();
+    for column in [
+        "created_at",
+        "type",
+        "reason",
+        "nodegroup",
+        "node",
+        "message",
+    ] {
+        assert!(header.contains(column), "{table}");
+    }
+    assert!(table.contains("| CreateStarted"), "{table}");
+    assert_eq!(
+        table.lines().filter(|line| line.starts_with("| ")).count(),
+        reasons.len() + 1,
+        "a row per event under the header: {table}"
+    );
+    let yaml = ok(&server, &["cluster", "events", "c1", "-f", "yaml"]).await;
+    assert!(yaml.starts_with("- created_at: "), "{yaml}");
+    assert_eq!(
+        yaml.matches("\n  reason: ").count(),
+        reasons.len(),
+        "{yaml}"
+    );
+    assert!(yaml.contains("\n  reason: \"CreateStarted\"\n"), "{yaml}");
     let url = server.url.clone();
     let watcher = std::process::Command::new(env!("CARGO_BIN_EXE_coe"))
         .args([

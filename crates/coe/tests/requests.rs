@@ -45,6 +45,15 @@ fn canned(method: &str, path: &str) -> (u16, Value) {
 }
 
 async fn recorder() -> (String, Arc<Mutex<Vec<Recorded>>>) {
+    serve(canned).await
+}
+
+/// A server answering each request with `answer(method, path without its query)`, recording
+/// every request it got.
+async fn serve(
+    answer: impl Fn(&str, &str) -> (u16, Value) + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Recorded>>>) {
+    let answer = Arc::new(answer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -55,6 +64,7 @@ async fn recorder() -> (String, Arc<Mutex<Vec<Recorded>>>) {
                 break;
             };
             let log = writer.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 loop {
                     let mut buffer = Vec::new();
@@ -87,7 +97,7 @@ async fn recorder() -> (String, Arc<Mutex<Vec<Recorded>>>) {
                     let method = parts.next().unwrap_or_default().to_owned();
                     let path = parts.next().unwrap_or_default().to_owned();
                     let (status, answer) =
-                        canned(&method, path.split('?').next().unwrap_or_default());
+                        answer(&method, path.split('?').next().unwrap_or_default());
                     log.lock().unwrap().push(Recorded {
                         method,
                         path,
@@ -213,4 +223,135 @@ async fn coe_sends_what_openstack_coe_sends() {
         assert!(!expected.is_empty(), "{verb:?}");
         assert_eq!(sent, expected, "{verb:?}");
     }
+}
+
+/// Runs `coe` against `address`; its exit status and standard error.
+async fn coe(address: &str, verb: &[&str]) -> (bool, String) {
+    let mut args = vec!["--endpoint".to_owned(), address.to_owned()];
+    args.extend(verb.iter().map(|part| (*part).to_owned()));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_coe"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What an upstream-like server has seen of the cluster: how often it was read since the last
+/// change, and whether it was deleted.
+#[derive(Default)]
+struct Upstream {
+    reads: usize,
+    deleted: bool,
+    fails: bool,
+}
+
+/// Upstream Magnum has no event stream: `--wait` must follow the cluster by reading it until
+/// it stands somewhere final, for creates, failures and deletes alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_reads_the_cluster_until_it_ends_on_a_server_without_event_streams() {
+    let state = Arc::new(Mutex::new(Upstream::default()));
+    let seen = state.clone();
+    let (address, log) = serve(move |method, path| {
+        let mut state = seen.lock().unwrap();
+        let cluster = |status: &str, reason: &str| {
+            json!({"uuid": CLUSTER, "name": "c1", "status": status, "status_reason": reason,
+                "node_count": 1, "master_count": 1, "links": []})
+        };
+        match (method, path) {
+            // What upstream Magnum answers for a path it does not know.
+            ("GET", p) if p.ends_with("/events") => (
+                404,
+                json!({"errors": [{"status": 404, "code": "", "title": "Not Found",
+                    "detail": "The resource could not be found.", "request_id": ""}]}),
+            ),
+            ("POST", "/v1/clusters") => {
+                state.reads = 0;
+                (202, json!({"uuid": CLUSTER}))
+            }
+            ("DELETE", _) => {
+                state.reads = 0;
+                state.deleted = true;
+                (204, Value::Null)
+            }
+            ("GET", p) if p == format!("/v1/clusters/{CLUSTER}") || p == "/v1/clusters/c1" => {
+                state.reads += 1;
+                match (state.deleted, state.reads < 3) {
+                    (false, true) => (200, cluster("CREATE_IN_PROGRESS", "")),
+                    (false, false) if state.fails => {
+                        (200, cluster("CREATE_FAILED", "no host has room"))
+                    }
+                    (false, false) => (200, cluster("CREATE_COMPLETE", "Stack CREATE completed")),
+                    (true, true) => (200, cluster("DELETE_IN_PROGRESS", "")),
+                    (true, false) => (
+                        404,
+                        json!({"errors": [{"status": 404, "code": "client", "title": "Not Found",
+                            "detail": format!("Cluster {CLUSTER} could not be found."), "request_id": ""}]}),
+                    ),
+                }
+            }
+            _ => (200, json!({})),
+        }
+    })
+    .await;
+    let reads_of_the_cluster = |log: &Arc<Mutex<Vec<Recorded>>>| {
+        let log = log.lock().unwrap();
+        let reads = log
+            .iter()
+            .filter(|r| {
+                r.method == "GET"
+                    && (r.path == format!("/v1/clusters/{CLUSTER}") || r.path == "/v1/clusters/c1")
+            })
+            .count();
+        let stream_tries = log
+            .iter()
+            .filter(|r| r.path.ends_with("/events?watch=true"))
+            .count();
+        (reads, stream_tries)
+    };
+
+    let create = [
+        "cluster",
+        "create",
+        "c1",
+        "--cluster-template",
+        "t1",
+        "--wait",
+    ];
+    let (ok, stderr) = coe(&address, &create).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("CREATE_IN_PROGRESS"), "{stderr}");
+    assert!(stderr.contains("c1: CREATE_COMPLETE"), "{stderr}");
+    // One try of the stream, then a read a second until the cluster is complete.
+    assert_eq!(reads_of_the_cluster(&log), (3, 1));
+
+    log.lock().unwrap().clear();
+    *state.lock().unwrap() = Upstream {
+        fails: true,
+        ..Upstream::default()
+    };
+    let (ok, stderr) = coe(&address, &create).await;
+    assert!(!ok, "a failed create must fail the wait: {stderr}");
+    assert!(
+        stderr.contains("CREATE_FAILED: no host has room"),
+        "{stderr}"
+    );
+    assert_eq!(reads_of_the_cluster(&log).0, 3);
+
+    log.lock().unwrap().clear();
+    let (ok, stderr) = coe(&address, &["cluster", "delete", "c1", "--wait"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("DELETE_IN_PROGRESS"), "{stderr}");
+    assert!(stderr.contains("deleted"), "{stderr}");
+    assert!(
+        reads_of_the_cluster(&log).0 >= 3,
+        "{:?}",
+        log.lock().unwrap()
+    );
 }
