@@ -52,6 +52,8 @@ pub struct ConductorSettings {
     pub replaced_credential_grace: Duration,
     /// How many cluster events are kept, and for how long.
     pub event_retention: magnum_store::EventRetention,
+    /// How long a finished operation is kept (the autoscaler reads a cluster's recent ones).
+    pub finished_operation_retention: Duration,
 }
 
 impl ConductorSettings {
@@ -70,6 +72,7 @@ impl ConductorSettings {
                 max_age: 30 * 86_400,
                 keep_after_delete: 7 * 86_400,
             },
+            finished_operation_retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -150,9 +153,10 @@ impl Conductor {
                 shutdown.clone(),
             ))
         });
-        let pruning = tokio::spawn(event_pruning(
+        let pruning = tokio::spawn(history_pruning(
             self.store.clone(),
             self.settings.event_retention,
+            self.settings.finished_operation_retention,
             shutdown.clone(),
         ));
         let runner = runner::Runner::new(
@@ -187,15 +191,17 @@ impl Conductor {
     }
 }
 
-/// How often old cluster events are dropped.
-const EVENT_PRUNING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often old cluster events and finished operations are dropped.
+const HISTORY_PRUNING_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Every [`EVENT_PRUNING_INTERVAL`]: drops cluster events past the retention (every conductor
-/// does; the deletes are idempotent). Counts are checked for the clusters that had events
-/// since the last pass.
-async fn event_pruning(
+/// Every [`HISTORY_PRUNING_INTERVAL`]: drops cluster events past their retention and
+/// operations finished longer ago than `keep_operations` (every conductor does; the deletes
+/// are idempotent). Event counts are checked for the clusters that had events since the last
+/// pass.
+async fn history_pruning(
     store: Store,
     retention: magnum_store::EventRetention,
+    keep_operations: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut checked_up_to = 0;
@@ -215,8 +221,18 @@ async fn event_pruning(
             }
             Err(error) => tracing::warn!(%error, "cannot drop old cluster events"),
         }
+        let finished_before = Timestamp::from_unix_seconds(
+            Timestamp::now()
+                .unix_seconds()
+                .saturating_sub(keep_operations.as_secs() as i64),
+        );
+        match store.prune_finished_operations(finished_before).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "old finished operations dropped"),
+            Err(error) => tracing::warn!(%error, "cannot drop old finished operations"),
+        }
         tokio::select! {
-            _ = tokio::time::sleep(EVENT_PRUNING_INTERVAL) => {}
+            _ = tokio::time::sleep(HISTORY_PRUNING_INTERVAL) => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

@@ -383,6 +383,9 @@ pub struct ConductorConfig {
     /// was put in place (0 to 604,800), for whatever in the workload cluster read the old one
     /// at its start (the cloud provider, Cinder CSI) to be restarted.
     pub replaced_credential_grace: u64,
+    /// Seconds a finished (succeeded or failed) operation is kept before the conductors drop
+    /// it (a day to a year; more than the autoscaler's longest cool-down, which reads them).
+    pub keep_finished_operations: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -481,6 +484,7 @@ impl Default for ConductorConfig {
             max_attempts: 5,
             operation_timeout: 3600,
             replaced_credential_grace: 86_400,
+            keep_finished_operations: 30 * 86_400,
         }
     }
 }
@@ -626,6 +630,9 @@ impl Config {
                 self.events.max_streams,
                 self.api.max_connections
             );
+        }
+        if !(86_400..=31_536_000).contains(&self.conductor.keep_finished_operations) {
+            bail!("conductor.keep_finished_operations must be between 86400 (a day) and 31536000 (a year) seconds");
         }
         if self.conductor.replaced_credential_grace > 604_800 {
             bail!("conductor.replaced_credential_grace is at most 604800 seconds (a week)");
@@ -898,6 +905,7 @@ impl Config {
             operation_timeout: Duration::from_secs(conductor.operation_timeout),
             replaced_credential_grace: Duration::from_secs(conductor.replaced_credential_grace),
             event_retention: self.events.retention(),
+            finished_operation_retention: Duration::from_secs(conductor.keep_finished_operations),
         }
     }
 
@@ -1217,6 +1225,30 @@ mod tests {
         ] {
             let error = load(Some(file), &[], &Overrides::default()).unwrap_err();
             assert!(format!("{error:#}").contains(named), "{file}: {error:#}");
+        }
+    }
+
+    #[test]
+    fn finished_operations_are_kept_between_a_day_and_a_year() {
+        let defaults = load(None, &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            defaults.conductor_settings().finished_operation_retention,
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        let file = "[conductor]\nkeep_finished_operations = 86400\n";
+        let config = load(Some(file), &[], &Overrides::default()).unwrap();
+        assert_eq!(
+            config.conductor_settings().finished_operation_retention,
+            std::time::Duration::from_secs(86_400)
+        );
+        // Less than a day would forget resizes the autoscaler's longest cool-down honours.
+        for value in ["86399", "31536001", "-1"] {
+            let file = format!("[conductor]\nkeep_finished_operations = {value}\n");
+            let error = load(Some(&file), &[], &Overrides::default()).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("keep_finished_operations"),
+                "{value}: {error:#}"
+            );
         }
     }
 

@@ -324,30 +324,11 @@ impl Store {
     /// Deletes the events whose sequences `rows` list (a batch of at most [`PRUNE_BATCH`]);
     /// says how many went and whether the batch was full (more may match).
     async fn delete_listed(&self, rows: &[AnyRow]) -> Result<(u64, bool), StoreError> {
-        let sequences = rows
-            .iter()
-            .map(|row| row.try_get::<i64, _>("sequence"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let deleted = self.delete_events(&sequences).await?;
-        Ok((deleted, sequences.len() as i64 >= PRUNE_BATCH))
-    }
-
-    async fn delete_events(&self, sequences: &[i64]) -> Result<u64, StoreError> {
-        if sequences.is_empty() {
-            return Ok(0);
-        }
-        let placeholders = vec!["?"; sequences.len()].join(", ");
-        let query = format!("DELETE FROM cluster_event WHERE sequence IN ({placeholders})");
-        let sql = self.sql(&query);
-        let mut statement = sqlx::query(&sql);
-        for sequence in sequences {
-            statement = statement.bind(*sequence);
-        }
-        Ok(statement.execute(&self.pool).await?.rows_affected())
+        self.delete_batch("cluster_event", "sequence", rows).await
     }
 }
 
-/// Events one pruning statement removes at most.
+/// Rows (events, finished operations) one pruning statement removes at most.
 pub const PRUNE_BATCH: i64 = 500;
 
 /// A row this binary cannot read (written by a newer one during a rolling upgrade, say) is

@@ -22,14 +22,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 
 pub use certificates::StoredCertificate;
 pub use cluster_templates::{TemplateScope, CLUSTER_TEMPLATE_SORT_KEYS};
 pub use clusters::{ClusterScope, CLUSTER_SORT_KEYS, NODEGROUP_SORT_KEYS};
 pub use credentials::StoredCredential;
 pub use error::StoreError;
-pub use events::{EventRetention, EventScope, MAX_EVENTS_PER_READ, SEQUENCE_STRIDE};
+pub use events::{EventRetention, EventScope, MAX_EVENTS_PER_READ, PRUNE_BATCH, SEQUENCE_STRIDE};
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use modify::MODIFY_ATTEMPTS;
 pub use monitors::MONITOR_CLAIM_CHUNK;
@@ -176,6 +176,34 @@ impl Store {
     }
 
     /// Rewrites `?` placeholders into the engine's form.
+    /// Deletes the rows of `table` whose `key` (an integer column) the listed `rows` carry, a
+    /// batch of at most [`PRUNE_BATCH`]; says how many went and whether the batch was full
+    /// (more may match). Pruning goes by such listed batches so that no statement scans or
+    /// locks a whole table (InnoDB's next-key locks would hold up every write beside it).
+    async fn delete_batch(
+        &self,
+        table: &str,
+        key: &str,
+        rows: &[sqlx::any::AnyRow],
+    ) -> Result<(u64, bool), StoreError> {
+        let keys = rows
+            .iter()
+            .map(|row| row.try_get::<i64, _>(key))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Ok((0, false));
+        }
+        let placeholders = vec!["?"; keys.len()].join(", ");
+        let query = format!("DELETE FROM {table} WHERE {key} IN ({placeholders})");
+        let sql = self.sql(&query);
+        let mut statement = sqlx::query(&sql);
+        for value in &keys {
+            statement = statement.bind(*value);
+        }
+        let deleted = statement.execute(&self.pool).await?.rows_affected();
+        Ok((deleted, keys.len() as i64 >= PRUNE_BATCH))
+    }
+
     fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
         match self.backend {
             Backend::Postgres => {
@@ -234,7 +262,6 @@ pub(crate) fn text_column(
     row: &sqlx::any::AnyRow,
     column: &str,
 ) -> Result<Option<String>, StoreError> {
-    use sqlx::Row;
     match row.try_get::<Option<String>, _>(column) {
         Ok(text) => Ok(text),
         Err(sqlx::Error::ColumnDecode { .. }) => {

@@ -276,6 +276,33 @@ impl Store {
         rows.iter().map(operation_from_row).collect()
     }
 
+    /// Drops operations that finished (succeeded or failed) before `finished_before`, in
+    /// batches by primary key; pending and running ones stay whatever their age. Returns how
+    /// many went. Nothing reads a finished operation but the autoscaler's recent history,
+    /// which looks back far less than any allowed retention.
+    pub async fn prune_finished_operations(
+        &self,
+        finished_before: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let sql = self.sql(
+            "SELECT id FROM operation WHERE state IN ('succeeded', 'failed') \
+             AND COALESCE(updated_at, created_at) < ? LIMIT ?",
+        );
+        let mut removed = 0;
+        loop {
+            let rows = sqlx::query(&sql)
+                .bind(finished_before.unix_seconds())
+                .bind(crate::events::PRUNE_BATCH)
+                .fetch_all(&self.pool)
+                .await?;
+            let (deleted, more) = self.delete_batch("operation", "id", &rows).await?;
+            removed += deleted;
+            if !more {
+                return Ok(removed);
+            }
+        }
+    }
+
     /// Operations not yet finished, oldest first.
     pub async fn unfinished_operations(&self) -> Result<Vec<Operation>, StoreError> {
         let query = format!(

@@ -542,6 +542,108 @@ mod operations {
         finish(store, database).await;
     }
 
+    engine_tests!(finished_operations_are_pruned_by_age_and_unfinished_ones_never);
+    async fn finished_operations_are_pruned_by_age_and_unfinished_ones_never(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        let cluster = Uuid::new_v4();
+        // More old finished operations than one pruning batch holds, so that the batches
+        // follow one another.
+        let old = magnum_store::PRUNE_BATCH as usize + 20;
+        for second in 0..old {
+            let operation = Operation::new(
+                Uuid::new_v4(),
+                OperationKind::CreateCluster,
+                "{}".to_owned(),
+                at(second as i64),
+            );
+            store.enqueue_operation(&operation).await.unwrap();
+            let claimed = store
+                .claim_operation("a", at(second as i64), 30)
+                .await
+                .unwrap()
+                .unwrap();
+            let outcome = if second % 2 == 0 {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed {
+                    reason: "no room".to_owned(),
+                }
+            };
+            assert!(store
+                .finish_operation(claimed.uuid, "a", outcome, at(second as i64))
+                .await
+                .unwrap());
+        }
+        // Old but unfinished: one whose conductor holds it (a long lease) and a pending one.
+        let held = store
+            .enqueue_operation(&Operation::new(
+                Uuid::new_v4(),
+                OperationKind::DeleteCluster,
+                "{}".to_owned(),
+                at(1),
+            ))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_operation("b", at(2), 100_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.uuid, held.uuid, "{}", engine.name());
+        // Finished after the bound: kept.
+        let recent = store
+            .enqueue_operation(&Operation::new(
+                Uuid::new_v4(),
+                OperationKind::CreateCluster,
+                "{}".to_owned(),
+                at(5_000),
+            ))
+            .await
+            .unwrap();
+        let claimed = store
+            .claim_operation("c", at(5_000), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.uuid, recent.uuid);
+        assert!(store
+            .finish_operation(recent.uuid, "c", Outcome::Succeeded, at(5_000))
+            .await
+            .unwrap());
+        let waiting = store
+            .enqueue_operation(&Operation::new(
+                cluster,
+                OperationKind::ResizeCluster,
+                "{}".to_owned(),
+                at(0),
+            ))
+            .await
+            .unwrap();
+
+        let removed = store.prune_finished_operations(at(4_000)).await.unwrap();
+        assert_eq!(removed, old as u64, "{}", engine.name());
+        assert_eq!(
+            store.prune_finished_operations(at(4_000)).await.unwrap(),
+            0,
+            "pruning again removes nothing"
+        );
+        assert!(store.operation(recent.uuid).await.unwrap().is_some());
+        let unfinished: HashSet<Uuid> = store
+            .unfinished_operations()
+            .await
+            .unwrap()
+            .iter()
+            .map(|operation| operation.uuid)
+            .collect();
+        assert_eq!(unfinished, HashSet::from([waiting.uuid, held.uuid]));
+        // The queue works on after pruning: the held one is still its holder's.
+        assert!(store
+            .renew_operation_lease(held.uuid, "b", at(10))
+            .await
+            .unwrap());
+        finish(store, database).await;
+    }
+
     engine_tests!(a_clusters_recent_operations_come_newest_first_and_bounded);
     /// What the autoscaler's history is read from: a cluster's newest operations, finished
     /// or not, newest first, at most as many as asked, and only that cluster's.
@@ -996,6 +1098,124 @@ mod clusters {
             .await
             .unwrap();
         assert!(project.is_empty());
+        finish(store, database).await;
+    }
+
+    engine_tests!(
+        a_changes_events_are_stored_with_it_once_or_not_at_all,
+        multi_thread
+    );
+    async fn a_changes_events_are_stored_with_it_once_or_not_at_all(engine: Engine) {
+        use magnum_domain::event::{Cause, ClusterEvent};
+        use magnum_store::EventScope;
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let uuid = stored_cluster(&store, template.uuid, "c").await;
+        let events_of = |store: magnum_store::Store| async move {
+            store
+                .events_after(&EventScope::Cluster(uuid), None, 1000)
+                .await
+                .unwrap()
+        };
+        let before = events_of(store.clone()).await;
+
+        // A decision that records an event and then refuses stores neither.
+        let refused = store
+            .modify_cluster(
+                uuid,
+                &Cause::none(),
+                |aggregate| -> Result<(), StoreError> {
+                    aggregate.cluster.status_reason = Some("never".to_owned());
+                    aggregate.record(ClusterEvent::normal("NodeStarted", "never".to_owned()));
+                    Err(StoreError::Busy)
+                },
+            )
+            .await;
+        assert!(refused.is_err());
+        // A change the database refuses (a second nodegroup under an existing name) takes
+        // its events with it.
+        let duplicate = store
+            .modify_cluster(
+                uuid,
+                &Cause::none(),
+                |aggregate| -> Result<(), StoreError> {
+                    let twin = NodeGroup {
+                        id: 0,
+                        uuid: Uuid::new_v4(),
+                        ..aggregate.nodegroups[0].clone()
+                    };
+                    aggregate.nodegroups.push(twin);
+                    aggregate.record(ClusterEvent::normal("NodeStarted", "never".to_owned()));
+                    Ok(())
+                },
+            )
+            .await;
+        assert!(duplicate.is_err(), "{}", engine.name());
+        let after = events_of(store.clone()).await;
+        assert_eq!(
+            after.iter().map(|event| event.uuid).collect::<Vec<_>>(),
+            before.iter().map(|event| event.uuid).collect::<Vec<_>>(),
+            "{}: refused changes leave no event",
+            engine.name()
+        );
+        let cluster = store.cluster_by_uuid(uuid).await.unwrap().unwrap();
+        assert_eq!(cluster.status_reason, None);
+
+        // Writers racing on one cluster: a change retried after a conflict is decided again
+        // from what is stored, so each committed change's event is there exactly once.
+        let mut writers = Vec::new();
+        for writer in 0..4 {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                for step in 0..6 {
+                    let message = format!("writer {writer} step {step}");
+                    store
+                        .modify_cluster(
+                            uuid,
+                            &Cause::none(),
+                            |aggregate| -> Result<(), StoreError> {
+                                aggregate.cluster.status_reason = Some(message.clone());
+                                aggregate
+                                    .record(ClusterEvent::normal("NodeStarted", message.clone()));
+                                Ok(())
+                            },
+                        )
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let raced: Vec<String> = events_of(store.clone())
+            .await
+            .into_iter()
+            .filter(|event| event.event.reason == "NodeStarted")
+            .map(|event| event.event.message)
+            .collect();
+        let mut expected: Vec<String> = (0..4)
+            .flat_map(|writer| (0..6).map(move |step| format!("writer {writer} step {step}")))
+            .collect();
+        let mut sorted = raced.clone();
+        sorted.sort();
+        expected.sort();
+        assert_eq!(
+            sorted,
+            expected,
+            "{}: each change's event once",
+            engine.name()
+        );
+        let cluster = store.cluster_by_uuid(uuid).await.unwrap().unwrap();
+        assert_eq!(
+            cluster.status_reason.as_deref(),
+            raced.last().map(String::as_str),
+            "{}: the last event told is the last change committed",
+            engine.name()
+        );
         finish(store, database).await;
     }
 
