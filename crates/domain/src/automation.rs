@@ -20,6 +20,9 @@
 //! * A replacement needs `auto_healing_enabled` and the swarm's quorum: more than half of
 //!   its managers reachable without the nodes replaced. A swarm that lost its quorum is never
 //!   "healed" into a split brain.
+//! * Replacements are budgeted: at most [`MAX_REPLACEMENTS_PER_WINDOW`] of a nodegroup's
+//!   within [`REPLACEMENT_WINDOW_SECONDS`] (whatever became of them), so that a sick host,
+//!   or a workload that kills whatever node runs it, cannot churn nodes without end.
 
 use uuid::Uuid;
 
@@ -40,6 +43,11 @@ pub const MAX_WHY_CHARS: usize = 500;
 pub const MAX_PROPOSED_NODES: usize = 100;
 /// How many of a cluster's newest operations the history is read from.
 pub const HISTORY_OPERATIONS: i64 = 50;
+/// The most replacements of one nodegroup's nodes started within
+/// [`REPLACEMENT_WINDOW_SECONDS`].
+pub const MAX_REPLACEMENTS_PER_WINDOW: usize = 3;
+/// The window the replacement budget counts over: an hour.
+pub const REPLACEMENT_WINDOW_SECONDS: i64 = 3_600;
 
 /// What a driver watching a cluster asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +115,8 @@ pub struct History {
     user_resizes: Vec<(Uuid, Timestamp)>,
     /// Per nodegroup, when the autoscaler's last change that failed ended.
     failed_autoscales: Vec<(Uuid, Timestamp)>,
+    /// When each replacement of a nodegroup's nodes was asked for.
+    replacements: Vec<(Uuid, Timestamp)>,
 }
 
 impl History {
@@ -129,6 +139,9 @@ impl History {
                     let ended = past.updated_at.unwrap_or(past.created_at);
                     keep_latest(&mut history.failed_autoscales, nodegroup, ended);
                 }
+                OperationKind::ReplaceNodes => {
+                    history.replacements.push((nodegroup, past.created_at));
+                }
                 _ => {}
             }
         }
@@ -141,6 +154,14 @@ impl History {
 
     pub fn last_failed_autoscale(&self, nodegroup: Uuid) -> Option<Timestamp> {
         latest(&self.failed_autoscales, nodegroup)
+    }
+
+    /// How many replacements of the nodegroup's nodes were asked for after `since`.
+    pub fn replacements_since(&self, nodegroup: Uuid, since: Timestamp) -> usize {
+        self.replacements
+            .iter()
+            .filter(|(uuid, at)| *uuid == nodegroup && at.unix_seconds() > since.unix_seconds())
+            .count()
     }
 }
 
@@ -201,6 +222,12 @@ pub enum Declined {
     NodesNotInNodegroup(String),
     #[error("the swarm lost its quorum ({reachable} of {managers} managers reachable): nothing is replaced")]
     NoQuorum { managers: i64, reachable: i64 },
+    #[error("nodegroup {name} had {count} node replacements in the last {window} s: no more until the oldest is older")]
+    ReplacementBudgetSpent {
+        name: String,
+        count: usize,
+        window: i64,
+    },
     #[error(transparent)]
     Refused(#[from] ChangeRefused),
 }
@@ -386,6 +413,16 @@ impl ClusterAggregate {
                     return Err(Declined::NoQuorum {
                         managers: quorum.managers,
                         reachable: quorum.reachable,
+                    });
+                }
+                let window_start =
+                    Timestamp::from_unix_seconds(now.unix_seconds() - REPLACEMENT_WINDOW_SECONDS);
+                let count = history.replacements_since(nodegroup.uuid, window_start);
+                if count >= MAX_REPLACEMENTS_PER_WINDOW {
+                    return Err(Declined::ReplacementBudgetSpent {
+                        name: nodegroup.name.clone(),
+                        count,
+                        window: REPLACEMENT_WINDOW_SECONDS,
                     });
                 }
                 check_nodes(&nodegroup, nodes)?;
@@ -1156,6 +1193,68 @@ mod tests {
                 at(2_000)
             ),
             Err(Declined::HealingDisabled)
+        );
+    }
+
+    #[test]
+    fn replacements_are_budgeted_per_nodegroup_and_hour() {
+        let one_manager = Quorum {
+            managers: 1,
+            reachable: 1,
+        };
+        let replacement = |nodegroup, created, state| {
+            past(OperationKind::ReplaceNodes, state, nodegroup, created)
+        };
+        // Three replacements of the workers within the hour (one failed: it counts too), one
+        // older, and one of another nodegroup.
+        let history = History::from_operations(&[
+            replacement(WORKERS, -1_700, OperationState::Succeeded),
+            replacement(WORKERS, 1_000, OperationState::Succeeded),
+            replacement(WORKERS, 1_500, OperationState::Failed),
+            replacement(WORKERS, 1_900, OperationState::Succeeded),
+            replacement(MASTERS, 1_950, OperationState::Succeeded),
+        ]);
+        let before = autoscaled();
+        let mut spent = before.clone();
+        assert_eq!(
+            spent.decide(
+                &replace(WORKERS, &["n2"], one_manager),
+                policy(),
+                &history,
+                at(2_000)
+            ),
+            Err(Declined::ReplacementBudgetSpent {
+                name: "default-worker".to_owned(),
+                count: 3,
+                window: REPLACEMENT_WINDOW_SECONDS,
+            })
+        );
+        assert_eq!(spent, before, "declined: nothing changed");
+        // Once the oldest of the three is an hour old, one more may go.
+        let mut later = before.clone();
+        assert_eq!(
+            later.decide(
+                &replace(WORKERS, &["n2"], one_manager),
+                policy(),
+                &history,
+                at(1_000 + REPLACEMENT_WINDOW_SECONDS)
+            ),
+            Ok(OperationKind::ReplaceNodes)
+        );
+        // The budget is the nodegroup's own: two earlier replacements leave room for a third.
+        let mut other = before.clone();
+        let two = History::from_operations(&[
+            replacement(WORKERS, 1_500, OperationState::Succeeded),
+            replacement(WORKERS, 1_900, OperationState::Succeeded),
+        ]);
+        assert_eq!(
+            other.decide(
+                &replace(WORKERS, &["n2"], one_manager),
+                policy(),
+                &two,
+                at(2_000)
+            ),
+            Ok(OperationKind::ReplaceNodes)
         );
     }
 }
