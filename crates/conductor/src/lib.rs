@@ -24,6 +24,7 @@ use magnum_domain::time::Timestamp;
 use magnum_driver::DriverRegistry;
 use magnum_store::Store;
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
 pub use notifications::{
     AuditAction, AuditEvent, AuditOutcome, FileNotifier, Notifier, NullNotifier, QueuedNotifier,
@@ -138,22 +139,27 @@ impl Conductor {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let host = self.settings.host.clone();
         tracing::info!(conductor.host = %host, "conductor started");
-        let heartbeat = tokio::spawn(heartbeat_loop(
+        // Side tasks end with this future: aborted (as a killed process, in tests) it leaves
+        // none of them heartbeating, recording driver events or pruning behind it.
+        let heartbeat = SideTask::spawn(heartbeat_loop(
             self.store.clone(),
             self.settings.clone(),
             shutdown.clone(),
         ));
-        let events =
-            runner::spawn_event_listeners(&self.store, &self.drivers, &self.wake, shutdown.clone());
+        let _listeners: Vec<SideTask> =
+            runner::spawn_event_listeners(&self.store, &self.drivers, &self.wake, shutdown.clone())
+                .into_iter()
+                .map(SideTask::from)
+                .collect();
         let sweep = self.revoker.clone().map(|revoker| {
-            tokio::spawn(runner::revocation_sweep(
+            SideTask::spawn(runner::revocation_sweep(
                 self.store.clone(),
                 revoker,
                 self.settings.replaced_credential_grace,
                 shutdown.clone(),
             ))
         });
-        let pruning = tokio::spawn(history_pruning(
+        let pruning = SideTask::spawn(history_pruning(
             self.store.clone(),
             self.settings.event_retention,
             self.settings.finished_operation_retention,
@@ -179,15 +185,43 @@ impl Conductor {
         // One future: a conductor stopped at once (aborted, as a killed process) leaves its
         // monitor leases to run out, and its drivers stop watching before they do.
         tokio::join!(runner.run(shutdown.clone()), monitors.run(shutdown));
-        let _ = heartbeat.await;
-        let _ = pruning.await;
+        heartbeat.finish().await;
+        pruning.finish().await;
         if let Some(sweep) = sweep {
-            let _ = sweep.await;
+            sweep.finish().await;
         }
-        for listener in events {
-            listener.abort();
-        }
+        // The driver event listeners are aborted as they go out of scope.
         tracing::info!(conductor.host = %host, "conductor stopped");
+    }
+}
+
+/// A task that lives no longer than its owner: aborted when dropped unfinished.
+struct SideTask(Option<JoinHandle<()>>);
+
+impl SideTask {
+    fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(tokio::spawn(task)))
+    }
+
+    /// Waits for the task to end on its own (after shutdown was signalled).
+    async fn finish(mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl From<JoinHandle<()>> for SideTask {
+    fn from(handle: JoinHandle<()>) -> Self {
+        Self(Some(handle))
+    }
+}
+
+impl Drop for SideTask {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
     }
 }
 
@@ -341,5 +375,64 @@ pub(crate) mod test_records {
             updated_at: None,
             version: 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod side_task_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::SideTask;
+
+    /// A task counting up every 5 ms, and its counter.
+    fn counting() -> (
+        impl std::future::Future<Output = ()> + Send + 'static,
+        Arc<AtomicUsize>,
+    ) {
+        let count = Arc::new(AtomicUsize::new(0));
+        let counter = count.clone();
+        let task = async move {
+            loop {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        (task, count)
+    }
+
+    async fn still_counts(count: &AtomicUsize) -> bool {
+        let before = count.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        count.load(Ordering::SeqCst) != before
+    }
+
+    #[tokio::test]
+    async fn a_side_task_ends_when_its_owner_is_aborted() {
+        let (task, count) = counting();
+        let owner = tokio::spawn(async move {
+            let _side = SideTask::spawn(task);
+            std::future::pending::<()>().await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(still_counts(&count).await, "it runs while its owner does");
+        owner.abort();
+        let _ = owner.await;
+        // Give an abort that did not happen every chance to show.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!still_counts(&count).await, "aborted with its owner");
+    }
+
+    #[tokio::test]
+    async fn a_finished_side_task_is_waited_for() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let flag = done.clone();
+        let side = SideTask::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            flag.store(1, Ordering::SeqCst);
+        });
+        side.finish().await;
+        assert_eq!(done.load(Ordering::SeqCst), 1);
     }
 }
