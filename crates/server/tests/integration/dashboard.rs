@@ -442,6 +442,100 @@ async fn a_keystone_session_acts_as_its_user_and_changes_need_the_csrf_token() {
     app.stop().await;
 }
 
+/// A session lives in its sealed cookie, not in the process: a magnumd killed and started
+/// again with the same session key still knows the login (reads, and changes with its CSRF
+/// token); one started with another key takes the cookie for nothing.
+#[tokio::test]
+async fn a_session_outlives_a_killed_magnumd_and_ends_with_its_key() {
+    let fixture = Fixture::load();
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = |name: &str| {
+        let path = keys.path().join(name);
+        magnum_keystore::load_key_file(&path, true).unwrap();
+        path
+    };
+    let (first_key, other_key) = (key_file("session-key"), key_file("other-key"));
+    let with_key = |key: std::path::PathBuf| {
+        let fixture = &fixture;
+        move |config: &mut magnumd::Config| {
+            fixture.configure(config, 60);
+            config.dashboard.session_key_file = Some(key);
+        }
+    };
+    let driver = magnum_test_support::scripted::ScriptedDriver::shared();
+    let drivers: Vec<std::sync::Arc<dyn magnum_driver::Driver>> = vec![driver];
+    let app = TestApp::spawn_with_drivers(
+        engines()[0],
+        magnumd::Role::All,
+        with_key(first_key.clone()),
+        &drivers,
+    )
+    .await;
+    let before = log_in(&app, &fixture, "alpha-member").await;
+    let made = before
+        .send(
+            "POST",
+            "/v1/clustertemplates",
+            Some(&before.csrf),
+            Some(template("before-the-crash")),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.raw));
+    let (cookie, csrf) = (before.cookie.clone(), before.csrf.clone());
+
+    let database = app.crash().await;
+    let app = TestApp::spawn_on_with(database, with_key(first_key), &drivers).await;
+    let after = Browser {
+        app: &app,
+        cookie: cookie.clone(),
+        csrf: csrf.clone(),
+    };
+    let described = after.send("GET", "/dashboard/session", None, None).await;
+    assert_eq!(
+        described.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&described.raw)
+    );
+    assert_eq!(described.body["user"]["name"], "alpha-member");
+    let listed = after.send("GET", "/v1/clustertemplates", None, None).await;
+    assert_eq!(listed.status, 200);
+    assert_eq!(
+        listed.body["clustertemplates"][0]["name"],
+        "before-the-crash"
+    );
+    let renamed = after
+        .send(
+            "PATCH",
+            "/v1/clustertemplates/before-the-crash",
+            Some(&csrf),
+            Some(json!([{"op": "replace", "path": "/name", "value": "after-the-crash"}])),
+        )
+        .await;
+    assert_eq!(
+        renamed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&renamed.raw)
+    );
+
+    let database = app.crash().await;
+    let app = TestApp::spawn_on_with(database, with_key(other_key), &drivers).await;
+    let stranger = Browser {
+        app: &app,
+        cookie,
+        csrf,
+    };
+    for (method, path) in [
+        ("GET", "/dashboard/session"),
+        ("GET", "/v1/clustertemplates"),
+    ] {
+        let refused = stranger.send(method, path, None, None).await;
+        assert_eq!(refused.status, 401, "{method} {path}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_login_while_keystone_is_away_is_a_503_not_a_session() {
     let fixture = Fixture::load();

@@ -117,6 +117,15 @@ impl TestApp {
         Self::spawn_on_database(database, Role::All, |_| {}, &drivers).await
     }
 
+    /// A restart whose configuration `adjust` changes last.
+    pub async fn spawn_on_with(
+        database: TestDatabase,
+        adjust: impl FnOnce(&mut Config),
+        drivers: &[Arc<dyn Driver>],
+    ) -> Self {
+        Self::spawn_on_database(database, Role::All, adjust, drivers).await
+    }
+
     async fn spawn_on_database(
         database: TestDatabase,
         role: Role,
