@@ -31,6 +31,11 @@ pub(crate) fn pass_period(lease: Duration) -> Duration {
 const STALE_AFTER_SECONDS: i64 = 3600;
 /// Every this many passes, stale rows are looked for.
 const STALE_SWEEP_PASSES: u64 = 30;
+/// Every this many passes (10 s with the default lease), held clusters whose deletion is
+/// recorded but that a driver still has things of are released.
+const RELEASE_PASSES: u64 = 5;
+/// The most such clusters released at once.
+const MAX_RELEASES: usize = 4;
 
 pub(crate) struct MonitorLeases {
     pub(crate) store: Store,
@@ -48,8 +53,12 @@ impl MonitorLeases {
         let _stop_watching = StopWatching(self.drivers.clone());
         let period = pass_period(self.lease);
         let mut passes: u64 = 0;
+        // Releases run beside the passes (a teardown takes seconds; leases must be renewed
+        // meanwhile) and end with this future.
+        let mut releases = tokio::task::JoinSet::new();
         loop {
-            self.pass(passes).await;
+            while releases.try_join_next().is_some() {}
+            self.pass(passes, &mut releases).await;
             passes += 1;
             tokio::select! {
                 () = tokio::time::sleep(period) => {}
@@ -71,7 +80,7 @@ impl MonitorLeases {
         }
     }
 
-    async fn pass(&self, passes: u64) {
+    async fn pass(&self, passes: u64, releases: &mut tokio::task::JoinSet<()>) {
         let started = Instant::now();
         let mut watching: Vec<(Arc<dyn Driver>, Vec<Uuid>)> = Vec::new();
         for driver in self.drivers.drivers() {
@@ -100,12 +109,17 @@ impl MonitorLeases {
                 // The stored lease ends at a whole second at least `lease` after `started`
                 // minus up to a second of rounding: stop watching before it may.
                 let until = started + self.lease.saturating_sub(Duration::from_secs(1));
+                let mut held_by_driver = Vec::new();
                 for (driver, clusters) in watching {
-                    let mine = clusters
+                    let mine: HashSet<Uuid> = clusters
                         .into_iter()
                         .filter(|cluster| held.contains(cluster))
                         .collect();
-                    driver.monitor_only(mine, until);
+                    driver.monitor_only(mine.clone(), until);
+                    held_by_driver.push((driver, mine));
+                }
+                if passes.is_multiple_of(RELEASE_PASSES) && releases.is_empty() {
+                    self.release_deleted(held_by_driver, releases).await;
                 }
             }
             // What the drivers were told runs out on its own.
@@ -117,6 +131,47 @@ impl MonitorLeases {
             if let Err(error) = self.store.forget_stale_monitors(before).await {
                 tracing::warn!(%error, "cannot drop stale cluster monitor leases");
             }
+        }
+    }
+
+    /// Asks the drivers to release what is left of held clusters whose deletion is recorded
+    /// and whose records are gone (a forced delete whose teardown died with its process), at
+    /// most [`MAX_RELEASES`] at a time. Clusters the database knows nothing of are left alone:
+    /// they may be another database's.
+    async fn release_deleted(
+        &self,
+        held_by_driver: Vec<(Arc<dyn Driver>, HashSet<Uuid>)>,
+        releases: &mut tokio::task::JoinSet<()>,
+    ) {
+        let held: Vec<Uuid> = held_by_driver
+            .iter()
+            .flat_map(|(_, clusters)| clusters.iter().copied())
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let deleted: HashSet<Uuid> = match self.store.deleted_clusters_among(&held).await {
+            Ok(deleted) => deleted.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for deleted clusters left on this host");
+                return;
+            }
+        };
+        let chosen = held_by_driver
+            .into_iter()
+            .flat_map(|(driver, clusters)| {
+                clusters
+                    .into_iter()
+                    .filter(|cluster| deleted.contains(cluster))
+                    .map(move |cluster| (driver.clone(), cluster))
+            })
+            .take(MAX_RELEASES);
+        for (driver, cluster) in chosen {
+            releases.spawn(async move {
+                if let Err(error) = driver.release_deleted(cluster).await {
+                    tracing::warn!(cluster.id = %cluster, %error, "cannot release a deleted cluster's remains");
+                }
+            });
         }
     }
 

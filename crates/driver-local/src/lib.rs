@@ -534,6 +534,11 @@ impl Driver for LocalDriver {
         Ok(())
     }
 
+    async fn release_deleted(&self, cluster: uuid::Uuid) -> Result<(), DriverError> {
+        tracing::warn!(cluster.id = %cluster, "removing the nodes of a cluster whose records are gone");
+        self.runtime()?.delete(cluster, &Unreported).await
+    }
+
     fn events(&self) -> Option<tokio::sync::broadcast::Receiver<magnum_driver::DriverEvent>> {
         let runtime = self.runtime().ok()?.clone();
         let sender = self.events.get_or_init(|| {

@@ -401,6 +401,16 @@ pub trait Driver: Send + Sync + 'static {
         None
     }
 
+    /// A cluster this driver reported monitorable (it has things on this host) whose deletion
+    /// is recorded and whose records are gone: release whatever of it is left (a forced
+    /// delete whose teardown died with its process). Called by the conductor holding the
+    /// cluster's monitor lease, again until the cluster is no longer monitorable; must be
+    /// idempotent. The default has nothing to release.
+    async fn release_deleted(&self, cluster: Uuid) -> Result<(), DriverError> {
+        let _ = cluster;
+        Ok(())
+    }
+
     /// The clusters whose monitor leases this process holds, until `until`: the driver
     /// watches and heals those only, and none once `until` has passed without a newer call
     /// (a conductor that can no longer renew must not act beside the next holder).

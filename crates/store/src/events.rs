@@ -238,6 +238,34 @@ impl Store {
         }))
     }
 
+    /// Which of `clusters` are known to have been deleted: their events say so (kept
+    /// `keep_after_delete`) and no cluster record remains. A cluster the database knows
+    /// nothing of is not among them (another database's, or one restored from a backup).
+    pub async fn deleted_clusters_among(&self, clusters: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+        let mut deleted = Vec::new();
+        for chunk in clusters.chunks(PRUNE_BATCH as usize) {
+            let placeholders = vec!["?"; chunk.len()].join(", ");
+            let query = format!(
+                "SELECT DISTINCT e.cluster_uuid FROM cluster_event e \
+                 WHERE e.cluster_deleted_at IS NOT NULL AND e.cluster_uuid IN ({placeholders}) \
+                 AND NOT EXISTS (SELECT 1 FROM cluster c WHERE c.uuid = e.cluster_uuid)"
+            );
+            let sql = self.sql(&query);
+            let mut statement = sqlx::query(&sql);
+            for cluster in chunk {
+                statement = statement.bind(cluster.to_string());
+            }
+            for row in statement.fetch_all(&self.pool).await? {
+                let text: String = row.try_get("cluster_uuid")?;
+                let uuid = Uuid::parse_str(&text).map_err(|_| {
+                    StoreError::Corrupt(format!("cluster_event cluster_uuid {text:?}"))
+                })?;
+                deleted.push(uuid);
+            }
+        }
+        Ok(deleted)
+    }
+
     /// The newest stream position (0 with no event).
     pub async fn latest_event_sequence(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT MAX(sequence) AS newest FROM cluster_event")

@@ -1219,6 +1219,28 @@ mod clusters {
         finish(store, database).await;
     }
 
+    engine_tests!(only_clusters_whose_deletion_is_recorded_count_as_deleted);
+    async fn only_clusters_whose_deletion_is_recorded_count_as_deleted(engine: Engine) {
+        use magnum_domain::event::Cause;
+        let (store, database) = fresh_store(engine).await;
+        let template = store
+            .insert_cluster_template(&template("t", "p-1"))
+            .await
+            .unwrap();
+        let live = stored_cluster(&store, template.uuid, "live").await;
+        let gone = stored_cluster(&store, template.uuid, "gone").await;
+        assert!(store.purge_cluster(gone, &Cause::none()).await.unwrap());
+        // Never known here: another database's cluster, or one made after a restored backup.
+        let unknown = Uuid::new_v4();
+        let deleted = store
+            .deleted_clusters_among(&[live, gone, unknown])
+            .await
+            .unwrap();
+        assert_eq!(deleted, vec![gone], "{}", engine.name());
+        assert!(store.deleted_clusters_among(&[]).await.unwrap().is_empty());
+        finish(store, database).await;
+    }
+
     engine_tests!(events_are_kept_within_their_count_age_and_deletion_bounds);
     async fn events_are_kept_within_their_count_age_and_deletion_bounds(engine: Engine) {
         use magnum_domain::event::Cause;

@@ -796,6 +796,67 @@ async fn healing(app: &TestApp) {
     }
 }
 
+/// A forced delete whose teardown died with its API process leaves the nodes without records;
+/// the conductor holding the cluster's monitor lease sees the deletion recorded (its events
+/// outlive it) and releases them.
+#[tokio::test]
+async fn a_force_deleted_clusters_nodes_are_released_when_its_teardown_died() {
+    let engine = engines()[0];
+    let app = TestApp::spawn_with(engine, magnumd::Role::All, |config| {
+        config.drivers.local.network_pool = "10.86.0.0/16".to_owned();
+    })
+    .await;
+    guarded(app, |app| async move { orphaned(&app).await }).await;
+}
+
+async fn orphaned(app: &TestApp) {
+    app.create_template(OWNER, json!({"name": "orphan"})).await;
+    let reply = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            OWNER,
+            Some(json!({"cluster_template_id": "orphan", "name": "o", "node_count": 1})),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
+    let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    let cluster = app
+        .wait_for_cluster(&uuid, OWNER, 180, |reply| {
+            reply.body["status"] != "CREATE_IN_PROGRESS"
+        })
+        .await
+        .body;
+    assert_eq!(cluster["status"], "CREATE_COMPLETE", "{cluster}");
+    let state = app.notifications.parent().unwrap().to_owned();
+    assert!(!state_leftovers(&state, &uuid).is_empty());
+    assert!(!leftovers(&uuid).is_empty(), "its nodes run");
+    // The records go as a forced delete takes them, and nothing else happens: the process
+    // that was to tear the nodes down is gone.
+    let store = magnum_store::Store::connect(&app.database_url, 1)
+        .await
+        .unwrap();
+    let purged = store
+        .purge_cluster(uuid.parse().unwrap(), &magnum_domain::event::Cause::none())
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(purged);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (left, kept) = (leftovers(&uuid), state_leftovers(&state, &uuid));
+        if left.is_empty() && kept.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes of a cluster whose records are gone remain: {left:?} {kept:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 /// Kills the dockerd of a node of `cluster` (the process itself, inside the node: its
 /// docker-init and with it the node's PID namespace end).
 fn kill_dockerd(cluster: &str, node: &str) {
