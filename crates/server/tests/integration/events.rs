@@ -565,3 +565,219 @@ async fn streams_are_bounded_per_project() {
     }
     app.stop().await;
 }
+
+/// Creates a cluster of template `t` as Alice; returns its uuid.
+async fn create_cluster(app: &TestApp, name: &str, labels: Value) -> String {
+    let created = app
+        .send_at(
+            "latest",
+            "POST",
+            "/v1/clusters",
+            ALICE,
+            Some(json!({"cluster_template_id": "t", "name": name, "node_count": 1, "labels": labels})),
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&created.raw)
+    );
+    created.body["uuid"].as_str().unwrap().to_owned()
+}
+
+/// Every event the listing at `path` shows (as Alice), oldest first, page after page.
+async fn listed(app: &TestApp, path: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut next = Some(format!("{path}?limit=1000"));
+    while let Some(path) = next.take() {
+        let page = app.get(&path, ALICE).await;
+        assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.raw));
+        events.extend(page.body["events"].as_array().unwrap().iter().cloned());
+        next = page.body["next"]
+            .as_str()
+            .map(|link| link.trim_start_matches(&app.base_url).to_owned());
+    }
+    events
+}
+
+fn sequences(events: &[Value]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|event| event["sequence"].as_i64().unwrap())
+        .collect()
+}
+
+/// The ids of the `cluster_event` frames among `frames`.
+fn streamed_ids(frames: &[Frame]) -> Vec<i64> {
+    frames
+        .iter()
+        .filter(|frame| frame.event == "cluster_event")
+        .map(|frame| frame.id.expect("a cluster event has an id"))
+        .collect()
+}
+
+/// The test's own connection to the service's database, to write and prune events as the
+/// conductor does.
+async fn store_of(app: &TestApp) -> magnum_store::Store {
+    magnum_store::Store::connect(&app.database_url, 2)
+        .await
+        .expect("the database opens")
+}
+
+/// `count` driver steps of about 1 KB each, appended to the cluster in changes of 100 (the
+/// most one change tells), as a chatty driver would; returns how long the writes took.
+async fn append_steps(store: &magnum_store::Store, cluster: &str, count: usize) -> Duration {
+    use magnum_domain::event::{Cause, ClusterEvent};
+    let cluster = cluster.parse().unwrap();
+    let padding = "x".repeat(900);
+    let started = Instant::now();
+    for first in (0..count).step_by(100) {
+        let events: Vec<ClusterEvent> = (first..count.min(first + 100))
+            .map(|index| ClusterEvent::normal("NodeStarted", format!("step {index} {padding}")))
+            .collect();
+        store
+            .append_events(cluster, &events, &Cause::none())
+            .await
+            .expect("the events are written");
+    }
+    started.elapsed()
+}
+
+engine_tests!(a_deleted_clusters_stream_ends_at_once);
+async fn a_deleted_clusters_stream_ends_at_once(engine: Engine) {
+    let (app, _driver) = TestApp::spawn_scripted(engine).await;
+    app.create_scripted_template(ALICE, json!({"name": "t"}))
+        .await;
+    let uuid = create_cluster(&app, "d1", json!({})).await;
+    app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), ALICE)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, ALICE, 20, |reply| reply.status == 404)
+        .await;
+    let events = listed(&app, &format!("/v1/clusters/{uuid}/events")).await;
+    let deleted = events.last().unwrap();
+    assert_eq!(deleted["reason"], "Deleted", "{engine:?}");
+    let deleted_id = deleted["sequence"].as_i64().unwrap();
+    let before_deleted = events[events.len() - 2]["sequence"].as_i64().unwrap();
+    let path = format!("/v1/clusters/{uuid}/events?watch=true");
+
+    // Opened after the deletion (allowed while its events are kept), and resumed at or after
+    // its `Deleted`: the stream ends at once instead of waiting out events.max_stream_duration.
+    for resume in [None, Some(deleted_id)] {
+        let mut stream = Stream::open(&app.base_url, &path, ALICE, resume).await;
+        let frames = stream
+            .until(Duration::from_secs(10), |frame| frame.event == "end")
+            .await;
+        assert_eq!(frames.len(), 1, "{engine:?} {resume:?}: {frames:?}");
+        let end = &frames[0];
+        assert_eq!(
+            end.data["reason"], "cluster_deleted",
+            "{engine:?} {resume:?}"
+        );
+        assert_eq!(end.id, end.data["last_event_id"].as_i64());
+        // Where to resume: after the deletion, so that nothing is sent again.
+        let end_id = end.id.unwrap();
+        match resume {
+            Some(resumed) => assert_eq!(end_id, resumed),
+            None => assert!(end_id >= deleted_id, "{end_id} < {deleted_id}"),
+        }
+        assert!(
+            stream.next(Duration::from_secs(5)).await.is_none(),
+            "{engine:?} {resume:?}: the stream is closed"
+        );
+    }
+    // Resumed before it: the `Deleted`, then the end.
+    let mut stream = Stream::open(&app.base_url, &path, ALICE, Some(before_deleted)).await;
+    let frames = stream
+        .until(Duration::from_secs(10), |frame| frame.event == "end")
+        .await;
+    assert_eq!(streamed_ids(&frames), vec![deleted_id], "{engine:?}");
+    let end = frames.last().unwrap();
+    assert_eq!(end.data["reason"], "cluster_deleted");
+    assert_eq!(end.id, Some(deleted_id));
+    app.stop().await;
+}
+
+engine_tests!(a_stream_is_told_of_events_pruned_before_it_could_send_them);
+async fn a_stream_is_told_of_events_pruned_before_it_could_send_them(engine: Engine) {
+    use magnum_domain::time::Timestamp;
+    let (app, _driver) = TestApp::spawn_scripted(engine).await;
+    app.create_scripted_template(ALICE, json!({"name": "t"}))
+        .await;
+    let uuid = create_cluster(&app, "p1", json!({})).await;
+    app.wait_for_status(&uuid, ALICE, "CREATE_COMPLETE").await;
+    let events_path = format!("/v1/clusters/{uuid}/events");
+    // A client saw the cluster's first event, then went away.
+    let seen = sequences(&listed(&app, &events_path).await)[0];
+    let store = store_of(&app).await;
+    append_steps(&store, &uuid, 30).await;
+    let before = sequences(&listed(&app, &events_path).await);
+    // Retention keeps the newest ten of the cluster.
+    let retention = magnum_store::EventRetention {
+        max_per_cluster: 10,
+        max_age: 30 * 86_400,
+        keep_after_delete: 86_400,
+    };
+    let removed = store
+        .prune_events(retention, 0, Timestamp::now())
+        .await
+        .unwrap();
+    let kept = sequences(&listed(&app, &events_path).await);
+    assert_eq!(kept.len(), 10, "{engine:?}");
+    assert_eq!(removed as usize, before.len() - 10);
+    let last_dropped = before[before.len() - 11];
+    assert!(seen < last_dropped);
+
+    // Resumed from before what was dropped, on the cluster's stream and the project's: told
+    // first, with how far events are gone, then every event kept.
+    for path in [
+        format!("{events_path}?watch=true"),
+        "/v1/events?watch=true".to_owned(),
+    ] {
+        let mut stream = Stream::open(&app.base_url, &path, ALICE, Some(seen)).await;
+        let frames = stream
+            .until(Duration::from_secs(10), |frame| {
+                frame.id == kept.last().copied()
+            })
+            .await;
+        let gap = &frames[0];
+        assert_eq!(gap.event, "gap", "{engine:?} {path}: {frames:?}");
+        assert_eq!(gap.id, None, "where to resume stays the client's");
+        assert_eq!(gap.data["reason"], "events_pruned");
+        assert_eq!(gap.data["last_event_id"], seen);
+        assert_eq!(gap.data["pruned_through"], last_dropped);
+        assert!(gap.data["message"].as_str().unwrap().contains("retention"));
+        assert_eq!(streamed_ids(&frames[1..]), kept, "{engine:?} {path}");
+        assert_eq!(frames.len(), kept.len() + 1);
+    }
+
+    // Resumed from what was dropped last, or later: nothing was missed, nothing is told.
+    let mut stream = Stream::open(
+        &app.base_url,
+        &format!("{events_path}?watch=true"),
+        ALICE,
+        Some(last_dropped),
+    )
+    .await;
+    let first = stream.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(first.event, "cluster_event", "{engine:?}: {first:?}");
+    assert_eq!(first.id, Some(kept[0]));
+    let mut stream = Stream::open(
+        &app.base_url,
+        "/v1/events?watch=true",
+        ALICE,
+        kept.last().copied(),
+    )
+    .await;
+    append_steps(&store, &uuid, 1).await;
+    let first = stream.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(first.event, "cluster_event", "{engine:?}: {first:?}");
+    assert!(first.id > kept.last().copied());
+    store.close().await;
+    app.stop().await;
+}
