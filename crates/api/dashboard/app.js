@@ -378,6 +378,9 @@
         try { event = JSON.parse(message.data); } catch { return; }
         dispatchEvent(event);
       });
+      // Events this tab should have had were dropped by retention (it fell behind, or
+      // resumed from further back than the server keeps): what the page shows is read again.
+      source.addEventListener('gap', () => refreshPage());
       source.addEventListener('end', (message) => {
         let data = {};
         try { data = JSON.parse(message.data); } catch { data = {}; }

@@ -7,7 +7,8 @@
 //! (`Last-Event-ID`) or falls behind (its share of the broadcast overflowed: a slow
 //! consumer) reads what it missed from the database and goes on from the broadcast, skipping
 //! what it already sent. Writers never wait for streams: the broadcast drops for laggards,
-//! and laggards catch up from the table.
+//! and laggards catch up from the table. Where retention dropped events a catch-up should
+//! have sent, the stream says so (`gap`) and goes on with the events kept.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -226,7 +227,8 @@ pub struct StreamRequest {
     /// The headers that authenticated the request: the token is checked again with them.
     pub auth_headers: HeaderMap,
     pub request_id: String,
-    /// End the stream after the cluster's `Deleted` event.
+    /// End the stream with the cluster's deletion: after its `Deleted` event, or at once
+    /// when that was before where the stream starts.
     pub ends_with_cluster: bool,
 }
 
@@ -332,6 +334,21 @@ async fn follow(
         if let Err(end) = catch_up(&hub, &request, &mut sent_up_to, &frames).await {
             break 'stream end;
         }
+        // A stream of a cluster deleted before it started (or resumed after the deletion)
+        // would otherwise wait for a `Deleted` that was sent, or never will be, again.
+        if request.ends_with_cluster {
+            match newest_is_deleted(&hub, &request.scope).await {
+                Err(end) => break 'stream end,
+                Ok(false) => {}
+                Ok(true) => {
+                    // Committed after the catch-up read, it is sent first (which ends it).
+                    if let Err(end) = catch_up(&hub, &request, &mut sent_up_to, &frames).await {
+                        break 'stream end;
+                    }
+                    break 'stream cluster_deleted();
+                }
+            }
+        }
         let mut keepalive = tokio::time::interval(settings.keepalive);
         keepalive.reset();
         let mut recheck = tokio::time::interval(settings.recheck_token);
@@ -358,7 +375,12 @@ async fn follow(
                             break 'stream end;
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::debug!(
+                            request.id = %request.request_id,
+                            skipped,
+                            "an event stream fell behind the broadcast; it reads what it missed from the table"
+                        );
                         if let Err(end) = catch_up(&hub, &request, &mut sent_up_to, &frames).await {
                             break 'stream end;
                         }
@@ -404,28 +426,66 @@ async fn follow(
     }
 }
 
-/// Sends what the table holds after `sent_up_to` in the stream's scope.
+fn unavailable(error: &magnum_store::StoreError) -> End {
+    tracing::warn!(%error, "an event stream cannot read the events table");
+    End::Ended(
+        "unavailable",
+        "Events cannot be read right now; reconnect with Last-Event-ID.".to_owned(),
+    )
+}
+
+fn cluster_deleted() -> End {
+    End::Ended(
+        "cluster_deleted",
+        "The cluster was deleted; its events stay readable for a while.".to_owned(),
+    )
+}
+
+/// Whether the newest event of a cluster's `scope` is its `Deleted` (a purged cluster gets
+/// no event after it).
+async fn newest_is_deleted(hub: &EventHub, scope: &EventScope) -> Result<bool, End> {
+    let newest = hub
+        .store
+        .events_before(scope, None, 1)
+        .await
+        .map_err(|error| unavailable(&error))?;
+    Ok(newest
+        .first()
+        .is_some_and(|event| event.event.reason == DELETED))
+}
+
+/// The reason of a purged cluster's last event.
+const DELETED: &str = "Deleted";
+
+/// Sends what the table holds after `sent_up_to` in the stream's scope; first a `gap` event
+/// when retention dropped some of it.
 async fn catch_up(
     hub: &EventHub,
     request: &StreamRequest,
     sent_up_to: &mut i64,
     frames: &mpsc::Sender<Bytes>,
 ) -> Result<(), End> {
+    let from = *sent_up_to;
+    let mut first_read = true;
     loop {
-        let events = match hub
+        let events = hub
             .store
             .events_after(&request.scope, Some(*sent_up_to), CATCH_UP_BATCH)
             .await
-        {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::warn!(%error, "an event stream cannot read the events table");
-                return Err(End::Ended(
-                    "unavailable",
-                    "Events cannot be read right now; reconnect with Last-Event-ID.".to_owned(),
-                ));
+            .map_err(|error| unavailable(&error))?;
+        if first_read {
+            first_read = false;
+            // Looked for after the read: pruning marks how far it goes before it deletes, so
+            // whatever the read missed for it is marked by now.
+            let pruned_through = hub
+                .store
+                .events_pruned_through(&request.scope)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            if pruned_through > from {
+                send_gap(frames, from, pruned_through).await?;
             }
-        };
+        }
         let complete = (events.len() as i64) < CATCH_UP_BATCH;
         for event in &events {
             *sent_up_to = event.sequence;
@@ -452,13 +512,34 @@ async fn send_event(
         .send(Bytes::from(frame))
         .await
         .map_err(|_| End::ClientGone)?;
-    if request.ends_with_cluster && event.event.reason == "Deleted" {
-        return Err(End::Ended(
-            "cluster_deleted",
-            "The cluster was deleted; its events stay readable for a while.".to_owned(),
-        ));
+    if request.ends_with_cluster && event.event.reason == DELETED {
+        return Err(cluster_deleted());
     }
     Ok(())
+}
+
+/// Tells the client that events it should have had were dropped by retention (it resumed,
+/// or fell behind, further back than the table keeps): it reads the current state again,
+/// and the stream goes on with the events kept. No `id`: where to resume is unchanged.
+async fn send_gap(
+    frames: &mpsc::Sender<Bytes>,
+    after: i64,
+    pruned_through: i64,
+) -> Result<(), End> {
+    let data = json!({
+        "reason": "events_pruned",
+        "message": format!(
+            "Events after {after} up to {pruned_through} were dropped by retention before \
+             this stream could send them; what follows is every event kept. Read the current \
+             state again to fill the gap."
+        ),
+        "last_event_id": after,
+        "pruned_through": pruned_through,
+    });
+    frames
+        .send(Bytes::from(format!("event: gap\ndata: {data}\n\n")))
+        .await
+        .map_err(|_| End::ClientGone)
 }
 
 fn in_scope(event: &StoredEvent, scope: &EventScope) -> bool {

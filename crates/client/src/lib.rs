@@ -290,8 +290,9 @@ impl Client {
     }
 }
 
-/// One Server-Sent Event: `cluster_event` (data: an event document) or `end` (data: why the
-/// server ended the stream, and the id to resume from).
+/// One Server-Sent Event: `cluster_event` (data: an event document), `gap` (data: events
+/// retention dropped before the stream could send them) or `end` (data: why the server
+/// ended the stream, and the id to resume from).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamEvent {
     pub id: Option<i64>,

@@ -632,7 +632,8 @@ const EVENT_COLUMNS: [&str; 6] = [
 ];
 
 /// `coe cluster events`: the list, then (`--watch`) each event as it comes, resuming after
-/// the server ends a stream for a reason a reconnection cures.
+/// the server ends a stream for a reason a reconnection cures, warning when events were
+/// dropped before they could be shown.
 async fn cluster_events(
     client: &Client,
     out: &Output,
@@ -678,6 +679,14 @@ async fn cluster_events(
                     last = event.id.or(last);
                     out.stream_row(&event.data, &EVENT_COLUMNS);
                 }
+                // Retention dropped events before they could be shown: said on stderr (the
+                // rows on stdout stay events), then the stream goes on with what is kept.
+                Some(event) if event.kind == "gap" => eprintln!(
+                    "WARNING: {}",
+                    event.data["message"]
+                        .as_str()
+                        .unwrap_or("events were dropped before they could be shown")
+                ),
                 Some(_) => {}
             }
         }

@@ -1,5 +1,6 @@
 //! `coe` against a real magnumd: every verb, the output formats, --wait, and
-//! `eval $(coe cluster config …)` followed by `docker node ls` on a real local cluster.
+//! `eval $(coe cluster config …)` followed by `docker node ls` on a real local cluster; and
+//! against a stream written out, what `--watch` makes of a `gap`.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -850,5 +851,85 @@ async fn autoscaling_steps(server: std::sync::Arc<Server>, cool_down: u64) {
     assert_eq!(
         json(server, &["cluster", "show", "auto"]).await["node_count"],
         1
+    );
+}
+
+/// Serves `GET …/events` as an empty list and `GET …/events?watch=true` as `stream` (then
+/// closes), for as many connections as come.
+async fn scripted_events_server(stream: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut connection, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if connection.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let request_line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let answer = if request_line.contains("watch=true") {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n\
+                         connection: close\r\n\r\n{stream}"
+                    )
+                } else {
+                    let body = r#"{"events": []}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = connection.write_all(answer.as_bytes()).await;
+                let _ = connection.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn watching_events_warns_of_a_gap_and_goes_on() {
+    let url = scripted_events_server(concat!(
+        ": stream open\n\n",
+        "event: gap\n",
+        r#"data: {"reason": "events_pruned", "message": "Events after 5 up to 2048 were dropped by retention before this stream could send them; what follows is every event kept. Read the current state again to fill the gap.", "last_event_id": 5, "pruned_through": 2048}"#,
+        "\n\n",
+        "id: 3072\nevent: cluster_event\n",
+        r#"data: {"sequence": 3072, "created_at": "2026-01-01T00:00:00+00:00", "type": "Normal", "reason": "NodeStarted", "nodegroup": null, "node": null, "message": "kept"}"#,
+        "\n\n",
+        "id: 3072\nevent: end\n",
+        r#"data: {"reason": "cluster_deleted", "message": "The cluster was deleted.", "last_event_id": 3072}"#,
+        "\n\n",
+    ))
+    .await;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_coe"))
+            .args([
+                "cluster", "events", "c1", "--watch", "-f", "value", "-c", "reason",
+            ])
+            .env("MAGNUM_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    // The rows stay events; the warning, on stderr, says what was lost.
+    assert_eq!(stdout, "NodeStarted\n");
+    assert!(
+        stderr.contains("WARNING: Events after 5 up to 2048 were dropped by retention"),
+        "{stderr}"
     );
 }

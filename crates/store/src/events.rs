@@ -7,6 +7,8 @@
 //! That is what lets a stream resume from a position and let a cheap indexed poll
 //! (`sequence > ?`) follow changes made by other processes without missing one.
 
+use std::collections::BTreeMap;
+
 use magnum_domain::cluster::{Cluster, ClusterStatus, HealthStatus};
 use magnum_domain::event::{
     Cause, ClusterEvent, ClusterSnapshot, EventType, StoredEvent, MAX_EVENTS_PER_CHANGE,
@@ -295,14 +297,17 @@ impl Store {
                 now.saturating_sub(retention.keep_after_delete),
             ),
         ] {
-            let query = format!("SELECT sequence FROM cluster_event WHERE {condition} LIMIT ?");
+            let query = format!(
+                "SELECT sequence, cluster_uuid, project_id FROM cluster_event WHERE {condition} \
+                 LIMIT ?"
+            );
             loop {
                 let rows = sqlx::query(&self.sql(&query))
                     .bind(bound)
                     .bind(PRUNE_BATCH)
                     .fetch_all(&self.pool)
                     .await?;
-                let (deleted, more) = self.delete_listed(&rows).await?;
+                let (deleted, more) = self.delete_listed(&rows, now).await?;
                 removed += deleted;
                 if !more {
                     break;
@@ -331,28 +336,121 @@ impl Store {
                 };
                 let oldest_kept: i64 = cutoff.try_get("sequence")?;
                 let rows = sqlx::query(&self.sql(
-                    "SELECT sequence FROM cluster_event WHERE cluster_uuid = ? AND sequence < ? \
-                     ORDER BY sequence LIMIT ?",
+                    "SELECT sequence, cluster_uuid, project_id FROM cluster_event \
+                     WHERE cluster_uuid = ? AND sequence < ? ORDER BY sequence LIMIT ?",
                 ))
                 .bind(cluster.clone())
                 .bind(oldest_kept)
                 .bind(PRUNE_BATCH)
                 .fetch_all(&self.pool)
                 .await?;
-                let (deleted, more) = self.delete_listed(&rows).await?;
+                let (deleted, more) = self.delete_listed(&rows, now).await?;
                 removed += deleted;
                 if !more {
                     break;
                 }
             }
         }
+        // The marks of clusters none of whose events is left, once they are older than any
+        // event kept: a stream resuming from before them has lost more than they tell.
+        sqlx::query(&self.sql(
+            "DELETE FROM cluster_event_pruned WHERE pruned_at < ? AND NOT EXISTS \
+             (SELECT 1 FROM cluster_event WHERE cluster_event.cluster_uuid = \
+             cluster_event_pruned.cluster_uuid)",
+        ))
+        .bind(now.saturating_sub(retention.max_age))
+        .execute(&self.pool)
+        .await?;
         Ok(removed)
     }
 
-    /// Deletes the events whose sequences `rows` list (a batch of at most [`PRUNE_BATCH`]);
-    /// says how many went and whether the batch was full (more may match).
-    async fn delete_listed(&self, rows: &[AnyRow]) -> Result<(u64, bool), StoreError> {
+    /// Deletes the events `rows` list (`sequence, cluster_uuid, project_id`; a batch of at
+    /// most [`PRUNE_BATCH`]) after marking how far each of their clusters was pruned; says
+    /// how many went and whether the batch was full (more may match).
+    async fn delete_listed(&self, rows: &[AnyRow], now: i64) -> Result<(u64, bool), StoreError> {
+        let mut marks: BTreeMap<String, (String, i64)> = BTreeMap::new();
+        for row in rows {
+            let sequence: i64 = row.try_get("sequence")?;
+            let mark = marks
+                .entry(row.try_get("cluster_uuid")?)
+                .or_insert_with(|| (String::new(), sequence));
+            mark.0 = row.try_get("project_id")?;
+            mark.1 = mark.1.max(sequence);
+        }
+        // Marked first: a reader that misses an event finds its mark when it looks after.
+        for (cluster, (project, through)) in marks {
+            self.mark_pruned(&cluster, &project, through, now).await?;
+        }
         self.delete_batch("cluster_event", "sequence", rows).await
+    }
+
+    /// Records that `cluster`'s events up to `through` may be gone (kept at the highest such
+    /// position; every conductor prunes, so two may mark one cluster at once).
+    async fn mark_pruned(
+        &self,
+        cluster: &str,
+        project: &str,
+        through: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let raise = self.sql(
+            "UPDATE cluster_event_pruned SET pruned_through = ?, pruned_at = ? \
+             WHERE cluster_uuid = ? AND pruned_through < ?",
+        );
+        let raised = sqlx::query(&raise)
+            .bind(through)
+            .bind(now)
+            .bind(cluster)
+            .bind(through)
+            .execute(&self.pool)
+            .await?;
+        if raised.rows_affected() > 0 {
+            return Ok(());
+        }
+        let inserted = sqlx::query(&self.sql(
+            "INSERT INTO cluster_event_pruned (cluster_uuid, project_id, pruned_through, \
+             pruned_at) VALUES (?, ?, ?, ?)",
+        ))
+        .bind(cluster)
+        .bind(project)
+        .bind(through)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            // The row is there (as high already, or written by another conductor just now).
+            Err(error) if StoreError::is_unique_violation(&error) => {
+                sqlx::query(&raise)
+                    .bind(through)
+                    .bind(now)
+                    .bind(cluster)
+                    .bind(through)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The highest stream position up to which retention dropped events of `scope` (0 when it
+    /// dropped none): a reader that resumes below it has missed events.
+    pub async fn events_pruned_through(&self, scope: &EventScope) -> Result<i64, StoreError> {
+        let (filter, argument) = match scope {
+            EventScope::Cluster(uuid) => (" WHERE cluster_uuid = ?", Some(uuid.to_string())),
+            EventScope::Project(project) => (" WHERE project_id = ?", Some(project.clone())),
+            EventScope::All => ("", None),
+        };
+        let query =
+            format!("SELECT MAX(pruned_through) AS through FROM cluster_event_pruned{filter}");
+        let sql = self.sql(&query);
+        let mut statement = sqlx::query(&sql);
+        if let Some(argument) = argument {
+            statement = statement.bind(argument);
+        }
+        let row = statement.fetch_one(&self.pool).await?;
+        Ok(row.try_get::<Option<i64>, _>("through")?.unwrap_or(0))
     }
 }
 

@@ -282,6 +282,20 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX ix_cluster_monitor_owner ON cluster_monitor (owner)",
         ],
     },
+    Migration {
+        version: 11,
+        name: "how far retention pruned each cluster's events",
+        statements: &[
+            "CREATE TABLE cluster_event_pruned (
+            cluster_uuid VARCHAR(36) NOT NULL PRIMARY KEY,
+            project_id VARCHAR(255) NOT NULL,
+            pruned_through BIGINT NOT NULL,
+            pruned_at BIGINT NOT NULL
+        ){table_options}",
+            "CREATE INDEX ix_cluster_event_pruned_project ON cluster_event_pruned \
+             (project_id, pruned_through)",
+        ],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

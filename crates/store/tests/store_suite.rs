@@ -1273,6 +1273,12 @@ mod clusters {
                 .unwrap(),
             0
         );
+        let pruned_through = |scope| {
+            let store = store.clone();
+            async move { store.events_pruned_through(&scope).await.unwrap() }
+        };
+        assert_eq!(pruned_through(EventScope::Cluster(busy)).await, 0);
+        let before = count(EventScope::Cluster(busy)).await;
         let removed = store
             .prune_events(retention, 0, Timestamp::now())
             .await
@@ -1281,6 +1287,31 @@ mod clusters {
         let kept = count(EventScope::Cluster(busy)).await;
         assert_eq!(kept.len(), 10);
         assert_eq!(kept[0].event.message, "step 19", "the newest are kept");
+        // How far each cluster was pruned is kept: a reader resuming below it missed events.
+        let last_dropped = before[19].sequence;
+        assert_eq!(
+            pruned_through(EventScope::Cluster(busy)).await,
+            last_dropped
+        );
+        assert_eq!(
+            pruned_through(EventScope::Project("p-1".to_owned())).await,
+            last_dropped
+        );
+        assert_eq!(pruned_through(EventScope::All).await, last_dropped);
+        assert_eq!(pruned_through(EventScope::Cluster(gone)).await, 0);
+        assert_eq!(
+            pruned_through(EventScope::Project("p-2".to_owned())).await,
+            0
+        );
+        // Marked again with nothing dropped: the mark stays where it was.
+        store
+            .prune_events(retention, 0, Timestamp::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            pruned_through(EventScope::Cluster(busy)).await,
+            last_dropped
+        );
         // A deleted cluster's events stay readable, with its deletion, for a while.
         assert!(store
             .purge_cluster(gone, &Cause::request("req-1"))
@@ -1299,14 +1330,27 @@ mod clusters {
         let soon = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3_000);
         store.prune_events(retention, 0, soon).await.unwrap();
         assert_eq!(count(EventScope::Cluster(gone)).await.len(), 2);
+        let gone_events = count(EventScope::Cluster(gone)).await;
         let later = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 3_700);
         store.prune_events(retention, 0, later).await.unwrap();
         assert!(count(EventScope::Cluster(gone)).await.is_empty());
         assert_eq!(count(EventScope::Cluster(busy)).await.len(), 10);
-        // And nothing outlives its age.
+        assert_eq!(
+            pruned_through(EventScope::Cluster(gone)).await,
+            gone_events.last().unwrap().sequence
+        );
+        // And nothing outlives its age; the mark of a cluster with no event left goes once
+        // it is older than the age bound.
+        let busy_newest = count(EventScope::Cluster(busy))
+            .await
+            .last()
+            .unwrap()
+            .sequence;
         let far = Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 31 * 86_400);
         store.prune_events(retention, 0, far).await.unwrap();
         assert!(count(EventScope::All).await.is_empty());
+        assert_eq!(pruned_through(EventScope::Cluster(busy)).await, busy_newest);
+        assert_eq!(pruned_through(EventScope::Cluster(gone)).await, 0);
         finish(store, database).await;
     }
 
