@@ -109,6 +109,12 @@ pub fn router(state: AppState) -> axum::Router {
 pub fn router_with_events(state: AppState) -> (axum::Router, Arc<EventHub>) {
     let cache = cache::ResponseCache::new(state.settings.response_cache_bytes);
     let events = EventHub::new(state.store.clone(), state.settings.event_streams.clone());
+    if let Some(dashboard) = state.dashboard.as_ref().filter(|d| d.sessions().is_some()) {
+        tokio::spawn(dashboard::follow_ended_sessions(
+            Arc::downgrade(dashboard),
+            state.store.clone(),
+        ));
+    }
     let router = axum::Router::new()
         .fallback(routing::dispatch)
         .with_state(Arc::new(Shared {

@@ -16,6 +16,7 @@ mod operations;
 mod pagination;
 mod quotas;
 mod services;
+mod sessions;
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -37,6 +38,7 @@ pub use observe::{ClusterTally, PoolUsage, QueueSummary, MAX_CLUSTER_TALLIES};
 pub use operations::Outcome;
 pub use pagination::{Page, SortDirection};
 pub use quotas::{QuotaPage, QUOTA_SORT_KEYS};
+pub use sessions::{EndedSession, MAX_ENDED_SESSIONS_READ};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -296,6 +296,19 @@ pub const MIGRATIONS: &[Migration] = &[
              (project_id, pruned_through)",
         ],
     },
+    Migration {
+        version: 12,
+        name: "dashboard sessions ended by a logout",
+        statements: &[
+            "CREATE TABLE ended_session (
+            login_digest VARCHAR(64) NOT NULL PRIMARY KEY,
+            expires_at BIGINT NOT NULL,
+            ended_at BIGINT NOT NULL
+        ){table_options}",
+            "CREATE INDEX ix_ended_session_ended ON ended_session (ended_at)",
+            "CREATE INDEX ix_ended_session_expires ON ended_session (expires_at)",
+        ],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

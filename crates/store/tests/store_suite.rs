@@ -2006,3 +2006,76 @@ async fn monitoring_reads_the_queue_clusters_and_pool(engine: Engine) {
     assert!(pool.idle <= pool.open as usize, "{pool:?}");
     finish(store, database).await;
 }
+
+mod ended_sessions {
+    use magnum_domain::time::Timestamp;
+    use magnum_store::EndedSession;
+
+    use super::{finish, fresh_store};
+    use magnum_test_support::{engine_tests, Engine};
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(1_795_425_533 + seconds)
+    }
+
+    fn session(digest: char, expires: i64) -> EndedSession {
+        EndedSession {
+            login_digest: digest.to_string().repeat(64),
+            expires_at: at(expires),
+        }
+    }
+
+    engine_tests!(ended_sessions_are_read_by_when_they_ended_until_they_expire);
+    async fn ended_sessions_are_read_by_when_they_ended_until_they_expire(engine: Engine) {
+        let (store, database) = fresh_store(engine).await;
+        store
+            .record_ended_session(&session('a', 3_600), at(10))
+            .await
+            .unwrap();
+        store
+            .record_ended_session(&session('b', 3_600), at(20))
+            .await
+            .unwrap();
+        store
+            .record_ended_session(&session('c', 15), at(5))
+            .await
+            .unwrap();
+        // Ending a session again (two logouts of one cookie) is no error and changes nothing.
+        store
+            .record_ended_session(&session('a', 3_600), at(30))
+            .await
+            .unwrap();
+        let digests = |ended: Vec<EndedSession>| -> Vec<String> {
+            ended
+                .into_iter()
+                .map(|session| session.login_digest[..1].to_owned())
+                .collect()
+        };
+        assert_eq!(
+            digests(store.sessions_ended_since(at(0), at(0)).await.unwrap()),
+            ["c", "a", "b"],
+            "{}: oldest ending first",
+            engine.name()
+        );
+        assert_eq!(
+            digests(store.sessions_ended_since(at(15), at(0)).await.unwrap()),
+            ["b"]
+        );
+        assert_eq!(
+            digests(store.sessions_ended_since(at(0), at(100)).await.unwrap()),
+            ["a", "b"],
+            "expired ones are not read"
+        );
+        assert_eq!(store.prune_ended_sessions(at(100)).await.unwrap(), 1);
+        assert_eq!(store.prune_ended_sessions(at(100)).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .sessions_ended_since(at(0), at(0))
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        finish(store, database).await;
+    }
+}

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use assets::BundleSize;
+pub(crate) use session::follow_ended_sessions;
 use session::{check_csrf, login_failure, same_origin, set_cookie, SessionData, Sessions};
 
 use crate::context::{base_url, empty_response, json_response};
@@ -452,6 +453,9 @@ async fn logout(
     check_csrf(&session, &parts.headers, state.settings.trust_proxy_headers)
         .map_err(ApiError::forbidden)?;
     let sessions = dashboard.sessions().ok_or_else(unauthenticated)?;
+    // Ended here and for every other process first: even if Keystone cannot be told now,
+    // the cookie is no session anywhere.
+    sessions.record_end(&state.store, &session).await?;
     end(sessions, &session).await.map_err(login_failure)?;
     Ok(clear(empty_response(StatusCode::NO_CONTENT, "")))
 }

@@ -2,9 +2,13 @@
 //! token server-side, and the token travels sealed (AES-256-GCM under the dashboard's key)
 //! in an HttpOnly, SameSite=Strict cookie. Nothing is kept in memory: any API process with
 //! the same key reads the cookie, a restart logs nobody out, and logout revokes the token
-//! in Keystone, which ends the session everywhere at once.
+//! in Keystone and records the session as ended in the database, which every API process
+//! follows (within [`ENDED_SESSIONS_POLL`]), so that a copied cookie is refused everywhere
+//! although a process's token cache would still honour its token.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use axum::http::header::COOKIE;
 use axum::http::{HeaderMap, HeaderValue, Method};
@@ -63,6 +67,38 @@ pub struct Sessions {
     pub keystone: Arc<Keystone>,
     sealer: KeySealer,
     pub logins: tokio::sync::Semaphore,
+    /// Sessions ended by a logout (anywhere), by their login token's digest, with when their
+    /// tokens expire anyway.
+    ended: Mutex<HashMap<[u8; 32], i64>>,
+}
+
+/// How often an API process reads the sessions other processes ended.
+pub const ENDED_SESSIONS_POLL: Duration = Duration::from_secs(1);
+/// How far back each read looks again (for a logout whose commit came after a read that
+/// already covered its time).
+const ENDED_SESSIONS_OVERLAP_SECONDS: i64 = 30;
+
+/// The SHA-256 of a session's login token: what names the session once ended.
+pub fn login_digest(login_token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, login_token.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0; 32];
+    for (index, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+    }
+    Some(key)
 }
 
 /// What a request's cookie says.
@@ -82,6 +118,43 @@ impl Sessions {
             keystone,
             sealer,
             logins: tokio::sync::Semaphore::new(MAX_CONCURRENT_LOGINS),
+            ended: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], i64>> {
+        self.ended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Ends `session` in this process at once, and in every process that reads `store`.
+    pub async fn record_end(
+        &self,
+        store: &magnum_store::Store,
+        session: &SessionData,
+    ) -> Result<(), magnum_store::StoreError> {
+        let digest = login_digest(&session.login_token);
+        self.ended().insert(digest, session.expires);
+        store
+            .record_ended_session(
+                &magnum_store::EndedSession {
+                    login_digest: hex(&digest),
+                    expires_at: magnum_domain::time::Timestamp::from_unix_seconds(session.expires),
+                },
+                magnum_domain::time::Timestamp::now(),
+            )
+            .await
+    }
+
+    /// Takes in sessions other processes ended; forgets those whose tokens expired.
+    fn learn_ended(&self, ended: &[magnum_store::EndedSession], now: i64) {
+        let mut known = self.ended();
+        known.retain(|_, expires| *expires > now);
+        for session in ended {
+            if let Some(digest) = from_hex(&session.login_digest) {
+                known.insert(digest, session.expires_at.unix_seconds());
+            }
         }
     }
 
@@ -114,6 +187,12 @@ impl Sessions {
         let sealed = cookie_value(headers, COOKIE_NAME)?;
         let json = self.sealer.open(&sealed, SEAL_CONTEXT).ok()?;
         let session: SessionData = serde_json::from_slice(&json).ok()?;
+        if self
+            .ended()
+            .contains_key(&login_digest(&session.login_token))
+        {
+            return None;
+        }
         (session.expires_at() > Utc::now()).then_some(session)
     }
 
@@ -380,5 +459,68 @@ mod tests {
         let removal = set_cookie(None, None, "/", false);
         assert!(removal.to_str().unwrap().contains("Max-Age=0"));
         assert!(!removal.to_str().unwrap().contains("Secure"));
+    }
+}
+
+/// Follows the sessions ended by logouts in any process, while the dashboard lives: all
+/// those not yet expired at first, then every [`ENDED_SESSIONS_POLL`] those ended since the
+/// last read (looking [`ENDED_SESSIONS_OVERLAP_SECONDS`] further back). Expired records are
+/// dropped now and then. A database outage leaves what is known in place and is retried.
+pub(crate) async fn follow_ended_sessions(
+    dashboard: Weak<super::Dashboard>,
+    store: magnum_store::Store,
+) {
+    use magnum_domain::time::Timestamp;
+    let mut since = Timestamp::from_unix_seconds(0);
+    let mut reads: u64 = 0;
+    loop {
+        let Some(dashboard) = dashboard.upgrade() else {
+            return;
+        };
+        let Some(sessions) = dashboard.sessions() else {
+            return;
+        };
+        let now = Timestamp::now();
+        match store.sessions_ended_since(since, now).await {
+            Ok(ended) => {
+                if ended.len() as i64 == magnum_store::MAX_ENDED_SESSIONS_READ {
+                    tracing::warn!(
+                        "{} ended dashboard sessions read at once, the bound: older ones may be honoured until their tokens expire",
+                        ended.len()
+                    );
+                }
+                sessions.learn_ended(&ended, now.unix_seconds());
+                since = Timestamp::from_unix_seconds(
+                    now.unix_seconds() - ENDED_SESSIONS_OVERLAP_SECONDS,
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the dashboard sessions ended by logouts")
+            }
+        }
+        if reads.is_multiple_of(300) {
+            if let Err(error) = store.prune_ended_sessions(now).await {
+                tracing::warn!(%error, "cannot drop expired records of ended dashboard sessions");
+            }
+        }
+        reads += 1;
+        drop(dashboard);
+        tokio::time::sleep(ENDED_SESSIONS_POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod ended_tests {
+    use super::{from_hex, hex, login_digest};
+
+    #[test]
+    fn digests_travel_as_hex_and_back() {
+        let digest = login_digest("gAAAA-a-keystone-token");
+        assert_eq!(from_hex(&hex(&digest)), Some(digest));
+        assert_eq!(hex(&digest).len(), 64);
+        for broken in ["", "zz", &"0".repeat(63), &"g".repeat(64), &"0".repeat(65)] {
+            assert_eq!(from_hex(broken), None, "{broken}");
+        }
+        assert_ne!(login_digest("a"), login_digest("b"));
     }
 }

@@ -536,6 +536,70 @@ async fn a_session_outlives_a_killed_magnumd_and_ends_with_its_key() {
     app.stop().await;
 }
 
+/// A logout ends the session in every API process within a second or two, not only in the
+/// one that answered it: a peer process that validated (and cached, for 300 s here) the
+/// session's token a moment before refuses the copied cookie, and so does one started after.
+#[tokio::test]
+async fn a_logout_ends_the_session_in_every_api_process() {
+    let fixture = Fixture::load();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("session-key");
+    magnum_keystore::load_key_file(&key, true).unwrap();
+    let configure = |config: &mut magnumd::Config| {
+        fixture.configure(config, 300);
+        config.dashboard.session_key_file = Some(key.clone());
+    };
+    let (app, _driver) = TestApp::spawn_scripted_with(engines()[0], configure).await;
+    let (peer, peer_app) = app.start_peer_api_with(configure).await;
+    let alpha = log_in(&app, &fixture, "alpha-member").await;
+    let client = reqwest::Client::new();
+    let on_peer = |base: String, cookie: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{base}/v1/clustertemplates"))
+                .header("Cookie", cookie)
+                .header("OpenStack-API-Version", "container-infra latest")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        on_peer(peer_app.base_url.clone(), alpha.cookie.clone()).await,
+        200,
+        "the peer reads the same session (and caches its token)"
+    );
+    let logout = alpha
+        .send("DELETE", "/dashboard/session", Some(&alpha.csrf), None)
+        .await;
+    assert_eq!(logout.status, 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let status = on_peer(peer_app.base_url.clone(), alpha.cookie.clone()).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the peer still honours a logged-out session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (late, late_app) = app.start_peer_api_with(configure).await;
+    assert_eq!(
+        on_peer(late_app.base_url.clone(), alpha.cookie.clone()).await,
+        401,
+        "a process started after the logout knows it from its first read"
+    );
+    late.stop().await;
+    peer.stop().await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_login_while_keystone_is_away_is_a_503_not_a_session() {
     let fixture = Fixture::load();

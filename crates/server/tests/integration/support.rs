@@ -291,11 +291,20 @@ impl TestApp {
 
     /// Another API process on the same database, as in a scaled-out deployment.
     pub async fn start_peer_api(&self) -> (Running, TestApp2) {
+        self.start_peer_api_with(|_| {}).await
+    }
+
+    /// A peer API process whose configuration `adjust` changes last.
+    pub async fn start_peer_api_with(
+        &self,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (Running, TestApp2) {
         let mut config = Config::default();
         config.certificates.key_file = Some(self.key_file());
         config.server.listen = "127.0.0.1:0".to_owned();
         config.database.url = Some(self.database_url.clone());
         config.database.max_connections = 4;
+        adjust(&mut config);
         let running = magnumd::start(&config, Role::Api)
             .await
             .expect("peer API starts");
