@@ -266,7 +266,13 @@ pub async fn stream(
     }
     let start = match request.resume_after {
         Some(after) => after,
-        None => hub.store.latest_event_sequence().await?,
+        // Past whatever retention dropped too (the newest events can be a deleted cluster's,
+        // pruned): a new stream has missed nothing, and its ids resume past the marks.
+        None => hub
+            .store
+            .latest_event_sequence()
+            .await?
+            .max(hub.store.events_pruned_through(&request.scope).await?),
     };
     let (frames, body) = mpsc::channel(FRAMES_PER_STREAM);
     let request_id = request.request_id.clone();
@@ -457,34 +463,34 @@ async fn newest_is_deleted(hub: &EventHub, scope: &EventScope) -> Result<bool, E
 /// The reason of a purged cluster's last event.
 const DELETED: &str = "Deleted";
 
-/// Sends what the table holds after `sent_up_to` in the stream's scope; first a `gap` event
-/// when retention dropped some of it.
+/// Sends what the table holds after `sent_up_to` in the stream's scope, each batch after a
+/// `gap` event when retention dropped some of what it should have held (a slow client's
+/// catch-up can take long enough for pruning to overtake it).
 async fn catch_up(
     hub: &EventHub,
     request: &StreamRequest,
     sent_up_to: &mut i64,
     frames: &mpsc::Sender<Bytes>,
 ) -> Result<(), End> {
-    let from = *sent_up_to;
-    let mut first_read = true;
+    let mut told_through = *sent_up_to;
     loop {
+        let before = *sent_up_to;
         let events = hub
             .store
-            .events_after(&request.scope, Some(*sent_up_to), CATCH_UP_BATCH)
+            .events_after(&request.scope, Some(before), CATCH_UP_BATCH)
             .await
             .map_err(|error| unavailable(&error))?;
-        if first_read {
-            first_read = false;
-            // Looked for after the read: pruning marks how far it goes before it deletes, so
-            // whatever the read missed for it is marked by now.
-            let pruned_through = hub
-                .store
-                .events_pruned_through(&request.scope)
-                .await
-                .map_err(|error| unavailable(&error))?;
-            if pruned_through > from {
-                send_gap(frames, from, pruned_through).await?;
-            }
+        // Looked for after the read: pruning marks how far it goes before it deletes, so
+        // whatever the read missed for it is marked by now.
+        let pruned_through = hub
+            .store
+            .events_pruned_through(&request.scope)
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let missed_after = before.max(told_through);
+        if pruned_through > missed_after {
+            send_gap(frames, missed_after, pruned_through).await?;
+            told_through = pruned_through;
         }
         let complete = (events.len() as i64) < CATCH_UP_BATCH;
         for event in &events {

@@ -1119,7 +1119,9 @@ async fn record_proposal(
     proposal: &magnum_driver::Proposal,
     policy: magnum_driver::Policy,
 ) -> Result<Option<OperationKind>, StoreError> {
-    use magnum_domain::automation::{Declined, History, HISTORY_OPERATIONS};
+    use magnum_domain::automation::{
+        Declined, History, HISTORY_OPERATIONS, MAX_REPLACEMENTS_READ, REPLACEMENT_WINDOW_SECONDS,
+    };
     enum Decision {
         Declined(Declined),
         Store(StoreError),
@@ -1129,9 +1131,28 @@ async fn record_proposal(
             Decision::Store(error)
         }
     }
-    let history =
-        History::from_operations(&store.recent_operations_of(uuid, HISTORY_OPERATIONS).await?);
     let now = Timestamp::now();
+    let mut operations = store.recent_operations_of(uuid, HISTORY_OPERATIONS).await?;
+    // The replacements of the budget's window, whatever came after them.
+    let window_start =
+        Timestamp::from_unix_seconds(now.unix_seconds() - REPLACEMENT_WINDOW_SECONDS);
+    for replacement in store
+        .operations_of_kind_since(
+            uuid,
+            OperationKind::ReplaceNodes,
+            window_start,
+            MAX_REPLACEMENTS_READ,
+        )
+        .await?
+    {
+        if !operations
+            .iter()
+            .any(|known| known.uuid == replacement.uuid)
+        {
+            operations.push(replacement);
+        }
+    }
+    let history = History::from_operations(&operations);
     let decided = store
         .modify_cluster(uuid, &Cause::none(), |aggregate| {
             aggregate

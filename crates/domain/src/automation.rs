@@ -48,6 +48,9 @@ pub const HISTORY_OPERATIONS: i64 = 50;
 pub const MAX_REPLACEMENTS_PER_WINDOW: usize = 3;
 /// The window the replacement budget counts over: an hour.
 pub const REPLACEMENT_WINDOW_SECONDS: i64 = 3_600;
+/// The most replacement operations of a cluster read for the budget: more than every
+/// nodegroup's budget together could start in a window.
+pub const MAX_REPLACEMENTS_READ: i64 = 1_000;
 
 /// What a driver watching a cluster asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +123,8 @@ pub struct History {
 }
 
 impl History {
-    /// Read off the cluster's operations (any order; at most [`HISTORY_OPERATIONS`] of the
-    /// newest are needed).
+    /// Read off the cluster's operations (any order, each once): its [`HISTORY_OPERATIONS`]
+    /// newest, and every replacement of the last [`REPLACEMENT_WINDOW_SECONDS`].
     pub fn from_operations(operations: &[Operation]) -> Self {
         let mut history = History::default();
         for past in operations {

@@ -351,16 +351,36 @@ impl Store {
                 }
             }
         }
-        // The marks of clusters none of whose events is left, once they are older than any
-        // event kept: a stream resuming from before them has lost more than they tell.
-        sqlx::query(&self.sql(
-            "DELETE FROM cluster_event_pruned WHERE pruned_at < ? AND NOT EXISTS \
-             (SELECT 1 FROM cluster_event WHERE cluster_event.cluster_uuid = \
-             cluster_event_pruned.cluster_uuid)",
-        ))
-        .bind(now.saturating_sub(retention.max_age))
-        .execute(&self.pool)
-        .await?;
+        // The marks of deleted clusters none of whose events is left, once they are older
+        // than any event kept: a stream resuming from before them has lost more than they
+        // tell. Listed first and deleted by key, like the events (no statement holding gap
+        // locks over the events index). A live cluster keeps its mark.
+        let bound = now.saturating_sub(retention.max_age);
+        let candidates = self.sql(
+            "SELECT cluster_uuid FROM cluster_event_pruned m WHERE m.pruned_at < ? \
+             AND NOT EXISTS (SELECT 1 FROM cluster_event e WHERE e.cluster_uuid = m.cluster_uuid) \
+             AND NOT EXISTS (SELECT 1 FROM cluster c WHERE c.uuid = m.cluster_uuid) LIMIT ?",
+        );
+        let forget =
+            self.sql("DELETE FROM cluster_event_pruned WHERE cluster_uuid = ? AND pruned_at < ?");
+        loop {
+            let rows = sqlx::query(&candidates)
+                .bind(bound)
+                .bind(PRUNE_BATCH)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                let cluster: String = row.try_get("cluster_uuid")?;
+                sqlx::query(&forget)
+                    .bind(cluster)
+                    .bind(bound)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            if (rows.len() as i64) < PRUNE_BATCH {
+                break;
+            }
+        }
         Ok(removed)
     }
 

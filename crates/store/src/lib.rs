@@ -177,7 +177,6 @@ impl Store {
         Ok(sqlx::Row::try_get(&row, "value")?)
     }
 
-    /// Rewrites `?` placeholders into the engine's form.
     /// Deletes the rows of `table` whose `key` (an integer column) the listed `rows` carry, a
     /// batch of at most [`PRUNE_BATCH`]; says how many went and whether the batch was full
     /// (more may match). Pruning goes by such listed batches so that no statement scans or
@@ -206,6 +205,7 @@ impl Store {
         Ok((deleted, keys.len() as i64 >= PRUNE_BATCH))
     }
 
+    /// Rewrites `?` placeholders into the engine's form.
     fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
         match self.backend {
             Backend::Postgres => {

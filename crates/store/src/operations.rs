@@ -303,6 +303,31 @@ impl Store {
         }
     }
 
+    /// The cluster's operations of `kind` created after `since`, newest first, at most
+    /// `limit` (the replacement budget counts these: the newest operations of every kind
+    /// could hide them behind a tenant's many resizes).
+    pub async fn operations_of_kind_since(
+        &self,
+        cluster_uuid: Uuid,
+        kind: OperationKind,
+        since: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Operation>, StoreError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM operation WHERE cluster_uuid = ? AND kind = ? \
+             AND created_at > ? ORDER BY id DESC LIMIT ?"
+        );
+        let sql = self.sql(&query);
+        let rows = sqlx::query(&sql)
+            .bind(cluster_uuid.to_string())
+            .bind(kind.as_str())
+            .bind(since.unix_seconds())
+            .bind(limit.max(0))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(operation_from_row).collect()
+    }
+
     /// Operations not yet finished, oldest first.
     pub async fn unfinished_operations(&self) -> Result<Vec<Operation>, StoreError> {
         let query = format!(

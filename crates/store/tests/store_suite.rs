@@ -709,6 +709,29 @@ mod operations {
             .await
             .unwrap()
             .is_empty());
+        // One kind since a time, whatever came after it.
+        let replacements = |since, limit| {
+            let store = store.clone();
+            async move {
+                store
+                    .operations_of_kind_since(
+                        cluster,
+                        OperationKind::ReplaceNodes,
+                        at(since),
+                        limit,
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let found = replacements(2, 10).await;
+        assert_eq!(found.len(), 1, "{}", engine.name());
+        assert_eq!(found[0].uuid, queued[3].uuid);
+        assert!(
+            replacements(3, 10).await.is_empty(),
+            "created after, not at"
+        );
+        assert!(replacements(0, 0).await.is_empty());
         finish(store, database).await;
     }
 

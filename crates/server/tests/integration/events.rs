@@ -900,6 +900,35 @@ async fn a_stream_is_told_of_events_pruned_before_it_could_send_them(engine: Eng
     let first = stream.next(Duration::from_secs(10)).await.unwrap();
     assert_eq!(first.event, "cluster_event", "{engine:?}: {first:?}");
     assert!(first.id > kept.last().copied());
+
+    // The project's newest events go with their deleted cluster: a new stream (no
+    // Last-Event-ID) missed nothing and is told nothing, and its end resumes past the marks.
+    assert_eq!(
+        app.delete(&format!("/v1/clusters/{uuid}"), ALICE)
+            .await
+            .status,
+        204
+    );
+    app.wait_for_cluster(&uuid, ALICE, 20, |reply| reply.status == 404)
+        .await;
+    let everything_deleted = magnum_store::EventRetention {
+        keep_after_delete: 0,
+        ..retention
+    };
+    store
+        .prune_events(
+            everything_deleted,
+            0,
+            Timestamp::from_unix_seconds(Timestamp::now().unix_seconds() + 1),
+        )
+        .await
+        .unwrap();
+    assert!(listed(&app, "/v1/events").await.is_empty(), "{engine:?}");
+    let mut fresh = Stream::open(&app.base_url, "/v1/events?watch=true", ALICE, None).await;
+    let next = create_cluster(&app, "p2", json!({})).await;
+    let first = fresh.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(first.event, "cluster_event", "{engine:?}: {first:?}");
+    assert_eq!(first.data["cluster_uuid"], next.as_str());
     store.close().await;
     app.stop().await;
 }
