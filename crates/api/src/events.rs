@@ -81,14 +81,20 @@ pub struct EventHub {
     pump_position: watch::Sender<Option<i64>>,
     /// Turned true when the server stops: every stream ends with `server_stopping`.
     stopping: watch::Sender<bool>,
+    metrics: magnum_metrics::EventStreamMetrics,
 }
 
 impl EventHub {
-    pub fn new(store: Store, settings: EventStreamSettings) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        settings: EventStreamSettings,
+        metrics: magnum_metrics::EventStreamMetrics,
+    ) -> Arc<Self> {
         let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
         Arc::new(Self {
             store,
             settings,
+            metrics,
             sender,
             pump_started: std::sync::Once::new(),
             streams: AtomicUsize::new(0),
@@ -139,6 +145,7 @@ impl EventHub {
         }
         per_project.insert(project.to_owned(), held + 1);
         self.streams.fetch_add(1, Ordering::Relaxed);
+        self.metrics.opened();
         Ok(StreamSlot {
             hub: self.clone(),
             project: project.to_owned(),
@@ -155,6 +162,7 @@ struct StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.hub.streams.fetch_sub(1, Ordering::Relaxed);
+        self.hub.metrics.closed();
         let mut per_project = self
             .hub
             .per_project
@@ -382,6 +390,7 @@ async fn follow(
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        hub.metrics.lagged();
                         tracing::debug!(
                             request.id = %request.request_id,
                             skipped,
@@ -489,6 +498,7 @@ async fn catch_up(
             .map_err(|error| unavailable(&error))?;
         let missed_after = before.max(told_through);
         if pruned_through > missed_after {
+            hub.metrics.gap();
             send_gap(frames, missed_after, pruned_through).await?;
             told_through = pruned_through;
         }

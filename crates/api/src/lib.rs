@@ -108,7 +108,11 @@ pub fn router(state: AppState) -> axum::Router {
 /// The API as an axum router, with its event hub (to end its streams when stopping).
 pub fn router_with_events(state: AppState) -> (axum::Router, Arc<EventHub>) {
     let cache = cache::ResponseCache::new(state.settings.response_cache_bytes);
-    let events = EventHub::new(state.store.clone(), state.settings.event_streams.clone());
+    let events = EventHub::new(
+        state.store.clone(),
+        state.settings.event_streams.clone(),
+        state.metrics.metrics().event_streams.clone(),
+    );
     if let Some(dashboard) = state.dashboard.as_ref().filter(|d| d.sessions().is_some()) {
         tokio::spawn(dashboard::follow_ended_sessions(
             Arc::downgrade(dashboard),

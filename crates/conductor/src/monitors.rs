@@ -36,6 +36,9 @@ const STALE_SWEEP_PASSES: u64 = 30;
 const RELEASE_PASSES: u64 = 5;
 /// The most such clusters released at once.
 const MAX_RELEASES: usize = 4;
+/// How long one release may take before it is given up (and tried again later): one stuck
+/// (a hung process holding the cluster) must not stop the others.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub(crate) struct MonitorLeases {
     pub(crate) store: Store,
@@ -168,8 +171,15 @@ impl MonitorLeases {
             .take(MAX_RELEASES);
         for (driver, cluster) in chosen {
             releases.spawn(async move {
-                if let Err(error) = driver.release_deleted(cluster).await {
-                    tracing::warn!(cluster.id = %cluster, %error, "cannot release a deleted cluster's remains");
+                match tokio::time::timeout(RELEASE_TIMEOUT, driver.release_deleted(cluster)).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(cluster.id = %cluster, %error, "cannot release a deleted cluster's remains");
+                    }
+                    Err(_) => {
+                        tracing::warn!(cluster.id = %cluster, "releasing a deleted cluster's remains takes too long; tried again later");
+                    }
                 }
             });
         }

@@ -277,6 +277,34 @@ impl StateGauges {
     }
 }
 
+/// What the event streams of this process do.
+#[derive(Clone, Default)]
+pub struct EventStreamMetrics {
+    open: Gauge,
+    lagged: Counter,
+    gaps: Counter,
+}
+
+impl EventStreamMetrics {
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    /// A stream fell behind the broadcast and reads what it missed from the table.
+    pub fn lagged(&self) {
+        self.lagged.inc();
+    }
+
+    /// A stream was told that retention dropped events it should have sent.
+    pub fn gap(&self) {
+        self.gaps.inc();
+    }
+}
+
 /// Every metric of one magnumd process.
 pub struct Metrics {
     registry: Registry,
@@ -285,6 +313,7 @@ pub struct Metrics {
     pub driver_steps: DriverStepMetrics,
     pub keystone: KeystoneMetrics,
     pub state: StateGauges,
+    pub event_streams: EventStreamMetrics,
 }
 
 impl Default for Metrics {
@@ -301,6 +330,22 @@ impl Metrics {
         let driver_steps = DriverStepMetrics::default();
         let keystone = KeystoneMetrics::default();
         let state = StateGauges::default();
+        let event_streams = EventStreamMetrics::default();
+        registry.register(
+            "event_streams_open",
+            "Event streams (?watch=true) this process serves now",
+            event_streams.open.clone(),
+        );
+        registry.register(
+            "event_stream_lags",
+            "Times an event stream fell behind and read what it missed from the database",
+            event_streams.lagged.clone(),
+        );
+        registry.register(
+            "event_stream_gaps",
+            "Times an event stream was told that retention dropped events it should have sent",
+            event_streams.gaps.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered, by route template, method and status",
@@ -378,6 +423,7 @@ impl Metrics {
             driver_steps,
             keystone,
             state,
+            event_streams,
         }
     }
 
@@ -510,6 +556,8 @@ mod tests {
             .start("local", "node_start")
             .finish(true);
         metrics.state.set_queue(3, 1, 42);
+        metrics.event_streams.opened();
+        metrics.event_streams.lagged();
         metrics.state.set_pool(4, 1, 16);
         metrics.state.set_clusters(&[ClusterCount {
             driver: "local".to_owned(),
@@ -534,6 +582,9 @@ mod tests {
             "magnum_db_pool_connections{state=\"in_use\"} 3",
             "magnum_db_pool_max_connections 16",
             "magnum_metrics_refresh_failures_total 0",
+            "magnum_event_streams_open 1",
+            "magnum_event_stream_lags_total 1",
+            "magnum_event_stream_gaps_total 0",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

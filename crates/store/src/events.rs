@@ -240,29 +240,41 @@ impl Store {
         }))
     }
 
-    /// Which of `clusters` are known to have been deleted: their events say so (kept
-    /// `keep_after_delete`) and no cluster record remains. A cluster the database knows
-    /// nothing of is not among them (another database's, or one restored from a backup).
+    /// Which of `clusters` are known to have been deleted: no cluster record remains and
+    /// their events say so (kept `keep_after_delete`). A cluster the database knows nothing
+    /// of is not among them (another database's, or one restored from a backup). Live
+    /// clusters cost one indexed lookup per chunk; only the missing ones are looked up in
+    /// the events.
     pub async fn deleted_clusters_among(&self, clusters: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
         let mut deleted = Vec::new();
         for chunk in clusters.chunks(PRUNE_BATCH as usize) {
             let placeholders = vec!["?"; chunk.len()].join(", ");
-            let query = format!(
-                "SELECT DISTINCT e.cluster_uuid FROM cluster_event e \
-                 WHERE e.cluster_deleted_at IS NOT NULL AND e.cluster_uuid IN ({placeholders}) \
-                 AND NOT EXISTS (SELECT 1 FROM cluster c WHERE c.uuid = e.cluster_uuid)"
-            );
+            let query = format!("SELECT uuid FROM cluster WHERE uuid IN ({placeholders})");
             let sql = self.sql(&query);
             let mut statement = sqlx::query(&sql);
             for cluster in chunk {
                 statement = statement.bind(cluster.to_string());
             }
+            let mut live = std::collections::HashSet::new();
             for row in statement.fetch_all(&self.pool).await? {
-                let text: String = row.try_get("cluster_uuid")?;
-                let uuid = Uuid::parse_str(&text).map_err(|_| {
-                    StoreError::Corrupt(format!("cluster_event cluster_uuid {text:?}"))
-                })?;
-                deleted.push(uuid);
+                live.insert(row.try_get::<String, _>("uuid")?);
+            }
+            let told = self.sql(
+                "SELECT 1 AS told FROM cluster_event WHERE cluster_uuid = ? \
+                 AND cluster_deleted_at IS NOT NULL LIMIT 1",
+            );
+            for cluster in chunk {
+                let text = cluster.to_string();
+                if live.contains(&text) {
+                    continue;
+                }
+                let row = sqlx::query(&told)
+                    .bind(text)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if row.is_some() {
+                    deleted.push(*cluster);
+                }
             }
         }
         Ok(deleted)

@@ -309,6 +309,11 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX ix_ended_session_expires ON ended_session (expires_at)",
         ],
     },
+    Migration {
+        version: 13,
+        name: "finished operations found by when they ended",
+        statements: &["CREATE INDEX ix_operation_ended ON operation (state, updated_at)"],
+    },
 ];
 
 fn render(statement: &str, backend: Backend) -> String {

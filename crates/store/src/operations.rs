@@ -13,6 +13,10 @@ use crate::{text_column, Store, StoreError};
 const COLUMNS: &str = "id, uuid, cluster_uuid, kind, payload, state, attempts, lease_owner, \
     lease_until, error, created_at, updated_at";
 
+/// Batches one call of [`Store::prune_finished_operations`] deletes at most (10,000
+/// operations).
+pub const MAX_PRUNE_BATCHES_PER_PASS: usize = 20;
+
 /// How an operation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -277,7 +281,7 @@ impl Store {
     }
 
     /// Drops operations that finished (succeeded or failed) before `finished_before`, in
-    /// batches by primary key; pending and running ones stay whatever their age. Returns how
+    /// batches by primary key, at most [`MAX_PRUNE_BATCHES_PER_PASS`] of them; pending and running ones stay whatever their age. Returns how
     /// many went. Nothing reads a finished operation but the autoscaler's recent history,
     /// which looks back far less than any allowed retention.
     pub async fn prune_finished_operations(
@@ -285,11 +289,15 @@ impl Store {
         finished_before: Timestamp,
     ) -> Result<u64, StoreError> {
         let sql = self.sql(
+            // Every way an operation ends sets updated_at; (state, updated_at) is indexed, so
+            // a pass with nothing old enough reads nothing.
             "SELECT id FROM operation WHERE state IN ('succeeded', 'failed') \
-             AND COALESCE(updated_at, created_at) < ? LIMIT ?",
+             AND updated_at < ? LIMIT ?",
         );
         let mut removed = 0;
-        loop {
+        // A bounded pass: a first one over a long-grown table must not hold up a stop; the
+        // next pass goes on.
+        for _ in 0..MAX_PRUNE_BATCHES_PER_PASS {
             let rows = sqlx::query(&sql)
                 .bind(finished_before.unix_seconds())
                 .bind(crate::events::PRUNE_BATCH)
@@ -298,9 +306,10 @@ impl Store {
             let (deleted, more) = self.delete_batch("operation", "id", &rows).await?;
             removed += deleted;
             if !more {
-                return Ok(removed);
+                break;
             }
         }
+        Ok(removed)
     }
 
     /// The cluster's operations of `kind` created after `since`, newest first, at most

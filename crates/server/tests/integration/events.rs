@@ -774,6 +774,15 @@ async fn a_stream_that_lags_catches_up_and_never_holds_writers() {
         frames.iter().all(|frame| frame.event == "cluster_event"),
         "nothing was pruned, so no gap is told"
     );
+    // The stream did fall behind: what it sent after that came from the table.
+    let exposition = app.get("/metrics", ALICE).await;
+    let text = String::from_utf8_lossy(&exposition.raw);
+    let lags: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("magnum_event_stream_lags_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no lag counter in\n{text}"));
+    assert!(lags >= 1, "the stream never lagged: {text}");
     store.close().await;
     app.stop().await;
 }
@@ -798,13 +807,18 @@ async fn a_client_that_never_reads_loses_its_stream() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 503, "the project's one stream is held");
-    // More than its connection can buffer: the server's writes stall.
+    // More than its connection can buffer (however large the host lets socket buffers
+    // grow: events are written until it is): the server's writes stall, which closes the
+    // connection and gives the slot back, so a new stream is accepted.
     let store = store_of(&app).await;
-    append_steps(&store, &uuid, 8_000).await;
-    // The stall closes the connection and gives the slot back: a new stream is accepted.
     let stalled_at = Instant::now();
-    let deadline = stalled_at + Duration::from_secs(60);
+    let deadline = stalled_at + Duration::from_secs(120);
+    let mut written = 0;
     loop {
+        if written < 60_000 {
+            append_steps(&store, &uuid, 2_000).await;
+            written += 2_000;
+        }
         let retry = stream_request(&app.base_url, "/v1/events?watch=true", ALICE)
             .send()
             .await
@@ -815,7 +829,7 @@ async fn a_client_that_never_reads_loses_its_stream() {
         assert_eq!(retry.status(), 503);
         assert!(
             Instant::now() < deadline,
-            "the unread stream still holds its slot after {:?}",
+            "the unread stream still holds its slot after {:?} and {written} events",
             stalled_at.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
