@@ -429,9 +429,14 @@ async fn every_verb_against_a_real_server() {
     server.running.stop().await;
 }
 
+/// A real local cluster through `coe`: created with `--wait` (its steps shown as they happen),
+/// reached with `eval $(coe cluster config …)` and `docker node ls`, scaled out, healed of a
+/// killed worker, deleted; `coe cluster events --watch`, started as soon as the cluster
+/// exists, shows that whole life in order and ends with the deletion, as the list read by
+/// uuid afterwards does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
-    let server = start("10.98.0.0/16").await;
+    let server = Arc::new(start("10.98.0.0/16").await);
     ok(
         &server,
         &[
@@ -448,34 +453,40 @@ async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
         ],
     )
     .await;
-    let created = coe(
+    let creating = tokio::spawn({
+        let server = server.clone();
+        async move {
+            coe(
+                &server,
+                &[
+                    "cluster",
+                    "create",
+                    "real",
+                    "--cluster-template",
+                    "swarm",
+                    "--node-count",
+                    "2",
+                    "--labels",
+                    "auto_healing_enabled=true",
+                    "--wait",
+                ],
+            )
+            .await
+        }
+    });
+    let watcher = watch_events_once_it_exists(&server, "real").await;
+    let created = creating.await.unwrap();
+    let uuid = ok(
         &server,
-        &[
-            "cluster",
-            "create",
-            "real",
-            "--cluster-template",
-            "swarm",
-            "--node-count",
-            "2",
-            "--wait",
-        ],
+        &["cluster", "show", "real", "-c", "uuid", "-f", "value"],
     )
-    .await;
-    let directory = tempfile::tempdir().unwrap();
-    let script = format!(
-        "eval \"$({coe} cluster config real --dir {dir})\" && docker node ls --format '{{{{.Status}}}}'",
-        coe = env!("CARGO_BIN_EXE_coe"),
-        dir = directory.path().display()
-    );
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .env("MAGNUM_URL", &server.url)
-        .output()
-        .unwrap();
-    let nodes = String::from_utf8_lossy(&output.stdout).into_owned();
+    .await
+    .trim()
+    .to_owned();
+    // The steps run as a task of their own: whatever they assert, the cluster is deleted.
+    let steps = tokio::spawn(real_cluster_steps(server.clone(), uuid.clone())).await;
     let deleted = coe(&server, &["cluster", "delete", "real", "--wait"]).await;
+    let watched = watcher.finish(180).await;
     assert_eq!(created.code, 0, "{}", created.stderr);
     // Not a terminal: one plain line per change, each event as it happened (from the
     // stream), ending with every wanted node up.
@@ -504,6 +515,222 @@ async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
         "{}",
         created.stderr
     );
+    if let Err(failure) = steps {
+        std::panic::resume_unwind(failure.into_panic());
+    }
+    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
+
+    // The watcher ended by itself with the deletion; what it showed (the list it started
+    // with, then each event as it came) is what the cluster's events, read by uuid now that
+    // it is gone, hold: the same events, once each, in order.
+    assert_eq!(watched.code, 0, "{}{}", watched.stdout, watched.stderr);
+    let shown = json_rows(&watched.stdout);
+    let listed = json(
+        &server,
+        &[
+            "cluster", "events", &uuid, "-c", "uuid", "-c", "sequence", "-c", "type", "-c",
+            "reason", "-c", "node", "-c", "message",
+        ],
+    )
+    .await;
+    let listed = listed.as_array().expect("a list").clone();
+    let ids = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|event| event["uuid"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&shown), ids(&listed), "{}", watched.stdout);
+    assert_eq!(shown, listed);
+    let sequences: Vec<i64> = listed
+        .iter()
+        .map(|event| event["sequence"].as_i64().unwrap_or_default())
+        .collect();
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] < pair[1]),
+        "{sequences:?}"
+    );
+    let reasons: Vec<&str> = listed
+        .iter()
+        .map(|event| event["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(reasons.last(), Some(&"Deleted"), "{reasons:?}");
+    // Each step of the life in order; the driver and the health monitor may tell more
+    // between them.
+    let not_ready = "real-n2.Ready: False";
+    let life: Vec<(&str, EventTest)> = vec![
+        ("CreateStarted", told("CreateStarted", None)),
+        ("NodeStarted n1", told("NodeStarted", Some("n1"))),
+        ("SwarmInitialized n1", told("SwarmInitialized", Some("n1"))),
+        ("NodeStarted n2", told("NodeStarted", Some("n2"))),
+        ("SwarmJoined n2", told("SwarmJoined", Some("n2"))),
+        ("NodeStarted n3", told("NodeStarted", Some("n3"))),
+        ("SwarmJoined n3", told("SwarmJoined", Some("n3"))),
+        ("NodeReady", told("NodeReady", None)),
+        ("CreateCompleted", told("CreateCompleted", None)),
+        ("ScaledOut", told("ScaledOut", None)),
+        ("UpdateStarted", told("UpdateStarted", None)),
+        ("NodeStarted n4", told("NodeStarted", Some("n4"))),
+        ("SwarmJoined n4", told("SwarmJoined", Some("n4"))),
+        ("NodeReady n4", told("NodeReady", Some("n4"))),
+        ("UpdateCompleted", told("UpdateCompleted", None)),
+        (
+            "HealthChanged: n2 not Ready",
+            Box::new(move |event: &Value| {
+                event["reason"] == "HealthChanged"
+                    && event["type"] == "Warning"
+                    && event["message"]
+                        .as_str()
+                        .is_some_and(|message| message.contains(not_ready))
+            }),
+        ),
+        ("NodeRestarted n2", told("NodeRestarted", Some("n2"))),
+        (
+            "HealthChanged: HEALTHY",
+            Box::new(|event: &Value| {
+                event["reason"] == "HealthChanged"
+                    && event["type"] == "Normal"
+                    && event["message"]
+                        .as_str()
+                        .is_some_and(|message| message.starts_with("Health is HEALTHY"))
+            }),
+        ),
+        ("DeleteStarted", told("DeleteStarted", None)),
+        ("Deleted", told("Deleted", None)),
+    ];
+    let mut rest = listed.iter();
+    for (step, matches) in &life {
+        assert!(
+            rest.any(matches),
+            "{step} missing or out of order in {reasons:?}"
+        );
+    }
+    let server = Arc::try_unwrap(server)
+        .ok()
+        .expect("the steps are done with the server");
+    server.running.stop().await;
+}
+
+/// Whether an event is the one a step of a cluster's life tells.
+type EventTest = Box<dyn Fn(&Value) -> bool>;
+
+/// An event's test: its reason, and its node when `node` is given.
+fn told(reason: &'static str, node: Option<&'static str>) -> EventTest {
+    Box::new(move |event: &Value| {
+        event["reason"] == reason && node.is_none_or(|node| event["node"] == node)
+    })
+}
+
+/// What `coe … -f json --watch` printed: its list (a JSON array), then one object per line;
+/// every row, in order.
+fn json_rows(output: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for value in serde_json::Deserializer::from_str(output).into_iter::<Value>() {
+        match value.expect("JSON rows") {
+            Value::Array(items) => rows.extend(items),
+            row => rows.push(row),
+        }
+    }
+    rows
+}
+
+/// A `coe cluster events --watch` running beside the test.
+struct Watcher {
+    child: std::process::Child,
+}
+
+impl Watcher {
+    /// Waits at most `seconds` for it to end by itself (killed after that); its output.
+    async fn finish(self, seconds: u64) -> Outcome {
+        let pid = self.child.id();
+        let waited = tokio::task::spawn_blocking(move || self.child.wait_with_output());
+        let output =
+            match tokio::time::timeout(std::time::Duration::from_secs(seconds), waited).await {
+                Ok(output) => output.unwrap().unwrap(),
+                Err(_) => {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                    panic!("coe cluster events --watch did not end within {seconds} s");
+                }
+            };
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Starts `coe cluster events <cluster> --watch -f json` as soon as the cluster exists (its
+/// create was just asked for): what happened before is in the list it starts with.
+async fn watch_events_once_it_exists(server: &Server, cluster: &str) -> Watcher {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while coe(server, &["cluster", "show", cluster, "-c", "uuid"])
+        .await
+        .code
+        != 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{cluster} never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_coe"))
+        .args([
+            "cluster", "events", cluster, "--watch", "-f", "json", "-c", "uuid", "-c", "sequence",
+            "-c", "type", "-c", "reason", "-c", "node", "-c", "message",
+        ])
+        .env("MAGNUM_URL", &server.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    Watcher { child }
+}
+
+/// Kills the dockerd of a node of `cluster` (inside the node: its docker-init and with it the
+/// node's PID namespace end), as a crash would.
+fn kill_dockerd(cluster: &str, node: &str) {
+    let netns = format!("mc{}-{node}", &cluster.replace('-', "")[..8]);
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &netns])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    let dockerd: Vec<&str> = pids
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim() == "dockerd")
+        })
+        .collect();
+    assert_eq!(dockerd.len(), 1, "one dockerd in {netns}: {pids}");
+    let killed = Command::new("kill")
+        .args(["-KILL", dockerd[0]])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// The created cluster reached with `docker`, scaled out by one worker, and healed of a worker
+/// whose dockerd is killed.
+async fn real_cluster_steps(server: Arc<Server>, uuid: String) {
+    let server = &*server;
+    let directory = tempfile::tempdir().unwrap();
+    let script = format!(
+        "eval \"$({coe} cluster config real --dir {dir})\" && docker node ls --format '{{{{.Status}}}}'",
+        coe = env!("CARGO_BIN_EXE_coe"),
+        dir = directory.path().display()
+    );
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("MAGNUM_URL", &server.url)
+        .output()
+        .unwrap();
+    let nodes = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{nodes}{}",
@@ -514,8 +741,41 @@ async fn eval_coe_cluster_config_then_docker_node_ls_on_a_real_cluster() {
         3,
         "{nodes}"
     );
-    assert_eq!(deleted.code, 0, "{}", deleted.stderr);
-    server.running.stop().await;
+
+    ok(server, &["cluster", "resize", "real", "3", "--wait"]).await;
+    let resized = json(server, &["cluster", "show", "real"]).await;
+    assert_eq!(resized["node_count"], 3, "{resized}");
+    assert_eq!(resized["status"], "UPDATE_COMPLETE", "{resized}");
+
+    // Healthy with every node Ready, then a worker's dockerd dies: told, restarted, healthy.
+    until_cluster(server, "real", 120, "HEALTHY after the resize", |cluster| {
+        cluster["health_status"] == "HEALTHY"
+            && cluster["health_status_reason"]["real-n4.Ready"] == "True"
+    })
+    .await;
+    kill_dockerd(&uuid, "n2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let events = json(server, &["cluster", "events", "real"]).await;
+        let restarted = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["reason"] == "NodeRestarted" && event["node"] == "n2");
+        if restarted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n2 not restarted: {events}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    until_cluster(server, "real", 120, "HEALTHY after the heal", |cluster| {
+        cluster["health_status"] == "HEALTHY"
+            && cluster["health_status_reason"]["real-n2.Ready"] == "True"
+    })
+    .await;
 }
 
 /// Runs `docker` against a cluster's API (TLS disabled), for at most three minutes.

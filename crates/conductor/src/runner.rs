@@ -417,21 +417,7 @@ impl Runner {
             );
             return self.fail(&operation, &parameters, phase, reason).await;
         }
-        if operation.attempts > 1 {
-            let resumed = ClusterEvent::warning(
-                "ConductorLost",
-                format!(
-                    "The conductor running this {} stopped before it finished; another run \
-                     resumes it (attempt {}).",
-                    operation.kind.as_str().replace('_', " "),
-                    operation.attempts
-                ),
-            );
-            let cause = Cause::operation(operation.uuid);
-            if let Err(error) = record_event(&self.store, cluster.uuid, &cause, resumed).await {
-                tracing::warn!(cluster.id = %cluster.uuid, %error, "cannot record an event");
-            }
-        }
+        self.tell_resumed(&operation).await;
         if operation.attempts == 1 && phase != Phase::Rollback {
             self.audit(
                 audit_action(phase),
@@ -775,6 +761,28 @@ impl Runner {
         }
     }
 
+    /// A run that is not an operation's first (`attempts` counts the claims) resumes what a
+    /// conductor that stopped in the middle left: `ConductorLost` says so, once per run.
+    async fn tell_resumed(&self, operation: &Operation) {
+        if operation.attempts <= 1 {
+            return;
+        }
+        let resumed = ClusterEvent::warning(
+            "ConductorLost",
+            format!(
+                "The conductor running this {} stopped before it finished; another run \
+                 resumes it (attempt {}).",
+                operation.kind.as_str().replace('_', " "),
+                operation.attempts
+            ),
+        );
+        let cause = Cause::operation(operation.uuid);
+        if let Err(error) = record_event(&self.store, operation.cluster_uuid, &cause, resumed).await
+        {
+            tracing::warn!(cluster.id = %operation.cluster_uuid, %error, "cannot record an event");
+        }
+    }
+
     async fn delete_cluster(
         &self,
         operation: &Operation,
@@ -783,6 +791,11 @@ impl Runner {
     ) -> Result<Outcome, StoreError> {
         if cluster.status != ClusterStatus::DeleteInProgress {
             return Ok(Outcome::Succeeded);
+        }
+        // Told like any other operation's: a user following the deletion learns that it was
+        // interrupted and resumed.
+        if operation.attempts <= self.settings.max_attempts {
+            self.tell_resumed(operation).await;
         }
         if operation.attempts == 1 {
             self.audit(

@@ -33,7 +33,7 @@ pub use error::StoreError;
 pub use events::{EventRetention, EventScope, MAX_EVENTS_PER_READ, PRUNE_BATCH, SEQUENCE_STRIDE};
 pub use migrations::{AppliedMigration, MIGRATIONS};
 pub use modify::MODIFY_ATTEMPTS;
-pub use monitors::MONITOR_CLAIM_CHUNK;
+pub use monitors::{MonitorHolder, MONITOR_CLAIM_CHUNK};
 pub use observe::{ClusterTally, PoolUsage, QueueSummary, MAX_CLUSTER_TALLIES};
 pub use operations::Outcome;
 pub use pagination::{Page, SortDirection};

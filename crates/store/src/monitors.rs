@@ -16,6 +16,13 @@ use crate::{Store, StoreError};
 /// on bound parameters (SQLite's is 32,766; PostgreSQL's 65,535).
 pub const MONITOR_CLAIM_CHUNK: usize = 200;
 
+/// A cluster's monitor lease as stored: the conductor holding it and when it runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorHolder {
+    pub owner: String,
+    pub lease_until: Timestamp,
+}
+
 impl Store {
     /// Renews `owner`'s monitor leases and takes those of `clusters` that nobody holds (no
     /// row, or a lease that ran out before `now`), until `now + lease_seconds`. Rows `owner`
@@ -130,6 +137,24 @@ impl Store {
                     .map_err(|_| StoreError::Corrupt(format!("cluster_monitor uuid {text:?}")))
             })
             .collect()
+    }
+
+    /// Who holds `cluster`'s monitor lease and until when (unix seconds), whether or not it
+    /// has run out; `None` when nobody took it yet or its holder handed it back. One row per
+    /// cluster: there is never more than one holder to tell.
+    pub async fn monitor_holder(&self, cluster: Uuid) -> Result<Option<MonitorHolder>, StoreError> {
+        let sql = self.sql("SELECT owner, lease_until FROM cluster_monitor WHERE cluster_uuid = ?");
+        let row = sqlx::query(&sql)
+            .bind(cluster.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| -> Result<MonitorHolder, StoreError> {
+            Ok(MonitorHolder {
+                owner: row.try_get("owner")?,
+                lease_until: Timestamp::from_unix_seconds(row.try_get("lease_until")?),
+            })
+        })
+        .transpose()
     }
 
     /// The owners of monitor leases whose name starts with `prefix`.

@@ -1862,6 +1862,14 @@ mod monitors {
             sorted(vec![x, y]),
             "{name}"
         );
+        let holder = |owner: &str, until: i64| {
+            Some(magnum_store::MonitorHolder {
+                owner: owner.to_owned(),
+                lease_until: at(until),
+            })
+        };
+        assert_eq!(store.monitor_holder(x).await.unwrap(), holder("a", 10));
+        assert_eq!(store.monitor_holder(z).await.unwrap(), None, "{name}");
         // Held leases are not taken; what nobody holds is.
         assert_eq!(claim("b", vec![x, y, z], 1).await, vec![z], "{name}");
         // a renews until 15: at 14 b still gets nothing of a's.
@@ -1874,6 +1882,7 @@ mod monitors {
             "{name}"
         );
         assert_eq!(claim("a", vec![x, y], 17).await, Vec::<Uuid>::new());
+        assert_eq!(store.monitor_holder(x).await.unwrap(), holder("b", 26));
         assert_eq!(
             store.monitor_owners("").await.unwrap(),
             vec!["b".to_owned()]
@@ -1889,7 +1898,9 @@ mod monitors {
         assert_eq!(claim("b", vec![y], 18).await, vec![y]);
         assert_eq!(store.monitors_of("b").await.unwrap(), vec![y]);
         // A graceful stop hands back at once: b gets x without waiting for a's lease.
+        assert_eq!(store.monitor_holder(x).await.unwrap(), holder("a", 28));
         assert_eq!(store.release_monitors("a").await.unwrap(), 1);
+        assert_eq!(store.monitor_holder(x).await.unwrap(), None);
         assert_eq!(
             claim("b", vec![x, y], 19).await,
             sorted(vec![x, y]),

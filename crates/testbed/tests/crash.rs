@@ -114,6 +114,17 @@ impl Service {
     }
 
     async fn wait_for(&self, uuid: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+        self.wait_for_every(uuid, Duration::from_millis(100), done)
+            .await
+    }
+
+    /// [`Service::wait_for`], reading every `period` (a moment that lasts a step or two).
+    async fn wait_for_every(
+        &self,
+        uuid: &str,
+        period: Duration,
+        done: impl Fn(u16, &Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (status, body) = self
@@ -126,7 +137,7 @@ impl Service {
                 Instant::now() < deadline,
                 "cluster {uuid} stuck: {status} {body}"
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(period).await;
         }
     }
 }
@@ -149,6 +160,125 @@ async fn template(service: &Service, name: &str) -> String {
 
 fn status_is(wanted: &'static str) -> impl Fn(u16, &Value) -> bool {
     move |status, body| status == 200 && body["status"] == wanted
+}
+
+/// A cluster's events, oldest first, every page, read by uuid (they outlive the cluster).
+async fn events_of(service: &Service, uuid: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut path = Some(format!("/v1/clusters/{uuid}/events?limit=1000"));
+    while let Some(next) = path.take() {
+        let (status, page) = service.send("GET", &next, None).await;
+        assert_eq!(status, 200, "{page}");
+        events.extend(page["events"].as_array().cloned().unwrap_or_default());
+        path = page["next"]
+            .as_str()
+            .map(|link| link.trim_start_matches(&service.base_url).to_owned());
+    }
+    events
+}
+
+/// The reasons that start an operation's change (the status it sets when it is accepted).
+const STARTED: [&str; 3] = ["CreateStarted", "UpdateStarted", "DeleteStarted"];
+/// The reasons that end one (the status it leaves the cluster in).
+const ENDED: [&str; 5] = [
+    "CreateCompleted",
+    "UpdateCompleted",
+    "RollbackCompleted",
+    "OperationFailed",
+    "Deleted",
+];
+
+/// What the events of a cluster break of the rules that hold however often magnumd was killed:
+/// sequences strictly increase and uuids are unique; each operation (an event names the one it
+/// belongs to) tells its start once and its end at most once, after the start, and
+/// `ConductorLost` only between them; at most `kills` `ConductorLost` in all (a kill stops
+/// at most one operation of a cluster, and its next run tells it once); a deleted cluster's
+/// last event is `Deleted`. For operations one after the other, as these tests make them: a
+/// resize accepted while another update runs starts nothing of its own (the cluster is in
+/// UPDATE_IN_PROGRESS already) and the one it overtook ends without an end of its own.
+fn event_problems(events: &[Value], kills: usize, deleted: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sequences: Vec<i64> = events
+        .iter()
+        .map(|event| event["sequence"].as_i64().unwrap_or(-1))
+        .collect();
+    if !sequences.windows(2).all(|pair| pair[0] < pair[1]) {
+        problems.push(format!("sequences not increasing: {sequences:?}"));
+    }
+    let mut uuids: Vec<&str> = events
+        .iter()
+        .map(|event| event["uuid"].as_str().unwrap_or_default())
+        .collect();
+    uuids.sort_unstable();
+    uuids.dedup();
+    if uuids.len() != events.len() {
+        problems.push(format!(
+            "{} event uuids for {} events",
+            uuids.len(),
+            events.len()
+        ));
+    }
+    let mut operations: Vec<&str> = events
+        .iter()
+        .filter_map(|event| event["operation_uuid"].as_str())
+        .collect();
+    operations.sort_unstable();
+    operations.dedup();
+    for operation in operations {
+        // The operation's own story: where it starts, ends, and was resumed.
+        let told: Vec<&str> = events
+            .iter()
+            .filter(|event| event["operation_uuid"] == operation)
+            .map(|event| event["reason"].as_str().unwrap_or_default())
+            .filter(|reason| {
+                STARTED.contains(reason) || ENDED.contains(reason) || *reason == "ConductorLost"
+            })
+            .collect();
+        let starts = told
+            .iter()
+            .filter(|reason| STARTED.contains(reason))
+            .count();
+        let ends = told.iter().filter(|reason| ENDED.contains(reason)).count();
+        let well_told = starts == 1
+            && ends <= 1
+            && STARTED.contains(&told[0])
+            && told[1..told.len() - ends]
+                .iter()
+                .all(|reason| *reason == "ConductorLost");
+        if !well_told {
+            problems.push(format!("operation {operation} told {told:?}"));
+        }
+    }
+    let lost = events
+        .iter()
+        .filter(|event| event["reason"] == "ConductorLost")
+        .count();
+    if lost > kills {
+        problems.push(format!("{lost} ConductorLost events after {kills} kills"));
+    }
+    if deleted && events.last().map(|event| &event["reason"]) != Some(&json!("Deleted")) {
+        problems.push(format!(
+            "the last event is not Deleted: {:?}",
+            events.last().map(|event| &event["reason"])
+        ));
+    }
+    problems
+}
+
+/// The reasons of `events`, oldest first (for messages and order checks).
+fn reasons_of(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|event| event["reason"].as_str().unwrap_or_default())
+        .collect()
+}
+
+/// How many `ConductorLost` events name `operation`.
+fn lost_in(events: &[Value], operation: &Value) -> usize {
+    events
+        .iter()
+        .filter(|event| event["reason"] == "ConductorLost" && event["operation_uuid"] == *operation)
+        .count()
 }
 
 async fn crash_everything(engine: Engine) {
@@ -235,14 +365,70 @@ async fn crash_everything(engine: Engine) {
     let cluster = service.wait_for(&uuid, status_is("UPDATE_COMPLETE")).await;
     assert_eq!(cluster["cluster_template_id"], second.as_str());
 
-    // Delete: killed at once.
+    // Delete: killed while the driver removes the nodes (its report is the moment).
     let (status, _) = service.send("DELETE", &path, None).await;
     assert_eq!(status, 204);
+    service
+        .wait_for_every(&uuid, Duration::from_millis(20), |status, body| {
+            status == 200 && body["status_reason"] == "Removing every node."
+        })
+        .await;
     service.kill();
     service = start(&url, state.path());
     service.wait_for(&uuid, |status, _| status == 404).await;
     let (_, list) = service.send("GET", "/v1/clusters", None).await;
     assert_eq!(list["clusters"], json!([]));
+
+    // The events tell each operation once, the kills at most once each, and end with the
+    // deletion.
+    let events = events_of(&service, &uuid).await;
+    let reasons = reasons_of(&events);
+    assert_eq!(
+        event_problems(&events, 5, true),
+        Vec::<String>::new(),
+        "{}: {reasons:?}",
+        engine.name()
+    );
+    let story: Vec<&str> = reasons
+        .iter()
+        .copied()
+        .filter(|reason| STARTED.contains(reason) || ENDED.contains(reason))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            "CreateStarted",
+            "CreateCompleted",
+            "UpdateStarted",
+            "UpdateCompleted",
+            "UpdateStarted",
+            "UpdateCompleted",
+            "UpdateStarted",
+            "UpdateCompleted",
+            "DeleteStarted",
+            "Deleted"
+        ],
+        "{}",
+        engine.name()
+    );
+    // The create and the delete were killed while their conductor ran them: each next run
+    // told so. (The scale was killed before a conductor may have claimed it, the resize and
+    // the upgrade most likely after: those are bounded by the kills above, not counted.)
+    let operation_of = |reason: &str| {
+        events
+            .iter()
+            .find(|event| event["reason"] == reason)
+            .map(|event| event["operation_uuid"].clone())
+            .unwrap_or_default()
+    };
+    for started in ["CreateStarted", "DeleteStarted"] {
+        assert_eq!(
+            lost_in(&events, &operation_of(started)),
+            1,
+            "{}: {started}: {reasons:?}",
+            engine.name()
+        );
+    }
     service.kill();
     database.drop_database().await;
 }
@@ -289,6 +475,18 @@ async fn a_restarted_magnumd_resumes_a_create_at_once() {
     let cluster = service.wait_for(&uuid, status_is("CREATE_COMPLETE")).await;
     let took = restarted.elapsed();
     assert_eq!(cluster["node_count"], 2);
+    // The resumed create said so, once, between its start and its end.
+    let events = events_of(&service, &uuid).await;
+    assert_eq!(event_problems(&events, 1, false), Vec::<String>::new());
+    assert_eq!(
+        reasons_of(&events)
+            .iter()
+            .filter(|reason| **reason == "ConductorLost")
+            .count(),
+        1,
+        "{:?}",
+        reasons_of(&events)
+    );
     // Seconds to resume, the rest of the create (steps of 300 ms) and a debug build's start
     // on a busy machine: far below the 60 s lease it would otherwise wait for.
     assert!(
@@ -345,29 +543,32 @@ async fn an_autoscaling_change_killed_mid_way_is_resumed_to_its_end() {
         "Autoscaled nodegroup default-worker from 1 to 3 nodes: the scripted driver was told to ask for more nodes",
         "{cluster}"
     );
-    let (status, events) = service
-        .send(
-            "GET",
-            &format!("/v1/clusters/{uuid}/events?limit=1000"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{events}");
-    let reasons: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["reason"].as_str().unwrap())
-        .collect();
+    let events = events_of(&service, &uuid).await;
+    let reasons = reasons_of(&events);
     let count = |wanted: &str| reasons.iter().filter(|reason| **reason == wanted).count();
     assert_eq!(count("AutoscaledOut"), 1, "{reasons:?}");
     assert_eq!(count("ConductorLost"), 1, "{reasons:?}");
     assert_eq!(count("UpdateCompleted"), 1, "{reasons:?}");
+    // The resumed run is the autoscaler's operation's.
+    let autoscaled = events
+        .iter()
+        .find(|event| event["reason"] == "AutoscaledOut")
+        .map(|event| event["operation_uuid"].clone())
+        .unwrap_or_default();
+    assert!(autoscaled.is_string(), "{reasons:?}");
+    assert_eq!(lost_in(&events, &autoscaled), 1, "{reasons:?}");
     let (status, _) = service
         .send("DELETE", &format!("/v1/clusters/{uuid}"), None)
         .await;
     assert_eq!(status, 204);
     service.wait_for(&uuid, |status, _| status == 404).await;
+    let events = events_of(&service, &uuid).await;
+    assert_eq!(
+        event_problems(&events, 1, true),
+        Vec::<String>::new(),
+        "{:?}",
+        reasons_of(&events)
+    );
     service.kill();
     database.drop_database().await;
 }
@@ -854,6 +1055,15 @@ async fn chaos_campaign(split: bool) {
         }
         worst = worst.max(settled_from.elapsed());
         times_to_rest.push(settled_from.elapsed());
+    }
+    // Every cluster's events, the deleted ones' too, tell each operation as it went. Not
+    // bounded by the kills here: a paused or restarted database also ends leases, which the
+    // next run tells as ConductorLost.
+    for (uuid, expected) in &clusters {
+        let events = events_of(&service, uuid).await;
+        for problem in event_problems(&events, usize::MAX, expected.deleted) {
+            violations.push(format!("events of cluster {uuid}: {problem}"));
+        }
     }
     service.kill();
     for mut conductor in conductors {

@@ -258,14 +258,14 @@ async fn a_clusters_life_is_told_in_events_that_outlive_it(engine: Engine) {
 
 /// One Server-Sent Event.
 #[derive(Debug, Clone)]
-struct Frame {
-    id: Option<i64>,
-    event: String,
-    data: Value,
+pub(crate) struct Frame {
+    pub(crate) id: Option<i64>,
+    pub(crate) event: String,
+    pub(crate) data: Value,
 }
 
 /// A stream being read: frames are parsed as their bytes arrive.
-struct Stream {
+pub(crate) struct Stream {
     response: reqwest::Response,
     buffer: String,
 }
@@ -281,7 +281,12 @@ fn stream_request(base_url: &str, path: &str, caller: Caller) -> reqwest::Reques
 }
 
 impl Stream {
-    async fn open(base_url: &str, path: &str, caller: Caller, last_event_id: Option<i64>) -> Self {
+    pub(crate) async fn open(
+        base_url: &str,
+        path: &str,
+        caller: Caller,
+        last_event_id: Option<i64>,
+    ) -> Self {
         let mut request = stream_request(base_url, path, caller);
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
@@ -299,7 +304,7 @@ impl Stream {
     }
 
     /// The next event (comments skipped), or `None` when `timeout` passes or the stream ends.
-    async fn next(&mut self, timeout: Duration) -> Option<Frame> {
+    pub(crate) async fn next(&mut self, timeout: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
@@ -334,7 +339,11 @@ impl Stream {
     }
 
     /// The next cluster events until `done` holds for one of them.
-    async fn until(&mut self, timeout: Duration, done: impl Fn(&Frame) -> bool) -> Vec<Frame> {
+    pub(crate) async fn until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(&Frame) -> bool,
+    ) -> Vec<Frame> {
         let deadline = Instant::now() + timeout;
         let mut frames = Vec::new();
         while Instant::now() < deadline {

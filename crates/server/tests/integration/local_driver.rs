@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::events::Stream;
 use crate::support::{engines, Caller, TestApp, ADMIN};
 
 const OWNER: Caller = Caller {
@@ -244,6 +245,22 @@ where
     let app = Arc::new(app);
     let outcome = tokio::spawn(body(app.clone())).await;
     if outcome.is_err() {
+        // An API-only app (it has the key file its peers share) lost its conductors with the
+        // body: one more, on the same state, does the deleting.
+        let cleaner = if app.key_file().exists() {
+            let scratch = app.notifications.parent().unwrap().to_owned();
+            let cleaner = app
+                .start_peer_conductor_with("conductor-cleanup", &[], move |config| {
+                    config.server.state_dir = Some(scratch);
+                    config.drivers.local.authz_binary = Some(std::path::PathBuf::from(env!(
+                        "CARGO_BIN_EXE_magnum-node-authz"
+                    )));
+                })
+                .await;
+            Some(cleaner)
+        } else {
+            None
+        };
         let listed = app
             .send_at("latest", "GET", "/v1/clusters", OWNER, None)
             .await;
@@ -256,6 +273,9 @@ where
             app.delete(&format!("/v1/clusters/{uuid}"), OWNER).await;
             app.wait_for_cluster(&uuid, OWNER, 120, |reply| reply.status == 404)
                 .await;
+        }
+        if let Some(cleaner) = cleaner {
+            cleaner.stop().await;
         }
     }
     let app = Arc::try_unwrap(app)
@@ -290,6 +310,23 @@ async fn tls_cluster_life(app: &TestApp) {
         .await;
     assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.raw));
     let uuid = reply.body["uuid"].as_str().unwrap().to_owned();
+    // One stream follows the whole life, from the create's first event (committed with the
+    // request, before a cluster's stream can be opened: hence from sequence 0) to the
+    // deletion, read on the side while the steps below go on.
+    let mut stream = Stream::open(
+        &app.base_url,
+        &format!("/v1/clusters/{uuid}/events?watch=true"),
+        OWNER,
+        Some(0),
+    )
+    .await;
+    let streamed = tokio::spawn(async move {
+        stream
+            .until(std::time::Duration::from_secs(1_800), |frame| {
+                frame.event == "end"
+            })
+            .await
+    });
     let cluster: Value = app
         .wait_for_cluster(&uuid, OWNER, 180, |reply| {
             reply.body["status"] == "CREATE_COMPLETE" || reply.body["status"] == "CREATE_FAILED"
@@ -522,6 +559,33 @@ async fn tls_cluster_life(app: &TestApp) {
             "{reason} {node} missing or out of order in {told:?}"
         );
     }
+
+    // The stream held through it all ended with the deletion, and showed every listed event
+    // once, in order: nothing lost, nothing twice.
+    assert!(events.body["next"].is_null(), "one page: {}", events.body);
+    let frames = tokio::time::timeout(std::time::Duration::from_secs(60), streamed)
+        .await
+        .expect("the stream ends after the deletion")
+        .expect("the stream is read to its end");
+    let end = frames.last().expect("an end");
+    assert_eq!(end.event, "end", "{end:?}");
+    assert_eq!(end.data["reason"], "cluster_deleted", "{end:?}");
+    let streamed_ids: Vec<i64> = frames
+        .iter()
+        .filter(|frame| frame.event == "cluster_event")
+        .map(|frame| {
+            assert_eq!(frame.id, frame.data["sequence"].as_i64(), "{frame:?}");
+            frame.id.expect("an id")
+        })
+        .collect();
+    let listed_ids: Vec<i64> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["sequence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(streamed_ids, listed_ids, "{told:?}");
+    assert_eq!(end.id, listed_ids.last().copied(), "{end:?}");
 }
 
 #[tokio::test]
@@ -966,6 +1030,63 @@ async fn until_told_unhealthy(
     }
 }
 
+/// Reads `stream` until a `HealthChanged` event says the cluster is HEALTHY again; returns
+/// the cluster events read.
+async fn stream_until_healthy(stream: &mut Stream) -> Vec<Value> {
+    stream
+        .until(std::time::Duration::from_secs(60), |frame| {
+            frame.data["reason"] == "HealthChanged" && frame.data["type"] == "Normal"
+        })
+        .await
+        .into_iter()
+        .filter(|frame| frame.event == "cluster_event")
+        .map(|frame| frame.data)
+        .collect()
+}
+
+/// `events` tell a heal in order: a `HealthChanged` warning that `node_key` is not Ready,
+/// then `NodeRestarted` of `node`, then `HealthChanged` back to HEALTHY.
+fn assert_heal_told(events: &[Value], node_key: &str, node: &str) {
+    let not_ready = format!("{node_key}: False");
+    let told: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|event| {
+            (
+                event["reason"].as_str().unwrap_or_default(),
+                event["type"].as_str().unwrap_or_default(),
+                event["message"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let warned = events.iter().position(|event| {
+        event["reason"] == "HealthChanged"
+            && event["type"] == "Warning"
+            && event["message"]
+                .as_str()
+                .is_some_and(|message| message.contains(&not_ready))
+    });
+    let restarted = warned.and_then(|warned| {
+        events
+            .iter()
+            .skip(warned + 1)
+            .position(|event| event["reason"] == "NodeRestarted" && event["node"] == node)
+            .map(|offset| warned + 1 + offset)
+    });
+    let recovered = restarted.and_then(|restarted| {
+        events.iter().skip(restarted + 1).position(|event| {
+            event["reason"] == "HealthChanged"
+                && event["type"] == "Normal"
+                && event["message"]
+                    .as_str()
+                    .is_some_and(|message| message.starts_with("Health is HEALTHY"))
+        })
+    });
+    assert!(
+        recovered.is_some(),
+        "not told in order (warning {warned:?}, restart {restarted:?}): {told:?}"
+    );
+}
+
 /// Health is pushed: a node's dockerd dies and, within a second, the cluster reads UNHEALTHY
 /// and a HealthChanged warning is listed. With two conductors on one database and host, the
 /// one holding the cluster's monitor lease heals it, once; when that conductor dies, the
@@ -1025,6 +1146,24 @@ async fn pushed_health(app: &TestApp) {
     // The second conductor runs beside it, long enough to have tried to take the lease.
     let second = peer("conductor-second").await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let store = magnum_store::Store::connect(&app.database_url, 1)
+        .await
+        .unwrap();
+    let cluster_uuid: uuid::Uuid = uuid.parse().unwrap();
+    let holder = store.monitor_holder(cluster_uuid).await.unwrap();
+    let holder = holder.map(|holder| holder.owner).unwrap_or_default();
+    assert!(
+        holder.starts_with("conductor-first/"),
+        "the builder holds the lease: {holder:?}"
+    );
+    // Followed live from before the kill: the heal's story as a client sees it.
+    let mut stream = Stream::open(
+        &app.base_url,
+        &format!("/v1/clusters/{uuid}/events?watch=true"),
+        OWNER,
+        None,
+    )
+    .await;
 
     let warnings = unhealthy_warnings(app, &uuid, "p-n2.Ready").await;
     let killed = std::time::Instant::now();
@@ -1055,6 +1194,12 @@ async fn pushed_health(app: &TestApp) {
     let restarts = events_with_reason(app, &uuid, "NodeRestarted").await;
     assert_eq!(restarts.len(), 1, "{restarts:?}");
     assert_eq!(restarts[0]["node"], "n2", "{restarts:?}");
+    let healed = stream_until_healthy(&mut stream).await;
+    assert_heal_told(&healed, "p-n2.Ready", "n2");
+    // Still the first's: the second never held it while the first renewed.
+    let holder = store.monitor_holder(cluster_uuid).await.unwrap();
+    let holder = holder.map(|holder| holder.owner).unwrap_or_default();
+    assert!(holder.starts_with("conductor-first/"), "{holder:?}");
 
     // The holder dies (aborted: it hands nothing back); the other takes the cluster over
     // once the lease has run out, and heals the node killed meanwhile.
@@ -1082,6 +1227,24 @@ async fn pushed_health(app: &TestApp) {
         events_with_reason(app, &uuid, "NodeRestarted").await.len(),
         2
     );
+    let healed = stream_until_healthy(&mut stream).await;
+    assert_heal_told(&healed, "p-n2.Ready", "n2");
+    // Handed over: the second holds the lease now, and it runs (renewed).
+    let holder = store
+        .monitor_holder(cluster_uuid)
+        .await
+        .unwrap()
+        .expect("a holder");
+    assert!(
+        holder.owner.starts_with("conductor-second/"),
+        "{}",
+        holder.owner
+    );
+    assert!(
+        holder.lease_until.unix_seconds() >= magnum_domain::time::Timestamp::now().unix_seconds(),
+        "{holder:?}"
+    );
+    store.close().await;
 
     assert_eq!(
         app.delete(&format!("/v1/clusters/{uuid}"), OWNER)
