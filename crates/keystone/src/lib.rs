@@ -488,6 +488,11 @@ impl Keystone {
     }
 
     /// Tokens remembered right now (for tests and metrics).
+    /// How long a validation is trusted: a token revoked now is refused everywhere after it.
+    pub fn cache_for(&self) -> std::time::Duration {
+        self.cache_for.to_std().unwrap_or_default()
+    }
+
     pub fn cached_tokens(&self) -> usize {
         self.cache.lock().expect("token cache lock").entries.len()
     }

@@ -2042,73 +2042,90 @@ async fn monitoring_reads_the_queue_clusters_and_pool(engine: Engine) {
 }
 
 mod ended_sessions {
+    use std::collections::BTreeSet;
+
     use magnum_domain::time::Timestamp;
     use magnum_store::EndedSession;
+    use sqlx::Connection;
 
     use super::{finish, fresh_store};
     use magnum_test_support::{engine_tests, Engine};
 
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_unix_seconds(1_795_425_533 + seconds)
-    }
-
-    fn session(digest: char, expires: i64) -> EndedSession {
+    fn session(digest: char, expires: Timestamp) -> EndedSession {
         EndedSession {
             login_digest: digest.to_string().repeat(64),
-            expires_at: at(expires),
+            expires_at: expires,
         }
     }
 
-    engine_tests!(ended_sessions_are_read_by_when_they_ended_until_they_expire);
-    async fn ended_sessions_are_read_by_when_they_ended_until_they_expire(engine: Engine) {
+    fn digests(ended: Vec<EndedSession>) -> BTreeSet<String> {
+        ended
+            .into_iter()
+            .map(|session| session.login_digest[..1].to_owned())
+            .collect()
+    }
+
+    engine_tests!(ended_sessions_are_read_by_the_databases_clock_until_their_records_expire);
+    async fn ended_sessions_are_read_by_the_databases_clock_until_their_records_expire(
+        engine: Engine,
+    ) {
         let (store, database) = fresh_store(engine).await;
-        store
-            .record_ended_session(&session('a', 3_600), at(10))
-            .await
-            .unwrap();
-        store
-            .record_ended_session(&session('b', 3_600), at(20))
-            .await
-            .unwrap();
-        store
-            .record_ended_session(&session('c', 15), at(5))
-            .await
-            .unwrap();
+        let now = Timestamp::now();
+        let later = |seconds| Timestamp::from_unix_seconds(now.unix_seconds() + seconds);
+        for (digest, expires) in [('a', later(3_600)), ('b', later(3_600)), ('c', later(15))] {
+            store
+                .record_ended_session(&session(digest, expires))
+                .await
+                .unwrap();
+        }
         // Ending a session again (two logouts of one cookie) is no error and changes nothing.
         store
-            .record_ended_session(&session('a', 3_600), at(30))
+            .record_ended_session(&session('a', later(7_200)))
             .await
             .unwrap();
-        let digests = |ended: Vec<EndedSession>| -> Vec<String> {
-            ended
-                .into_iter()
-                .map(|session| session.login_digest[..1].to_owned())
-                .collect()
-        };
+        // `b` ended long ago by the database's clock.
+        let mut connection = sqlx::AnyConnection::connect(&database.url).await.unwrap();
+        sqlx::query("UPDATE ended_session SET ended_at = 1000 WHERE login_digest LIKE 'b%'")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+        let set = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
         assert_eq!(
-            digests(store.sessions_ended_since(at(0), at(0)).await.unwrap()),
-            ["c", "a", "b"],
-            "{}: oldest ending first",
+            digests(store.sessions_ended(None, now).await.unwrap()),
+            set(&["a", "b", "c"]),
+            "{}",
             engine.name()
         );
         assert_eq!(
-            digests(store.sessions_ended_since(at(15), at(0)).await.unwrap()),
-            ["b"]
+            digests(store.sessions_ended(Some(30), now).await.unwrap()),
+            set(&["a", "c"]),
+            "{}: the last 30 s by the database's clock",
+            engine.name()
         );
         assert_eq!(
-            digests(store.sessions_ended_since(at(0), at(100)).await.unwrap()),
-            ["a", "b"],
-            "expired ones are not read"
+            digests(store.sessions_ended(None, later(100)).await.unwrap()),
+            set(&["a", "b"]),
+            "expired records are not read"
         );
-        assert_eq!(store.prune_ended_sessions(at(100)).await.unwrap(), 1);
-        assert_eq!(store.prune_ended_sessions(at(100)).await.unwrap(), 0);
+        // Revoked: `a` is kept only a while longer; a later end is never made longer.
+        store
+            .shorten_ended_session(&"a".repeat(64), later(50))
+            .await
+            .unwrap();
+        store
+            .shorten_ended_session(&"a".repeat(64), later(5_000))
+            .await
+            .unwrap();
         assert_eq!(
-            store
-                .sessions_ended_since(at(0), at(0))
-                .await
-                .unwrap()
-                .len(),
-            2
+            digests(store.sessions_ended(None, later(100)).await.unwrap()),
+            set(&["b"])
+        );
+        assert_eq!(store.prune_ended_sessions(later(100)).await.unwrap(), 2);
+        assert_eq!(store.prune_ended_sessions(later(100)).await.unwrap(), 0);
+        assert_eq!(
+            digests(store.sessions_ended(None, now).await.unwrap()),
+            set(&["b"])
         );
         finish(store, database).await;
     }

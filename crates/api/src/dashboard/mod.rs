@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 pub use assets::BundleSize;
-pub(crate) use session::follow_ended_sessions;
 use session::{check_csrf, login_failure, same_origin, set_cookie, SessionData, Sessions};
+pub(crate) use session::{follow_ended_sessions, SessionBound};
 
 use crate::context::{base_url, empty_response, json_response};
 use crate::error::ApiError;
@@ -385,8 +385,15 @@ async fn login(
         })
         .await
         .map_err(login_failure)?;
+    // A login over a session ends that one as a logout would, best effort (the new login
+    // is what was asked for).
     if let Some(previous) = sessions.read(&parts.headers) {
-        end(sessions, &previous).await.ok();
+        if let Err(error) = sessions.record_end(&state.store, &previous).await {
+            tracing::warn!(%error, "cannot record the end of the session a login replaces");
+        }
+        if end(sessions, &previous).await.is_ok() {
+            let _ = sessions.revoked(&state.store, &previous).await;
+        }
     }
     let session = sessions.start(&issued, None);
     started(state, sessions, parts, prefix, &session, &issued)
@@ -444,18 +451,27 @@ async fn logout(
         );
         response
     };
+    // Opened even when already ended here: a logout retried after a failure does
+    // everything again.
     let Some(session) = dashboard
         .sessions()
-        .and_then(|sessions| sessions.read(&parts.headers))
+        .and_then(|sessions| sessions.open(&parts.headers))
     else {
         return Ok(clear(empty_response(StatusCode::NO_CONTENT, "")));
     };
     check_csrf(&session, &parts.headers, state.settings.trust_proxy_headers)
         .map_err(ApiError::forbidden)?;
     let sessions = dashboard.sessions().ok_or_else(unauthenticated)?;
-    // Ended here and for every other process first: even if Keystone cannot be told now,
-    // the cookie is no session anywhere.
-    sessions.record_end(&state.store, &session).await?;
-    end(sessions, &session).await.map_err(login_failure)?;
+    // Recorded first (every process refuses the cookie within a second), and Keystone asked
+    // whatever the database said: either failing leaves the cookie for a retry (503).
+    let recorded = sessions.record_end(&state.store, &session).await;
+    let revoked = end(sessions, &session).await;
+    if revoked.is_ok() && recorded.is_ok() {
+        if let Err(error) = sessions.revoked(&state.store, &session).await {
+            tracing::warn!(%error, "cannot shorten the record of an ended session; it stays until its tokens expire");
+        }
+    }
+    revoked.map_err(login_failure)?;
+    recorded?;
     Ok(clear(empty_response(StatusCode::NO_CONTENT, "")))
 }

@@ -137,12 +137,27 @@ impl Sessions {
         let digest = login_digest(&session.login_token);
         self.ended().insert(digest, session.expires);
         store
-            .record_ended_session(
-                &magnum_store::EndedSession {
-                    login_digest: hex(&digest),
-                    expires_at: magnum_domain::time::Timestamp::from_unix_seconds(session.expires),
-                },
-                magnum_domain::time::Timestamp::now(),
+            .record_ended_session(&magnum_store::EndedSession {
+                login_digest: hex(&digest),
+                expires_at: magnum_domain::time::Timestamp::from_unix_seconds(session.expires),
+            })
+            .await
+    }
+
+    /// After Keystone revoked the session's tokens: its record is needed only until every
+    /// process's token cache has let go of them (and a minute more).
+    pub async fn revoked(
+        &self,
+        store: &magnum_store::Store,
+        session: &SessionData,
+    ) -> Result<(), magnum_store::StoreError> {
+        let until = chrono::Utc::now().timestamp()
+            + i64::try_from(self.keystone.cache_for().as_secs()).unwrap_or(i64::MAX / 2)
+            + 60;
+        store
+            .shorten_ended_session(
+                &hex(&login_digest(&session.login_token)),
+                magnum_domain::time::Timestamp::from_unix_seconds(until.min(session.expires)),
             )
             .await
     }
@@ -181,19 +196,33 @@ impl Sessions {
         (sealed.len() <= MAX_COOKIE_BYTES).then_some(sealed)
     }
 
-    /// The session of a request's cookie; `None` without one, or when it was not sealed
-    /// with this key, or has expired.
-    pub fn read(&self, headers: &HeaderMap) -> Option<SessionData> {
+    /// The session of a request's cookie, ended by a logout or not; `None` without one, or
+    /// when it was not sealed with this key, or has expired. (A logout opens the cookie so:
+    /// one retried after a failure does everything again.)
+    pub fn open(&self, headers: &HeaderMap) -> Option<SessionData> {
         let sealed = cookie_value(headers, COOKIE_NAME)?;
         let json = self.sealer.open(&sealed, SEAL_CONTEXT).ok()?;
         let session: SessionData = serde_json::from_slice(&json).ok()?;
-        if self
-            .ended()
-            .contains_key(&login_digest(&session.login_token))
-        {
-            return None;
-        }
         (session.expires_at() > Utc::now()).then_some(session)
+    }
+
+    /// The session of a request's cookie, unless a logout ended it (see [`Sessions::open`]).
+    pub fn read(&self, headers: &HeaderMap) -> Option<SessionData> {
+        self.open(headers)
+            .filter(|session| !self.is_ended(&login_digest(&session.login_token)))
+    }
+
+    /// Whether a logout (in any process that shares the database) ended the session.
+    pub fn is_ended(&self, login: &[u8; 32]) -> bool {
+        self.ended().contains_key(login)
+    }
+
+    /// The login digest of the cookie session whose token authenticates `headers` (its
+    /// `X-Auth-Token` is the session's), when there is one.
+    pub fn cookie_login(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        let session = self.read(headers)?;
+        let token = headers.get("x-auth-token")?.to_str().ok()?;
+        (token == session.token).then(|| login_digest(&session.login_token))
     }
 
     /// How a request to the API authenticates through the cookie.
@@ -462,16 +491,44 @@ mod tests {
     }
 }
 
+/// The authenticator of an event stream opened with a cookie session: the stream's token is
+/// checked again as any stream's, and the session must not have been ended by a logout (a
+/// token cache could still honour its token for a while).
+pub(crate) struct SessionBound {
+    pub inner: Arc<dyn crate::auth::Authenticator>,
+    pub dashboard: Arc<super::Dashboard>,
+    pub login: [u8; 32],
+}
+
+#[async_trait::async_trait]
+impl crate::auth::Authenticator for SessionBound {
+    async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<magnum_domain::Identity, crate::auth::AuthFailure> {
+        if self
+            .dashboard
+            .sessions()
+            .is_none_or(|sessions| sessions.is_ended(&self.login))
+        {
+            return Err(crate::auth::AuthFailure::Unauthenticated {
+                www_authenticate: String::new(),
+            });
+        }
+        self.inner.authenticate(headers).await
+    }
+}
+
 /// Follows the sessions ended by logouts in any process, while the dashboard lives: all
-/// those not yet expired at first, then every [`ENDED_SESSIONS_POLL`] those ended since the
-/// last read (looking [`ENDED_SESSIONS_OVERLAP_SECONDS`] further back). Expired records are
-/// dropped now and then. A database outage leaves what is known in place and is retried.
+/// those whose records are kept at first and every [`FULL_READ_EVERY`] reads, and in between
+/// every [`ENDED_SESSIONS_POLL`] those ended in the last [`ENDED_SESSIONS_OVERLAP_SECONDS`]
+/// by the database's clock (the one clock every process shares). A batch of expired records
+/// is dropped now and then. A database outage leaves what is known in place and is retried.
 pub(crate) async fn follow_ended_sessions(
     dashboard: Weak<super::Dashboard>,
     store: magnum_store::Store,
 ) {
     use magnum_domain::time::Timestamp;
-    let mut since = Timestamp::from_unix_seconds(0);
     let mut reads: u64 = 0;
     loop {
         let Some(dashboard) = dashboard.upgrade() else {
@@ -481,24 +538,23 @@ pub(crate) async fn follow_ended_sessions(
             return;
         };
         let now = Timestamp::now();
-        match store.sessions_ended_since(since, now).await {
+        let within =
+            (!reads.is_multiple_of(FULL_READ_EVERY)).then_some(ENDED_SESSIONS_OVERLAP_SECONDS);
+        match store.sessions_ended(within, now).await {
             Ok(ended) => {
                 if ended.len() as i64 == magnum_store::MAX_ENDED_SESSIONS_READ {
                     tracing::warn!(
-                        "{} ended dashboard sessions read at once, the bound: older ones may be honoured until their tokens expire",
+                        "{} ended dashboard sessions read at once, the bound: the oldest endings may be honoured until their tokens expire",
                         ended.len()
                     );
                 }
                 sessions.learn_ended(&ended, now.unix_seconds());
-                since = Timestamp::from_unix_seconds(
-                    now.unix_seconds() - ENDED_SESSIONS_OVERLAP_SECONDS,
-                );
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the dashboard sessions ended by logouts")
             }
         }
-        if reads.is_multiple_of(300) {
+        if reads.is_multiple_of(FULL_READ_EVERY) {
             if let Err(error) = store.prune_ended_sessions(now).await {
                 tracing::warn!(%error, "cannot drop expired records of ended dashboard sessions");
             }
@@ -508,6 +564,10 @@ pub(crate) async fn follow_ended_sessions(
         tokio::time::sleep(ENDED_SESSIONS_POLL).await;
     }
 }
+
+/// Every this many reads, all kept records are read again (a safety net for a read that
+/// failed or a commit that came late) and a batch of expired ones dropped.
+const FULL_READ_EVERY: u64 = 60;
 
 #[cfg(test)]
 mod ended_tests {

@@ -112,9 +112,22 @@ async fn respond_events(
             ),
         };
         let ends_with_cluster = matches!(scope, EventScope::Cluster(_));
+        // A stream opened with a dashboard session ends when a logout ends the session.
+        let authenticator: std::sync::Arc<dyn crate::auth::Authenticator> =
+            match state.dashboard.as_ref().and_then(|dashboard| {
+                let login = dashboard.sessions()?.cookie_login(headers)?;
+                Some((dashboard.clone(), login))
+            }) {
+                Some((dashboard, login)) => std::sync::Arc::new(crate::dashboard::SessionBound {
+                    inner: state.authenticator.clone(),
+                    dashboard,
+                    login,
+                }),
+                None => state.authenticator.clone(),
+            };
         let mut response = stream(
             events,
-            state.authenticator.clone(),
+            authenticator,
             StreamRequest {
                 scope,
                 resume_after,

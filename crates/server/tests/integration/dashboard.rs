@@ -538,7 +538,8 @@ async fn a_session_outlives_a_killed_magnumd_and_ends_with_its_key() {
 
 /// A logout ends the session in every API process within a second or two, not only in the
 /// one that answered it: a peer process that validated (and cached, for 300 s here) the
-/// session's token a moment before refuses the copied cookie, and so does one started after.
+/// session's token a moment before refuses the copied cookie and ends the event stream opened
+/// with it; a process started after the logout refuses it without asking Keystone.
 #[tokio::test]
 async fn a_logout_ends_the_session_in_every_api_process() {
     let fixture = Fixture::load();
@@ -548,6 +549,7 @@ async fn a_logout_ends_the_session_in_every_api_process() {
     let configure = |config: &mut magnumd::Config| {
         fixture.configure(config, 300);
         config.dashboard.session_key_file = Some(key.clone());
+        config.events.recheck_token = 1;
     };
     let (app, _driver) = TestApp::spawn_scripted_with(engines()[0], configure).await;
     let (peer, peer_app) = app.start_peer_api_with(configure).await;
@@ -572,6 +574,17 @@ async fn a_logout_ends_the_session_in_every_api_process() {
         200,
         "the peer reads the same session (and caches its token)"
     );
+    // A copy of the cookie holds the project's event stream open on the peer.
+    let opened = client
+        .get(format!("{}/v1/events?watch=true", peer_app.base_url))
+        .header("Cookie", alpha.cookie.clone())
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    let mut stream = crate::events::Stream::from_response(opened);
+
     let logout = alpha
         .send("DELETE", "/dashboard/session", Some(&alpha.csrf), None)
         .await;
@@ -589,7 +602,25 @@ async fn a_logout_ends_the_session_in_every_api_process() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (late, late_app) = app.start_peer_api_with(configure).await;
+    let ended = loop {
+        let frame = stream
+            .next(std::time::Duration::from_secs(15))
+            .await
+            .expect("the stream ends with an end event");
+        if frame.event == "end" {
+            break frame;
+        }
+    };
+    assert_eq!(ended.data["reason"], "token_expired", "{:?}", ended.data);
+
+    // Started after the logout, with Keystone out of reach: the cookie is no session (401),
+    // known from the database alone (a token it would have to validate would be a 503).
+    let (late, late_app) = app
+        .start_peer_api_with(|config| {
+            configure(config);
+            config.auth.keystone.auth_url = "http://127.0.0.1:9/v3".to_owned();
+        })
+        .await;
     assert_eq!(
         on_peer(late_app.base_url.clone(), alpha.cookie.clone()).await,
         401,

@@ -281,6 +281,14 @@ fn stream_request(base_url: &str, path: &str, caller: Caller) -> reqwest::Reques
 }
 
 impl Stream {
+    /// A stream some other request opened.
+    pub(crate) fn from_response(response: reqwest::Response) -> Self {
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
     pub(crate) async fn open(
         base_url: &str,
         path: &str,
