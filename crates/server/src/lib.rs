@@ -424,7 +424,7 @@ pub async fn start_with_drivers(
         tasks.push(tokio::spawn(conductor.run(shutdown_receiver.clone())));
     }
     if role != Role::Conductor {
-        let (router, events) = magnum_api::router_with_events(api_state(
+        let state = api_state(
             config,
             store.clone(),
             registry.clone(),
@@ -432,7 +432,15 @@ pub async fn start_with_drivers(
             certificates.clone(),
             keystone.clone(),
             metrics_endpoint.clone(),
-        )?);
+        )?;
+        // Dashboard sessions ended by logouts are known before the first request (the
+        // follower that keeps them up to date starts with the router).
+        if let Some(dashboard) = &state.dashboard {
+            if let Err(error) = dashboard.load_ended_sessions(&store).await {
+                tracing::warn!(%error, "cannot read the dashboard sessions ended by logouts yet; retried every second");
+            }
+        }
+        let (router, events) = magnum_api::router_with_events(state);
         // Streams end with `server_stopping` as soon as a stop begins, not at the grace's end.
         let mut stopping = shutdown_receiver.clone();
         tasks.push(tokio::spawn(async move {

@@ -61,6 +61,21 @@ impl Dashboard {
     pub(crate) fn sessions(&self) -> Option<&Sessions> {
         self.sessions.as_ref()
     }
+
+    /// Reads every session ended by a logout (and still recorded), so that a process knows
+    /// them before it serves its first request; the follower keeps it up to date after.
+    pub async fn load_ended_sessions(
+        &self,
+        store: &magnum_store::Store,
+    ) -> Result<(), magnum_store::StoreError> {
+        let Some(sessions) = self.sessions() else {
+            return Ok(());
+        };
+        let now = magnum_domain::time::Timestamp::now();
+        let ended = store.sessions_ended(None, now).await?;
+        sessions.learn_ended(&ended, now.unix_seconds());
+        Ok(())
+    }
 }
 
 /// Whether a path (after the deployment's prefix) is the dashboard's.

@@ -163,7 +163,7 @@ impl Sessions {
     }
 
     /// Takes in sessions other processes ended; forgets those whose tokens expired.
-    fn learn_ended(&self, ended: &[magnum_store::EndedSession], now: i64) {
+    pub(crate) fn learn_ended(&self, ended: &[magnum_store::EndedSession], now: i64) {
         let mut known = self.ended();
         known.retain(|_, expires| *expires > now);
         for session in ended {
