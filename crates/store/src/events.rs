@@ -425,18 +425,19 @@ impl Store {
         through: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        let raise = self.sql(
-            "UPDATE cluster_event_pruned SET pruned_through = ?, pruned_at = ? \
-             WHERE cluster_uuid = ? AND pruned_through < ?",
-        );
-        let raised = sqlx::query(&raise)
+        let raise = || async {
+            sqlx::query(&self.sql(
+                "UPDATE cluster_event_pruned SET pruned_through = ?, pruned_at = ? \
+                 WHERE cluster_uuid = ? AND pruned_through < ?",
+            ))
             .bind(through)
             .bind(now)
             .bind(cluster)
             .bind(through)
             .execute(&self.pool)
-            .await?;
-        if raised.rows_affected() > 0 {
+            .await
+        };
+        if raise().await?.rows_affected() > 0 {
             return Ok(());
         }
         let inserted = sqlx::query(&self.sql(
@@ -453,13 +454,7 @@ impl Store {
             Ok(_) => Ok(()),
             // The row is there (as high already, or written by another conductor just now).
             Err(error) if StoreError::is_unique_violation(&error) => {
-                sqlx::query(&raise)
-                    .bind(through)
-                    .bind(now)
-                    .bind(cluster)
-                    .bind(through)
-                    .execute(&self.pool)
-                    .await?;
+                raise().await?;
                 Ok(())
             }
             Err(error) => Err(error.into()),
