@@ -472,21 +472,22 @@ async fn newest_is_deleted(hub: &EventHub, scope: &EventScope) -> Result<bool, E
 /// The reason of a purged cluster's last event.
 const DELETED: &str = "Deleted";
 
-/// Sends what the table holds after `sent_up_to` in the stream's scope, each batch after a
-/// `gap` event when retention dropped some of what it should have held (a slow client's
-/// catch-up can take long enough for pruning to overtake it).
+/// Sends what the table holds after `sent_up_to` in the stream's scope. Where retention
+/// dropped events the stream should have sent (a client resuming from further back than the
+/// table keeps, or one so slow that pruning overtook it), a `gap` event says so once: sent
+/// where every event kept up to the highest mark of the scope has been sent, with that mark
+/// as its id, it moves the stream's position (and the client's `Last-Event-ID`) past what is
+/// gone, so that neither a later catch-up nor a reconnection tells it again.
 async fn catch_up(
     hub: &EventHub,
     request: &StreamRequest,
     sent_up_to: &mut i64,
     frames: &mpsc::Sender<Bytes>,
 ) -> Result<(), End> {
-    let mut told_through = *sent_up_to;
     loop {
-        let before = *sent_up_to;
         let events = hub
             .store
-            .events_after(&request.scope, Some(before), CATCH_UP_BATCH)
+            .events_after(&request.scope, Some(*sent_up_to), CATCH_UP_BATCH)
             .await
             .map_err(|error| unavailable(&error))?;
         // Looked for after the read: pruning marks how far it goes before it deletes, so
@@ -496,21 +497,53 @@ async fn catch_up(
             .events_pruned_through(&request.scope)
             .await
             .map_err(|error| unavailable(&error))?;
-        let missed_after = before.max(told_through);
-        if pruned_through > missed_after {
-            hub.metrics.gap();
-            send_gap(frames, missed_after, pruned_through).await?;
-            told_through = pruned_through;
-        }
         let complete = (events.len() as i64) < CATCH_UP_BATCH;
-        for event in &events {
+        let (through_mark, past_mark) =
+            events.split_at(events.partition_point(|event| event.sequence <= pruned_through));
+        for event in through_mark {
             *sent_up_to = event.sequence;
             send_event(frames, event, request).await?;
         }
-        if complete {
+        let mut settled = true;
+        if pruned_through > *sent_up_to {
+            // Sequences grow in commit order and a mark is a pruned event's sequence: once
+            // a read has found an event past the mark, no kept event below it can appear any
+            // more. A complete read that found none may have missed events committed after
+            // it, below the mark; a read after the mark was looked up finds them.
+            let every_kept_sent = !past_mark.is_empty()
+                || (complete
+                    && nothing_kept_through(hub, request, *sent_up_to, pruned_through).await?);
+            if every_kept_sent {
+                hub.metrics.gap();
+                send_gap(frames, *sent_up_to, pruned_through).await?;
+                *sent_up_to = pruned_through;
+            } else {
+                settled = false;
+            }
+        }
+        for event in past_mark {
+            *sent_up_to = event.sequence;
+            send_event(frames, event, request).await?;
+        }
+        if complete && settled {
             return Ok(());
         }
     }
+}
+
+/// Whether the table holds no event of the stream's scope after `after` up to `through`.
+async fn nothing_kept_through(
+    hub: &EventHub,
+    request: &StreamRequest,
+    after: i64,
+    through: i64,
+) -> Result<bool, End> {
+    let next = hub
+        .store
+        .events_after(&request.scope, Some(after), 1)
+        .await
+        .map_err(|error| unavailable(&error))?;
+    Ok(next.first().is_none_or(|event| event.sequence > through))
 }
 
 async fn send_event(
@@ -536,24 +569,27 @@ async fn send_event(
 
 /// Tells the client that events it should have had were dropped by retention (it resumed,
 /// or fell behind, further back than the table keeps): it reads the current state again,
-/// and the stream goes on with the events kept. No `id`: where to resume is unchanged.
+/// and the stream goes on with the events kept. Its id is `pruned_through`: every event kept
+/// up to there was sent before it, so that is where to resume.
 async fn send_gap(
     frames: &mpsc::Sender<Bytes>,
-    after: i64,
+    last_sent: i64,
     pruned_through: i64,
 ) -> Result<(), End> {
     let data = json!({
         "reason": "events_pruned",
         "message": format!(
-            "Events after {after} up to {pruned_through} were dropped by retention before \
-             this stream could send them; what follows is every event kept. Read the current \
-             state again to fill the gap."
+            "Events up to {pruned_through} were dropped by retention before this stream could \
+             send them; every event kept up to there was sent. Read the current state again \
+             to fill the gap; the stream goes on after {pruned_through}."
         ),
-        "last_event_id": after,
+        "last_event_id": last_sent,
         "pruned_through": pruned_through,
     });
     frames
-        .send(Bytes::from(format!("event: gap\ndata: {data}\n\n")))
+        .send(Bytes::from(format!(
+            "id: {pruned_through}\nevent: gap\ndata: {data}\n\n"
+        )))
         .await
         .map_err(|_| End::ClientGone)
 }

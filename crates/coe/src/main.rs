@@ -681,12 +681,16 @@ async fn cluster_events(
                 }
                 // Retention dropped events before they could be shown: said on stderr (the
                 // rows on stdout stay events), then the stream goes on with what is kept.
-                Some(event) if event.kind == "gap" => eprintln!(
-                    "WARNING: {}",
-                    event.data["message"]
-                        .as_str()
-                        .unwrap_or("events were dropped before they could be shown")
-                ),
+                // Its id is past what is gone: a reconnection resumes there, not told again.
+                Some(event) if event.kind == "gap" => {
+                    last = event.id.or(last);
+                    eprintln!(
+                        "WARNING: {}",
+                        event.data["message"]
+                            .as_str()
+                            .unwrap_or("events were dropped before they could be shown")
+                    );
+                }
                 Some(_) => {}
             }
         }

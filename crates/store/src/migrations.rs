@@ -18,6 +18,10 @@ pub struct AppliedMigration {
     pub name: String,
 }
 
+/// From version 11 on, every statement can run again over what it made (`IF NOT EXISTS`):
+/// MariaDB commits each DDL statement by itself, so a process stopped inside a migration
+/// leaves part of it applied but not recorded, and the next start runs it again. The
+/// migrations before were applied as they are written; their text stays.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -286,13 +290,13 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 11,
         name: "how far retention pruned each cluster's events",
         statements: &[
-            "CREATE TABLE cluster_event_pruned (
+            "CREATE TABLE IF NOT EXISTS cluster_event_pruned (
             cluster_uuid VARCHAR(36) NOT NULL PRIMARY KEY,
             project_id VARCHAR(255) NOT NULL,
             pruned_through BIGINT NOT NULL,
             pruned_at BIGINT NOT NULL
         ){table_options}",
-            "CREATE INDEX ix_cluster_event_pruned_project ON cluster_event_pruned \
+            "CREATE INDEX IF NOT EXISTS ix_cluster_event_pruned_project ON cluster_event_pruned \
              (project_id, pruned_through)",
         ],
     },
@@ -300,19 +304,21 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "dashboard sessions ended by a logout",
         statements: &[
-            "CREATE TABLE ended_session (
+            "CREATE TABLE IF NOT EXISTS ended_session (
             login_digest VARCHAR(64) NOT NULL PRIMARY KEY,
             expires_at BIGINT NOT NULL,
             ended_at BIGINT NOT NULL
         ){table_options}",
-            "CREATE INDEX ix_ended_session_ended ON ended_session (ended_at)",
-            "CREATE INDEX ix_ended_session_expires ON ended_session (expires_at)",
+            "CREATE INDEX IF NOT EXISTS ix_ended_session_ended ON ended_session (ended_at)",
+            "CREATE INDEX IF NOT EXISTS ix_ended_session_expires ON ended_session (expires_at)",
         ],
     },
     Migration {
         version: 13,
         name: "finished operations found by when they ended",
-        statements: &["CREATE INDEX ix_operation_ended ON operation (state, updated_at)"],
+        statements: &[
+            "CREATE INDEX IF NOT EXISTS ix_operation_ended ON operation (state, updated_at)",
+        ],
     },
 ];
 

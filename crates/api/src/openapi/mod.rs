@@ -306,10 +306,11 @@ const EVENTS: &str = "magnum-rs extension. Events in commit order, also of delet
 text/event-stream) a stream of what happens from now on, or after Last-Event-ID.";
 
 const EVENT_STREAM: &str = "Server-Sent Events: `event: cluster_event` frames with `id:` the \
-event's sequence and `data:` an Event as JSON; `event: gap` (no id) with `data: {\"reason\": \
-\"events_pruned\", \"message\", \"last_event_id\", \"pruned_through\"}` when retention \
-dropped events after last_event_id (up to pruned_through) before the stream could send them: \
-read the current state again, the stream goes on with the events kept; `event: end` with \
+event's sequence and `data:` an Event as JSON; `event: gap` with `id:` pruned_through and `data: \
+{\"reason\": \"events_pruned\", \"message\", \"last_event_id\", \"pruned_through\"}` when \
+retention dropped events up to pruned_through before the stream could send them (once, after \
+every event kept up to there; last_event_id: the last id sent before it): read the current \
+state again, the stream goes on after pruned_through with the events kept; `event: end` with \
 `data: {\"reason\", \"message\", \"last_event_id\"}` when the server ends the stream \
 (max_duration, token_expired, cluster_deleted: also at once for a cluster deleted before \
 the stream's start, server_stopping, unavailable). Resume with Last-Event-ID.";

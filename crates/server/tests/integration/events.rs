@@ -887,7 +887,8 @@ async fn a_stream_is_told_of_events_pruned_before_it_could_send_them(engine: Eng
     assert!(seen < last_dropped);
 
     // Resumed from before what was dropped, on the cluster's stream and the project's: told
-    // first, with how far events are gone, then every event kept.
+    // first, with how far events are gone (where to resume from: nothing kept is below it),
+    // then every event kept.
     for path in [
         format!("{events_path}?watch=true"),
         "/v1/events?watch=true".to_owned(),
@@ -900,9 +901,16 @@ async fn a_stream_is_told_of_events_pruned_before_it_could_send_them(engine: Eng
             .await;
         let gap = &frames[0];
         assert_eq!(gap.event, "gap", "{engine:?} {path}: {frames:?}");
-        assert_eq!(gap.id, None, "where to resume stays the client's");
+        assert_eq!(
+            gap.id,
+            Some(last_dropped),
+            "{engine:?} {path}: resumed past the gap"
+        );
         assert_eq!(gap.data["reason"], "events_pruned");
-        assert_eq!(gap.data["last_event_id"], seen);
+        assert_eq!(
+            gap.data["last_event_id"], seen,
+            "the last id the stream sent"
+        );
         assert_eq!(gap.data["pruned_through"], last_dropped);
         assert!(gap.data["message"].as_str().unwrap().contains("retention"));
         assert_eq!(streamed_ids(&frames[1..]), kept, "{engine:?} {path}");
@@ -942,6 +950,9 @@ async fn a_stream_is_told_of_events_pruned_before_it_could_send_them(engine: Eng
     );
     app.wait_for_cluster(&uuid, ALICE, 20, |reply| reply.status == 404)
         .await;
+    let resumed_from = *kept.last().unwrap();
+    let mark = *sequences(&listed(&app, "/v1/events").await).last().unwrap();
+    assert!(resumed_from < mark, "{engine:?}: the deletion told events");
     let everything_deleted = magnum_store::EventRetention {
         keep_after_delete: 0,
         ..retention
@@ -956,10 +967,29 @@ async fn a_stream_is_told_of_events_pruned_before_it_could_send_them(engine: Eng
         .unwrap();
     assert!(listed(&app, "/v1/events").await.is_empty(), "{engine:?}");
     let mut fresh = Stream::open(&app.base_url, "/v1/events?watch=true", ALICE, None).await;
+    // The project's stream resumed from below the deleted cluster's mark, no event kept above
+    // it: told once, with the mark as its id. Resumed from that id, it is not told again.
+    let mut resumed = Stream::open(
+        &app.base_url,
+        "/v1/events?watch=true",
+        ALICE,
+        Some(resumed_from),
+    )
+    .await;
+    let gap = resumed.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(gap.event, "gap", "{engine:?}: {gap:?}");
+    assert_eq!(gap.id, Some(mark), "{engine:?}: {gap:?}");
+    assert_eq!(gap.data["last_event_id"], resumed_from);
+    assert_eq!(gap.data["pruned_through"], mark);
+    let mut reconnected = Stream::open(&app.base_url, "/v1/events?watch=true", ALICE, gap.id).await;
     let next = create_cluster(&app, "p2", json!({})).await;
-    let first = fresh.next(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(first.event, "cluster_event", "{engine:?}: {first:?}");
-    assert_eq!(first.data["cluster_uuid"], next.as_str());
+    for stream in [&mut fresh, &mut resumed, &mut reconnected] {
+        // The next frame of each is the new cluster's first event, no gap before it.
+        let first = stream.next(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(first.event, "cluster_event", "{engine:?}: {first:?}");
+        assert_eq!(first.data["cluster_uuid"], next.as_str());
+        assert!(first.id > Some(mark), "{engine:?}: {first:?}");
+    }
     store.close().await;
     app.stop().await;
 }
