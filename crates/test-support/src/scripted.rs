@@ -11,6 +11,10 @@
 //!   driver's autoscaler would, again at every look until its world has them) that many more
 //!   nodes for the default worker nodegroup.
 //!
+//! A double built [`ScriptedDriver::holding_deletes`] holds every delete once it reported
+//! removing the nodes: a test that kills its process there knows the delete was running
+//! (a label would not do: it would hold the delete the restarted process resumes too).
+//!
 //! It builds nothing: it keeps an in-memory picture of the nodes it "runs".
 //!
 //! Its references are fixed (`scripted-image`, flavor `s.small`, network `public`, keypair
@@ -147,6 +151,7 @@ pub struct ScriptedDriver {
     events: broadcast::Sender<DriverEvent>,
     next_address: Mutex<u32>,
     failures: Mutex<BTreeMap<Uuid, u32>>,
+    hold_deletes: bool,
 }
 
 impl Default for ScriptedDriver {
@@ -169,6 +174,15 @@ impl ScriptedDriver {
             events: broadcast::channel(64).0,
             next_address: Mutex::new(10),
             failures: Mutex::new(BTreeMap::new()),
+            hold_deletes: false,
+        }
+    }
+
+    /// This double, holding every delete for good once it reported "Removing every node.".
+    pub fn holding_deletes(self) -> Self {
+        Self {
+            hold_deletes: true,
+            ..self
         }
     }
 
@@ -549,6 +563,9 @@ impl Driver for ScriptedDriver {
         });
         self.scripted_pause(spec, Action::DeleteCluster).await?;
         progress.report("Removing every node.".to_owned()).await;
+        if self.hold_deletes {
+            std::future::pending::<()>().await;
+        }
         tokio::time::sleep(step(spec)).await;
         self.world.lock().unwrap().remove(&spec.cluster.uuid);
         Ok(())
