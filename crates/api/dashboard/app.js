@@ -227,7 +227,8 @@
   }
 
   function sessionLost() {
-    if (!state.session || state.session.auth !== 'keystone') return;
+    // A request refused while the user logs out is the logout itself, not a lost session.
+    if (state.loggingOut || !state.session || state.session.auth !== 'keystone') return;
     setSession(null);
     announce('Your session ended. Log in again to go on.', 'error');
     state.returnTo = location.hash;
@@ -287,6 +288,9 @@
   }
 
   async function logOut() {
+    // The session ends in every API process before Keystone is told: the page's other
+    // requests meanwhile are refused, and must not make the next login come back here.
+    state.loggingOut = true;
     try {
       await request('DELETE', SESSION_URL);
     } catch (error) {
@@ -294,8 +298,11 @@
         announce(`Logging out failed: ${error.detail}`, 'error');
         return;
       }
+    } finally {
+      state.loggingOut = false;
     }
     setSession(null);
+    state.returnTo = null;
     announce('You are logged out.', 'ok');
     location.hash = '#/login';
   }

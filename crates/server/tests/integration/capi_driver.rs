@@ -479,8 +479,10 @@ async fn a_quota_failure_reaches_the_status_reason_while_the_create_waits() {
     let path = kubeconfig.path().to_owned();
     let app = TestApp::spawn_with(Engine::Sqlite, Role::All, |config| {
         configure(config, &path);
-        // Without a create_timeout of its own, a create ends at the operation timeout.
-        config.conductor.operation_timeout = 8;
+        // Without a create_timeout of its own, a create ends at the operation timeout: long
+        // enough for a loaded machine (the whole suite starts at once) to show the reason
+        // before it.
+        config.conductor.operation_timeout = 25;
     })
     .await;
     let created = app
@@ -528,11 +530,13 @@ async fn a_quota_failure_reaches_the_status_reason_while_the_create_waits() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let cluster = wait(&app, &uuid, 8, |c| {
+    // The reason and the API endpoint come from different CAPI objects, in either order.
+    let cluster = wait(&app, &uuid, 20, |c| {
         c["status_reason"]
             .as_str()
             .unwrap_or_default()
             .contains(QUOTA_MESSAGE)
+            && !c["api_address"].is_null()
     })
     .await;
     // Its latency is a figure (printed below; about 0.1 s on an idle machine), not a test:
